@@ -1,0 +1,534 @@
+//! One round on one tree: the paths of a batch's accesses, fetched together, verified from
+//! the top down, evicted and sealed from the bottom up.
+//!
+//! Positions: access `j` at depth `d` is position `p = j * levels + d`. When the paths of two
+//! accesses share a bucket, the later position points at the earlier one (`first[p]`); that
+//! bucket is verified, evicted into and sealed once, and both positions carry the same sealed
+//! bytes back, so every path stays full length and overlapping paths stay consistent.
+//!
+//! All buffers are allocated once, for `max_batch` paths: a round allocates nothing.
+
+use crate::bucket::Layout;
+use crate::geometry::TreeGeometry;
+use crate::integrity::{Digest, EMPTY, IntegrityError};
+use crate::seal::Sealer;
+use crate::stash::Stash;
+use crate::{BucketId, Error};
+
+const NONE: u32 = u32::MAX;
+
+/// Where a candidate block's bytes are during a round.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Src {
+    /// Entry `i` of the committed stash.
+    Stash(u32),
+    /// Slot `s` of the verified bucket at position `p`.
+    Path(u32, u32),
+    /// Block `m` of the round's scratch blocks (a copy an access modifies).
+    Scratch(u32),
+    /// The data of the batch's access `j` (a write).
+    Payload(u32),
+    /// A new block of zeros.
+    Zero,
+}
+
+/// The scratch and staged results of one tree's round.
+pub(crate) struct Round {
+    pub geom: TreeGeometry,
+    pub tree: u8,
+    layout: Layout,
+    clen: usize,
+    /// Accesses in the current batch.
+    pub k: usize,
+    pub leaves: Vec<u32>,
+    first: Vec<u32>,
+    ids: Vec<BucketId>,
+    present: Vec<bool>,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    digests: Vec<Digest>,
+    // Candidate blocks: the stash plus every block on the fetched paths.
+    pub cand_src: Vec<Src>,
+    pub cand_addr: Vec<u64>,
+    pub cand_leaf: Vec<u32>,
+    cand_next: Vec<u32>,
+    head: Vec<u32>,
+    tail: Vec<u32>,
+    /// Blocks that accesses modify in place (position blocks).
+    pub scratch: Vec<u8>,
+    pub scratch_used: usize,
+    /// The stash that this round leaves, committed with the batch.
+    pub staged: Stash,
+    pub new_root: Digest,
+}
+
+impl Round {
+    pub fn new(geom: TreeGeometry, tree: u8, max_batch: usize, stash_limit: usize) -> Self {
+        let levels = geom.levels();
+        let clen = geom.ciphertext_len();
+        let block = geom.block_size as usize;
+        let positions = max_batch * levels;
+        let cands = stash_limit + positions * geom.slots as usize + max_batch;
+        Round {
+            geom,
+            tree,
+            layout: Layout { block },
+            clen,
+            k: 0,
+            leaves: vec![0; max_batch],
+            first: vec![0; positions],
+            ids: Vec::with_capacity(max_batch * geom.fetched_levels()),
+            present: vec![false; positions],
+            input: vec![0; positions * clen],
+            output: vec![0; positions * clen],
+            digests: vec![EMPTY; positions],
+            cand_src: Vec::with_capacity(cands),
+            cand_addr: Vec::with_capacity(cands),
+            cand_leaf: Vec::with_capacity(cands),
+            cand_next: Vec::with_capacity(cands),
+            head: vec![NONE; positions],
+            tail: vec![NONE; positions],
+            scratch: vec![0; max_batch * block],
+            scratch_used: 0,
+            staged: Stash::new(block, stash_limit),
+            new_root: EMPTY,
+        }
+    }
+
+    fn levels(&self) -> usize {
+        self.geom.levels()
+    }
+
+    fn buf(&self, p: usize) -> &[u8] {
+        &self.input[p * self.clen..(p + 1) * self.clen]
+    }
+
+    /// Plans the round for the given leaves: which buckets, and which positions coincide.
+    pub fn setup(&mut self, leaves: &[u32]) {
+        let levels = self.levels();
+        self.k = leaves.len();
+        self.leaves[..leaves.len()].copy_from_slice(leaves);
+        self.ids.clear();
+        for j in 0..self.k {
+            for d in 0..levels {
+                let p = j * levels + d;
+                let pre = self.geom.prefix(d, leaves[j]);
+                self.first[p] = (0..j)
+                    .find(|&i| self.geom.prefix(d, leaves[i]) == pre)
+                    .map_or(p as u32, |i| self.first[i * levels + d]);
+                self.present[p] = false;
+            }
+            for d in self.geom.cached_levels as usize..levels {
+                self.ids.push(BucketId {
+                    tree: self.tree,
+                    index: self.geom.bucket_index(d, leaves[j]),
+                });
+            }
+        }
+    }
+
+    /// Position of fetch slot `i`.
+    fn position(&self, i: usize) -> usize {
+        let f = self.geom.fetched_levels();
+        (i / f) * self.levels() + self.geom.cached_levels as usize + i % f
+    }
+
+    pub fn ids(&self) -> &[BucketId] {
+        &self.ids
+    }
+
+    /// Takes the server's bytes for fetch slot `i` (`None`: the server has no such bucket).
+    pub fn supply(&mut self, i: usize, bucket: Option<&[u8]>) -> Result<(), IntegrityError> {
+        let id = self.ids[i];
+        let p = self.position(i);
+        match bucket {
+            None => self.present[p] = false,
+            Some(b) if b.len() != self.clen => {
+                return Err(IntegrityError::WrongLength {
+                    id,
+                    got: b.len(),
+                    expected: self.clen,
+                });
+            }
+            Some(b) => {
+                self.input[p * self.clen..(p + 1) * self.clen].copy_from_slice(b);
+                self.present[p] = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// A buffer for fetch slot `i` that the caller fills directly; marks it present.
+    pub fn slot_mut(&mut self, i: usize) -> &mut [u8] {
+        let p = self.position(i);
+        self.present[p] = true;
+        &mut self.input[p * self.clen..(p + 1) * self.clen]
+    }
+
+    /// Verifies every fetched bucket against the digests the client holds, top down, and
+    /// decrypts it in place. Cached levels are copied in from `cache`. On error the caller
+    /// must supply every bucket again.
+    pub fn verify(
+        &mut self,
+        sealer: &Sealer,
+        root: &Digest,
+        cache: &[u8],
+    ) -> Result<(), IntegrityError> {
+        let r = self.verify_inner(sealer, root, cache);
+        if r.is_err() {
+            self.present.fill(false);
+        }
+        r
+    }
+
+    fn verify_inner(
+        &mut self,
+        sealer: &Sealer,
+        root: &Digest,
+        cache: &[u8],
+    ) -> Result<(), IntegrityError> {
+        let (levels, clen, t) = (self.levels(), self.clen, self.geom.cached_levels as usize);
+        // Copies of one bucket must agree before any is decrypted in place.
+        for j in 0..self.k {
+            for d in t..levels {
+                let p = j * levels + d;
+                let q = self.first[p] as usize;
+                if q != p
+                    && (self.present[p] != self.present[q]
+                        || (self.present[p] && self.buf(p) != self.buf(q)))
+                {
+                    let id = BucketId {
+                        tree: self.tree,
+                        index: self.geom.bucket_index(d, self.leaves[j]),
+                    };
+                    return Err(IntegrityError::Inconsistent(id));
+                }
+            }
+        }
+        for d in 0..levels {
+            for j in 0..self.k {
+                let p = j * levels + d;
+                if self.first[p] as usize != p {
+                    continue;
+                }
+                let index = self.geom.bucket_index(d, self.leaves[j]);
+                let range = p * clen..(p + 1) * clen;
+                if d < t {
+                    let at = index as usize * clen;
+                    self.input[range].copy_from_slice(&cache[at..at + clen]);
+                    continue;
+                }
+                let expected = if d == 0 {
+                    *root
+                } else {
+                    let parent = self.first[p - 1] as usize;
+                    let right = self.leaves[j] >> (self.geom.height as usize - d) & 1 == 1;
+                    self.layout.child(self.buf(parent), right)
+                };
+                let id = BucketId {
+                    tree: self.tree,
+                    index,
+                };
+                match (expected == EMPTY, self.present[p]) {
+                    (true, true) => return Err(IntegrityError::Unexpected(id)),
+                    (true, false) => self.input[range].fill(0),
+                    (false, false) => return Err(IntegrityError::Missing(id)),
+                    (false, true) => sealer.open(id, &expected, &mut self.input[range])?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets every supplied bucket: after a failure they must all be supplied again.
+    pub fn reset_present(&mut self) {
+        self.present.fill(false);
+    }
+
+    /// Loads the committed stash and every block of the verified paths as candidates.
+    pub fn gather(&mut self, stash: &Stash) {
+        self.cand_src.clear();
+        self.cand_addr.clear();
+        self.cand_leaf.clear();
+        self.scratch_used = 0;
+        for i in 0..stash.len() {
+            self.push_cand(Src::Stash(i as u32), stash.addr(i), stash.leaf(i));
+        }
+        let levels = self.levels();
+        for p in 0..self.k * levels {
+            if self.first[p] as usize != p {
+                continue;
+            }
+            for s in 0..self.geom.slots as usize {
+                if let Some((addr, leaf)) = self.layout.slot(self.buf(p), s) {
+                    self.push_cand(Src::Path(p as u32, s as u32), addr, leaf);
+                }
+            }
+        }
+    }
+
+    pub fn push_cand(&mut self, src: Src, addr: u64, leaf: u32) -> usize {
+        self.cand_src.push(src);
+        self.cand_addr.push(addr);
+        self.cand_leaf.push(leaf);
+        self.cand_src.len() - 1
+    }
+
+    pub fn find(&self, addr: u64) -> Option<usize> {
+        self.cand_addr.iter().position(|&a| a == addr)
+    }
+
+    /// The bytes of a candidate.
+    pub fn data<'a>(
+        &'a self,
+        c: usize,
+        stash: &'a Stash,
+        payload: &'a [u8],
+        zero: &'a [u8],
+    ) -> &'a [u8] {
+        let src = Sources {
+            layout: &self.layout,
+            input: &self.input,
+            clen: self.clen,
+            scratch: &self.scratch,
+            stash,
+            payload,
+            zero,
+        };
+        src.bytes(self.cand_src[c])
+    }
+
+    /// Gives candidate `c` a private copy in scratch and returns it for modification.
+    pub fn make_mut(&mut self, c: usize, stash: &Stash, payload: &[u8], zero: &[u8]) -> &mut [u8] {
+        let b = self.layout.block;
+        let m = match self.cand_src[c] {
+            Src::Scratch(m) => m as usize,
+            other => {
+                let m = self.scratch_used;
+                self.scratch_used += 1;
+                let src = Sources {
+                    layout: &self.layout,
+                    input: &self.input,
+                    clen: self.clen,
+                    scratch: &[],
+                    stash,
+                    payload,
+                    zero,
+                };
+                self.scratch[m * b..(m + 1) * b].copy_from_slice(src.bytes(other));
+                self.cand_src[c] = Src::Scratch(m as u32);
+                m
+            }
+        };
+        &mut self.scratch[m * b..(m + 1) * b]
+    }
+
+    /// Greedy eviction over the union of the round's paths (deepest bucket first, as in
+    /// Stefanov et al., section 3), then sealing from the leaves up so that each parent
+    /// records its children's new digests. Leftovers go to the staged stash. Cached levels
+    /// are filled like the others but not sealed.
+    pub fn evict_and_seal(
+        &mut self,
+        sealer: &Sealer,
+        counter: &mut u64,
+        stash: &Stash,
+        payload: &[u8],
+        zero: &[u8],
+    ) -> Result<(), Error> {
+        let (levels, t) = (self.levels(), self.geom.cached_levels as usize);
+        let positions = self.k * levels;
+        self.head[..positions].fill(NONE);
+        self.tail[..positions].fill(NONE);
+        self.cand_next.clear();
+        self.cand_next.resize(self.cand_src.len(), NONE);
+        // Each block starts at the deepest bucket of the union that lies on its own path.
+        for c in 0..self.cand_src.len() {
+            let leaf = self.cand_leaf[c];
+            let (mut best_d, mut best_j) = (0, 0);
+            for j in 0..self.k {
+                let d = self.geom.common_depth(leaf, self.leaves[j]);
+                if d > best_d || j == 0 {
+                    (best_d, best_j) = (d, j);
+                }
+            }
+            let p = self.first[best_j * levels + best_d] as usize;
+            self.append(p, c as u32, c as u32);
+        }
+        self.staged.clear();
+        let mut output = std::mem::take(&mut self.output);
+        let result = self.fill_and_seal(&mut output, sealer, counter, stash, payload, zero);
+        self.output = output;
+        result?;
+        self.new_root = if t == 0 { self.digests[0] } else { EMPTY };
+        Ok(())
+    }
+
+    fn fill_and_seal(
+        &mut self,
+        output: &mut [u8],
+        sealer: &Sealer,
+        counter: &mut u64,
+        stash: &Stash,
+        payload: &[u8],
+        zero: &[u8],
+    ) -> Result<(), Error> {
+        let (levels, clen, t) = (self.levels(), self.clen, self.geom.cached_levels as usize);
+        let z = self.geom.slots as usize;
+        for d in (0..levels).rev() {
+            for j in 0..self.k {
+                let p = j * levels + d;
+                if self.first[p] as usize != p {
+                    continue;
+                }
+                let out = &mut output[p * clen..(p + 1) * clen];
+                let src = Sources {
+                    layout: &self.layout,
+                    input: &self.input,
+                    clen,
+                    scratch: &self.scratch,
+                    stash,
+                    payload,
+                    zero,
+                };
+                // Fill up to Z slots from this bucket's pending list.
+                let mut c = self.head[p];
+                let mut s = 0;
+                while c != NONE && s < z {
+                    let ci = c as usize;
+                    let dst = self
+                        .layout
+                        .put(out, s, self.cand_addr[ci], self.cand_leaf[ci]);
+                    dst.copy_from_slice(src.bytes(self.cand_src[ci]));
+                    s += 1;
+                    c = self.cand_next[ci];
+                }
+                self.layout.clear_from(out, s, z);
+                // The rest may still fit higher up; at the root they stay in the stash.
+                if c != NONE && d == 0 {
+                    while c != NONE {
+                        let ci = c as usize;
+                        if !self.staged.push(
+                            self.cand_addr[ci],
+                            self.cand_leaf[ci],
+                            src.bytes(self.cand_src[ci]),
+                        ) {
+                            return Err(Error::StashOverflow {
+                                limit: self.staged.limit(),
+                            });
+                        }
+                        c = self.cand_next[ci];
+                    }
+                } else if c != NONE {
+                    let parent = self.first[p - 1] as usize;
+                    let tail = self.tail[p];
+                    self.append(parent, c, tail);
+                }
+                // Child digests: fresh for children in the union, unchanged otherwise.
+                for right in [false, true] {
+                    let digest = if d + 1 == levels {
+                        EMPTY
+                    } else {
+                        let child = (self.geom.prefix(d, self.leaves[j]) << 1) | u32::from(right);
+                        match (0..self.k)
+                            .find(|&i| self.geom.prefix(d + 1, self.leaves[i]) == child)
+                        {
+                            Some(i) => self.digests[self.first[i * levels + d + 1] as usize],
+                            None => self
+                                .layout
+                                .child(&self.input[p * clen..(p + 1) * clen], right),
+                        }
+                    };
+                    self.layout.set_child(out, right, &digest);
+                }
+                if d >= t {
+                    let id = BucketId {
+                        tree: self.tree,
+                        index: self.geom.bucket_index(d, self.leaves[j]),
+                    };
+                    self.digests[p] = sealer.seal(counter, id, out)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends the list `from..=to` (linked by `cand_next`) to position `p`'s pending list.
+    fn append(&mut self, p: usize, from: u32, to: u32) {
+        if self.head[p] == NONE {
+            self.head[p] = from;
+        } else {
+            let tail = self.tail[p] as usize;
+            self.cand_next[tail] = from;
+        }
+        self.tail[p] = to;
+    }
+
+    /// Copies the new cached buckets into the tree-top cache.
+    pub fn commit_cache(&self, cache: &mut [u8]) {
+        let (levels, clen) = (self.levels(), self.clen);
+        for j in 0..self.k {
+            for d in 0..self.geom.cached_levels as usize {
+                let p = j * levels + d;
+                if self.first[p] as usize == p {
+                    let at = self.geom.bucket_index(d, self.leaves[j]) as usize * clen;
+                    cache[at..at + clen].copy_from_slice(&self.output[p * clen..(p + 1) * clen]);
+                }
+            }
+        }
+    }
+
+    /// The sealed buckets to write back, in fetch order.
+    pub fn write_back(&self) -> impl Iterator<Item = (BucketId, &[u8])> + '_ {
+        let clen = self.clen;
+        self.ids.iter().enumerate().map(move |(i, id)| {
+            let q = self.first[self.position(i)] as usize;
+            (*id, &self.output[q * clen..(q + 1) * clen])
+        })
+    }
+
+    /// Bytes held by this round's allocations.
+    pub fn memory(&self) -> usize {
+        self.leaves.capacity() * 4
+            + self.first.capacity() * 4
+            + self.ids.capacity() * std::mem::size_of::<BucketId>()
+            + self.present.capacity()
+            + self.input.capacity()
+            + self.output.capacity()
+            + self.digests.capacity() * std::mem::size_of::<Digest>()
+            + self.cand_src.capacity() * std::mem::size_of::<Src>()
+            + self.cand_addr.capacity() * 8
+            + self.cand_leaf.capacity() * 4
+            + self.cand_next.capacity() * 4
+            + (self.head.capacity() + self.tail.capacity()) * 4
+            + self.scratch.capacity()
+            + self.staged.memory()
+    }
+}
+
+/// The places a candidate's bytes may be, borrowed together.
+struct Sources<'a> {
+    layout: &'a Layout,
+    input: &'a [u8],
+    clen: usize,
+    scratch: &'a [u8],
+    stash: &'a Stash,
+    payload: &'a [u8],
+    zero: &'a [u8],
+}
+
+impl<'a> Sources<'a> {
+    fn bytes(&self, src: Src) -> &'a [u8] {
+        let b = self.layout.block;
+        match src {
+            Src::Stash(i) => self.stash.data(i as usize),
+            Src::Path(p, s) => {
+                let p = p as usize;
+                self.layout
+                    .data(&self.input[p * self.clen..(p + 1) * self.clen], s as usize)
+            }
+            Src::Scratch(m) => &self.scratch[m as usize * b..(m as usize + 1) * b],
+            Src::Payload(j) => &self.payload[j as usize * b..(j as usize + 1) * b],
+            Src::Zero => &self.zero[..b],
+        }
+    }
+}

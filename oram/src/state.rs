@@ -1,0 +1,165 @@
+//! Snapshot and restore of the whole client-side state.
+//!
+//! A snapshot holds the config, store id, nonce counter, top position map, and per tree the
+//! root digest, the tree-top cache and the stash. It does not hold the key, which the caller
+//! keeps apart (and which `restore` takes back). It is plaintext: the caller must encrypt it
+//! at rest, and it is wiped from memory when dropped.
+//!
+//! Restoring draws a fresh nonce salt (see [`crate::seal`]); everything else is exactly as
+//! it was, so a restored engine reads back every block and verifies every bucket.
+//!
+//! The decoder treats its input as untrusted: bincode 1.3 with a size limit equal to the
+//! input length, fixed-width integers, trailing bytes rejected, and every length checked
+//! against the config before use.
+
+use bincode::Options;
+use rand::CryptoRng;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::engine::Oram;
+use crate::integrity::Digest;
+use crate::seal::Key;
+use crate::{Config, Error};
+
+const VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    version: u32,
+    config: Config,
+    store_id: [u8; 16],
+    counter: u64,
+    top: Vec<u32>,
+    trees: Vec<TreeSnapshot>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TreeSnapshot {
+    root: Digest,
+    #[serde(with = "serde_bytes")]
+    cache: Vec<u8>,
+    stash: Vec<StashEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StashEntry {
+    addr: u64,
+    leaf: u32,
+    #[serde(with = "serde_bytes")]
+    data: Vec<u8>,
+}
+
+fn options() -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .reject_trailing_bytes()
+}
+
+impl Oram {
+    /// Serializes the full client-side state. Only between batches: fails with
+    /// [`Error::Busy`] while a batch is fetching.
+    ///
+    /// ```
+    /// use shroud_oram::{Config, Key, MemoryStore, Op, Oram};
+    /// let mut rng = rand::rng();
+    /// let key = Key::generate(&mut rng);
+    /// let mut oram = Oram::new(Config::new(64, 16), key.clone(), &mut rng)?;
+    /// let mut store = MemoryStore::new();
+    /// oram.run(&mut store, &[Op::Write(3, &[9; 16])], &mut rng)?;
+    /// let saved = oram.snapshot()?;
+    /// let mut back = Oram::restore(&saved, key, &mut rng)?;
+    /// back.run(&mut store, &[Op::Read(3)], &mut rng)?;
+    /// assert_eq!(back.result(0), Some(&[9u8; 16][..]));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn snapshot(&self) -> Result<Zeroizing<Vec<u8>>, Error> {
+        if self.in_flight() {
+            return Err(Error::Busy);
+        }
+        let trees = self
+            .trees
+            .iter()
+            .map(|t| TreeSnapshot {
+                root: t.root,
+                cache: t.cache.clone(),
+                stash: (0..t.stash.len())
+                    .map(|i| StashEntry {
+                        addr: t.stash.addr(i),
+                        leaf: t.stash.leaf(i),
+                        data: t.stash.data(i).to_vec(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let snap = Zeroizing::new(Snapshot {
+            version: VERSION,
+            config: self.config,
+            store_id: self.store_id,
+            counter: self.counter,
+            top: self.top.clone(),
+            trees,
+        });
+        options()
+            .serialize(&*snap)
+            .map(Zeroizing::new)
+            .map_err(|e| Error::BadSnapshot(e.to_string()))
+    }
+
+    /// Rebuilds an engine from [`Oram::snapshot`] bytes and the store's key.
+    pub fn restore<R: CryptoRng + ?Sized>(
+        bytes: &[u8],
+        key: Key,
+        rng: &mut R,
+    ) -> Result<Self, Error> {
+        let bad = |m: &str| Error::BadSnapshot(m.to_string());
+        let snap: Snapshot = options()
+            .with_limit(bytes.len() as u64)
+            .deserialize(bytes)
+            .map_err(|e| Error::BadSnapshot(e.to_string()))?;
+        let snap = Zeroizing::new(snap);
+        if snap.version != VERSION {
+            return Err(bad("unknown version"));
+        }
+        if snap.counter == 0 {
+            return Err(bad("nonce counter must be at least 1"));
+        }
+        let mut oram = Oram::with_state(snap.config, key, snap.store_id, snap.counter, rng)?;
+        if snap.top.len() != oram.top.len() || snap.trees.len() != oram.trees.len() {
+            return Err(bad("position map or tree count does not match the config"));
+        }
+        oram.top.copy_from_slice(&snap.top);
+        for (tree, ts) in oram.trees.iter_mut().zip(snap.trees.iter()) {
+            let geom = tree.round.geom;
+            if ts.cache.len() != tree.cache.len() {
+                return Err(bad("cache size does not match the config"));
+            }
+            tree.root = ts.root;
+            tree.cache.copy_from_slice(&ts.cache);
+            for e in &ts.stash {
+                if e.data.len() != geom.block_size as usize
+                    || u64::from(e.leaf) >= geom.leaves()
+                    || e.addr >= geom.blocks
+                {
+                    return Err(bad("stash entry does not fit its tree"));
+                }
+                if !tree.stash.push(e.addr, e.leaf, &e.data) {
+                    return Err(bad("stash exceeds its limit"));
+                }
+            }
+        }
+        Ok(oram)
+    }
+}
+
+impl zeroize::Zeroize for Snapshot {
+    fn zeroize(&mut self) {
+        self.top.zeroize();
+        for t in &mut self.trees {
+            t.cache.zeroize();
+            for e in &mut t.stash {
+                e.data.zeroize();
+            }
+        }
+    }
+}

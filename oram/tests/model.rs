@@ -1,0 +1,220 @@
+//! Property 1: random sequences of Read, Write and Dummy agree with a `HashMap` model, across
+//! many geometries and both position-map modes, in batches whose paths may overlap.
+
+mod common;
+
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+use shroud_oram::{Config, Op, PositionMap};
+
+#[derive(Clone, Debug)]
+enum M {
+    Read(u64),
+    Write(u64, u64),
+    Dummy,
+}
+
+fn config() -> impl Strategy<Value = Config> {
+    (
+        prop_oneof![
+            Just(1u64),
+            Just(2),
+            Just(3),
+            Just(5),
+            6u64..40,
+            Just(100),
+            Just(1000),
+            Just(4099)
+        ],
+        prop_oneof![Just(16u32), Just(17), Just(64), Just(100)],
+        2u32..=5,
+        0u32..=3,
+        prop_oneof![
+            Just(PositionMap::Flat),
+            Just(common::tiny_recursive()),
+            Just(PositionMap::Recursive {
+                pos_block: 32,
+                flat_limit: 5
+            })
+        ],
+        1u32..=4,
+    )
+        .prop_map(|(n, b, z, t, pm, k)| Config {
+            cached_levels: t,
+            bucket_slots: z,
+            position_map: pm,
+            max_batch: k,
+            ..Config::new(n, b)
+        })
+}
+
+fn ops(n: u64) -> impl Strategy<Value = Vec<M>> {
+    // Few distinct addresses make repeats (and overlapping batches) common.
+    let hot = (n.min(6)).max(1);
+    let addr = prop_oneof![0..n, 0..hot];
+    proptest::collection::vec(
+        prop_oneof![
+            addr.clone().prop_map(M::Read),
+            (addr, any::<u64>()).prop_map(|(a, v)| M::Write(a, v)),
+            Just(M::Dummy)
+        ],
+        1..120,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn agrees_with_hashmap((config, ops, seed) in config().prop_flat_map(|c| (Just(c), ops(c.capacity), any::<u64>()))) {
+        let (mut oram, mut store, mut rng) = common::oram(config, seed);
+        let b = config.block_size as usize;
+        let mut model: HashMap<u64, Vec<u8>> = HashMap::new();
+        for chunk in ops.chunks(config.max_batch as usize) {
+            let datas: Vec<Vec<u8>> = chunk
+                .iter()
+                .map(|m| match m {
+                    M::Write(a, v) => common::block(b, *a, *v),
+                    _ => Vec::new(),
+                })
+                .collect();
+            let batch: Vec<Op<'_>> = chunk
+                .iter()
+                .zip(&datas)
+                .map(|(m, d)| match m {
+                    M::Read(a) => Op::Read(*a),
+                    M::Write(a, _) => Op::Write(*a, d),
+                    M::Dummy => Op::Dummy,
+                })
+                .collect();
+            let results = common::batch(&mut oram, &mut store, &batch, &mut rng);
+            for ((m, d), r) in chunk.iter().zip(&datas).zip(results) {
+                match m {
+                    M::Read(a) => {
+                        let want = model.get(a).cloned().unwrap_or_else(|| vec![0; b]);
+                        prop_assert_eq!(r, Some(want), "read of {}", a);
+                    }
+                    M::Write(a, _) => {
+                        prop_assert_eq!(r, None);
+                        model.insert(*a, d.clone());
+                    }
+                    M::Dummy => prop_assert_eq!(r, None),
+                }
+            }
+            prop_assert!(oram.stash_lens().all(|s| s <= config.stash_limit as usize));
+        }
+        // Everything written is still there, read back one by one.
+        for (a, v) in &model {
+            let r = common::batch(&mut oram, &mut store, &[Op::Read(*a)], &mut rng);
+            prop_assert_eq!(r[0].as_ref(), Some(v));
+        }
+    }
+}
+
+#[test]
+fn single_block_store() {
+    let (mut oram, mut store, mut rng) = common::oram(Config::new(1, 16), 1);
+    assert_eq!(
+        common::batch(&mut oram, &mut store, &[Op::Read(0)], &mut rng)[0],
+        Some(vec![0; 16])
+    );
+    common::batch(&mut oram, &mut store, &[Op::Write(0, &[5; 16])], &mut rng);
+    assert_eq!(
+        common::batch(&mut oram, &mut store, &[Op::Read(0)], &mut rng)[0],
+        Some(vec![5; 16])
+    );
+}
+
+#[test]
+fn read_after_write_in_one_batch() {
+    let config = Config {
+        max_batch: 4,
+        position_map: common::tiny_recursive(),
+        ..Config::new(50, 16)
+    };
+    let (mut oram, mut store, mut rng) = common::oram(config, 2);
+    let r = common::batch(
+        &mut oram,
+        &mut store,
+        &[
+            Op::Read(7),
+            Op::Write(7, &[1; 16]),
+            Op::Read(7),
+            Op::Write(7, &[2; 16]),
+        ],
+        &mut rng,
+    );
+    assert_eq!(r[0], Some(vec![0; 16]));
+    assert_eq!(r[2], Some(vec![1; 16]));
+    assert_eq!(
+        common::batch(&mut oram, &mut store, &[Op::Read(7)], &mut rng)[0],
+        Some(vec![2; 16])
+    );
+}
+
+#[test]
+fn rejects_bad_ops() {
+    let (mut oram, mut store, mut rng) = common::oram(Config::new(10, 16), 3);
+    assert!(matches!(
+        oram.run(&mut store, &[Op::Read(10)], &mut rng),
+        Err(shroud_oram::DriverError::Oram(
+            shroud_oram::Error::AddressOutOfBounds {
+                attempted: 10,
+                capacity: 10
+            }
+        ))
+    ));
+    assert!(
+        oram.run(&mut store, &[Op::Write(1, &[0; 15])], &mut rng)
+            .is_err()
+    );
+    assert!(
+        oram.run(&mut store, &[Op::Dummy, Op::Dummy], &mut rng)
+            .is_err()
+    );
+    assert!(oram.run(&mut store, &[], &mut rng).is_err());
+    // Still works after the refusals.
+    assert!(oram.run(&mut store, &[Op::Read(9)], &mut rng).is_ok());
+}
+
+#[test]
+fn invalid_configs() {
+    let mut rng = common::rng(4);
+    for c in [
+        Config::new(0, 16),
+        Config::new((1 << 32) + 1, 16),
+        Config::new(10, 15),
+        Config::new(10, 65537),
+        Config {
+            bucket_slots: 0,
+            ..Config::new(10, 16)
+        },
+        Config {
+            max_batch: 0,
+            ..Config::new(10, 16)
+        },
+        Config {
+            position_map: PositionMap::Recursive {
+                pos_block: 18,
+                flat_limit: 4,
+            },
+            ..Config::new(10, 16)
+        },
+    ] {
+        assert!(
+            shroud_oram::Oram::new(c, shroud_oram::Key::generate(&mut rng), &mut rng).is_err(),
+            "{c:?}"
+        );
+    }
+    for b in [16, 65536] {
+        assert!(
+            shroud_oram::Oram::new(
+                Config::new(4, b),
+                shroud_oram::Key::generate(&mut rng),
+                &mut rng
+            )
+            .is_ok()
+        );
+    }
+}
