@@ -309,10 +309,7 @@ impl Oram {
             tree.round.reset_present();
             return Err(e);
         }
-        if let Err(e) =
-            tree.round
-                .evict_and_seal(sealer, counter, &tree.stash, &batch.payload, &batch.zero)
-        {
+        if let Err(e) = tree.round.evict(&tree.stash, &batch.payload, &batch.zero) {
             batch.phase = Phase::Idle;
             return Err(e);
         }
@@ -320,6 +317,13 @@ impl Oram {
             trees[t - 1].round.setup(batch.leaves(t - 1));
             batch.phase = Phase::Fetching(t - 1);
             return Ok(Progress::Fetch);
+        }
+        // Every round succeeded: only now consume nonces.
+        for tree in trees.iter_mut() {
+            if let Err(e) = tree.round.seal(sealer, counter) {
+                batch.phase = Phase::Idle;
+                return Err(e);
+            }
         }
         self.commit();
         Ok(Progress::Done)

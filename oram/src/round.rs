@@ -44,6 +44,8 @@ pub(crate) struct Round {
     first: Vec<u32>,
     ids: Vec<BucketId>,
     present: Vec<bool>,
+    /// A length error seen by `supply`, reported by `verify` even if the caller ignored it.
+    refused: Option<IntegrityError>,
     input: Vec<u8>,
     output: Vec<u8>,
     digests: Vec<Digest>,
@@ -79,6 +81,7 @@ impl Round {
             first: vec![0; positions],
             ids: Vec::with_capacity(max_batch * geom.fetched_levels()),
             present: vec![false; positions],
+            refused: None,
             input: vec![0; positions * clen],
             output: vec![0; positions * clen],
             digests: vec![EMPTY; positions],
@@ -118,6 +121,7 @@ impl Round {
                     .map_or(p as u32, |i| self.first[i * levels + d]);
                 self.present[p] = false;
             }
+            self.refused = None;
             for d in self.geom.cached_levels as usize..levels {
                 self.ids.push(BucketId {
                     tree: self.tree,
@@ -144,11 +148,14 @@ impl Round {
         match bucket {
             None => self.present[p] = false,
             Some(b) if b.len() != self.clen => {
-                return Err(IntegrityError::WrongLength {
+                self.present[p] = false;
+                let e = IntegrityError::WrongLength {
                     id,
                     got: b.len(),
                     expected: self.clen,
-                });
+                };
+                self.refused = Some(e.clone());
+                return Err(e);
             }
             Some(b) => {
                 self.input[p * self.clen..(p + 1) * self.clen].copy_from_slice(b);
@@ -174,9 +181,12 @@ impl Round {
         root: &Digest,
         cache: &[u8],
     ) -> Result<(), IntegrityError> {
-        let r = self.verify_inner(sealer, root, cache);
+        let r = match self.refused.take() {
+            Some(e) => Err(e),
+            None => self.verify_inner(sealer, root, cache),
+        };
         if r.is_err() {
-            self.present.fill(false);
+            self.reset_present();
         }
         r
     }
@@ -243,6 +253,7 @@ impl Round {
     /// Forgets every supplied bucket: after a failure they must all be supplied again.
     pub fn reset_present(&mut self) {
         self.present.fill(false);
+        self.refused = None;
     }
 
     /// Loads the committed stash and every block of the verified paths as candidates.
@@ -327,15 +338,8 @@ impl Round {
     /// Stefanov et al., section 3), then sealing from the leaves up so that each parent
     /// records its children's new digests. Leftovers go to the staged stash. Cached levels
     /// are filled like the others but not sealed.
-    pub fn evict_and_seal(
-        &mut self,
-        sealer: &Sealer,
-        counter: &mut u64,
-        stash: &Stash,
-        payload: &[u8],
-        zero: &[u8],
-    ) -> Result<(), Error> {
-        let (levels, t) = (self.levels(), self.geom.cached_levels as usize);
+    pub fn evict(&mut self, stash: &Stash, payload: &[u8], zero: &[u8]) -> Result<(), Error> {
+        let levels = self.levels();
         let positions = self.k * levels;
         self.head[..positions].fill(NONE);
         self.tail[..positions].fill(NONE);
@@ -356,23 +360,19 @@ impl Round {
         }
         self.staged.clear();
         let mut output = std::mem::take(&mut self.output);
-        let result = self.fill_and_seal(&mut output, sealer, counter, stash, payload, zero);
+        let result = self.fill(&mut output, stash, payload, zero);
         self.output = output;
-        result?;
-        self.new_root = if t == 0 { self.digests[0] } else { EMPTY };
-        Ok(())
+        result
     }
 
-    fn fill_and_seal(
+    fn fill(
         &mut self,
         output: &mut [u8],
-        sealer: &Sealer,
-        counter: &mut u64,
         stash: &Stash,
         payload: &[u8],
         zero: &[u8],
     ) -> Result<(), Error> {
-        let (levels, clen, t) = (self.levels(), self.clen, self.geom.cached_levels as usize);
+        let (levels, clen) = (self.levels(), self.clen);
         let z = self.geom.slots as usize;
         for d in (0..levels).rev() {
             for j in 0..self.k {
@@ -423,7 +423,25 @@ impl Round {
                     let tail = self.tail[p];
                     self.append(parent, c, tail);
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals the evicted buckets from the leaves up, so that each parent records its
+    /// children's new digests. Cached levels get their child digests but stay plaintext.
+    /// Runs only once every round of the batch has succeeded, so a failed batch consumes no
+    /// nonces.
+    pub fn seal(&mut self, sealer: &Sealer, counter: &mut u64) -> Result<(), Error> {
+        let (levels, clen, t) = (self.levels(), self.clen, self.geom.cached_levels as usize);
+        for d in (0..levels).rev() {
+            for j in 0..self.k {
+                let p = j * levels + d;
+                if self.first[p] as usize != p {
+                    continue;
+                }
                 // Child digests: fresh for children in the union, unchanged otherwise.
+                let out = &mut self.output[p * clen..(p + 1) * clen];
                 for right in [false, true] {
                     let digest = if d + 1 == levels {
                         EMPTY
@@ -449,6 +467,7 @@ impl Round {
                 }
             }
         }
+        self.new_root = if t == 0 { self.digests[0] } else { EMPTY };
         Ok(())
     }
 

@@ -1,0 +1,182 @@
+//! Snapshot/restore exactness, lazy init at N = 2^32, and client memory at N = 2^24.
+
+mod common;
+
+use std::time::Instant;
+
+use rand::RngExt;
+use shroud_oram::{Config, Key, MemoryStore, Op, Oram, PositionMap};
+
+/// A restored engine behaves exactly like the original: same fetch ids, same reads, same
+/// stash sizes, for the same random choices.
+#[test]
+fn snapshot_restore_is_exact() {
+    for config in [
+        Config {
+            cached_levels: 2,
+            max_batch: 2,
+            ..Config::new(500, 24)
+        },
+        Config {
+            position_map: common::tiny_recursive(),
+            cached_levels: 1,
+            ..Config::new(300, 16)
+        },
+    ] {
+        let (mut a, mut store, mut rng) = common::oram(config, 11);
+        let key = Key::generate(&mut common::rng(11));
+        let mut a_rng = common::rng(1);
+        a = {
+            // Re-create with a known key so it can be restored.
+            drop(a);
+            Oram::new(config, key.clone(), &mut a_rng).unwrap()
+        };
+        let b = config.block_size as usize;
+        let k = config.max_batch as usize;
+        for v in 0..400u64 {
+            let addr = rng.random_range(0..config.capacity);
+            let d = common::block(b, addr, v);
+            let mut ops = vec![Op::Write(addr, &d)];
+            ops.resize(k, Op::Dummy);
+            a.run(&mut store, &ops, &mut rng).unwrap();
+        }
+        let snap = a.snapshot().unwrap();
+        let mut b_oram = Oram::restore(&snap, key.clone(), &mut common::rng(2)).unwrap();
+        assert_eq!(
+            *b_oram.snapshot().unwrap(),
+            *snap,
+            "restore then snapshot is the identity"
+        );
+        assert_eq!(
+            b_oram.stash_lens().collect::<Vec<_>>(),
+            a.stash_lens().collect::<Vec<_>>()
+        );
+        assert_eq!(b_oram.writes(), a.writes());
+        // Drive both with identical randomness on copies of the same server state.
+        let mut store_b = store.clone();
+        let (mut ra, mut rb) = (common::rng(3), common::rng(3));
+        for i in 0..300u64 {
+            let addr = i * 7 % config.capacity;
+            let ops = vec![Op::Read(addr); k];
+            a.begin(&ops, &mut ra).unwrap();
+            b_oram.begin(&ops, &mut rb).unwrap();
+            loop {
+                let ids_a = a.fetch().unwrap().ids().to_vec();
+                assert_eq!(ids_a, b_oram.fetch().unwrap().ids().to_vec());
+                shroud_oram::BucketStore::read_path(&mut store, &mut a.fetch().unwrap()).unwrap();
+                shroud_oram::BucketStore::read_path(&mut store_b, &mut b_oram.fetch().unwrap())
+                    .unwrap();
+                let (pa, pb) = (a.advance().unwrap(), b_oram.advance().unwrap());
+                assert_eq!(pa, pb);
+                if pa == shroud_oram::Progress::Done {
+                    break;
+                }
+            }
+            assert_eq!(a.result(0), b_oram.result(0));
+            shroud_oram::BucketStore::write_path(&mut store, &a.write_back().unwrap()).unwrap();
+            shroud_oram::BucketStore::write_path(&mut store_b, &b_oram.write_back().unwrap())
+                .unwrap();
+            assert_eq!(
+                a.stash_lens().collect::<Vec<_>>(),
+                b_oram.stash_lens().collect::<Vec<_>>()
+            );
+        }
+    }
+}
+
+#[test]
+fn snapshot_refused_mid_batch() {
+    let (mut oram, _, mut rng) = common::oram(Config::new(8, 16), 5);
+    oram.begin(&[Op::Read(1)], &mut rng).unwrap();
+    assert!(matches!(oram.snapshot(), Err(shroud_oram::Error::Busy)));
+    assert!(matches!(
+        oram.begin(&[Op::Read(1)], &mut rng),
+        Err(shroud_oram::Error::Busy)
+    ));
+    oram.abort();
+    assert!(oram.snapshot().is_ok());
+}
+
+/// N = 2^32 with the recursive map: O(1) creation time, O(1) server space, O(log N) client
+/// memory, and it works.
+#[test]
+fn lazy_init_at_2_pow_32() {
+    let config = Config {
+        position_map: PositionMap::recursive(),
+        ..Config::new(1 << 32, 64)
+    };
+    let mut rng = common::rng(6);
+    let start = Instant::now();
+    let mut oram = Oram::new(config, Key::generate(&mut rng), &mut rng).unwrap();
+    let created = start.elapsed();
+    let mut store = MemoryStore::new();
+    assert!(store.is_empty(), "creation writes nothing");
+    let trees: Vec<_> = oram.trees().collect();
+    assert_eq!(trees[0].height, 31);
+    println!(
+        "N=2^32: {} trees, client memory {} KiB, created in {created:?}",
+        trees.len(),
+        oram.memory() / 1024
+    );
+    assert!(created.as_millis() < 200, "creation took {created:?}");
+    assert!(
+        oram.memory() < 4 << 20,
+        "client memory {} bytes",
+        oram.memory()
+    );
+    let last = (1u64 << 32) - 1;
+    for (i, a) in [0, 1, last, 1 << 31, 12_345_678_901 % (1 << 32)]
+        .into_iter()
+        .enumerate()
+    {
+        oram.run(&mut store, &[Op::Write(a, &[i as u8 + 1; 64])], &mut rng)
+            .unwrap();
+    }
+    for (i, a) in [0, 1, last, 1 << 31, 12_345_678_901 % (1 << 32)]
+        .into_iter()
+        .enumerate()
+    {
+        oram.run(&mut store, &[Op::Read(a)], &mut rng).unwrap();
+        assert_eq!(oram.result(0).unwrap(), &[i as u8 + 1; 64]);
+    }
+    oram.run(&mut store, &[Op::Read(77)], &mut rng).unwrap();
+    assert_eq!(oram.result(0).unwrap(), &[0; 64]);
+    // Server space grows with accesses, not with N.
+    let per_access: usize = trees.iter().map(|t| t.fetched_levels()).sum();
+    assert!(store.len() <= 11 * per_access);
+}
+
+/// At N = 2^24 and 1 KiB blocks, the recursive map keeps the client well under 64 MiB; the
+/// flat map alone is 64 MiB.
+#[test]
+fn client_memory_at_2_pow_24() {
+    let mut rng = common::rng(7);
+    let rec = Config {
+        position_map: PositionMap::recursive(),
+        ..Config::new(1 << 24, 1024)
+    };
+    let mut oram = Oram::new(rec, Key::generate(&mut rng), &mut rng).unwrap();
+    let mut store = MemoryStore::new();
+    for a in 0..200u64 {
+        oram.run(
+            &mut store,
+            &[Op::Write(a * 65_537 % (1 << 24), &[a as u8; 1024])],
+            &mut rng,
+        )
+        .unwrap();
+    }
+    let rec_mem = oram.memory();
+    let flat = Oram::new(
+        Config::new(1 << 24, 1024),
+        Key::generate(&mut rng),
+        &mut rng,
+    )
+    .unwrap();
+    println!(
+        "N=2^24, B=1KiB: recursive client memory {} KiB, flat {} KiB",
+        rec_mem / 1024,
+        flat.memory() / 1024
+    );
+    assert!(rec_mem < 64 << 20);
+    assert!(flat.memory() >= 64 << 20);
+}
