@@ -1,1 +1,135 @@
-fn main() {}
+//! `shroud`: the one command-line tool.
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use shroud::bench::engine::{self, Case};
+use shroud_oram::PositionMap;
+
+#[derive(Parser)]
+#[command(
+    name = "shroud",
+    version,
+    about = "Oblivious storage and messaging that leak no metadata"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Measure throughput.
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// The Path ORAM engine over the in-memory store, next to the `oram` crate and the
+    /// AES-GCM crypto bound, measured in the same run.
+    Engine(EngineArgs),
+}
+
+#[derive(Args)]
+struct EngineArgs {
+    /// Print one JSON object per configuration.
+    #[arg(long)]
+    json: bool,
+    /// log2 of the capacities to measure.
+    #[arg(long, value_delimiter = ',', default_values_t = [14u32, 16, 20])]
+    log_n: Vec<u32>,
+    /// Block sizes in bytes.
+    #[arg(long, value_delimiter = ',', default_values_t = [64u32, 1024])]
+    block: Vec<u32>,
+    /// Cached top levels (each value is a separate row).
+    #[arg(long, value_delimiter = ',', default_values_t = [0u32, 10])]
+    cached: Vec<u32>,
+    /// Accesses timed per configuration.
+    #[arg(long, default_value_t = 20_000)]
+    accesses: u64,
+    /// Accesses timed for the `oram` crate (it is slower).
+    #[arg(long, default_value_t = 4_000)]
+    oram_crate_accesses: u64,
+    /// Skip the `oram` crate reference (its setup at 2^20 takes a minute).
+    #[arg(long)]
+    no_oram_crate: bool,
+    /// Use the recursive position map.
+    #[arg(long)]
+    recursive: bool,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Bench(Bench::Engine(args)) => bench_engine(args),
+    }
+}
+
+fn bench_engine(args: EngineArgs) -> Result<()> {
+    if !args.json {
+        println!(
+            "{:>6} {:>6} {:>3} {:>10} {:>12} {:>12} {:>12} {:>8} {:>8} {:>6} {:>9}",
+            "N",
+            "block",
+            "T",
+            "map",
+            "shroud/s",
+            "oram-crate/s",
+            "crypto/s",
+            "vs-crate",
+            "of-bound",
+            "stash",
+            "client"
+        );
+    }
+    for &log_n in &args.log_n {
+        anyhow::ensure!(log_n <= 32, "log-n must be at most 32");
+        for &block in &args.block {
+            let mut oram_crate = None;
+            for &cached in &args.cached {
+                let n = 1u64 << log_n;
+                if oram_crate.is_none() && !args.no_oram_crate {
+                    eprintln!("measuring the oram crate at N=2^{log_n}, B={block} ...");
+                    oram_crate = engine::measure_oram_crate(n, block, args.oram_crate_accesses);
+                }
+                eprintln!("measuring shroud at N=2^{log_n}, B={block}, T={cached} ...");
+                let position_map = if args.recursive {
+                    PositionMap::recursive()
+                } else {
+                    PositionMap::Flat
+                };
+                let r = engine::run_case(
+                    Case {
+                        n,
+                        block,
+                        cached_levels: cached,
+                        position_map,
+                    },
+                    args.accesses,
+                    oram_crate,
+                );
+                if args.json {
+                    println!("{}", serde_json::to_string(&r)?);
+                } else {
+                    let opt = |x: Option<f64>, prec: usize| {
+                        x.map_or("-".to_string(), |v| format!("{v:.prec$}"))
+                    };
+                    println!(
+                        "{:>6} {:>6} {:>3} {:>10} {:>12.0} {:>12} {:>12.0} {:>8} {:>8.2} {:>6} {:>8}K",
+                        format!("2^{log_n}"),
+                        block,
+                        cached,
+                        r.position_map,
+                        r.accesses_per_s,
+                        opt(r.oram_crate_accesses_per_s, 0),
+                        r.crypto_bound_accesses_per_s,
+                        opt(r.vs_oram_crate, 2),
+                        r.fraction_of_crypto_bound,
+                        r.max_stash,
+                        r.client_memory_bytes / 1024
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -21,7 +21,7 @@ use rand::CryptoRng;
 use crate::engine::{Oram, Tree};
 use crate::integrity::IntegrityError;
 use crate::position;
-use crate::round::{Round, Src};
+use crate::round::{Inputs, Round, Src};
 use crate::{BucketId, Config, Error, Op};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -304,12 +304,18 @@ impl Oram {
         } = self;
         let tree = &mut trees[t];
         tree.round.verify(sealer, &tree.root, &tree.cache)?;
-        tree.round.gather(&tree.stash);
-        if let Err(e) = apply(batch, &mut tree.round, &tree.stash, t) {
+        tree.round.gather(&tree.stash, &tree.cache);
+        if let Err(e) = apply(batch, &mut tree.round, &tree.stash, &tree.cache, t) {
             tree.round.reset_present();
             return Err(e);
         }
-        if let Err(e) = tree.round.evict(&tree.stash, &batch.payload, &batch.zero) {
+        let inputs = Inputs {
+            stash: &tree.stash,
+            cache: &tree.cache,
+            payload: &batch.payload,
+            zero: &batch.zero,
+        };
+        if let Err(e) = tree.round.evict(&inputs) {
             batch.phase = Phase::Idle;
             return Err(e);
         }
@@ -320,7 +326,7 @@ impl Oram {
         }
         // Every round succeeded: only now consume nonces.
         for tree in trees.iter_mut() {
-            if let Err(e) = tree.round.seal(sealer, counter) {
+            if let Err(e) = tree.round.seal(sealer, counter, &tree.cache) {
                 batch.phase = Phase::Idle;
                 return Err(e);
             }
@@ -380,8 +386,15 @@ fn apply(
     b: &mut Batch,
     round: &mut Round,
     stash: &crate::stash::Stash,
+    cache: &[u8],
     t: usize,
 ) -> Result<(), Error> {
+    let inputs = Inputs {
+        stash,
+        cache,
+        payload: &b.payload,
+        zero: &b.zero,
+    };
     for j in 0..b.k {
         if b.kinds[j] == Kind::Dummy {
             continue;
@@ -401,7 +414,7 @@ fn apply(
             let block = b.block;
             match (b.kinds[j], cand) {
                 (Kind::Read, Some(c)) => {
-                    let data = round.data(c, stash, &b.payload, &b.zero);
+                    let data = round.data(c, &inputs);
                     b.results[j * block..(j + 1) * block].copy_from_slice(data);
                 }
                 (Kind::Read, None) => b.results[j * block..(j + 1) * block].fill(0),
@@ -416,16 +429,14 @@ fn apply(
             continue;
         }
         let e = (b.at(j, t - 1) % b.chi) as usize;
-        let old = cand.map_or(0, |c| {
-            position::get(round.data(c, stash, &b.payload, &b.zero), e)
-        });
+        let old = cand.map_or(0, |c| position::get(round.data(c, &inputs), e));
         b.exists[ci] = old != 0;
         if let Some(leaf) = position::leaf_of(old) {
             b.fetch_leaf[ci] = leaf;
         }
         if let (Some(c), true) = (cand, old != 0 || b.needs[ci]) {
             position::set(
-                round.make_mut(c, stash, &b.payload, &b.zero),
+                round.make_mut(c, &inputs),
                 e,
                 position::entry(b.new_leaf[ci]),
             );

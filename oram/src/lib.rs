@@ -56,6 +56,7 @@
 mod access;
 pub mod bucket;
 mod engine;
+mod format;
 pub mod geometry;
 pub mod integrity;
 pub mod position;
@@ -69,6 +70,7 @@ use serde::{Deserialize, Serialize};
 
 pub use access::{Fetch, Progress, WriteBack};
 pub use engine::Oram;
+pub use format::FormatError;
 pub use geometry::TreeGeometry;
 pub use integrity::IntegrityError;
 pub use position::PositionMap;

@@ -24,6 +24,8 @@ pub(crate) enum Src {
     Stash(u32),
     /// Slot `s` of the verified bucket at position `p`.
     Path(u32, u32),
+    /// Slot `s` of the cached bucket with heap index `i`.
+    Cached(u32, u32),
     /// Block `m` of the round's scratch blocks (a copy an access modifies).
     Scratch(u32),
     /// The data of the batch's access `j` (a write).
@@ -100,6 +102,18 @@ impl Round {
 
     fn levels(&self) -> usize {
         self.geom.levels()
+    }
+
+    /// The verified plaintext at position `p`: from the cache for cached levels.
+    fn bucket<'a>(&'a self, p: usize, cache: &'a [u8]) -> &'a [u8] {
+        let (levels, clen) = (self.levels(), self.clen);
+        let d = p % levels;
+        if d < self.geom.cached_levels as usize {
+            let at = self.geom.bucket_index(d, self.leaves[p / levels]) as usize * clen;
+            &cache[at..at + clen]
+        } else {
+            &self.input[p * clen..(p + 1) * clen]
+        }
     }
 
     fn buf(&self, p: usize) -> &[u8] {
@@ -224,8 +238,6 @@ impl Round {
                 let index = self.geom.bucket_index(d, self.leaves[j]);
                 let range = p * clen..(p + 1) * clen;
                 if d < t {
-                    let at = index as usize * clen;
-                    self.input[range].copy_from_slice(&cache[at..at + clen]);
                     continue;
                 }
                 let expected = if d == 0 {
@@ -233,7 +245,7 @@ impl Round {
                 } else {
                     let parent = self.first[p - 1] as usize;
                     let right = self.leaves[j] >> (self.geom.height as usize - d) & 1 == 1;
-                    self.layout.child(self.buf(parent), right)
+                    self.layout.child(self.bucket(parent, cache), right)
                 };
                 let id = BucketId {
                     tree: self.tree,
@@ -257,7 +269,7 @@ impl Round {
     }
 
     /// Loads the committed stash and every block of the verified paths as candidates.
-    pub fn gather(&mut self, stash: &Stash) {
+    pub fn gather(&mut self, stash: &Stash, cache: &[u8]) {
         self.cand_src.clear();
         self.cand_addr.clear();
         self.cand_leaf.clear();
@@ -270,9 +282,17 @@ impl Round {
             if self.first[p] as usize != p {
                 continue;
             }
+            let d = p % levels;
+            let cached = d < self.geom.cached_levels as usize;
+            let index = self.geom.bucket_index(d, self.leaves[p / levels]) as u32;
             for s in 0..self.geom.slots as usize {
-                if let Some((addr, leaf)) = self.layout.slot(self.buf(p), s) {
-                    self.push_cand(Src::Path(p as u32, s as u32), addr, leaf);
+                if let Some((addr, leaf)) = self.layout.slot(self.bucket(p, cache), s) {
+                    let src = if cached {
+                        Src::Cached(index, s as u32)
+                    } else {
+                        Src::Path(p as u32, s as u32)
+                    };
+                    self.push_cand(src, addr, leaf);
                 }
             }
         }
@@ -290,27 +310,19 @@ impl Round {
     }
 
     /// The bytes of a candidate.
-    pub fn data<'a>(
-        &'a self,
-        c: usize,
-        stash: &'a Stash,
-        payload: &'a [u8],
-        zero: &'a [u8],
-    ) -> &'a [u8] {
+    pub fn data<'a>(&'a self, c: usize, inputs: &'a Inputs<'a>) -> &'a [u8] {
         let src = Sources {
             layout: &self.layout,
             input: &self.input,
             clen: self.clen,
             scratch: &self.scratch,
-            stash,
-            payload,
-            zero,
+            inputs,
         };
         src.bytes(self.cand_src[c])
     }
 
     /// Gives candidate `c` a private copy in scratch and returns it for modification.
-    pub fn make_mut(&mut self, c: usize, stash: &Stash, payload: &[u8], zero: &[u8]) -> &mut [u8] {
+    pub fn make_mut(&mut self, c: usize, inputs: &Inputs<'_>) -> &mut [u8] {
         let b = self.layout.block;
         let m = match self.cand_src[c] {
             Src::Scratch(m) => m as usize,
@@ -322,9 +334,7 @@ impl Round {
                     input: &self.input,
                     clen: self.clen,
                     scratch: &[],
-                    stash,
-                    payload,
-                    zero,
+                    inputs,
                 };
                 self.scratch[m * b..(m + 1) * b].copy_from_slice(src.bytes(other));
                 self.cand_src[c] = Src::Scratch(m as u32);
@@ -335,10 +345,8 @@ impl Round {
     }
 
     /// Greedy eviction over the union of the round's paths (deepest bucket first, as in
-    /// Stefanov et al., section 3), then sealing from the leaves up so that each parent
-    /// records its children's new digests. Leftovers go to the staged stash. Cached levels
-    /// are filled like the others but not sealed.
-    pub fn evict(&mut self, stash: &Stash, payload: &[u8], zero: &[u8]) -> Result<(), Error> {
+    /// Stefanov et al., section 3) into the output buffers. Leftovers go to the staged stash.
+    pub fn evict(&mut self, inputs: &Inputs<'_>) -> Result<(), Error> {
         let levels = self.levels();
         let positions = self.k * levels;
         self.head[..positions].fill(NONE);
@@ -360,18 +368,12 @@ impl Round {
         }
         self.staged.clear();
         let mut output = std::mem::take(&mut self.output);
-        let result = self.fill(&mut output, stash, payload, zero);
+        let result = self.fill(&mut output, inputs);
         self.output = output;
         result
     }
 
-    fn fill(
-        &mut self,
-        output: &mut [u8],
-        stash: &Stash,
-        payload: &[u8],
-        zero: &[u8],
-    ) -> Result<(), Error> {
+    fn fill(&mut self, output: &mut [u8], inputs: &Inputs<'_>) -> Result<(), Error> {
         let (levels, clen) = (self.levels(), self.clen);
         let z = self.geom.slots as usize;
         for d in (0..levels).rev() {
@@ -386,9 +388,7 @@ impl Round {
                     input: &self.input,
                     clen,
                     scratch: &self.scratch,
-                    stash,
-                    payload,
-                    zero,
+                    inputs,
                 };
                 // Fill up to Z slots from this bucket's pending list.
                 let mut c = self.head[p];
@@ -432,7 +432,7 @@ impl Round {
     /// children's new digests. Cached levels get their child digests but stay plaintext.
     /// Runs only once every round of the batch has succeeded, so a failed batch consumes no
     /// nonces.
-    pub fn seal(&mut self, sealer: &Sealer, counter: &mut u64) -> Result<(), Error> {
+    pub fn seal(&mut self, sealer: &Sealer, counter: &mut u64, cache: &[u8]) -> Result<(), Error> {
         let (levels, clen, t) = (self.levels(), self.clen, self.geom.cached_levels as usize);
         for d in (0..levels).rev() {
             for j in 0..self.k {
@@ -441,23 +441,21 @@ impl Round {
                     continue;
                 }
                 // Child digests: fresh for children in the union, unchanged otherwise.
-                let out = &mut self.output[p * clen..(p + 1) * clen];
-                for right in [false, true] {
-                    let digest = if d + 1 == levels {
-                        EMPTY
-                    } else {
-                        let child = (self.geom.prefix(d, self.leaves[j]) << 1) | u32::from(right);
-                        match (0..self.k)
+                let mut children = [EMPTY; 2];
+                if d + 1 < levels {
+                    for (right, digest) in children.iter_mut().enumerate() {
+                        let child = (self.geom.prefix(d, self.leaves[j]) << 1) | right as u32;
+                        *digest = match (0..self.k)
                             .find(|&i| self.geom.prefix(d + 1, self.leaves[i]) == child)
                         {
                             Some(i) => self.digests[self.first[i * levels + d + 1] as usize],
-                            None => self
-                                .layout
-                                .child(&self.input[p * clen..(p + 1) * clen], right),
-                        }
-                    };
-                    self.layout.set_child(out, right, &digest);
+                            None => self.layout.child(self.bucket(p, cache), right == 1),
+                        };
+                    }
                 }
+                let out = &mut self.output[p * clen..(p + 1) * clen];
+                self.layout.set_child(out, false, &children[0]);
+                self.layout.set_child(out, true, &children[1]);
                 if d >= t {
                     let id = BucketId {
                         tree: self.tree,
@@ -524,30 +522,47 @@ impl Round {
     }
 }
 
+/// What a round reads besides its own buffers.
+pub(crate) struct Inputs<'a> {
+    /// The tree's committed stash.
+    pub stash: &'a Stash,
+    /// The tree's committed tree-top cache.
+    pub cache: &'a [u8],
+    /// The batch's write data.
+    pub payload: &'a [u8],
+    /// A block of zeros.
+    pub zero: &'a [u8],
+}
+
 /// The places a candidate's bytes may be, borrowed together.
 struct Sources<'a> {
     layout: &'a Layout,
     input: &'a [u8],
     clen: usize,
     scratch: &'a [u8],
-    stash: &'a Stash,
-    payload: &'a [u8],
-    zero: &'a [u8],
+    inputs: &'a Inputs<'a>,
 }
 
 impl<'a> Sources<'a> {
     fn bytes(&self, src: Src) -> &'a [u8] {
         let b = self.layout.block;
         match src {
-            Src::Stash(i) => self.stash.data(i as usize),
+            Src::Stash(i) => self.inputs.stash.data(i as usize),
             Src::Path(p, s) => {
                 let p = p as usize;
                 self.layout
                     .data(&self.input[p * self.clen..(p + 1) * self.clen], s as usize)
             }
             Src::Scratch(m) => &self.scratch[m as usize * b..(m as usize + 1) * b],
-            Src::Payload(j) => &self.payload[j as usize * b..(j as usize + 1) * b],
-            Src::Zero => &self.zero[..b],
+            Src::Cached(i, s) => {
+                let i = i as usize;
+                self.layout.data(
+                    &self.inputs.cache[i * self.clen..(i + 1) * self.clen],
+                    s as usize,
+                )
+            }
+            Src::Payload(j) => &self.inputs.payload[j as usize * b..(j as usize + 1) * b],
+            Src::Zero => &self.inputs.zero[..b],
         }
     }
 }

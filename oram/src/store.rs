@@ -158,11 +158,11 @@ impl Oram {
     ) -> Result<(), DriverError<S::Error>> {
         self.begin(ops, rng)?;
         loop {
-            if let Some(mut fetch) = self.fetch() {
-                if let Err(e) = store.read_path(&mut fetch) {
-                    self.abort();
-                    return Err(DriverError::Store(e));
-                }
+            if let Some(mut fetch) = self.fetch()
+                && let Err(e) = store.read_path(&mut fetch)
+            {
+                self.abort();
+                return Err(DriverError::Store(e));
             }
             match self.advance() {
                 Ok(Progress::Fetch) => continue,

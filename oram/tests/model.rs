@@ -51,7 +51,7 @@ fn config() -> impl Strategy<Value = Config> {
 
 fn ops(n: u64) -> impl Strategy<Value = Vec<M>> {
     // Few distinct addresses make repeats (and overlapping batches) common.
-    let hot = (n.min(6)).max(1);
+    let hot = n.clamp(1, 6);
     let addr = prop_oneof![0..n, 0..hot];
     proptest::collection::vec(
         prop_oneof![

@@ -1,0 +1,3 @@
+//! Benchmarks behind `shroud bench`: the same functions the criterion benches call.
+
+pub mod engine;

@@ -1,0 +1,7 @@
+//! The `shroud` command-line tool's library: every subcommand is a function here, so that
+//! tests and benchmarks call exactly what the CLI runs.
+
+#![forbid(unsafe_code)]
+
+pub mod bench;
+pub mod stats;

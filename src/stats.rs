@@ -1,0 +1,144 @@
+//! Statistical tests used to check that what the server sees does not depend on the
+//! workload: Pearson's chi-squared goodness-of-fit and homogeneity tests, and the two-sample
+//! Kolmogorov-Smirnov test (as in Press et al., "Numerical Recipes", 3rd ed., sections 14.3
+//! and 6.14). The special functions come from `puruspe`.
+
+/// A test statistic and its p-value (the probability, under the null hypothesis, of a
+/// statistic at least this extreme).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct TestResult {
+    /// The statistic (chi-squared, or the KS distance D).
+    pub statistic: f64,
+    /// Degrees of freedom (chi-squared) or the effective sample size (KS).
+    pub df: f64,
+    /// The p-value.
+    pub p_value: f64,
+}
+
+/// Chi-squared test that `counts` come from the uniform distribution over its bins.
+pub fn chi2_uniform(counts: &[u64]) -> TestResult {
+    let total: u64 = counts.iter().sum();
+    let expected = total as f64 / counts.len() as f64;
+    let statistic: f64 = counts
+        .iter()
+        .map(|&c| (c as f64 - expected).powi(2) / expected)
+        .sum();
+    let df = (counts.len() - 1) as f64;
+    TestResult {
+        statistic,
+        df,
+        p_value: chi2_sf(statistic, df),
+    }
+}
+
+/// Chi-squared test that two histograms over the same bins come from one distribution.
+/// Bins empty in both are skipped.
+pub fn chi2_two_sample(a: &[u64], b: &[u64]) -> TestResult {
+    let (ra, rb) = (a.iter().sum::<u64>() as f64, b.iter().sum::<u64>() as f64);
+    let (ka, kb) = ((rb / ra).sqrt(), (ra / rb).sqrt());
+    let mut statistic = 0.0;
+    let mut bins = 0usize;
+    for (&x, &y) in a.iter().zip(b) {
+        if x + y == 0 {
+            continue;
+        }
+        bins += 1;
+        statistic += (ka * x as f64 - kb * y as f64).powi(2) / (x + y) as f64;
+    }
+    let df = bins.saturating_sub(1) as f64;
+    TestResult {
+        statistic,
+        df,
+        p_value: chi2_sf(statistic, df),
+    }
+}
+
+/// Two-sample Kolmogorov-Smirnov test on values (sorted in place).
+pub fn ks_two_sample(a: &mut [f64], b: &mut [f64]) -> TestResult {
+    a.sort_by(f64::total_cmp);
+    b.sort_by(f64::total_cmp);
+    let (n, m) = (a.len() as f64, b.len() as f64);
+    let (mut i, mut j, mut d) = (0usize, 0usize, 0f64);
+    while i < a.len() && j < b.len() {
+        let x = a[i].min(b[j]);
+        while i < a.len() && a[i] <= x {
+            i += 1;
+        }
+        while j < b.len() && b[j] <= x {
+            j += 1;
+        }
+        d = d.max((i as f64 / n - j as f64 / m).abs());
+    }
+    let ne = n * m / (n + m);
+    let lambda = (ne.sqrt() + 0.12 + 0.11 / ne.sqrt()) * d;
+    TestResult {
+        statistic: d,
+        df: ne,
+        p_value: ks_sf(lambda),
+    }
+}
+
+/// Upper tail of the chi-squared distribution.
+pub fn chi2_sf(x: f64, df: f64) -> f64 {
+    if df <= 0.0 {
+        return 1.0;
+    }
+    let q = puruspe::gammq(df / 2.0, x / 2.0);
+    if q.is_finite() {
+        return q;
+    }
+    // puruspe 0.4.4's quadrature for large shape parameters returns NaN below the mean; the
+    // Wilson-Hilferty cube-root normal approximation is accurate to about 1e-4 there
+    // (Wilson and Hilferty, PNAS 1931).
+    let h = 2.0 / (9.0 * df);
+    let z = ((x / df).powf(1.0 / 3.0) - (1.0 - h)) / h.sqrt();
+    0.5 * puruspe::erfc(z / std::f64::consts::SQRT_2)
+}
+
+/// Kolmogorov's Q_KS(lambda) = 2 * sum_{k>=1} (-1)^(k-1) exp(-2 k^2 lambda^2).
+fn ks_sf(lambda: f64) -> f64 {
+    if lambda < 0.2 {
+        return 1.0;
+    }
+    let mut sum = 0.0;
+    for k in 1..=100 {
+        let k = k as f64;
+        let term = (-2.0 * k * k * lambda * lambda).exp();
+        sum += if k as u64 % 2 == 1 { term } else { -term };
+        if term < 1e-12 {
+            break;
+        }
+    }
+    (2.0 * sum).clamp(0.0, 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chi2_known_values() {
+        // chi2 = 3.84 with 1 df is the 5% point.
+        assert!((chi2_sf(3.841, 1.0) - 0.05).abs() < 1e-3);
+        assert!((chi2_sf(18.307, 10.0) - 0.05).abs() < 1e-3);
+        // Large df, both sides of the mean (where puruspe alone returns NaN).
+        assert!((chi2_sf(511.0, 511.0) - 0.4917).abs() < 2e-3);
+        assert!((chi2_sf(564.696, 511.0) - 0.05).abs() < 2e-3);
+        assert!((chi2_sf(459.9, 511.0) - 0.95).abs() < 2e-3);
+        let r = chi2_uniform(&[100, 100, 100, 100]);
+        assert_eq!(r.statistic, 0.0);
+        assert!((r.p_value - 1.0).abs() < 1e-9);
+        assert!(chi2_uniform(&[400, 0, 0, 0]).p_value < 1e-6);
+    }
+
+    #[test]
+    fn two_sample_tests_separate_and_agree() {
+        assert!(chi2_two_sample(&[50, 50], &[50, 50]).p_value > 0.99);
+        assert!(chi2_two_sample(&[90, 10], &[10, 90]).p_value < 1e-6);
+        let mut a: Vec<f64> = (0..1000).map(|i| i as f64).collect();
+        let mut b: Vec<f64> = (0..1000).map(|i| i as f64 + 0.5).collect();
+        assert!(ks_two_sample(&mut a, &mut b).p_value > 0.9);
+        let mut c: Vec<f64> = (0..1000).map(|i| i as f64 + 300.0).collect();
+        assert!(ks_two_sample(&mut a, &mut c).p_value < 1e-6);
+    }
+}
