@@ -1,8 +1,13 @@
 //! `shroud`: the one command-line tool.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use shroud::bench::engine::{self, Case};
+use shroud::cmd::storage::{self, ServeOptions};
 use shroud_oram::PositionMap;
 
 #[derive(Parser)]
@@ -21,6 +26,45 @@ enum Command {
     /// Measure throughput.
     #[command(subcommand)]
     Bench(Bench),
+    /// Run the untrusted storage server (sled-backed bucket store), or read its stats.
+    Storage(StorageArgs),
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct StorageArgs {
+    #[command(subcommand)]
+    command: Option<StorageCommand>,
+    /// The database directory.
+    #[arg(long, default_value = "shroud-storage.db")]
+    db: PathBuf,
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:7300")]
+    listen: SocketAddr,
+    /// Log every request, as an operator could, to this file (JSON lines).
+    #[arg(long)]
+    transcript: Option<PathBuf>,
+    /// Connections served at once.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// Requests one connection may queue.
+    #[arg(long, default_value_t = 4)]
+    max_in_flight: usize,
+    /// Seconds a connection may stay silent (or take to send one frame).
+    #[arg(long, default_value_t = 120)]
+    idle_timeout: u64,
+    /// Largest frame, in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_frame: usize,
+}
+
+#[derive(Subcommand)]
+enum StorageCommand {
+    /// Print a running server's counters as JSON.
+    Stats {
+        /// The server's address.
+        addr: SocketAddr,
+    },
 }
 
 #[derive(Subcommand)]
@@ -59,9 +103,47 @@ struct EngineArgs {
 }
 
 fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().command {
         Command::Bench(Bench::Engine(args)) => bench_engine(args),
+        Command::Storage(args) => storage_cmd(args),
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn storage_cmd(args: StorageArgs) -> Result<()> {
+    let rt = runtime()?;
+    if let Some(StorageCommand::Stats { addr }) = args.command {
+        let stats = rt.block_on(storage::stats(addr))?;
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+        return Ok(());
+    }
+    let config = shroud_storage::Config {
+        max_connections: args.max_connections,
+        max_in_flight: args.max_in_flight,
+        idle_timeout: Duration::from_secs(args.idle_timeout),
+        limits: shroud_wire::Limits {
+            max_frame: args.max_frame,
+        },
+        ..Default::default()
+    };
+    let opts = ServeOptions {
+        db: args.db,
+        listen: args.listen,
+        transcript: args.transcript,
+        config,
+    };
+    rt.block_on(storage::serve(opts, storage::signals()))
 }
 
 fn bench_engine(args: EngineArgs) -> Result<()> {

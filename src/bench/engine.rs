@@ -37,6 +37,8 @@ pub struct Report {
     pub z: u32,
     pub cached_levels: u32,
     pub position_map: &'static str,
+    /// False when the tree was too large to format in memory (see [`FORMAT_BUDGET`]).
+    pub formatted: bool,
     pub accesses: u64,
     pub accesses_per_s: f64,
     pub oram_crate_accesses_per_s: Option<f64>,
@@ -52,7 +54,19 @@ pub struct Report {
     pub client_memory_bytes: usize,
 }
 
-/// A formatted engine and store, warmed up with `warmup` random writes.
+/// The most bucket bytes `setup` formats in memory; larger trees start lazily (empty
+/// buckets absent), which makes their first accesses cheaper than the steady state.
+pub const FORMAT_BUDGET: u64 = 6 << 30;
+
+/// True if `oram`'s trees fit [`FORMAT_BUDGET`].
+pub fn formattable(oram: &Oram) -> bool {
+    oram.trees()
+        .map(|t| t.bucket_count() * t.ciphertext_len() as u64)
+        .sum::<u64>()
+        <= FORMAT_BUDGET
+}
+
+/// An engine and store, formatted if it fits in memory, warmed up with `warmup` random writes.
 pub fn setup(case: Case, warmup: u64, seed: u64) -> (Oram, MemoryStore, StdRng) {
     let mut rng = StdRng::seed_from_u64(seed);
     let config = Config {
@@ -63,11 +77,13 @@ pub fn setup(case: Case, warmup: u64, seed: u64) -> (Oram, MemoryStore, StdRng) 
     let mut oram =
         Oram::new(config, Key::generate(&mut rng), &mut rng).expect("valid bench config");
     let mut store = MemoryStore::new();
-    oram.format(|id, b| {
-        store.insert(id, b.to_vec());
-        Ok::<(), Infallible>(())
-    })
-    .expect("fresh store");
+    if formattable(&oram) {
+        oram.format(|id, b| {
+            store.insert(id, b.to_vec());
+            Ok::<(), Infallible>(())
+        })
+        .expect("fresh store");
+    }
     let mut data = vec![0u8; case.block as usize];
     for i in 0..warmup {
         let a = rng.random_range(0..case.n);
@@ -272,6 +288,7 @@ pub fn measure_oram_crate(n: u64, block: u32, accesses: u64) -> Option<f64> {
 pub fn run_case(case: Case, accesses: u64, oram_crate: Option<f64>) -> Report {
     let warmup = case.n.min(2_000);
     let (mut oram, mut store, mut rng) = setup(case, warmup, 1);
+    let formatted = formattable(&oram);
     let per_s = measure_shroud(&mut oram, &mut store, &mut rng, accesses);
     let buckets: usize = oram.trees().map(|t| t.fetched_levels()).sum();
     let bucket_bytes = oram.trees().next().map_or(0, |t| t.ciphertext_len());
@@ -290,6 +307,7 @@ pub fn run_case(case: Case, accesses: u64, oram_crate: Option<f64>) -> Report {
             PositionMap::Flat => "flat",
             PositionMap::Recursive { .. } => "recursive",
         },
+        formatted,
         accesses,
         accesses_per_s: per_s,
         oram_crate_accesses_per_s: oram_crate,

@@ -1,0 +1,3 @@
+//! Subcommands that run services.
+
+pub mod storage;

@@ -1,0 +1,88 @@
+//! `shroud storage`: run the storage server, or read a server's stats.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use shroud_client::remote::Connection;
+use shroud_storage::{Backend, Config, Server, SledBackend, Transcript};
+use shroud_wire::{Limits, StatsReply};
+use tokio::net::TcpListener;
+
+/// What `shroud storage` serves.
+pub struct ServeOptions {
+    /// The database directory.
+    pub db: PathBuf,
+    /// Where to listen (port 0 picks one).
+    pub listen: SocketAddr,
+    /// Where to write the operator's transcript, if anywhere.
+    pub transcript: Option<PathBuf>,
+    /// Limits and timeouts.
+    pub config: Config,
+}
+
+/// Opens the database, binds, logs where the data is and how much, and serves until
+/// `shutdown`; then flushes. Prints `listening on ADDR` on stdout once ready.
+pub async fn serve(
+    opts: ServeOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    std::fs::create_dir_all(&opts.db).with_context(|| format!("creating {}", opts.db.display()))?;
+    let db = opts.db.clone();
+    let backend = tokio::task::spawn_blocking(move || SledBackend::open(&db)).await??;
+    let backend: Arc<dyn Backend> = Arc::new(backend);
+    let b = backend.clone();
+    let usage = tokio::task::spawn_blocking(move || b.usage()).await??;
+    let transcript = match &opts.transcript {
+        Some(p) => Some(
+            Transcript::create(p)
+                .with_context(|| format!("creating transcript {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let listener = TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("binding {}", opts.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        "storage: data in {}: {} stores, {} buckets, {} bytes of buckets, {} bytes on disk",
+        opts.db.display(),
+        usage.stores,
+        usage.buckets,
+        usage.bucket_bytes,
+        usage.disk_bytes
+    );
+    if let Some(t) = &opts.transcript {
+        tracing::info!("storage: transcript in {}", t.display());
+    }
+    tracing::info!("storage: listening on {addr} (plain TCP; TLS arrives with the proxy)");
+    println!("listening on {addr}");
+    Server::new(backend, opts.config, transcript)
+        .run(listener, shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn signals() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("storage: signal received, flushing");
+}
+
+/// Fetches a server's counters.
+pub async fn stats(addr: SocketAddr) -> Result<StatsReply> {
+    let mut conn = Connection::connect(addr, Limits::default()).await?;
+    Ok(conn.stats().await?)
+}

@@ -1,0 +1,117 @@
+//! The operator's-eye log: one JSON line per request with what an honest-but-curious
+//! operator sees and could record: time, connection, operation, store ids, bucket ids and
+//! byte sizes. Never capabilities (the operator sees only their hashes) and never contents
+//! (ciphertext, but still not logged).
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use shroud_wire::{BatchOp, Request};
+
+/// One transcript line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// The connection's number, in accept order.
+    pub conn: u64,
+    /// `hello`, `create`, `delete`, `batch` or `stats`.
+    pub op: String,
+    /// The stores named, hex.
+    pub stores: Vec<String>,
+    /// `(store index, bucket)` of each read, in order.
+    pub reads: Vec<(u32, u64)>,
+    /// `(store index, bucket, bytes)` of each write, in order.
+    pub writes: Vec<(u32, u64, u32)>,
+    /// Bytes of the request frame.
+    pub request_bytes: u64,
+    /// Bytes of the response frame.
+    pub response_bytes: u64,
+    /// The error returned, if any.
+    pub error: Option<String>,
+}
+
+impl Entry {
+    /// What the operator sees of `req`.
+    pub fn of(conn: u64, req: &Request, request_bytes: u64) -> Self {
+        let time_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut e = Entry {
+            time_ms,
+            conn,
+            op: String::new(),
+            stores: Vec::new(),
+            reads: Vec::new(),
+            writes: Vec::new(),
+            request_bytes,
+            response_bytes: 0,
+            error: None,
+        };
+        match req {
+            Request::Hello(_) => e.op = "hello".into(),
+            Request::CreateStore { store, .. } => {
+                e.op = "create".into();
+                e.stores.push(store.to_string());
+            }
+            Request::DeleteStore(g) => {
+                e.op = "delete".into();
+                e.stores.push(g.store.to_string());
+            }
+            Request::Batch(b) => {
+                e.op = "batch".into();
+                e.stores = b.grants.iter().map(|g| g.store.to_string()).collect();
+                for op in &b.ops {
+                    match op {
+                        BatchOp::Read { grant, bucket } => e.reads.push((*grant, *bucket)),
+                        BatchOp::Write {
+                            grant,
+                            bucket,
+                            data,
+                        } => e.writes.push((*grant, *bucket, data.len() as u32)),
+                    }
+                }
+            }
+            Request::Stats => e.op = "stats".into(),
+        }
+        e
+    }
+}
+
+/// The transcript file.
+pub struct Transcript {
+    out: Mutex<BufWriter<File>>,
+}
+
+impl Transcript {
+    /// Creates (truncates) the file.
+    pub fn create(path: &Path) -> std::io::Result<Self> {
+        Ok(Transcript {
+            out: Mutex::new(BufWriter::new(File::create(path)?)),
+        })
+    }
+
+    /// Appends one line and flushes it to the file.
+    pub fn record(&self, entry: &Entry) {
+        let mut out = self.out.lock();
+        let line = serde_json::to_string(entry).unwrap_or_default();
+        if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+            tracing::warn!("could not write the transcript");
+        }
+    }
+
+    /// Reads a transcript back.
+    pub fn read(path: &Path) -> std::io::Result<Vec<Entry>> {
+        let text = std::fs::read_to_string(path)?;
+        text.lines()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+            })
+            .collect()
+    }
+}

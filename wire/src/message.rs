@@ -1,0 +1,223 @@
+//! The messages.
+
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+/// Names a store. Chosen by its owner (random, so unguessable ids are the norm).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct StoreId(pub [u8; 16]);
+
+impl std::fmt::Display for StoreId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The 32-byte secret that proves ownership of a store.
+///
+/// # Security
+/// A secret: wiped on drop, compared in constant time, never printed. The server keeps only
+/// a hash of it.
+#[derive(Clone, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+pub struct Capability(pub [u8; 32]);
+
+impl std::fmt::Debug for Capability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Capability(<redacted>)")
+    }
+}
+
+impl PartialEq for Capability {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl Eq for Capability {}
+
+/// A store's shape: every bucket has exactly `bucket_len` bytes; indices are `0..buckets`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Geometry {
+    /// Bytes of every bucket.
+    pub bucket_len: u32,
+    /// Number of buckets.
+    pub buckets: u64,
+}
+
+/// The first message of a connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Always [`crate::MAGIC`].
+    pub magic: [u8; 8],
+    /// The sender's [`crate::PROTOCOL_VERSION`].
+    pub version: u32,
+}
+
+impl Hello {
+    /// This build's hello.
+    pub fn current() -> Self {
+        Hello {
+            magic: crate::MAGIC,
+            version: crate::PROTOCOL_VERSION,
+        }
+    }
+}
+
+/// Permission to touch a store within one batch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// The store.
+    pub store: StoreId,
+    /// Its capability.
+    pub capability: Capability,
+}
+
+/// One step of a batch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BatchOp {
+    /// Read a bucket of the store of grant `grant`.
+    Read {
+        /// Index into [`Batch::grants`].
+        grant: u32,
+        /// Bucket index.
+        bucket: u64,
+    },
+    /// Write a bucket.
+    Write {
+        /// Index into [`Batch::grants`].
+        grant: u32,
+        /// Bucket index.
+        bucket: u64,
+        /// Exactly the store's `bucket_len` bytes.
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+}
+
+/// The one data operation: an ordered list of bucket reads and writes across stores.
+///
+/// All its writes land or none do, durably, before the reply; a read sees the writes before
+/// it in the same batch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    /// The stores this batch touches, with their capabilities.
+    pub grants: Vec<Grant>,
+    /// The steps, applied in order.
+    pub ops: Vec<BatchOp>,
+}
+
+/// A request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Must be first on a connection.
+    Hello(Hello),
+    /// Create a store. Fails with [`ErrorCode::Unauthorized`] if the id is taken.
+    CreateStore {
+        /// The new store's id.
+        store: StoreId,
+        /// Its capability; the server keeps only a hash.
+        capability: Capability,
+        /// Its shape.
+        geometry: Geometry,
+    },
+    /// Delete a store and everything in it.
+    DeleteStore(Grant),
+    /// Read and write buckets.
+    Batch(Batch),
+    /// Server counters.
+    Stats,
+}
+
+/// One bucket read: always `bucket_len` bytes long, zeros when absent, so every reply to
+/// the same batch shape has the same size.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadResult {
+    /// False if the bucket was never written.
+    pub present: bool,
+    /// The bucket, or zeros.
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// Server counters, as of the request.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsReply {
+    /// Batches applied.
+    pub batches: u64,
+    /// Buckets read.
+    pub buckets_read: u64,
+    /// Buckets written.
+    pub buckets_written: u64,
+    /// Request bytes received.
+    pub bytes_in: u64,
+    /// Response bytes sent.
+    pub bytes_out: u64,
+    /// Durable flushes (each covers every batch applied before it started).
+    pub flushes: u64,
+    /// Mean flush latency, microseconds.
+    pub flush_mean_us: u64,
+    /// Slowest flush, microseconds.
+    pub flush_max_us: u64,
+    /// Connections open now.
+    pub active_connections: u64,
+    /// Connections refused or closed for errors.
+    pub rejected: u64,
+    /// Stores.
+    pub stores: u64,
+    /// Bytes of bucket data stored.
+    pub stored_bytes: u64,
+    /// Bytes the storage engine uses on disk.
+    pub disk_bytes: u64,
+}
+
+/// Why a request failed. The connection is closed after any error but
+/// [`ErrorCode::Unauthorized`], [`ErrorCode::BadGeometry`], [`ErrorCode::BucketOutOfRange`]
+/// and [`ErrorCode::WrongBucketSize`], which refuse one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The frame did not decode.
+    Malformed,
+    /// The frame exceeded the size limit.
+    TooLarge,
+    /// The first message was not a hello.
+    HelloRequired,
+    /// A second hello, or a hello with the wrong magic.
+    UnexpectedHello,
+    /// The hello's version is not ours.
+    UnsupportedVersion,
+    /// Wrong capability, or no such store: the same answer for both.
+    Unauthorized,
+    /// A geometry of zero or absurd size.
+    BadGeometry,
+    /// A bucket index past the store's end, or a grant index past the grants.
+    BucketOutOfRange,
+    /// A write whose length is not the store's bucket length.
+    WrongBucketSize,
+    /// The server is at its connection limit.
+    TooManyConnections,
+    /// The client was idle or too slow.
+    Timeout,
+    /// The storage engine failed; nothing of the batch was applied.
+    Internal,
+}
+
+/// A response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The server's version.
+    Hello(Hello),
+    /// The store exists now.
+    Created,
+    /// The store is gone.
+    Deleted,
+    /// One result per read, in order.
+    Batch(Vec<ReadResult>),
+    /// Counters.
+    Stats(StatsReply),
+    /// A refusal.
+    Error(ErrorCode),
+}
