@@ -1,0 +1,72 @@
+//! Helpers shared by the root integration tests: real servers on 127.0.0.1, port 0.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use shroud_storage::{Config, Server, SledBackend, Transcript};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// An in-process storage server on a temporary database.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub transcript: Option<PathBuf>,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start(config: Config, with_transcript: bool) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, config, with_transcript).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, config: Config, with_transcript: bool) -> Self {
+        let backend = Arc::new(SledBackend::open(&dir.path().join("db")).expect("open sled"));
+        let transcript_path = with_transcript.then(|| dir.path().join("transcript.jsonl"));
+        let transcript = transcript_path
+            .as_ref()
+            .map(|p| Transcript::create(p).expect("transcript"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = Server::new(backend, config, transcript);
+        let handle = tokio::spawn(server.run(listener, async move {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            dir,
+            transcript: transcript_path,
+            stop: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops the server (it flushes) and returns its directory.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = h.await;
+        }
+        // Give sled's background threads a moment to release the directory lock.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::mem::replace(&mut self.dir, dir)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}

@@ -1,0 +1,545 @@
+//! The storage server end to end, in process, on 127.0.0.1 with port 0: ORAM workloads
+//! checked against a model, capabilities, batch semantics, the transcript, and hostile input
+//! while an honest client keeps working.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::TestServer;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use shroud_client::remote::{Connection, RemoteError, RemoteStore};
+use shroud_oram::{Config as OramConfig, Key, Op, Oram, PositionMap};
+use shroud_storage::{Config, Transcript};
+use shroud_wire::{
+    Batch, BatchOp, Capability, ErrorCode, Geometry, Grant, Hello, Limits, ReadResult, Request,
+    Response, StoreId, decode, encode,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn grant(id: u8, cap: u8) -> Grant {
+    Grant {
+        store: StoreId([id; 16]),
+        capability: Capability([cap; 32]),
+    }
+}
+
+async fn connect(addr: std::net::SocketAddr) -> Connection {
+    Connection::connect(addr, Limits::default())
+        .await
+        .expect("connect")
+}
+
+/// Random ORAM traffic against a real server, checked against a `HashMap`.
+async fn oram_workload(addr: std::net::SocketAddr, config: OramConfig, ops: usize, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut oram = Oram::new(config, Key::generate(&mut rng), &mut rng).unwrap();
+    let grants = RemoteStore::new_grants(&oram, &mut rng);
+    let mut remote = RemoteStore::create(connect(addr).await, &oram, grants)
+        .await
+        .unwrap();
+    let b = config.block_size as usize;
+    let mut model: HashMap<u64, Vec<u8>> = HashMap::new();
+    for i in 0..ops {
+        let a = rng.random_range(0..config.capacity.min(64));
+        if rng.random_bool(0.5) {
+            let d: Vec<u8> = (0..b).map(|j| (i + j) as u8).collect();
+            let k = config.max_batch as usize;
+            let mut batch = vec![Op::Write(a, &d)];
+            batch.resize(k, Op::Dummy);
+            remote.run(&mut oram, &batch, &mut rng).await.unwrap();
+            model.insert(a, d);
+        } else {
+            remote
+                .run(&mut oram, &[Op::Read(a)], &mut rng)
+                .await
+                .unwrap();
+            let want = model.get(&a).cloned().unwrap_or_else(|| vec![0; b]);
+            assert_eq!(
+                oram.result(0).unwrap(),
+                want.as_slice(),
+                "read {a} after {i} ops"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oram_workloads_agree_with_model() {
+    let server = TestServer::start(Config::default(), false).await;
+    let configs = [
+        OramConfig {
+            cached_levels: 2,
+            ..OramConfig::new(1000, 64)
+        },
+        OramConfig {
+            position_map: PositionMap::Recursive {
+                pos_block: 16,
+                flat_limit: 8,
+            },
+            ..OramConfig::new(300, 32)
+        },
+        OramConfig {
+            max_batch: 3,
+            ..OramConfig::new(50, 16)
+        },
+    ];
+    let stores: u64 = configs.iter().map(|c| c.trees().len() as u64).sum();
+    let tasks: Vec<_> = configs
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| tokio::spawn(oram_workload(server.addr, c, 150, i as u64)))
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let stats = connect(server.addr).await.stats().await.unwrap();
+    assert!(stats.batches > 0 && stats.flushes > 0 && stats.flushes <= stats.batches);
+    assert_eq!(stats.stores, stores);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capabilities_guard_stores() {
+    let server = TestServer::start(Config::default(), false).await;
+    let geometry = Geometry {
+        bucket_len: 8,
+        buckets: 4,
+    };
+    let mut owner = connect(server.addr).await;
+    owner.create_store(&grant(1, 1), geometry).await.unwrap();
+    owner
+        .batch(Batch {
+            grants: vec![grant(1, 1)],
+            ops: vec![BatchOp::Write {
+                grant: 0,
+                bucket: 0,
+                data: vec![7; 8],
+            }],
+        })
+        .await
+        .unwrap();
+    let mut other = connect(server.addr).await;
+    let refused =
+        |r: Result<_, RemoteError>| matches!(r, Err(RemoteError::Refused(ErrorCode::Unauthorized)));
+    // Wrong capability and missing store: the same answer.
+    let read = |g: Grant| Batch {
+        grants: vec![g],
+        ops: vec![BatchOp::Read {
+            grant: 0,
+            bucket: 0,
+        }],
+    };
+    assert!(refused(other.batch(read(grant(1, 2))).await));
+    assert!(refused(other.batch(read(grant(9, 1))).await));
+    assert!(refused(
+        other
+            .batch(Batch {
+                grants: vec![grant(1, 2)],
+                ops: vec![BatchOp::Write {
+                    grant: 0,
+                    bucket: 0,
+                    data: vec![0; 8]
+                }]
+            })
+            .await
+    ));
+    assert!(refused(
+        other
+            .delete_store(&grant(1, 2))
+            .await
+            .map(|_| Vec::<ReadResult>::new())
+    ));
+    assert!(
+        refused(
+            other
+                .create_store(&grant(1, 3), geometry)
+                .await
+                .map(|_| Vec::<ReadResult>::new())
+        ),
+        "ids are not reusable"
+    );
+    // A batch naming a good and a bad grant is refused whole.
+    assert!(refused(
+        other
+            .batch(Batch {
+                grants: vec![grant(1, 1), grant(1, 2)],
+                ops: vec![BatchOp::Write {
+                    grant: 0,
+                    bucket: 1,
+                    data: vec![1; 8]
+                }]
+            })
+            .await
+    ));
+    let r = owner.batch(read(grant(1, 1))).await.unwrap();
+    assert_eq!(
+        r[0],
+        ReadResult {
+            present: true,
+            data: vec![7; 8]
+        }
+    );
+    let r = owner
+        .batch(Batch {
+            grants: vec![grant(1, 1)],
+            ops: vec![BatchOp::Read {
+                grant: 0,
+                bucket: 1,
+            }],
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        r[0],
+        ReadResult {
+            present: false,
+            data: vec![0; 8]
+        },
+        "nothing of the refused batch landed"
+    );
+    owner.delete_store(&grant(1, 1)).await.unwrap();
+    assert!(refused(owner.batch(read(grant(1, 1))).await));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_ordered_and_all_or_nothing() {
+    let server = TestServer::start(Config::default(), false).await;
+    let mut c = connect(server.addr).await;
+    c.create_store(
+        &grant(2, 2),
+        Geometry {
+            bucket_len: 4,
+            buckets: 8,
+        },
+    )
+    .await
+    .unwrap();
+    let g = || vec![grant(2, 2)];
+    let r = c
+        .batch(Batch {
+            grants: g(),
+            ops: vec![
+                BatchOp::Read {
+                    grant: 0,
+                    bucket: 3,
+                },
+                BatchOp::Write {
+                    grant: 0,
+                    bucket: 3,
+                    data: vec![1; 4],
+                },
+                BatchOp::Read {
+                    grant: 0,
+                    bucket: 3,
+                },
+                BatchOp::Write {
+                    grant: 0,
+                    bucket: 3,
+                    data: vec![2; 4],
+                },
+                BatchOp::Read {
+                    grant: 0,
+                    bucket: 3,
+                },
+            ],
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        r.iter().map(|x| (x.present, x.data[0])).collect::<Vec<_>>(),
+        vec![(false, 0), (true, 1), (true, 2)]
+    );
+    // One bad op refuses the whole batch.
+    for bad in [
+        BatchOp::Write {
+            grant: 0,
+            bucket: 8,
+            data: vec![0; 4],
+        },
+        BatchOp::Write {
+            grant: 0,
+            bucket: 1,
+            data: vec![0; 5],
+        },
+        BatchOp::Read {
+            grant: 1,
+            bucket: 0,
+        },
+    ] {
+        let res = c
+            .batch(Batch {
+                grants: g(),
+                ops: vec![
+                    BatchOp::Write {
+                        grant: 0,
+                        bucket: 0,
+                        data: vec![9; 4],
+                    },
+                    bad,
+                ],
+            })
+            .await;
+        assert!(matches!(res, Err(RemoteError::Refused(_))), "{res:?}");
+    }
+    let r = c
+        .batch(Batch {
+            grants: g(),
+            ops: vec![BatchOp::Read {
+                grant: 0,
+                bucket: 0,
+            }],
+        })
+        .await
+        .unwrap();
+    assert!(!r[0].present);
+    assert!(matches!(
+        c.create_store(
+            &grant(3, 3),
+            Geometry {
+                bucket_len: 0,
+                buckets: 8
+            }
+        )
+        .await,
+        Err(RemoteError::Refused(ErrorCode::BadGeometry))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transcript_holds_exactly_the_requests() {
+    let server = TestServer::start(Config::default(), true).await;
+    let mut c = connect(server.addr).await;
+    c.create_store(
+        &grant(4, 4),
+        Geometry {
+            bucket_len: 16,
+            buckets: 8,
+        },
+    )
+    .await
+    .unwrap();
+    c.batch(Batch {
+        grants: vec![grant(4, 4)],
+        ops: vec![
+            BatchOp::Write {
+                grant: 0,
+                bucket: 5,
+                data: vec![1; 16],
+            },
+            BatchOp::Read {
+                grant: 0,
+                bucket: 2,
+            },
+        ],
+    })
+    .await
+    .unwrap();
+    let _ = c
+        .batch(Batch {
+            grants: vec![grant(4, 5)],
+            ops: vec![BatchOp::Read {
+                grant: 0,
+                bucket: 2,
+            }],
+        })
+        .await;
+    c.stats().await.unwrap();
+    c.delete_store(&grant(4, 4)).await.unwrap();
+    let path = server.transcript.clone().unwrap();
+    drop(c);
+    let _dir = server.stop().await;
+    let lines = Transcript::read(&path).unwrap();
+    let ops: Vec<&str> = lines.iter().map(|e| e.op.as_str()).collect();
+    assert_eq!(ops, vec!["create", "batch", "batch", "stats", "delete"]);
+    let store = StoreId([4; 16]).to_string();
+    assert!(
+        lines
+            .iter()
+            .filter(|e| e.op != "stats")
+            .all(|e| e.stores == vec![store.clone()])
+    );
+    assert_eq!(lines[1].writes, vec![(0, 5, 16)]);
+    assert_eq!(lines[1].reads, vec![(0, 2)]);
+    assert_eq!(lines[1].error, None);
+    assert_eq!(lines[2].error.as_deref(), Some("Unauthorized"));
+    assert!(
+        lines
+            .iter()
+            .all(|e| e.request_bytes > 0 && e.response_bytes > 0 && e.conn == lines[0].conn)
+    );
+    // Never a capability: the transcript does not contain the secret's bytes.
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        !text.contains(
+            &Capability([4; 32])
+                .0
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        )
+    );
+}
+
+/// Writes one frame: a 4-byte big-endian length, then the body.
+async fn raw_frame(s: &mut TcpStream, body: &[u8]) {
+    s.write_all(&(body.len() as u32).to_be_bytes())
+        .await
+        .unwrap();
+    s.write_all(body).await.unwrap();
+}
+
+/// Reads one frame's response, if the server sends one before closing.
+async fn raw_response(s: &mut TcpStream) -> Option<Response> {
+    let mut len = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut len))
+        .await
+        .ok()?
+        .ok()?;
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).await.ok()?;
+    decode(&body, Limits::default()).ok()
+}
+
+async fn closed(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+fn hello(version: u32) -> Vec<u8> {
+    encode(
+        &Request::Hello(Hello {
+            version,
+            ..Hello::current()
+        }),
+        Limits::default(),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_is_refused_while_honest_clients_work() {
+    let config = Config {
+        idle_timeout: Duration::from_millis(500),
+        hello_timeout: Duration::from_millis(500),
+        ..Config::default()
+    };
+    let server = TestServer::start(config, false).await;
+    let addr = server.addr;
+    let honest = tokio::spawn(oram_workload(
+        addr,
+        OramConfig {
+            cached_levels: 1,
+            ..OramConfig::new(200, 32)
+        },
+        300,
+        77,
+    ));
+    let mut rng = StdRng::seed_from_u64(5);
+    for round in 0..20 {
+        // Random bytes as the first frame.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let junk: Vec<u8> = (0..rng.random_range(1..300))
+            .map(|_| rng.random())
+            .collect();
+        raw_frame(&mut s, &junk).await;
+        assert_eq!(
+            raw_response(&mut s).await,
+            Some(Response::Error(ErrorCode::Malformed)),
+            "round {round}"
+        );
+        assert!(closed(&mut s).await);
+        // Random bytes after a good hello.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        raw_frame(&mut s, &hello(shroud_wire::PROTOCOL_VERSION)).await;
+        assert!(matches!(
+            raw_response(&mut s).await,
+            Some(Response::Hello(_))
+        ));
+        raw_frame(&mut s, &junk).await;
+        assert_eq!(
+            raw_response(&mut s).await,
+            Some(Response::Error(ErrorCode::Malformed))
+        );
+        assert!(closed(&mut s).await);
+    }
+    // An oversized length prefix.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    assert_eq!(
+        raw_response(&mut s).await,
+        Some(Response::Error(ErrorCode::TooLarge))
+    );
+    assert!(closed(&mut s).await);
+    // A hello of the wrong version, and a request before any hello.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    raw_frame(&mut s, &hello(999)).await;
+    assert_eq!(
+        raw_response(&mut s).await,
+        Some(Response::Error(ErrorCode::UnsupportedVersion))
+    );
+    assert!(closed(&mut s).await);
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    raw_frame(&mut s, &encode(&Request::Stats, Limits::default()).unwrap()).await;
+    assert_eq!(
+        raw_response(&mut s).await,
+        Some(Response::Error(ErrorCode::HelloRequired))
+    );
+    // A second hello is out of order.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    raw_frame(&mut s, &hello(shroud_wire::PROTOCOL_VERSION)).await;
+    raw_response(&mut s).await;
+    raw_frame(&mut s, &hello(shroud_wire::PROTOCOL_VERSION)).await;
+    assert_eq!(
+        raw_response(&mut s).await,
+        Some(Response::Error(ErrorCode::UnexpectedHello))
+    );
+    assert!(closed(&mut s).await);
+    // A truncated frame, then silence: the slow-loris client is dropped on the timeout.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    raw_frame(&mut s, &hello(shroud_wire::PROTOCOL_VERSION)).await;
+    raw_response(&mut s).await;
+    s.write_all(&100u32.to_be_bytes()).await.unwrap();
+    s.write_all(&[0u8; 10]).await.unwrap();
+    assert_eq!(
+        raw_response(&mut s).await,
+        Some(Response::Error(ErrorCode::Timeout))
+    );
+    assert!(closed(&mut s).await);
+    // A truncated frame and a hang-up.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&50u32.to_be_bytes()).await.unwrap();
+    s.write_all(&[1u8; 20]).await.unwrap();
+    drop(s);
+    honest.await.unwrap();
+    let stats = connect(addr).await.stats().await.unwrap();
+    assert!(stats.rejected >= 45, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limit_is_typed() {
+    let server = TestServer::start(
+        Config {
+            max_connections: 2,
+            ..Config::default()
+        },
+        false,
+    )
+    .await;
+    let _a = connect(server.addr).await;
+    let _b = connect(server.addr).await;
+    let third = Connection::connect(server.addr, Limits::default()).await;
+    assert!(
+        matches!(
+            third,
+            Err(RemoteError::Refused(ErrorCode::TooManyConnections))
+        ),
+        "{:?}",
+        third.err()
+    );
+}

@@ -1,0 +1,228 @@
+//! kill -9 a real `shroud storage` process at random moments while batches stream in from
+//! several writers, restart it, and check: every acknowledged batch is there, whole, and the
+//! one batch each writer had in flight is there whole or not at all.
+//!
+//! CI runs 20 kills. `SHROUD_CRASH_ITERS=100 cargo test --release --test storage_crash --
+//! --ignored` runs the long version.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use shroud_client::remote::Connection;
+use shroud_wire::{Batch, BatchOp, Capability, Geometry, Grant, Limits, StoreId};
+
+const WRITERS: usize = 4;
+const BUCKETS: u64 = 32;
+const LEN: usize = 48;
+const PER_BATCH: u64 = 3;
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+fn spawn(db: &Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shroud"))
+        .args(["storage", "--listen", "127.0.0.1:0", "--db"])
+        .arg(db)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn shroud storage");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("server started");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("listening line")
+        .parse()
+        .expect("address");
+    Server { child, addr }
+}
+
+fn kill9(mut s: Server) {
+    // std's kill() sends SIGKILL on Unix.
+    let _ = s.child.kill();
+    let _ = s.child.wait();
+}
+
+fn grant(w: usize) -> Grant {
+    Grant {
+        store: StoreId([w as u8 + 1; 16]),
+        capability: Capability([w as u8 + 100; 32]),
+    }
+}
+
+/// The buckets batch `i` of writer `w` writes, and their contents.
+fn batch_writes(w: usize, i: u64) -> Vec<(u64, Vec<u8>)> {
+    (0..PER_BATCH)
+        .map(|k| {
+            let bucket = (i * 5 + k * 11) % BUCKETS;
+            let mut data = vec![(i % 251) as u8; LEN];
+            data[..8].copy_from_slice(&i.to_le_bytes());
+            data[8] = w as u8;
+            data[9..17].copy_from_slice(&bucket.to_le_bytes());
+            (bucket, data)
+        })
+        .collect()
+}
+
+type State = Vec<Option<Vec<u8>>>;
+
+fn apply(state: &mut State, w: usize, i: u64) {
+    for (b, d) in batch_writes(w, i) {
+        state[b as usize] = Some(d);
+    }
+}
+
+async fn read_all(addr: SocketAddr, w: usize) -> State {
+    let mut c = Connection::connect(addr, Limits::default())
+        .await
+        .expect("connect after restart");
+    let ops = (0..BUCKETS)
+        .map(|b| BatchOp::Read {
+            grant: 0,
+            bucket: b,
+        })
+        .collect();
+    let reads = c
+        .batch(Batch {
+            grants: vec![grant(w)],
+            ops,
+        })
+        .await
+        .expect("read back");
+    reads
+        .into_iter()
+        .map(|r| r.present.then_some(r.data))
+        .collect()
+}
+
+/// Streams batches until the connection dies; returns how many were acknowledged and
+/// whether one more was in flight.
+async fn writer(addr: SocketAddr, w: usize, start: u64) -> (u64, bool) {
+    let Ok(mut c) = Connection::connect(addr, Limits::default()).await else {
+        return (start, false);
+    };
+    let mut i = start;
+    loop {
+        let ops = batch_writes(w, i)
+            .into_iter()
+            .map(|(bucket, data)| BatchOp::Write {
+                grant: 0,
+                bucket,
+                data,
+            })
+            .collect();
+        match c
+            .batch(Batch {
+                grants: vec![grant(w)],
+                ops,
+            })
+            .await
+        {
+            Ok(_) => i += 1,
+            Err(_) => return (i, true),
+        }
+    }
+}
+
+async fn crash_loop(iters: usize, seed: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut states: Vec<State> = vec![vec![None; BUCKETS as usize]; WRITERS];
+    let mut next = vec![0u64; WRITERS];
+    let server = spawn(&db);
+    {
+        let mut c = Connection::connect(server.addr, Limits::default())
+            .await
+            .unwrap();
+        for w in 0..WRITERS {
+            c.create_store(
+                &grant(w),
+                Geometry {
+                    bucket_len: LEN as u32,
+                    buckets: BUCKETS,
+                },
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let mut server = Some(server);
+    let mut in_doubt = 0;
+    for iter in 0..iters {
+        let s = server.take().unwrap_or_else(|| spawn(&db));
+        let addr = s.addr;
+        let tasks: Vec<_> = (0..WRITERS)
+            .map(|w| tokio::spawn(writer(addr, w, next[w])))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(rng.random_range(20..250))).await;
+        kill9(s);
+        let results: Vec<(u64, bool)> = futures::future::join_all(tasks)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        let s = spawn(&db);
+        for w in 0..WRITERS {
+            let (acked, pending) = results[w];
+            for i in next[w]..acked {
+                apply(&mut states[w], w, i);
+            }
+            next[w] = acked;
+            let got = read_all(s.addr, w).await;
+            if got == states[w] {
+                continue;
+            }
+            let mut with = states[w].clone();
+            apply(&mut with, w, acked);
+            assert!(
+                pending && got == with,
+                "iteration {iter}, writer {w}: after {acked} acknowledged batches the store holds neither them nor them plus the one in flight"
+            );
+            in_doubt += 1;
+            states[w] = with;
+            next[w] = acked + 1;
+        }
+        server = Some(s);
+    }
+    if let Some(s) = server {
+        kill9(s);
+    }
+    let total: u64 = next.iter().sum();
+    println!(
+        "{iters} kills: {total} batches survived, {in_doubt} in-flight batches found applied whole"
+    );
+    assert!(total > iters as u64, "the writers made progress");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_no_acknowledged_batch() {
+    crash_loop(20, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: SHROUD_CRASH_ITERS kills (default 100)"]
+async fn kill_9_long() {
+    let iters = std::env::var("SHROUD_CRASH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    crash_loop(iters, 2).await;
+}
