@@ -146,7 +146,7 @@ async fn crash_loop(iters: usize, seed: u64) {
     let db = dir.path().join("db");
     let mut rng = StdRng::seed_from_u64(seed);
     let mut states: Vec<State> = vec![vec![None; BUCKETS as usize]; WRITERS];
-    let mut next = vec![0u64; WRITERS];
+    let mut next = [0u64; WRITERS];
     let server = spawn(&db);
     {
         let mut c = Connection::connect(server.addr, Limits::default())
