@@ -72,6 +72,22 @@ enum Bench {
     /// The Path ORAM engine over the in-memory store, next to the `oram` crate and the
     /// AES-GCM crypto bound, measured in the same run.
     Engine(EngineArgs),
+    /// Full ORAM paths per second through the storage server with 1 to 64 writers, next to
+    /// raw sled apply_batch + flush of the same bytes.
+    Storage(StorageBenchArgs),
+}
+
+#[derive(Args)]
+struct StorageBenchArgs {
+    /// Print one JSON object per writer count.
+    #[arg(long)]
+    json: bool,
+    /// Concurrent writers to measure.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 4, 16, 64])]
+    writers: Vec<usize>,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
 }
 
 #[derive(Args)]
@@ -111,6 +127,7 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Bench(Bench::Engine(args)) => bench_engine(args),
+        Command::Bench(Bench::Storage(args)) => bench_storage(args),
         Command::Storage(args) => storage_cmd(args),
     }
 }
@@ -213,5 +230,38 @@ fn bench_engine(args: EngineArgs) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+fn bench_storage(args: StorageBenchArgs) -> Result<()> {
+    if !args.json {
+        println!(
+            "{:>7} {:>10} {:>12} {:>8} {:>13} {:>10} {:>10}",
+            "writers",
+            "paths/s",
+            "raw-sled/s",
+            "vs-raw",
+            "batches/flush",
+            "disk/byte",
+            "raw-disk/b"
+        );
+    }
+    let json = args.json;
+    shroud::bench::storage::run(&args.writers, Duration::from_secs_f64(args.seconds), |r| {
+        if json {
+            println!("{}", serde_json::to_string(r).unwrap_or_default());
+        } else {
+            println!(
+                "{:>7} {:>10.0} {:>12.0} {:>8.2} {:>13.1} {:>10.2} {:>10.2}",
+                r.writers,
+                r.paths_per_s,
+                r.raw_sled_paths_per_s,
+                r.vs_raw_sled,
+                r.batches_per_flush,
+                r.disk_bytes_per_logical_byte,
+                r.raw_disk_bytes_per_logical_byte
+            );
+        }
+    })?;
     Ok(())
 }

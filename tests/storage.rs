@@ -543,3 +543,49 @@ async fn connection_limit_is_typed() {
         third.err()
     );
 }
+
+/// What the operator sees of ORAM traffic: every read batch of a store has one size, every
+/// write-back batch another, and so do their replies, whatever the accesses were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oram_traffic_has_constant_shape() {
+    let server = TestServer::start(Config::default(), true).await;
+    oram_workload(
+        server.addr,
+        OramConfig {
+            cached_levels: 1,
+            ..OramConfig::new(500, 64)
+        },
+        200,
+        9,
+    )
+    .await;
+    let path = server.transcript.clone().unwrap();
+    let _dir = server.stop().await;
+    let lines = Transcript::read(&path).unwrap();
+    let batches: Vec<_> = lines.iter().filter(|e| e.op == "batch").collect();
+    assert_eq!(
+        batches.len(),
+        400,
+        "one read batch and one write batch per access"
+    );
+    let shape = |e: &&shroud_storage::Entry| {
+        (
+            e.reads.len(),
+            e.writes.len(),
+            e.request_bytes,
+            e.response_bytes,
+        )
+    };
+    let reads: std::collections::HashSet<_> = batches
+        .iter()
+        .filter(|e| e.writes.is_empty())
+        .map(shape)
+        .collect();
+    let writes: std::collections::HashSet<_> = batches
+        .iter()
+        .filter(|e| !e.writes.is_empty())
+        .map(shape)
+        .collect();
+    assert_eq!(reads.len(), 1, "{reads:?}");
+    assert_eq!(writes.len(), 1, "{writes:?}");
+}

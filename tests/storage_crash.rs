@@ -226,3 +226,51 @@ async fn kill_9_long() {
         .unwrap_or(100);
     crash_loop(iters, 2).await;
 }
+
+/// SIGTERM: the server flushes and exits with status 0, and the data is there on restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_flushes_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let mut s = spawn(&db);
+    {
+        let mut c = Connection::connect(s.addr, Limits::default())
+            .await
+            .unwrap();
+        c.create_store(
+            &grant(0),
+            Geometry {
+                bucket_len: LEN as u32,
+                buckets: BUCKETS,
+            },
+        )
+        .await
+        .unwrap();
+        let ops = batch_writes(0, 0)
+            .into_iter()
+            .map(|(bucket, data)| BatchOp::Write {
+                grant: 0,
+                bucket,
+                data,
+            })
+            .collect();
+        c.batch(Batch {
+            grants: vec![grant(0)],
+            ops,
+        })
+        .await
+        .unwrap();
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = s.child.wait().unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+    let s = spawn(&db);
+    let mut want: State = vec![None; BUCKETS as usize];
+    apply(&mut want, 0, 0);
+    assert_eq!(read_all(s.addr, 0).await, want);
+    kill9(s);
+}

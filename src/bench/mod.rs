@@ -1,3 +1,4 @@
 //! Benchmarks behind `shroud bench`: the same functions the criterion benches call.
 
 pub mod engine;
+pub mod storage;
