@@ -14,7 +14,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use shroud_client::remote::Connection;
-use shroud_wire::{Batch, BatchOp, Capability, Geometry, Grant, Limits, StoreId};
+use shroud_wire::{Batch, Capability, Geometry, Grant, Limits, StoreId};
 
 const WRITERS: usize = 4;
 const BUCKETS: u64 = 32;
@@ -93,17 +93,8 @@ async fn read_all(addr: SocketAddr, w: usize) -> State {
     let mut c = Connection::connect(addr, Limits::default())
         .await
         .expect("connect after restart");
-    let ops = (0..BUCKETS)
-        .map(|b| BatchOp::Read {
-            grant: 0,
-            bucket: b,
-        })
-        .collect();
     let reads = c
-        .batch(Batch {
-            grants: vec![grant(w)],
-            ops,
-        })
+        .batch(Batch::reads(grant(w), 0..BUCKETS))
         .await
         .expect("read back");
     reads
@@ -120,21 +111,7 @@ async fn writer(addr: SocketAddr, w: usize, start: u64) -> (u64, bool) {
     };
     let mut i = start;
     loop {
-        let ops = batch_writes(w, i)
-            .into_iter()
-            .map(|(bucket, data)| BatchOp::Write {
-                grant: 0,
-                bucket,
-                data,
-            })
-            .collect();
-        match c
-            .batch(Batch {
-                grants: vec![grant(w)],
-                ops,
-            })
-            .await
-        {
+        match c.batch(Batch::writes(grant(w), batch_writes(w, i))).await {
             Ok(_) => i += 1,
             Err(_) => return (i, true),
         }
@@ -246,20 +223,9 @@ async fn sigterm_flushes_and_exits_cleanly() {
         )
         .await
         .unwrap();
-        let ops = batch_writes(0, 0)
-            .into_iter()
-            .map(|(bucket, data)| BatchOp::Write {
-                grant: 0,
-                bucket,
-                data,
-            })
-            .collect();
-        c.batch(Batch {
-            grants: vec![grant(0)],
-            ops,
-        })
-        .await
-        .unwrap();
+        c.batch(Batch::writes(grant(0), batch_writes(0, 0)))
+            .await
+            .unwrap();
     }
     let status = Command::new("kill")
         .args(["-TERM", &s.child.id().to_string()])

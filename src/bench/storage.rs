@@ -16,7 +16,7 @@ use serde::Serialize;
 use shroud_client::remote::Connection;
 use shroud_oram::TreeGeometry;
 use shroud_storage::{Backend, Config, Server, SledBackend};
-use shroud_wire::{Batch, BatchOp, Capability, Geometry, Grant, Limits, StoreId};
+use shroud_wire::{Batch, Capability, Geometry, Grant, Limits, StoreId};
 
 /// One line of `shroud bench storage --json`.
 #[derive(Clone, Debug, Serialize)]
@@ -123,19 +123,8 @@ impl Harness {
             .map(|(w, (mut c, mut rng, mut i))| {
                 tokio::spawn(async move {
                     for _ in 0..rounds {
-                        let ops = path(&geom, &mut rng, i)
-                            .into_iter()
-                            .map(|(bucket, data)| BatchOp::Write {
-                                grant: 0,
-                                bucket,
-                                data,
-                            })
-                            .collect();
-                        c.batch(Batch {
-                            grants: vec![grant(w)],
-                            ops,
-                        })
-                        .await?;
+                        c.batch(Batch::writes(grant(w), path(&geom, &mut rng, i)))
+                            .await?;
                         i += 1;
                     }
                     Ok::<_, shroud_client::remote::RemoteError>((c, rng, i))

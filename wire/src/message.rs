@@ -110,6 +110,36 @@ pub struct Batch {
     pub ops: Vec<BatchOp>,
 }
 
+impl Batch {
+    /// A batch of writes to one store.
+    pub fn writes(grant: Grant, writes: impl IntoIterator<Item = (u64, Vec<u8>)>) -> Self {
+        let ops = writes
+            .into_iter()
+            .map(|(bucket, data)| BatchOp::Write {
+                grant: 0,
+                bucket,
+                data,
+            })
+            .collect();
+        Batch {
+            grants: vec![grant],
+            ops,
+        }
+    }
+
+    /// A batch of reads of one store.
+    pub fn reads(grant: Grant, buckets: impl IntoIterator<Item = u64>) -> Self {
+        let ops = buckets
+            .into_iter()
+            .map(|bucket| BatchOp::Read { grant: 0, bucket })
+            .collect();
+        Batch {
+            grants: vec![grant],
+            ops,
+        }
+    }
+}
+
 /// A request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
