@@ -8,6 +8,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use shroud::bench::engine::{self, Case};
 use shroud::cmd::storage::{self, ServeOptions};
+use shroud::cmd::tls::{ClientTlsArgs, ServerTlsArgs};
 use shroud_oram::PositionMap;
 
 #[derive(Parser)]
@@ -28,6 +29,8 @@ enum Command {
     Bench(Bench),
     /// Run the untrusted storage server (sled-backed bucket store), or read its stats.
     Storage(StorageArgs),
+    /// Make a development CA and a server certificate for the proxy and storage.
+    Certs(CertsArgs),
 }
 
 #[derive(Args)]
@@ -56,6 +59,11 @@ struct StorageArgs {
     /// Largest frame, in bytes.
     #[arg(long, default_value_t = 64 << 20)]
     max_frame: usize,
+    #[command(flatten)]
+    tls: ServerTlsArgs,
+    /// Serve plain TCP instead of TLS (local testing only; warns loudly).
+    #[arg(long)]
+    insecure_plaintext: bool,
 }
 
 #[derive(Subcommand)]
@@ -64,7 +72,22 @@ enum StorageCommand {
     Stats {
         /// The server's address.
         addr: SocketAddr,
+        #[command(flatten)]
+        tls: ClientTlsArgs,
+        /// Connect over plain TCP (local testing only).
+        #[arg(long)]
+        insecure_plaintext: bool,
     },
+}
+
+#[derive(Args)]
+struct CertsArgs {
+    /// Where to write ca.pem, server.pem and server.key.
+    #[arg(long)]
+    out: PathBuf,
+    /// Names the server certificate is valid for (DNS names or IP addresses).
+    #[arg(long, value_delimiter = ',', default_values_t = shroud::cmd::certs::local_names())]
+    names: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -129,6 +152,16 @@ fn main() -> Result<()> {
         Command::Bench(Bench::Engine(args)) => bench_engine(args),
         Command::Bench(Bench::Storage(args)) => bench_storage(args),
         Command::Storage(args) => storage_cmd(args),
+        Command::Certs(args) => {
+            let files = shroud::cmd::certs::generate(&args.out, &args.names)?;
+            println!(
+                "CA:          {}\ncertificate: {}\nkey:         {}",
+                files.ca.display(),
+                files.cert.display(),
+                files.key.display()
+            );
+            Ok(())
+        }
     }
 }
 
@@ -140,8 +173,14 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn storage_cmd(args: StorageArgs) -> Result<()> {
     let rt = runtime()?;
-    if let Some(StorageCommand::Stats { addr }) = args.command {
-        let stats = rt.block_on(storage::stats(addr))?;
+    if let Some(StorageCommand::Stats {
+        addr,
+        tls,
+        insecure_plaintext,
+    }) = args.command
+    {
+        let tls = tls.build(insecure_plaintext, "stats")?;
+        let stats = rt.block_on(storage::stats(addr, &tls))?;
         println!("{}", serde_json::to_string_pretty(&stats)?);
         return Ok(());
     }
@@ -154,11 +193,13 @@ fn storage_cmd(args: StorageArgs) -> Result<()> {
         },
         ..Default::default()
     };
+    let tls = args.tls.build(args.insecure_plaintext, "client-storage")?;
     let opts = ServeOptions {
         db: args.db,
         listen: args.listen,
         transcript: args.transcript,
         config,
+        tls,
     };
     rt.block_on(storage::serve(opts, storage::signals()))
 }

@@ -10,9 +10,10 @@ use std::time::Duration;
 use common::TestServer;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use shroud_client::remote::{Connection, RemoteError, RemoteStore};
+use shroud_client::remote::{ConnError, Connection, RemoteStore};
 use shroud_oram::{Config as OramConfig, Key, Op, Oram, PositionMap};
 use shroud_storage::{Config, Transcript};
+use shroud_wire::transport::ClientTls;
 use shroud_wire::{
     Batch, BatchOp, Capability, ErrorCode, Geometry, Grant, Hello, Limits, ReadResult, Request,
     Response, StoreId, decode, encode,
@@ -28,7 +29,7 @@ fn grant(id: u8, cap: u8) -> Grant {
 }
 
 async fn connect(addr: std::net::SocketAddr) -> Connection {
-    Connection::connect(addr, Limits::default())
+    Connection::connect(addr, &ClientTls::Plain, Limits::default())
         .await
         .expect("connect")
 }
@@ -123,7 +124,7 @@ async fn capabilities_guard_stores() {
         .unwrap();
     let mut other = connect(server.addr).await;
     let refused =
-        |r: Result<_, RemoteError>| matches!(r, Err(RemoteError::Refused(ErrorCode::Unauthorized)));
+        |r: Result<_, ConnError>| matches!(r, Err(ConnError::Refused(ErrorCode::Unauthorized)));
     // Wrong capability and missing store: the same answer.
     let read = |g: Grant| Batch {
         grants: vec![g],
@@ -282,7 +283,7 @@ async fn batches_are_ordered_and_all_or_nothing() {
                 ],
             })
             .await;
-        assert!(matches!(res, Err(RemoteError::Refused(_))), "{res:?}");
+        assert!(matches!(res, Err(ConnError::Refused(_))), "{res:?}");
     }
     let r = c
         .batch(Batch {
@@ -304,7 +305,7 @@ async fn batches_are_ordered_and_all_or_nothing() {
             }
         )
         .await,
-        Err(RemoteError::Refused(ErrorCode::BadGeometry))
+        Err(ConnError::Refused(ErrorCode::BadGeometry))
     ));
 }
 
@@ -533,11 +534,11 @@ async fn connection_limit_is_typed() {
     .await;
     let _a = connect(server.addr).await;
     let _b = connect(server.addr).await;
-    let third = Connection::connect(server.addr, Limits::default()).await;
+    let third = Connection::connect(server.addr, &ClientTls::Plain, Limits::default()).await;
     assert!(
         matches!(
             third,
-            Err(RemoteError::Refused(ErrorCode::TooManyConnections))
+            Err(ConnError::Refused(ErrorCode::TooManyConnections))
         ),
         "{:?}",
         third.err()

@@ -14,6 +14,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use shroud_client::remote::Connection;
+use shroud_wire::transport::ClientTls;
 use shroud_wire::{Batch, Capability, Geometry, Grant, Limits, StoreId};
 
 const WRITERS: usize = 4;
@@ -24,11 +25,34 @@ const PER_BATCH: u64 = 3;
 struct Server {
     child: Child,
     addr: SocketAddr,
+    tls: ClientTls,
+}
+
+/// TLS material for the server under test, made once per test database.
+fn certs(db: &Path) -> shroud::cmd::certs::CertFiles {
+    let dir = db.with_extension("certs");
+    if dir.join("server.key").exists() {
+        return shroud::cmd::certs::CertFiles {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+        };
+    }
+    shroud::cmd::certs::generate(&dir, &shroud::cmd::certs::local_names()).expect("certs")
+}
+
+fn tls(db: &Path) -> ClientTls {
+    ClientTls::with_ca_file(&certs(db).ca, "localhost").expect("client TLS")
 }
 
 fn spawn(db: &Path) -> Server {
+    let files = certs(db);
     let mut child = Command::new(env!("CARGO_BIN_EXE_shroud"))
-        .args(["storage", "--listen", "127.0.0.1:0", "--db"])
+        .args(["storage", "--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&files.cert)
+        .arg("--tls-key")
+        .arg(&files.key)
+        .arg("--db")
         .arg(db)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -51,7 +75,11 @@ fn spawn(db: &Path) -> Server {
         .expect("listening line")
         .parse()
         .expect("address");
-    Server { child, addr }
+    Server {
+        child,
+        addr,
+        tls: tls(db),
+    }
 }
 
 fn kill9(mut s: Server) {
@@ -89,8 +117,8 @@ fn apply(state: &mut State, w: usize, i: u64) {
     }
 }
 
-async fn read_all(addr: SocketAddr, w: usize) -> State {
-    let mut c = Connection::connect(addr, Limits::default())
+async fn read_all(s: &Server, w: usize) -> State {
+    let mut c = Connection::connect(s.addr, &s.tls, Limits::default())
         .await
         .expect("connect after restart");
     let reads = c
@@ -105,8 +133,8 @@ async fn read_all(addr: SocketAddr, w: usize) -> State {
 
 /// Streams batches until the connection dies; returns how many were acknowledged and
 /// whether one more was in flight.
-async fn writer(addr: SocketAddr, w: usize, start: u64) -> (u64, bool) {
-    let Ok(mut c) = Connection::connect(addr, Limits::default()).await else {
+async fn writer(addr: SocketAddr, tls: ClientTls, w: usize, start: u64) -> (u64, bool) {
+    let Ok(mut c) = Connection::connect(addr, &tls, Limits::default()).await else {
         return (start, false);
     };
     let mut i = start;
@@ -126,7 +154,7 @@ async fn crash_loop(iters: usize, seed: u64) {
     let mut next = [0u64; WRITERS];
     let server = spawn(&db);
     {
-        let mut c = Connection::connect(server.addr, Limits::default())
+        let mut c = Connection::connect(server.addr, &server.tls, Limits::default())
             .await
             .unwrap();
         for w in 0..WRITERS {
@@ -147,7 +175,7 @@ async fn crash_loop(iters: usize, seed: u64) {
         let s = server.take().unwrap_or_else(|| spawn(&db));
         let addr = s.addr;
         let tasks: Vec<_> = (0..WRITERS)
-            .map(|w| tokio::spawn(writer(addr, w, next[w])))
+            .map(|w| tokio::spawn(writer(addr, s.tls.clone(), w, next[w])))
             .collect();
         tokio::time::sleep(Duration::from_millis(rng.random_range(20..250))).await;
         kill9(s);
@@ -163,7 +191,7 @@ async fn crash_loop(iters: usize, seed: u64) {
                 apply(&mut states[w], w, i);
             }
             next[w] = acked;
-            let got = read_all(s.addr, w).await;
+            let got = read_all(&s, w).await;
             if got == states[w] {
                 continue;
             }
@@ -211,7 +239,7 @@ async fn sigterm_flushes_and_exits_cleanly() {
     let db = dir.path().join("db");
     let mut s = spawn(&db);
     {
-        let mut c = Connection::connect(s.addr, Limits::default())
+        let mut c = Connection::connect(s.addr, &s.tls, Limits::default())
             .await
             .unwrap();
         c.create_store(
@@ -237,6 +265,6 @@ async fn sigterm_flushes_and_exits_cleanly() {
     let s = spawn(&db);
     let mut want: State = vec![None; BUCKETS as usize];
     apply(&mut want, 0, 0);
-    assert_eq!(read_all(s.addr, 0).await, want);
+    assert_eq!(read_all(&s, 0).await, want);
     kill9(s);
 }

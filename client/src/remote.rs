@@ -10,125 +10,20 @@
 //! number of writes of each store: the shape is the same whatever the access was. Everything
 //! it returns is verified by the engine before use. The capabilities are secrets held here.
 
-use std::net::SocketAddr;
-
-use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
 use rand::CryptoRng;
 use shroud_oram::{Op, Oram, Progress};
-use shroud_wire::{
-    Batch, BatchOp, Capability, ErrorCode, Geometry, Grant, Hello, Limits, Request, Response,
-    StatsReply, StoreId, decode, encode, frame_codec,
-};
-use tokio::net::TcpStream;
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+pub use shroud_wire::conn::{ConnError, Connection};
+use shroud_wire::{Batch, BatchOp, Capability, Geometry, Grant, StoreId};
 
-/// A failure talking to the storage server.
+/// A failure of an ORAM batch over the storage protocol.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
-    /// The connection failed or closed.
-    #[error("connection: {0}")]
-    Io(#[from] std::io::Error),
-    /// A message did not encode or decode.
-    #[error("codec: {0}")]
-    Codec(#[from] shroud_wire::CodecError),
-    /// The server refused the request.
-    #[error("server refused: {0:?}")]
-    Refused(ErrorCode),
-    /// The server answered with the wrong kind of response, or the wrong number of reads.
-    #[error("unexpected response from the server")]
-    Unexpected,
+    /// The connection or the server failed.
+    #[error(transparent)]
+    Conn(#[from] ConnError),
     /// The engine refused, or detected tampering.
     #[error(transparent)]
     Oram(#[from] shroud_oram::Error),
-}
-
-/// One connection to a storage server, after the hello.
-pub struct Connection {
-    framed: Framed<TcpStream, LengthDelimitedCodec>,
-    limits: Limits,
-}
-
-impl Connection {
-    /// Connects and exchanges hellos.
-    pub async fn connect(addr: SocketAddr, limits: Limits) -> Result<Self, RemoteError> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        let mut conn = Connection {
-            framed: Framed::new(stream, frame_codec(limits)),
-            limits,
-        };
-        match conn.call(&Request::Hello(Hello::current())).await? {
-            Response::Hello(_) => Ok(conn),
-            _ => Err(RemoteError::Unexpected),
-        }
-    }
-
-    /// Sends one request and waits for its response; a server error becomes
-    /// [`RemoteError::Refused`].
-    pub async fn call(&mut self, req: &Request) -> Result<Response, RemoteError> {
-        let bytes = encode(req, self.limits)?;
-        self.framed.send(Bytes::from(bytes)).await?;
-        let frame = self.framed.next().await.ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "server closed the connection",
-            )
-        })??;
-        match decode::<Response>(&frame, self.limits)? {
-            Response::Error(code) => Err(RemoteError::Refused(code)),
-            r => Ok(r),
-        }
-    }
-
-    /// Creates a store.
-    pub async fn create_store(
-        &mut self,
-        grant: &Grant,
-        geometry: Geometry,
-    ) -> Result<(), RemoteError> {
-        let req = Request::CreateStore {
-            store: grant.store,
-            capability: grant.capability.clone(),
-            geometry,
-        };
-        match self.call(&req).await? {
-            Response::Created => Ok(()),
-            _ => Err(RemoteError::Unexpected),
-        }
-    }
-
-    /// Deletes a store.
-    pub async fn delete_store(&mut self, grant: &Grant) -> Result<(), RemoteError> {
-        match self.call(&Request::DeleteStore(grant.clone())).await? {
-            Response::Deleted => Ok(()),
-            _ => Err(RemoteError::Unexpected),
-        }
-    }
-
-    /// Runs a batch; returns its reads.
-    pub async fn batch(
-        &mut self,
-        batch: Batch,
-    ) -> Result<Vec<shroud_wire::ReadResult>, RemoteError> {
-        let reads = batch
-            .ops
-            .iter()
-            .filter(|o| matches!(o, BatchOp::Read { .. }))
-            .count();
-        match self.call(&Request::Batch(batch)).await? {
-            Response::Batch(r) if r.len() == reads => Ok(r),
-            _ => Err(RemoteError::Unexpected),
-        }
-    }
-
-    /// The server's counters.
-    pub async fn stats(&mut self) -> Result<StatsReply, RemoteError> {
-        match self.call(&Request::Stats).await? {
-            Response::Stats(s) => Ok(s),
-            _ => Err(RemoteError::Unexpected),
-        }
-    }
 }
 
 /// The stores that hold one ORAM: one per tree, each with its capability.
@@ -210,14 +105,10 @@ impl RemoteStore {
 
     async fn fetch_round(&mut self, oram: &mut Oram) -> Result<(), RemoteError> {
         let Some(fetch) = oram.fetch() else {
-            return Err(RemoteError::Unexpected);
+            return Err(ConnError::Unexpected.into());
         };
         let tree = fetch.ids().first().map_or(0, |id| id.tree as usize);
-        let grant = self
-            .grants
-            .get(tree)
-            .ok_or(RemoteError::Unexpected)?
-            .clone();
+        let grant = self.grants.get(tree).ok_or(ConnError::Unexpected)?.clone();
         let ops = fetch
             .ids()
             .iter()
@@ -233,7 +124,7 @@ impl RemoteStore {
                 ops,
             })
             .await?;
-        let mut fetch = oram.fetch().ok_or(RemoteError::Unexpected)?;
+        let mut fetch = oram.fetch().ok_or(ConnError::Unexpected)?;
         for (i, r) in reads.iter().enumerate() {
             // A length error is recorded by the engine and reported by `advance`.
             let _ = fetch.supply(i, r.present.then_some(&r.data[..]));
@@ -267,7 +158,7 @@ impl RemoteStore {
             .collect();
         let grants = trees
             .iter()
-            .map(|&t| self.grants.get(t).cloned().ok_or(RemoteError::Unexpected))
+            .map(|&t| self.grants.get(t).cloned().ok_or(ConnError::Unexpected))
             .collect::<Result<_, _>>()?;
         self.conn.batch(Batch { grants, ops }).await?;
         Ok(())

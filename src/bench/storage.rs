@@ -16,6 +16,7 @@ use serde::Serialize;
 use shroud_client::remote::Connection;
 use shroud_oram::TreeGeometry;
 use shroud_storage::{Backend, Config, Server, SledBackend};
+use shroud_wire::transport::{ClientTls, ServerTls};
 use shroud_wire::{Batch, Capability, Geometry, Grant, Limits, StoreId};
 
 /// One line of `shroud bench storage --json`.
@@ -85,12 +86,14 @@ impl Harness {
         let addr: SocketAddr = listener.local_addr()?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let dynamic: Arc<dyn Backend> = backend.clone();
-        let server = tokio::spawn(Server::new(dynamic, Config::default(), None).run(
-            listener,
-            async move {
-                let _ = stop_rx.await;
-            },
-        ));
+        let server = tokio::spawn(
+            Server::new(dynamic, Config::default(), ServerTls::Plain, None).run(
+                listener,
+                async move {
+                    let _ = stop_rx.await;
+                },
+            ),
+        );
         let geom = geometry();
         let geometry = Geometry {
             bucket_len: geom.ciphertext_len() as u32,
@@ -98,7 +101,7 @@ impl Harness {
         };
         let mut conns = Vec::new();
         for w in 0..writers {
-            let mut c = Connection::connect(addr, Limits::default()).await?;
+            let mut c = Connection::connect(addr, &ClientTls::Plain, Limits::default()).await?;
             c.create_store(&grant(w), geometry).await?;
             conns.push((c, StdRng::seed_from_u64(w as u64), 0));
         }

@@ -1,3 +1,5 @@
 //! Subcommands that run services.
 
+pub mod certs;
 pub mod storage;
+pub mod tls;

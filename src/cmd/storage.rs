@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use shroud_client::remote::Connection;
 use shroud_storage::{Backend, Config, Server, SledBackend, Transcript};
+use shroud_wire::transport::{ClientTls, ServerTls};
 use shroud_wire::{Limits, StatsReply};
 use tokio::net::TcpListener;
 
@@ -20,6 +21,8 @@ pub struct ServeOptions {
     pub transcript: Option<PathBuf>,
     /// Limits and timeouts.
     pub config: Config,
+    /// TLS, or plain TCP.
+    pub tls: ServerTls,
 }
 
 /// Opens the database, binds, logs where the data is and how much, and serves until
@@ -56,9 +59,14 @@ pub async fn serve(
     if let Some(t) = &opts.transcript {
         tracing::info!("storage: transcript in {}", t.display());
     }
-    tracing::info!("storage: listening on {addr} (plain TCP; TLS arrives with the proxy)");
+    let transport = if matches!(opts.tls, ServerTls::Plain) {
+        "PLAIN TCP"
+    } else {
+        "TLS"
+    };
+    tracing::info!("storage: listening on {addr} ({transport})");
     println!("listening on {addr}");
-    Server::new(backend, opts.config, transcript)
+    Server::new(backend, opts.config, opts.tls, transcript)
         .run(listener, shutdown)
         .await?;
     Ok(())
@@ -82,7 +90,7 @@ pub async fn signals() {
 }
 
 /// Fetches a server's counters.
-pub async fn stats(addr: SocketAddr) -> Result<StatsReply> {
-    let mut conn = Connection::connect(addr, Limits::default()).await?;
+pub async fn stats(addr: SocketAddr, tls: &ClientTls) -> Result<StatsReply> {
+    let mut conn = Connection::connect(addr, tls, Limits::default()).await?;
     Ok(conn.stats().await?)
 }

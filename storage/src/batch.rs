@@ -69,6 +69,16 @@ impl Executor {
         };
         let _g = self.lock.lock();
         if !self.backend.create(store, &meta).map_err(internal)? {
+            // Idempotent for the owner (a retry after a lost reply); refused for anyone else.
+            let existing = self.backend.meta(store).map_err(internal)?;
+            if capability::check(existing.as_ref(), cap)
+                && existing.map(|m| m.geometry) == Some(geometry)
+            {
+                return Ok(Outcome {
+                    value: (),
+                    seq: self.commit.current(),
+                });
+            }
             return Err(ErrorCode::Unauthorized);
         }
         stats

@@ -9,9 +9,11 @@
 //! # async fn f() -> std::io::Result<()> {
 //! use std::sync::Arc;
 //! use shroud_storage::{Config, Server, SledBackend};
+//! use shroud_wire::transport::ServerTls;
 //! let backend = Arc::new(SledBackend::open(std::path::Path::new("/tmp/db")).expect("open"));
+//! let tls = ServerTls::from_pem_files("cert.pem".as_ref(), "key.pem".as_ref()).expect("tls");
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! Server::new(backend, Config::default(), None).run(listener, std::future::pending()).await
+//! Server::new(backend, Config::default(), tls, None).run(listener, std::future::pending()).await
 //! # }
 //! ```
 //!

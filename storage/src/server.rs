@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
+use shroud_wire::transport::{BoxIo, ServerTls};
 use shroud_wire::{
     ErrorCode, Hello, Limits, MAGIC, PROTOCOL_VERSION, Request, Response, decode, encode,
     frame_codec,
 };
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::timeout;
 use tokio_util::codec::Framed;
@@ -57,6 +58,7 @@ pub(crate) struct Shared {
     pub stats: Arc<Stats>,
     pub transcript: Option<Transcript>,
     pub config: Config,
+    tls: ServerTls,
     next_conn: AtomicU64,
 }
 
@@ -66,8 +68,14 @@ pub struct Server {
 }
 
 impl Server {
-    /// A server over `backend`; `transcript` logs every request.
-    pub fn new(backend: Arc<dyn Backend>, config: Config, transcript: Option<Transcript>) -> Self {
+    /// A server over `backend`, accepting connections as `tls` says; `transcript` logs
+    /// every request.
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        config: Config,
+        tls: ServerTls,
+        transcript: Option<Transcript>,
+    ) -> Self {
         let commit = Arc::new(GroupCommit::default());
         let stats = Arc::new(Stats::default());
         if let Ok(u) = backend.usage() {
@@ -83,6 +91,7 @@ impl Server {
                 stats,
                 transcript,
                 config,
+                tls,
                 next_conn: AtomicU64::new(0),
             }),
         }
@@ -117,28 +126,34 @@ impl Server {
             };
             let _ = stream.set_nodelay(true);
             let shared = shared.clone();
-            match slots.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    tokio::spawn(async move {
-                        shared.stats.active_connections.fetch_add(1, Relaxed);
-                        connection(&shared, stream, peer).await;
-                        shared.stats.active_connections.fetch_sub(1, Relaxed);
-                        drop(permit);
-                    });
-                }
-                Err(_) => {
+            // The permit is taken now, in accept order; the handshake runs in the task.
+            // The permit is taken now, in accept order; the handshake runs in the task.
+            let permit = slots.clone().try_acquire_owned();
+            tokio::spawn(async move {
+                let io = match shared.tls.accept(stream, shared.config.hello_timeout).await {
+                    Ok(io) => io,
+                    Err(e) => {
+                        shared.stats.rejected.fetch_add(1, Relaxed);
+                        tracing::debug!("connection from {peer}: handshake failed: {e}");
+                        return;
+                    }
+                };
+                let Ok(permit) = permit else {
                     shared.stats.rejected.fetch_add(1, Relaxed);
-                    tokio::spawn(async move {
-                        let mut framed = Framed::new(stream, frame_codec(shared.config.limits));
-                        let _ = send(
-                            &shared,
-                            &mut framed,
-                            &Response::Error(ErrorCode::TooManyConnections),
-                        )
-                        .await;
-                    });
-                }
-            }
+                    let mut framed = Framed::new(io, frame_codec(shared.config.limits));
+                    let _ = send(
+                        &shared,
+                        &mut framed,
+                        &Response::Error(ErrorCode::TooManyConnections),
+                    )
+                    .await;
+                    return;
+                };
+                shared.stats.active_connections.fetch_add(1, Relaxed);
+                connection(&shared, io, peer).await;
+                shared.stats.active_connections.fetch_sub(1, Relaxed);
+                drop(permit);
+            });
         }
         flusher.abort();
         let backend = shared.backend.clone();
@@ -151,7 +166,7 @@ impl Server {
     }
 }
 
-type Conn = Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>;
+type Conn = Framed<BoxIo, tokio_util::codec::LengthDelimitedCodec>;
 
 async fn send(shared: &Shared, framed: &mut Conn, resp: &Response) -> Result<u64, ()> {
     let bytes = encode(resp, shared.config.limits).map_err(|_| ())?;
@@ -173,7 +188,7 @@ fn frame_error(e: std::io::Error) -> ErrorCode {
     }
 }
 
-async fn connection(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+async fn connection(shared: &Arc<Shared>, stream: BoxIo, peer: SocketAddr) {
     let conn = shared.next_conn.fetch_add(1, Relaxed);
     let limits = shared.config.limits;
     let mut framed = Framed::new(stream, frame_codec(limits));

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use shroud_storage::{Config, Server, SledBackend, Transcript};
+use shroud_wire::transport::ServerTls;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -35,7 +36,7 @@ impl TestServer {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
-        let server = Server::new(backend, config, transcript);
+        let server = Server::new(backend, config, ServerTls::Plain, transcript);
         let handle = tokio::spawn(server.run(listener, async move {
             let _ = rx.await;
         }));

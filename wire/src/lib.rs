@@ -24,7 +24,10 @@
 #![warn(missing_docs)]
 
 mod codec;
+pub mod conn;
 mod message;
+pub mod proxy;
+pub mod transport;
 
 pub use codec::{CodecError, Limits, decode, encode, frame_codec};
 pub use message::{

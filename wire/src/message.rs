@@ -233,6 +233,12 @@ pub enum ErrorCode {
     Timeout,
     /// The storage engine failed; nothing of the batch was applied.
     Internal,
+    /// More slots than the proxy's K in one epoch.
+    TooManySlots,
+    /// A slot or store that does not have the proxy's shape.
+    WrongShape,
+    /// The proxy could not reach storage.
+    Unavailable,
 }
 
 /// A response.

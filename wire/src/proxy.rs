@@ -1,0 +1,125 @@
+//! The client-proxy protocol: fixed-size slots, one schedule for everyone.
+//!
+//! Every client of a proxy uses one store shape, the proxy's [`SlotShape`], and sends exactly
+//! `slots_per_epoch` [`Slot`]s per epoch. A slot is one complete ORAM access in two halves:
+//! the write-back of an earlier access (`path_len` buckets, or `write = false` and zeros when
+//! there is none yet) and the read of the next (`path_len` bucket ids). Every slot message has
+//! the same size, and so does every [`SlotDone`] reply.
+
+use serde::{Deserialize, Serialize};
+
+use crate::message::{ErrorCode, Grant, Hello, ReadResult};
+
+/// The one store shape and schedule a proxy serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotShape {
+    /// Blocks per store (N).
+    pub capacity: u64,
+    /// Bytes per block (B).
+    pub block_size: u32,
+    /// Slots per bucket (Z).
+    pub bucket_slots: u32,
+    /// Levels every client caches (T).
+    pub cached_levels: u32,
+    /// Buckets per path on the wire: tree levels minus cached levels.
+    pub path_len: u32,
+    /// Bytes of every sealed bucket.
+    pub bucket_len: u32,
+    /// Buckets of every store.
+    pub buckets: u64,
+    /// Slots every client sends per epoch (K).
+    pub slots_per_epoch: u32,
+    /// Epoch length, milliseconds (E).
+    pub epoch_ms: u32,
+}
+
+/// One bucket of a write-back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotWrite {
+    /// Bucket index.
+    pub bucket: u64,
+    /// Exactly `bucket_len` bytes.
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// One access: the write-back of an earlier one, and the read of the next.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slot {
+    /// The client's number for this slot; the reply carries it back.
+    pub seq: u64,
+    /// The client's store.
+    pub grant: Grant,
+    /// False when `writes` is padding (a client's first slot).
+    pub write: bool,
+    /// Exactly `path_len` buckets.
+    pub writes: Vec<SlotWrite>,
+    /// Exactly `path_len` bucket ids.
+    pub reads: Vec<u64>,
+}
+
+/// What a client sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMsg {
+    /// First message.
+    Hello(Hello),
+    /// Create (or confirm) the client's store with the proxy's shape.
+    Register(Grant),
+    /// An access.
+    Slot(Slot),
+    /// The proxy's counters.
+    Stats,
+}
+
+/// The reply to a slot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotDone {
+    /// The slot's `seq`.
+    pub seq: u64,
+    /// The epoch whose batch carried it.
+    pub epoch: u64,
+    /// Exactly `path_len` reads, in the slot's order.
+    pub reads: Vec<ReadResult>,
+}
+
+/// Per-epoch counters of a proxy.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyStats {
+    /// Epochs since start.
+    pub epochs: u64,
+    /// Clients connected now.
+    pub clients: u64,
+    /// Slots in the last epoch's batch.
+    pub last_slots: u64,
+    /// Connected clients times K, minus the slots in the last batch.
+    pub last_late: u64,
+    /// Storage round trip of the last batch, microseconds.
+    pub last_batch_us: u64,
+    /// Slowest batch so far, microseconds.
+    pub max_batch_us: u64,
+    /// Epochs whose batch went out after the next boundary (the proxy fell behind).
+    pub overrun_epochs: u64,
+    /// Slots sent to storage in total.
+    pub slots: u64,
+    /// Slots that failed at storage.
+    pub failed_slots: u64,
+    /// Connections refused or closed for errors.
+    pub rejected: u64,
+}
+
+/// What a proxy sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProxyMsg {
+    /// The proxy's hello and its shape.
+    Hello(Hello, SlotShape),
+    /// The store exists with the proxy's shape.
+    Registered,
+    /// A slot's reads.
+    Done(SlotDone),
+    /// A slot the storage batch failed for (`seq`); the client resends it.
+    Failed(u64, ErrorCode),
+    /// Counters.
+    Stats(ProxyStats),
+    /// A refusal; the connection closes.
+    Error(ErrorCode),
+}

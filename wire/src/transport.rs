@@ -1,0 +1,234 @@
+//! Transport for every link: TLS 1.3/1.2 with rustls, or plain TCP only when a caller asks
+//! for it explicitly ([`ServerTls::Plain`], [`ClientTls::Plain`]; the CLI's
+//! `--insecure-plaintext`).
+//!
+//! Clients verify the server either against a CA file (the usual chain check, with the
+//! server name) or by pinning the server's exact certificate (the handshake signature is still
+//! checked against it).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+/// A byte stream: TCP, or TLS over TCP.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// A boxed [`Io`].
+pub type BoxIo = Box<dyn Io>;
+
+/// A TLS setup problem.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file could not be read or parsed.
+    #[error("reading {path}: {reason}")]
+    Pem {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+    /// The server name is not a valid DNS name or IP address.
+    #[error("invalid server name {0}")]
+    Name(String),
+}
+
+fn pem_err(path: &Path, e: impl std::fmt::Display) -> TlsError {
+    TlsError::Pem {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| pem_err(path, e))?
+        .collect();
+    let certs = certs.map_err(|e| pem_err(path, e))?;
+    if certs.is_empty() {
+        return Err(pem_err(path, "no certificate found"));
+    }
+    Ok(certs)
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// How a server accepts connections.
+#[derive(Clone)]
+pub enum ServerTls {
+    /// Plain TCP: only for `--insecure-plaintext`.
+    Plain,
+    /// TLS with this certificate chain and key.
+    Tls(TlsAcceptor),
+}
+
+impl ServerTls {
+    /// TLS from PEM files: the certificate chain and the private key.
+    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let chain = load_certs(cert)?;
+        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_err(key, e))?;
+        let config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)?;
+        Ok(ServerTls::Tls(TlsAcceptor::from(Arc::new(config))))
+    }
+
+    /// Completes the TLS handshake (if any) within `timeout`, so a stalled handshake costs
+    /// the server nothing but a timer.
+    pub async fn accept(&self, tcp: TcpStream, timeout: Duration) -> std::io::Result<BoxIo> {
+        match self {
+            ServerTls::Plain => Ok(Box::new(tcp)),
+            ServerTls::Tls(acceptor) => {
+                let tls = tokio::time::timeout(timeout, acceptor.accept(tcp))
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+                    })??;
+                Ok(Box::new(tls))
+            }
+        }
+    }
+}
+
+/// How a client connects.
+#[derive(Clone)]
+pub enum ClientTls {
+    /// Plain TCP: only for `--insecure-plaintext`.
+    Plain,
+    /// TLS, verifying the server as configured.
+    Tls {
+        /// The rustls connector.
+        connector: TlsConnector,
+        /// The name the certificate must carry (for CA verification).
+        name: ServerName<'static>,
+    },
+}
+
+impl ClientTls {
+    /// Verifies the server's chain against the CA certificates in `ca` and the name
+    /// `server_name` (a DNS name or an IP address).
+    pub fn with_ca_file(ca: &Path, server_name: &str) -> Result<Self, TlsError> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in load_certs(ca)? {
+            roots.add(c)?;
+        }
+        let config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Self::from_config(config, server_name)
+    }
+
+    /// Accepts exactly the certificate in `cert` (the first one in the file), whatever its
+    /// issuer or name: certificate pinning.
+    pub fn with_pinned_cert(cert: &Path) -> Result<Self, TlsError> {
+        let pinned = load_certs(cert)?.swap_remove(0);
+        let provider = provider();
+        let verifier = Arc::new(Pinned {
+            pinned,
+            provider: provider.clone(),
+        });
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        Self::from_config(config, "pinned.invalid")
+    }
+
+    fn from_config(config: rustls::ClientConfig, server_name: &str) -> Result<Self, TlsError> {
+        let name = ServerName::try_from(server_name.to_string())
+            .map_err(|_| TlsError::Name(server_name.into()))?;
+        Ok(ClientTls::Tls {
+            connector: TlsConnector::from(Arc::new(config)),
+            name,
+        })
+    }
+
+    /// Connects to `addr` and completes the handshake.
+    pub async fn connect(&self, addr: std::net::SocketAddr) -> std::io::Result<BoxIo> {
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        match self {
+            ClientTls::Plain => Ok(Box::new(tcp)),
+            ClientTls::Tls { connector, name } => {
+                Ok(Box::new(connector.connect(name.clone(), tcp).await?))
+            }
+        }
+    }
+}
+
+/// A verifier that accepts one exact certificate.
+#[derive(Debug)]
+struct Pinned {
+    pinned: CertificateDer<'static>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.pinned.as_ref() {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
