@@ -31,6 +31,67 @@ enum Command {
     Storage(StorageArgs),
     /// Make a development CA and a server certificate for the proxy and storage.
     Certs(CertsArgs),
+    /// Run the epoch proxy in front of a storage server, or read its stats.
+    Proxy(ProxyArgs),
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct ProxyArgs {
+    #[command(subcommand)]
+    command: Option<ProxyCommand>,
+    /// The storage server's address.
+    #[arg(long, default_value = "127.0.0.1:7300")]
+    storage: SocketAddr,
+    /// Address to listen on for clients (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    listen: SocketAddr,
+    /// Epoch length, milliseconds (E).
+    #[arg(long, default_value_t = 1000)]
+    epoch_ms: u32,
+    /// Slots every client sends per epoch (K).
+    #[arg(long, default_value_t = 1)]
+    slots: u32,
+    /// Blocks per client store (N).
+    #[arg(long, default_value_t = 1 << 14)]
+    capacity: u64,
+    /// Bytes per block (B).
+    #[arg(long, default_value_t = 1024)]
+    block: u32,
+    /// Top tree levels every client caches (T).
+    #[arg(long, default_value_t = 6)]
+    cached: u32,
+    /// Clients served at once.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    #[command(flatten)]
+    tls: ServerTlsArgs,
+    /// How to verify the storage server.
+    #[arg(long)]
+    storage_ca: Option<PathBuf>,
+    /// Pin the storage server's certificate instead.
+    #[arg(long)]
+    storage_pin_cert: Option<PathBuf>,
+    /// The name in the storage server's certificate.
+    #[arg(long, default_value = "localhost")]
+    storage_name: String,
+    /// Plain TCP on both links (local testing only; warns loudly).
+    #[arg(long)]
+    insecure_plaintext: bool,
+}
+
+#[derive(Subcommand)]
+enum ProxyCommand {
+    /// Print a running proxy's per-epoch counters as JSON.
+    Stats {
+        /// The proxy's address.
+        addr: SocketAddr,
+        #[command(flatten)]
+        tls: ClientTlsArgs,
+        /// Connect over plain TCP (local testing only).
+        #[arg(long)]
+        insecure_plaintext: bool,
+    },
 }
 
 #[derive(Args)]
@@ -152,6 +213,7 @@ fn main() -> Result<()> {
         Command::Bench(Bench::Engine(args)) => bench_engine(args),
         Command::Bench(Bench::Storage(args)) => bench_storage(args),
         Command::Storage(args) => storage_cmd(args),
+        Command::Proxy(args) => proxy_cmd(args),
         Command::Certs(args) => {
             let files = shroud::cmd::certs::generate(&args.out, &args.names)?;
             println!(
@@ -305,4 +367,44 @@ fn bench_storage(args: StorageBenchArgs) -> Result<()> {
         }
     })?;
     Ok(())
+}
+
+fn proxy_cmd(args: ProxyArgs) -> Result<()> {
+    use shroud::cmd::proxy;
+    let rt = runtime()?;
+    if let Some(ProxyCommand::Stats {
+        addr,
+        tls,
+        insecure_plaintext,
+    }) = args.command
+    {
+        let tls = tls.build(insecure_plaintext, "stats")?;
+        let stats = rt.block_on(proxy::stats(addr, &tls))?;
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+        return Ok(());
+    }
+    let shape = proxy::shape(proxy::ShapeOptions {
+        capacity: args.capacity,
+        block: args.block,
+        z: 4,
+        cached: args.cached,
+        slots: args.slots,
+        epoch_ms: args.epoch_ms,
+    })?;
+    let storage_tls = ClientTlsArgs {
+        ca: args.storage_ca,
+        pin_cert: args.storage_pin_cert,
+        server_name: args.storage_name,
+    }
+    .build(args.insecure_plaintext, "proxy-storage")?;
+    let tls = args.tls.build(args.insecure_plaintext, "client-proxy")?;
+    let opts = proxy::ProxyOptions {
+        storage: args.storage,
+        storage_tls,
+        listen: args.listen,
+        tls,
+        shape,
+        max_connections: args.max_connections,
+    };
+    rt.block_on(proxy::serve(opts, storage::signals()))
 }

@@ -7,3 +7,6 @@
 #![forbid(unsafe_code)]
 
 pub mod remote;
+pub mod schedule;
+
+pub use schedule::{Client, ClientConfig, ClientError};

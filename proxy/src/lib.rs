@@ -1,1 +1,168 @@
-//! placeholder
+//! The stateless epoch proxy: what makes an idle client look exactly like a busy one.
+//!
+//! Time is cut into epochs of E ms. Every client owns K slots per epoch and sends exactly K
+//! [`Slot`](shroud_wire::proxy::Slot)s, real or dummy, all of one size. At each boundary the
+//! proxy sends storage one batch holding every slot that arrived in time, in random order,
+//! and returns each slot's reads to its owner. A slot that misses the boundary rides in the
+//! next epoch; it never delays the others.
+//!
+//! # Phasing, and why it is safe
+//! A slot carries the write-back of the client's previous access and the read of its next.
+//! The proxy puts *every write of the epoch first, then every read*, each group shuffled:
+//! - A client's K slots of epoch e write back the K paths its batch of epoch e-1 read, and
+//!   read the K paths of its batch of epoch e. Because all writes precede all reads, every read
+//!   sees the client's latest write-backs, even where its paths overlap (the root always
+//!   does). Stores of different clients are disjoint, so their order does not matter.
+//! - A client sends epoch e+1's slots only after epoch e's replies, so its slots never race
+//!   each other across epochs.
+//! - Storage applies the batch atomically and durably before replying. If the proxy dies (or
+//!   storage fails) after applying and before replying, the client resends the same slot: the
+//!   write-back rewrites the same bytes to the same buckets (idempotent), and the read reads
+//!   the same path again, which reveals only that this was a retry.
+//!
+//! # Stateless
+//! Nothing is written to disk; per-client state (the registered grant, the slot count of the
+//! open epoch, the reply channel) lives in the connection and dies with it. Slots a dead
+//! connection left in the open epoch still go to storage (harmless: the client resends them).
+//! Several proxies can serve one storage server.
+//!
+//! # Security
+//! The proxy sees which clients are connected (presence), their capabilities and store ids
+//! (it must forward them), and fixed-size slots whose bucket ids are uniformly random paths
+//! and whose contents are sealed. It learns nothing of what a client does: every connected
+//! client sends exactly K slots of one size per epoch. Storage sees one batch per epoch with
+//! (on-time clients x K) slots, shuffled, with no connection identity. A client's first slot
+//! after connecting has no write-back (`write = false`), so storage sees one write-back fewer
+//! for each client that (re)connected in that epoch: the same presence the proxy sees.
+
+#![forbid(unsafe_code)]
+
+mod epoch;
+mod session;
+mod stats;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use shroud_wire::Limits;
+use shroud_wire::proxy::SlotShape;
+use shroud_wire::transport::{ClientTls, ServerTls};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+pub use stats::Stats;
+
+/// Proxy settings.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// The one shape and schedule every client uses.
+    pub shape: SlotShape,
+    /// Clients served at once.
+    pub max_connections: usize,
+    /// Time allowed for the TLS handshake and the hello.
+    pub hello_timeout: Duration,
+    /// Time a client may stay silent (or take to send one frame).
+    pub idle_timeout: Duration,
+    /// Frame limit towards storage.
+    pub storage_limits: Limits,
+}
+
+impl Config {
+    /// Defaults around `shape`: 1,024 clients, 10 s for the handshake, 30 s idle.
+    pub fn new(shape: SlotShape) -> Self {
+        Config {
+            shape,
+            max_connections: 1024,
+            hello_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            storage_limits: Limits::default(),
+        }
+    }
+}
+
+/// A slot waiting for its epoch's batch, and where its reply goes.
+pub(crate) struct Pending {
+    pub slot: shroud_wire::proxy::Slot,
+    pub reply: tokio::sync::mpsc::Sender<shroud_wire::proxy::ProxyMsg>,
+}
+
+/// The open epoch: its number and the slots that arrived in it.
+pub(crate) struct Open {
+    pub epoch: u64,
+    pub slots: Vec<Pending>,
+}
+
+pub(crate) struct Shared {
+    pub config: Config,
+    pub open: Mutex<Open>,
+    pub stats: Stats,
+    pub upstream: tokio::sync::Mutex<upstream::Upstream>,
+    pub tls: ServerTls,
+}
+
+/// The proxy.
+pub struct Proxy {
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    /// A proxy in front of the storage server at `storage`, reached as `storage_tls` says,
+    /// accepting clients as `tls` says.
+    pub fn new(
+        config: Config,
+        storage: SocketAddr,
+        storage_tls: ClientTls,
+        tls: ServerTls,
+    ) -> Self {
+        let upstream = upstream::Upstream::new(storage, storage_tls, config.storage_limits);
+        Proxy {
+            shared: Arc::new(Shared {
+                config,
+                open: Mutex::new(Open {
+                    epoch: 0,
+                    slots: Vec::new(),
+                }),
+                stats: Stats::default(),
+                upstream: tokio::sync::Mutex::new(upstream),
+                tls,
+            }),
+        }
+    }
+
+    /// Serves clients on `listener` and runs the epoch clock until `shutdown`.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let shared = self.shared;
+        // Every task lives in this set, so dropping `run` (or the process dying) takes every
+        // connection and the clock with it: nothing outlives the proxy.
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(epoch::run(shared.clone()));
+        let slots = Arc::new(Semaphore::new(shared.config.max_connections));
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = &mut shutdown => break,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!("accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let permit = slots.clone().try_acquire_owned();
+            tasks.spawn(session::serve(shared.clone(), stream, peer, permit.ok()));
+            while tasks.try_join_next().is_some() {}
+        }
+        tasks.abort_all();
+        Ok(())
+    }
+}

@@ -1,5 +1,6 @@
 //! Subcommands that run services.
 
 pub mod certs;
+pub mod proxy;
 pub mod storage;
 pub mod tls;

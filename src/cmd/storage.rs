@@ -86,7 +86,7 @@ pub async fn signals() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
-    tracing::info!("storage: signal received, flushing");
+    tracing::info!("signal received: shutting down");
 }
 
 /// Fetches a server's counters.

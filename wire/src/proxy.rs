@@ -105,6 +105,11 @@ pub struct ProxyStats {
     pub failed_slots: u64,
     /// Connections refused or closed for errors.
     pub rejected: u64,
+    /// Smallest slot frame received, bytes (equal to the largest when every client keeps
+    /// the shape).
+    pub slot_frame_min: u64,
+    /// Largest slot frame received, bytes.
+    pub slot_frame_max: u64,
 }
 
 /// What a proxy sends.

@@ -1,0 +1,495 @@
+//! The cover-traffic scheduler: while connected, exactly K slots every epoch, each carrying a
+//! queued real access or else a dummy, indistinguishable byte for byte.
+//!
+//! One task owns the ORAM engine. Every epoch it takes up to K queued operations (in order),
+//! pads them with dummies to K, begins one engine batch of K accesses, and sends K slots:
+//! slot j carries the write-back of path j of the previous batch and the read of path j of
+//! this one. When the K replies return it verifies and finishes the batch, completes the reads
+//! it served, and completes the writes of the previous batch (their write-back is now durable
+//! at storage). A write is therefore acknowledged only once it is on storage.
+//!
+//! If the proxy goes away, the task reconnects with exponential backoff and resends the same
+//! slots: queued operations wait, and the resent write-back is idempotent.
+//!
+//! # Security
+//! The proxy and storage see K slots of one size per epoch whatever the caller does: a dummy
+//! is a genuine access of a random leaf with a freshly sealed write-back. Operation latency
+//! is visible only to the caller.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use shroud_oram::{Config, Key, Op, Oram, PositionMap, Progress};
+use shroud_wire::proxy::{ClientMsg, ProxyMsg, Slot, SlotShape, SlotWrite};
+use shroud_wire::transport::{BoxIo, ClientTls};
+use shroud_wire::{ErrorCode, Grant, Hello, Limits, decode, encode, frame_codec};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+/// A scheduler failure.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// The proxy refused us.
+    #[error("proxy refused: {0:?}")]
+    Refused(ErrorCode),
+    /// The proxy's shape does not fit this client's store.
+    #[error("the proxy's slot shape does not fit this store: {0}")]
+    WrongShape(String),
+    /// Connecting failed.
+    #[error("connection: {0}")]
+    Io(String),
+    /// The server's data failed verification; the operation was not applied.
+    #[error("integrity: {0}")]
+    Integrity(String),
+    /// An address or value the store cannot take.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The scheduler has stopped.
+    #[error("the client has stopped")]
+    Closed,
+}
+
+/// Where and how to reach the proxy.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// The proxy's address.
+    pub proxy: SocketAddr,
+    /// TLS towards the proxy.
+    pub tls: ClientTls,
+    /// The longest wait between reconnection attempts.
+    pub max_backoff: Duration,
+}
+
+impl ClientConfig {
+    /// Reconnection backoff up to 2 s.
+    pub fn new(proxy: SocketAddr, tls: ClientTls) -> Self {
+        ClientConfig {
+            proxy,
+            tls,
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+enum Job {
+    Read(u64, oneshot::Sender<Result<Vec<u8>, ClientError>>),
+    Write(u64, Vec<u8>, oneshot::Sender<Result<(), ClientError>>),
+}
+
+/// Counters of one client.
+#[derive(Debug, Default)]
+pub struct ClientStats {
+    /// Epochs completed.
+    pub epochs: AtomicU64,
+    /// Real accesses served.
+    pub real: AtomicU64,
+    /// Dummy accesses sent.
+    pub dummy: AtomicU64,
+    /// Reconnections.
+    pub reconnects: AtomicU64,
+}
+
+/// A handle to a running scheduler: `Send + Sync + Clone`, usable from many tasks.
+#[derive(Clone)]
+pub struct Client {
+    jobs: mpsc::Sender<Job>,
+    shape: SlotShape,
+    stats: Arc<ClientStats>,
+}
+
+/// The engine configuration a proxy's shape implies.
+pub fn engine_config(shape: &SlotShape) -> Config {
+    Config {
+        capacity: shape.capacity,
+        block_size: shape.block_size,
+        bucket_slots: shape.bucket_slots,
+        cached_levels: shape.cached_levels,
+        position_map: PositionMap::Flat,
+        max_batch: shape.slots_per_epoch,
+        ..Config::new(shape.capacity, shape.block_size)
+    }
+}
+
+fn check_shape(oram: &Oram, shape: &SlotShape) -> Result<(), ClientError> {
+    let trees: Vec<_> = oram.trees().collect();
+    match trees.as_slice() {
+        [g] if g.fetched_levels() == shape.path_len as usize
+            && g.ciphertext_len() == shape.bucket_len as usize
+            && g.bucket_count() == shape.buckets =>
+        {
+            Ok(())
+        }
+        _ => Err(ClientError::WrongShape(format!("{trees:?} vs {shape:?}"))),
+    }
+}
+
+type Conn = Framed<BoxIo, LengthDelimitedCodec>;
+
+async fn connect(config: &ClientConfig, grant: &Grant) -> Result<(Conn, SlotShape), ClientError> {
+    let io = config
+        .tls
+        .connect(config.proxy)
+        .await
+        .map_err(|e| ClientError::Io(e.to_string()))?;
+    let mut conn = Framed::new(io, frame_codec(Limits::default()));
+    send(&mut conn, &ClientMsg::Hello(Hello::current())).await?;
+    let shape = match recv(&mut conn).await? {
+        ProxyMsg::Hello(_, shape) => shape,
+        ProxyMsg::Error(code) => return Err(ClientError::Refused(code)),
+        _ => return Err(ClientError::Io("unexpected reply to hello".into())),
+    };
+    send(&mut conn, &ClientMsg::Register(grant.clone())).await?;
+    match recv(&mut conn).await? {
+        ProxyMsg::Registered => Ok((conn, shape)),
+        ProxyMsg::Error(code) => Err(ClientError::Refused(code)),
+        _ => Err(ClientError::Io("unexpected reply to register".into())),
+    }
+}
+
+async fn send(conn: &mut Conn, msg: &ClientMsg) -> Result<(), ClientError> {
+    let b = encode(msg, Limits::default()).map_err(|e| ClientError::Io(e.to_string()))?;
+    conn.send(Bytes::from(b))
+        .await
+        .map_err(|e| ClientError::Io(e.to_string()))
+}
+
+async fn recv(conn: &mut Conn) -> Result<ProxyMsg, ClientError> {
+    let f = conn
+        .next()
+        .await
+        .ok_or_else(|| ClientError::Io("proxy closed the connection".into()))?
+        .map_err(|e| ClientError::Io(e.to_string()))?;
+    decode(&f, Limits::default()).map_err(|e| ClientError::Io(e.to_string()))
+}
+
+impl Client {
+    /// Connects to the proxy, registers the store named by `grant`, and starts the schedule
+    /// with a fresh engine under `key`. Returns the handle and the scheduler task, which
+    /// ends after [`Client::shutdown`] (or when every handle is dropped) once the last
+    /// write-back is stored.
+    pub async fn start(
+        config: ClientConfig,
+        key: Key,
+        grant: Grant,
+    ) -> Result<(Client, tokio::task::JoinHandle<Result<(), ClientError>>), ClientError> {
+        let (conn, shape) = connect(&config, &grant).await?;
+        let mut rng = StdRng::from_rng(&mut rand::rng());
+        let oram = Oram::new(engine_config(&shape), key, &mut rng)
+            .map_err(|e| ClientError::WrongShape(e.to_string()))?;
+        check_shape(&oram, &shape)?;
+        let (tx, rx) = mpsc::channel(1024);
+        let stats = Arc::new(ClientStats::default());
+        let sched = Scheduler {
+            config,
+            grant,
+            shape,
+            oram,
+            rng,
+            conn: Some(conn),
+            jobs: rx,
+            seq: 0,
+            pending: None,
+            waiting: Vec::new(),
+            stats: stats.clone(),
+        };
+        let task = tokio::spawn(sched.run());
+        Ok((
+            Client {
+                jobs: tx,
+                shape,
+                stats,
+            },
+            task,
+        ))
+    }
+
+    /// The proxy's shape (capacity and block size of this store).
+    pub fn shape(&self) -> SlotShape {
+        self.shape
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &ClientStats {
+        &self.stats
+    }
+
+    /// Reads block `addr` (zeros if never written).
+    pub async fn read(&self, addr: u64) -> Result<Vec<u8>, ClientError> {
+        if addr >= self.shape.capacity {
+            return Err(ClientError::BadRequest(format!(
+                "address {addr} past capacity {}",
+                self.shape.capacity
+            )));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Read(addr, tx))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Writes block `addr`; returns once the write is durable at storage.
+    pub async fn write(&self, addr: u64, data: Vec<u8>) -> Result<(), ClientError> {
+        if addr >= self.shape.capacity || data.len() != self.shape.block_size as usize {
+            return Err(ClientError::BadRequest(format!(
+                "address {addr} (capacity {}) or {} bytes (blocks are {})",
+                self.shape.capacity,
+                data.len(),
+                self.shape.block_size
+            )));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Write(addr, data, tx))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+}
+
+/// The task that owns the engine and keeps the schedule.
+struct Scheduler {
+    config: ClientConfig,
+    grant: Grant,
+    shape: SlotShape,
+    oram: Oram,
+    rng: StdRng,
+    conn: Option<Conn>,
+    jobs: mpsc::Receiver<Job>,
+    seq: u64,
+    /// The previous batch's write-back, one path per slot.
+    pending: Option<Vec<Vec<SlotWrite>>>,
+    /// Writes of the previous batch, acknowledged when `pending` is stored.
+    waiting: Vec<oneshot::Sender<Result<(), ClientError>>>,
+    stats: Arc<ClientStats>,
+}
+
+impl Scheduler {
+    async fn run(mut self) -> Result<(), ClientError> {
+        let k = self.shape.slots_per_epoch as usize;
+        let mut closing = false;
+        loop {
+            let mut jobs = Vec::with_capacity(k);
+            while jobs.len() < k && !closing {
+                match self.jobs.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => closing = true,
+                }
+            }
+            if closing && jobs.is_empty() {
+                return self.flush().await;
+            }
+            self.epoch(jobs).await;
+        }
+    }
+
+    /// One epoch: K accesses, real ones first.
+    async fn epoch(&mut self, jobs: Vec<Job>) {
+        let k = self.shape.slots_per_epoch as usize;
+        let ops: Vec<Op<'_>> = (0..k)
+            .map(|j| match jobs.get(j) {
+                Some(Job::Read(a, _)) => Op::Read(*a),
+                Some(Job::Write(a, d, _)) => Op::Write(*a, d),
+                None => Op::Dummy,
+            })
+            .collect();
+        self.stats.real.fetch_add(jobs.len() as u64, Relaxed);
+        self.stats.dummy.fetch_add((k - jobs.len()) as u64, Relaxed);
+        if let Err(e) = self.oram.begin(&ops, &mut self.rng) {
+            fail(jobs, ClientError::BadRequest(e.to_string()));
+            return;
+        }
+        drop(ops);
+        let reads: Vec<Vec<u64>> = match self.oram.fetch() {
+            Some(f) => f
+                .ids()
+                .chunks(self.shape.path_len as usize)
+                .map(|p| p.iter().map(|id| id.index).collect())
+                .collect(),
+            None => Vec::new(),
+        };
+        let replies = self.exchange(reads).await;
+        // The write-back this epoch carried is durable: the previous batch's writes are done.
+        for w in self.waiting.drain(..) {
+            let _ = w.send(Ok(()));
+        }
+        if let Some(mut fetch) = self.oram.fetch() {
+            for (i, r) in replies.iter().flatten().enumerate() {
+                let _ = fetch.supply(i, r.present.then_some(&r.data[..]));
+            }
+        }
+        match self.oram.advance() {
+            Ok(Progress::Done) => {}
+            other => {
+                self.oram.abort();
+                let why = match other {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "more rounds than a flat map needs".into(),
+                };
+                tracing::error!("epoch batch failed verification: {why}");
+                fail(jobs, ClientError::Integrity(why));
+                return;
+            }
+        }
+        for (j, job) in jobs.into_iter().enumerate() {
+            match job {
+                Job::Read(_, done) => {
+                    let _ = done.send(Ok(self
+                        .oram
+                        .result(j)
+                        .map(<[u8]>::to_vec)
+                        .unwrap_or_default()));
+                }
+                Job::Write(_, _, done) => self.waiting.push(done),
+            }
+        }
+        self.pending = self.oram.write_back().map(|wb| {
+            let items: Vec<SlotWrite> = wb
+                .iter()
+                .map(|(id, b)| SlotWrite {
+                    bucket: id.index,
+                    data: b.to_vec(),
+                })
+                .collect();
+            items
+                .chunks(self.shape.path_len as usize)
+                .map(<[SlotWrite]>::to_vec)
+                .collect()
+        });
+        self.stats.epochs.fetch_add(1, Relaxed);
+    }
+
+    /// Stores the last write-back (with random reads in the read half, ignored), so that
+    /// every acknowledged write is on storage, then stops.
+    async fn flush(&mut self) -> Result<(), ClientError> {
+        if self.pending.is_none() {
+            return Ok(());
+        }
+        let leaves = 1u64 << (self.shape.path_len + self.shape.cached_levels - 1);
+        let reads = (0..self.shape.slots_per_epoch)
+            .map(|_| {
+                let leaf = u64::from(self.rng.next_u32()) % leaves;
+                let levels = u64::from(self.shape.path_len + self.shape.cached_levels);
+                (u64::from(self.shape.cached_levels)..levels)
+                    .map(|d| (1u64 << d) - 1 + (leaf >> (levels - 1 - d)))
+                    .collect()
+            })
+            .collect();
+        self.exchange(reads).await;
+        self.pending = None;
+        for w in self.waiting.drain(..) {
+            let _ = w.send(Ok(()));
+        }
+        Ok(())
+    }
+
+    /// Sends this epoch's K slots and waits for their K replies, reconnecting and resending
+    /// the very same slots until they go through.
+    async fn exchange(&mut self, reads: Vec<Vec<u64>>) -> Vec<Vec<shroud_wire::ReadResult>> {
+        let n = self.shape.path_len as usize;
+        let zeros = vec![
+            SlotWrite {
+                bucket: 0,
+                data: vec![0u8; self.shape.bucket_len as usize]
+            };
+            n
+        ];
+        let first = self.seq;
+        let slots: Vec<Slot> = reads
+            .into_iter()
+            .enumerate()
+            .map(|(j, reads)| Slot {
+                seq: first + j as u64,
+                grant: self.grant.clone(),
+                write: self.pending.is_some(),
+                writes: self
+                    .pending
+                    .as_ref()
+                    .and_then(|p| p.get(j).cloned())
+                    .unwrap_or_else(|| zeros.clone()),
+                reads,
+            })
+            .collect();
+        self.seq += slots.len() as u64;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.try_exchange(&slots).await {
+                Ok(r) => return r,
+                Err(e) => {
+                    tracing::debug!("slot exchange failed ({e}); reconnecting in {backoff:?}");
+                    self.conn = None;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                    if let Ok((c, shape)) = connect(&self.config, &self.grant).await
+                        && shape == self.shape
+                    {
+                        self.conn = Some(c);
+                        self.stats.reconnects.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn try_exchange(
+        &mut self,
+        slots: &[Slot],
+    ) -> Result<Vec<Vec<shroud_wire::ReadResult>>, ClientError> {
+        let conn = self.conn.as_mut().ok_or(ClientError::Closed)?;
+        for s in slots {
+            send(conn, &ClientMsg::Slot(s.clone())).await?;
+        }
+        let deadline = Duration::from_millis(u64::from(self.shape.epoch_ms) * 20 + 5_000);
+        let mut out: Vec<Option<Vec<shroud_wire::ReadResult>>> = vec![None; slots.len()];
+        let first = slots.first().map_or(0, |s| s.seq);
+        let mut failed = None;
+        for _ in 0..slots.len() {
+            let msg = tokio::time::timeout(deadline, recv(conn))
+                .await
+                .map_err(|_| ClientError::Io("no reply".into()))??;
+            match msg {
+                ProxyMsg::Done(d) => {
+                    let i = d
+                        .seq
+                        .checked_sub(first)
+                        .filter(|&i| (i as usize) < slots.len())
+                        .ok_or(ClientError::Io("stray reply".into()))?;
+                    if d.reads.len() != self.shape.path_len as usize {
+                        return Err(ClientError::Io("reply of the wrong shape".into()));
+                    }
+                    out[i as usize] = Some(d.reads);
+                }
+                ProxyMsg::Failed(_, code) => failed = Some(code),
+                ProxyMsg::Error(code) => return Err(ClientError::Refused(code)),
+                _ => return Err(ClientError::Io("unexpected message".into())),
+            }
+        }
+        if let Some(code) = failed {
+            return Err(ClientError::Refused(code));
+        }
+        out.into_iter()
+            .map(|o| o.ok_or(ClientError::Io("missing reply".into())))
+            .collect()
+    }
+}
+
+fn fail(jobs: Vec<Job>, e: ClientError) {
+    for j in jobs {
+        match j {
+            Job::Read(_, done) => {
+                let _ = done.send(Err(e.clone()));
+            }
+            Job::Write(_, _, done) => {
+                let _ = done.send(Err(e.clone()));
+            }
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! Per-epoch counters.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use shroud_wire::proxy::ProxyStats;
+
+/// Counters, updated lock-free.
+pub struct Stats {
+    pub epochs: AtomicU64,
+    pub clients: AtomicU64,
+    pub last_slots: AtomicU64,
+    pub last_late: AtomicU64,
+    pub last_batch_us: AtomicU64,
+    pub max_batch_us: AtomicU64,
+    pub overrun_epochs: AtomicU64,
+    pub slots: AtomicU64,
+    pub failed_slots: AtomicU64,
+    pub rejected: AtomicU64,
+    pub slot_frame_min: AtomicU64,
+    pub slot_frame_max: AtomicU64,
+}
+
+impl Stats {
+    /// A snapshot for the wire.
+    pub fn reply(&self) -> ProxyStats {
+        ProxyStats {
+            epochs: self.epochs.load(Relaxed),
+            clients: self.clients.load(Relaxed),
+            last_slots: self.last_slots.load(Relaxed),
+            last_late: self.last_late.load(Relaxed),
+            last_batch_us: self.last_batch_us.load(Relaxed),
+            max_batch_us: self.max_batch_us.load(Relaxed),
+            overrun_epochs: self.overrun_epochs.load(Relaxed),
+            slots: self.slots.load(Relaxed),
+            failed_slots: self.failed_slots.load(Relaxed),
+            rejected: self.rejected.load(Relaxed),
+            slot_frame_min: match self.slot_frame_min.load(Relaxed) {
+                u64::MAX => 0,
+                v => v,
+            },
+            slot_frame_max: self.slot_frame_max.load(Relaxed),
+        }
+    }
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            epochs: AtomicU64::new(0),
+            clients: AtomicU64::new(0),
+            last_slots: AtomicU64::new(0),
+            last_late: AtomicU64::new(0),
+            last_batch_us: AtomicU64::new(0),
+            max_batch_us: AtomicU64::new(0),
+            overrun_epochs: AtomicU64::new(0),
+            slots: AtomicU64::new(0),
+            failed_slots: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            slot_frame_min: AtomicU64::new(u64::MAX),
+            slot_frame_max: AtomicU64::new(0),
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! The connection to storage: opened on demand, dropped on any failure, reopened on the
+//! next use. Nothing is retried here: a failed epoch's slots fail, and clients resend them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use shroud_wire::conn::{ConnError, Connection};
+use shroud_wire::transport::ClientTls;
+use shroud_wire::{Batch, Geometry, Grant, Limits, ReadResult};
+
+pub(crate) struct Upstream {
+    addr: SocketAddr,
+    tls: ClientTls,
+    limits: Limits,
+    conn: Option<Connection>,
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl Upstream {
+    pub fn new(addr: SocketAddr, tls: ClientTls, limits: Limits) -> Self {
+        Upstream {
+            addr,
+            tls,
+            limits,
+            conn: None,
+        }
+    }
+
+    async fn conn(&mut self) -> Result<&mut Connection, ConnError> {
+        if self.conn.is_none() {
+            let c = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                Connection::connect(self.addr, &self.tls, self.limits),
+            )
+            .await
+            .map_err(|_| {
+                ConnError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connecting to storage",
+                ))
+            })??;
+            self.conn = Some(c);
+        }
+        self.conn.as_mut().ok_or(ConnError::Unexpected)
+    }
+
+    /// Drops the connection after transport failures; keeps it after a refusal.
+    fn settle<T>(&mut self, r: Result<T, ConnError>) -> Result<T, ConnError> {
+        if let Err(e) = &r
+            && !matches!(e, ConnError::Refused(_))
+        {
+            self.conn = None;
+        }
+        r
+    }
+
+    pub async fn batch(&mut self, batch: Batch) -> Result<Vec<ReadResult>, ConnError> {
+        let r = match self.conn().await {
+            Ok(c) => c.batch(batch).await,
+            Err(e) => Err(e),
+        };
+        self.settle(r)
+    }
+
+    pub async fn create(&mut self, grant: &Grant, geometry: Geometry) -> Result<(), ConnError> {
+        let r = match self.conn().await {
+            Ok(c) => c.create_store(grant, geometry).await,
+            Err(e) => Err(e),
+        };
+        self.settle(r)
+    }
+}

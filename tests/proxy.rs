@@ -1,0 +1,385 @@
+//! The epoch proxy with real TLS on both links, on 127.0.0.1: many clients each checked
+//! against its own model, constant shapes, idle vs busy, a proxy killed mid-workload, and
+//! misbehaving clients.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::Stack;
+use rand::rngs::StdRng;
+use rand::{Rng, RngExt, SeedableRng};
+use shroud::cmd::proxy::ShapeOptions;
+use shroud_client::{Client, ClientError};
+use shroud_oram::Key;
+use shroud_storage::{Entry, Transcript};
+use shroud_wire::{Capability, Grant, StoreId};
+
+fn grant(rng: &mut StdRng) -> Grant {
+    let mut id = [0u8; 16];
+    let mut cap = [0u8; 32];
+    rng.fill_bytes(&mut id);
+    rng.fill_bytes(&mut cap);
+    Grant {
+        store: StoreId(id),
+        capability: Capability(cap),
+    }
+}
+
+fn small(epoch_ms: u32) -> ShapeOptions {
+    ShapeOptions {
+        capacity: 64,
+        block: 32,
+        z: 4,
+        cached: 1,
+        slots: 1,
+        epoch_ms,
+    }
+}
+
+async fn start_client(
+    stack: &Stack,
+    seed: u64,
+) -> (Client, tokio::task::JoinHandle<Result<(), ClientError>>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let key = Key::generate(&mut rng);
+    Client::start(stack.client_config(), key, grant(&mut rng))
+        .await
+        .expect("client start")
+}
+
+/// `ops` random reads and writes, each checked against this client's own model.
+async fn workload(client: Client, ops: usize, seed: u64) -> HashMap<u64, Vec<u8>> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let shape = client.shape();
+    let mut model: HashMap<u64, Vec<u8>> = HashMap::new();
+    for i in 0..ops {
+        let a = rng.random_range(0..shape.capacity.min(16));
+        if rng.random_bool(0.5) {
+            let d: Vec<u8> = (0..shape.block_size as usize)
+                .map(|j| (seed as usize + i + j) as u8)
+                .collect();
+            client.write(a, d.clone()).await.expect("write");
+            model.insert(a, d);
+        } else {
+            let got = client.read(a).await.expect("read");
+            let want = model
+                .get(&a)
+                .cloned()
+                .unwrap_or_else(|| vec![0; shape.block_size as usize]);
+            assert_eq!(got, want, "client {seed}: read {a} after {i} ops");
+        }
+    }
+    model
+}
+
+async fn check_all(client: &Client, model: &HashMap<u64, Vec<u8>>) {
+    for (a, v) in model {
+        assert_eq!(&client.read(*a).await.expect("read"), v);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_clients_through_one_proxy() {
+    let stack = Stack::start(small(50)).await;
+    let n = 256;
+    let mut clients = Vec::new();
+    for i in 0..n {
+        clients.push(start_client(&stack, i).await);
+    }
+    let tasks: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(i, (c, _))| tokio::spawn(workload(c.clone(), 6, i as u64)))
+        .collect();
+    for t in tasks {
+        t.await.expect("workload");
+    }
+    let stats = shroud::cmd::proxy::stats(stack.proxy, &stack.tls.client())
+        .await
+        .expect("stats");
+    assert_eq!(stats.clients, n);
+    assert_eq!(
+        stats.slot_frame_min, stats.slot_frame_max,
+        "every slot frame has one size"
+    );
+    assert!(stats.slot_frame_min > 0);
+    for (c, task) in clients {
+        drop(c);
+        task.await.expect("join").expect("clean stop");
+    }
+    // Storage saw one batch per epoch; in the steady state every batch held every client.
+    let lines = Transcript::read(&stack.transcript).expect("transcript");
+    let batches: Vec<&Entry> = lines.iter().filter(|e| e.op == "batch").collect();
+    let full: Vec<&&Entry> = batches
+        .iter()
+        .filter(|e| e.stores.len() == n as usize)
+        .collect();
+    assert!(full.len() >= 5, "{} full epochs", full.len());
+    let path = stack.shape.path_len as usize;
+    for e in &full {
+        assert_eq!(e.reads.len(), n as usize * path);
+        assert!(
+            e.writes.len() == n as usize * path
+                || e.writes.is_empty()
+                || e.writes.len() % path == 0
+        );
+    }
+    let sizes: std::collections::HashSet<(u64, u64)> = full
+        .iter()
+        .filter(|e| e.writes.len() == n as usize * path)
+        .map(|e| (e.request_bytes, e.response_bytes))
+        .collect();
+    assert_eq!(
+        sizes.len(),
+        1,
+        "every full epoch's batch has one size: {sizes:?}"
+    );
+}
+
+/// Runs `clients` clients for about `epochs` epochs, with only the first `busy` issuing
+/// operations, and returns what storage saw in the steady state: per batch (slots, reads,
+/// writes, request bytes, response bytes), and the leaves read.
+async fn run_for_shape(
+    clients: usize,
+    busy: usize,
+    epochs: u64,
+    seed: u64,
+) -> (Vec<(usize, usize, usize, u64, u64)>, Vec<u64>) {
+    let stack = Stack::start(small(40)).await;
+    let mut cs = Vec::new();
+    for i in 0..clients {
+        cs.push(start_client(&stack, seed * 1000 + i as u64).await);
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tasks: Vec<_> = cs
+        .iter()
+        .take(busy)
+        .enumerate()
+        .map(|(i, (c, _))| {
+            let (c, stop) = (c.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut j = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    c.write(j % 16, vec![i as u8; 32]).await.expect("write");
+                    j += 1;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(40 * epochs)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("busy task");
+    }
+    let lines = Transcript::read(&stack.transcript).expect("transcript");
+    let height = stack.shape.path_len + stack.shape.cached_levels - 1;
+    let steady: Vec<&Entry> = lines
+        .iter()
+        .filter(|e| e.op == "batch" && e.stores.len() == clients)
+        .collect();
+    let shapes = steady
+        .iter()
+        .map(|e| {
+            (
+                e.stores.len(),
+                e.reads.len(),
+                e.writes.len(),
+                e.request_bytes,
+                e.response_bytes,
+            )
+        })
+        .collect();
+    let path = stack.shape.path_len as usize;
+    let leaves = steady
+        .iter()
+        .flat_map(|e| {
+            e.reads
+                .chunks(path)
+                .map(|p| p[path - 1].1 - ((1u64 << height) - 1))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    (shapes, leaves)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_busy_look_the_same() {
+    let (busy_shapes, busy_leaves) = run_for_shape(20, 20, 40, 1).await;
+    let (idle_shapes, idle_leaves) = run_for_shape(20, 2, 40, 2).await;
+    // Every steady epoch: the same slots, reads, writes and bytes.
+    let distinct = |v: &[(usize, usize, usize, u64, u64)]| {
+        v.iter()
+            .copied()
+            .filter(|s| s.2 > 0)
+            .collect::<std::collections::HashSet<_>>()
+    };
+    assert_eq!(distinct(&busy_shapes).len(), 1, "{busy_shapes:?}");
+    assert_eq!(distinct(&busy_shapes), distinct(&idle_shapes));
+    assert!(
+        busy_shapes.len() >= 25 && idle_shapes.len() >= 25,
+        "{} / {} steady epochs",
+        busy_shapes.len(),
+        idle_shapes.len()
+    );
+    // Leaves: uniform in both, and not told apart.
+    let bins = 32usize;
+    let hist = |l: &[u64]| {
+        let mut h = vec![0u64; bins];
+        for &x in l {
+            h[x as usize % bins] += 1;
+        }
+        h
+    };
+    let ub = shroud::stats::chi2_uniform(&hist(&busy_leaves));
+    let ui = shroud::stats::chi2_uniform(&hist(&idle_leaves));
+    let two = shroud::stats::chi2_two_sample(&hist(&busy_leaves), &hist(&idle_leaves));
+    assert!(
+        ub.p_value > 0.001 && ui.p_value > 0.001 && two.p_value > 0.001,
+        "{ub:?} {ui:?} {two:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_restart_loses_nothing() {
+    let mut stack = Stack::start(small(30)).await;
+    let mut clients = Vec::new();
+    for i in 0..8 {
+        clients.push(start_client(&stack, 500 + i).await);
+    }
+    let tasks: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(i, (c, _))| tokio::spawn(workload(c.clone(), 40, 900 + i as u64)))
+        .collect();
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stack.kill_proxy().await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        stack.start_proxy().await;
+    }
+    let mut models = Vec::new();
+    for t in tasks {
+        models.push(t.await.expect("workload survives the restarts"));
+    }
+    for ((c, _), m) in clients.iter().zip(&models) {
+        check_all(c, m).await;
+        assert!(
+            c.stats()
+                .reconnects
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 1
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_clients_do_not_disturb_the_schedule() {
+    use bytes::Bytes;
+    use futures::{SinkExt, StreamExt};
+    use shroud_wire::proxy::{ClientMsg, ProxyMsg, Slot, SlotWrite};
+    use shroud_wire::{ErrorCode, Hello, Limits, decode, encode, frame_codec};
+
+    let stack = Stack::start(small(40)).await;
+    let (honest, task) = start_client(&stack, 77).await;
+    let h = tokio::spawn(workload(honest.clone(), 30, 77));
+    let tls = stack.tls.client();
+    let shape = stack.shape;
+    let mut rng = StdRng::seed_from_u64(3);
+    // A stalled TLS handshake: TCP connect and silence.
+    let _stalled = tokio::net::TcpStream::connect(stack.proxy)
+        .await
+        .expect("tcp");
+    // Garbage after the hello.
+    let io = tls.connect(stack.proxy).await.expect("tls");
+    let mut c = tokio_util::codec::Framed::new(io, frame_codec(Limits::default()));
+    c.send(Bytes::from(
+        encode(&ClientMsg::Hello(Hello::current()), Limits::default()).unwrap(),
+    ))
+    .await
+    .unwrap();
+    let _ = c.next().await;
+    c.send(Bytes::from(vec![0xFFu8; 77])).await.unwrap();
+    let reply = decode::<ProxyMsg>(&c.next().await.unwrap().unwrap(), Limits::default()).unwrap();
+    assert_eq!(reply, ProxyMsg::Error(ErrorCode::Malformed));
+    // Too many slots in one epoch.
+    let io = tls.connect(stack.proxy).await.expect("tls");
+    let mut c = tokio_util::codec::Framed::new(io, frame_codec(Limits::default()));
+    let g = grant(&mut rng);
+    for m in [
+        ClientMsg::Hello(Hello::current()),
+        ClientMsg::Register(g.clone()),
+    ] {
+        c.send(Bytes::from(encode(&m, Limits::default()).unwrap()))
+            .await
+            .unwrap();
+        let _ = c.next().await;
+    }
+    let slot = |seq| Slot {
+        seq,
+        grant: g.clone(),
+        write: false,
+        writes: vec![
+            SlotWrite {
+                bucket: 0,
+                data: vec![0; shape.bucket_len as usize]
+            };
+            shape.path_len as usize
+        ],
+        reads: (0..shape.path_len as u64)
+            .map(|d| (1 << (d + 1)) - 1)
+            .collect(),
+    };
+    for seq in 0..3 {
+        c.send(Bytes::from(
+            encode(&ClientMsg::Slot(slot(seq)), Limits::default()).unwrap(),
+        ))
+        .await
+        .unwrap();
+    }
+    let mut refused = false;
+    while let Some(Ok(f)) = c.next().await {
+        if decode::<ProxyMsg>(&f, Limits::default()).unwrap()
+            == ProxyMsg::Error(ErrorCode::TooManySlots)
+        {
+            refused = true;
+            break;
+        }
+    }
+    assert!(
+        refused,
+        "a client with more than K slots in an epoch is refused"
+    );
+    // A slot of the wrong shape.
+    let io = tls.connect(stack.proxy).await.expect("tls");
+    let mut c = tokio_util::codec::Framed::new(io, frame_codec(Limits::default()));
+    for m in [
+        ClientMsg::Hello(Hello::current()),
+        ClientMsg::Register(g.clone()),
+    ] {
+        c.send(Bytes::from(encode(&m, Limits::default()).unwrap()))
+            .await
+            .unwrap();
+        let _ = c.next().await;
+    }
+    let mut bad = slot(9);
+    bad.reads.pop();
+    c.send(Bytes::from(
+        encode(&ClientMsg::Slot(bad), Limits::default()).unwrap(),
+    ))
+    .await
+    .unwrap();
+    let reply = decode::<ProxyMsg>(&c.next().await.unwrap().unwrap(), Limits::default()).unwrap();
+    assert_eq!(reply, ProxyMsg::Error(ErrorCode::WrongShape));
+    // The honest client kept its schedule throughout.
+    let model = h.await.expect("honest workload");
+    check_all(&honest, &model).await;
+    let stats = shroud::cmd::proxy::stats(stack.proxy, &tls)
+        .await
+        .expect("stats");
+    assert_eq!(stats.overrun_epochs, 0, "{stats:?}");
+    assert!(stats.rejected >= 3, "{stats:?}");
+    drop(honest);
+    task.await.expect("join").expect("clean stop");
+}
