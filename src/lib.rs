@@ -5,4 +5,5 @@
 
 pub mod bench;
 pub mod cmd;
+pub mod stack;
 pub mod stats;

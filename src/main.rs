@@ -159,6 +159,37 @@ enum Bench {
     /// Full ORAM paths per second through the storage server with 1 to 64 writers, next to
     /// raw sled apply_batch + flush of the same bytes.
     Storage(StorageBenchArgs),
+    /// Always-on clients through one proxy and one storage server (TLS, one process): the
+    /// most clients with zero missed epochs, and their operation latency.
+    E2e(E2eArgs),
+}
+
+#[derive(Args)]
+struct E2eArgs {
+    /// Print one JSON object per client count.
+    #[arg(long)]
+    json: bool,
+    /// Client counts to try, in order; stops after the first that is not sustained.
+    #[arg(long, value_delimiter = ',', default_values_t = [32usize, 64, 128, 160, 192, 256])]
+    clients: Vec<usize>,
+    /// Seconds measured per count.
+    #[arg(long, default_value_t = 60.0)]
+    seconds: f64,
+    /// Epoch length, ms.
+    #[arg(long, default_value_t = 100)]
+    epoch_ms: u32,
+    /// Slots per client per epoch.
+    #[arg(long, default_value_t = 1)]
+    slots: u32,
+    /// Blocks per client store.
+    #[arg(long, default_value_t = 1 << 14)]
+    capacity: u64,
+    /// Bytes per block.
+    #[arg(long, default_value_t = 1024)]
+    block: u32,
+    /// Cached levels.
+    #[arg(long, default_value_t = 6)]
+    cached: u32,
 }
 
 #[derive(Args)]
@@ -212,6 +243,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Bench(Bench::Engine(args)) => bench_engine(args),
         Command::Bench(Bench::Storage(args)) => bench_storage(args),
+        Command::Bench(Bench::E2e(args)) => bench_e2e(args),
         Command::Storage(args) => storage_cmd(args),
         Command::Proxy(args) => proxy_cmd(args),
         Command::Certs(args) => {
@@ -407,4 +439,49 @@ fn proxy_cmd(args: ProxyArgs) -> Result<()> {
         max_connections: args.max_connections,
     };
     rt.block_on(proxy::serve(opts, storage::signals()))
+}
+
+fn bench_e2e(args: E2eArgs) -> Result<()> {
+    let shape = shroud::cmd::proxy::ShapeOptions {
+        capacity: args.capacity,
+        block: args.block,
+        z: 4,
+        cached: args.cached,
+        slots: args.slots,
+        epoch_ms: args.epoch_ms,
+    };
+    if !args.json {
+        println!(
+            "{:>7} {:>9} {:>7} {:>5} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>10}",
+            "clients", "sustained", "epochs", "late", "overrun", "p50(ep)", "p99(ep)", "batch ms", "max ms", "fsync ms", "crypto ms"
+        );
+    }
+    let mut stop = false;
+    for &c in &args.clients {
+        if stop {
+            break;
+        }
+        shroud::bench::e2e::run(&[c], shape, args.seconds, |r| {
+            if args.json {
+                println!("{}", serde_json::to_string(r).unwrap_or_default());
+            } else {
+                println!(
+                    "{:>7} {:>9} {:>7} {:>5} {:>8} {:>8.2} {:>8.2} {:>9.1} {:>9.1} {:>9.2} {:>10.1}",
+                    r.clients,
+                    r.sustained,
+                    r.epochs,
+                    r.late_slots,
+                    r.overrun_epochs,
+                    r.p50_latency_epochs,
+                    r.p99_latency_epochs,
+                    r.mean_batch_ms,
+                    r.max_batch_ms,
+                    r.mean_flush_ms,
+                    r.client_crypto_ms_per_epoch
+                );
+            }
+            stop = !r.sustained;
+        })?;
+    }
+    Ok(())
 }

@@ -44,7 +44,7 @@ async fn start_client(
 ) -> (Client, tokio::task::JoinHandle<Result<(), ClientError>>) {
     let mut rng = StdRng::seed_from_u64(seed);
     let key = Key::generate(&mut rng);
-    Client::start(stack.client_config(), key, grant(&mut rng))
+    Client::start(stack.client_config().expect("config"), key, grant(&mut rng))
         .await
         .expect("client start")
 }
@@ -82,7 +82,7 @@ async fn check_all(client: &Client, model: &HashMap<u64, Vec<u8>>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_clients_through_one_proxy() {
-    let stack = Stack::start(small(50)).await;
+    let stack = Stack::start(small(50)).await.expect("stack");
     let n = 256;
     let mut clients = Vec::new();
     for i in 0..n {
@@ -96,7 +96,7 @@ async fn many_clients_through_one_proxy() {
     for t in tasks {
         t.await.expect("workload");
     }
-    let stats = shroud::cmd::proxy::stats(stack.proxy, &stack.tls.client())
+    let stats = shroud::cmd::proxy::stats(stack.proxy, &stack.tls.client().expect("tls"))
         .await
         .expect("stats");
     assert_eq!(stats.clients, n);
@@ -147,7 +147,7 @@ async fn run_for_shape(
     epochs: u64,
     seed: u64,
 ) -> (Vec<(usize, usize, usize, u64, u64)>, Vec<u64>) {
-    let stack = Stack::start(small(40)).await;
+    let stack = Stack::start(small(40)).await.expect("stack");
     let mut cs = Vec::new();
     for i in 0..clients {
         cs.push(start_client(&stack, seed * 1000 + i as u64).await);
@@ -243,7 +243,7 @@ async fn idle_and_busy_look_the_same() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_restart_loses_nothing() {
-    let mut stack = Stack::start(small(30)).await;
+    let mut stack = Stack::start(small(30)).await.expect("stack");
     let mut clients = Vec::new();
     for i in 0..8 {
         clients.push(start_client(&stack, 500 + i).await);
@@ -257,7 +257,7 @@ async fn proxy_restart_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         stack.kill_proxy().await;
         tokio::time::sleep(Duration::from_millis(150)).await;
-        stack.start_proxy().await;
+        stack.start_proxy().await.expect("restart");
     }
     let mut models = Vec::new();
     for t in tasks {
@@ -281,10 +281,10 @@ async fn misbehaving_clients_do_not_disturb_the_schedule() {
     use shroud_wire::proxy::{ClientMsg, ProxyMsg, Slot, SlotWrite};
     use shroud_wire::{ErrorCode, Hello, Limits, decode, encode, frame_codec};
 
-    let stack = Stack::start(small(40)).await;
+    let stack = Stack::start(small(40)).await.expect("stack");
     let (honest, task) = start_client(&stack, 77).await;
     let h = tokio::spawn(workload(honest.clone(), 30, 77));
-    let tls = stack.tls.client();
+    let tls = stack.tls.client().expect("tls");
     let shape = stack.shape;
     let mut rng = StdRng::seed_from_u64(3);
     // A stalled TLS handshake: TCP connect and silence.

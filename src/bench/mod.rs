@@ -1,4 +1,5 @@
 //! Benchmarks behind `shroud bench`: the same functions the criterion benches call.
 
+pub mod e2e;
 pub mod engine;
 pub mod storage;

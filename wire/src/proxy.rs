@@ -101,6 +101,10 @@ pub struct ProxyStats {
     pub overrun_epochs: u64,
     /// Slots sent to storage in total.
     pub slots: u64,
+    /// Late slots summed over all epochs.
+    pub late_total: u64,
+    /// Storage round trips summed over all epochs, microseconds.
+    pub batch_total_us: u64,
     /// Slots that failed at storage.
     pub failed_slots: u64,
     /// Connections refused or closed for errors.

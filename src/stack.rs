@@ -1,0 +1,121 @@
+//! An embedded deployment in one process: a TLS storage server on a temporary sled
+//! database, and a TLS proxy in front of it, on 127.0.0.1 with ports picked by the OS. Used
+//! by the tests, `shroud bench e2e` and `shroud demo`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Result;
+use shroud_storage::{Config, Server, SledBackend, Transcript};
+use shroud_wire::proxy::SlotShape;
+use shroud_wire::transport::{ClientTls, ServerTls};
+use tokio::task::JoinHandle;
+
+use crate::cmd::certs::{CertFiles, generate, local_names};
+use crate::cmd::proxy::ShapeOptions;
+
+/// TLS material from `shroud certs`, in a temporary directory.
+pub struct Tls {
+    /// Where the files are (deleted on drop).
+    pub dir: tempfile::TempDir,
+    /// The CA, certificate and key.
+    pub files: CertFiles,
+}
+
+impl Tls {
+    /// A fresh development CA and server certificate.
+    pub fn new() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let files = generate(dir.path(), &local_names())?;
+        Ok(Tls { dir, files })
+    }
+
+    /// The servers' side.
+    pub fn server(&self) -> Result<ServerTls> {
+        Ok(ServerTls::from_pem_files(&self.files.cert, &self.files.key)?)
+    }
+
+    /// The clients' side, verifying against the CA.
+    pub fn client(&self) -> Result<ClientTls> {
+        Ok(ClientTls::with_ca_file(&self.files.ca, "localhost")?)
+    }
+}
+
+/// A TLS storage server and a TLS proxy in front of it, in this process.
+pub struct Stack {
+    /// The certificates both servers use.
+    pub tls: Tls,
+    /// Storage's address.
+    pub storage: SocketAddr,
+    /// The proxy's address.
+    pub proxy: SocketAddr,
+    /// Storage's transcript file.
+    pub transcript: PathBuf,
+    /// The proxy's shape.
+    pub shape: SlotShape,
+    /// The database directory (deleted on drop).
+    pub dir: tempfile::TempDir,
+    storage_task: JoinHandle<std::io::Result<()>>,
+    proxy_task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Stack {
+    /// Starts storage (with a transcript) and the proxy with this shape.
+    pub async fn start(shape: ShapeOptions) -> Result<Self> {
+        let tls = Tls::new()?;
+        let dir = tempfile::tempdir()?;
+        let backend = Arc::new(SledBackend::open(&dir.path().join("db"))?);
+        let transcript = dir.path().join("transcript.jsonl");
+        let t = Transcript::create(&transcript)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let storage = listener.local_addr()?;
+        let server = Server::new(backend, Config::default(), tls.server()?, Some(t));
+        let storage_task = tokio::spawn(server.run(listener, std::future::pending()));
+        let shape = crate::cmd::proxy::shape(shape)?;
+        let mut stack = Stack {
+            tls,
+            storage,
+            proxy: SocketAddr::from(([127, 0, 0, 1], 0)),
+            transcript,
+            shape,
+            dir,
+            storage_task,
+            proxy_task: None,
+        };
+        stack.start_proxy().await?;
+        Ok(stack)
+    }
+
+    /// Starts the proxy (again, on the same address after [`Stack::kill_proxy`]).
+    pub async fn start_proxy(&mut self) -> Result<()> {
+        let listener = tokio::net::TcpListener::bind(self.proxy).await?;
+        self.proxy = listener.local_addr()?;
+        let config = shroud_proxy::Config::new(self.shape);
+        let proxy = shroud_proxy::Proxy::new(config, self.storage, self.tls.client()?, self.tls.server()?);
+        self.proxy_task = Some(tokio::spawn(proxy.run(listener, std::future::pending())));
+        Ok(())
+    }
+
+    /// Kills the proxy: its task and every connection it had.
+    pub async fn kill_proxy(&mut self) {
+        if let Some(t) = self.proxy_task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+
+    /// How a client reaches this proxy.
+    pub fn client_config(&self) -> Result<shroud_client::ClientConfig> {
+        Ok(shroud_client::ClientConfig::new(self.proxy, self.tls.client()?))
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.storage_task.abort();
+        if let Some(t) = self.proxy_task.take() {
+            t.abort();
+        }
+    }
+}
