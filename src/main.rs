@@ -47,7 +47,7 @@ struct ProxyArgs {
     #[arg(long, default_value = "127.0.0.1:7400")]
     listen: SocketAddr,
     /// Epoch length, milliseconds (E).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 2000)]
     epoch_ms: u32,
     /// Slots every client sends per epoch (K).
     #[arg(long, default_value_t = 1)]
@@ -59,7 +59,7 @@ struct ProxyArgs {
     #[arg(long, default_value_t = 1024)]
     block: u32,
     /// Top tree levels every client caches (T).
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 8)]
     cached: u32,
     /// Clients served at once.
     #[arg(long, default_value_t = 1024)]
@@ -162,6 +162,13 @@ enum Bench {
     /// Always-on clients through one proxy and one storage server (TLS, one process): the
     /// most clients with zero missed epochs, and their operation latency.
     E2e(E2eArgs),
+    /// What cover traffic costs one always-on client per day, for the default and a few
+    /// lighter and heavier settings (exact frame sizes).
+    Cost {
+        /// Print one JSON object per setting.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -244,6 +251,7 @@ fn main() -> Result<()> {
         Command::Bench(Bench::Engine(args)) => bench_engine(args),
         Command::Bench(Bench::Storage(args)) => bench_storage(args),
         Command::Bench(Bench::E2e(args)) => bench_e2e(args),
+        Command::Bench(Bench::Cost { json }) => bench_cost(json),
         Command::Storage(args) => storage_cmd(args),
         Command::Proxy(args) => proxy_cmd(args),
         Command::Certs(args) => {
@@ -453,7 +461,17 @@ fn bench_e2e(args: E2eArgs) -> Result<()> {
     if !args.json {
         println!(
             "{:>7} {:>9} {:>7} {:>5} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>10}",
-            "clients", "sustained", "epochs", "late", "overrun", "p50(ep)", "p99(ep)", "batch ms", "max ms", "fsync ms", "crypto ms"
+            "clients",
+            "sustained",
+            "epochs",
+            "late",
+            "overrun",
+            "p50(ep)",
+            "p99(ep)",
+            "batch ms",
+            "max ms",
+            "fsync ms",
+            "crypto ms"
         );
     }
     let mut stop = false;
@@ -482,6 +500,37 @@ fn bench_e2e(args: E2eArgs) -> Result<()> {
             }
             stop = !r.sustained;
         })?;
+    }
+    Ok(())
+}
+
+fn bench_cost(json: bool) -> Result<()> {
+    let mb = |b: u64| b as f64 / 1e6;
+    if !json {
+        println!(
+            "| E (ms) | K | N | B | T | path x bucket | client cache | up per day | down per day |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|");
+    }
+    for o in shroud::bench::cost::settings() {
+        let c = shroud::bench::cost::cost(o)?;
+        if json {
+            println!("{}", serde_json::to_string(&c)?);
+        } else {
+            println!(
+                "| {} | {} | 2^{} | {} | {} | {} x {} B | {:.0} KiB | {:.0} MB | {:.0} MB |",
+                c.epoch_ms,
+                c.slots,
+                c.capacity.trailing_zeros(),
+                c.block,
+                c.cached_levels,
+                c.path_len,
+                c.bucket_bytes,
+                c.cache_bytes as f64 / 1024.0,
+                mb(c.up_per_day),
+                mb(c.down_per_day)
+            );
+        }
     }
     Ok(())
 }

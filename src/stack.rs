@@ -33,7 +33,10 @@ impl Tls {
 
     /// The servers' side.
     pub fn server(&self) -> Result<ServerTls> {
-        Ok(ServerTls::from_pem_files(&self.files.cert, &self.files.key)?)
+        Ok(ServerTls::from_pem_files(
+            &self.files.cert,
+            &self.files.key,
+        )?)
     }
 
     /// The clients' side, verifying against the CA.
@@ -92,9 +95,24 @@ impl Stack {
         let listener = tokio::net::TcpListener::bind(self.proxy).await?;
         self.proxy = listener.local_addr()?;
         let config = shroud_proxy::Config::new(self.shape);
-        let proxy = shroud_proxy::Proxy::new(config, self.storage, self.tls.client()?, self.tls.server()?);
+        let proxy =
+            shroud_proxy::Proxy::new(config, self.storage, self.tls.client()?, self.tls.server()?);
         self.proxy_task = Some(tokio::spawn(proxy.run(listener, std::future::pending())));
         Ok(())
+    }
+
+    /// Starts one more, independent proxy in front of the same storage server; it stops
+    /// when the handle is aborted or dropped with the runtime.
+    pub async fn another_proxy(&self) -> Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let config = shroud_proxy::Config::new(self.shape);
+        let proxy =
+            shroud_proxy::Proxy::new(config, self.storage, self.tls.client()?, self.tls.server()?);
+        Ok((
+            addr,
+            tokio::spawn(proxy.run(listener, std::future::pending())),
+        ))
     }
 
     /// Kills the proxy: its task and every connection it had.
@@ -107,7 +125,10 @@ impl Stack {
 
     /// How a client reaches this proxy.
     pub fn client_config(&self) -> Result<shroud_client::ClientConfig> {
-        Ok(shroud_client::ClientConfig::new(self.proxy, self.tls.client()?))
+        Ok(shroud_client::ClientConfig::new(
+            self.proxy,
+            self.tls.client()?,
+        ))
     }
 }
 

@@ -383,3 +383,32 @@ async fn misbehaving_clients_do_not_disturb_the_schedule() {
     drop(honest);
     task.await.expect("join").expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proxies_share_one_storage() {
+    let stack = Stack::start(small(40)).await.expect("stack");
+    let (second, task2) = stack.another_proxy().await.expect("second proxy");
+    let mut clients = Vec::new();
+    for i in 0..6u64 {
+        let mut rng = StdRng::seed_from_u64(700 + i);
+        let mut config = stack.client_config().expect("config");
+        if i % 2 == 1 {
+            config.proxy = second;
+        }
+        clients.push(
+            Client::start(config, Key::generate(&mut rng), grant(&mut rng))
+                .await
+                .expect("start"),
+        );
+    }
+    let tasks: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(i, (c, _))| tokio::spawn(workload(c.clone(), 20, 800 + i as u64)))
+        .collect();
+    for ((c, _), t) in clients.iter().zip(tasks) {
+        let model = t.await.expect("workload");
+        check_all(c, &model).await;
+    }
+    task2.abort();
+}

@@ -135,7 +135,8 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         s.slots.fetch_add(n, Relaxed);
         s.last_slots.store(n, Relaxed);
         s.last_late.store((clients * k).saturating_sub(n), Relaxed);
-        s.late_total.fetch_add((clients * k).saturating_sub(n), Relaxed);
+        s.late_total
+            .fetch_add((clients * k).saturating_sub(n), Relaxed);
         s.batch_total_us.fetch_add(us, Relaxed);
         s.last_batch_us.store(us, Relaxed);
         s.max_batch_us.fetch_max(us, Relaxed);

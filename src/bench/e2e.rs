@@ -58,7 +58,10 @@ fn grant(rng: &mut StdRng) -> Grant {
     let mut cap = [0u8; 32];
     rng.fill_bytes(&mut id);
     rng.fill_bytes(&mut cap);
-    Grant { store: StoreId(id), capability: Capability(cap) }
+    Grant {
+        store: StoreId(id),
+        capability: Capability(cap),
+    }
 }
 
 /// Measures `clients` busy clients for `seconds`.
@@ -77,14 +80,23 @@ pub async fn run_one(clients: usize, shape: ShapeOptions, seconds: f64) -> Resul
         .iter()
         .enumerate()
         .map(|(i, (c, _))| {
-            let (c, stop, measuring, latencies) = (c.clone(), stop.clone(), measuring.clone(), latencies.clone());
+            let (c, stop, measuring, latencies) = (
+                c.clone(),
+                stop.clone(),
+                measuring.clone(),
+                latencies.clone(),
+            );
             tokio::spawn(async move {
                 let mut rng = StdRng::seed_from_u64(i as u64);
                 let block = c.shape().block_size as usize;
                 while !stop.load(Ordering::Relaxed) {
                     let a = rng.random_range(0..c.shape().capacity);
                     let start = Instant::now();
-                    let r = if rng.random_bool(0.5) { c.write(a, vec![i as u8; block]).await } else { c.read(a).await.map(|_| ()) };
+                    let r = if rng.random_bool(0.5) {
+                        c.write(a, vec![i as u8; block]).await
+                    } else {
+                        c.read(a).await.map(|_| ())
+                    };
                     if r.is_err() {
                         break;
                     }
@@ -99,7 +111,10 @@ pub async fn run_one(clients: usize, shape: ShapeOptions, seconds: f64) -> Resul
     let epoch = Duration::from_millis(u64::from(shape.epoch_ms));
     loop {
         tokio::time::sleep(epoch).await;
-        if handles.iter().all(|(c, _)| c.stats().epochs.load(Ordering::Relaxed) >= 3) {
+        if handles
+            .iter()
+            .all(|(c, _)| c.stats().epochs.load(Ordering::Relaxed) >= 3)
+        {
             break;
         }
     }
@@ -112,7 +127,10 @@ pub async fn run_one(clients: usize, shape: ShapeOptions, seconds: f64) -> Resul
     let secs = start.elapsed().as_secs_f64();
     measuring.store(false, Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
-    let storage = shroud_wire::conn::Connection::connect(stack.storage, &tls, Limits::default()).await?.stats().await?;
+    let storage = shroud_wire::conn::Connection::connect(stack.storage, &tls, Limits::default())
+        .await?
+        .stats()
+        .await?;
     for (c, _) in &handles {
         drop(c.clone());
     }
@@ -123,14 +141,18 @@ pub async fn run_one(clients: usize, shape: ShapeOptions, seconds: f64) -> Resul
     lat.sort();
     let pct = |p: f64| {
         lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0 / f64::from(shape.epoch_ms))
+            .map_or(0.0, |d| {
+                d.as_secs_f64() * 1000.0 / f64::from(shape.epoch_ms)
+            })
     };
     let epochs = after.epochs - before.epochs;
     let overrun = after.overrun_epochs - before.overrun_epochs;
     let late = after.late_total - before.late_total;
     let geom = crate::cmd::proxy::shape(shape)?;
-    let mut crypto =
-        crate::bench::engine::CryptoBound::new(std::iter::repeat_n(geom.bucket_len as usize, geom.path_len as usize));
+    let mut crypto = crate::bench::engine::CryptoBound::new(std::iter::repeat_n(
+        geom.bucket_len as usize,
+        geom.path_len as usize,
+    ));
     let per_access_ms = 1000.0 / crypto.measure(2000);
     Ok(Report {
         clients,
@@ -147,7 +169,9 @@ pub async fn run_one(clients: usize, shape: ShapeOptions, seconds: f64) -> Resul
         operations: lat.len() as u64,
         p50_latency_epochs: pct(0.5),
         p99_latency_epochs: pct(0.99),
-        mean_batch_ms: (after.batch_total_us - before.batch_total_us) as f64 / epochs.max(1) as f64 / 1000.0,
+        mean_batch_ms: (after.batch_total_us - before.batch_total_us) as f64
+            / epochs.max(1) as f64
+            / 1000.0,
         max_batch_ms: after.max_batch_us as f64 / 1000.0,
         mean_flush_ms: storage.flush_mean_us as f64 / 1000.0,
         client_crypto_ms_per_epoch: per_access_ms * (clients as f64) * f64::from(shape.slots),
@@ -155,8 +179,15 @@ pub async fn run_one(clients: usize, shape: ShapeOptions, seconds: f64) -> Resul
 }
 
 /// Runs each client count in turn (fresh stack each time).
-pub fn run(counts: &[usize], shape: ShapeOptions, seconds: f64, mut each: impl FnMut(&Report)) -> Result<Vec<Report>> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+pub fn run(
+    counts: &[usize],
+    shape: ShapeOptions,
+    seconds: f64,
+    mut each: impl FnMut(&Report),
+) -> Result<Vec<Report>> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let mut out = Vec::new();
     for &c in counts {
         let r = rt.block_on(run_one(c, shape, seconds))?;

@@ -33,15 +33,16 @@ pub struct ShapeOptions {
 
 impl Default for ShapeOptions {
     /// The defaults the README's cost table argues for: N = 2^14 blocks of 1 KiB (16 MiB per
-    /// user), Z = 4, 6 cached levels (about 250 KiB of client memory), one slot per second.
+    /// user), Z = 4, 8 cached levels (about 1 MiB of client memory), one slot every 2 s:
+    /// about 1.1 GB a day each way, and a few seconds per operation.
     fn default() -> Self {
         ShapeOptions {
             capacity: 1 << 14,
             block: 1024,
             z: 4,
-            cached: 6,
+            cached: 8,
             slots: 1,
-            epoch_ms: 1000,
+            epoch_ms: 2000,
         }
     }
 }
