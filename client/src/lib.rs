@@ -1,12 +1,14 @@
-//! The shroud client. Today: the storage protocol client ([`remote`]), which runs the
-//! Path ORAM engine against a real storage server. The KV store, the cover-traffic
-//! scheduler and the mailbox build on it (issues #4, #5, #6).
+//! The shroud client: the cover-traffic scheduler ([`schedule`]) that keeps K fixed-size
+//! slots per epoch through the proxy, the oblivious key-value store on top of it ([`kv`]),
+//! and a direct ORAM driver over the storage protocol ([`remote`]).
 //!
 //! This is the only crate that holds keys.
 
 #![forbid(unsafe_code)]
 
+pub mod kv;
 pub mod remote;
 pub mod schedule;
 
+pub use kv::{Kv, KvError};
 pub use schedule::{Client, ClientConfig, ClientError};

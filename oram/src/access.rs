@@ -39,6 +39,10 @@ enum Phase {
 }
 
 /// What [`Oram::advance`] did.
+///
+/// # Security
+/// Public by nature: the server sees whether another round of fetches follows (the number
+/// of rounds is the number of trees, fixed by the geometry).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Progress {
     /// Verified this round; [`Oram::fetch`] names the next round's buckets.

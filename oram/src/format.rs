@@ -11,6 +11,9 @@ use crate::integrity::{Digest, EMPTY};
 use crate::{BucketId, Error};
 
 /// A failure of [`Oram::format`]: the engine's, or the sink's.
+///
+/// # Security
+/// Carries no secret; formatting writes every bucket once, in a fixed order.
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError<E: std::error::Error + 'static> {
     /// The engine refused (not a fresh store) or ran out of nonces.

@@ -38,6 +38,9 @@ use crate::bucket::{NONCE_LEN, TAG_LEN};
 pub const DIGEST_LEN: usize = NONCE_LEN + TAG_LEN;
 
 /// The digest of one sealed bucket.
+///
+/// # Security
+/// Public: it is the bucket's nonce and tag, which the server stores anyway.
 pub type Digest = [u8; DIGEST_LEN];
 
 /// The digest of a bucket (and subtree) that was never written.

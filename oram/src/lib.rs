@@ -78,6 +78,9 @@ pub use seal::Key;
 pub use store::{BucketStore, DriverError, MemoryStore};
 
 /// A logical block address, `0..capacity`.
+///
+/// # Security
+/// Secret: addresses never leave the client; the server sees only random leaves.
 pub type Address = u64;
 
 /// The largest supported capacity: 2^32 blocks.
@@ -219,6 +222,10 @@ impl Config {
 }
 
 /// Everything that can go wrong in the engine.
+///
+/// # Security
+/// Messages name bucket ids (public) and addresses the caller passed in, never keys or
+/// block contents. A failed batch is visible to the server as reads without a write-back.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The server's data failed verification. The engine state is unchanged.

@@ -18,6 +18,10 @@
 use serde::{Deserialize, Serialize};
 
 /// How the position map is kept.
+///
+/// # Security
+/// Both modes hide the same things; the recursive one shows the server one more tree (and
+/// round trip) per recursion level, which the geometry already tells.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PositionMap {
     /// One `u32` per block in client memory.

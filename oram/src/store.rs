@@ -29,6 +29,10 @@ pub trait BucketStore {
 
 /// Buckets in a hash map: for tests, benchmarks and embedding.
 ///
+/// # Security
+/// Holds only sealed buckets; it is the "server" side of the seam and is trusted for
+/// nothing.
+///
 /// Buckets never written take no space, so a store of 2^32 blocks costs nothing up front.
 /// The accessors let tests play a malicious server.
 #[derive(Default, Clone)]
@@ -124,6 +128,9 @@ impl BucketStore for MemoryStore {
 }
 
 /// An engine error or a store error, from the synchronous driver.
+///
+/// # Security
+/// See [`Error`]; store errors are whatever the store reports.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError<E: std::error::Error + 'static> {
     /// The engine refused or detected tampering.
