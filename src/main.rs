@@ -33,6 +33,13 @@ enum Command {
     Certs(CertsArgs),
     /// Run the epoch proxy in front of a storage server, or read its stats.
     Proxy(ProxyArgs),
+    /// The whole system in one process: storage, proxy, two agents; a busy and an idle
+    /// client, and what storage saw of each.
+    Demo {
+        /// Seconds of schedule.
+        #[arg(long, default_value_t = 12.0)]
+        seconds: f64,
+    },
 }
 
 #[derive(Args)]
@@ -241,19 +248,25 @@ struct EngineArgs {
 }
 
 fn main() -> Result<()> {
+    let cli = Cli::parse();
+    // The demo and the benches print their own report; services log at info.
+    let quiet = matches!(cli.command, Command::Demo { .. } | Command::Bench(_));
+    let default = if quiet { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    match cli.command {
         Command::Bench(Bench::Engine(args)) => bench_engine(args),
         Command::Bench(Bench::Storage(args)) => bench_storage(args),
         Command::Bench(Bench::E2e(args)) => bench_e2e(args),
         Command::Bench(Bench::Cost { json }) => bench_cost(json),
         Command::Storage(args) => storage_cmd(args),
         Command::Proxy(args) => proxy_cmd(args),
+        Command::Demo { seconds } => runtime()?.block_on(shroud::cmd::demo::run(seconds)),
         Command::Certs(args) => {
             let files = shroud::cmd::certs::generate(&args.out, &args.names)?;
             println!(

@@ -189,6 +189,55 @@ impl Kv {
         Ok(())
     }
 
+    /// Sets several keys at once: all of them or, on failure, none (the new blocks are
+    /// written first and the keys switched together).
+    pub async fn put_many(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<(), KvError> {
+        for (k, v) in pairs {
+            Self::check_key(k)?;
+            if v.len() > self.max_value {
+                return Err(KvError::ValueTooLarge {
+                    got: v.len(),
+                    max: self.max_value,
+                });
+            }
+        }
+        let b = self.client.shape().block_size as usize;
+        let capacity = self.client.shape().capacity;
+        let mut index = self.index.lock().await;
+        let needed: usize = pairs.iter().map(|(_, v)| v.len().div_ceil(b)).sum();
+        let free = index.free_blocks(capacity);
+        if needed > free {
+            return Err(KvError::Full { needed, free });
+        }
+        let placed: Vec<Vec<u64>> = pairs
+            .iter()
+            .map(|(_, v)| index.allocate(v.len().div_ceil(b)))
+            .collect();
+        let writes = pairs.iter().zip(&placed).flat_map(|((_, v), blocks)| {
+            blocks.iter().zip(v.chunks(b)).map(|(&addr, chunk)| {
+                let mut block = chunk.to_vec();
+                block.resize(b, 0);
+                self.client.write(addr, block)
+            })
+        });
+        if let Err(e) = futures::future::try_join_all(writes).await {
+            index.free.extend(placed.into_iter().flatten());
+            return Err(e.into());
+        }
+        for ((k, v), blocks) in pairs.iter().zip(placed) {
+            if let Some(old) = index.keys.insert(
+                k.clone(),
+                Entry {
+                    len: v.len() as u32,
+                    blocks,
+                },
+            ) {
+                index.free.extend(old.blocks);
+            }
+        }
+        Ok(())
+    }
+
     /// Removes `key`; true if it was there.
     pub async fn delete(&self, key: &[u8]) -> Result<bool, KvError> {
         Self::check_key(key)?;

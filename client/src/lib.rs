@@ -6,8 +6,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod kv;
 pub mod remote;
+pub mod resp;
 pub mod schedule;
 
 pub use kv::{Kv, KvError};
