@@ -33,6 +33,10 @@ enum Command {
     Certs(CertsArgs),
     /// Run the epoch proxy in front of a storage server, or read its stats.
     Proxy(ProxyArgs),
+    /// The always-on client: the fixed schedule, crash-safe state, and a Redis front.
+    Agent(shroud::cmd::agent::AgentSettings),
+    /// Put, get, delete and list keys through an agent.
+    Kv(shroud::cmd::kv::KvArgs),
     /// The whole system in one process: storage, proxy, two agents; a busy and an idle
     /// client, and what storage saw of each.
     Demo {
@@ -250,7 +254,10 @@ struct EngineArgs {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     // The demo and the benches print their own report; services log at info.
-    let quiet = matches!(cli.command, Command::Demo { .. } | Command::Bench(_));
+    let quiet = matches!(
+        cli.command,
+        Command::Demo { .. } | Command::Bench(_) | Command::Kv(_)
+    );
     let default = if quiet { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -266,6 +273,10 @@ fn main() -> Result<()> {
         Command::Bench(Bench::Cost { json }) => bench_cost(json),
         Command::Storage(args) => storage_cmd(args),
         Command::Proxy(args) => proxy_cmd(args),
+        Command::Agent(settings) => {
+            runtime()?.block_on(shroud::cmd::agent::serve(settings.resolve()?))
+        }
+        Command::Kv(args) => runtime()?.block_on(shroud::cmd::kv::run(args)),
         Command::Demo { seconds } => runtime()?.block_on(shroud::cmd::demo::run(seconds)),
         Command::Certs(args) => {
             let files = shroud::cmd::certs::generate(&args.out, &args.names)?;

@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
+use crate::durable::Durable;
 use crate::schedule::{Client, ClientError};
 
 /// Longest key, bytes.
@@ -61,7 +62,7 @@ pub enum KvError {
 }
 
 /// Where a value lives.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Entry {
     /// Bytes of the value.
     pub len: u32,
@@ -70,7 +71,7 @@ pub struct Entry {
 }
 
 /// The client-local key map and block allocator.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Index {
     /// Key to value location.
     pub keys: BTreeMap<Vec<u8>, Entry>,
@@ -110,16 +111,51 @@ pub struct Kv {
     client: Client,
     index: Arc<Mutex<Index>>,
     max_value: usize,
+    durable: Option<Arc<Durable>>,
 }
 
 impl Kv {
-    /// A store over `client`'s blocks, empty.
+    /// A store over `client`'s blocks, empty, kept in memory only.
     pub fn new(client: Client, max_value: usize) -> Self {
         Kv {
             client,
             index: Arc::new(Mutex::new(Index::default())),
             max_value,
+            durable: None,
         }
+    }
+
+    /// A store over `client`'s blocks whose key map lives in `durable`: loaded now, saved
+    /// (and fsynced) before every put and delete is acknowledged.
+    pub async fn open(
+        client: Client,
+        max_value: usize,
+        durable: Arc<Durable>,
+    ) -> Result<Self, KvError> {
+        let d = durable.clone();
+        let index = tokio::task::spawn_blocking(move || d.load_index())
+            .await
+            .map_err(|e| KvError::Client(ClientError::State(e.to_string())))?
+            .map_err(|e| KvError::Client(ClientError::State(e.to_string())))?
+            .unwrap_or_default();
+        Ok(Kv {
+            client,
+            index: Arc::new(Mutex::new(index)),
+            max_value,
+            durable: Some(durable),
+        })
+    }
+
+    /// Saves the key map, if this store is durable.
+    async fn save(&self, index: &Index) -> Result<(), KvError> {
+        let Some(d) = self.durable.clone() else {
+            return Ok(());
+        };
+        let copy = index.clone();
+        tokio::task::spawn_blocking(move || d.save_index(&copy))
+            .await
+            .map_err(|e| KvError::Client(ClientError::State(e.to_string())))?
+            .map_err(|e| KvError::Client(ClientError::State(e.to_string())))
     }
 
     /// The block store.
@@ -186,7 +222,7 @@ impl Kv {
         if let Some(old) = old {
             index.free.extend(old.blocks);
         }
-        Ok(())
+        self.save(&index).await
     }
 
     /// Sets several keys at once: all of them or, on failure, none (the new blocks are
@@ -235,7 +271,7 @@ impl Kv {
                 index.free.extend(old.blocks);
             }
         }
-        Ok(())
+        self.save(&index).await
     }
 
     /// Removes `key`; true if it was there.
@@ -245,6 +281,7 @@ impl Kv {
         match index.keys.remove(key) {
             Some(e) => {
                 index.free.extend(e.blocks);
+                self.save(&index).await?;
                 Ok(true)
             }
             None => Ok(false),

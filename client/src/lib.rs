@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod durable;
 pub mod kv;
 pub mod remote;
 pub mod resp;

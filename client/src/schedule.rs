@@ -30,6 +30,8 @@ use shroud_wire::proxy::{ClientMsg, ProxyMsg, Slot, SlotShape, SlotWrite};
 use shroud_wire::transport::{BoxIo, ClientTls};
 use shroud_wire::{ErrorCode, Grant, Hello, Limits, decode, encode, frame_codec};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::durable::{Durable, Meta, Unlock, Wal};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 /// A scheduler failure.
@@ -53,6 +55,9 @@ pub enum ClientError {
     /// The scheduler has stopped.
     #[error("the client has stopped")]
     Closed,
+    /// The local state store failed; the scheduler stopped rather than go on unsafely.
+    #[error("client state: {0}")]
+    State(String),
 }
 
 /// Where and how to reach the proxy.
@@ -168,21 +173,138 @@ async fn recv(conn: &mut Conn) -> Result<ProxyMsg, ClientError> {
     decode(&f, Limits::default()).map_err(|e| ClientError::Io(e.to_string()))
 }
 
+/// The scheduler task: it ends once every [`Client`] handle is dropped and the last
+/// write-back is stored.
+pub type SchedulerTask = tokio::task::JoinHandle<Result<(), ClientError>>;
+
+fn state_err(e: impl std::fmt::Display) -> ClientError {
+    ClientError::State(e.to_string())
+}
+
 impl Client {
     /// Connects to the proxy, registers the store named by `grant`, and starts the schedule
-    /// with a fresh engine under `key`. Returns the handle and the scheduler task, which
-    /// ends after [`Client::shutdown`] (or when every handle is dropped) once the last
-    /// write-back is stored.
+    /// with a fresh engine under `key`, keeping no state on disk (tests, demos).
     pub async fn start(
         config: ClientConfig,
         key: Key,
         grant: Grant,
-    ) -> Result<(Client, tokio::task::JoinHandle<Result<(), ClientError>>), ClientError> {
+    ) -> Result<(Client, SchedulerTask), ClientError> {
         let (conn, shape) = connect(&config, &grant).await?;
         let mut rng = StdRng::from_rng(&mut rand::rng());
         let oram = Oram::new(engine_config(&shape), key, &mut rng)
             .map_err(|e| ClientError::WrongShape(e.to_string()))?;
         check_shape(&oram, &shape)?;
+        let start = Resume {
+            pending: None,
+            seq: 0,
+        };
+        Ok(Self::launch(
+            config, grant, shape, oram, rng, conn, None, start,
+        ))
+    }
+
+    /// Starts the schedule from the state in `durable` (made by [`Client::create`]):
+    /// restores the engine, resends the write-back it owes, and saves every batch.
+    pub async fn open(
+        config: ClientConfig,
+        durable: Arc<Durable>,
+        meta: &Meta,
+    ) -> Result<(Client, SchedulerTask), ClientError> {
+        let (conn, shape) = connect(&config, &meta.grant).await?;
+        if shape != meta.shape {
+            return Err(ClientError::WrongShape(format!(
+                "the state was made for {:?}, the proxy serves {shape:?}",
+                meta.shape
+            )));
+        }
+        let mut rng = StdRng::from_rng(&mut rand::rng());
+        let key = Key::from_bytes(meta.oram_key);
+        let d = durable.clone();
+        let wal = tokio::task::spawn_blocking(move || d.load_wal())
+            .await
+            .map_err(state_err)?
+            .map_err(state_err)?;
+        let (oram, start) = match wal {
+            Some(w) => (
+                Oram::restore(&w.snapshot, key, &mut rng).map_err(state_err)?,
+                Resume {
+                    pending: w.pending.clone(),
+                    seq: w.seq,
+                },
+            ),
+            None => (
+                Oram::new(engine_config(&shape), key, &mut rng)
+                    .map_err(|e| ClientError::WrongShape(e.to_string()))?,
+                Resume {
+                    pending: None,
+                    seq: 0,
+                },
+            ),
+        };
+        check_shape(&oram, &shape)?;
+        Ok(Self::launch(
+            config,
+            meta.grant.clone(),
+            shape,
+            oram,
+            rng,
+            conn,
+            Some(durable),
+            start,
+        ))
+    }
+
+    /// Makes a new store's state under `dir`: asks the proxy for its shape, draws an ORAM key
+    /// and a grant, and saves them encrypted as `unlock` says.
+    pub async fn create(
+        config: &ClientConfig,
+        dir: &std::path::Path,
+        unlock: &Unlock,
+    ) -> Result<(), ClientError> {
+        let io = config
+            .tls
+            .connect(config.proxy)
+            .await
+            .map_err(|e| ClientError::Io(e.to_string()))?;
+        let mut conn = Framed::new(io, frame_codec(Limits::default()));
+        send(&mut conn, &ClientMsg::Hello(Hello::current())).await?;
+        let shape = match recv(&mut conn).await? {
+            ProxyMsg::Hello(_, shape) => shape,
+            ProxyMsg::Error(code) => return Err(ClientError::Refused(code)),
+            _ => return Err(ClientError::Io("unexpected reply to hello".into())),
+        };
+        let mut rng = rand::rng();
+        let mut id = [0u8; 16];
+        let mut cap = [0u8; 32];
+        rng.fill_bytes(&mut id);
+        rng.fill_bytes(&mut cap);
+        let meta = Meta {
+            version: 1,
+            shape,
+            grant: Grant {
+                store: shroud_wire::StoreId(id),
+                capability: shroud_wire::Capability(cap),
+            },
+            oram_key: *Key::generate(&mut rng).as_bytes(),
+        };
+        let (dir, unlock) = (dir.to_path_buf(), unlock.clone());
+        tokio::task::spawn_blocking(move || Durable::create(&dir, &unlock, &meta).map(|_| ()))
+            .await
+            .map_err(state_err)?
+            .map_err(state_err)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn launch(
+        config: ClientConfig,
+        grant: Grant,
+        shape: SlotShape,
+        oram: Oram,
+        rng: StdRng,
+        conn: Conn,
+        durable: Option<Arc<Durable>>,
+        start: Resume,
+    ) -> (Client, SchedulerTask) {
         let (tx, rx) = mpsc::channel(1024);
         let stats = Arc::new(ClientStats::default());
         let sched = Scheduler {
@@ -193,20 +315,20 @@ impl Client {
             rng,
             conn: Some(conn),
             jobs: rx,
-            seq: 0,
-            pending: None,
+            seq: start.seq,
+            pending: start.pending,
             waiting: Vec::new(),
             stats: stats.clone(),
+            durable,
         };
-        let task = tokio::spawn(sched.run());
-        Ok((
+        (
             Client {
                 jobs: tx,
                 shape,
                 stats,
             },
-            task,
-        ))
+            tokio::spawn(sched.run()),
+        )
     }
 
     /// The proxy's shape (capacity and block size of this store).
@@ -254,6 +376,12 @@ impl Client {
     }
 }
 
+/// Where a restored scheduler picks up.
+struct Resume {
+    pending: Option<Vec<Vec<SlotWrite>>>,
+    seq: u64,
+}
+
 /// The task that owns the engine and keeps the schedule.
 struct Scheduler {
     config: ClientConfig,
@@ -269,6 +397,8 @@ struct Scheduler {
     /// Writes of the previous batch, acknowledged when `pending` is stored.
     waiting: Vec<oneshot::Sender<Result<(), ClientError>>>,
     stats: Arc<ClientStats>,
+    /// Where each finished batch is saved before anything depends on it.
+    durable: Option<Arc<Durable>>,
 }
 
 impl Scheduler {
@@ -287,12 +417,33 @@ impl Scheduler {
             if closing && jobs.is_empty() {
                 return self.flush().await;
             }
-            self.epoch(jobs).await;
+            self.epoch(jobs).await?;
         }
     }
 
+    /// Saves the engine and its owed write-back (the write-ahead rule in
+    /// [`crate::durable`]).
+    async fn save(&mut self) -> Result<(), ClientError> {
+        let Some(d) = self.durable.clone() else {
+            return Ok(());
+        };
+        let snapshot = self
+            .oram
+            .snapshot()
+            .map_err(|e| ClientError::State(e.to_string()))?;
+        let wal = Wal {
+            snapshot: snapshot.to_vec(),
+            pending: self.pending.clone(),
+            seq: self.seq,
+        };
+        tokio::task::spawn_blocking(move || d.save_wal(&wal))
+            .await
+            .map_err(|e| ClientError::State(e.to_string()))?
+            .map_err(|e| ClientError::State(e.to_string()))
+    }
+
     /// One epoch: K accesses, real ones first.
-    async fn epoch(&mut self, jobs: Vec<Job>) {
+    async fn epoch(&mut self, jobs: Vec<Job>) -> Result<(), ClientError> {
         let k = self.shape.slots_per_epoch as usize;
         let ops: Vec<Op<'_>> = (0..k)
             .map(|j| match jobs.get(j) {
@@ -305,7 +456,7 @@ impl Scheduler {
         self.stats.dummy.fetch_add((k - jobs.len()) as u64, Relaxed);
         if let Err(e) = self.oram.begin(&ops, &mut self.rng) {
             fail(jobs, ClientError::BadRequest(e.to_string()));
-            return;
+            return Ok(());
         }
         drop(ops);
         let reads: Vec<Vec<u64>> = match self.oram.fetch() {
@@ -336,19 +487,7 @@ impl Scheduler {
                 };
                 tracing::error!("epoch batch failed verification: {why}");
                 fail(jobs, ClientError::Integrity(why));
-                return;
-            }
-        }
-        for (j, job) in jobs.into_iter().enumerate() {
-            match job {
-                Job::Read(_, done) => {
-                    let _ = done.send(Ok(self
-                        .oram
-                        .result(j)
-                        .map(<[u8]>::to_vec)
-                        .unwrap_or_default()));
-                }
-                Job::Write(_, _, done) => self.waiting.push(done),
+                return Ok(());
             }
         }
         self.pending = self.oram.write_back().map(|wb| {
@@ -364,7 +503,26 @@ impl Scheduler {
                 .map(<[SlotWrite]>::to_vec)
                 .collect()
         });
+        // Write-ahead: nothing below (answers, the next slots) may happen before this is on disk.
+        if let Err(e) = self.save().await {
+            tracing::error!("cannot save the client state, stopping: {e}");
+            fail(jobs, e.clone());
+            return Err(e);
+        }
+        for (j, job) in jobs.into_iter().enumerate() {
+            match job {
+                Job::Read(_, done) => {
+                    let _ = done.send(Ok(self
+                        .oram
+                        .result(j)
+                        .map(<[u8]>::to_vec)
+                        .unwrap_or_default()));
+                }
+                Job::Write(_, _, done) => self.waiting.push(done),
+            }
+        }
         self.stats.epochs.fetch_add(1, Relaxed);
+        Ok(())
     }
 
     /// Stores the last write-back (with random reads in the read half, ignored), so that
@@ -385,6 +543,7 @@ impl Scheduler {
             .collect();
         self.exchange(reads).await;
         self.pending = None;
+        self.save().await?;
         for w in self.waiting.drain(..) {
             let _ = w.send(Ok(()));
         }

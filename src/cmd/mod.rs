@@ -1,7 +1,9 @@
 //! Subcommands that run services.
 
+pub mod agent;
 pub mod certs;
 pub mod demo;
+pub mod kv;
 pub mod proxy;
 pub mod storage;
 pub mod tls;

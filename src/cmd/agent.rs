@@ -1,0 +1,185 @@
+//! `shroud agent`: the always-on client. It keeps the fixed schedule running through the proxy,
+//! keeps its state crash-safe under `--state DIR`, and serves the KV store over the Redis
+//! protocol on loopback (and to `shroud kv`).
+//!
+//! Settings come from flags, or from a TOML file (`--config FILE`) with the same names
+//! (`proxy`, `state`, `listen`, `ca`, `pin_cert`, `server_name`, `insecure_plaintext`,
+//! `key_file`, `passphrase_env`, `max_value`); flags win.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde::Deserialize;
+use shroud_client::durable::{Durable, Unlock};
+use shroud_client::{Client, ClientConfig, Kv};
+use zeroize::Zeroizing;
+
+use crate::cmd::tls::ClientTlsArgs;
+
+/// The agent's settings, as flags or as keys of the TOML file.
+#[derive(Args, Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSettings {
+    /// A TOML file with any of these settings (flags given here win).
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// The proxy's address.
+    #[arg(long)]
+    pub proxy: Option<SocketAddr>,
+    /// The directory of the client's state (created on first use).
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Where the Redis front listens (loopback only).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// PEM CA file the proxy's certificate must chain to.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Accept exactly this proxy certificate instead.
+    #[arg(long)]
+    pub pin_cert: Option<PathBuf>,
+    /// The name in the proxy's certificate (with `--ca`).
+    #[arg(long)]
+    pub server_name: Option<String>,
+    /// Talk to the proxy over plain TCP (local testing only; warns loudly).
+    #[arg(long)]
+    #[serde(default)]
+    pub insecure_plaintext: bool,
+    /// The 32-byte key file that encrypts the state (default: STATE/state.key, created if
+    /// missing). Keep it elsewhere, or use a passphrase, for the encryption to mean much.
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// Read a passphrase from this environment variable and derive the state key with
+    /// Argon2id instead of using a key file.
+    #[arg(long)]
+    pub passphrase_env: Option<String>,
+    /// The largest value, bytes (default 65536).
+    #[arg(long)]
+    pub max_value: Option<usize>,
+}
+
+impl AgentSettings {
+    /// Flags over the TOML file.
+    pub fn resolve(self) -> Result<Self> {
+        let Some(path) = &self.config else {
+            return Ok(self);
+        };
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let file: AgentSettings =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        Ok(AgentSettings {
+            config: self.config.clone(),
+            proxy: self.proxy.or(file.proxy),
+            state: self.state.or(file.state),
+            listen: self.listen.or(file.listen),
+            ca: self.ca.or(file.ca),
+            pin_cert: self.pin_cert.or(file.pin_cert),
+            server_name: self.server_name.or(file.server_name),
+            insecure_plaintext: self.insecure_plaintext || file.insecure_plaintext,
+            key_file: self.key_file.or(file.key_file),
+            passphrase_env: self.passphrase_env.or(file.passphrase_env),
+            max_value: self.max_value.or(file.max_value),
+        })
+    }
+
+    fn state_dir(&self) -> Result<&Path> {
+        self.state
+            .as_deref()
+            .context("--state DIR is required (or `state` in --config)")
+    }
+
+    fn unlock(&self) -> Result<Unlock> {
+        match &self.passphrase_env {
+            Some(var) => {
+                let pass = std::env::var(var)
+                    .with_context(|| format!("environment variable {var} is not set"))?;
+                Ok(Unlock::Passphrase(Zeroizing::new(pass)))
+            }
+            None => {
+                let default = self.state_dir()?.join("state.key");
+                Ok(Unlock::KeyFile(self.key_file.clone().unwrap_or(default)))
+            }
+        }
+    }
+
+    fn client_config(&self) -> Result<ClientConfig> {
+        let proxy = self
+            .proxy
+            .context("--proxy ADDR is required (or `proxy` in --config)")?;
+        let tls = ClientTlsArgs {
+            ca: self.ca.clone(),
+            pin_cert: self.pin_cert.clone(),
+            server_name: self
+                .server_name
+                .clone()
+                .unwrap_or_else(|| "localhost".into()),
+        }
+        .build(self.insecure_plaintext, "agent-proxy")?;
+        Ok(ClientConfig::new(proxy, tls))
+    }
+}
+
+/// A running client with its KV store.
+pub struct Running {
+    /// The store.
+    pub kv: Kv,
+    /// The scheduler task.
+    pub task: shroud_client::schedule::SchedulerTask,
+}
+
+/// Opens (creating on first use) the state and starts the schedule.
+pub async fn start(settings: &AgentSettings) -> Result<Running> {
+    let dir = settings.state_dir()?.to_path_buf();
+    let unlock = settings.unlock()?;
+    let config = settings.client_config()?;
+    if !Durable::exists(&dir) {
+        Client::create(&config, &dir, &unlock)
+            .await
+            .context("creating the client state")?;
+        tracing::info!("agent: new state in {}", dir.display());
+    }
+    let (d, u) = (dir.clone(), unlock.clone());
+    let (durable, meta) = tokio::task::spawn_blocking(move || Durable::open(&d, &u)).await??;
+    let durable = Arc::new(durable);
+    let (client, task) = Client::open(config, durable.clone(), &meta)
+        .await
+        .context("connecting to the proxy")?;
+    let max = settings
+        .max_value
+        .unwrap_or(shroud_client::kv::DEFAULT_MAX_VALUE);
+    let kv = Kv::open(client, max, durable).await?;
+    tracing::info!("agent: state in {}, {} keys", dir.display(), kv.len().await);
+    Ok(Running { kv, task })
+}
+
+/// Stops a running client: drops its handles and waits for the last write-back.
+pub async fn stop(running: Running) -> Result<()> {
+    drop(running.kv);
+    running.task.await??;
+    Ok(())
+}
+
+/// `shroud agent`: serve until SIGINT or SIGTERM. Prints `listening on ADDR` once ready.
+pub async fn serve(settings: AgentSettings) -> Result<()> {
+    let listen = settings
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 6379)));
+    if !listen.ip().is_loopback() {
+        bail!("the agent serves only loopback addresses (its Redis front is not encrypted)");
+    }
+    let running = start(&settings).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!("agent: Redis protocol on {addr}");
+    println!("listening on {addr}");
+    shroud_client::agent::serve(running.kv.clone(), listener, crate::cmd::storage::signals())
+        .await?;
+    stop(running).await
+}

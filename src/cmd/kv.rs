@@ -1,0 +1,198 @@
+//! `shroud kv`: put, get, delete and list keys, through a running agent (its Redis front) or
+//! an embedded one started for the command (`--state`, `--proxy`).
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use redis_protocol::resp2::types::OwnedFrame;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::cmd::agent::{self, AgentSettings, Running};
+
+/// `shroud kv`'s arguments.
+#[derive(Args, Debug)]
+pub struct KvArgs {
+    /// A running agent's Redis address (default 127.0.0.1:6379 when no --state is given).
+    #[arg(long)]
+    pub agent: Option<SocketAddr>,
+    /// With --state (and --proxy, or --config), run an embedded agent for this command.
+    #[command(flatten)]
+    pub settings: AgentSettings,
+    #[command(subcommand)]
+    pub command: KvCommand,
+}
+
+/// What to do.
+#[derive(Subcommand, Debug)]
+pub enum KvCommand {
+    /// Create the client state (first use of --state), then exit.
+    Init,
+    /// Set KEY to VALUE (or to the contents of --file).
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: Option<String>,
+        /// Read the value from this file.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Print KEY's value.
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Delete KEY.
+    Del {
+        /// The key.
+        key: String,
+    },
+    /// List keys (matching a glob PATTERN).
+    Ls {
+        /// Redis-style glob.
+        #[arg(default_value = "*")]
+        pattern: String,
+    },
+    /// Bulk-load `key<TAB>value` lines from FILE, with a progress bar.
+    Load {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+enum Target {
+    Agent(TcpStream),
+    Embedded(Running),
+}
+
+impl Target {
+    async fn call(&mut self, args: &[&[u8]]) -> Result<OwnedFrame> {
+        match self {
+            Target::Agent(stream) => {
+                let mut req = format!("*{}\r\n", args.len()).into_bytes();
+                for a in args {
+                    req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+                    req.extend_from_slice(a);
+                    req.extend_from_slice(b"\r\n");
+                }
+                stream.write_all(&req).await?;
+                let mut buf = Vec::new();
+                let mut chunk = vec![0u8; 65536];
+                loop {
+                    if let Some((frame, _)) = redis_protocol::resp2::decode::decode(&buf)? {
+                        return Ok(frame);
+                    }
+                    let n = stream.read(&mut chunk).await?;
+                    if n == 0 {
+                        bail!("the agent closed the connection");
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+            }
+            Target::Embedded(running) => {
+                let args = args.iter().map(|a| a.to_vec()).collect();
+                Ok(shroud_client::resp::execute(&running.kv, args).await.0)
+            }
+        }
+    }
+}
+
+fn check(frame: OwnedFrame) -> Result<OwnedFrame> {
+    match frame {
+        OwnedFrame::Error(e) => bail!("{e}"),
+        f => Ok(f),
+    }
+}
+
+/// Runs one `shroud kv` command.
+pub async fn run(args: KvArgs) -> Result<()> {
+    let settings = args.settings.resolve()?;
+    let embedded = settings.state.is_some();
+    if let KvCommand::Init = args.command {
+        let running = agent::start(&settings).await?;
+        println!("state ready; {} keys", running.kv.len().await);
+        return agent::stop(running).await;
+    }
+    let mut target = if embedded {
+        Target::Embedded(agent::start(&settings).await?)
+    } else {
+        let addr = args
+            .agent
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 6379)));
+        Target::Agent(
+            TcpStream::connect(addr)
+                .await
+                .with_context(|| format!("no agent at {addr} (start `shroud agent`)"))?,
+        )
+    };
+    let result = command(&mut target, args.command).await;
+    if let Target::Embedded(running) = target {
+        agent::stop(running).await?;
+    }
+    result
+}
+
+async fn command(target: &mut Target, command: KvCommand) -> Result<()> {
+    match command {
+        KvCommand::Init => {}
+        KvCommand::Put { key, value, file } => {
+            let value = match (value, file) {
+                (Some(v), None) => v.into_bytes(),
+                (None, Some(f)) => {
+                    std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?
+                }
+                _ => bail!("give a VALUE or --file"),
+            };
+            check(target.call(&[b"SET", key.as_bytes(), &value]).await?)?;
+        }
+        KvCommand::Get { key } => match check(target.call(&[b"GET", key.as_bytes()]).await?)? {
+            OwnedFrame::BulkString(v) => {
+                use std::io::Write;
+                std::io::stdout().write_all(&v)?;
+                println!();
+            }
+            _ => bail!("no such key"),
+        },
+        KvCommand::Del { key } => {
+            if check(target.call(&[b"DEL", key.as_bytes()]).await?)? == OwnedFrame::Integer(0) {
+                bail!("no such key");
+            }
+        }
+        KvCommand::Ls { pattern } => {
+            if let OwnedFrame::Array(keys) =
+                check(target.call(&[b"KEYS", pattern.as_bytes()]).await?)?
+            {
+                for k in keys {
+                    if let OwnedFrame::BulkString(k) = k {
+                        println!("{}", String::from_utf8_lossy(&k));
+                    }
+                }
+            }
+        }
+        KvCommand::Load { file } => {
+            let f = std::fs::File::open(&file)
+                .with_context(|| format!("opening {}", file.display()))?;
+            let lines: Vec<String> = std::io::BufReader::new(f)
+                .lines()
+                .collect::<Result<_, _>>()?;
+            let bar = indicatif::ProgressBar::new(lines.len() as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} keys, {eta} left")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            for line in lines {
+                let Some((k, v)) = line.split_once('\t') else {
+                    continue;
+                };
+                check(target.call(&[b"SET", k.as_bytes(), v.as_bytes()]).await?)?;
+                bar.inc(1);
+            }
+            bar.finish();
+        }
+    }
+    Ok(())
+}
