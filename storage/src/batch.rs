@@ -143,26 +143,28 @@ impl Executor {
                 return Err(ErrorCode::WrongBucketSize);
             }
         }
-        // Reads see earlier writes of the same batch through `pending`.
+        // Reads see earlier writes of the same batch through `pending`, keyed by store (not by
+        // grant: a batch may name one store under several grants, as the proxy does for a
+        // client's K slots).
         let mut puts: Vec<Put<'_>> = Vec::new();
-        let mut pending: HashMap<(u32, u64), usize> = HashMap::new();
+        let mut pending: HashMap<(StoreId, u64), usize> = HashMap::new();
         let mut reads = Vec::new();
         let mut new_bytes = 0u64;
         for op in &batch.ops {
             match op {
                 BatchOp::Read { grant, bucket } => {
                     let len = metas[*grant as usize].geometry.bucket_len as usize;
-                    let r = match pending.get(&(*grant, *bucket)) {
+                    let store = batch.grants[*grant as usize].store;
+                    let r = match pending.get(&(store, *bucket)) {
                         Some(&i) => ReadResult {
                             present: true,
                             data: puts[i].data.to_vec(),
                         },
                         None => {
                             let mut data = Vec::with_capacity(len);
-                            let store = &batch.grants[*grant as usize].store;
                             let present = self
                                 .backend
-                                .read(store, *bucket, &mut data)
+                                .read(&store, *bucket, &mut data)
                                 .map_err(internal)?;
                             // A stored bucket of another length would break the fixed reply
                             // size; treat it as the engine's corruption.
@@ -185,12 +187,12 @@ impl Executor {
                     data,
                 } => {
                     let store = batch.grants[*grant as usize].store;
-                    if !pending.contains_key(&(*grant, *bucket))
+                    if !pending.contains_key(&(store, *bucket))
                         && !self.backend.contains(&store, *bucket).map_err(internal)?
                     {
                         new_bytes += data.len() as u64;
                     }
-                    pending.insert((*grant, *bucket), puts.len());
+                    pending.insert((store, *bucket), puts.len());
                     puts.push(Put {
                         store,
                         bucket: *bucket,

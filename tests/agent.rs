@@ -1,0 +1,322 @@
+//! The KV store through the whole stack: the agent's Redis front, the proxy and storage, with
+//! TLS. A proptest against a `BTreeMap`; kill -9 of a real `shroud agent` process during a
+//! write-heavy workload (CI: 30 kills; `SHROUD_CRASH_ITERS=200 cargo test --release --test
+//! agent -- --ignored` for the long run); and the real `redis-cli`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use redis_protocol::resp2::types::OwnedFrame;
+use shroud::cmd::proxy::ShapeOptions;
+use shroud::stack::Stack;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn shape() -> ShapeOptions {
+    ShapeOptions {
+        capacity: 512,
+        block: 64,
+        z: 4,
+        cached: 2,
+        slots: 2,
+        epoch_ms: 20,
+    }
+}
+
+/// A minimal RESP client.
+struct Resp(TcpStream);
+
+impl Resp {
+    async fn connect(addr: SocketAddr) -> std::io::Result<Self> {
+        Ok(Resp(TcpStream::connect(addr).await?))
+    }
+
+    async fn call(&mut self, args: &[&[u8]]) -> std::io::Result<OwnedFrame> {
+        let mut req = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            req.extend_from_slice(a);
+            req.extend_from_slice(b"\r\n");
+        }
+        self.0.write_all(&req).await?;
+        let mut buf = Vec::new();
+        let mut chunk = vec![0u8; 65536];
+        loop {
+            if let Ok(Some((frame, _))) = redis_protocol::resp2::decode::decode(&buf) {
+                return Ok(frame);
+            }
+            let n = self.0.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "agent closed",
+                ));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+struct Agent {
+    child: Child,
+    addr: SocketAddr,
+}
+
+fn spawn_agent(stack: &Stack, state: &Path) -> Agent {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shroud"))
+        .args([
+            "agent",
+            "--listen",
+            "127.0.0.1:0",
+            "--proxy",
+            &stack.proxy.to_string(),
+            "--ca",
+        ])
+        .arg(&stack.tls.files.ca)
+        .arg("--state")
+        .arg(state)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn shroud agent");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("agent started");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("agent said {line:?}"))
+        .parse()
+        .expect("addr");
+    Agent { child, addr }
+}
+
+fn kill9(mut a: Agent) {
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+}
+
+async fn crash_loop(iters: usize, seed: u64) {
+    let stack = Stack::start(shape()).await.expect("stack");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let model: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
+    let inflight: Arc<Mutex<Option<(String, Vec<u8>)>>> = Arc::default();
+    let mut next = 0u64;
+    let mut recovered_in_flight = 0;
+    for iter in 0..iters {
+        let agent = spawn_agent(&stack, &state);
+        let mut c = Resp::connect(agent.addr).await.expect("connect");
+        // Every acknowledged write is there; the one in flight is there whole or not at all.
+        let keys: Vec<String> = model
+            .lock()
+            .keys()
+            .cloned()
+            .chain(inflight.lock().iter().map(|(k, _)| k.clone()))
+            .collect();
+        for k in keys {
+            let got = match c
+                .call(&[b"GET", k.as_bytes()])
+                .await
+                .expect("GET after restart")
+            {
+                OwnedFrame::BulkString(v) => Some(v),
+                OwnedFrame::Null => None,
+                other => panic!("iteration {iter}: GET {k} gave {other:?}"),
+            };
+            let acked = model.lock().get(&k).cloned();
+            let flying = inflight
+                .lock()
+                .clone()
+                .filter(|(fk, _)| *fk == k)
+                .map(|(_, v)| v);
+            if got == acked {
+                continue;
+            }
+            assert!(
+                flying.is_some() && got == flying,
+                "iteration {iter}: key {k} holds neither its acknowledged value nor the one in flight"
+            );
+            model.lock().insert(k.clone(), got.expect("present"));
+            recovered_in_flight += 1;
+        }
+        *inflight.lock() = None;
+        // Write until killed.
+        let (m, f) = (model.clone(), inflight.clone());
+        let start = next;
+        let writer = tokio::spawn(async move {
+            let mut i = start;
+            loop {
+                let k = format!("key{}", i % 8);
+                let len = [5usize, 64, 200, 130][(i % 4) as usize];
+                let v: Vec<u8> = (0..len)
+                    .map(|j| b'a' + ((i as usize * 7 + j) % 26) as u8)
+                    .collect();
+                *f.lock() = Some((k.clone(), v.clone()));
+                match c.call(&[b"SET", k.as_bytes(), &v]).await {
+                    Ok(OwnedFrame::SimpleString(ok)) if ok == b"OK" => {
+                        m.lock().insert(k, v);
+                        *f.lock() = None;
+                        i += 1;
+                    }
+                    _ => return i,
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(rng.random_range(50..400))).await;
+        kill9(agent);
+        next = writer.await.expect("writer");
+    }
+    println!(
+        "{iters} kills of the agent: {next} acknowledged SETs kept, {recovered_in_flight} in-flight SETs found applied whole"
+    );
+    assert!(next > iters as u64, "the workload made progress");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_kill_9_keeps_every_acknowledged_write() {
+    crash_loop(30, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: SHROUD_CRASH_ITERS kills (default 200)"]
+async fn agent_kill_9_long() {
+    let iters = std::env::var("SHROUD_CRASH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    crash_loop(iters, 2).await;
+}
+
+#[derive(Clone, Debug)]
+enum KvOp {
+    Put(u8, Vec<u8>),
+    Get(u8),
+    Del(u8),
+}
+
+fn kv_ops() -> impl Strategy<Value = Vec<KvOp>> {
+    proptest::collection::vec(
+        prop_oneof![
+            (0u8..6, proptest::collection::vec(any::<u8>(), 0..300))
+                .prop_map(|(k, v)| KvOp::Put(k, v)),
+            (0u8..6).prop_map(KvOp::Get),
+            (0u8..6).prop_map(KvOp::Del),
+        ],
+        1..12,
+    )
+}
+
+#[test]
+fn kv_through_the_full_stack_agrees_with_a_btreemap() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (stack, agent, _dir) = rt.block_on(async {
+        let stack = Stack::start(shape()).await.expect("stack");
+        let dir = tempfile::tempdir().unwrap();
+        let settings = shroud::cmd::agent::AgentSettings {
+            proxy: Some(stack.proxy),
+            state: Some(dir.path().join("state")),
+            ca: Some(stack.tls.files.ca.clone()),
+            ..Default::default()
+        };
+        let running = shroud::cmd::agent::start(&settings).await.expect("agent");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(shroud_client::agent::serve(
+            running.kv.clone(),
+            listener,
+            std::future::pending(),
+        ));
+        (stack, (addr, running), dir)
+    });
+    let addr = agent.0;
+    let case = std::sync::atomic::AtomicU32::new(0);
+    proptest!(ProptestConfig { cases: 12, ..ProptestConfig::default() }, |(ops in kv_ops())| {
+        let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let prefix = format!("case{n}:");
+        rt.block_on(async {
+            let mut c = Resp::connect(addr).await.unwrap();
+            let mut model: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+            for op in &ops {
+                match op {
+                    KvOp::Put(k, v) => {
+                        let key = format!("{prefix}{k}");
+                        assert_eq!(c.call(&[b"SET", key.as_bytes(), v]).await.unwrap(), OwnedFrame::SimpleString(b"OK".to_vec()));
+                        model.insert(key, v.clone());
+                    }
+                    KvOp::Get(k) => {
+                        let key = format!("{prefix}{k}");
+                        let want = model.get(&key).map_or(OwnedFrame::Null, |v| OwnedFrame::BulkString(v.clone()));
+                        assert_eq!(c.call(&[b"GET", key.as_bytes()]).await.unwrap(), want);
+                    }
+                    KvOp::Del(k) => {
+                        let key = format!("{prefix}{k}");
+                        let n = i64::from(model.remove(&key).is_some());
+                        assert_eq!(c.call(&[b"DEL", key.as_bytes()]).await.unwrap(), OwnedFrame::Integer(n));
+                    }
+                }
+            }
+            let pattern = format!("{prefix}*");
+            let keys = c.call(&[b"KEYS", pattern.as_bytes()]).await.unwrap();
+            let want: Vec<OwnedFrame> = model.keys().map(|k| OwnedFrame::BulkString(k.clone().into_bytes())).collect();
+            assert_eq!(keys, OwnedFrame::Array(want));
+        });
+    });
+    drop(stack);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cli_round_trips() {
+    let stack = Stack::start(shape()).await.expect("stack");
+    let dir = tempfile::tempdir().unwrap();
+    let agent = spawn_agent(&stack, &dir.path().join("state"));
+    let port = agent.addr.port().to_string();
+    let cli = move |args: &[&str]| -> String {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port])
+            .args(args)
+            .output()
+            .expect("redis-cli is installed (.ci/run installs redis-tools)");
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let run = tokio::task::spawn_blocking(move || {
+        assert_eq!(cli(&["PING"]), "PONG");
+        assert_eq!(cli(&["SET", "greeting", "hello world"]), "OK");
+        assert_eq!(cli(&["GET", "greeting"]), "hello world");
+        assert_eq!(cli(&["SET", "other", "2"]), "OK");
+        // A nil prints as an empty line, which trim() drops.
+        assert_eq!(
+            cli(&["MGET", "greeting", "other", "missing"]),
+            "hello world\n2"
+        );
+        assert_eq!(cli(&["DEL", "other", "missing"]), "1");
+        assert_eq!(cli(&["EXISTS", "greeting", "other"]), "1");
+        assert_eq!(cli(&["DBSIZE"]), "1");
+        assert!(cli(&["FLUSHALL"]).contains("unknown command"));
+    });
+    run.await.expect("redis-cli checks");
+    kill9(agent);
+}
