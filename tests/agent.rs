@@ -66,6 +66,9 @@ impl Resp {
     }
 }
 
+/// A key and a value.
+type Pair = (String, Vec<u8>);
+
 struct Agent {
     child: Child,
     addr: SocketAddr,
@@ -119,7 +122,7 @@ async fn crash_loop(iters: usize, seed: u64) {
     let state = dir.path().join("state");
     let mut rng = StdRng::seed_from_u64(seed);
     let model: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
-    let inflight: Arc<Mutex<Option<(String, Vec<u8>)>>> = Arc::default();
+    let inflight: Arc<Mutex<Option<Pair>>> = Arc::default();
     let mut next = 0u64;
     let mut recovered_in_flight = 0;
     for iter in 0..iters {
