@@ -173,6 +173,19 @@ enum Bench {
     /// Always-on clients through one proxy and one storage server (TLS, one process): the
     /// most clients with zero missed epochs, and their operation latency.
     E2e(E2eArgs),
+    /// The KV store's cost of obliviousness next to a plain sealed KV and the theoretical
+    /// Path ORAM blow-up; and one client's throughput under the default schedule.
+    Kv {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Operations of each kind.
+        #[arg(long, default_value_t = 5000)]
+        ops: u64,
+        /// Seconds of the full-stack measurement.
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f64,
+    },
     /// What cover traffic costs one always-on client per day, for the default and a few
     /// lighter and heavier settings (exact frame sizes).
     Cost {
@@ -271,6 +284,7 @@ fn main() -> Result<()> {
         Command::Bench(Bench::Storage(args)) => bench_storage(args),
         Command::Bench(Bench::E2e(args)) => bench_e2e(args),
         Command::Bench(Bench::Cost { json }) => bench_cost(json),
+        Command::Bench(Bench::Kv { json, ops, seconds }) => bench_kv(json, ops, seconds),
         Command::Storage(args) => storage_cmd(args),
         Command::Proxy(args) => proxy_cmd(args),
         Command::Agent(settings) => {
@@ -553,6 +567,53 @@ fn bench_cost(json: bool) -> Result<()> {
                 c.cache_bytes as f64 / 1024.0,
                 mb(c.up_per_day),
                 mb(c.down_per_day)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn bench_kv(json: bool, ops: u64, seconds: f64) -> Result<()> {
+    for (n, cached) in [(1u64 << 14, 0u32), (1 << 14, 6), (1 << 16, 0)] {
+        let r = shroud::bench::kv::run(n, 1024, cached, ops)?;
+        if json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            println!(
+                "N=2^{} B=1024 T={}: ORAM put {:.0}/s get {:.0}/s; plain put {:.0}/s get {:.0}/s; slowdown {:.1}x vs theoretical blow-up {:.1}x: cost/theory {:.2}",
+                n.trailing_zeros(),
+                cached,
+                r.oram_put_per_s,
+                r.oram_get_per_s,
+                r.plain_put_per_s,
+                r.plain_get_per_s,
+                r.measured_slowdown,
+                r.theoretical_blowup,
+                r.cost_vs_theory
+            );
+        }
+    }
+    let rt = runtime()?;
+    for shape in [
+        shroud::cmd::proxy::ShapeOptions::default(),
+        shroud::cmd::proxy::ShapeOptions {
+            epoch_ms: 100,
+            ..Default::default()
+        },
+    ] {
+        let r = rt.block_on(shroud::bench::kv::schedule(shape, seconds))?;
+        if json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            println!(
+                "full stack, E={} ms K={}: {} ops in {:.0} s = {:.2} ops/s, latency p50 {:.0} ms p99 {:.0} ms",
+                r.epoch_ms,
+                r.slots_per_epoch,
+                r.operations,
+                r.seconds,
+                r.ops_per_s,
+                r.p50_latency_ms,
+                r.p99_latency_ms
             );
         }
     }

@@ -3,4 +3,5 @@
 pub mod cost;
 pub mod e2e;
 pub mod engine;
+pub mod kv;
 pub mod storage;
