@@ -241,7 +241,7 @@ pub async fn schedule(
     while Instant::now() < deadline {
         let t = Instant::now();
         let key = format!("k{}", i % 32);
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             kv.put(key.as_bytes(), &value).await?;
         } else {
             kv.get(key.as_bytes()).await?;
