@@ -296,9 +296,10 @@ async fn redis_cli_round_trips() {
     let dir = tempfile::tempdir().unwrap();
     let agent = spawn_agent(&stack, &dir.path().join("state"));
     let port = agent.addr.port().to_string();
+    let cli_port = port.clone();
     let cli = move |args: &[&str]| -> String {
         let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &port])
+            .args(["-h", "127.0.0.1", "-p", &cli_port])
             .args(args)
             .output()
             .expect("redis-cli is installed (.ci/run installs redis-tools)");
@@ -319,7 +320,104 @@ async fn redis_cli_round_trips() {
         assert_eq!(cli(&["EXISTS", "greeting", "other"]), "1");
         assert_eq!(cli(&["DBSIZE"]), "1");
         assert!(cli(&["FLUSHALL"]).contains("unknown command"));
+        // redis-benchmark, unmodified.
+        let out = Command::new("redis-benchmark")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-t",
+                "set,get",
+                "-n",
+                "20",
+                "-c",
+                "2",
+                "-q",
+            ])
+            .output()
+            .expect("redis-benchmark is installed");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("SET") && text.contains("GET"),
+            "{text}"
+        );
+        // The `shroud kv` CLI against the running agent.
+        let kv = |args: &[&str]| {
+            Command::new(env!("CARGO_BIN_EXE_shroud"))
+                .args(["kv", "--agent", &format!("127.0.0.1:{port}")])
+                .args(args)
+                .output()
+                .expect("shroud kv")
+        };
+        assert!(kv(&["put", "cli-key", "cli value"]).status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&kv(&["get", "cli-key"]).stdout).trim(),
+            "cli value"
+        );
+        assert!(String::from_utf8_lossy(&kv(&["ls", "cli-*"]).stdout).contains("cli-key"));
+        assert!(kv(&["del", "cli-key"]).status.success());
+        assert!(!kv(&["get", "cli-key"]).status.success());
     });
     run.await.expect("redis-cli checks");
     kill9(agent);
+}
+
+/// A value over the limit, or more than the store holds, is refused with a typed error and
+/// nothing already stored is harmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_are_typed_and_harmless() {
+    use shroud_client::KvError;
+    let small = ShapeOptions {
+        capacity: 16,
+        block: 64,
+        z: 4,
+        cached: 1,
+        slots: 2,
+        epoch_ms: 20,
+    };
+    let stack = Stack::start(small).await.expect("stack");
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut id = [0u8; 16];
+    let mut cap = [0u8; 32];
+    rand::Rng::fill_bytes(&mut rng, &mut id);
+    rand::Rng::fill_bytes(&mut rng, &mut cap);
+    let grant = shroud_wire::Grant {
+        store: shroud_wire::StoreId(id),
+        capability: shroud_wire::Capability(cap),
+    };
+    let (client, _task) = shroud_client::Client::start(
+        stack.client_config().unwrap(),
+        shroud_oram::Key::generate(&mut rng),
+        grant,
+    )
+    .await
+    .unwrap();
+    let kv = shroud_client::Kv::new(client, 512);
+    kv.put(b"keep", &[1u8; 300]).await.unwrap();
+    assert!(matches!(
+        kv.put(b"big", &[0u8; 513]).await,
+        Err(KvError::ValueTooLarge { got: 513, max: 512 })
+    ));
+    assert!(matches!(
+        kv.put(&[b'k'; 1025], b"v").await,
+        Err(KvError::KeyTooLong(1025))
+    ));
+    // 16 blocks of 64 bytes: "keep" holds 5; 12 more do not fit.
+    assert!(matches!(
+        kv.put(b"fill", &[2u8; 64 * 12]).await,
+        Err(KvError::ValueTooLarge { .. }) | Err(KvError::Full { .. })
+    ));
+    kv.put(b"fill", &[2u8; 64 * 8]).await.unwrap();
+    assert!(matches!(
+        kv.put(b"more", &[3u8; 64 * 4]).await,
+        Err(KvError::Full { needed: 4, free: 3 })
+    ));
+    assert_eq!(kv.get(b"keep").await.unwrap().unwrap(), vec![1u8; 300]);
+    assert_eq!(kv.get(b"fill").await.unwrap().unwrap(), vec![2u8; 512]);
+    assert_eq!(kv.get(b"more").await.unwrap(), None);
+    // Overwriting frees the old blocks.
+    kv.put(b"fill", b"small").await.unwrap();
+    kv.put(b"more", &[3u8; 64 * 4]).await.unwrap();
+    assert_eq!(kv.len().await, 3);
 }
