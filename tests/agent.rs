@@ -41,12 +41,7 @@ impl Resp {
     }
 
     async fn call(&mut self, args: &[&[u8]]) -> std::io::Result<OwnedFrame> {
-        let mut req = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            req.extend_from_slice(a);
-            req.extend_from_slice(b"\r\n");
-        }
+        let req = shroud_client::resp::command(args);
         self.0.write_all(&req).await?;
         let mut buf = Vec::new();
         let mut chunk = vec![0u8; 65536];
@@ -378,14 +373,7 @@ async fn limits_are_typed_and_harmless() {
     };
     let stack = Stack::start(small).await.expect("stack");
     let mut rng = StdRng::seed_from_u64(9);
-    let mut id = [0u8; 16];
-    let mut cap = [0u8; 32];
-    rand::Rng::fill_bytes(&mut rng, &mut id);
-    rand::Rng::fill_bytes(&mut rng, &mut cap);
-    let grant = shroud_wire::Grant {
-        store: shroud_wire::StoreId(id),
-        capability: shroud_wire::Capability(cap),
-    };
+    let grant = shroud_client::random_grant(&mut rng);
     let (client, _task) = shroud_client::Client::start(
         stack.client_config().unwrap(),
         shroud_oram::Key::generate(&mut rng),

@@ -9,22 +9,15 @@ use std::time::Duration;
 
 use common::Stack;
 use rand::rngs::StdRng;
-use rand::{Rng, RngExt, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use shroud::cmd::proxy::ShapeOptions;
 use shroud_client::{Client, ClientError};
 use shroud_oram::Key;
 use shroud_storage::{Entry, Transcript};
-use shroud_wire::{Capability, Grant, StoreId};
+use shroud_wire::Grant;
 
 fn grant(rng: &mut StdRng) -> Grant {
-    let mut id = [0u8; 16];
-    let mut cap = [0u8; 32];
-    rng.fill_bytes(&mut id);
-    rng.fill_bytes(&mut cap);
-    Grant {
-        store: StoreId(id),
-        capability: Capability(cap),
-    }
+    shroud_client::random_grant(rng)
 }
 
 fn small(epoch_ms: u32) -> ShapeOptions {

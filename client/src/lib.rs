@@ -14,4 +14,16 @@ pub mod resp;
 pub mod schedule;
 
 pub use kv::{Kv, KvError};
+
+/// A fresh store id and capability from `rng` (a CSPRNG: the capability is a secret).
+pub fn random_grant<R: rand::CryptoRng + ?Sized>(rng: &mut R) -> shroud_wire::Grant {
+    let mut id = [0u8; 16];
+    let mut cap = [0u8; 32];
+    rng.fill_bytes(&mut id);
+    rng.fill_bytes(&mut cap);
+    shroud_wire::Grant {
+        store: shroud_wire::StoreId(id),
+        capability: shroud_wire::Capability(cap),
+    }
+}
 pub use schedule::{Client, ClientConfig, ClientError};

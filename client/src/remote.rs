@@ -13,7 +13,7 @@
 use rand::CryptoRng;
 use shroud_oram::{Op, Oram, Progress};
 pub use shroud_wire::conn::{ConnError, Connection};
-use shroud_wire::{Batch, BatchOp, Capability, Geometry, Grant, StoreId};
+use shroud_wire::{Batch, BatchOp, Geometry, Grant};
 
 /// A failure of an ORAM batch over the storage protocol.
 #[derive(Debug, thiserror::Error)]
@@ -35,18 +35,7 @@ pub struct RemoteStore {
 impl RemoteStore {
     /// Fresh random store ids and capabilities, one per tree of `oram`.
     pub fn new_grants<R: CryptoRng + ?Sized>(oram: &Oram, rng: &mut R) -> Vec<Grant> {
-        oram.trees()
-            .map(|_| {
-                let mut id = [0u8; 16];
-                let mut cap = [0u8; 32];
-                rng.fill_bytes(&mut id);
-                rng.fill_bytes(&mut cap);
-                Grant {
-                    store: StoreId(id),
-                    capability: Capability(cap),
-                }
-            })
-            .collect()
+        oram.trees().map(|_| crate::random_grant(rng)).collect()
     }
 
     /// Creates one store per tree of `oram` on the server, with the given grants.

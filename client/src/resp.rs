@@ -59,6 +59,17 @@ pub fn parse(buf: &[u8]) -> Parsed {
     }
 }
 
+/// A command, encoded as a RESP2 array of bulk strings (what clients send).
+pub fn command(args: &[&[u8]]) -> Vec<u8> {
+    let mut req = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        req.extend_from_slice(a);
+        req.extend_from_slice(b"\r\n");
+    }
+    req
+}
+
 /// A reply, encoded.
 pub fn encode(frame: &OwnedFrame) -> Vec<u8> {
     let mut buf = vec![0u8; frame.encode_len(false)];

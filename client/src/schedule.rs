@@ -136,7 +136,8 @@ fn check_shape(oram: &Oram, shape: &SlotShape) -> Result<(), ClientError> {
 
 type Conn = Framed<BoxIo, LengthDelimitedCodec>;
 
-async fn connect(config: &ClientConfig, grant: &Grant) -> Result<(Conn, SlotShape), ClientError> {
+/// Connects and exchanges hellos; returns the proxy's shape.
+async fn hello(config: &ClientConfig) -> Result<(Conn, SlotShape), ClientError> {
     let io = config
         .tls
         .connect(config.proxy)
@@ -144,11 +145,16 @@ async fn connect(config: &ClientConfig, grant: &Grant) -> Result<(Conn, SlotShap
         .map_err(|e| ClientError::Io(e.to_string()))?;
     let mut conn = Framed::new(io, frame_codec(Limits::default()));
     send(&mut conn, &ClientMsg::Hello(Hello::current())).await?;
-    let shape = match recv(&mut conn).await? {
-        ProxyMsg::Hello(_, shape) => shape,
-        ProxyMsg::Error(code) => return Err(ClientError::Refused(code)),
-        _ => return Err(ClientError::Io("unexpected reply to hello".into())),
-    };
+    match recv(&mut conn).await? {
+        ProxyMsg::Hello(_, shape) => Ok((conn, shape)),
+        ProxyMsg::Error(code) => Err(ClientError::Refused(code)),
+        _ => Err(ClientError::Io("unexpected reply to hello".into())),
+    }
+}
+
+/// Connects, exchanges hellos and registers `grant`'s store.
+async fn connect(config: &ClientConfig, grant: &Grant) -> Result<(Conn, SlotShape), ClientError> {
+    let (mut conn, shape) = hello(config).await?;
     send(&mut conn, &ClientMsg::Register(grant.clone())).await?;
     match recv(&mut conn).await? {
         ProxyMsg::Registered => Ok((conn, shape)),
@@ -261,30 +267,12 @@ impl Client {
         dir: &std::path::Path,
         unlock: &Unlock,
     ) -> Result<(), ClientError> {
-        let io = config
-            .tls
-            .connect(config.proxy)
-            .await
-            .map_err(|e| ClientError::Io(e.to_string()))?;
-        let mut conn = Framed::new(io, frame_codec(Limits::default()));
-        send(&mut conn, &ClientMsg::Hello(Hello::current())).await?;
-        let shape = match recv(&mut conn).await? {
-            ProxyMsg::Hello(_, shape) => shape,
-            ProxyMsg::Error(code) => return Err(ClientError::Refused(code)),
-            _ => return Err(ClientError::Io("unexpected reply to hello".into())),
-        };
+        let (_, shape) = hello(config).await?;
         let mut rng = rand::rng();
-        let mut id = [0u8; 16];
-        let mut cap = [0u8; 32];
-        rng.fill_bytes(&mut id);
-        rng.fill_bytes(&mut cap);
         let meta = Meta {
             version: 1,
             shape,
-            grant: Grant {
-                store: shroud_wire::StoreId(id),
-                capability: shroud_wire::Capability(cap),
-            },
+            grant: crate::random_grant(&mut rng),
             oram_key: *Key::generate(&mut rng).as_bytes(),
         };
         let (dir, unlock) = (dir.to_path_buf(), unlock.clone());

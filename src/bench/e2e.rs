@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
-use rand::{Rng, RngExt, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 use shroud_client::Client;
 use shroud_oram::Key;
-use shroud_wire::{Capability, Grant, Limits, StoreId};
+use shroud_wire::{Grant, Limits};
 
 use crate::cmd::proxy::ShapeOptions;
 use crate::stack::Stack;
@@ -54,14 +54,7 @@ pub struct Report {
 }
 
 fn grant(rng: &mut StdRng) -> Grant {
-    let mut id = [0u8; 16];
-    let mut cap = [0u8; 32];
-    rng.fill_bytes(&mut id);
-    rng.fill_bytes(&mut cap);
-    Grant {
-        store: StoreId(id),
-        capability: Capability(cap),
-    }
+    shroud_client::random_grant(rng)
 }
 
 /// Measures `clients` busy clients for `seconds`.

@@ -23,7 +23,7 @@ use aes_gcm::aead::Nonce;
 use aes_gcm::{AeadInOut, Aes256Gcm, KeyInit};
 use anyhow::Result;
 use rand::rngs::StdRng;
-use rand::{Rng, RngExt, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 use shroud_oram::{BucketStore, Config, Fetch, Key, Oram, WriteBack};
 use shroud_storage::{Backend, Put, SledBackend};
@@ -221,14 +221,7 @@ pub async fn schedule(
 ) -> Result<ScheduleReport> {
     let stack = crate::stack::Stack::start(shape).await?;
     let mut rng = StdRng::seed_from_u64(3);
-    let mut id = [0u8; 16];
-    let mut cap = [0u8; 32];
-    rng.fill_bytes(&mut id);
-    rng.fill_bytes(&mut cap);
-    let grant = shroud_wire::Grant {
-        store: StoreId(id),
-        capability: shroud_wire::Capability(cap),
-    };
+    let grant = shroud_client::random_grant(&mut rng);
     let (client, task) =
         shroud_client::Client::start(stack.client_config()?, Key::generate(&mut rng), grant)
             .await?;

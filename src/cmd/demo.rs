@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use shroud_client::{Client, Kv};
 use shroud_oram::Key;
 use shroud_storage::Transcript;
-use shroud_wire::{Capability, Grant, StoreId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -32,14 +31,7 @@ struct Agent {
 }
 
 async fn agent(stack: &Stack, name: &'static str, rng: &mut StdRng) -> Result<Agent> {
-    let mut id = [0u8; 16];
-    let mut cap = [0u8; 32];
-    rng.fill_bytes(&mut id);
-    rng.fill_bytes(&mut cap);
-    let grant = Grant {
-        store: StoreId(id),
-        capability: Capability(cap),
-    };
+    let grant = shroud_client::random_grant(rng);
     let store = grant.store.to_string();
     let (client, task) = Client::start(stack.client_config()?, Key::generate(rng), grant).await?;
     let kv = Kv::new(client, shroud_client::kv::DEFAULT_MAX_VALUE);
@@ -62,12 +54,7 @@ async fn agent(stack: &Stack, name: &'static str, rng: &mut StdRng) -> Result<Ag
 
 /// Sends one RESP command and reads one reply (enough for the demo's simple replies).
 async fn resp(stream: &mut TcpStream, args: &[&[u8]]) -> Result<Vec<u8>> {
-    let mut req = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        req.extend_from_slice(a);
-        req.extend_from_slice(b"\r\n");
-    }
+    let req = shroud_client::resp::command(args);
     stream.write_all(&req).await?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 65536];

@@ -73,12 +73,7 @@ impl Target {
     async fn call(&mut self, args: &[&[u8]]) -> Result<OwnedFrame> {
         match self {
             Target::Agent(stream) => {
-                let mut req = format!("*{}\r\n", args.len()).into_bytes();
-                for a in args {
-                    req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-                    req.extend_from_slice(a);
-                    req.extend_from_slice(b"\r\n");
-                }
+                let req = shroud_client::resp::command(args);
                 stream.write_all(&req).await?;
                 let mut buf = Vec::new();
                 let mut chunk = vec![0u8; 65536];
