@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod durable;
 pub mod kv;
+pub mod mailbox;
 pub mod remote;
 pub mod resp;
 pub mod schedule;

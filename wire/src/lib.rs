@@ -27,6 +27,7 @@ mod codec;
 pub mod conn;
 mod message;
 pub mod proxy;
+pub mod routing;
 pub mod transport;
 
 pub use codec::{CodecError, Limits, decode, encode, frame_codec};
