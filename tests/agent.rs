@@ -4,12 +4,13 @@
 //! agent -- --ignored` for the long run); and the real `redis-cli`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
+
+mod common;
 
 use parking_lot::Mutex;
 use proptest::prelude::*;
@@ -70,39 +71,19 @@ struct Agent {
 }
 
 fn spawn_agent(stack: &Stack, state: &Path) -> Agent {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shroud"))
-        .args([
-            "agent",
-            "--listen",
-            "127.0.0.1:0",
-            "--proxy",
-            &stack.proxy.to_string(),
-            "--ca",
-        ])
-        .arg(&stack.tls.files.ca)
-        .arg("--state")
-        .arg(state)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn shroud agent");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("agent started");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("agent said {line:?}"))
-        .parse()
-        .expect("addr");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shroud"));
+    cmd.args([
+        "agent",
+        "--listen",
+        "127.0.0.1:0",
+        "--proxy",
+        &stack.proxy.to_string(),
+        "--ca",
+    ])
+    .arg(&stack.tls.files.ca)
+    .arg("--state")
+    .arg(state);
+    let (child, addr) = common::spawn_listening(cmd);
     Agent { child, addr }
 }
 

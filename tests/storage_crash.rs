@@ -5,11 +5,12 @@
 //! CI runs 20 kills. `SHROUD_CRASH_ITERS=100 cargo test --release --test storage_crash --
 //! --ignored` runs the long version.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
+
+mod common;
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -47,34 +48,14 @@ fn tls(db: &Path) -> ClientTls {
 
 fn spawn(db: &Path) -> Server {
     let files = certs(db);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shroud"))
-        .args(["storage", "--listen", "127.0.0.1:0", "--tls-cert"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shroud"));
+    cmd.args(["storage", "--listen", "127.0.0.1:0", "--tls-cert"])
         .arg(&files.cert)
         .arg("--tls-key")
         .arg(&files.key)
         .arg("--db")
-        .arg(db)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn shroud storage");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("server started");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("listening line")
-        .parse()
-        .expect("address");
+        .arg(db);
+    let (child, addr) = common::spawn_listening(cmd);
     Server {
         child,
         addr,

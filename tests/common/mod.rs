@@ -74,3 +74,32 @@ impl Drop for TestServer {
 
 #[allow(unused_imports)]
 pub use shroud::stack::Stack;
+
+/// Spawns `cmd` (a `shroud` service given `--listen 127.0.0.1:0`) and waits for the
+/// `listening on ADDR` line it prints once ready.
+pub fn spawn_listening(mut cmd: std::process::Command) -> (std::process::Child, SocketAddr) {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn shroud");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("service started");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("service said {line:?}"))
+        .parse()
+        .expect("address");
+    (child, addr)
+}
