@@ -44,6 +44,7 @@ pub async fn serve(
         ),
         None => None,
     };
+    let routing = load_routing_key(&opts.db)?;
     let listener = TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("binding {}", opts.listen))?;
@@ -66,10 +67,39 @@ pub async fn serve(
     };
     tracing::info!("storage: listening on {addr} ({transport})");
     println!("listening on {addr}");
+    let public: String = routing
+        .public()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    tracing::info!("storage: mailbox routing key {public} (clients pin this)");
     Server::new(backend, opts.config, opts.tls, transcript)
+        .with_routing_key(routing)
         .run(listener, shutdown)
         .await?;
     Ok(())
+}
+
+/// The mailbox routing key in `DIR/routing.key`, made (mode 0600) on first start.
+pub fn load_routing_key(dir: &std::path::Path) -> Result<shroud_wire::routing::RoutingKey> {
+    use shroud_wire::routing::RoutingKey;
+    let path = dir.join("routing.key");
+    if path.exists() {
+        let bytes = zeroize::Zeroizing::new(std::fs::read(&path)?);
+        return RoutingKey::from_secret(&bytes)
+            .with_context(|| format!("bad routing key in {}", path.display()));
+    }
+    let key = RoutingKey::generate(&mut rand::rng());
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    f.write_all(&zeroize::Zeroizing::new(key.secret())[..])?;
+    f.sync_all()?;
+    Ok(key)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -59,6 +59,7 @@ pub(crate) struct Shared {
     pub transcript: Option<Transcript>,
     pub config: Config,
     tls: ServerTls,
+    routing: shroud_wire::routing::RoutingKey,
     next_conn: AtomicU64,
 }
 
@@ -92,9 +93,24 @@ impl Server {
                 transcript,
                 config,
                 tls,
+                routing: shroud_wire::routing::RoutingKey::generate(&mut rand::rng()),
                 next_conn: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// Uses `key` to open mailbox routing headers (by default a fresh key, unknown to any
+    /// client).
+    pub fn with_routing_key(mut self, key: shroud_wire::routing::RoutingKey) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.routing = key;
+        }
+        self
+    }
+
+    /// Storage's routing public key, for clients to pin.
+    pub fn routing_public_key(&self) -> [u8; 32] {
+        self.shared.routing.public()
     }
 
     /// Serves `listener` until `shutdown` completes, then flushes.
@@ -330,6 +346,27 @@ async fn handle(shared: &Arc<Shared>, req: Request) -> (Response, bool) {
                 s.exec
                     .batch(&batch, &s.stats)
                     .map(|o| (Response::Batch(o.value), o.seq))
+            })
+            .await
+        }
+        Request::RoutingKey => return (Response::RoutingKey(shared.routing.public()), false),
+        Request::Deposit(envelopes) => {
+            tokio::task::spawn_blocking(move || {
+                s.exec
+                    .deposit(&envelopes, &s.routing, &s.stats)
+                    .map(|o| (Response::Deposited(o.value), o.seq))
+            })
+            .await
+        }
+        Request::Drain {
+            grant,
+            ack_through,
+            max,
+        } => {
+            tokio::task::spawn_blocking(move || {
+                s.exec
+                    .drain(&grant, ack_through, max, &s.stats)
+                    .map(|o| (Response::Drained(o.value), o.seq))
             })
             .await
         }

@@ -77,6 +77,25 @@ impl Entry {
                 }
             }
             Request::Stats => e.op = "stats".into(),
+            Request::RoutingKey => e.op = "routing-key".into(),
+            Request::Deposit(envs) => {
+                e.op = "deposit".into();
+                // Storage opens each routing header to file it: the inbox is visible to it.
+                e.writes = envs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, env)| (i as u32, 0, env.0.len() as u32))
+                    .collect();
+            }
+            Request::Drain {
+                grant,
+                ack_through,
+                max,
+            } => {
+                e.op = "drain".into();
+                e.stores.push(grant.store.to_string());
+                e.reads = vec![(0, *ack_through); *max as usize];
+            }
         }
         e
     }

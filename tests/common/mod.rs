@@ -25,7 +25,25 @@ impl TestServer {
         Self::start_in(dir, config, with_transcript).await
     }
 
+    /// A server on `dir` whose mailbox routing key is `key`.
+    pub async fn start_in_with_routing(
+        dir: tempfile::TempDir,
+        config: Config,
+        key: shroud_wire::routing::RoutingKey,
+    ) -> Self {
+        Self::start_inner(dir, config, false, Some(key)).await
+    }
+
     pub async fn start_in(dir: tempfile::TempDir, config: Config, with_transcript: bool) -> Self {
+        Self::start_inner(dir, config, with_transcript, None).await
+    }
+
+    async fn start_inner(
+        dir: tempfile::TempDir,
+        config: Config,
+        with_transcript: bool,
+        routing: Option<shroud_wire::routing::RoutingKey>,
+    ) -> Self {
         let backend = Arc::new(SledBackend::open(&dir.path().join("db")).expect("open sled"));
         let transcript_path = with_transcript.then(|| dir.path().join("transcript.jsonl"));
         let transcript = transcript_path
@@ -36,7 +54,10 @@ impl TestServer {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
-        let server = Server::new(backend, config, ServerTls::Plain, transcript);
+        let mut server = Server::new(backend, config, ServerTls::Plain, transcript);
+        if let Some(key) = routing {
+            server = server.with_routing_key(key);
+        }
         let handle = tokio::spawn(server.run(listener, async move {
             let _ = rx.await;
         }));

@@ -109,6 +109,44 @@ impl Connection {
         }
     }
 
+    /// Files mailbox envelopes; one status each.
+    pub async fn deposit(
+        &mut self,
+        envelopes: Vec<crate::Envelope>,
+    ) -> Result<Vec<crate::DepositStatus>, ConnError> {
+        let n = envelopes.len();
+        match self.call(&Request::Deposit(envelopes)).await? {
+            Response::Deposited(s) if s.len() == n => Ok(s),
+            _ => Err(ConnError::Unexpected),
+        }
+    }
+
+    /// Acknowledges an inbox's envelopes up to `ack_through` and fetches the next `max`.
+    pub async fn drain(
+        &mut self,
+        grant: &Grant,
+        ack_through: u64,
+        max: u32,
+    ) -> Result<Vec<crate::Drained>, ConnError> {
+        let req = Request::Drain {
+            grant: grant.clone(),
+            ack_through,
+            max,
+        };
+        match self.call(&req).await? {
+            Response::Drained(d) if d.len() == max as usize => Ok(d),
+            _ => Err(ConnError::Unexpected),
+        }
+    }
+
+    /// Storage's routing public key (pin it; do not trust this answer alone).
+    pub async fn routing_key(&mut self) -> Result<[u8; 32], ConnError> {
+        match self.call(&Request::RoutingKey).await? {
+            Response::RoutingKey(k) => Ok(k),
+            _ => Err(ConnError::Unexpected),
+        }
+    }
+
     /// The server's counters.
     pub async fn stats(&mut self) -> Result<StatsReply, ConnError> {
         match self.call(&Request::Stats).await? {

@@ -32,8 +32,8 @@ pub mod transport;
 
 pub use codec::{CodecError, Limits, decode, encode, frame_codec};
 pub use message::{
-    Batch, BatchOp, Capability, ErrorCode, Geometry, Grant, Hello, ReadResult, Request, Response,
-    StatsReply, StoreId,
+    Batch, BatchOp, Capability, DepositStatus, Drained, Envelope, ErrorCode, Geometry, Grant,
+    Hello, ReadResult, Request, Response, StatsReply, StoreId,
 };
 
 /// The protocol version this build speaks.

@@ -160,6 +160,51 @@ pub enum Request {
     Batch(Batch),
     /// Server counters.
     Stats,
+    /// File mailbox envelopes: each opens with a routing header sealed to storage's routing
+    /// key (see [`crate::routing`]) naming the inbox, a store used as a queue.
+    Deposit(Vec<Envelope>),
+    /// Drain an inbox its owner names: first delete every envelope up to `ack_through`
+    /// (which the owner has stored safely), then return the next `max`, padded.
+    Drain {
+        /// The inbox and its capability.
+        grant: Grant,
+        /// Envelopes up to this sequence number may be deleted (0: none).
+        ack_through: u64,
+        /// How many to return.
+        max: u32,
+    },
+    /// Storage's routing public key (clients should pin it, not trust this answer).
+    RoutingKey,
+}
+
+/// One mailbox envelope, opaque to the proxy; storage reads only its routing header.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope(#[serde(with = "serde_bytes")] pub Vec<u8>);
+
+/// What became of one deposited envelope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DepositStatus {
+    /// Queued in its inbox.
+    Delivered,
+    /// The inbox is full: nothing was queued; send it again later.
+    Full,
+    /// No such inbox (or an envelope of the wrong size for it).
+    NoInbox,
+    /// For the null inbox: a dummy, dropped.
+    Dropped,
+    /// The routing header does not open with storage's key.
+    Unreadable,
+}
+
+/// One drained envelope slot: `present = false` pads the reply to `max`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drained {
+    /// False for padding.
+    pub present: bool,
+    /// Its sequence number in the inbox (to acknowledge).
+    pub seq: u64,
+    /// The envelope, or zeros.
+    pub envelope: Envelope,
 }
 
 /// One bucket read: always `bucket_len` bytes long, zeros when absent, so every reply to
@@ -256,4 +301,10 @@ pub enum Response {
     Stats(StatsReply),
     /// A refusal.
     Error(ErrorCode),
+    /// One status per deposited envelope, in order.
+    Deposited(Vec<DepositStatus>),
+    /// Exactly `max` slots, the present ones first, oldest first.
+    Drained(Vec<Drained>),
+    /// Storage's routing public key.
+    RoutingKey([u8; 32]),
 }
