@@ -571,7 +571,13 @@ impl Scheduler {
             match self.try_exchange(&slots).await {
                 Ok(r) => return r,
                 Err(e) => {
-                    tracing::debug!("slot exchange failed ({e}); reconnecting in {backoff:?}");
+                    if matches!(e, ClientError::Refused(_)) {
+                        tracing::warn!(
+                            "the proxy refused the epoch's slots ({e}); retrying in {backoff:?}"
+                        );
+                    } else {
+                        tracing::debug!("slot exchange failed ({e}); reconnecting in {backoff:?}");
+                    }
                     self.conn = None;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(self.config.max_backoff);
