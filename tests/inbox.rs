@@ -5,8 +5,8 @@
 mod common;
 
 use common::TestServer;
-use shroud_client::mailbox::envelope::{CHUNK_LEN, ENVELOPE_LEN, chunks};
-use shroud_client::mailbox::{Envelope, Header, Identity, Reassembly, ReplayWindow};
+use shroud_client::mailbox::envelope::{CHUNK_LEN, ENVELOPE_LEN};
+use shroud_client::mailbox::{Envelope, Identity, Reassembly, ReplayWindow};
 use shroud_storage::Config;
 use shroud_wire::conn::{ConnError, Connection};
 use shroud_wire::routing::RoutingKey;
@@ -44,27 +44,19 @@ fn seal(
     counter: &mut u64,
     id: u64,
 ) -> Vec<WireEnvelope> {
-    let mut rng = rand::rng();
-    let parts = chunks(message).unwrap();
-    let n = parts.len() as u16;
-    parts
-        .into_iter()
-        .enumerate()
-        .map(|(i, part)| {
-            *counter += 1;
-            let h = Header {
-                counter: *counter,
-                message: id,
-                chunk: i as u16,
-                chunks: n,
-            };
-            WireEnvelope(
-                Envelope::seal(from, &to.address(), storage, h, part, &mut rng)
-                    .unwrap()
-                    .0,
-            )
-        })
-        .collect()
+    Envelope::seal_message(
+        from,
+        &to.address(),
+        storage,
+        message,
+        id,
+        counter,
+        &mut rand::rng(),
+    )
+    .unwrap()
+    .into_iter()
+    .map(|e| WireEnvelope(e.0))
+    .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

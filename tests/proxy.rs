@@ -267,6 +267,31 @@ async fn proxy_restart_loses_nothing() {
     }
 }
 
+/// A raw connection to the proxy that has said hello and registered `g`'s store.
+async fn registered(
+    tls: &shroud_wire::transport::ClientTls,
+    proxy: std::net::SocketAddr,
+    g: &Grant,
+) -> tokio_util::codec::Framed<shroud_wire::transport::BoxIo, tokio_util::codec::LengthDelimitedCodec>
+{
+    use bytes::Bytes;
+    use futures::{SinkExt, StreamExt};
+    use shroud_wire::proxy::ClientMsg;
+    use shroud_wire::{Hello, Limits, encode, frame_codec};
+    let io = tls.connect(proxy).await.expect("tls");
+    let mut c = tokio_util::codec::Framed::new(io, frame_codec(Limits::default()));
+    for m in [
+        ClientMsg::Hello(Hello::current()),
+        ClientMsg::Register(g.clone()),
+    ] {
+        c.send(Bytes::from(encode(&m, Limits::default()).unwrap()))
+            .await
+            .unwrap();
+        let _ = c.next().await;
+    }
+    c
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misbehaving_clients_do_not_disturb_the_schedule() {
     use bytes::Bytes;
@@ -297,18 +322,8 @@ async fn misbehaving_clients_do_not_disturb_the_schedule() {
     let reply = decode::<ProxyMsg>(&c.next().await.unwrap().unwrap(), Limits::default()).unwrap();
     assert_eq!(reply, ProxyMsg::Error(ErrorCode::Malformed));
     // Too many slots in one epoch.
-    let io = tls.connect(stack.proxy).await.expect("tls");
-    let mut c = tokio_util::codec::Framed::new(io, frame_codec(Limits::default()));
     let g = grant(&mut rng);
-    for m in [
-        ClientMsg::Hello(Hello::current()),
-        ClientMsg::Register(g.clone()),
-    ] {
-        c.send(Bytes::from(encode(&m, Limits::default()).unwrap()))
-            .await
-            .unwrap();
-        let _ = c.next().await;
-    }
+    let mut c = registered(&tls, stack.proxy, &g).await;
     let slot = |seq| Slot {
         seq,
         grant: g.clone(),
@@ -345,17 +360,7 @@ async fn misbehaving_clients_do_not_disturb_the_schedule() {
         "a client with more than K slots in an epoch is refused"
     );
     // A slot of the wrong shape.
-    let io = tls.connect(stack.proxy).await.expect("tls");
-    let mut c = tokio_util::codec::Framed::new(io, frame_codec(Limits::default()));
-    for m in [
-        ClientMsg::Hello(Hello::current()),
-        ClientMsg::Register(g.clone()),
-    ] {
-        c.send(Bytes::from(encode(&m, Limits::default()).unwrap()))
-            .await
-            .unwrap();
-        let _ = c.next().await;
-    }
+    let mut c = registered(&tls, stack.proxy, &g).await;
     let mut bad = slot(9);
     bad.reads.pop();
     c.send(Bytes::from(

@@ -110,6 +110,35 @@ impl Envelope {
         Ok(Envelope(out))
     }
 
+    /// Seals a whole message: one envelope per chunk, numbered from `counter` on (which
+    /// advances by the number of envelopes), all carrying message id `message`.
+    pub fn seal_message<R: CryptoRng>(
+        from: &Identity,
+        to: &Address,
+        storage_pk: &[u8; 32],
+        message_bytes: &[u8],
+        message: u64,
+        counter: &mut u64,
+        rng: &mut R,
+    ) -> Result<Vec<Self>, EnvelopeError> {
+        let parts = chunks(message_bytes)?;
+        let n = parts.len() as u16;
+        parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, part)| {
+                *counter += 1;
+                let h = Header {
+                    counter: *counter,
+                    message,
+                    chunk: i as u16,
+                    chunks: n,
+                };
+                Envelope::seal(from, to, storage_pk, h, part, rng)
+            })
+            .collect()
+    }
+
     /// A dummy for the null inbox: a real routing header and random bytes for the body.
     pub fn dummy<R: CryptoRng>(storage_pk: &[u8; 32], rng: &mut R) -> Result<Self, EnvelopeError> {
         let mut out = vec![0u8; ENVELOPE_LEN];
@@ -258,23 +287,16 @@ mod tests {
         counter: &mut u64,
         id: u64,
     ) -> Vec<Envelope> {
-        let mut rng = rand::rng();
-        let parts = chunks(message).unwrap();
-        let n = parts.len() as u16;
-        parts
-            .into_iter()
-            .enumerate()
-            .map(|(i, c)| {
-                *counter += 1;
-                let h = Header {
-                    counter: *counter,
-                    message: id,
-                    chunk: i as u16,
-                    chunks: n,
-                };
-                Envelope::seal(from, to, &storage.public(), h, c, &mut rng).unwrap()
-            })
-            .collect()
+        Envelope::seal_message(
+            from,
+            to,
+            &storage.public(),
+            message,
+            id,
+            counter,
+            &mut rand::rng(),
+        )
+        .unwrap()
     }
 
     #[test]
