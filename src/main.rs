@@ -37,6 +37,8 @@ enum Command {
     Agent(shroud::cmd::agent::AgentSettings),
     /// Put, get, delete and list keys through an agent.
     Kv(shroud::cmd::kv::KvArgs),
+    /// The private mailbox through an agent: init, address, add-contact, send, inbox, read.
+    Mail(shroud::cmd::mail::MailArgs),
     /// The whole system in one process: storage, proxy, two agents; a busy and an idle
     /// client, and what storage saw of each.
     Demo {
@@ -63,6 +65,13 @@ struct ProxyArgs {
     /// Slots every client sends per epoch (K).
     #[arg(long, default_value_t = 1)]
     slots: u32,
+    /// Mailbox envelopes every client deposits per epoch (D); 0 with --drains 0 turns the
+    /// mailbox off.
+    #[arg(long, default_value_t = 1)]
+    deposits: u32,
+    /// Mailbox envelopes every client drains per epoch (M).
+    #[arg(long, default_value_t = 2)]
+    drains: u32,
     /// Blocks per client store (N).
     #[arg(long, default_value_t = 1 << 14)]
     capacity: u64,
@@ -269,7 +278,7 @@ fn main() -> Result<()> {
     // The demo and the benches print their own report; services log at info.
     let quiet = matches!(
         cli.command,
-        Command::Demo { .. } | Command::Bench(_) | Command::Kv(_)
+        Command::Demo { .. } | Command::Bench(_) | Command::Kv(_) | Command::Mail(_)
     );
     let default = if quiet { "warn" } else { "info" };
     tracing_subscriber::fmt()
@@ -291,6 +300,7 @@ fn main() -> Result<()> {
             runtime()?.block_on(shroud::cmd::agent::serve(settings.resolve()?))
         }
         Command::Kv(args) => runtime()?.block_on(shroud::cmd::kv::run(args)),
+        Command::Mail(args) => runtime()?.block_on(shroud::cmd::mail::run(args)),
         Command::Demo { seconds } => runtime()?.block_on(shroud::cmd::demo::run(seconds)),
         Command::Certs(args) => {
             let files = shroud::cmd::certs::generate(&args.out, &args.names)?;
@@ -468,6 +478,8 @@ fn proxy_cmd(args: ProxyArgs) -> Result<()> {
         cached: args.cached,
         slots: args.slots,
         epoch_ms: args.epoch_ms,
+        deposits: args.deposits,
+        drains: args.drains,
     })?;
     let storage_tls = ClientTlsArgs {
         ca: args.storage_ca,
@@ -495,6 +507,7 @@ fn bench_e2e(args: E2eArgs) -> Result<()> {
         cached: args.cached,
         slots: args.slots,
         epoch_ms: args.epoch_ms,
+        ..Default::default()
     };
     if !args.json {
         println!(

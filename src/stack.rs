@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Result;
-use shroud_storage::{Config, Server, SledBackend, Transcript};
+use shroud_storage::{Backend, Config, Server, SledBackend, Transcript};
 use shroud_wire::proxy::SlotShape;
 use shroud_wire::transport::{ClientTls, ServerTls};
 use tokio::task::JoinHandle;
@@ -59,6 +59,8 @@ pub struct Stack {
     pub shape: SlotShape,
     /// The database directory (deleted on drop).
     pub dir: tempfile::TempDir,
+    /// Storage's mailbox routing public key (clients pin it).
+    pub storage_key: [u8; 32],
     storage_task: JoinHandle<std::io::Result<()>>,
     proxy_task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -66,14 +68,26 @@ pub struct Stack {
 impl Stack {
     /// Starts storage (with a transcript) and the proxy with this shape.
     pub async fn start(shape: ShapeOptions) -> Result<Self> {
-        let tls = Tls::new()?;
         let dir = tempfile::tempdir()?;
         let backend = Arc::new(SledBackend::open(&dir.path().join("db"))?);
+        Self::start_with(shape, backend, Config::default(), dir).await
+    }
+
+    /// [`Stack::start`] over any backend (a test's hostile one, say) and storage settings;
+    /// `dir` holds the transcript and is deleted with the stack.
+    pub async fn start_with(
+        shape: ShapeOptions,
+        backend: Arc<dyn Backend>,
+        config: Config,
+        dir: tempfile::TempDir,
+    ) -> Result<Self> {
+        let tls = Tls::new()?;
         let transcript = dir.path().join("transcript.jsonl");
         let t = Transcript::create(&transcript)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let storage = listener.local_addr()?;
-        let server = Server::new(backend, Config::default(), tls.server()?, Some(t));
+        let server = Server::new(backend, config, tls.server()?, Some(t));
+        let storage_key = server.routing_public_key();
         let storage_task = tokio::spawn(server.run(listener, std::future::pending()));
         let shape = crate::cmd::proxy::shape(shape)?;
         let mut stack = Stack {
@@ -83,6 +97,7 @@ impl Stack {
             transcript,
             shape,
             dir,
+            storage_key,
             storage_task,
             proxy_task: None,
         };
@@ -125,10 +140,10 @@ impl Stack {
 
     /// How a client reaches this proxy.
     pub fn client_config(&self) -> Result<shroud_client::ClientConfig> {
-        Ok(shroud_client::ClientConfig::new(
-            self.proxy,
-            self.tls.client()?,
-        ))
+        Ok(
+            shroud_client::ClientConfig::new(self.proxy, self.tls.client()?)
+                .with_storage_key(self.storage_key),
+        )
     }
 }
 

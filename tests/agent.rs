@@ -30,6 +30,8 @@ fn shape() -> ShapeOptions {
         cached: 2,
         slots: 2,
         epoch_ms: 20,
+        deposits: 0,
+        drains: 0,
     }
 }
 
@@ -351,6 +353,8 @@ async fn limits_are_typed_and_harmless() {
         cached: 1,
         slots: 2,
         epoch_ms: 20,
+        deposits: 0,
+        drains: 0,
     };
     let stack = Stack::start(small).await.expect("stack");
     let mut rng = StdRng::seed_from_u64(9);

@@ -28,6 +28,8 @@ fn small(epoch_ms: u32) -> ShapeOptions {
         cached: 1,
         slots: 1,
         epoch_ms,
+        deposits: 0,
+        drains: 0,
     }
 }
 

@@ -8,7 +8,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::kv::Kv;
-use crate::resp::{Parsed, encode, execute, parse};
+use crate::mailbox::Mailbox;
+use crate::resp::{Parsed, encode, execute_with_mail, parse};
 
 /// Local connections served at once.
 pub const MAX_LOCAL_CONNECTIONS: usize = 256;
@@ -16,6 +17,16 @@ pub const MAX_LOCAL_CONNECTIONS: usize = 256;
 /// Serves `kv` over RESP on `listener` until `shutdown`.
 pub async fn serve(
     kv: Kv,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    serve_with_mail(kv, None, listener, shutdown).await
+}
+
+/// [`serve`], with the `MAIL.*` commands answered by `mail`.
+pub async fn serve_with_mail(
+    kv: Kv,
+    mail: Option<Mailbox>,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
@@ -32,9 +43,9 @@ pub async fn serve(
             let _ = s.write_all(b"-ERR max number of clients reached\r\n").await;
             continue;
         };
-        let kv = kv.clone();
+        let (kv, mail) = (kv.clone(), mail.clone());
         tasks.spawn(async move {
-            let _ = connection(kv, stream).await;
+            let _ = connection(kv, mail, stream).await;
             drop(permit);
         });
         while tasks.try_join_next().is_some() {}
@@ -43,7 +54,7 @@ pub async fn serve(
     Ok(())
 }
 
-async fn connection(kv: Kv, mut stream: TcpStream) -> std::io::Result<()> {
+async fn connection(kv: Kv, mail: Option<Mailbox>, mut stream: TcpStream) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 64 * 1024];
@@ -53,7 +64,7 @@ async fn connection(kv: Kv, mut stream: TcpStream) -> std::io::Result<()> {
             match parse(&buf) {
                 Parsed::Command(args, used) => {
                     buf.drain(..used);
-                    let (reply, close) = execute(&kv, args).await;
+                    let (reply, close) = execute_with_mail(&kv, mail.as_ref(), args).await;
                     stream.write_all(&encode(&reply)).await?;
                     if close {
                         return Ok(());

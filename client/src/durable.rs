@@ -6,7 +6,9 @@
 //! - `meta`: the proxy shape, the store's grant (id and capability) and the ORAM key;
 //! - `wal`: the engine snapshot (stash, position map, root digest, nonce counter, cached
 //!   levels) and the write-back it owes the server, rewritten and flushed once per epoch;
-//! - `index`: the key map of the KV store, rewritten and flushed on every put and delete.
+//! - `index`: the key map of the KV store, rewritten and flushed on every put and delete;
+//! - `account`: the mailbox identity and inbox capability (the mailbox's outbox, spool and
+//!   counters ride in `wal`, so they follow the write-ahead rule).
 //!
 //! The state key comes from a key file (32 random bytes, mode 0600) or from a passphrase
 //! through Argon2id (RFC 9106; 19 MiB, 2 passes, the OWASP minimum) with a random salt kept
@@ -33,6 +35,8 @@ use shroud_wire::proxy::{SlotShape, SlotWrite};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::kv::Index;
+use crate::mailbox::Account;
+use crate::mailbox::courier::MailState;
 
 const VERSION: u32 = 1;
 const NONCE: usize = 24;
@@ -99,6 +103,8 @@ pub struct Wal {
     pub pending: Option<Vec<Vec<SlotWrite>>>,
     /// The next slot sequence number.
     pub seq: u64,
+    /// The mailbox's outbox, spool and counters.
+    pub mail: Option<MailState>,
 }
 
 impl Drop for Wal {
@@ -298,6 +304,16 @@ impl Durable {
         self.put("wal", wal)
     }
 
+    /// The mailbox account, if any.
+    pub fn load_account(&self) -> Result<Option<Account>, StateError> {
+        self.get("account")
+    }
+
+    /// Saves the mailbox account durably.
+    pub fn save_account(&self, account: &Account) -> Result<(), StateError> {
+        self.put("account", account)
+    }
+
     /// The KV key map, if any.
     pub fn load_index(&self) -> Result<Option<Index>, StateError> {
         self.get("index")
@@ -325,6 +341,9 @@ mod tests {
             buckets: 63,
             slots_per_epoch: 1,
             epoch_ms: 50,
+            deposits_per_epoch: 0,
+            drains_per_epoch: 0,
+            envelope_len: 0,
         };
         Meta {
             version: VERSION,
@@ -349,6 +368,7 @@ mod tests {
                 snapshot: vec![9; 100],
                 pending: None,
                 seq: 7,
+                mail: None,
             })
             .unwrap();
             assert!(Durable::create(&state, &unlock, &meta()).is_err());

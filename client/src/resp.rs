@@ -111,8 +111,23 @@ pub fn glob(pattern: &[u8], s: &[u8]) -> bool {
 
 /// Runs one command against `kv`; the flag says whether to close the connection after.
 pub async fn execute(kv: &Kv, args: Vec<Vec<u8>>) -> (OwnedFrame, bool) {
+    execute_with_mail(kv, None, args).await
+}
+
+/// [`execute`], with the `MAIL.*` commands of [`crate::mailbox::commands`] served by `mail`.
+pub async fn execute_with_mail(
+    kv: &Kv,
+    mail: Option<&crate::mailbox::Mailbox>,
+    args: Vec<Vec<u8>>,
+) -> (OwnedFrame, bool) {
     let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
     let a = &args[1..];
+    if name.starts_with("MAIL.") {
+        return (
+            crate::mailbox::commands::execute(mail, &name, a).await,
+            false,
+        );
+    }
     let kverr = |e: crate::kv::KvError| err(format!("ERR {e}"));
     let reply = match (name.as_str(), a.len()) {
         ("PING", 0) => OwnedFrame::SimpleString(b"PONG".to_vec()),

@@ -26,12 +26,15 @@ use futures::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shroud_oram::{Config, Key, Op, Oram, PositionMap, Progress};
-use shroud_wire::proxy::{ClientMsg, ProxyMsg, Slot, SlotShape, SlotWrite};
+use shroud_wire::proxy::{ClientMsg, MailDone, MailSlot, ProxyMsg, Slot, SlotShape, SlotWrite};
 use shroud_wire::transport::{BoxIo, ClientTls};
 use shroud_wire::{ErrorCode, Grant, Hello, Limits, decode, encode, frame_codec};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::durable::{Durable, Meta, Unlock, Wal};
+use crate::mailbox::courier::{Courier, CourierSetup, MailJob, MailState, Record};
+use crate::mailbox::{Account, Address};
+use parking_lot::RwLock;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 /// A scheduler failure.
@@ -69,6 +72,11 @@ pub struct ClientConfig {
     pub tls: ClientTls,
     /// The longest wait between reconnection attempts.
     pub max_backoff: Duration,
+    /// Storage's mailbox routing key, pinned (needed when the proxy runs a mailbox; answers
+    /// that do not open with it are refused).
+    pub storage_key: Option<[u8; 32]>,
+    /// The mailbox account (a durable client keeps its own in the state instead).
+    pub account: Option<Account>,
 }
 
 impl ClientConfig {
@@ -78,7 +86,21 @@ impl ClientConfig {
             proxy,
             tls,
             max_backoff: Duration::from_secs(2),
+            storage_key: None,
+            account: None,
         }
+    }
+
+    /// Pins storage's mailbox routing key.
+    pub fn with_storage_key(mut self, key: [u8; 32]) -> Self {
+        self.storage_key = Some(key);
+        self
+    }
+
+    /// Uses this mailbox account.
+    pub fn with_account(mut self, account: Account) -> Self {
+        self.account = Some(account);
+        self
     }
 }
 
@@ -98,6 +120,14 @@ pub struct ClientStats {
     pub dummy: AtomicU64,
     /// Reconnections.
     pub reconnects: AtomicU64,
+    /// Mail slots sent (one per epoch when the proxy runs a mailbox).
+    pub mail_slots: AtomicU64,
+    /// Drained envelopes refused: altered, replayed, from strangers, or malformed.
+    pub mail_rejected: AtomicU64,
+    /// Deposits a full inbox pushed back (each retried later).
+    pub mail_full: AtomicU64,
+    /// Whole messages received.
+    pub mail_received: AtomicU64,
 }
 
 /// A handle to a running scheduler: `Send + Sync + Clone`, usable from many tasks.
@@ -106,6 +136,15 @@ pub struct Client {
     jobs: mpsc::Sender<Job>,
     shape: SlotShape,
     stats: Arc<ClientStats>,
+    mail: Option<Arc<MailPort>>,
+}
+
+/// The mailbox's way into the scheduler.
+pub(crate) struct MailPort {
+    pub jobs: mpsc::UnboundedSender<MailJob>,
+    pub contacts: Arc<RwLock<Vec<Address>>>,
+    pub records: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<(u64, Record)>>>,
+    pub address: RwLock<Option<Address>>,
 }
 
 /// The engine configuration a proxy's shape implies.
@@ -203,10 +242,10 @@ impl Client {
         let start = Resume {
             pending: None,
             seq: 0,
+            mail: MailState::default(),
         };
-        Ok(Self::launch(
-            config, grant, shape, oram, rng, conn, None, start,
-        ))
+        let account = config.account.clone();
+        Self::launch(config, grant, shape, oram, rng, conn, None, start, account)
     }
 
     /// Starts the schedule from the state in `durable` (made by [`Client::create`]):
@@ -236,6 +275,7 @@ impl Client {
                 Resume {
                     pending: w.pending.clone(),
                     seq: w.seq,
+                    mail: w.mail.clone().unwrap_or_default(),
                 },
             ),
             None => (
@@ -244,11 +284,18 @@ impl Client {
                 Resume {
                     pending: None,
                     seq: 0,
+                    mail: MailState::default(),
                 },
             ),
         };
         check_shape(&oram, &shape)?;
-        Ok(Self::launch(
+        let d = durable.clone();
+        let stored = tokio::task::spawn_blocking(move || d.load_account())
+            .await
+            .map_err(state_err)?
+            .map_err(state_err)?;
+        let account = stored.or_else(|| config.account.clone());
+        Self::launch(
             config,
             meta.grant.clone(),
             shape,
@@ -257,7 +304,8 @@ impl Client {
             conn,
             Some(durable),
             start,
-        ))
+            account,
+        )
     }
 
     /// Makes a new store's state under `dir`: asks the proxy for its shape, draws an ORAM key
@@ -292,9 +340,50 @@ impl Client {
         conn: Conn,
         durable: Option<Arc<Durable>>,
         start: Resume,
-    ) -> (Client, SchedulerTask) {
+        account: Option<Account>,
+    ) -> Result<(Client, SchedulerTask), ClientError> {
         let (tx, rx) = mpsc::channel(1024);
         let stats = Arc::new(ClientStats::default());
+        let (courier, mail) = if shape.mail() {
+            let storage_key = config.storage_key.ok_or_else(|| {
+                ClientError::WrongShape(
+                    "the proxy runs a mailbox: pin storage's routing key (storage_key)".into(),
+                )
+            })?;
+            let (job_tx, job_rx) = mpsc::unbounded_channel();
+            let (rec_tx, rec_rx) = mpsc::unbounded_channel();
+            let contacts = Arc::new(RwLock::new(Vec::new()));
+            let address = match &account {
+                Some(a) => Some(
+                    a.identity()
+                        .map_err(|e| ClientError::State(e.to_string()))?
+                        .address(),
+                ),
+                None => None,
+            };
+            let courier = Courier::new(
+                CourierSetup {
+                    stats: stats.clone(),
+                    storage_key,
+                    account,
+                    contacts: contacts.clone(),
+                    records: rec_tx,
+                    jobs: job_rx,
+                },
+                &shape,
+                start.mail,
+            )
+            .map_err(|e| ClientError::WrongShape(e.to_string()))?;
+            let port = MailPort {
+                jobs: job_tx,
+                contacts,
+                records: parking_lot::Mutex::new(Some(rec_rx)),
+                address: RwLock::new(address),
+            };
+            (Some(courier), Some(Arc::new(port)))
+        } else {
+            (None, None)
+        };
         let sched = Scheduler {
             config,
             grant,
@@ -308,15 +397,22 @@ impl Client {
             waiting: Vec::new(),
             stats: stats.clone(),
             durable,
+            courier,
         };
-        (
+        Ok((
             Client {
                 jobs: tx,
                 shape,
                 stats,
+                mail,
             },
             tokio::spawn(sched.run()),
-        )
+        ))
+    }
+
+    /// The mailbox's way in, if the proxy runs a mailbox.
+    pub(crate) fn mail_port(&self) -> Option<&Arc<MailPort>> {
+        self.mail.as_ref()
     }
 
     /// The proxy's shape (capacity and block size of this store).
@@ -368,6 +464,7 @@ impl Client {
 struct Resume {
     pending: Option<Vec<Vec<SlotWrite>>>,
     seq: u64,
+    mail: MailState,
 }
 
 /// The task that owns the engine and keeps the schedule.
@@ -387,6 +484,8 @@ struct Scheduler {
     stats: Arc<ClientStats>,
     /// Where each finished batch is saved before anything depends on it.
     durable: Option<Arc<Durable>>,
+    /// The mailbox's sending and draining, when the proxy runs a mailbox.
+    courier: Option<Courier>,
 }
 
 impl Scheduler {
@@ -423,6 +522,7 @@ impl Scheduler {
             snapshot: snapshot.to_vec(),
             pending: self.pending.clone(),
             seq: self.seq,
+            mail: self.courier.as_ref().map(|c| c.state().clone()),
         };
         tokio::task::spawn_blocking(move || d.save_wal(&wal))
             .await
@@ -447,6 +547,23 @@ impl Scheduler {
             return Ok(());
         }
         drop(ops);
+        let mail = match self.courier.as_mut() {
+            Some(c) => {
+                c.take_jobs();
+                match c.prepare(self.seq + k as u64, &mut self.rng) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        tracing::error!("cannot seal this epoch's mail: {e}");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let (slot_mail, flight) = match mail {
+            Some((m, f)) => (Some(m), Some(f)),
+            None => (None, None),
+        };
         let reads: Vec<Vec<u64>> = match self.oram.fetch() {
             Some(f) => f
                 .ids()
@@ -455,7 +572,10 @@ impl Scheduler {
                 .collect(),
             None => Vec::new(),
         };
-        let replies = self.exchange(reads).await;
+        let (replies, mail_done) = self.exchange(reads, slot_mail).await;
+        if let (Some(c), Some(f), Some(d)) = (self.courier.as_mut(), flight, mail_done) {
+            c.complete(f, d);
+        }
         // The write-back this epoch carried is durable: the previous batch's writes are done.
         for w in self.waiting.drain(..) {
             let _ = w.send(Ok(()));
@@ -475,6 +595,13 @@ impl Scheduler {
                 };
                 tracing::error!("epoch batch failed verification: {why}");
                 fail(jobs, ClientError::Integrity(why));
+                // The mail read this epoch must be saved before the next slot acknowledges it.
+                if self.courier.is_some() {
+                    self.save().await?;
+                    if let Some(c) = self.courier.as_mut() {
+                        c.after_save();
+                    }
+                }
                 return Ok(());
             }
         }
@@ -496,6 +623,9 @@ impl Scheduler {
             tracing::error!("cannot save the client state, stopping: {e}");
             fail(jobs, e.clone());
             return Err(e);
+        }
+        if let Some(c) = self.courier.as_mut() {
+            c.after_save();
         }
         for (j, job) in jobs.into_iter().enumerate() {
             match job {
@@ -529,7 +659,7 @@ impl Scheduler {
                     .collect()
             })
             .collect();
-        self.exchange(reads).await;
+        self.exchange(reads, None).await;
         self.pending = None;
         self.save().await?;
         for w in self.waiting.drain(..) {
@@ -540,7 +670,11 @@ impl Scheduler {
 
     /// Sends this epoch's K slots and waits for their K replies, reconnecting and resending
     /// the very same slots until they go through.
-    async fn exchange(&mut self, reads: Vec<Vec<u64>>) -> Vec<Vec<shroud_wire::ReadResult>> {
+    async fn exchange(
+        &mut self,
+        reads: Vec<Vec<u64>>,
+        mail: Option<MailSlot>,
+    ) -> (Vec<Vec<shroud_wire::ReadResult>>, Option<MailDone>) {
         let n = self.shape.path_len as usize;
         let zeros = vec![
             SlotWrite {
@@ -565,10 +699,10 @@ impl Scheduler {
                 reads,
             })
             .collect();
-        self.seq += slots.len() as u64;
+        self.seq += slots.len() as u64 + u64::from(mail.is_some());
         let mut backoff = Duration::from_millis(50);
         loop {
-            match self.try_exchange(&slots).await {
+            match self.try_exchange(&slots, mail.as_ref()).await {
                 Ok(r) => return r,
                 Err(e) => {
                     if matches!(e, ClientError::Refused(_)) {
@@ -595,16 +729,21 @@ impl Scheduler {
     async fn try_exchange(
         &mut self,
         slots: &[Slot],
-    ) -> Result<Vec<Vec<shroud_wire::ReadResult>>, ClientError> {
+        mail: Option<&MailSlot>,
+    ) -> Result<(Vec<Vec<shroud_wire::ReadResult>>, Option<MailDone>), ClientError> {
         let conn = self.conn.as_mut().ok_or(ClientError::Closed)?;
         for s in slots {
             send(conn, &ClientMsg::Slot(s.clone())).await?;
         }
+        if let Some(m) = mail {
+            send(conn, &ClientMsg::Mail(m.clone())).await?;
+        }
+        let mut mail_done = None;
         let deadline = Duration::from_millis(u64::from(self.shape.epoch_ms) * 20 + 5_000);
         let mut out: Vec<Option<Vec<shroud_wire::ReadResult>>> = vec![None; slots.len()];
         let first = slots.first().map_or(0, |s| s.seq);
         let mut failed = None;
-        for _ in 0..slots.len() {
+        for _ in 0..slots.len() + usize::from(mail.is_some()) {
             let msg = tokio::time::timeout(deadline, recv(conn))
                 .await
                 .map_err(|_| ClientError::Io("no reply".into()))??;
@@ -620,7 +759,10 @@ impl Scheduler {
                     }
                     out[i as usize] = Some(d.reads);
                 }
-                ProxyMsg::Failed(_, code) => failed = Some(code),
+                ProxyMsg::Failed(_, code) | ProxyMsg::MailFailed(_, code) => failed = Some(code),
+                ProxyMsg::MailDone(d) if mail.is_some_and(|m| m.seq == d.seq) => {
+                    mail_done = Some(d);
+                }
                 ProxyMsg::Error(code) => return Err(ClientError::Refused(code)),
                 _ => return Err(ClientError::Io("unexpected message".into())),
             }
@@ -628,9 +770,14 @@ impl Scheduler {
         if let Some(code) = failed {
             return Err(ClientError::Refused(code));
         }
-        out.into_iter()
+        let reads = out
+            .into_iter()
             .map(|o| o.ok_or(ClientError::Io("missing reply".into())))
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        if mail.is_some() && mail_done.is_none() {
+            return Err(ClientError::Io("missing mail reply".into()));
+        }
+        Ok((reads, mail_done))
     }
 }
 

@@ -20,6 +20,16 @@
 //!   write-back rewrites the same bytes to the same buckets (idempotent), and the read reads
 //!   the same path again, which reveals only that this was a retry.
 //!
+//! # Mail
+//! When the shape has a mailbox (D deposits and M drains per epoch), every client also sends
+//! one [`MailSlot`](shroud_wire::proxy::MailSlot) per epoch: D envelopes and one drain
+//! request, real or dummy, all sealed to storage and of fixed sizes. The proxy pools every
+//! client's envelopes into one shuffled list and the drain requests into another, sends them
+//! as one request after the epoch's slot batch, and hands each client its sealed answers. It
+//! cannot tell a real envelope from a dummy, where an envelope goes, whose inbox a drain
+//! names, or which drained envelope was which deposit: the answers are sealed afresh for the
+//! requester alone.
+//!
 //! # Stateless
 //! Nothing is written to disk; per-client state (the registered grant, the slot count of the
 //! open epoch, the reply channel) lives in the connection and dies with it. Slots a dead
@@ -89,10 +99,17 @@ pub(crate) struct Pending {
     pub reply: tokio::sync::mpsc::Sender<shroud_wire::proxy::ProxyMsg>,
 }
 
+/// A mail slot waiting for its epoch's batch.
+pub(crate) struct PendingMail {
+    pub mail: shroud_wire::proxy::MailSlot,
+    pub reply: tokio::sync::mpsc::Sender<shroud_wire::proxy::ProxyMsg>,
+}
+
 /// The open epoch: its number and the slots that arrived in it.
 pub(crate) struct Open {
     pub epoch: u64,
     pub slots: Vec<Pending>,
+    pub mail: Vec<PendingMail>,
 }
 
 pub(crate) struct Shared {
@@ -124,6 +141,7 @@ impl Proxy {
                 open: Mutex::new(Open {
                     epoch: 0,
                     slots: Vec::new(),
+                    mail: Vec::new(),
                 }),
                 stats: Stats::default(),
                 upstream: tokio::sync::Mutex::new(upstream),

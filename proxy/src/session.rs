@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use shroud_wire::proxy::{ClientMsg, ProxyMsg, Slot, SlotShape};
+use shroud_wire::mail::DRAIN_REQUEST_LEN;
+use shroud_wire::proxy::{ClientMsg, MailSlot, ProxyMsg, Slot, SlotShape};
 use shroud_wire::{
     ErrorCode, Geometry, Grant, Hello, Limits, MAGIC, PROTOCOL_VERSION, decode, encode, frame_codec,
 };
@@ -14,15 +15,29 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::timeout;
 use tokio_util::codec::Framed;
 
-use crate::{Pending, Shared};
+use crate::{Pending, PendingMail, Shared};
 
-/// The largest frame a client may send: one slot of this shape, with room to spare.
+/// The largest frame a client may send: one slot or one mail slot of this shape, with room
+/// to spare.
 fn client_limits(shape: &SlotShape) -> Limits {
     let slot = shape.path_len as usize * (16 + 8 + shape.bucket_len as usize)
         + shape.path_len as usize * 8;
+    let mail =
+        shape.deposits_per_epoch as usize * (8 + shape.envelope_len as usize) + DRAIN_REQUEST_LEN;
     Limits {
-        max_frame: slot + 4096,
+        max_frame: slot.max(mail) + 4096,
     }
+}
+
+/// Checks that a mail slot has exactly the shape's counts and sizes.
+fn mail_fits(mail: &MailSlot, shape: &SlotShape) -> bool {
+    shape.mail()
+        && mail.deposits.len() == shape.deposits_per_epoch as usize
+        && mail
+            .deposits
+            .iter()
+            .all(|e| e.0.len() == shape.envelope_len as usize)
+        && mail.drain.0.len() == DRAIN_REQUEST_LEN
 }
 
 /// Checks that a slot has exactly the shape's sizes and stays inside the store.
@@ -92,7 +107,7 @@ pub(crate) async fn serve(
     let (mut sink, mut stream) = framed.split();
     // Replies (from this task and from the epoch clock) go through one writer.
     let k = shape.slots_per_epoch as usize;
-    let (tx, mut rx) = mpsc::channel::<ProxyMsg>(2 * k + 4);
+    let (tx, mut rx) = mpsc::channel::<ProxyMsg>(2 * k + 6);
     let writer = tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
             let close = matches!(msg, ProxyMsg::Error(_));
@@ -106,6 +121,7 @@ pub(crate) async fn serve(
     });
     let mut registered: Option<Grant> = None;
     let (mut my_epoch, mut my_count) = (u64::MAX, 0usize);
+    let mut my_mail_epoch = u64::MAX;
     let close = loop {
         let frame = match timeout(shared.config.idle_timeout, stream.next()).await {
             Err(_) => break Some(ErrorCode::Timeout),
@@ -117,15 +133,17 @@ pub(crate) async fn serve(
             Ok(m) => m,
             Err(_) => break Some(ErrorCode::Malformed),
         };
-        if matches!(msg, ClientMsg::Slot(_)) {
-            shared
-                .stats
-                .slot_frame_min
-                .fetch_min(frame.len() as u64, Relaxed);
-            shared
-                .stats
-                .slot_frame_max
-                .fetch_max(frame.len() as u64, Relaxed);
+        let st = &shared.stats;
+        match msg {
+            ClientMsg::Slot(_) => {
+                st.slot_frame_min.fetch_min(frame.len() as u64, Relaxed);
+                st.slot_frame_max.fetch_max(frame.len() as u64, Relaxed);
+            }
+            ClientMsg::Mail(_) => {
+                st.mail_frame_min.fetch_min(frame.len() as u64, Relaxed);
+                st.mail_frame_max.fetch_max(frame.len() as u64, Relaxed);
+            }
+            _ => {}
         }
         match msg {
             ClientMsg::Hello(_) => break Some(ErrorCode::UnexpectedHello),
@@ -171,6 +189,24 @@ pub(crate) async fn serve(
                 }
                 open.slots.push(Pending {
                     slot,
+                    reply: tx.clone(),
+                });
+            }
+            ClientMsg::Mail(mail) => {
+                if registered.is_none() {
+                    break Some(ErrorCode::Unauthorized);
+                }
+                if !mail_fits(&mail, &shape) {
+                    break Some(ErrorCode::WrongShape);
+                }
+                let mut open = shared.open.lock();
+                if open.epoch == my_mail_epoch {
+                    drop(open);
+                    break Some(ErrorCode::TooManySlots);
+                }
+                my_mail_epoch = open.epoch;
+                open.mail.push(PendingMail {
+                    mail,
                     reply: tx.clone(),
                 });
             }

@@ -20,6 +20,9 @@ pub struct Stats {
     pub rejected: AtomicU64,
     pub slot_frame_min: AtomicU64,
     pub slot_frame_max: AtomicU64,
+    pub mail_slots: AtomicU64,
+    pub mail_frame_min: AtomicU64,
+    pub mail_frame_max: AtomicU64,
 }
 
 impl Stats {
@@ -43,6 +46,12 @@ impl Stats {
                 v => v,
             },
             slot_frame_max: self.slot_frame_max.load(Relaxed),
+            mail_slots: self.mail_slots.load(Relaxed),
+            mail_frame_min: match self.mail_frame_min.load(Relaxed) {
+                u64::MAX => 0,
+                v => v,
+            },
+            mail_frame_max: self.mail_frame_max.load(Relaxed),
         }
     }
 }
@@ -64,6 +73,9 @@ impl Default for Stats {
             rejected: AtomicU64::new(0),
             slot_frame_min: AtomicU64::new(u64::MAX),
             slot_frame_max: AtomicU64::new(0),
+            mail_slots: AtomicU64::new(0),
+            mail_frame_min: AtomicU64::new(u64::MAX),
+            mail_frame_max: AtomicU64::new(0),
         }
     }
 }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use shroud_wire::conn::{ConnError, Connection};
+use shroud_wire::mail::{MailBatch, MailReply};
 use shroud_wire::transport::ClientTls;
 use shroud_wire::{Batch, Geometry, Grant, Limits, ReadResult};
 
@@ -58,6 +59,14 @@ impl Upstream {
     pub async fn batch(&mut self, batch: Batch) -> Result<Vec<ReadResult>, ConnError> {
         let r = match self.conn().await {
             Ok(c) => c.batch(batch).await,
+            Err(e) => Err(e),
+        };
+        self.settle(r)
+    }
+
+    pub async fn mail(&mut self, batch: MailBatch) -> Result<MailReply, ConnError> {
+        let r = match self.conn().await {
+            Ok(c) => c.mail(batch).await,
             Err(e) => Err(e),
         };
         self.settle(r)

@@ -4,7 +4,7 @@
 //!
 //! Settings come from flags, or from a TOML file (`--config FILE`) with the same names
 //! (`proxy`, `state`, `listen`, `ca`, `pin_cert`, `server_name`, `insecure_plaintext`,
-//! `key_file`, `passphrase_env`, `max_value`); flags win.
+//! `key_file`, `passphrase_env`, `max_value`, `storage_key`); flags win.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde::Deserialize;
 use shroud_client::durable::{Durable, Unlock};
+use shroud_client::mailbox::Mailbox;
 use shroud_client::{Client, ClientConfig, Kv};
 use zeroize::Zeroizing;
 
@@ -60,6 +61,10 @@ pub struct AgentSettings {
     /// The largest value, bytes (default 65536).
     #[arg(long)]
     pub max_value: Option<usize>,
+    /// Storage's mailbox routing public key, 64 hex digits (its `DIR/routing.pub`); needed
+    /// when the proxy runs a mailbox. Answers that do not open with it are refused.
+    #[arg(long)]
+    pub storage_key: Option<String>,
 }
 
 impl AgentSettings {
@@ -84,6 +89,7 @@ impl AgentSettings {
             key_file: self.key_file.or(file.key_file),
             passphrase_env: self.passphrase_env.or(file.passphrase_env),
             max_value: self.max_value.or(file.max_value),
+            storage_key: self.storage_key.or(file.storage_key),
         })
     }
 
@@ -120,14 +126,33 @@ impl AgentSettings {
                 .unwrap_or_else(|| "localhost".into()),
         }
         .build(self.insecure_plaintext, "agent-proxy")?;
-        Ok(ClientConfig::new(proxy, tls))
+        let mut config = ClientConfig::new(proxy, tls);
+        if let Some(hex) = &self.storage_key {
+            config = config.with_storage_key(parse_key(hex)?);
+        }
+        Ok(config)
     }
+}
+
+/// 64 hex digits to 32 bytes.
+pub fn parse_key(hex: &str) -> Result<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("a storage key is 64 hex digits (storage's DIR/routing.pub)");
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)?;
+    }
+    Ok(out)
 }
 
 /// A running client with its KV store.
 pub struct Running {
     /// The store.
     pub kv: Kv,
+    /// The mailbox, when the proxy runs one.
+    pub mail: Option<Mailbox>,
     /// The scheduler task.
     pub task: shroud_client::schedule::SchedulerTask,
 }
@@ -152,13 +177,25 @@ pub async fn start(settings: &AgentSettings) -> Result<Running> {
     let max = settings
         .max_value
         .unwrap_or(shroud_client::kv::DEFAULT_MAX_VALUE);
-    let kv = Kv::open(client, max, durable).await?;
+    let kv = Kv::open(client, max, durable.clone()).await?;
     tracing::info!("agent: state in {}, {} keys", dir.display(), kv.len().await);
-    Ok(Running { kv, task })
+    let mail = if kv.client().shape().mail() {
+        let m = Mailbox::open(kv.clone(), Some(durable))
+            .await
+            .context("opening the mailbox")?;
+        if let Some(a) = m.address() {
+            tracing::info!("agent: mailbox {a}");
+        }
+        Some(m)
+    } else {
+        None
+    };
+    Ok(Running { kv, mail, task })
 }
 
 /// Stops a running client: drops its handles and waits for the last write-back.
 pub async fn stop(running: Running) -> Result<()> {
+    drop(running.mail);
     drop(running.kv);
     running.task.await??;
     Ok(())
@@ -179,7 +216,12 @@ pub async fn serve(settings: AgentSettings) -> Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!("agent: Redis protocol on {addr}");
     println!("listening on {addr}");
-    shroud_client::agent::serve(running.kv.clone(), listener, crate::cmd::storage::signals())
-        .await?;
+    shroud_client::agent::serve_with_mail(
+        running.kv.clone(),
+        running.mail.clone(),
+        listener,
+        crate::cmd::storage::signals(),
+    )
+    .await?;
     stop(running).await
 }

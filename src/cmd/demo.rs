@@ -87,6 +87,8 @@ pub async fn run(seconds: f64) -> Result<()> {
         cached: 4,
         slots: 1,
         epoch_ms: 100,
+        deposits: 1,
+        drains: 2,
     };
     println!(
         "shroud demo: storage (sled, temp dir) + proxy + two agents, TLS on every link, in one process"

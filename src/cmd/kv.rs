@@ -64,13 +64,35 @@ pub enum KvCommand {
     },
 }
 
-enum Target {
+/// Where commands go: a running agent, or an embedded one.
+pub(crate) enum Target {
     Agent(TcpStream),
-    Embedded(Running),
+    Embedded(Box<Running>),
 }
 
 impl Target {
-    async fn call(&mut self, args: &[&[u8]]) -> Result<OwnedFrame> {
+    /// Connects to the agent at `agent`, or starts an embedded one when `settings` name a
+    /// state.
+    pub(crate) async fn open(agent: Option<SocketAddr>, settings: &AgentSettings) -> Result<Self> {
+        if settings.state.is_some() {
+            return Ok(Target::Embedded(Box::new(agent::start(settings).await?)));
+        }
+        let addr = agent.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 6379)));
+        Ok(Target::Agent(TcpStream::connect(addr).await.with_context(
+            || format!("no agent at {addr} (start `shroud agent`)"),
+        )?))
+    }
+
+    /// Stops an embedded agent.
+    pub(crate) async fn close(self) -> Result<()> {
+        match self {
+            Target::Embedded(running) => agent::stop(*running).await,
+            Target::Agent(_) => Ok(()),
+        }
+    }
+
+    /// Sends one command; returns its reply.
+    pub(crate) async fn call(&mut self, args: &[&[u8]]) -> Result<OwnedFrame> {
         match self {
             Target::Agent(stream) => {
                 let req = shroud_client::resp::command(args);
@@ -90,13 +112,22 @@ impl Target {
             }
             Target::Embedded(running) => {
                 let args = args.iter().map(|a| a.to_vec()).collect();
-                Ok(shroud_client::resp::execute(&running.kv, args).await.0)
+                Ok(
+                    shroud_client::resp::execute_with_mail(
+                        &running.kv,
+                        running.mail.as_ref(),
+                        args,
+                    )
+                    .await
+                    .0,
+                )
             }
         }
     }
 }
 
-fn check(frame: OwnedFrame) -> Result<OwnedFrame> {
+/// The frame, or its error as an error.
+pub(crate) fn check(frame: OwnedFrame) -> Result<OwnedFrame> {
     match frame {
         OwnedFrame::Error(e) => bail!("{e}"),
         f => Ok(f),
@@ -106,28 +137,14 @@ fn check(frame: OwnedFrame) -> Result<OwnedFrame> {
 /// Runs one `shroud kv` command.
 pub async fn run(args: KvArgs) -> Result<()> {
     let settings = args.settings.resolve()?;
-    let embedded = settings.state.is_some();
     if let KvCommand::Init = args.command {
         let running = agent::start(&settings).await?;
         println!("state ready; {} keys", running.kv.len().await);
         return agent::stop(running).await;
     }
-    let mut target = if embedded {
-        Target::Embedded(agent::start(&settings).await?)
-    } else {
-        let addr = args
-            .agent
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 6379)));
-        Target::Agent(
-            TcpStream::connect(addr)
-                .await
-                .with_context(|| format!("no agent at {addr} (start `shroud agent`)"))?,
-        )
-    };
+    let mut target = Target::open(args.agent, &settings).await?;
     let result = command(&mut target, args.command).await;
-    if let Target::Embedded(running) = target {
-        agent::stop(running).await?;
-    }
+    target.close().await?;
     result
 }
 

@@ -4,6 +4,7 @@ pub mod agent;
 pub mod certs;
 pub mod demo;
 pub mod kv;
+pub mod mail;
 pub mod proxy;
 pub mod storage;
 pub mod tls;

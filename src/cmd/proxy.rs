@@ -29,6 +29,10 @@ pub struct ShapeOptions {
     pub slots: u32,
     /// Epoch length, ms.
     pub epoch_ms: u32,
+    /// Mailbox envelopes every client deposits per epoch (D; 0 with `drains` 0: no mailbox).
+    pub deposits: u32,
+    /// Mailbox envelopes every client drains per epoch (M).
+    pub drains: u32,
 }
 
 impl Default for ShapeOptions {
@@ -43,6 +47,8 @@ impl Default for ShapeOptions {
             cached: 8,
             slots: 1,
             epoch_ms: 2000,
+            deposits: 1,
+            drains: 2,
         }
     }
 }
@@ -70,6 +76,13 @@ pub fn shape(o: ShapeOptions) -> Result<SlotShape> {
         buckets: g.bucket_count(),
         slots_per_epoch: o.slots,
         epoch_ms: o.epoch_ms,
+        deposits_per_epoch: o.deposits,
+        drains_per_epoch: o.drains,
+        envelope_len: if o.deposits > 0 || o.drains > 0 {
+            shroud_client::mailbox::envelope::ENVELOPE_LEN as u32
+        } else {
+            0
+        },
     })
 }
 

@@ -73,6 +73,11 @@ pub async fn serve(
         .map(|b| format!("{b:02x}"))
         .collect();
     tracing::info!("storage: mailbox routing key {public} (clients pin this)");
+    // The public half beside the private one, for operators to hand to clients.
+    let pub_path = opts.db.join("routing.pub");
+    if let Err(e) = std::fs::write(&pub_path, format!("{public}\n")) {
+        tracing::warn!("cannot write {}: {e}", pub_path.display());
+    }
     Server::new(backend, opts.config, opts.tls, transcript)
         .with_routing_key(routing)
         .run(listener, shutdown)

@@ -9,13 +9,9 @@
 use std::collections::HashMap;
 
 use parking_lot::Mutex;
-use shroud_wire::routing::{NULL_INBOX, ROUTING_LEN, RoutingKey};
-use shroud_wire::{
-    Batch, BatchOp, DepositStatus, Drained, Envelope, ErrorCode, Geometry, Grant, ReadResult,
-    StoreId,
-};
+use shroud_wire::{Batch, BatchOp, ErrorCode, Geometry, Grant, ReadResult, StoreId};
 
-use crate::backend::{Backend, Put, QueueOp, StoreMeta};
+use crate::backend::{Backend, Put, StoreMeta};
 use crate::capability;
 use crate::stats::Stats;
 
@@ -32,12 +28,12 @@ pub struct Outcome<T> {
 
 /// Runs requests against a backend, one at a time.
 pub struct Executor {
-    backend: std::sync::Arc<dyn Backend>,
-    lock: Mutex<()>,
-    commit: std::sync::Arc<crate::commit::GroupCommit>,
+    pub(crate) backend: std::sync::Arc<dyn Backend>,
+    pub(crate) lock: Mutex<()>,
+    pub(crate) commit: std::sync::Arc<crate::commit::GroupCommit>,
 }
 
-fn internal<E: std::fmt::Display>(e: E) -> ErrorCode {
+pub(crate) fn internal<E: std::fmt::Display>(e: E) -> ErrorCode {
     tracing::error!("storage engine: {e}");
     ErrorCode::Internal
 }
@@ -217,139 +213,5 @@ impl Executor {
         stats.buckets_written.fetch_add(puts.len() as u64, Relaxed);
         stats.stored_bytes.fetch_add(new_bytes, Relaxed);
         Ok(Outcome { value: reads, seq })
-    }
-}
-
-/// The most envelopes one drain returns.
-pub const MAX_DRAIN: u32 = 1024;
-
-impl Executor {
-    /// Files envelopes in their inboxes (a store used as a queue, bounded by its geometry's
-    /// bucket count); all queued or, on an engine error, none.
-    pub fn deposit(
-        &self,
-        envelopes: &[Envelope],
-        routing: &RoutingKey,
-        stats: &Stats,
-    ) -> Result<Outcome<Vec<DepositStatus>>, ErrorCode> {
-        let _g = self.lock.lock();
-        let mut states: HashMap<StoreId, (u64, u64)> = HashMap::new();
-        let mut ops: Vec<QueueOp<'_>> = Vec::new();
-        let mut out = Vec::with_capacity(envelopes.len());
-        for env in envelopes {
-            let Ok(inbox) = routing.open(&env.0[..ROUTING_LEN.min(env.0.len())]) else {
-                out.push(DepositStatus::Unreadable);
-                continue;
-            };
-            if inbox == NULL_INBOX {
-                out.push(DepositStatus::Dropped);
-                continue;
-            }
-            let store = StoreId(inbox);
-            let Some(meta) = self.backend.meta(&store).map_err(internal)? else {
-                out.push(DepositStatus::NoInbox);
-                continue;
-            };
-            if env.0.len() != meta.geometry.bucket_len as usize {
-                out.push(DepositStatus::NoInbox);
-                continue;
-            }
-            let (head, tail) = match states.get(&store) {
-                Some(&s) => s,
-                None => self.backend.queue_state(&store).map_err(internal)?,
-            };
-            if tail - head >= meta.geometry.buckets {
-                out.push(DepositStatus::Full);
-                continue;
-            }
-            ops.push(QueueOp::Push {
-                store,
-                seq: tail,
-                data: &env.0,
-            });
-            states.insert(store, (head, tail + 1));
-            out.push(DepositStatus::Delivered);
-        }
-        if ops.is_empty() {
-            return Ok(Outcome {
-                value: out,
-                seq: self.commit.current(),
-            });
-        }
-        ops.extend(
-            states
-                .iter()
-                .map(|(&store, &(head, tail))| QueueOp::SetState { store, head, tail }),
-        );
-        self.backend.apply_queue(&ops).map_err(internal)?;
-        stats.buckets_written.fetch_add(
-            out.iter()
-                .filter(|s| **s == DepositStatus::Delivered)
-                .count() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        Ok(Outcome {
-            value: out,
-            seq: self.commit.applied(),
-        })
-    }
-
-    /// Deletes an inbox's envelopes up to `ack_through`, then returns the next `max` (padded
-    /// with absent slots of the inbox's envelope size, so every reply has one size).
-    pub fn drain(
-        &self,
-        grant: &Grant,
-        ack_through: u64,
-        max: u32,
-        stats: &Stats,
-    ) -> Result<Outcome<Vec<Drained>>, ErrorCode> {
-        if max > MAX_DRAIN {
-            return Err(ErrorCode::BucketOutOfRange);
-        }
-        let _g = self.lock.lock();
-        let meta = self.backend.meta(&grant.store).map_err(internal)?;
-        if !capability::check(meta.as_ref(), &grant.capability) {
-            return Err(ErrorCode::Unauthorized);
-        }
-        let len = meta.map_or(0, |m| m.geometry.bucket_len as usize);
-        let store = grant.store;
-        let (head, tail) = self.backend.queue_state(&store).map_err(internal)?;
-        let new_head = head.max(ack_through.saturating_add(1).min(tail));
-        let mut seq = self.commit.current();
-        if new_head > head {
-            let mut ops: Vec<QueueOp<'_>> = (head..new_head)
-                .map(|s| QueueOp::Pop { store, seq: s })
-                .collect();
-            ops.push(QueueOp::SetState {
-                store,
-                head: new_head,
-                tail,
-            });
-            self.backend.apply_queue(&ops).map_err(internal)?;
-            seq = self.commit.applied();
-        }
-        let mut out: Vec<Drained> = self
-            .backend
-            .queue_read(&store, new_head, max as usize)
-            .map_err(internal)?
-            .into_iter()
-            .map(|(s, data)| Drained {
-                present: true,
-                seq: s,
-                envelope: Envelope(data),
-            })
-            .collect();
-        stats
-            .buckets_read
-            .fetch_add(out.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        out.resize(
-            max as usize,
-            Drained {
-                present: false,
-                seq: 0,
-                envelope: Envelope(vec![0; len]),
-            },
-        );
-        Ok(Outcome { value: out, seq })
     }
 }

@@ -29,6 +29,7 @@ pub mod backend;
 mod batch;
 pub mod capability;
 mod commit;
+mod inbox;
 mod server;
 mod sled_backend;
 mod stats;
@@ -36,6 +37,7 @@ pub mod transcript;
 
 pub use backend::{Backend, BackendError, Put, StoreMeta, Usage};
 pub use batch::MAX_BUCKET_LEN;
+pub use inbox::{MAX_DRAIN, MAX_ENVELOPE_LEN};
 pub use server::{Config, Server};
 pub use sled_backend::SledBackend;
 pub use transcript::{Entry, Transcript};

@@ -36,6 +36,9 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Frame size limit.
     pub limits: Limits,
+    /// Envelopes an inbox holds when it is made by its owner's first drain; deposits past
+    /// it are refused (`Full`) until the owner drains.
+    pub inbox_capacity: u64,
 }
 
 impl Default for Config {
@@ -46,6 +49,7 @@ impl Default for Config {
             hello_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             limits: Limits::default(),
+            inbox_capacity: 1024,
         }
     }
 }
@@ -355,6 +359,14 @@ async fn handle(shared: &Arc<Shared>, req: Request) -> (Response, bool) {
                 s.exec
                     .deposit(&envelopes, &s.routing, &s.stats)
                     .map(|o| (Response::Deposited(o.value), o.seq))
+            })
+            .await
+        }
+        Request::Mail(batch) => {
+            tokio::task::spawn_blocking(move || {
+                s.exec
+                    .mail(&batch, &s.routing, s.config.inbox_capacity, &s.stats)
+                    .map(|o| (Response::Mail(o.value), o.seq))
             })
             .await
         }

@@ -96,6 +96,18 @@ impl Entry {
                 e.stores.push(grant.store.to_string());
                 e.reads = vec![(0, *ack_through); *max as usize];
             }
+            Request::Mail(m) => {
+                // Every piece is sealed; storage opens them (and so sees which inboxes get
+                // mail and which are drained), but the frame shows only counts and sizes.
+                e.op = "mail".into();
+                e.writes = m
+                    .deposits
+                    .iter()
+                    .enumerate()
+                    .map(|(i, env)| (i as u32, 0, env.0.len() as u32))
+                    .collect();
+                e.reads = (0..m.drains.len() as u32).map(|i| (i, 0)).collect();
+            }
         }
         e
     }

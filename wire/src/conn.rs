@@ -139,6 +139,18 @@ impl Connection {
         }
     }
 
+    /// Sends an epoch's pooled mail; the answers come back in order, one per piece.
+    pub async fn mail(
+        &mut self,
+        batch: crate::mail::MailBatch,
+    ) -> Result<crate::mail::MailReply, ConnError> {
+        let (d, m) = (batch.deposits.len(), batch.drains.len());
+        match self.call(&Request::Mail(batch)).await? {
+            Response::Mail(r) if r.deposited.len() == d && r.drained.len() == m => Ok(r),
+            _ => Err(ConnError::Unexpected),
+        }
+    }
+
     /// Storage's routing public key (pin it; do not trust this answer alone).
     pub async fn routing_key(&mut self) -> Result<[u8; 32], ConnError> {
         match self.call(&Request::RoutingKey).await? {

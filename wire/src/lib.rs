@@ -25,9 +25,11 @@
 
 mod codec;
 pub mod conn;
+pub mod mail;
 mod message;
 pub mod proxy;
 pub mod routing;
+pub mod sealed;
 pub mod transport;
 
 pub use codec::{CodecError, Limits, decode, encode, frame_codec};

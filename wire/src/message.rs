@@ -175,6 +175,8 @@ pub enum Request {
     },
     /// Storage's routing public key (clients should pin it, not trust this answer).
     RoutingKey,
+    /// One epoch's pooled mail from a proxy: deposits first, then drains, atomically.
+    Mail(crate::mail::MailBatch),
 }
 
 /// One mailbox envelope, opaque to the proxy; storage reads only its routing header.
@@ -307,4 +309,6 @@ pub enum Response {
     Drained(Vec<Drained>),
     /// Storage's routing public key.
     RoutingKey([u8; 32]),
+    /// The sealed answers to a [`Request::Mail`].
+    Mail(crate::mail::MailReply),
 }

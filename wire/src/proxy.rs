@@ -8,7 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::message::{ErrorCode, Grant, Hello, ReadResult};
+use crate::mail::Sealed;
+use crate::message::{Envelope, ErrorCode, Grant, Hello, ReadResult};
 
 /// The one store shape and schedule a proxy serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +32,20 @@ pub struct SlotShape {
     pub slots_per_epoch: u32,
     /// Epoch length, milliseconds (E).
     pub epoch_ms: u32,
+    /// Envelopes every client deposits per epoch (D); 0 with `drains_per_epoch` 0 turns the
+    /// mailbox off.
+    pub deposits_per_epoch: u32,
+    /// Envelopes every client drains per epoch (M).
+    pub drains_per_epoch: u32,
+    /// Bytes of every envelope.
+    pub envelope_len: u32,
+}
+
+impl SlotShape {
+    /// True if clients send a [`MailSlot`] every epoch.
+    pub fn mail(&self) -> bool {
+        self.deposits_per_epoch > 0 || self.drains_per_epoch > 0
+    }
 }
 
 /// One bucket of a write-back.
@@ -58,6 +73,31 @@ pub struct Slot {
     pub reads: Vec<u64>,
 }
 
+/// One epoch's mail of one client: exactly D envelopes (real or dummy) and one sealed drain
+/// request (real or dummy), all of fixed sizes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailSlot {
+    /// The client's number for this slot; the reply carries it back.
+    pub seq: u64,
+    /// Exactly D envelopes of `envelope_len` bytes.
+    pub deposits: Vec<Envelope>,
+    /// A sealed [`crate::mail::DrainRequest`] of [`crate::mail::DRAIN_REQUEST_LEN`] bytes.
+    pub drain: Sealed,
+}
+
+/// The reply to a mail slot: storage's sealed answers, which only the client opens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailDone {
+    /// The slot's `seq`.
+    pub seq: u64,
+    /// The epoch whose batch carried it.
+    pub epoch: u64,
+    /// One sealed status per deposit, in order.
+    pub deposited: Vec<Sealed>,
+    /// The sealed drain reply.
+    pub drained: Sealed,
+}
+
 /// What a client sends.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientMsg {
@@ -67,6 +107,8 @@ pub enum ClientMsg {
     Register(Grant),
     /// An access.
     Slot(Slot),
+    /// The epoch's mail (when the shape has a mailbox): at most one per epoch.
+    Mail(MailSlot),
     /// The proxy's counters.
     Stats,
 }
@@ -114,6 +156,12 @@ pub struct ProxyStats {
     pub slot_frame_min: u64,
     /// Largest slot frame received, bytes.
     pub slot_frame_max: u64,
+    /// Mail slots sent to storage in total.
+    pub mail_slots: u64,
+    /// Smallest mail frame received, bytes.
+    pub mail_frame_min: u64,
+    /// Largest mail frame received, bytes.
+    pub mail_frame_max: u64,
 }
 
 /// What a proxy sends.
@@ -127,6 +175,10 @@ pub enum ProxyMsg {
     Done(SlotDone),
     /// A slot the storage batch failed for (`seq`); the client resends it.
     Failed(u64, ErrorCode),
+    /// A mail slot's answers.
+    MailDone(MailDone),
+    /// A mail slot storage failed for (`seq`); the client sends its mail again.
+    MailFailed(u64, ErrorCode),
     /// Counters.
     Stats(ProxyStats),
     /// A refusal; the connection closes.

@@ -1,18 +1,19 @@
 //! Mailbox routing headers: the recipient's inbox id, sealed to the storage server's public
 //! key with HPKE (RFC 9180, base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
-//! ChaCha20-Poly1305). The proxy and the network carry it but cannot read it; storage opens it
+//! ChaCha20-Poly1305), as a [`crate::sealed`] request whose response is the deposit's status
+//! for the sender alone. The proxy and the network carry it but cannot read it; storage opens it
 //! to file the envelope, and never learns the sender (batches come shuffled, from the proxy).
 //!
 //! Clients pin storage's routing public key; a header sealed to any other key is unreadable
 //! to storage, so a substituted key is caught at once (deliveries fail).
 
 use hpke::kem::X25519HkdfSha256;
-use hpke::{Deserializable, Kem as _, OpModeR, OpModeS, Serializable};
+use hpke::{Deserializable, Kem as _, Serializable};
+
+use crate::sealed::{Responder, seal_request};
 use rand::CryptoRng;
 
 type Kem = X25519HkdfSha256;
-type Kdf = hpke::kdf::HkdfSha256;
-type Aead = hpke::aead::ChaCha20Poly1305;
 
 const INFO: &[u8] = b"shroud-routing-v1";
 
@@ -74,47 +75,31 @@ impl RoutingKey {
         out
     }
 
-    /// Opens a header: the inbox id.
-    pub fn open(&self, header: &[u8]) -> Result<[u8; INBOX_LEN], RoutingError> {
+    /// Opens a header: the inbox id, and what seals the deposit's status for its sender.
+    pub fn open(&self, header: &[u8]) -> Result<([u8; INBOX_LEN], Responder), RoutingError> {
         if header.len() != ROUTING_LEN {
             return Err(RoutingError::Open);
         }
-        let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&header[..32])
-            .map_err(|_| RoutingError::Open)?;
-        let plain = hpke::single_shot_open::<Aead, Kdf, Kem>(
-            &OpModeR::Base,
-            &self.sk,
-            &enc,
-            INFO,
-            &header[32..],
-            b"",
-        )
-        .map_err(|_| RoutingError::Open)?;
-        plain.try_into().map_err(|_| RoutingError::Open)
+        let (plain, responder) = self.open_request(INFO, header)?;
+        let inbox = plain[..].try_into().map_err(|_| RoutingError::Open)?;
+        Ok((inbox, responder))
+    }
+
+    pub(crate) fn private(&self) -> &<Kem as hpke::Kem>::PrivateKey {
+        &self.sk
     }
 }
 
-/// Seals `inbox` to storage's routing public key.
+/// Seals `inbox` to storage's routing public key; returns the header and what opens
+/// storage's sealed answer about it.
 pub fn seal<R: CryptoRng>(
     storage_pk: &[u8; 32],
     inbox: &[u8; INBOX_LEN],
     rng: &mut R,
-) -> Result<[u8; ROUTING_LEN], RoutingError> {
-    let pk =
-        <Kem as hpke::Kem>::PublicKey::from_bytes(storage_pk).map_err(|_| RoutingError::Key)?;
-    let (enc, ct) = hpke::single_shot_seal_with_rng::<Aead, Kdf, Kem>(
-        &OpModeS::Base,
-        &pk,
-        INFO,
-        inbox,
-        b"",
-        rng,
-    )
-    .map_err(|_| RoutingError::Key)?;
-    let mut out = [0u8; ROUTING_LEN];
-    out[..32].copy_from_slice(&enc.to_bytes());
-    out[32..].copy_from_slice(&ct);
-    Ok(out)
+) -> Result<([u8; ROUTING_LEN], Responder), RoutingError> {
+    let (bytes, responder) = seal_request(storage_pk, INFO, inbox, rng)?;
+    let header = bytes.try_into().map_err(|_| RoutingError::Key)?;
+    Ok((header, responder))
 }
 
 #[cfg(test)]
@@ -126,17 +111,17 @@ mod tests {
         let mut rng = rand::rng();
         let storage = RoutingKey::generate(&mut rng);
         let other = RoutingKey::generate(&mut rng);
-        let h = seal(&storage.public(), &[7; INBOX_LEN], &mut rng).unwrap();
-        assert_eq!(storage.open(&h).unwrap(), [7; INBOX_LEN]);
+        let (h, _) = seal(&storage.public(), &[7; INBOX_LEN], &mut rng).unwrap();
+        assert_eq!(storage.open(&h).unwrap().0, [7; INBOX_LEN]);
         assert!(other.open(&h).is_err());
         let mut bad = h;
         bad[40] ^= 1;
         assert!(storage.open(&bad).is_err());
         let again = RoutingKey::from_secret(&storage.secret()).unwrap();
         assert_eq!(again.public(), storage.public());
-        assert_eq!(again.open(&h).unwrap(), [7; INBOX_LEN]);
+        assert_eq!(again.open(&h).unwrap().0, [7; INBOX_LEN]);
         // Two headers for one inbox share nothing.
-        let h2 = seal(&storage.public(), &[7; INBOX_LEN], &mut rng).unwrap();
+        let (h2, _) = seal(&storage.public(), &[7; INBOX_LEN], &mut rng).unwrap();
         assert_ne!(h, h2);
     }
 }

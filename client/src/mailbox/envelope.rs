@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
 use rand::CryptoRng;
 use shroud_wire::routing::{self, INBOX_LEN, NULL_INBOX, ROUTING_LEN};
+use shroud_wire::sealed::Responder;
 
 use super::identity::{Address, Identity, Kem};
 
@@ -55,7 +56,7 @@ pub enum EnvelopeError {
 }
 
 /// What an envelope says about its chunk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Header {
     /// The sender's counter for this conversation: strictly increasing per envelope.
     pub counter: u64,
@@ -82,6 +83,18 @@ impl Envelope {
         chunk: &[u8],
         rng: &mut R,
     ) -> Result<Self, EnvelopeError> {
+        Self::seal_routed(from, to, storage_pk, header, chunk, rng).map(|(e, _)| e)
+    }
+
+    /// [`Envelope::seal`], also returning what opens storage's sealed status for it.
+    pub fn seal_routed<R: CryptoRng>(
+        from: &Identity,
+        to: &Address,
+        storage_pk: &[u8; 32],
+        header: Header,
+        chunk: &[u8],
+        rng: &mut R,
+    ) -> Result<(Self, Responder), EnvelopeError> {
         if chunk.len() > CHUNK_LEN || header.chunk >= header.chunks || header.chunks > MAX_CHUNKS {
             return Err(EnvelopeError::Malformed);
         }
@@ -101,13 +114,13 @@ impl Envelope {
         )
         .map_err(|_| EnvelopeError::Malformed)?;
         let mut out = Vec::with_capacity(ENVELOPE_LEN);
-        out.extend_from_slice(
-            &routing::seal(storage_pk, &to.inbox, rng).map_err(|_| EnvelopeError::Routing)?,
-        );
+        let (header, responder) =
+            routing::seal(storage_pk, &to.inbox, rng).map_err(|_| EnvelopeError::Routing)?;
+        out.extend_from_slice(&header);
         out.extend_from_slice(&enc.to_bytes());
         out.extend_from_slice(&ct);
         debug_assert_eq!(out.len(), ENVELOPE_LEN);
-        Ok(Envelope(out))
+        Ok((Envelope(out), responder))
     }
 
     /// Seals a whole message: one envelope per chunk, numbered from `counter` on (which
@@ -141,12 +154,20 @@ impl Envelope {
 
     /// A dummy for the null inbox: a real routing header and random bytes for the body.
     pub fn dummy<R: CryptoRng>(storage_pk: &[u8; 32], rng: &mut R) -> Result<Self, EnvelopeError> {
+        Self::dummy_routed(storage_pk, rng).map(|(e, _)| e)
+    }
+
+    /// [`Envelope::dummy`], also returning what opens storage's sealed status for it.
+    pub fn dummy_routed<R: CryptoRng>(
+        storage_pk: &[u8; 32],
+        rng: &mut R,
+    ) -> Result<(Self, Responder), EnvelopeError> {
         let mut out = vec![0u8; ENVELOPE_LEN];
-        out[..ROUTING_LEN].copy_from_slice(
-            &routing::seal(storage_pk, &NULL_INBOX, rng).map_err(|_| EnvelopeError::Routing)?,
-        );
+        let (header, responder) =
+            routing::seal(storage_pk, &NULL_INBOX, rng).map_err(|_| EnvelopeError::Routing)?;
+        out[..ROUTING_LEN].copy_from_slice(&header);
         rng.fill_bytes(&mut out[ROUTING_LEN..]);
-        Ok(Envelope(out))
+        Ok((Envelope(out), responder))
     }
 
     /// Opens an envelope addressed to `me` from one of `contacts` (trying each: auth mode
@@ -202,6 +223,7 @@ impl Envelope {
     pub fn inbox(&self, storage: &routing::RoutingKey) -> Result<[u8; INBOX_LEN], EnvelopeError> {
         storage
             .open(&self.0[..ROUTING_LEN.min(self.0.len())])
+            .map(|(inbox, _)| inbox)
             .map_err(|_| EnvelopeError::Open)
     }
 }
@@ -248,13 +270,18 @@ impl ReplayWindow {
 type Partial = (u16, BTreeMap<u16, Vec<u8>>);
 
 /// Reassembles chunked messages, whatever order their envelopes arrive in.
-#[derive(Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Reassembly {
     /// Keyed by sender and message id.
     partial: HashMap<([u8; 32], u64), Partial>,
 }
 
 impl Reassembly {
+    /// Messages begun and not yet whole.
+    pub fn pending(&self) -> usize {
+        self.partial.len()
+    }
+
     /// Adds a chunk; returns the whole message once its last chunk is in.
     pub fn add(&mut self, sender: &Address, header: Header, chunk: Vec<u8>) -> Option<Vec<u8>> {
         let key = (sender.public_key, header.message);
@@ -328,7 +355,9 @@ mod tests {
         // Moved to Carol's inbox by a lying storage: the body is bound to Bob's inbox.
         let mut moved = env[0].clone();
         moved.0[..ROUTING_LEN].copy_from_slice(
-            &routing::seal(&storage.public(), &carol.address().inbox, &mut rng).unwrap(),
+            &routing::seal(&storage.public(), &carol.address().inbox, &mut rng)
+                .unwrap()
+                .0,
         );
         assert!(moved.open(&carol, &[alice.address()]).is_err());
     }

@@ -1,10 +1,16 @@
-//! The private mailbox, first layer: identities, addresses, and sealed fixed-size envelopes.
-//!
-//! Delivery through the proxy and storage's inbox queues are not built yet (issue #6); what is
-//! here is the cryptography they will carry, tested on its own.
+//! The private mailbox: accounts and addresses ([`identity`], [`account`]), sealed fixed-size
+//! envelopes ([`envelope`]), the scheduler's D deposits and one drain per epoch through the
+//! proxy ([`courier`]), and the user's API with its history in the oblivious KV ([`api`]).
 
+pub mod account;
+pub mod api;
+pub mod commands;
+pub mod courier;
 pub mod envelope;
 pub mod identity;
 
+pub use account::Account;
+pub use api::Mailbox;
+pub use courier::{MAX_MESSAGE, MailError, MailState, Record};
 pub use envelope::{Envelope, Header, Reassembly, ReplayWindow};
 pub use identity::{Address, Identity};
