@@ -7,3 +7,4 @@ pub mod bench;
 pub mod cmd;
 pub mod stack;
 pub mod stats;
+pub mod view;

@@ -147,6 +147,67 @@ impl Stack {
     }
 }
 
+/// An in-process mailbox user of a [`Stack`]: a client with a fresh account and its own
+/// store, a KV store and a mailbox, all in memory.
+pub struct MailUser {
+    /// The KV store.
+    pub kv: shroud_client::Kv,
+    /// The mailbox.
+    pub mail: shroud_client::mailbox::Mailbox,
+    /// The scheduler.
+    pub task: shroud_client::schedule::SchedulerTask,
+    /// The account's address.
+    pub address: shroud_client::mailbox::Address,
+}
+
+impl MailUser {
+    /// Stops the client, storing its last write-back.
+    pub async fn stop(self) {
+        drop(self.mail);
+        drop(self.kv);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), self.task).await;
+    }
+
+    /// The client's counters.
+    pub fn stats(&self) -> &shroud_client::schedule::ClientStats {
+        self.kv.client().stats()
+    }
+}
+
+impl Stack {
+    /// Starts a mailbox user with `account` (this stack's proxy must run a mailbox).
+    pub async fn mail_user_with<R: rand::CryptoRng>(
+        &self,
+        account: shroud_client::mailbox::Account,
+        rng: &mut R,
+    ) -> Result<MailUser> {
+        let config = self.client_config()?.with_account(account);
+        let (client, task) = shroud_client::Client::start(
+            config,
+            shroud_oram::Key::generate(rng),
+            shroud_client::random_grant(rng),
+        )
+        .await?;
+        let kv = shroud_client::Kv::new(client, shroud_client::kv::DEFAULT_MAX_VALUE);
+        let mail = shroud_client::mailbox::Mailbox::open(kv.clone(), None).await?;
+        let address = mail
+            .address()
+            .ok_or_else(|| anyhow::anyhow!("no account"))?;
+        Ok(MailUser {
+            kv,
+            mail,
+            task,
+            address,
+        })
+    }
+
+    /// Starts a mailbox user with a fresh account.
+    pub async fn mail_user<R: rand::CryptoRng>(&self, rng: &mut R) -> Result<MailUser> {
+        let account = shroud_client::mailbox::Account::generate(rng);
+        self.mail_user_with(account, rng).await
+    }
+}
+
 impl Drop for Stack {
     fn drop(&mut self) {
         self.storage_task.abort();

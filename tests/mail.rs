@@ -21,11 +21,10 @@ use shroud::cmd::proxy::ShapeOptions;
 use shroud_client::durable::{Durable, Unlock};
 use shroud_client::mailbox::envelope::CHUNK_LEN;
 use shroud_client::mailbox::{Account, Address, Mailbox};
-use shroud_client::schedule::SchedulerTask;
 use shroud_client::{Client, Kv};
 use shroud_oram::Key;
 use shroud_storage::backend::QueueOp;
-use shroud_storage::{Backend, BackendError, Put, SledBackend, StoreMeta, Transcript, Usage};
+use shroud_storage::{Backend, BackendError, Put, SledBackend, StoreMeta, Usage};
 use shroud_wire::StoreId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -43,44 +42,18 @@ fn shape() -> ShapeOptions {
     }
 }
 
-struct User {
-    kv: Kv,
-    mail: Mailbox,
-    task: SchedulerTask,
-    address: Address,
-}
+type User = shroud::stack::MailUser;
 
 async fn user_with(stack: &Stack, account: Account, rng: &mut StdRng) -> User {
-    let config = stack.client_config().expect("config").with_account(account);
-    let (client, task) =
-        Client::start(config, Key::generate(rng), shroud_client::random_grant(rng))
-            .await
-            .expect("client");
-    let kv = Kv::new(client, shroud_client::kv::DEFAULT_MAX_VALUE);
-    let mail = Mailbox::open(kv.clone(), None).await.expect("mailbox");
-    let address = mail.address().expect("account");
-    User {
-        kv,
-        mail,
-        task,
-        address,
-    }
+    stack.mail_user_with(account, rng).await.expect("user")
 }
 
 async fn user(stack: &Stack, rng: &mut StdRng) -> User {
-    user_with(stack, Account::generate(rng), rng).await
+    stack.mail_user(rng).await.expect("user")
 }
 
-impl User {
-    async fn stop(self) {
-        drop(self.mail);
-        drop(self.kv);
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
-    }
-
-    fn stat(&self, f: impl Fn(&shroud_client::schedule::ClientStats) -> u64) -> u64 {
-        f(self.kv.client().stats())
-    }
+fn stat(u: &User, f: impl Fn(&shroud_client::schedule::ClientStats) -> u64) -> u64 {
+    f(u.stats())
 }
 
 async fn befriend(users: &[(&str, &User)]) {
@@ -169,10 +142,10 @@ async fn three_users_exchange_short_and_long_messages() {
     dave.mail.add_contact("bob", bob.address).await.unwrap();
     dave.mail.send(&bob.address, b"spam").await.expect("queued");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while bob.stat(|s| s.mail_rejected.load(Relaxed)) == 0 && Instant::now() < deadline {
+    while stat(&bob, |s| s.mail_rejected.load(Relaxed)) == 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(bob.stat(|s| s.mail_rejected.load(Relaxed)), 1);
+    assert_eq!(stat(&bob, |s| s.mail_rejected.load(Relaxed)), 1);
     assert!(
         bob.mail
             .conversation(&dave.address)
@@ -183,30 +156,6 @@ async fn three_users_exchange_short_and_long_messages() {
     for u in [alice, bob, carol, dave] {
         u.stop().await;
     }
-}
-
-/// Storage's view, per epoch: for each batch and mail request with `clients` participants
-/// (distinct stores in a batch, drains in a mail request), (op, request bytes, response
-/// bytes).
-fn storage_view(path: &Path, clients: usize) -> BTreeMap<(String, u64, u64), usize> {
-    let mut view = BTreeMap::new();
-    for e in Transcript::read(path).expect("transcript") {
-        let n = match e.op.as_str() {
-            "batch" => e
-                .stores
-                .iter()
-                .collect::<std::collections::BTreeSet<_>>()
-                .len(),
-            "mail" => e.reads.len(),
-            _ => continue,
-        };
-        if n == clients {
-            *view
-                .entry((e.op.clone(), e.request_bytes, e.response_bytes))
-                .or_insert(0) += 1;
-        }
-    }
-    view
 }
 
 /// One run: Alice writes to `target` (1 = Bob, 2 = Carol) for a while; returns storage's view
@@ -232,39 +181,22 @@ async fn oblivious_run(target: usize) -> (BTreeMap<(String, u64, u64), usize>, [
     for u in [alice, bob, carol] {
         u.stop().await;
     }
-    let view = storage_view(&stack.transcript, 3);
-    (
-        view,
-        [
-            stats.slot_frame_min,
-            stats.slot_frame_max,
-            stats.mail_frame_min,
-            stats.mail_frame_max,
-        ],
-    )
+    let view = shroud::view::storage(&stack.transcript, 3).expect("transcript");
+    (view, shroud::view::proxy(&stats))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alice_to_bob_and_alice_to_carol_look_the_same() {
     let (to_bob, proxy_bob) = oblivious_run(1).await;
     let (to_carol, proxy_carol) = oblivious_run(2).await;
-    // The usual shape of each op (the epochs where all three clients were connected and
-    // past their first slot), and how many epochs had another (a (re)connection's first slot
-    // carries no write-back: presence, which the proxy and storage see anyway).
-    let usual = |v: &BTreeMap<(String, u64, u64), usize>, op: &str| {
-        let mut of_op: Vec<_> = v.iter().filter(|(k, _)| k.0 == op).collect();
-        of_op.sort_by_key(|(_, n)| std::cmp::Reverse(**n));
-        let edges: usize = of_op.iter().skip(1).map(|(_, n)| **n).sum();
-        (of_op[0].0.clone(), edges)
-    };
     println!("storage, Alice->Bob:   {to_bob:?}");
     println!("storage, Alice->Carol: {to_carol:?}");
     println!("proxy (slot min/max, mail min/max): {proxy_bob:?} vs {proxy_carol:?}");
     // Every steady epoch has one batch and one mail request, of one size each, the same in
     // both runs; the proxy saw one slot size and one mail size, the same in both.
     for op in ["batch", "mail"] {
-        let (b, b_edges) = usual(&to_bob, op);
-        let (c, c_edges) = usual(&to_carol, op);
+        let (b, _, b_edges) = shroud::view::usual(&to_bob, op).expect("requests");
+        let (c, _, c_edges) = shroud::view::usual(&to_carol, op).expect("requests");
         assert_eq!(b, c, "{op}");
         assert!(
             b_edges <= 2 && c_edges <= 2,
@@ -281,6 +213,7 @@ const HONEST: u8 = 0;
 const ALTER: u8 = 1;
 const REPLAY: u8 = 2;
 const REORDER: u8 = 3;
+const DROP: u8 = 4;
 
 /// A backend that lies about inbox contents on demand.
 struct Hostile {
@@ -338,7 +271,32 @@ impl Backend for Hostile {
         Ok(v)
     }
     fn apply_queue(&self, ops: &[QueueOp<'_>]) -> Result<(), BackendError> {
-        self.inner.apply_queue(ops)
+        // Dropping: say "delivered", file nothing, and keep the numbering seamless.
+        let pushes: Vec<StoreId> = ops
+            .iter()
+            .filter_map(|op| match op {
+                QueueOp::Push { store, .. } => Some(*store),
+                _ => None,
+            })
+            .collect();
+        if self.mode.load(Relaxed) != DROP || pushes.len() != 1 {
+            return self.inner.apply_queue(ops);
+        }
+        let kept: Vec<QueueOp<'_>> = ops
+            .iter()
+            .filter(|op| !matches!(op, QueueOp::Push { .. }))
+            .map(|op| match *op {
+                QueueOp::SetState { store, head, tail } if store == pushes[0] => {
+                    QueueOp::SetState {
+                        store,
+                        head,
+                        tail: tail - 1,
+                    }
+                }
+                other => other,
+            })
+            .collect();
+        self.inner.apply_queue(&kept)
     }
     fn flush(&self) -> Result<(), BackendError> {
         self.inner.flush()
@@ -354,8 +312,12 @@ async fn wait_stat(
     at_least: u64,
 ) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while u.stat(&f) < at_least {
-        assert!(Instant::now() < deadline, "counter stuck at {}", u.stat(&f));
+    while stat(u, &f) < at_least {
+        assert!(
+            Instant::now() < deadline,
+            "counter stuck at {}",
+            stat(u, &f)
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -413,7 +375,22 @@ async fn a_lying_storage_server_is_caught_and_its_envelopes_rejected() {
     attack(REORDER, long.clone(), 3).await;
     let got = wait_incoming(&bob.mail, &alice.address, 4, 30).await;
     assert_eq!(got.last().unwrap(), &long);
-    println!("bob refused {} envelopes in all", bob.stat(rejected));
+
+    // Dropped: storage says "delivered" and files nothing. Bob notices once a later envelope
+    // arrives and the gap outlasts its grace period.
+    let missing = |s: &shroud_client::schedule::ClientStats| s.mail_missing.load(Relaxed);
+    mode.store(DROP, Relaxed);
+    alice
+        .mail
+        .send(&bob.address, b"six (dropped)")
+        .await
+        .unwrap();
+    mode.store(HONEST, Relaxed);
+    alice.mail.send(&bob.address, b"seven").await.unwrap();
+    let got = wait_incoming(&bob.mail, &alice.address, 5, 30).await;
+    assert_eq!(got.last().unwrap(), b"seven");
+    wait_stat(&bob, missing, 1).await;
+    println!("bob refused {} envelopes in all", stat(&bob, rejected));
     for u in [alice, bob] {
         u.stop().await;
     }
@@ -597,6 +574,21 @@ fn bulk(f: OwnedFrame) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_recipient_between_fetch_and_ack_loses_nothing() {
+    recipient_crash_loop(8).await;
+}
+
+/// `SHROUD_CRASH_ITERS=100 cargo test --release --test mail -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn killing_the_recipient_long() {
+    let kills = std::env::var("SHROUD_CRASH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    recipient_crash_loop(kills).await;
+}
+
+async fn recipient_crash_loop(kills: usize) {
     let stack = Stack::start(shape()).await.expect("stack");
     let mut rng = StdRng::from_rng(&mut rand::rng());
     let alice = user(&stack, &mut rng).await;
@@ -614,7 +606,6 @@ async fn killing_the_recipient_between_fetch_and_ack_loses_nothing() {
     .await
     .unwrap();
     alice.mail.add_contact("bob", bob).await.unwrap();
-    let kills = 8;
     let mut sent = Vec::new();
     for round in 0..kills {
         for j in 0..2 {
@@ -655,7 +646,45 @@ async fn killing_the_recipient_between_fetch_and_ack_loses_nothing() {
     got.sort();
     sent.sort();
     assert_eq!(got, sent, "every message exactly once after {kills} kills");
+    println!(
+        "{kills} kills of the recipient: {} messages, each exactly once",
+        sent.len()
+    );
     let _ = child.kill();
     let _ = child.wait();
     alice.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_pinning_another_storage_key_refuses_to_send() {
+    let stack = Stack::start(shape()).await.expect("stack");
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    let bob = user(&stack, &mut rng).await;
+    // Mallory's key is not storage's: nothing storage answers opens with it.
+    let wrong = shroud_wire::routing::RoutingKey::generate(&mut rng).public();
+    let config = stack
+        .client_config()
+        .unwrap()
+        .with_account(Account::generate(&mut rng))
+        .with_storage_key(wrong);
+    let (client, task) = Client::start(
+        config,
+        Key::generate(&mut rng),
+        shroud_client::random_grant(&mut rng),
+    )
+    .await
+    .unwrap();
+    let kv = Kv::new(client, shroud_client::kv::DEFAULT_MAX_VALUE);
+    let mail = Mailbox::open(kv.clone(), None).await.unwrap();
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        mail.send(&bob.address, b"via the wrong key"),
+    )
+    .await
+    .expect("refused in time");
+    assert_eq!(r, Err(shroud_client::mailbox::MailError::StorageKey));
+    assert!(bob.mail.conversations().await.is_empty());
+    drop((mail, kv));
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    bob.stop().await;
 }

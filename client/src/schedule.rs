@@ -128,6 +128,9 @@ pub struct ClientStats {
     pub mail_full: AtomicU64,
     /// Whole messages received.
     pub mail_received: AtomicU64,
+    /// Envelopes a contact sent that never arrived while later ones did (storage dropped
+    /// them), declared missing after a grace period.
+    pub mail_missing: AtomicU64,
 }
 
 /// A handle to a running scheduler: `Send + Sync + Clone`, usable from many tasks.

@@ -4,7 +4,9 @@
 //! and Bob) each with its own store and a Redis front on 127.0.0.1. Alice runs a workload
 //! through `SET`/`GET` over RESP; Bob does nothing. Then it prints what each did next to what
 //! storage saw of each: the same slots per epoch, the same bytes, and leaves that the same
-//! statistics cannot tell apart.
+//! statistics cannot tell apart. Then the mailbox: Alice, Bob and Carol, two runs (Alice
+//! writes to Bob, then to Carol), and the storage and proxy views of each
+//! ([`crate::cmd::demo_mail`]).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -230,6 +232,7 @@ pub async fn run(seconds: f64) -> Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(5), a.task).await;
     }
     drop(stack);
+    crate::cmd::demo_mail::run(4.0).await?;
     println!(
         "\nDone in {:.1} s; temporary files removed.",
         started.elapsed().as_secs_f64()

@@ -41,6 +41,11 @@ const MAX_MESSAGE_CHUNKS: u16 = MAX_MESSAGE.div_ceil(CHUNK_LEN) as u16;
 const MAX_PARTIAL: usize = 256;
 /// Envelopes from unknown senders kept for when their sender becomes a contact.
 const MAX_HELD: usize = 256;
+/// Epochs a gap in a contact's counters may last (a retried envelope is late) before the
+/// envelopes in it are declared missing.
+const MISSING_AFTER_EPOCHS: u64 = 100;
+/// Envelopes past a gap kept track of, per sender.
+const MAX_AHEAD: usize = 1024;
 /// Epochs of unreadable answers before the mailbox gives up on this storage server.
 const MAX_UNREADABLE: u32 = 3;
 
@@ -129,10 +134,70 @@ pub struct MailState {
     /// Envelopes that opened with no contact's key (a stranger's, or altered), oldest first:
     /// tried again when a contact is added, the oldest dropped past [`MAX_HELD`].
     held: VecDeque<Vec<u8>>,
+    /// Per contact: which of its counters arrived, to notice envelopes that never do.
+    arrivals: BTreeMap<[u8; 32], Arrivals>,
+    /// Epochs run (mail slots prepared).
+    epochs: u64,
     /// Envelopes refused: unopenable, replayed or malformed.
     pub rejected: u64,
     /// Deposits refused because the recipient's inbox was full (and retried).
     pub full: u64,
+}
+
+/// A contact's counters: all below `next` arrived; `ahead` arrived past a gap that opened
+/// in epoch `since`.
+///
+/// Senders number their envelopes to each recipient 1, 2, 3, ... and send them in order (at
+/// most D at a time, shuffled by the proxy, a full inbox delaying some), so a gap that stays
+/// open while later envelopes keep arriving means storage dropped an envelope. It cannot be
+/// told from a very late one at once, hence the grace period; and a dropped last envelope
+/// shows only when the next one arrives.
+#[derive(Clone, Default, Serialize, Deserialize)]
+struct Arrivals {
+    next: u64,
+    ahead: std::collections::BTreeSet<u64>,
+    since: Option<u64>,
+}
+
+impl Arrivals {
+    fn arrived(&mut self, counter: u64, epoch: u64) {
+        if self.next == 0 {
+            self.next = 1;
+        }
+        if counter == self.next {
+            self.next += 1;
+            while self.ahead.remove(&self.next) {
+                self.next += 1;
+            }
+        } else if counter > self.next {
+            self.ahead.insert(counter);
+        }
+        self.since = match (self.ahead.is_empty(), self.since) {
+            (true, _) => None,
+            (false, Some(s)) => Some(s),
+            (false, None) => Some(epoch),
+        };
+    }
+
+    /// Closes a gap that has lasted too long; returns how many envelopes it held.
+    fn expire(&mut self, epoch: u64) -> u64 {
+        let overdue = self
+            .since
+            .is_some_and(|s| epoch.saturating_sub(s) > MISSING_AFTER_EPOCHS)
+            || self.ahead.len() > MAX_AHEAD;
+        let Some(&first) = self.ahead.first() else {
+            return 0;
+        };
+        if !overdue {
+            return 0;
+        }
+        let missing = first - self.next;
+        self.ahead.remove(&first);
+        self.next = first;
+        self.since = None;
+        self.arrived(first, epoch);
+        missing
+    }
 }
 
 /// Requests from the [`Mailbox`](super::Mailbox) to the courier.
@@ -327,6 +392,21 @@ impl Courier {
         seq: u64,
         rng: &mut R,
     ) -> Result<(MailSlot, InFlight), MailError> {
+        self.state.epochs += 1;
+        let epoch = self.state.epochs;
+        for (who, a) in self.state.arrivals.iter_mut() {
+            let missing = a.expire(epoch);
+            if missing > 0 {
+                self.stats.mail_missing.fetch_add(missing, Relaxed);
+                tracing::error!(
+                    "{missing} envelope(s) from contact {} never arrived though later ones did: storage dropped them",
+                    who.iter()
+                        .take(4)
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
+                );
+            }
+        }
         let mut deposits = Vec::with_capacity(self.d);
         let mut keys = Vec::with_capacity(self.d);
         for o in self.state.outbox.iter().take(self.d) {
@@ -542,6 +622,14 @@ impl Courier {
         } else {
             self.state.replay.accept(&from, h.counter)
         };
+        if checked.is_ok() {
+            let epoch = self.state.epochs;
+            self.state
+                .arrivals
+                .entry(from.public_key)
+                .or_default()
+                .arrived(h.counter, epoch);
+        }
         if let Err(e) = checked {
             self.state.rejected += 1;
             self.stats.mail_rejected.fetch_add(1, Relaxed);
@@ -583,5 +671,30 @@ impl Courier {
             let _ = self.records.send((id, rec.clone()));
         }
         self.announced = self.state.next_id;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gap_that_stays_open_is_declared_missing_once() {
+        let mut a = Arrivals::default();
+        for c in [1, 2, 4, 3] {
+            a.arrived(c, 1);
+        }
+        assert_eq!((a.next, a.ahead.len(), a.since), (5, 0, None));
+        // 5 and 6 never come; 7 and 8 do.
+        a.arrived(7, 10);
+        a.arrived(8, 11);
+        assert_eq!(a.expire(10 + MISSING_AFTER_EPOCHS), 0, "still in grace");
+        assert_eq!(a.expire(11 + MISSING_AFTER_EPOCHS), 2);
+        assert_eq!((a.next, a.since), (9, None));
+        assert_eq!(a.expire(1_000), 0, "reported once");
+        // A late envelope within the grace period closes its gap quietly.
+        a.arrived(10, 2_000);
+        a.arrived(9, 2_001);
+        assert_eq!((a.next, a.expire(5_000)), (11, 0));
     }
 }
