@@ -688,3 +688,68 @@ async fn a_client_pinning_another_storage_key_refuses_to_send() {
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
     bob.stop().await;
 }
+
+/// Runs `shroud mail --agent ADDR ARGS...`; returns its stdout.
+fn shroud_mail(agent: SocketAddr, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_shroud"))
+        .args(["mail", "--agent", &agent.to_string()])
+        .args(args)
+        .output()
+        .expect("shroud mail");
+    assert!(
+        out.status.success(),
+        "shroud mail {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shroud_mail_cli_works_through_the_agent() {
+    let stack = Stack::start(shape()).await.expect("stack");
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    let alice = user(&stack, &mut rng).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, agent) = spawn_agent(&stack, &dir.path().join("bob"));
+    let cli = move |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            shroud_mail(agent, &args)
+        })
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let bob: Address = cli(s(&["init"]))
+        .await
+        .unwrap()
+        .trim()
+        .parse()
+        .expect("address");
+    assert_eq!(cli(s(&["address"])).await.unwrap().trim(), bob.to_string());
+    cli(s(&["add-contact", "alice", &alice.address.to_string()]))
+        .await
+        .unwrap();
+    assert!(
+        cli(s(&["add-contact", "typo", &format!("{}x", alice.address)]))
+            .await
+            .is_err(),
+        "a mistyped address is refused"
+    );
+    alice.mail.add_contact("bob", bob).await.unwrap();
+    alice.mail.send(&bob, b"hello from alice").await.unwrap();
+    cli(s(&["send", "alice", "hello back"])).await.unwrap();
+    wait_incoming(&alice.mail, &bob, 1, 30).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let read = loop {
+        let read = cli(s(&["read", "alice"])).await.unwrap();
+        if read.lines().count() >= 2 || Instant::now() > deadline {
+            break read;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(read.contains(" in hello from alice"), "{read}");
+    assert!(read.contains(" out hello back"), "{read}");
+    assert_eq!(cli(s(&["inbox"])).await.unwrap().trim(), "alice 2");
+    let _ = child.kill();
+    let _ = child.wait();
+    alice.stop().await;
+}
