@@ -46,6 +46,22 @@ enum Command {
         #[arg(long, default_value_t = 12.0)]
         seconds: f64,
     },
+    /// The leakage audit: pairs of workloads against an embedded stack, compared as the
+    /// operators see them; exits non-zero if any test detects a difference.
+    Audit {
+        /// The CI version: 10^4 paths per side instead of 10^5.
+        #[arg(long)]
+        short: bool,
+        /// Paths per side (overrides the default of the mode).
+        #[arg(long)]
+        accesses: Option<u64>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Write audit.json and audit.svg into this directory.
+        #[arg(long)]
+        report: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -278,7 +294,11 @@ fn main() -> Result<()> {
     // The demo and the benches print their own report; services log at info.
     let quiet = matches!(
         cli.command,
-        Command::Demo { .. } | Command::Bench(_) | Command::Kv(_) | Command::Mail(_)
+        Command::Demo { .. }
+            | Command::Audit { .. }
+            | Command::Bench(_)
+            | Command::Kv(_)
+            | Command::Mail(_)
     );
     let default = if quiet { "warn" } else { "info" };
     tracing_subscriber::fmt()
@@ -302,6 +322,12 @@ fn main() -> Result<()> {
         Command::Kv(args) => runtime()?.block_on(shroud::cmd::kv::run(args)),
         Command::Mail(args) => runtime()?.block_on(shroud::cmd::mail::run(args)),
         Command::Demo { seconds } => runtime()?.block_on(shroud::cmd::demo::run(seconds)),
+        Command::Audit {
+            short,
+            accesses,
+            json,
+            report,
+        } => audit(short, accesses, json, report),
         Command::Certs(args) => {
             let files = shroud::cmd::certs::generate(&args.out, &args.names)?;
             println!(
@@ -454,6 +480,73 @@ fn bench_storage(args: StorageBenchArgs) -> Result<()> {
             );
         }
     })?;
+    Ok(())
+}
+
+fn audit(
+    short: bool,
+    accesses: Option<u64>,
+    json: bool,
+    report: Option<std::path::PathBuf>,
+) -> Result<()> {
+    use shroud::audit;
+    let mut opts = if short {
+        audit::Options::short()
+    } else {
+        audit::Options::full()
+    };
+    if let Some(n) = accesses {
+        opts.accesses = n;
+    }
+    if !json {
+        println!(
+            "shroud audit: {} paths per side, alpha {}; four pairs of workloads, each on its own embedded stack",
+            opts.accesses, opts.alpha
+        );
+    }
+    let r = runtime()?.block_on(audit::run(&opts, |p| {
+        if json {
+            return;
+        }
+        println!(
+            "\n{} vs {} ({} and {} paths):",
+            p.a, p.b, p.paths[0], p.paths[1]
+        );
+        for v in &p.verdicts {
+            let p_value = v
+                .p_value
+                .map(|p| format!(" p = {p:.4}"))
+                .unwrap_or_default();
+            println!(
+                "  {} {}{p_value}: {}",
+                if v.pass { "pass" } else { "FAIL" },
+                v.test,
+                v.detail
+            );
+        }
+    }))?;
+    if let Some(dir) = &report {
+        let (j, s) = audit::write_report(&r, dir)?;
+        if !json {
+            println!("\nreport: {} and {}", j.display(), s.display());
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "\n{} in {:.0} s",
+            if r.pass {
+                "no difference detected"
+            } else {
+                "DIFFERENCES DETECTED"
+            },
+            r.seconds
+        );
+    }
+    if !r.pass {
+        std::process::exit(1);
+    }
     Ok(())
 }
 

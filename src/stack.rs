@@ -55,6 +55,8 @@ pub struct Stack {
     pub proxy: SocketAddr,
     /// Storage's transcript file.
     pub transcript: PathBuf,
+    /// The proxy's transcript file (every client frame, in and out).
+    pub proxy_transcript: PathBuf,
     /// The proxy's shape.
     pub shape: SlotShape,
     /// The database directory (deleted on drop).
@@ -94,6 +96,7 @@ impl Stack {
             tls,
             storage,
             proxy: SocketAddr::from(([127, 0, 0, 1], 0)),
+            proxy_transcript: dir.path().join("proxy.jsonl"),
             transcript,
             shape,
             dir,
@@ -111,7 +114,10 @@ impl Stack {
         self.proxy = listener.local_addr()?;
         let config = shroud_proxy::Config::new(self.shape);
         let proxy =
-            shroud_proxy::Proxy::new(config, self.storage, self.tls.client()?, self.tls.server()?);
+            shroud_proxy::Proxy::new(config, self.storage, self.tls.client()?, self.tls.server()?)
+                .with_transcript(shroud_proxy::transcript::Transcript::append(
+                    &self.proxy_transcript,
+                )?);
         self.proxy_task = Some(tokio::spawn(proxy.run(listener, std::future::pending())));
         Ok(())
     }

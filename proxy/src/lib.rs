@@ -50,6 +50,7 @@
 mod epoch;
 mod session;
 mod stats;
+pub mod transcript;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -118,6 +119,23 @@ pub(crate) struct Shared {
     pub stats: Stats,
     pub upstream: tokio::sync::Mutex<upstream::Upstream>,
     pub tls: ServerTls,
+    pub transcript: Option<transcript::Transcript>,
+    pub next_conn: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    /// Records a frame in the transcript, if there is one.
+    pub fn record(&self, conn: u64, inbound: bool, kind: &str, bytes: usize) {
+        if let Some(t) = &self.transcript {
+            t.record(&transcript::Entry {
+                epoch: self.open.lock().epoch,
+                conn,
+                inbound,
+                kind: kind.into(),
+                bytes: bytes as u64,
+            });
+        }
+    }
 }
 
 /// The proxy.
@@ -146,8 +164,18 @@ impl Proxy {
                 stats: Stats::default(),
                 upstream: tokio::sync::Mutex::new(upstream),
                 tls,
+                transcript: None,
+                next_conn: std::sync::atomic::AtomicU64::new(0),
             }),
         }
+    }
+
+    /// Logs every client frame, in and out, to `transcript` (what the operator could see).
+    pub fn with_transcript(mut self, transcript: transcript::Transcript) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.transcript = Some(transcript);
+        }
+        self
     }
 
     /// Serves clients on `listener` and runs the epoch clock until `shutdown`.

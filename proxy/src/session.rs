@@ -52,6 +52,29 @@ fn fits(slot: &Slot, shape: &SlotShape) -> bool {
         && slot.reads.iter().all(|&b| b < shape.buckets)
 }
 
+fn msg_kind(m: &ClientMsg) -> &'static str {
+    match m {
+        ClientMsg::Hello(_) => "hello",
+        ClientMsg::Register(_) => "register",
+        ClientMsg::Slot(_) => "slot",
+        ClientMsg::Mail(_) => "mail",
+        ClientMsg::Stats => "stats",
+    }
+}
+
+fn reply_kind(m: &ProxyMsg) -> &'static str {
+    match m {
+        ProxyMsg::Hello(..) => "hello",
+        ProxyMsg::Registered => "registered",
+        ProxyMsg::Done(_) => "done",
+        ProxyMsg::Failed(..) => "failed",
+        ProxyMsg::MailDone(_) => "mail-done",
+        ProxyMsg::MailFailed(..) => "mail-failed",
+        ProxyMsg::Stats(_) => "stats",
+        ProxyMsg::Error(_) => "error",
+    }
+}
+
 pub(crate) async fn serve(
     shared: Arc<Shared>,
     stream: tokio::net::TcpStream,
@@ -60,6 +83,7 @@ pub(crate) async fn serve(
 ) {
     let shape = shared.config.shape;
     let limits = client_limits(&shape);
+    let conn = shared.next_conn.fetch_add(1, Relaxed);
     let io = match shared.tls.accept(stream, shared.config.hello_timeout).await {
         Ok(io) => io,
         Err(e) => {
@@ -108,12 +132,14 @@ pub(crate) async fn serve(
     // Replies (from this task and from the epoch clock) go through one writer.
     let k = shape.slots_per_epoch as usize;
     let (tx, mut rx) = mpsc::channel::<ProxyMsg>(2 * k + 6);
+    let out_shared = shared.clone();
     let writer = tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
             let close = matches!(msg, ProxyMsg::Error(_));
             let Ok(b) = encode(&msg, Limits::default()) else {
                 break;
             };
+            out_shared.record(conn, false, reply_kind(&msg), b.len());
             if sink.send(Bytes::from(b)).await.is_err() || close {
                 break;
             }
@@ -133,6 +159,7 @@ pub(crate) async fn serve(
             Ok(m) => m,
             Err(_) => break Some(ErrorCode::Malformed),
         };
+        shared.record(conn, true, msg_kind(&msg), frame.len());
         let st = &shared.stats;
         match msg {
             ClientMsg::Slot(_) => {

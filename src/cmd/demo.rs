@@ -8,7 +8,6 @@
 //! writes to Bob, then to Carol), and the storage and proxy views of each
 //! ([`crate::cmd::demo_mail`]).
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -167,33 +166,12 @@ pub async fn run(seconds: f64) -> Result<()> {
     );
     drop(conn);
     // What storage saw.
-    let lines = Transcript::read(&stack.transcript)?;
-    let mut seen: HashMap<String, (u64, u64, u64, Vec<u64>)> = HashMap::new();
-    let height = s.path_len + s.cached_levels - 1;
-    let mut batches = 0;
-    for e in lines.iter().filter(|e| e.op == "batch") {
-        batches += 1;
-        for (g, store) in e.stores.iter().enumerate() {
-            let entry = seen.entry(store.clone()).or_default();
-            entry.0 += 1;
-            let reads: Vec<u64> = e
-                .reads
-                .iter()
-                .filter(|r| r.0 as usize == g)
-                .map(|r| r.1)
-                .collect();
-            entry.1 += reads.len() as u64 * u64::from(s.bucket_len);
-            entry.2 += e
-                .writes
-                .iter()
-                .filter(|w| w.0 as usize == g)
-                .map(|w| u64::from(w.2))
-                .sum::<u64>();
-            if let Some(&leaf_bucket) = reads.last() {
-                entry.3.push(leaf_bucket - ((1u64 << height) - 1));
-            }
-        }
-    }
+    let seen = crate::audit::observe::stores(&stack.transcript, &s)?;
+    let batches = Transcript::read(&stack.transcript)?
+        .iter()
+        .filter(|e| e.op == "batch")
+        .count();
+    let leaves = 1u64 << (s.path_len + s.cached_levels - 1);
     println!("\nWhat storage saw ({batches} batches, one per epoch, from its transcript):");
     println!(
         "  {:<6} {:>8} {:>14} {:>14}   leaf histogram (8 bins)",
@@ -201,11 +179,11 @@ pub async fn run(seconds: f64) -> Result<()> {
     );
     let mut hists = Vec::new();
     for a in [&alice, &bob] {
-        let (slots, read, written, leaves) = seen.get(&a.store).cloned().unwrap_or_default();
-        let mut h = vec![0u64; 8];
-        for l in &leaves {
-            h[((l * 8) >> height) as usize] += 1;
-        }
+        let v = seen.get(&a.store).cloned().unwrap_or_default();
+        let slots: u64 = v.epochs.iter().map(|e| e.1).sum();
+        let written: u64 = v.epochs.iter().map(|e| e.2).sum();
+        let read: u64 = v.epochs.iter().map(|e| e.3).sum::<u64>() * u64::from(s.bucket_len);
+        let h = crate::audit::observe::histogram(&v.leaves, leaves, 8);
         println!(
             "  {:<6} {:>8} {:>14} {:>14}   {:?}",
             a.name, slots, read, written, h

@@ -3,13 +3,11 @@
 //! byte sizes. Never capabilities (the operator sees only their hashes) and never contents
 //! (ciphertext, but still not logged).
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use shroud_wire::jsonl::JsonLines;
 use shroud_wire::{BatchOp, Request};
 
 /// One transcript line.
@@ -114,35 +112,23 @@ impl Entry {
 }
 
 /// The transcript file.
-pub struct Transcript {
-    out: Mutex<BufWriter<File>>,
-}
+pub struct Transcript(JsonLines<Entry>);
 
 impl Transcript {
     /// Creates (truncates) the file.
     pub fn create(path: &Path) -> std::io::Result<Self> {
-        Ok(Transcript {
-            out: Mutex::new(BufWriter::new(File::create(path)?)),
-        })
+        JsonLines::create(path).map(Transcript)
     }
 
     /// Appends one line and flushes it to the file.
     pub fn record(&self, entry: &Entry) {
-        let mut out = self.out.lock();
-        let line = serde_json::to_string(entry).unwrap_or_default();
-        if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+        if self.0.record(entry).is_err() {
             tracing::warn!("could not write the transcript");
         }
     }
 
     /// Reads a transcript back.
     pub fn read(path: &Path) -> std::io::Result<Vec<Entry>> {
-        let text = std::fs::read_to_string(path)?;
-        text.lines()
-            .map(|l| {
-                serde_json::from_str(l)
-                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-            })
-            .collect()
+        JsonLines::read(path)
     }
 }

@@ -25,6 +25,7 @@
 
 mod codec;
 pub mod conn;
+pub mod jsonl;
 pub mod mail;
 mod message;
 pub mod proxy;

@@ -1,0 +1,35 @@
+//! `shroud audit --short` as CI runs it: a real process, four pairs of workloads on embedded
+//! stacks, every test passing, and the JSON and SVG reports written.
+
+use std::process::Command;
+
+#[test]
+fn the_short_audit_detects_no_difference_and_writes_its_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_shroud"))
+        .args(["audit", "--short", "--json", "--report"])
+        .arg(dir.path())
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("shroud audit");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON report");
+    let pairs = report["pairs"].as_array().expect("pairs");
+    assert_eq!(pairs.len(), 4);
+    for p in pairs {
+        for v in p["verdicts"].as_array().expect("verdicts") {
+            assert!(
+                v["pass"].as_bool() == Some(true),
+                "{} vs {}: {} failed: {}",
+                p["a"],
+                p["b"],
+                v["test"],
+                v["detail"]
+            );
+        }
+    }
+    assert!(out.status.success(), "exit status {:?}", out.status);
+    let svg = std::fs::read_to_string(dir.path().join("audit.svg")).expect("svg");
+    assert!(svg.starts_with("<svg") && svg.contains("no difference detected"));
+    assert!(dir.path().join("audit.json").exists());
+}
