@@ -63,6 +63,8 @@ pub struct Stack {
     pub dir: tempfile::TempDir,
     /// Storage's mailbox routing public key (clients pin it).
     pub storage_key: [u8; 32],
+    /// How long the proxy waits for storage (applies from the next [`Stack::start_proxy`]).
+    pub storage_timeout: std::time::Duration,
     storage_task: JoinHandle<std::io::Result<()>>,
     proxy_task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -101,6 +103,7 @@ impl Stack {
             shape,
             dir,
             storage_key,
+            storage_timeout: std::time::Duration::from_secs(10),
             storage_task,
             proxy_task: None,
         };
@@ -112,7 +115,10 @@ impl Stack {
     pub async fn start_proxy(&mut self) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(self.proxy).await?;
         self.proxy = listener.local_addr()?;
-        let config = shroud_proxy::Config::new(self.shape);
+        let config = shroud_proxy::Config {
+            storage_timeout: self.storage_timeout,
+            ..shroud_proxy::Config::new(self.shape)
+        };
         let proxy =
             shroud_proxy::Proxy::new(config, self.storage, self.tls.client()?, self.tls.server()?)
                 .with_transcript(shroud_proxy::transcript::Transcript::append(

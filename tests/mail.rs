@@ -511,7 +511,10 @@ async fn an_offline_recipient_catches_up_without_loss_or_duplicates() {
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let offline = started.elapsed();
-    assert!(offline >= Duration::from_millis(25 * 120), "{offline:?}: over 120 epochs");
+    assert!(
+        offline >= Duration::from_millis(25 * 120),
+        "{offline:?}: over 120 epochs"
+    );
     let (bob, _durable) = durable_user(&stack, dir.path()).await;
     assert_eq!(bob.address, bob_address, "same account after the restart");
     let mut got = wait_incoming(&bob.mail, &alice.address, 10, 60).await;

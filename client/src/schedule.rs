@@ -128,6 +128,11 @@ pub struct ClientStats {
     pub mail_full: AtomicU64,
     /// Whole messages received.
     pub mail_received: AtomicU64,
+    /// Epochs whose reads failed verification (the server's data was refused, the batch
+    /// undone, the operations failed with [`ClientError::Integrity`]).
+    pub integrity_failures: AtomicU64,
+    /// Epochs the proxy reported failed at storage, or that got no reply: resent.
+    pub failed_exchanges: AtomicU64,
     /// Envelopes a contact sent that never arrived while later ones did (storage dropped
     /// them), declared missing after a grace period.
     pub mail_missing: AtomicU64,
@@ -597,6 +602,7 @@ impl Scheduler {
                     Ok(_) => "more rounds than a flat map needs".into(),
                 };
                 tracing::error!("epoch batch failed verification: {why}");
+                self.stats.integrity_failures.fetch_add(1, Relaxed);
                 fail(jobs, ClientError::Integrity(why));
                 // The mail read this epoch must be saved before the next slot acknowledges it.
                 if self.courier.is_some() {
@@ -708,6 +714,7 @@ impl Scheduler {
             match self.try_exchange(&slots, mail.as_ref()).await {
                 Ok(r) => return r,
                 Err(e) => {
+                    self.stats.failed_exchanges.fetch_add(1, Relaxed);
                     if matches!(e, ClientError::Refused(_)) {
                         tracing::warn!(
                             "the proxy refused the epoch's slots ({e}); retrying in {backoff:?}"

@@ -79,6 +79,9 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Frame limit towards storage.
     pub storage_limits: Limits,
+    /// Time storage has to answer a request; past it the connection is dropped and the
+    /// epoch's slots fail (their clients resend them).
+    pub storage_timeout: Duration,
 }
 
 impl Config {
@@ -90,6 +93,7 @@ impl Config {
             hello_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             storage_limits: Limits::default(),
+            storage_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -152,7 +156,12 @@ impl Proxy {
         storage_tls: ClientTls,
         tls: ServerTls,
     ) -> Self {
-        let upstream = upstream::Upstream::new(storage, storage_tls, config.storage_limits);
+        let upstream = upstream::Upstream::new(
+            storage,
+            storage_tls,
+            config.storage_limits,
+            config.storage_timeout,
+        );
         Proxy {
             shared: Arc::new(Shared {
                 config,

@@ -13,17 +13,26 @@ pub(crate) struct Upstream {
     addr: SocketAddr,
     tls: ClientTls,
     limits: Limits,
+    timeout: Duration,
     conn: Option<Connection>,
+}
+
+fn timed_out() -> ConnError {
+    ConnError::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "storage did not answer in time",
+    ))
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Upstream {
-    pub fn new(addr: SocketAddr, tls: ClientTls, limits: Limits) -> Self {
+    pub fn new(addr: SocketAddr, tls: ClientTls, limits: Limits, timeout: Duration) -> Self {
         Upstream {
             addr,
             tls,
             limits,
+            timeout,
             conn: None,
         }
     }
@@ -57,24 +66,33 @@ impl Upstream {
     }
 
     pub async fn batch(&mut self, batch: Batch) -> Result<Vec<ReadResult>, ConnError> {
+        let limit = self.timeout;
         let r = match self.conn().await {
-            Ok(c) => c.batch(batch).await,
+            Ok(c) => tokio::time::timeout(limit, c.batch(batch))
+                .await
+                .unwrap_or_else(|_| Err(timed_out())),
             Err(e) => Err(e),
         };
         self.settle(r)
     }
 
     pub async fn mail(&mut self, batch: MailBatch) -> Result<MailReply, ConnError> {
+        let limit = self.timeout;
         let r = match self.conn().await {
-            Ok(c) => c.mail(batch).await,
+            Ok(c) => tokio::time::timeout(limit, c.mail(batch))
+                .await
+                .unwrap_or_else(|_| Err(timed_out())),
             Err(e) => Err(e),
         };
         self.settle(r)
     }
 
     pub async fn create(&mut self, grant: &Grant, geometry: Geometry) -> Result<(), ConnError> {
+        let limit = self.timeout;
         let r = match self.conn().await {
-            Ok(c) => c.create_store(grant, geometry).await,
+            Ok(c) => tokio::time::timeout(limit, c.create_store(grant, geometry))
+                .await
+                .unwrap_or_else(|_| Err(timed_out())),
             Err(e) => Err(e),
         };
         self.settle(r)

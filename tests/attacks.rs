@@ -1,0 +1,351 @@
+//! A malicious storage server, as a man in the middle between the proxy and the real one
+//! (it terminates the proxy's TLS with storage's certificate, as storage's operator could).
+//! Each attack is tried many times, each time on one bucket of one response at a random
+//! position: flip a byte, swap two buckets, replay an older version of a bucket, return a
+//! bucket as absent, truncate a bucket, reorder a response's buckets, drop a response.
+//!
+//! Every try must be detected at the first read (the client refuses the epoch:
+//! `ClientStats::integrity_failures`, or for a dropped response the proxy's timeout and the
+//! client's resend: `ClientStats::failed_exchanges`), and the client's data must stay exactly
+//! what a model says once the server behaves again.
+//!
+//! `SHROUD_ATTACK_TRIES=N` sets the tries per attack (1,000 by default).
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::Stack;
+use futures::{SinkExt, StreamExt};
+use parking_lot::Mutex;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use shroud::cmd::proxy::ShapeOptions;
+use shroud_client::{Client, ClientError};
+use shroud_oram::Key;
+use shroud_wire::transport::{ClientTls, ServerTls};
+use shroud_wire::{BatchOp, Limits, ReadResult, Request, Response, StoreId, decode, encode};
+use tokio::net::TcpListener;
+use tokio_util::codec::Framed;
+
+const ATTACKS: [&str; 7] = [
+    "flip a byte",
+    "swap two buckets",
+    "replay an older version",
+    "return a bucket as absent",
+    "truncate a bucket",
+    "reorder the buckets",
+    "drop the response",
+];
+const DROP: u8 = 6;
+
+/// Every version of every bucket served so far.
+type Versions = HashMap<(StoreId, u64), Vec<Vec<u8>>>;
+
+/// The man in the middle.
+#[derive(Default)]
+struct Mitm {
+    attack: AtomicU8,
+    armed: AtomicBool,
+    tries: AtomicU64,
+    seen: Mutex<Versions>,
+}
+
+impl Mitm {
+    /// Tampers with `reads` (of buckets `ids`); false if this response offers no target.
+    fn tamper(&self, reads: &mut [ReadResult], ids: &[(StoreId, u64)], rng: &mut StdRng) -> bool {
+        let present: Vec<usize> = (0..reads.len()).filter(|&i| reads[i].present).collect();
+        if present.is_empty() {
+            return false;
+        }
+        let i = present[rng.random_range(0..present.len())];
+        match self.attack.load(SeqCst) {
+            0 => {
+                let at = rng.random_range(0..reads[i].data.len());
+                reads[i].data[at] ^= 1 << rng.random_range(0..8);
+            }
+            1 => {
+                let others: Vec<usize> = present
+                    .iter()
+                    .copied()
+                    .filter(|&j| reads[j].data != reads[i].data)
+                    .collect();
+                let Some(&j) = others.get(rng.random_range(0..others.len().max(1))) else {
+                    return false;
+                };
+                reads.swap(i, j);
+            }
+            2 => {
+                let seen = self.seen.lock();
+                let Some(old) = seen
+                    .get(&ids[i])
+                    .and_then(|v| v.iter().rev().find(|d| **d != reads[i].data))
+                else {
+                    return false;
+                };
+                reads[i].data = old.clone();
+            }
+            3 => {
+                reads[i].present = false;
+                reads[i].data.iter_mut().for_each(|b| *b = 0);
+            }
+            4 => {
+                let keep = rng.random_range(0..reads[i].data.len());
+                reads[i].data.truncate(keep);
+            }
+            5 => {
+                if present.len() < 2 {
+                    return false;
+                }
+                // Rotate the present buckets by one position.
+                let first = reads[present[0]].clone();
+                for w in present.windows(2) {
+                    reads[w[0]] = reads[w[1]].clone();
+                }
+                let last = *present.last().unwrap_or(&0);
+                reads[last] = first;
+                if present
+                    .iter()
+                    .all(|&p| reads[p].data == reads[present[0]].data)
+                {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+        true
+    }
+
+    fn remember(&self, reads: &[ReadResult], ids: &[(StoreId, u64)]) {
+        let mut seen = self.seen.lock();
+        for (r, id) in reads.iter().zip(ids) {
+            if r.present {
+                let v = seen.entry(*id).or_default();
+                if v.last() != Some(&r.data) {
+                    v.push(r.data.clone());
+                }
+            }
+        }
+    }
+}
+
+/// The read buckets of a batch, in order.
+fn read_ids(req: &Request) -> Option<Vec<(StoreId, u64)>> {
+    let Request::Batch(b) = req else { return None };
+    Some(
+        b.ops
+            .iter()
+            .filter_map(|op| match op {
+                BatchOp::Read { grant, bucket } => {
+                    Some((b.grants.get(*grant as usize)?.store, *bucket))
+                }
+                BatchOp::Write { .. } => None,
+            })
+            .collect(),
+    )
+}
+
+async fn serve_one(
+    mitm: Arc<Mitm>,
+    stream: tokio::net::TcpStream,
+    storage: SocketAddr,
+    server: Arc<ServerTls>,
+    client: Arc<ClientTls>,
+) -> std::io::Result<()> {
+    let limits = Limits::default();
+    let down = server.accept(stream, Duration::from_secs(10)).await?;
+    let up = client.connect(storage).await?;
+    let (mut down, mut up) = (
+        Framed::new(down, shroud_wire::frame_codec(limits)),
+        Framed::new(up, shroud_wire::frame_codec(limits)),
+    );
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    while let Some(Ok(frame)) = down.next().await {
+        let ids = decode::<Request>(&frame, limits)
+            .ok()
+            .as_ref()
+            .and_then(read_ids);
+        up.send(frame.freeze()).await?;
+        let Some(Ok(reply)) = up.next().await else {
+            return Ok(());
+        };
+        let mut out = reply.freeze();
+        if let (Some(ids), Ok(Response::Batch(mut reads))) = (ids, decode::<Response>(&out, limits))
+        {
+            let honest = reads.clone();
+            if mitm.armed.load(SeqCst) {
+                if mitm.attack.load(SeqCst) == DROP {
+                    // Swallow the response: the proxy hears nothing.
+                    mitm.armed.store(false, SeqCst);
+                    mitm.tries.fetch_add(1, SeqCst);
+                    mitm.remember(&honest, &ids);
+                    continue;
+                }
+                if mitm.tamper(&mut reads, &ids, &mut rng) {
+                    mitm.armed.store(false, SeqCst);
+                    mitm.tries.fetch_add(1, SeqCst);
+                    out = Bytes::from(
+                        encode(&Response::Batch(reads), limits).map_err(std::io::Error::other)?,
+                    );
+                }
+            }
+            mitm.remember(&honest, &ids);
+        }
+        down.send(out).await?;
+    }
+    Ok(())
+}
+
+async fn run_mitm(
+    mitm: Arc<Mitm>,
+    listener: TcpListener,
+    storage: SocketAddr,
+    server: ServerTls,
+    client: ClientTls,
+) {
+    let (server, client) = (Arc::new(server), Arc::new(client));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        tokio::spawn(serve_one(
+            mitm.clone(),
+            stream,
+            storage,
+            server.clone(),
+            client.clone(),
+        ));
+    }
+}
+
+fn tries() -> u64 {
+    std::env::var("SHROUD_ATTACK_TRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_tampered_response_is_detected_and_honest_operation_resumes() {
+    let shape = ShapeOptions {
+        capacity: 64,
+        block: 32,
+        z: 4,
+        cached: 1,
+        slots: 1,
+        epoch_ms: 4,
+        deposits: 0,
+        drains: 0,
+    };
+    let mut stack = Stack::start(shape).await.expect("stack");
+    // Put the man in the middle between the proxy and storage.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mitm_addr = listener.local_addr().unwrap();
+    let mitm = Arc::new(Mitm::default());
+    tokio::spawn(run_mitm(
+        mitm.clone(),
+        listener,
+        stack.storage,
+        stack.tls.server().unwrap(),
+        stack.tls.client().unwrap(),
+    ));
+    stack.kill_proxy().await;
+    stack.storage = mitm_addr;
+    stack.storage_timeout = Duration::from_millis(40);
+    stack.start_proxy().await.expect("proxy");
+
+    let mut rng = StdRng::seed_from_u64(7);
+    let (client, task) = Client::start(
+        stack.client_config().unwrap(),
+        Key::generate(&mut rng),
+        shroud_client::random_grant(&mut rng),
+    )
+    .await
+    .expect("client");
+    // Fill the store, so that every bucket on every path is present and has a history.
+    let mut model: Vec<Vec<u8>> = (0..64u8).map(|a| vec![a; 32]).collect();
+    for (a, v) in model.iter().enumerate() {
+        client
+            .write(a as u64, v.clone())
+            .await
+            .expect("honest write");
+    }
+    for _ in 0..64 {
+        let a = rng.random_range(0..64u64);
+        client.read(a).await.expect("honest read");
+    }
+    let stats = client.stats();
+    let n = tries();
+    let mut results = Vec::new();
+    for (attack, name) in ATTACKS.iter().enumerate() {
+        mitm.attack.store(attack as u8, SeqCst);
+        let counter = if attack as u8 == DROP {
+            &stats.failed_exchanges
+        } else {
+            &stats.integrity_failures
+        };
+        let (t0, d0) = (mitm.tries.load(SeqCst), counter.load(SeqCst));
+        let started = Instant::now();
+        let mut refused_ops = 0u64;
+        while mitm.tries.load(SeqCst) - t0 < n {
+            mitm.armed.store(true, SeqCst);
+            // Work through the attack: a refused operation fails whole, with a typed error.
+            let a = rng.random_range(0..64u64);
+            let r = if rng.random_bool(0.5) {
+                let v = vec![rng.random::<u8>(); 32];
+                let r = client.write(a, v.clone()).await;
+                if r.is_ok() {
+                    model[a as usize] = v;
+                }
+                r.map(|_| ())
+            } else {
+                client
+                    .read(a)
+                    .await
+                    .map(|got| assert_eq!(got, model[a as usize], "verified data only"))
+            };
+            match r {
+                Ok(()) => {}
+                Err(ClientError::Integrity(_)) => refused_ops += 1,
+                Err(e) => panic!("{name}: unexpected error {e}"),
+            }
+            while mitm.armed.load(SeqCst) && started.elapsed() < Duration::from_secs(600) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        // Let the last tampered epoch finish.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let tried = mitm.tries.load(SeqCst) - t0;
+        let detected = counter.load(SeqCst) - d0;
+        let how = if attack as u8 == DROP {
+            "caught by the proxy's storage timeout, the epoch resent"
+        } else {
+            "refused at the first read (integrity error, batch undone)"
+        };
+        println!(
+            "{name}: {tried} tries, {detected} {how}; {refused_ops} operations failed with a typed error; {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        results.push((name, tried, detected));
+        // Honest again: every block is what the model says.
+        mitm.attack.store(0, SeqCst);
+        for (a, v) in model.iter().enumerate() {
+            assert_eq!(
+                &client.read(a as u64).await.expect("honest read"),
+                v,
+                "{name}"
+            );
+        }
+    }
+    for (name, tried, detected) in results {
+        assert!(tried >= n, "{name}: {tried} tries");
+        assert_eq!(detected, tried, "{name}: every try detected");
+    }
+    drop(client);
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+}
