@@ -1,0 +1,120 @@
+//! 1,000 concurrent clients, each on its own TLS connection to one proxy on loopback, each
+//! running the real schedule (an ORAM store, K slots per epoch, the mail slot) for a bounded
+//! time: the schedule holds for those that keep up, and the memory per connection is
+//! bounded and reported.
+
+mod common;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use common::Stack;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use shroud::cmd::proxy::ShapeOptions;
+use shroud_client::Client;
+use shroud_oram::Key;
+
+const CLIENTS: usize = 1000;
+
+/// Resident memory of this process, KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn open_files_limit() -> u64 {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3).map(str::to_owned))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_tls_clients_keep_the_schedule() {
+    let limit = open_files_limit();
+    assert!(
+        limit >= 4 * CLIENTS as u64,
+        "this test needs {} open files (ulimit -n), has {limit}",
+        4 * CLIENTS
+    );
+    let shape = ShapeOptions {
+        capacity: 16,
+        block: 16,
+        z: 4,
+        cached: 2,
+        slots: 1,
+        epoch_ms: 1000,
+        deposits: 1,
+        drains: 1,
+    };
+    let stack = Stack::start(shape).await.expect("stack");
+    let started = Instant::now();
+    let base = rss_kib();
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    let mut clients = Vec::with_capacity(CLIENTS);
+    for i in 0..CLIENTS {
+        let r = Client::start(
+            stack.client_config().unwrap(),
+            Key::generate(&mut rng),
+            shroud_client::random_grant(&mut rng),
+        )
+        .await;
+        match r {
+            Ok(c) => clients.push(c),
+            Err(e) => panic!("client {i} could not connect: {e}"),
+        }
+    }
+    let connected = started.elapsed();
+    let tls = stack.tls.client().unwrap();
+    let at_start = shroud::cmd::proxy::stats(stack.proxy, &tls).await.unwrap();
+    // Measure ten epochs with everyone connected.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let at_end = shroud::cmd::proxy::stats(stack.proxy, &tls).await.unwrap();
+    let per_conn = rss_kib().saturating_sub(base) / CLIENTS as u64;
+    let epochs = at_end.epochs - at_start.epochs;
+    let slots = at_end.slots - at_start.slots;
+    let late = at_end.late_total - at_start.late_total;
+    let kept_up = clients
+        .iter()
+        .filter(|(c, _)| c.stats().epochs.load(Relaxed) >= 8)
+        .count();
+    println!(
+        "{CLIENTS} TLS clients connected in {:.1} s; over {epochs} epochs: {slots} slots, {late} late, {} overruns, slowest batch {} ms; {kept_up} clients kept up; memory {per_conn} KiB per connection (client and proxy sides, one process)",
+        connected.as_secs_f64(),
+        at_end.overrun_epochs - at_start.overrun_epochs,
+        at_end.max_batch_us / 1000,
+    );
+    assert_eq!(at_end.clients, CLIENTS as u64, "all connected at once");
+    assert!(epochs >= 9, "{epochs} epochs in 10 s");
+    // Every client that keeps up sends exactly K slots per epoch, one size.
+    assert!(kept_up >= CLIENTS * 99 / 100, "{kept_up} kept up");
+    assert!(
+        late <= epochs * CLIENTS as u64 / 100,
+        "{late} late slots of {}",
+        epochs * CLIENTS as u64
+    );
+    assert_eq!(at_end.slot_frame_min, at_end.slot_frame_max);
+    assert_eq!(at_end.mail_frame_min, at_end.mail_frame_max);
+    assert!(per_conn < 512, "{per_conn} KiB per connection");
+    // The test stops itself: every client flushes and stops, then the stack.
+    let stop = Instant::now();
+    for (c, task) in clients {
+        drop(c);
+        task.abort();
+    }
+    drop(stack);
+    assert!(stop.elapsed() < Duration::from_secs(30));
+}
