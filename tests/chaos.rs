@@ -1,0 +1,304 @@
+//! Combined chaos: real `shroud storage`, `shroud proxy` and three `shroud agent` processes,
+//! TLS on every link, with writers on every agent, while storage, the proxy and the agents
+//! are killed with SIGKILL at random, independently, and restarted. Afterwards every
+//! acknowledged write is there, every key holds its last acknowledged value or one written
+//! after it (never a torn one), and every read verifies (the client checks each path
+//! against its digest tree).
+//!
+//! CI runs a few rounds; `SHROUD_CRASH_ITERS=500 cargo test --release --test chaos --
+//! --ignored --nocapture` runs 500.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use redis_protocol::resp2::types::OwnedFrame;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const AGENTS: usize = 3;
+
+/// One RESP call on a fresh connection, with a time limit.
+async fn call(addr: SocketAddr, args: &[&[u8]], limit: Duration) -> Option<OwnedFrame> {
+    let work = async {
+        let mut s = TcpStream::connect(addr).await.ok()?;
+        s.write_all(&shroud_client::resp::command(args))
+            .await
+            .ok()?;
+        let mut buf = Vec::new();
+        let mut chunk = vec![0u8; 65536];
+        loop {
+            if let Ok(Some((frame, _))) = redis_protocol::resp2::decode::decode(&buf) {
+                return Some(frame);
+            }
+            let n = s.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(limit, work).await.ok().flatten()
+}
+
+/// The whole deployment, as processes.
+struct Deployment {
+    dir: PathBuf,
+    certs: shroud::cmd::certs::CertFiles,
+    storage: (Child, SocketAddr),
+    proxy: (Child, SocketAddr),
+    agents: Vec<(Child, SocketAddr)>,
+}
+
+fn kill(c: &mut Child) {
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+impl Deployment {
+    fn storage_cmd(&self, listen: &str) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shroud"));
+        cmd.args(["storage", "--listen", listen, "--tls-cert"])
+            .arg(&self.certs.cert)
+            .arg("--tls-key")
+            .arg(&self.certs.key)
+            .arg("--db")
+            .arg(self.dir.join("db"));
+        cmd
+    }
+
+    fn proxy_cmd(&self, storage: SocketAddr, listen: &str) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shroud"));
+        cmd.args(["proxy", "--listen", listen, "--storage"])
+            .arg(storage.to_string())
+            .args([
+                "--epoch-ms",
+                "20",
+                "--slots",
+                "2",
+                "--capacity",
+                "256",
+                "--block",
+                "64",
+                "--cached",
+                "2",
+                "--deposits",
+                "0",
+                "--drains",
+                "0",
+                "--tls-cert",
+            ])
+            .arg(&self.certs.cert)
+            .arg("--tls-key")
+            .arg(&self.certs.key)
+            .arg("--storage-ca")
+            .arg(&self.certs.ca);
+        cmd
+    }
+
+    fn agent_cmd(&self, i: usize) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shroud"));
+        cmd.args(["agent", "--listen", "127.0.0.1:0", "--proxy"])
+            .arg(self.proxy.1.to_string())
+            .arg("--ca")
+            .arg(&self.certs.ca)
+            .arg("--state")
+            .arg(self.dir.join(format!("agent{i}")));
+        cmd
+    }
+
+    fn start(dir: &Path) -> Self {
+        let certs =
+            shroud::cmd::certs::generate(&dir.join("certs"), &shroud::cmd::certs::local_names())
+                .expect("certs");
+        let mut d = Deployment {
+            dir: dir.to_path_buf(),
+            certs,
+            storage: (
+                Command::new("true").spawn().expect("true"),
+                ([0, 0, 0, 0], 0).into(),
+            ),
+            proxy: (
+                Command::new("true").spawn().expect("true"),
+                ([0, 0, 0, 0], 0).into(),
+            ),
+            agents: Vec::new(),
+        };
+        d.storage = common::spawn_listening(d.storage_cmd("127.0.0.1:0"));
+        d.proxy = common::spawn_listening(d.proxy_cmd(d.storage.1, "127.0.0.1:0"));
+        for i in 0..AGENTS {
+            let a = common::spawn_listening(d.agent_cmd(i));
+            d.agents.push(a);
+        }
+        d
+    }
+
+    /// Kills component `which` (0 storage, 1 proxy, 2.. agents) with SIGKILL.
+    fn kill(&mut self, which: usize) {
+        match which {
+            0 => kill(&mut self.storage.0),
+            1 => kill(&mut self.proxy.0),
+            i => kill(&mut self.agents[i - 2].0),
+        }
+    }
+
+    /// Restarts component `which` (storage and the proxy on their old ports).
+    fn restart(&mut self, which: usize) {
+        match which {
+            0 => {
+                let at = self.storage.1.to_string();
+                self.storage = common::spawn_listening(self.storage_cmd(&at));
+            }
+            1 => {
+                let at = self.proxy.1.to_string();
+                self.proxy = common::spawn_listening(self.proxy_cmd(self.storage.1, &at));
+            }
+            i => self.agents[i - 2] = common::spawn_listening(self.agent_cmd(i - 2)),
+        }
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        kill(&mut self.storage.0);
+        kill(&mut self.proxy.0);
+        for a in &mut self.agents {
+            kill(&mut a.0);
+        }
+    }
+}
+
+/// Per key: the last acknowledged value, and values sent since that may or may not be in.
+#[derive(Default)]
+struct Model {
+    acked: HashMap<String, Vec<u8>>,
+    maybe: HashMap<String, Vec<Vec<u8>>>,
+    acks: u64,
+}
+
+/// Writes to agent `i` (found through `addrs`) until `stop`.
+async fn writer(
+    i: usize,
+    addrs: Arc<Mutex<Vec<SocketAddr>>>,
+    model: Arc<Mutex<Model>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut n = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let k = format!("a{i}-key{}", n % 6);
+        let v: Vec<u8> =
+            format!("agent {i} write {n} {}", "x".repeat((n % 5) as usize * 40)).into_bytes();
+        model
+            .lock()
+            .maybe
+            .entry(k.clone())
+            .or_default()
+            .push(v.clone());
+        let addr = addrs.lock()[i];
+        match call(addr, &[b"SET", k.as_bytes(), &v], Duration::from_secs(30)).await {
+            Some(OwnedFrame::SimpleString(ok)) if ok == b"OK" => {
+                let mut m = model.lock();
+                m.acked.insert(k.clone(), v);
+                m.maybe.remove(&k);
+                m.acks += 1;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+        n += 1;
+    }
+}
+
+async fn chaos(iters: usize, seed: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Deployment::start(dir.path());
+    let mut rng = StdRng::seed_from_u64(seed);
+    let addrs = Arc::new(Mutex::new(d.agents.iter().map(|a| a.1).collect::<Vec<_>>()));
+    let model = Arc::new(Mutex::new(Model::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..AGENTS)
+        .map(|i| tokio::spawn(writer(i, addrs.clone(), model.clone(), stop.clone())))
+        .collect();
+    let mut kills = [0u64; 3];
+    for _ in 0..iters {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(100..600))).await;
+        let which = rng.random_range(0..2 + AGENTS);
+        d.kill(which);
+        kills[which.min(2)] += 1;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
+        d.restart(which);
+        *addrs.lock() = d.agents.iter().map(|a| a.1).collect();
+    }
+    // Everything is up again: let the writers make progress, then stop them.
+    let before = model.lock().acks;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while model.lock().acks < before + 3 * AGENTS as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no progress after the chaos"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for w in writers {
+        let _ = w.await;
+    }
+    // Every key holds its acknowledged value, or one sent after it; every read verifies.
+    let mut keys: Vec<String> = {
+        let m = model.lock();
+        m.acked.keys().chain(m.maybe.keys()).cloned().collect()
+    };
+    keys.sort();
+    keys.dedup();
+    let mut checked = 0;
+    for k in keys {
+        let i: usize = k[1..2].parse().expect("agent index");
+        let got = match call(
+            d.agents[i].1,
+            &[b"GET", k.as_bytes()],
+            Duration::from_secs(30),
+        )
+        .await
+        {
+            Some(OwnedFrame::BulkString(v)) => Some(v),
+            Some(OwnedFrame::Null) => None,
+            other => panic!("GET {k}: {other:?} (a read that does not verify is an error)"),
+        };
+        let m = model.lock();
+        let acked = m.acked.get(&k).cloned();
+        let maybe = m.maybe.get(&k).cloned().unwrap_or_default();
+        assert!(
+            got == acked || got.as_ref().is_some_and(|g| maybe.contains(g)),
+            "{k}: {got:?} is neither the acknowledged value nor one sent after it"
+        );
+        checked += 1;
+    }
+    let acks = model.lock().acks;
+    println!(
+        "chaos: {iters} kills (storage {}, proxy {}, agents {}); {acks} acknowledged SETs, {checked} keys verified",
+        kills[0], kills[1], kills[2]
+    );
+    assert!(acks > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_proxy_and_agents_killed_at_random_lose_nothing() {
+    chaos(20, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn chaos_long() {
+    let iters = std::env::var("SHROUD_CRASH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    chaos(iters, 2).await;
+}
