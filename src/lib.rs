@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod bench;
 pub mod cmd;
+pub mod plot;
 pub mod stack;
 pub mod stats;
 pub mod view;

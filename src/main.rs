@@ -211,6 +211,15 @@ enum Bench {
         #[arg(long, default_value_t = 20.0)]
         seconds: f64,
     },
+    /// Engine, storage, KV and end-to-end benchmarks in one run, with JSON and SVG plots.
+    All {
+        /// Where to write bench.json and the plots.
+        #[arg(long)]
+        report: std::path::PathBuf,
+        /// Smaller sizes (a few minutes instead of tens).
+        #[arg(long)]
+        quick: bool,
+    },
     /// What cover traffic costs one always-on client per day, for the default and a few
     /// lighter and heavier settings (exact frame sizes).
     Cost {
@@ -314,6 +323,13 @@ fn main() -> Result<()> {
         Command::Bench(Bench::E2e(args)) => bench_e2e(args),
         Command::Bench(Bench::Cost { json }) => bench_cost(json),
         Command::Bench(Bench::Kv { json, ops, seconds }) => bench_kv(json, ops, seconds),
+        Command::Bench(Bench::All { report, quick }) => {
+            let r = shroud::bench::all::run(quick)?;
+            for f in shroud::bench::all::write(&r, &report)? {
+                println!("{}", f.display());
+            }
+            Ok(())
+        }
         Command::Storage(args) => storage_cmd(args),
         Command::Proxy(args) => proxy_cmd(args),
         Command::Agent(settings) => {

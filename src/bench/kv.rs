@@ -212,6 +212,8 @@ pub struct ScheduleReport {
     pub ops_per_s: f64,
     pub p50_latency_ms: f64,
     pub p99_latency_ms: f64,
+    /// Every operation's latency, ms, in order of completion.
+    pub latencies_ms: Vec<f64>,
 }
 
 /// Measures one busy client through the stack.
@@ -243,6 +245,7 @@ pub async fn schedule(
         i += 1;
     }
     let secs = started.elapsed().as_secs_f64();
+    let latencies_ms: Vec<f64> = lat.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
     lat.sort();
     let pct = |p: f64| {
         lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
@@ -259,5 +262,6 @@ pub async fn schedule(
         ops_per_s: i as f64 / secs,
         p50_latency_ms: pct(0.5),
         p99_latency_ms: pct(0.99),
+        latencies_ms,
     })
 }

@@ -1,5 +1,6 @@
 //! Benchmarks behind `shroud bench`: the same functions the criterion benches call.
 
+pub mod all;
 pub mod cost;
 pub mod e2e;
 pub mod engine;
