@@ -62,7 +62,6 @@ use shroud_wire::Limits;
 use shroud_wire::proxy::SlotShape;
 use shroud_wire::transport::{ClientTls, ServerTls};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 pub use stats::Stats;
 
@@ -194,29 +193,17 @@ impl Proxy {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> std::io::Result<()> {
         let shared = self.shared;
-        // Every task lives in this set, so dropping `run` (or the process dying) takes every
-        // connection and the clock with it: nothing outlives the proxy.
-        let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(epoch::run(shared.clone()));
-        let slots = Arc::new(Semaphore::new(shared.config.max_connections));
-        tokio::pin!(shutdown);
-        loop {
-            let (stream, peer) = tokio::select! {
-                _ = &mut shutdown => break,
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!("accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let _ = stream.set_nodelay(true);
-            let permit = slots.clone().try_acquire_owned();
-            tasks.spawn(session::serve(shared.clone(), stream, peer, permit.ok()));
-            while tasks.try_join_next().is_some() {}
-        }
+        // The clock and every connection live in join sets, so dropping `run` (or the process
+        // dying) takes them all with it: nothing outlives the proxy.
+        let mut clock = tokio::task::JoinSet::new();
+        clock.spawn(epoch::run(shared.clone()));
+        let max = shared.config.max_connections;
+        let mut tasks =
+            shroud_wire::accept::accept_loop(&listener, max, shutdown, |stream, peer, permit| {
+                session::serve(shared.clone(), stream, peer, permit)
+            })
+            .await;
+        clock.abort_all();
         tasks.abort_all();
         Ok(())
     }

@@ -13,7 +13,7 @@ use shroud_wire::{
     frame_codec,
 };
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tokio_util::codec::Framed;
 
@@ -130,51 +130,40 @@ impl Server {
                 .clone()
                 .run_flusher(shared.backend.clone(), shared.stats.clone()),
         );
-        let slots = Arc::new(Semaphore::new(shared.config.max_connections));
-        tokio::pin!(shutdown);
-        loop {
-            let (stream, peer) = tokio::select! {
-                _ = &mut shutdown => break,
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!("accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let _ = stream.set_nodelay(true);
-            let shared = shared.clone();
-            // The permit is taken now, in accept order; the handshake runs in the task.
-            // The permit is taken now, in accept order; the handshake runs in the task.
-            let permit = slots.clone().try_acquire_owned();
-            tokio::spawn(async move {
-                let io = match shared.tls.accept(stream, shared.config.hello_timeout).await {
-                    Ok(io) => io,
-                    Err(e) => {
+        let max = shared.config.max_connections;
+        let mut tasks =
+            shroud_wire::accept::accept_loop(&listener, max, shutdown, |stream, peer, permit| {
+                let shared = shared.clone();
+                async move {
+                    // The permit was taken in accept order; the handshake runs here.
+                    let io = match shared.tls.accept(stream, shared.config.hello_timeout).await {
+                        Ok(io) => io,
+                        Err(e) => {
+                            shared.stats.rejected.fetch_add(1, Relaxed);
+                            tracing::debug!("connection from {peer}: handshake failed: {e}");
+                            return;
+                        }
+                    };
+                    let Some(permit) = permit else {
                         shared.stats.rejected.fetch_add(1, Relaxed);
-                        tracing::debug!("connection from {peer}: handshake failed: {e}");
+                        let mut framed = Framed::new(io, frame_codec(shared.config.limits));
+                        let _ = send(
+                            &shared,
+                            &mut framed,
+                            &Response::Error(ErrorCode::TooManyConnections),
+                        )
+                        .await;
                         return;
-                    }
-                };
-                let Ok(permit) = permit else {
-                    shared.stats.rejected.fetch_add(1, Relaxed);
-                    let mut framed = Framed::new(io, frame_codec(shared.config.limits));
-                    let _ = send(
-                        &shared,
-                        &mut framed,
-                        &Response::Error(ErrorCode::TooManyConnections),
-                    )
-                    .await;
-                    return;
-                };
-                shared.stats.active_connections.fetch_add(1, Relaxed);
-                connection(&shared, io, peer).await;
-                shared.stats.active_connections.fetch_sub(1, Relaxed);
-                drop(permit);
-            });
-        }
+                    };
+                    shared.stats.active_connections.fetch_add(1, Relaxed);
+                    connection(&shared, io, peer).await;
+                    shared.stats.active_connections.fetch_sub(1, Relaxed);
+                    drop(permit);
+                }
+            })
+            .await;
+        // Open connections finish on their own (each answers what it has read).
+        tasks.detach_all();
         flusher.abort();
         let backend = shared.backend.clone();
         match tokio::task::spawn_blocking(move || backend.flush()).await {

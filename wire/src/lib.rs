@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod accept;
 mod codec;
 pub mod conn;
 pub mod jsonl;
