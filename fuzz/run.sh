@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 secs="${1:-600}"
 mkdir -p logs
-for t in storage_frame proxy_frame client_frame bucket envelope resp; do
+for t in ${TARGETS:-storage_frame proxy_frame client_frame bucket envelope resp}; do
     echo "== $t: ${secs}s"
     cargo +nightly fuzz run -O "$t" -- -max_total_time="$secs" -rss_limit_mb=2048 \
         > "logs/$t.log" 2>&1 || { echo "$t FAILED (see fuzz/logs/$t.log)"; exit 1; }

@@ -124,6 +124,14 @@ impl Oram {
         if snap.counter == 0 {
             return Err(bad("nonce counter must be at least 1"));
         }
+        // Check the sizes the snapshot implies before allocating anything for them: hostile
+        // bytes must not make us reserve gigabytes (found by the `bucket` fuzz target).
+        snap.config.validate()?;
+        if preallocation(&snap.config) > MAX_RESTORE_BYTES {
+            return Err(bad(
+                "the snapshot's config needs more client memory than allowed",
+            ));
+        }
         let mut oram = Oram::with_state(snap.config, key, snap.store_id, snap.counter, rng)?;
         if snap.top.len() != oram.top.len() || snap.trees.len() != oram.trees.len() {
             return Err(bad("position map or tree count does not match the config"));
@@ -150,6 +158,27 @@ impl Oram {
         }
         Ok(oram)
     }
+}
+
+/// The most client memory a restored snapshot may make the engine preallocate (1 GiB).
+pub const MAX_RESTORE_BYTES: u64 = 1 << 30;
+
+/// The bytes the engine preallocates for `config`: per tree its stash, its cached levels
+/// and the buffers of a full batch (fetched and written back), plus the top position map.
+fn preallocation(config: &Config) -> u64 {
+    let trees = config.trees();
+    let per_tree: u64 = trees
+        .iter()
+        .map(|g| {
+            let bucket = g.ciphertext_len() as u64;
+            let stash = u64::from(config.stash_limit) * u64::from(g.block_size);
+            let cache = g.cached_buckets() as u64 * bucket;
+            let batch = 2 * u64::from(config.max_batch) * g.fetched_levels() as u64 * bucket;
+            stash.saturating_add(cache).saturating_add(batch)
+        })
+        .fold(0u64, u64::saturating_add);
+    let top = trees.last().map_or(0, |g| g.blocks) * 4;
+    per_tree.saturating_add(top)
 }
 
 impl zeroize::Zeroize for Snapshot {
