@@ -19,7 +19,6 @@ use rand::{RngExt, SeedableRng};
 use redis_protocol::resp2::types::OwnedFrame;
 use shroud::cmd::proxy::ShapeOptions;
 use shroud::stack::Stack;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn shape() -> ShapeOptions {
@@ -44,23 +43,7 @@ impl Resp {
     }
 
     async fn call(&mut self, args: &[&[u8]]) -> std::io::Result<OwnedFrame> {
-        let req = shroud_client::resp::command(args);
-        self.0.write_all(&req).await?;
-        let mut buf = Vec::new();
-        let mut chunk = vec![0u8; 65536];
-        loop {
-            if let Ok(Some((frame, _))) = redis_protocol::resp2::decode::decode(&buf) {
-                return Ok(frame);
-            }
-            let n = self.0.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "agent closed",
-                ));
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
+        shroud_client::resp::call(&mut self.0, args).await
     }
 }
 
@@ -180,10 +163,7 @@ async fn agent_kill_9_keeps_every_acknowledged_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long: SHROUD_CRASH_ITERS kills (default 200)"]
 async fn agent_kill_9_long() {
-    let iters = std::env::var("SHROUD_CRASH_ITERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+    let iters = common::env_count("SHROUD_CRASH_ITERS", 200);
     crash_loop(iters, 2).await;
 }
 

@@ -30,6 +30,38 @@ pub enum Parsed {
     Invalid(String),
 }
 
+/// The client's side: sends one command on `stream` and reads its one reply (for the CLI,
+/// the demo and the tests; one command in flight at a time).
+pub async fn call<S>(stream: &mut S, args: &[&[u8]]) -> std::io::Result<OwnedFrame>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(&command(args)).await?;
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match decode(&buf) {
+            Ok(Some((frame, _))) => return Ok(frame),
+            Ok(None) => {}
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    e.to_string(),
+                ));
+            }
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the agent closed the connection",
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
 /// Parses one command from the front of `buf`.
 pub fn parse(buf: &[u8]) -> Parsed {
     match decode(buf) {

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use redis_protocol::resp2::types::OwnedFrame;
 use shroud_client::{Client, Kv};
 use shroud_oram::Key;
 use shroud_storage::Transcript;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::cmd::proxy::ShapeOptions;
@@ -51,31 +51,6 @@ async fn agent(stack: &Stack, name: &'static str, rng: &mut StdRng) -> Result<Ag
         task,
         front,
     })
-}
-
-/// Sends one RESP command and reads one reply (enough for the demo's simple replies).
-async fn resp(stream: &mut TcpStream, args: &[&[u8]]) -> Result<Vec<u8>> {
-    let req = shroud_client::resp::command(args);
-    stream.write_all(&req).await?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 65536];
-    loop {
-        match redis_reply_len(&buf) {
-            Some(n) => return Ok(buf[..n].to_vec()),
-            None => {
-                let n = stream.read(&mut chunk).await?;
-                anyhow::ensure!(n > 0, "agent closed the connection");
-                buf.extend_from_slice(&chunk[..n]);
-            }
-        }
-    }
-}
-
-fn redis_reply_len(buf: &[u8]) -> Option<usize> {
-    redis_protocol::resp2::decode::decode(buf)
-        .ok()
-        .flatten()
-        .map(|(_, n)| n)
 }
 
 /// Runs the demo; `seconds` of schedule in all.
@@ -130,17 +105,16 @@ pub async fn run(seconds: f64) -> Result<()> {
         let value: Vec<u8> = (0..len)
             .map(|j| b'a' + ((i as usize + j) % 26) as u8)
             .collect();
-        let r = resp(&mut conn, &[b"SET", key.as_bytes(), &value]).await?;
+        let r = shroud_client::resp::call(&mut conn, &[b"SET", key.as_bytes(), &value]).await?;
         anyhow::ensure!(
-            r == b"+OK\r\n",
-            "SET failed: {}",
-            String::from_utf8_lossy(&r)
+            r == OwnedFrame::SimpleString(b"OK".to_vec()),
+            "SET failed: {r:?}"
         );
-        let r = resp(&mut conn, &[b"GET", key.as_bytes()]).await?;
-        let want = shroud_client::resp::encode(
-            &redis_protocol::resp2::types::OwnedFrame::BulkString(value),
+        let r = shroud_client::resp::call(&mut conn, &[b"GET", key.as_bytes()]).await?;
+        anyhow::ensure!(
+            r == OwnedFrame::BulkString(value),
+            "GET returned something else"
         );
-        anyhow::ensure!(r == want, "GET returned something else");
         ops += 2;
         sizes.push(len);
     }

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use redis_protocol::resp2::types::OwnedFrame;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::cmd::agent::{self, AgentSettings, Running};
@@ -94,22 +93,7 @@ impl Target {
     /// Sends one command; returns its reply.
     pub(crate) async fn call(&mut self, args: &[&[u8]]) -> Result<OwnedFrame> {
         match self {
-            Target::Agent(stream) => {
-                let req = shroud_client::resp::command(args);
-                stream.write_all(&req).await?;
-                let mut buf = Vec::new();
-                let mut chunk = vec![0u8; 65536];
-                loop {
-                    if let Some((frame, _)) = redis_protocol::resp2::decode::decode(&buf)? {
-                        return Ok(frame);
-                    }
-                    let n = stream.read(&mut chunk).await?;
-                    if n == 0 {
-                        bail!("the agent closed the connection");
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                }
-            }
+            Target::Agent(stream) => Ok(shroud_client::resp::call(stream, args).await?),
             Target::Embedded(running) => {
                 let args = args.iter().map(|a| a.to_vec()).collect();
                 Ok(
