@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use redis_protocol::resp2::types::OwnedFrame;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use shroud::cmd::proxy::ShapeOptions;
 use tokio::net::TcpStream;
 
 const AGENTS: usize = 3;
@@ -30,21 +30,7 @@ const AGENTS: usize = 3;
 async fn call(addr: SocketAddr, args: &[&[u8]], limit: Duration) -> Option<OwnedFrame> {
     let work = async {
         let mut s = TcpStream::connect(addr).await.ok()?;
-        s.write_all(&shroud_client::resp::command(args))
-            .await
-            .ok()?;
-        let mut buf = Vec::new();
-        let mut chunk = vec![0u8; 65536];
-        loop {
-            if let Ok(Some((frame, _))) = redis_protocol::resp2::decode::decode(&buf) {
-                return Some(frame);
-            }
-            let n = s.read(&mut chunk).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
+        shroud_client::resp::call(&mut s, args).await.ok()
     };
     tokio::time::timeout(limit, work).await.ok().flatten()
 }
@@ -63,47 +49,21 @@ fn kill(c: &mut Child) {
     let _ = c.wait();
 }
 
+/// The proxy's shape: small stores, two slots every 20 ms, no mailbox.
+fn shape() -> ShapeOptions {
+    ShapeOptions {
+        capacity: 256,
+        block: 64,
+        z: 4,
+        cached: 2,
+        slots: 2,
+        epoch_ms: 20,
+        deposits: 0,
+        drains: 0,
+    }
+}
+
 impl Deployment {
-    fn storage_cmd(&self, listen: &str) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shroud"));
-        cmd.args(["storage", "--listen", listen, "--tls-cert"])
-            .arg(&self.certs.cert)
-            .arg("--tls-key")
-            .arg(&self.certs.key)
-            .arg("--db")
-            .arg(self.dir.join("db"));
-        cmd
-    }
-
-    fn proxy_cmd(&self, storage: SocketAddr, listen: &str) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shroud"));
-        cmd.args(["proxy", "--listen", listen, "--storage"])
-            .arg(storage.to_string())
-            .args([
-                "--epoch-ms",
-                "20",
-                "--slots",
-                "2",
-                "--capacity",
-                "256",
-                "--block",
-                "64",
-                "--cached",
-                "2",
-                "--deposits",
-                "0",
-                "--drains",
-                "0",
-                "--tls-cert",
-            ])
-            .arg(&self.certs.cert)
-            .arg("--tls-key")
-            .arg(&self.certs.key)
-            .arg("--storage-ca")
-            .arg(&self.certs.ca);
-        cmd
-    }
-
     fn agent_cmd(&self, i: usize) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_shroud"));
         cmd.args(["agent", "--listen", "127.0.0.1:0", "--proxy"])
@@ -119,21 +79,24 @@ impl Deployment {
         let certs =
             shroud::cmd::certs::generate(&dir.join("certs"), &shroud::cmd::certs::local_names())
                 .expect("certs");
+        let storage = common::spawn_listening(common::storage_command(
+            &certs,
+            &dir.join("db"),
+            "127.0.0.1:0",
+        ));
+        let proxy = common::spawn_listening(common::proxy_command(
+            &certs,
+            storage.1,
+            "127.0.0.1:0",
+            shape(),
+        ));
         let mut d = Deployment {
             dir: dir.to_path_buf(),
             certs,
-            storage: (
-                Command::new("true").spawn().expect("true"),
-                ([0, 0, 0, 0], 0).into(),
-            ),
-            proxy: (
-                Command::new("true").spawn().expect("true"),
-                ([0, 0, 0, 0], 0).into(),
-            ),
+            storage,
+            proxy,
             agents: Vec::new(),
         };
-        d.storage = common::spawn_listening(d.storage_cmd("127.0.0.1:0"));
-        d.proxy = common::spawn_listening(d.proxy_cmd(d.storage.1, "127.0.0.1:0"));
         for i in 0..AGENTS {
             let a = common::spawn_listening(d.agent_cmd(i));
             d.agents.push(a);
@@ -155,11 +118,13 @@ impl Deployment {
         match which {
             0 => {
                 let at = self.storage.1.to_string();
-                self.storage = common::spawn_listening(self.storage_cmd(&at));
+                let cmd = common::storage_command(&self.certs, &self.dir.join("db"), &at);
+                self.storage = common::spawn_listening(cmd);
             }
             1 => {
                 let at = self.proxy.1.to_string();
-                self.proxy = common::spawn_listening(self.proxy_cmd(self.storage.1, &at));
+                let cmd = common::proxy_command(&self.certs, self.storage.1, &at, shape());
+                self.proxy = common::spawn_listening(cmd);
             }
             i => self.agents[i - 2] = common::spawn_listening(self.agent_cmd(i - 2)),
         }
@@ -296,9 +261,6 @@ async fn storage_proxy_and_agents_killed_at_random_lose_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn chaos_long() {
-    let iters = std::env::var("SHROUD_CRASH_ITERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(500);
+    let iters = common::env_count("SHROUD_CRASH_ITERS", 500);
     chaos(iters, 2).await;
 }

@@ -26,7 +26,6 @@ use shroud_oram::Key;
 use shroud_storage::backend::QueueOp;
 use shroud_storage::{Backend, BackendError, Put, SledBackend, StoreMeta, Usage};
 use shroud_wire::StoreId;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn shape() -> ShapeOptions {
@@ -57,16 +56,7 @@ fn stat(u: &User, f: impl Fn(&shroud_client::schedule::ClientStats) -> u64) -> u
 }
 
 async fn befriend(users: &[(&str, &User)]) {
-    for (_, u) in users {
-        for (name, other) in users {
-            if other.address != u.address {
-                u.mail
-                    .add_contact(name, other.address)
-                    .await
-                    .expect("contact");
-            }
-        }
-    }
+    shroud::stack::befriend(users).await.expect("contacts");
 }
 
 /// The messages `u` received from `from`, once there are `n` (or panics after `secs`).
@@ -535,19 +525,7 @@ async fn an_offline_recipient_catches_up_without_loss_or_duplicates() {
 /// A minimal RESP client for the agent process.
 async fn resp(addr: SocketAddr, args: &[&[u8]]) -> std::io::Result<OwnedFrame> {
     let mut s = TcpStream::connect(addr).await?;
-    s.write_all(&shroud_client::resp::command(args)).await?;
-    let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 65536];
-    loop {
-        if let Ok(Some((frame, _))) = redis_protocol::resp2::decode::decode(&buf) {
-            return Ok(frame);
-        }
-        let n = s.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
+    shroud_client::resp::call(&mut s, args).await
 }
 
 fn spawn_agent(stack: &Stack, state: &Path) -> (Child, SocketAddr) {
@@ -584,10 +562,7 @@ async fn killing_the_recipient_between_fetch_and_ack_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn killing_the_recipient_long() {
-    let kills = std::env::var("SHROUD_CRASH_ITERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
+    let kills = common::env_count("SHROUD_CRASH_ITERS", 100);
     recipient_crash_loop(kills).await;
 }
 

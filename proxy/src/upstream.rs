@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use shroud_wire::conn::{ConnError, Connection};
 use shroud_wire::mail::{MailBatch, MailReply};
 use shroud_wire::transport::ClientTls;
@@ -65,36 +66,33 @@ impl Upstream {
         r
     }
 
-    pub async fn batch(&mut self, batch: Batch) -> Result<Vec<ReadResult>, ConnError> {
+    /// Runs one request on the connection (opened if need be) within the time limit, and
+    /// drops the connection if it failed.
+    async fn with<T>(
+        &mut self,
+        request: impl for<'c> FnOnce(&'c mut Connection) -> BoxFuture<'c, Result<T, ConnError>>,
+    ) -> Result<T, ConnError> {
         let limit = self.timeout;
         let r = match self.conn().await {
-            Ok(c) => tokio::time::timeout(limit, c.batch(batch))
+            Ok(c) => tokio::time::timeout(limit, request(c))
                 .await
                 .unwrap_or_else(|_| Err(timed_out())),
             Err(e) => Err(e),
         };
         self.settle(r)
+    }
+
+    pub async fn batch(&mut self, batch: Batch) -> Result<Vec<ReadResult>, ConnError> {
+        self.with(|c| Box::pin(c.batch(batch))).await
     }
 
     pub async fn mail(&mut self, batch: MailBatch) -> Result<MailReply, ConnError> {
-        let limit = self.timeout;
-        let r = match self.conn().await {
-            Ok(c) => tokio::time::timeout(limit, c.mail(batch))
-                .await
-                .unwrap_or_else(|_| Err(timed_out())),
-            Err(e) => Err(e),
-        };
-        self.settle(r)
+        self.with(|c| Box::pin(c.mail(batch))).await
     }
 
     pub async fn create(&mut self, grant: &Grant, geometry: Geometry) -> Result<(), ConnError> {
-        let limit = self.timeout;
-        let r = match self.conn().await {
-            Ok(c) => tokio::time::timeout(limit, c.create_store(grant, geometry))
-                .await
-                .unwrap_or_else(|_| Err(timed_out())),
-            Err(e) => Err(e),
-        };
-        self.settle(r)
+        let grant = grant.clone();
+        self.with(move |c| Box::pin(async move { c.create_store(&grant, geometry).await }))
+            .await
     }
 }
