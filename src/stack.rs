@@ -186,6 +186,18 @@ impl MailUser {
     }
 }
 
+/// Makes every named user a contact of every other, under the names given.
+pub async fn befriend(users: &[(&str, &MailUser)]) -> Result<()> {
+    for (_, u) in users {
+        for (name, other) in users {
+            if other.address != u.address {
+                u.mail.add_contact(name, other.address).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Stack {
     /// Starts a mailbox user with `account` (this stack's proxy must run a mailbox).
     pub async fn mail_user_with<R: rand::CryptoRng>(

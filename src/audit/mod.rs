@@ -228,15 +228,12 @@ async fn mail_run(opts: &Options, to_carol: bool) -> Result<MailRun> {
         stack.mail_user(&mut rng).await?,
         stack.mail_user(&mut rng).await?,
     ];
-    for u in &users {
-        for (i, o) in users.iter().enumerate() {
-            if o.address != u.address {
-                u.mail
-                    .add_contact(["alice", "bob", "carol"][i], o.address)
-                    .await?;
-            }
-        }
-    }
+    crate::stack::befriend(&[
+        ("alice", &users[0]),
+        ("bob", &users[1]),
+        ("carol", &users[2]),
+    ])
+    .await?;
     let to = users[if to_carol { 2 } else { 1 }].address;
     let until = Instant::now() + duration(opts, &s);
     let mut sent = 0u64;

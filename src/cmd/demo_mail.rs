@@ -44,15 +44,7 @@ async fn run_once(shape: ShapeOptions, to_carol: bool, seconds: f64) -> Result<R
     let alice = stack.mail_user(&mut rng).await?;
     let bob = stack.mail_user(&mut rng).await?;
     let carol = stack.mail_user(&mut rng).await?;
-    for (u, others) in [
-        (&alice, [("bob", &bob), ("carol", &carol)]),
-        (&bob, [("alice", &alice), ("carol", &carol)]),
-        (&carol, [("alice", &alice), ("bob", &bob)]),
-    ] {
-        for (name, o) in others {
-            u.mail.add_contact(name, o.address).await?;
-        }
-    }
+    crate::stack::befriend(&[("alice", &alice), ("bob", &bob), ("carol", &carol)]).await?;
     let to = if to_carol { &carol } else { &bob };
     let long: Vec<u8> = (0..3000u32).map(|i| b'a' + (i % 26) as u8).collect();
     let sent = Instant::now();
