@@ -224,10 +224,7 @@ async fn run_mitm(
 }
 
 fn tries() -> u64 {
-    std::env::var("SHROUD_ATTACK_TRIES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000)
+    common::env_count("SHROUD_ATTACK_TRIES", 1000)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,8 +8,6 @@ mod common;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use std::process::Command;
-
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use shroud::cmd::certs::local_names;
@@ -78,31 +76,13 @@ async fn a_thousand_tls_clients_keep_the_schedule() {
     let dir = tempfile::tempdir().unwrap();
     let certs =
         shroud::cmd::certs::generate(&dir.path().join("certs"), &local_names()).expect("certs");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shroud"));
-    cmd.args(["storage", "--listen", "127.0.0.1:0", "--tls-cert"])
-        .arg(&certs.cert)
-        .arg("--tls-key")
-        .arg(&certs.key)
-        .arg("--db")
-        .arg(dir.path().join("db"));
-    let storage = Proc(common::spawn_listening(cmd));
-    let s = shroud::cmd::proxy::shape(shape).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shroud"));
-    cmd.args(["proxy", "--listen", "127.0.0.1:0", "--storage"])
-        .arg(storage.0.1.to_string())
-        .args(["--epoch-ms", &s.epoch_ms.to_string()])
-        .args(["--slots", &s.slots_per_epoch.to_string()])
-        .args(["--capacity", &s.capacity.to_string()])
-        .args(["--block", &s.block_size.to_string()])
-        .args(["--cached", &s.cached_levels.to_string()])
-        .args(["--deposits", &s.deposits_per_epoch.to_string()])
-        .args(["--drains", &s.drains_per_epoch.to_string()])
-        .args(["--max-connections", "1100", "--tls-cert"])
-        .arg(&certs.cert)
-        .arg("--tls-key")
-        .arg(&certs.key)
-        .arg("--storage-ca")
-        .arg(&certs.ca);
+    let storage = Proc(common::spawn_listening(common::storage_command(
+        &certs,
+        &dir.path().join("db"),
+        "127.0.0.1:0",
+    )));
+    let mut cmd = common::proxy_command(&certs, storage.0.1, "127.0.0.1:0", shape);
+    cmd.args(["--max-connections", "1100"]);
     let proxy = Proc(common::spawn_listening(cmd));
     let key = std::fs::read_to_string(dir.path().join("db").join("routing.pub")).unwrap();
     let storage_key = shroud::cmd::agent::parse_key(&key).unwrap();

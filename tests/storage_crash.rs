@@ -48,13 +48,7 @@ fn tls(db: &Path) -> ClientTls {
 
 fn spawn(db: &Path) -> Server {
     let files = certs(db);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shroud"));
-    cmd.args(["storage", "--listen", "127.0.0.1:0", "--tls-cert"])
-        .arg(&files.cert)
-        .arg("--tls-key")
-        .arg(&files.key)
-        .arg("--db")
-        .arg(db);
+    let cmd = common::storage_command(&files, db, "127.0.0.1:0");
     let (child, addr) = common::spawn_listening(cmd);
     Server {
         child,
@@ -206,10 +200,7 @@ async fn kill_9_loses_no_acknowledged_batch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long: SHROUD_CRASH_ITERS kills (default 100)"]
 async fn kill_9_long() {
-    let iters = std::env::var("SHROUD_CRASH_ITERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
+    let iters = common::env_count("SHROUD_CRASH_ITERS", 100);
     crash_loop(iters, 2).await;
 }
 

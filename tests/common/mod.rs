@@ -124,3 +124,54 @@ pub fn spawn_listening(mut cmd: std::process::Command) -> (std::process::Child, 
         .expect("address");
     (child, addr)
 }
+
+/// A count from the environment variable `name` (how long a long run runs), or `default`.
+pub fn env_count<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `shroud storage` on `db`, listening at `listen`, with TLS from `certs`.
+pub fn storage_command(
+    certs: &shroud::cmd::certs::CertFiles,
+    db: &std::path::Path,
+    listen: &str,
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_shroud"));
+    cmd.args(["storage", "--listen", listen, "--tls-cert"])
+        .arg(&certs.cert)
+        .arg("--tls-key")
+        .arg(&certs.key)
+        .arg("--db")
+        .arg(db);
+    cmd
+}
+
+/// `shroud proxy` in front of `storage`, listening at `listen`, serving `shape`, with TLS
+/// from `certs` on both sides.
+pub fn proxy_command(
+    certs: &shroud::cmd::certs::CertFiles,
+    storage: SocketAddr,
+    listen: &str,
+    shape: shroud::cmd::proxy::ShapeOptions,
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_shroud"));
+    cmd.args(["proxy", "--listen", listen, "--storage"])
+        .arg(storage.to_string())
+        .args(["--epoch-ms", &shape.epoch_ms.to_string()])
+        .args(["--slots", &shape.slots.to_string()])
+        .args(["--capacity", &shape.capacity.to_string()])
+        .args(["--block", &shape.block.to_string()])
+        .args(["--cached", &shape.cached.to_string()])
+        .args(["--deposits", &shape.deposits.to_string()])
+        .args(["--drains", &shape.drains.to_string()])
+        .arg("--tls-cert")
+        .arg(&certs.cert)
+        .arg("--tls-key")
+        .arg(&certs.key)
+        .arg("--storage-ca")
+        .arg(&certs.ca);
+    cmd
+}
