@@ -5,7 +5,7 @@
 //! `shroud bench engine` prints the same comparison as a table or JSON in one run.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use shroud::bench::engine::{self, Case, CryptoBound};
+use shroud_lab::bench::engine::{self, Case, CryptoBound};
 use shroud_oram::PositionMap;
 
 fn bench(c: &mut Criterion) {

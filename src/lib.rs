@@ -1,12 +1,7 @@
-//! The `shroud` command-line tool's library: every subcommand is a function here, so that
-//! tests and benchmarks call exactly what the CLI runs.
+//! The `shroud` command-line tool's library: the glue of every subcommand (flags to calls,
+//! logging, exit codes), so that tests call exactly what the CLI runs. The work itself is in
+//! the crates under `crates/`.
 
 #![forbid(unsafe_code)]
 
-pub mod audit;
-pub mod bench;
 pub mod cmd;
-pub mod plot;
-pub mod stack;
-pub mod stats;
-pub mod view;

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use shroud::bench::engine::{self, Case};
 use shroud::cmd::storage::{self, ServeOptions};
 use shroud::cmd::tls::{ClientTlsArgs, ServerTlsArgs};
+use shroud_lab::bench::engine::{self, Case};
 use shroud_oram::PositionMap;
+use shroud_proto::Shape;
 
 #[derive(Parser)]
 #[command(
@@ -183,7 +184,7 @@ struct CertsArgs {
     #[arg(long)]
     out: PathBuf,
     /// Names the server certificate is valid for (DNS names or IP addresses).
-    #[arg(long, value_delimiter = ',', default_values_t = shroud::cmd::certs::local_names())]
+    #[arg(long, value_delimiter = ',', default_values_t = shroud_net::certs::local_names())]
     names: Vec<String>,
 }
 
@@ -324,8 +325,8 @@ fn main() -> Result<()> {
         Command::Bench(Bench::Cost { json }) => bench_cost(json),
         Command::Bench(Bench::Kv { json, ops, seconds }) => bench_kv(json, ops, seconds),
         Command::Bench(Bench::All { report, quick }) => {
-            let r = shroud::bench::all::run(quick)?;
-            for f in shroud::bench::all::write(&r, &report)? {
+            let r = shroud_lab::bench::all::run(quick)?;
+            for f in shroud_lab::bench::all::write(&r, &report)? {
                 println!("{}", f.display());
             }
             Ok(())
@@ -337,7 +338,7 @@ fn main() -> Result<()> {
         }
         Command::Kv(args) => runtime()?.block_on(shroud::cmd::kv::run(args)),
         Command::Mail(args) => runtime()?.block_on(shroud::cmd::mail::run(args)),
-        Command::Demo { seconds } => runtime()?.block_on(shroud::cmd::demo::run(seconds)),
+        Command::Demo { seconds } => runtime()?.block_on(shroud_lab::demo::run(seconds)),
         Command::Audit {
             short,
             accesses,
@@ -345,7 +346,7 @@ fn main() -> Result<()> {
             report,
         } => audit(short, accesses, json, report),
         Command::Certs(args) => {
-            let files = shroud::cmd::certs::generate(&args.out, &args.names)?;
+            let files = shroud_net::certs::generate(&args.out, &args.names)?;
             println!(
                 "CA:          {}\ncertificate: {}\nkey:         {}",
                 files.ca.display(),
@@ -380,7 +381,7 @@ fn storage_cmd(args: StorageArgs) -> Result<()> {
         max_connections: args.max_connections,
         max_in_flight: args.max_in_flight,
         idle_timeout: Duration::from_secs(args.idle_timeout),
-        limits: shroud_wire::Limits {
+        limits: shroud_proto::Limits {
             max_frame: args.max_frame,
         },
         ..Default::default()
@@ -480,7 +481,7 @@ fn bench_storage(args: StorageBenchArgs) -> Result<()> {
         );
     }
     let json = args.json;
-    shroud::bench::storage::run(&args.writers, Duration::from_secs_f64(args.seconds), |r| {
+    shroud_lab::bench::storage::run(&args.writers, Duration::from_secs_f64(args.seconds), |r| {
         if json {
             println!("{}", serde_json::to_string(r).unwrap_or_default());
         } else {
@@ -505,7 +506,7 @@ fn audit(
     json: bool,
     report: Option<std::path::PathBuf>,
 ) -> Result<()> {
-    use shroud::audit;
+    use shroud_lab::audit;
     let mut opts = if short {
         audit::Options::short()
     } else {
@@ -580,16 +581,9 @@ fn proxy_cmd(args: ProxyArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&stats)?);
         return Ok(());
     }
-    let shape = proxy::shape(proxy::ShapeOptions {
-        capacity: args.capacity,
-        block: args.block,
-        z: 4,
-        cached: args.cached,
-        slots: args.slots,
-        epoch_ms: args.epoch_ms,
-        deposits: args.deposits,
-        drains: args.drains,
-    })?;
+    let shape = Shape::new(args.capacity, args.block, args.cached)?
+        .with_schedule(args.slots, args.epoch_ms)?
+        .with_mail(args.deposits, args.drains);
     let storage_tls = ClientTlsArgs {
         ca: args.storage_ca,
         pin_cert: args.storage_pin_cert,
@@ -609,15 +603,8 @@ fn proxy_cmd(args: ProxyArgs) -> Result<()> {
 }
 
 fn bench_e2e(args: E2eArgs) -> Result<()> {
-    let shape = shroud::cmd::proxy::ShapeOptions {
-        capacity: args.capacity,
-        block: args.block,
-        z: 4,
-        cached: args.cached,
-        slots: args.slots,
-        epoch_ms: args.epoch_ms,
-        ..Default::default()
-    };
+    let shape = Shape::new(args.capacity, args.block, args.cached)?
+        .with_schedule(args.slots, args.epoch_ms)?;
     if !args.json {
         println!(
             "{:>7} {:>9} {:>7} {:>5} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>10}",
@@ -639,7 +626,7 @@ fn bench_e2e(args: E2eArgs) -> Result<()> {
         if stop {
             break;
         }
-        shroud::bench::e2e::run(&[c], shape, args.seconds, |r| {
+        shroud_lab::bench::e2e::run(&[c], shape, args.seconds, |r| {
             if args.json {
                 println!("{}", serde_json::to_string(r).unwrap_or_default());
             } else {
@@ -672,8 +659,8 @@ fn bench_cost(json: bool) -> Result<()> {
         );
         println!("|---|---|---|---|---|---|---|---|---|");
     }
-    for o in shroud::bench::cost::settings() {
-        let c = shroud::bench::cost::cost(o)?;
+    for o in shroud_lab::bench::cost::settings()? {
+        let c = shroud_lab::bench::cost::cost(o)?;
         if json {
             println!("{}", serde_json::to_string(&c)?);
         } else {
@@ -697,7 +684,7 @@ fn bench_cost(json: bool) -> Result<()> {
 
 fn bench_kv(json: bool, ops: u64, seconds: f64) -> Result<()> {
     for (n, cached) in [(1u64 << 14, 0u32), (1 << 14, 6), (1 << 16, 0)] {
-        let r = shroud::bench::kv::run(n, 1024, cached, ops)?;
+        let r = shroud_lab::bench::kv::run(n, 1024, cached, ops)?;
         if json {
             println!("{}", serde_json::to_string(&r)?);
         } else {
@@ -716,14 +703,8 @@ fn bench_kv(json: bool, ops: u64, seconds: f64) -> Result<()> {
         }
     }
     let rt = runtime()?;
-    for shape in [
-        shroud::cmd::proxy::ShapeOptions::default(),
-        shroud::cmd::proxy::ShapeOptions {
-            epoch_ms: 100,
-            ..Default::default()
-        },
-    ] {
-        let r = rt.block_on(shroud::bench::kv::schedule(shape, seconds))?;
+    for shape in [Shape::default(), Shape::default().with_schedule(1, 100)?] {
+        let r = rt.block_on(shroud_lab::bench::kv::schedule(shape, seconds))?;
         if json {
             println!("{}", serde_json::to_string(&r)?);
         } else {

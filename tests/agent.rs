@@ -17,21 +17,16 @@ use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use redis_protocol::resp2::types::OwnedFrame;
-use shroud::cmd::proxy::ShapeOptions;
-use shroud::stack::Stack;
+use shroud_proto::Shape;
+use shroud_testkit::stack::Stack;
 use tokio::net::TcpStream;
 
-fn shape() -> ShapeOptions {
-    ShapeOptions {
-        capacity: 512,
-        block: 64,
-        z: 4,
-        cached: 2,
-        slots: 2,
-        epoch_ms: 20,
-        deposits: 0,
-        drains: 0,
-    }
+fn shape() -> Shape {
+    Shape::new(512, 64, 2)
+        .expect("shape")
+        .with_schedule(2, 20)
+        .expect("shape")
+        .with_mail(0, 0)
 }
 
 /// A minimal RESP client.
@@ -326,16 +321,11 @@ async fn redis_cli_round_trips() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_are_typed_and_harmless() {
     use shroud_client::KvError;
-    let small = ShapeOptions {
-        capacity: 16,
-        block: 64,
-        z: 4,
-        cached: 1,
-        slots: 2,
-        epoch_ms: 20,
-        deposits: 0,
-        drains: 0,
-    };
+    let small = Shape::new(16, 64, 1)
+        .expect("shape")
+        .with_schedule(2, 20)
+        .expect("shape")
+        .with_mail(0, 0);
     let stack = Stack::start(small).await.expect("stack");
     let mut rng = StdRng::seed_from_u64(9);
     let grant = shroud_client::random_grant(&mut rng);

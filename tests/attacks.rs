@@ -25,11 +25,11 @@ use futures::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use shroud::cmd::proxy::ShapeOptions;
 use shroud_client::{Client, ClientError};
+use shroud_net::transport::{ClientTls, ServerTls};
 use shroud_oram::Key;
-use shroud_wire::transport::{ClientTls, ServerTls};
-use shroud_wire::{BatchOp, Limits, ReadResult, Request, Response, StoreId, decode, encode};
+use shroud_proto::Shape;
+use shroud_proto::{BatchOp, Limits, ReadResult, Request, Response, StoreId, decode, encode};
 use tokio::net::TcpListener;
 use tokio_util::codec::Framed;
 
@@ -161,8 +161,8 @@ async fn serve_one(
     let down = server.accept(stream, Duration::from_secs(10)).await?;
     let up = client.connect(storage).await?;
     let (mut down, mut up) = (
-        Framed::new(down, shroud_wire::frame_codec(limits)),
-        Framed::new(up, shroud_wire::frame_codec(limits)),
+        Framed::new(down, shroud_net::frame_codec(limits)),
+        Framed::new(up, shroud_net::frame_codec(limits)),
     );
     let mut rng = StdRng::from_rng(&mut rand::rng());
     while let Some(Ok(frame)) = down.next().await {
@@ -229,16 +229,11 @@ fn tries() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_tampered_response_is_detected_and_honest_operation_resumes() {
-    let shape = ShapeOptions {
-        capacity: 64,
-        block: 32,
-        z: 4,
-        cached: 1,
-        slots: 1,
-        epoch_ms: 4,
-        deposits: 0,
-        drains: 0,
-    };
+    let shape = Shape::new(64, 32, 1)
+        .expect("shape")
+        .with_schedule(1, 4)
+        .expect("shape")
+        .with_mail(0, 0);
     let mut stack = Stack::start(shape).await.expect("stack");
     // Put the man in the middle between the proxy and storage.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use redis_protocol::resp2::types::OwnedFrame;
-use shroud::cmd::proxy::ShapeOptions;
+use shroud_proto::Shape;
 use tokio::net::TcpStream;
 
 const AGENTS: usize = 3;
@@ -38,7 +38,7 @@ async fn call(addr: SocketAddr, args: &[&[u8]], limit: Duration) -> Option<Owned
 /// The whole deployment, as processes.
 struct Deployment {
     dir: PathBuf,
-    certs: shroud::cmd::certs::CertFiles,
+    certs: shroud_net::certs::CertFiles,
     storage: (Child, SocketAddr),
     proxy: (Child, SocketAddr),
     agents: Vec<(Child, SocketAddr)>,
@@ -50,17 +50,12 @@ fn kill(c: &mut Child) {
 }
 
 /// The proxy's shape: small stores, two slots every 20 ms, no mailbox.
-fn shape() -> ShapeOptions {
-    ShapeOptions {
-        capacity: 256,
-        block: 64,
-        z: 4,
-        cached: 2,
-        slots: 2,
-        epoch_ms: 20,
-        deposits: 0,
-        drains: 0,
-    }
+fn shape() -> Shape {
+    Shape::new(256, 64, 2)
+        .expect("shape")
+        .with_schedule(2, 20)
+        .expect("shape")
+        .with_mail(0, 0)
 }
 
 impl Deployment {
@@ -77,7 +72,7 @@ impl Deployment {
 
     fn start(dir: &Path) -> Self {
         let certs =
-            shroud::cmd::certs::generate(&dir.join("certs"), &shroud::cmd::certs::local_names())
+            shroud_net::certs::generate(&dir.join("certs"), &shroud_net::certs::local_names())
                 .expect("certs");
         let storage = common::spawn_listening(common::storage_command(
             &certs,

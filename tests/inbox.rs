@@ -7,11 +7,11 @@ mod common;
 use common::TestServer;
 use shroud_client::mailbox::envelope::{CHUNK_LEN, ENVELOPE_LEN};
 use shroud_client::mailbox::{Envelope, Identity, Reassembly, ReplayWindow};
+use shroud_net::conn::{ConnError, Connection};
+use shroud_net::transport::ClientTls;
+use shroud_proto::routing::RoutingKey;
+use shroud_proto::{DepositStatus, Envelope as WireEnvelope, ErrorCode, Geometry, Grant, Limits};
 use shroud_storage::Config;
-use shroud_wire::conn::{ConnError, Connection};
-use shroud_wire::routing::RoutingKey;
-use shroud_wire::transport::ClientTls;
-use shroud_wire::{DepositStatus, Envelope as WireEnvelope, ErrorCode, Geometry, Grant, Limits};
 
 async fn connect(addr: std::net::SocketAddr) -> Connection {
     Connection::connect(addr, &ClientTls::Plain, Limits::default())
@@ -23,7 +23,7 @@ async fn connect(addr: std::net::SocketAddr) -> Connection {
 async fn open_inbox(c: &mut Connection, id: &Identity, limit: u64) -> Grant {
     let mut rng = rand::rng();
     let mut grant = shroud_client::random_grant(&mut rng);
-    grant.store = shroud_wire::StoreId(id.address().inbox);
+    grant.store = shroud_proto::StoreId(id.address().inbox);
     c.create_store(
         &grant,
         Geometry {
@@ -124,7 +124,7 @@ async fn envelopes_are_filed_drained_and_deleted_only_when_acknowledged() {
             .all(|d| !d.present)
     );
     let mut thief = bob_inbox.clone();
-    thief.capability = shroud_wire::Capability([0; 32]);
+    thief.capability = shroud_proto::Capability([0; 32]);
     assert!(matches!(
         c.drain(&thief, 0, 8).await,
         Err(ConnError::Refused(ErrorCode::Unauthorized))

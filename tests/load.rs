@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use shroud::cmd::certs::local_names;
-use shroud::cmd::proxy::ShapeOptions;
 use shroud_client::Client;
 use shroud_client::ClientConfig;
+use shroud_net::certs::local_names;
+use shroud_net::transport::ClientTls;
 use shroud_oram::Key;
-use shroud_wire::transport::ClientTls;
+use shroud_proto::Shape;
 
 const CLIENTS: usize = 1000;
 
@@ -62,20 +62,15 @@ async fn a_thousand_tls_clients_keep_the_schedule() {
         "this test needs {} open files (ulimit -n), has {limit}",
         4 * CLIENTS
     );
-    let shape = ShapeOptions {
-        capacity: 16,
-        block: 16,
-        z: 4,
-        cached: 2,
-        slots: 1,
-        epoch_ms: 1000,
-        deposits: 1,
-        drains: 1,
-    };
+    let shape = Shape::new(16, 16, 2)
+        .expect("shape")
+        .with_schedule(1, 1000)
+        .expect("shape")
+        .with_mail(1, 1);
     // Storage and the proxy as their own processes, so that the proxy's memory is its own.
     let dir = tempfile::tempdir().unwrap();
     let certs =
-        shroud::cmd::certs::generate(&dir.path().join("certs"), &local_names()).expect("certs");
+        shroud_net::certs::generate(&dir.path().join("certs"), &local_names()).expect("certs");
     let storage = Proc(common::spawn_listening(common::storage_command(
         &certs,
         &dir.path().join("db"),

@@ -17,31 +17,26 @@ use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use redis_protocol::resp2::types::OwnedFrame;
-use shroud::cmd::proxy::ShapeOptions;
 use shroud_client::durable::{Durable, Unlock};
 use shroud_client::mailbox::envelope::CHUNK_LEN;
 use shroud_client::mailbox::{Account, Address, Mailbox};
 use shroud_client::{Client, Kv};
 use shroud_oram::Key;
+use shroud_proto::Shape;
+use shroud_proto::StoreId;
 use shroud_storage::backend::QueueOp;
 use shroud_storage::{Backend, BackendError, Put, SledBackend, StoreMeta, Usage};
-use shroud_wire::StoreId;
 use tokio::net::TcpStream;
 
-fn shape() -> ShapeOptions {
-    ShapeOptions {
-        capacity: 1024,
-        block: 512,
-        z: 4,
-        cached: 3,
-        slots: 2,
-        epoch_ms: 25,
-        deposits: 2,
-        drains: 4,
-    }
+fn shape() -> Shape {
+    Shape::new(1024, 512, 3)
+        .expect("shape")
+        .with_schedule(2, 25)
+        .expect("shape")
+        .with_mail(2, 4)
 }
 
-type User = shroud::stack::MailUser;
+type User = shroud_testkit::stack::MailUser;
 
 async fn user_with(stack: &Stack, account: Account, rng: &mut StdRng) -> User {
     stack.mail_user_with(account, rng).await.expect("user")
@@ -56,7 +51,9 @@ fn stat(u: &User, f: impl Fn(&shroud_client::schedule::ClientStats) -> u64) -> u
 }
 
 async fn befriend(users: &[(&str, &User)]) {
-    shroud::stack::befriend(users).await.expect("contacts");
+    shroud_testkit::stack::befriend(users)
+        .await
+        .expect("contacts");
 }
 
 /// The messages `u` received from `from`, once there are `n` (or panics after `secs`).
@@ -171,8 +168,8 @@ async fn oblivious_run(target: usize) -> (BTreeMap<(String, u64, u64), usize>, [
     for u in [alice, bob, carol] {
         u.stop().await;
     }
-    let view = shroud::view::storage(&stack.transcript, 3).expect("transcript");
-    (view, shroud::view::proxy(&stats))
+    let view = shroud_lab::audit::sizes::storage(&stack.transcript, 3).expect("transcript");
+    (view, shroud_lab::audit::sizes::proxy(&stats))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,8 +182,8 @@ async fn alice_to_bob_and_alice_to_carol_look_the_same() {
     // Every steady epoch has one batch and one mail request, of one size each, the same in
     // both runs; the proxy saw one slot size and one mail size, the same in both.
     for op in ["batch", "mail"] {
-        let (b, _, b_edges) = shroud::view::usual(&to_bob, op).expect("requests");
-        let (c, _, c_edges) = shroud::view::usual(&to_carol, op).expect("requests");
+        let (b, _, b_edges) = shroud_lab::audit::sizes::usual(&to_bob, op).expect("requests");
+        let (c, _, c_edges) = shroud_lab::audit::sizes::usual(&to_carol, op).expect("requests");
         assert_eq!(b, c, "{op}");
         assert!(
             b_edges <= 2 && c_edges <= 2,
@@ -639,7 +636,7 @@ async fn a_client_pinning_another_storage_key_refuses_to_send() {
     let mut rng = StdRng::from_rng(&mut rand::rng());
     let bob = user(&stack, &mut rng).await;
     // Mallory's key is not storage's: nothing storage answers opens with it.
-    let wrong = shroud_wire::routing::RoutingKey::generate(&mut rng).public();
+    let wrong = shroud_proto::routing::RoutingKey::generate(&mut rng).public();
     let config = stack
         .client_config()
         .unwrap()

@@ -11,7 +11,7 @@
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use shroud::stats::{chi2_two_sample, chi2_uniform, ks_two_sample};
+use shroud_lab::stats::{chi2_two_sample, chi2_uniform, ks_two_sample};
 use shroud_oram::{
     BucketId, BucketStore, Config, Key, MemoryStore, Op, Oram, PositionMap, Progress,
 };

@@ -10,27 +10,22 @@ use std::time::Duration;
 use common::Stack;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use shroud::cmd::proxy::ShapeOptions;
 use shroud_client::{Client, ClientError};
 use shroud_oram::Key;
+use shroud_proto::Grant;
+use shroud_proto::Shape;
 use shroud_storage::{Entry, Transcript};
-use shroud_wire::Grant;
 
 fn grant(rng: &mut StdRng) -> Grant {
     shroud_client::random_grant(rng)
 }
 
-fn small(epoch_ms: u32) -> ShapeOptions {
-    ShapeOptions {
-        capacity: 64,
-        block: 32,
-        z: 4,
-        cached: 1,
-        slots: 1,
-        epoch_ms,
-        deposits: 0,
-        drains: 0,
-    }
+fn small(epoch_ms: u32) -> Shape {
+    Shape::new(64, 32, 1)
+        .expect("shape")
+        .with_schedule(1, epoch_ms)
+        .expect("shape")
+        .with_mail(0, 0)
 }
 
 async fn start_client(
@@ -227,9 +222,9 @@ async fn idle_and_busy_look_the_same() {
         }
         h
     };
-    let ub = shroud::stats::chi2_uniform(&hist(&busy_leaves));
-    let ui = shroud::stats::chi2_uniform(&hist(&idle_leaves));
-    let two = shroud::stats::chi2_two_sample(&hist(&busy_leaves), &hist(&idle_leaves));
+    let ub = shroud_lab::stats::chi2_uniform(&hist(&busy_leaves));
+    let ui = shroud_lab::stats::chi2_uniform(&hist(&idle_leaves));
+    let two = shroud_lab::stats::chi2_two_sample(&hist(&busy_leaves), &hist(&idle_leaves));
     assert!(
         ub.p_value > 0.001 && ui.p_value > 0.001 && two.p_value > 0.001,
         "{ub:?} {ui:?} {two:?}"
@@ -271,15 +266,16 @@ async fn proxy_restart_loses_nothing() {
 
 /// A raw connection to the proxy that has said hello and registered `g`'s store.
 async fn registered(
-    tls: &shroud_wire::transport::ClientTls,
+    tls: &shroud_net::transport::ClientTls,
     proxy: std::net::SocketAddr,
     g: &Grant,
-) -> tokio_util::codec::Framed<shroud_wire::transport::BoxIo, tokio_util::codec::LengthDelimitedCodec>
+) -> tokio_util::codec::Framed<shroud_net::transport::BoxIo, tokio_util::codec::LengthDelimitedCodec>
 {
     use bytes::Bytes;
     use futures::{SinkExt, StreamExt};
-    use shroud_wire::proxy::ClientMsg;
-    use shroud_wire::{Hello, Limits, encode, frame_codec};
+    use shroud_net::frame_codec;
+    use shroud_proto::proxy::ClientMsg;
+    use shroud_proto::{Hello, Limits, encode};
     let io = tls.connect(proxy).await.expect("tls");
     let mut c = tokio_util::codec::Framed::new(io, frame_codec(Limits::default()));
     for m in [
@@ -298,8 +294,9 @@ async fn registered(
 async fn misbehaving_clients_do_not_disturb_the_schedule() {
     use bytes::Bytes;
     use futures::{SinkExt, StreamExt};
-    use shroud_wire::proxy::{ClientMsg, ProxyMsg, Slot, SlotWrite};
-    use shroud_wire::{ErrorCode, Hello, Limits, decode, encode, frame_codec};
+    use shroud_net::frame_codec;
+    use shroud_proto::proxy::{ClientMsg, ProxyMsg, Slot, SlotWrite};
+    use shroud_proto::{ErrorCode, Hello, Limits, decode, encode};
 
     let stack = Stack::start(small(40)).await.expect("stack");
     let (honest, task) = start_client(&stack, 77).await;

@@ -11,13 +11,13 @@ use common::TestServer;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use shroud_client::remote::{ConnError, Connection, RemoteStore};
+use shroud_net::transport::ClientTls;
 use shroud_oram::{Config as OramConfig, Key, Op, Oram, PositionMap};
-use shroud_storage::{Config, Transcript};
-use shroud_wire::transport::ClientTls;
-use shroud_wire::{
+use shroud_proto::{
     Batch, BatchOp, Capability, ErrorCode, Geometry, Grant, Hello, Limits, ReadResult, Request,
     Response, StoreId, decode, encode,
 };
+use shroud_storage::{Config, Transcript};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -457,7 +457,7 @@ async fn hostile_input_is_refused_while_honest_clients_work() {
         assert!(closed(&mut s).await);
         // Random bytes after a good hello.
         let mut s = TcpStream::connect(addr).await.unwrap();
-        raw_frame(&mut s, &hello(shroud_wire::PROTOCOL_VERSION)).await;
+        raw_frame(&mut s, &hello(shroud_proto::PROTOCOL_VERSION)).await;
         assert!(matches!(
             raw_response(&mut s).await,
             Some(Response::Hello(_))
@@ -493,9 +493,9 @@ async fn hostile_input_is_refused_while_honest_clients_work() {
     );
     // A second hello is out of order.
     let mut s = TcpStream::connect(addr).await.unwrap();
-    raw_frame(&mut s, &hello(shroud_wire::PROTOCOL_VERSION)).await;
+    raw_frame(&mut s, &hello(shroud_proto::PROTOCOL_VERSION)).await;
     raw_response(&mut s).await;
-    raw_frame(&mut s, &hello(shroud_wire::PROTOCOL_VERSION)).await;
+    raw_frame(&mut s, &hello(shroud_proto::PROTOCOL_VERSION)).await;
     assert_eq!(
         raw_response(&mut s).await,
         Some(Response::Error(ErrorCode::UnexpectedHello))
@@ -503,7 +503,7 @@ async fn hostile_input_is_refused_while_honest_clients_work() {
     assert!(closed(&mut s).await);
     // A truncated frame, then silence: the slow-loris client is dropped on the timeout.
     let mut s = TcpStream::connect(addr).await.unwrap();
-    raw_frame(&mut s, &hello(shroud_wire::PROTOCOL_VERSION)).await;
+    raw_frame(&mut s, &hello(shroud_proto::PROTOCOL_VERSION)).await;
     raw_response(&mut s).await;
     s.write_all(&100u32.to_be_bytes()).await.unwrap();
     s.write_all(&[0u8; 10]).await.unwrap();

@@ -15,8 +15,8 @@ mod common;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use shroud_client::remote::Connection;
-use shroud_wire::transport::ClientTls;
-use shroud_wire::{Batch, Capability, Geometry, Grant, Limits, StoreId};
+use shroud_net::transport::ClientTls;
+use shroud_proto::{Batch, Capability, Geometry, Grant, Limits, StoreId};
 
 const WRITERS: usize = 4;
 const BUCKETS: u64 = 32;
@@ -30,16 +30,16 @@ struct Server {
 }
 
 /// TLS material for the server under test, made once per test database.
-fn certs(db: &Path) -> shroud::cmd::certs::CertFiles {
+fn certs(db: &Path) -> shroud_net::certs::CertFiles {
     let dir = db.with_extension("certs");
     if dir.join("server.key").exists() {
-        return shroud::cmd::certs::CertFiles {
+        return shroud_net::certs::CertFiles {
             ca: dir.join("ca.pem"),
             cert: dir.join("server.pem"),
             key: dir.join("server.key"),
         };
     }
-    shroud::cmd::certs::generate(&dir, &shroud::cmd::certs::local_names()).expect("certs")
+    shroud_net::certs::generate(&dir, &shroud_net::certs::local_names()).expect("certs")
 }
 
 fn tls(db: &Path) -> ClientTls {

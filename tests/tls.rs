@@ -3,14 +3,14 @@
 
 use std::process::Command;
 
-use shroud::stack::{Stack, Tls};
-use shroud_wire::Limits;
-use shroud_wire::conn::Connection;
-use shroud_wire::transport::ClientTls;
+use shroud_net::conn::Connection;
+use shroud_net::transport::ClientTls;
+use shroud_proto::Limits;
+use shroud_testkit::stack::{Stack, Tls};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_verify_the_server() {
-    let stack = Stack::start(shroud::cmd::proxy::ShapeOptions::default())
+    let stack = Stack::start(shroud_proto::Shape::default())
         .await
         .expect("stack");
     let files = &stack.tls.files;

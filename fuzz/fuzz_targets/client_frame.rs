@@ -2,9 +2,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shroud_wire::mail::DrainReply;
-use shroud_wire::proxy::ProxyMsg;
-use shroud_wire::{Limits, decode};
+use shroud_proto::mail::DrainReply;
+use shroud_proto::proxy::ProxyMsg;
+use shroud_proto::{Limits, decode};
 
 fuzz_target!(|data: &[u8]| {
     let limits = Limits {

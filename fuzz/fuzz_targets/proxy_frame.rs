@@ -2,8 +2,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shroud_wire::proxy::ClientMsg;
-use shroud_wire::{Limits, Response, decode};
+use shroud_proto::proxy::ClientMsg;
+use shroud_proto::{Limits, Response, decode};
 
 fuzz_target!(|data: &[u8]| {
     let limits = Limits {

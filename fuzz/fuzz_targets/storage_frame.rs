@@ -3,9 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shroud_wire::mail::{DRAIN_INFO, DrainRequest};
-use shroud_wire::routing::RoutingKey;
-use shroud_wire::{Limits, Request, decode};
+use shroud_proto::mail::{DRAIN_INFO, DrainRequest};
+use shroud_proto::routing::RoutingKey;
+use shroud_proto::{Limits, Request, decode};
 
 fuzz_target!(|data: &[u8]| {
     let limits = Limits {

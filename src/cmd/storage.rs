@@ -2,13 +2,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use shroud_client::remote::Connection;
-use shroud_storage::{Backend, Config, Server, SledBackend, Transcript};
-use shroud_wire::transport::{ClientTls, ServerTls};
-use shroud_wire::{Limits, StatsReply};
+use shroud_net::conn::Connection;
+use shroud_net::transport::{ClientTls, ServerTls};
+use shroud_proto::{Limits, StatsReply};
+use shroud_storage::{Config, Server, Transcript, keys};
 use tokio::net::TcpListener;
 
 /// What `shroud storage` serves.
@@ -31,12 +30,6 @@ pub async fn serve(
     opts: ServeOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    std::fs::create_dir_all(&opts.db).with_context(|| format!("creating {}", opts.db.display()))?;
-    let db = opts.db.clone();
-    let backend = tokio::task::spawn_blocking(move || SledBackend::open(&db)).await??;
-    let backend: Arc<dyn Backend> = Arc::new(backend);
-    let b = backend.clone();
-    let usage = tokio::task::spawn_blocking(move || b.usage()).await??;
     let transcript = match &opts.transcript {
         Some(p) => Some(
             Transcript::create(p)
@@ -44,7 +37,15 @@ pub async fn serve(
         ),
         None => None,
     };
-    let routing = load_routing_key(&opts.db)?;
+    let plain = matches!(opts.tls, ServerTls::Plain);
+    let db = opts.db.clone();
+    let (server, usage) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let server = Server::open(&db, opts.config, opts.tls, transcript)
+            .with_context(|| format!("opening the storage directory {}", db.display()))?;
+        let usage = server.usage()?;
+        Ok((server, usage))
+    })
+    .await??;
     let listener = TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("binding {}", opts.listen))?;
@@ -60,51 +61,16 @@ pub async fn serve(
     if let Some(t) = &opts.transcript {
         tracing::info!("storage: transcript in {}", t.display());
     }
-    let transport = if matches!(opts.tls, ServerTls::Plain) {
-        "PLAIN TCP"
-    } else {
-        "TLS"
-    };
+    let transport = if plain { "PLAIN TCP" } else { "TLS" };
     tracing::info!("storage: listening on {addr} ({transport})");
     println!("listening on {addr}");
-    let public: String = routing
-        .public()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    tracing::info!("storage: mailbox routing key {public} (clients pin this)");
-    // The public half beside the private one, for operators to hand to clients.
-    let pub_path = opts.db.join("routing.pub");
-    if let Err(e) = std::fs::write(&pub_path, format!("{public}\n")) {
-        tracing::warn!("cannot write {}: {e}", pub_path.display());
-    }
-    Server::new(backend, opts.config, opts.tls, transcript)
-        .with_routing_key(routing)
-        .run(listener, shutdown)
-        .await?;
+    tracing::info!(
+        "storage: mailbox routing key {} (clients pin this; also in {})",
+        keys::hex(&server.routing_public_key()),
+        opts.db.join(keys::ROUTING_PUB_FILE).display()
+    );
+    server.run(listener, shutdown).await?;
     Ok(())
-}
-
-/// The mailbox routing key in `DIR/routing.key`, made (mode 0600) on first start.
-pub fn load_routing_key(dir: &std::path::Path) -> Result<shroud_wire::routing::RoutingKey> {
-    use shroud_wire::routing::RoutingKey;
-    let path = dir.join("routing.key");
-    if path.exists() {
-        let bytes = zeroize::Zeroizing::new(std::fs::read(&path)?);
-        return RoutingKey::from_secret(&bytes)
-            .with_context(|| format!("bad routing key in {}", path.display()));
-    }
-    let key = RoutingKey::generate(&mut rand::rng());
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)?;
-    f.write_all(&zeroize::Zeroizing::new(key.secret())[..])?;
-    f.sync_all()?;
-    Ok(key)
 }
 
 /// Resolves on SIGINT or SIGTERM.

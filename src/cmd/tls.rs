@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::Args;
-use shroud_wire::transport::{ClientTls, ServerTls};
+use shroud_net::transport::{ClientTls, ServerTls};
 
 /// How a server accepts connections.
 #[derive(Args, Clone, Debug, Default)]

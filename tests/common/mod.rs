@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use shroud_net::transport::ServerTls;
 use shroud_storage::{Config, Server, SledBackend, Transcript};
-use shroud_wire::transport::ServerTls;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -29,7 +29,7 @@ impl TestServer {
     pub async fn start_in_with_routing(
         dir: tempfile::TempDir,
         config: Config,
-        key: shroud_wire::routing::RoutingKey,
+        key: shroud_proto::routing::RoutingKey,
     ) -> Self {
         Self::start_inner(dir, config, false, Some(key)).await
     }
@@ -42,7 +42,7 @@ impl TestServer {
         dir: tempfile::TempDir,
         config: Config,
         with_transcript: bool,
-        routing: Option<shroud_wire::routing::RoutingKey>,
+        routing: Option<shroud_proto::routing::RoutingKey>,
     ) -> Self {
         let backend = Arc::new(SledBackend::open(&dir.path().join("db")).expect("open sled"));
         let transcript_path = with_transcript.then(|| dir.path().join("transcript.jsonl"));
@@ -54,10 +54,9 @@ impl TestServer {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
-        let mut server = Server::new(backend, config, ServerTls::Plain, transcript);
-        if let Some(key) = routing {
-            server = server.with_routing_key(key);
-        }
+        let routing = routing
+            .unwrap_or_else(|| shroud_proto::routing::RoutingKey::generate(&mut rand::rng()));
+        let server = Server::new(backend, routing, config, ServerTls::Plain, transcript);
         let handle = tokio::spawn(server.run(listener, async move {
             let _ = rx.await;
         }));
@@ -94,7 +93,7 @@ impl Drop for TestServer {
 }
 
 #[allow(unused_imports)]
-pub use shroud::stack::Stack;
+pub use shroud_testkit::stack::Stack;
 
 /// Spawns `cmd` (a `shroud` service given `--listen 127.0.0.1:0`) and waits for the
 /// `listening on ADDR` line it prints once ready.
@@ -135,7 +134,7 @@ pub fn env_count<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 /// `shroud storage` on `db`, listening at `listen`, with TLS from `certs`.
 pub fn storage_command(
-    certs: &shroud::cmd::certs::CertFiles,
+    certs: &shroud_net::certs::CertFiles,
     db: &std::path::Path,
     listen: &str,
 ) -> std::process::Command {
@@ -152,21 +151,21 @@ pub fn storage_command(
 /// `shroud proxy` in front of `storage`, listening at `listen`, serving `shape`, with TLS
 /// from `certs` on both sides.
 pub fn proxy_command(
-    certs: &shroud::cmd::certs::CertFiles,
+    certs: &shroud_net::certs::CertFiles,
     storage: SocketAddr,
     listen: &str,
-    shape: shroud::cmd::proxy::ShapeOptions,
+    shape: shroud_proto::Shape,
 ) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_shroud"));
     cmd.args(["proxy", "--listen", listen, "--storage"])
         .arg(storage.to_string())
         .args(["--epoch-ms", &shape.epoch_ms.to_string()])
-        .args(["--slots", &shape.slots.to_string()])
+        .args(["--slots", &shape.slots_per_epoch.to_string()])
         .args(["--capacity", &shape.capacity.to_string()])
-        .args(["--block", &shape.block.to_string()])
-        .args(["--cached", &shape.cached.to_string()])
-        .args(["--deposits", &shape.deposits.to_string()])
-        .args(["--drains", &shape.drains.to_string()])
+        .args(["--block", &shape.block_size.to_string()])
+        .args(["--cached", &shape.cached_levels.to_string()])
+        .args(["--deposits", &shape.deposits_per_epoch.to_string()])
+        .args(["--drains", &shape.drains_per_epoch.to_string()])
         .arg("--tls-cert")
         .arg(&certs.cert)
         .arg("--tls-key")

@@ -1,0 +1,30 @@
+//! The shroud client: the cover-traffic scheduler ([`schedule`]) that keeps K fixed-size
+//! slots per epoch through the proxy, the oblivious key-value store on top of it ([`kv`]),
+//! and a direct ORAM driver over the storage protocol ([`remote`]).
+//!
+//! This is the only crate that holds keys.
+
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod durable;
+pub mod kv;
+pub mod mailbox;
+pub mod remote;
+pub mod resp;
+pub mod schedule;
+
+pub use kv::{Kv, KvError};
+
+/// A fresh store id and capability from `rng` (a CSPRNG: the capability is a secret).
+pub fn random_grant<R: rand::CryptoRng + ?Sized>(rng: &mut R) -> shroud_proto::Grant {
+    let mut id = [0u8; 16];
+    let mut cap = [0u8; 32];
+    rng.fill_bytes(&mut id);
+    rng.fill_bytes(&mut cap);
+    shroud_proto::Grant {
+        store: shroud_proto::StoreId(id),
+        capability: shroud_proto::Capability(cap),
+    }
+}
+pub use schedule::{Client, ClientConfig, ClientError};

@@ -1,0 +1,155 @@
+//! The engine's storage seam over TCP: an async client of the storage protocol, and an
+//! async driver that runs ORAM batches against a server.
+//!
+//! Each tree of an [`Oram`] (the data tree and every position-map tree) is one store on the
+//! server, because a store has one bucket length. A round's fetch is one batch of reads; a
+//! finished batch's write-back is one batch of writes, acknowledged once durable.
+//!
+//! # Security
+//! The server sees, per round, a fixed number of reads of one store, and per batch a fixed
+//! number of writes of each store: the shape is the same whatever the access was. Everything
+//! it returns is verified by the engine before use. The capabilities are secrets held here.
+
+use rand::CryptoRng;
+pub use shroud_net::conn::{ConnError, Connection};
+use shroud_oram::{Op, Oram, Progress};
+use shroud_proto::{Batch, BatchOp, Geometry, Grant};
+
+/// A failure of an ORAM batch over the storage protocol.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// The connection or the server failed.
+    #[error(transparent)]
+    Conn(#[from] ConnError),
+    /// The engine refused, or detected tampering.
+    #[error(transparent)]
+    Oram(#[from] shroud_oram::Error),
+}
+
+/// The stores that hold one ORAM: one per tree, each with its capability.
+pub struct RemoteStore {
+    conn: Connection,
+    grants: Vec<Grant>,
+}
+
+impl RemoteStore {
+    /// Fresh random store ids and capabilities, one per tree of `oram`.
+    pub fn new_grants<R: CryptoRng + ?Sized>(oram: &Oram, rng: &mut R) -> Vec<Grant> {
+        oram.trees().map(|_| crate::random_grant(rng)).collect()
+    }
+
+    /// Creates one store per tree of `oram` on the server, with the given grants.
+    pub async fn create(
+        mut conn: Connection,
+        oram: &Oram,
+        grants: Vec<Grant>,
+    ) -> Result<Self, RemoteError> {
+        for (geom, grant) in oram.trees().zip(&grants) {
+            let geometry = Geometry {
+                bucket_len: geom.ciphertext_len() as u32,
+                buckets: geom.bucket_count(),
+            };
+            conn.create_store(grant, geometry).await?;
+        }
+        Ok(RemoteStore { conn, grants })
+    }
+
+    /// Uses existing stores.
+    pub fn open(conn: Connection, grants: Vec<Grant>) -> Self {
+        RemoteStore { conn, grants }
+    }
+
+    /// The connection, for other requests.
+    pub fn connection(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    /// Runs one ORAM batch against the server: one batch of reads per round, then one batch
+    /// with every write-back. On any error the engine's batch is aborted (its state is
+    /// unchanged) unless the error came after the engine committed, during the write-back:
+    /// then [`RemoteStore::write_back`] must be retried before anything else.
+    pub async fn run<R: CryptoRng + ?Sized>(
+        &mut self,
+        oram: &mut Oram,
+        ops: &[Op<'_>],
+        rng: &mut R,
+    ) -> Result<(), RemoteError> {
+        oram.begin(ops, rng)?;
+        loop {
+            if let Err(e) = self.fetch_round(oram).await {
+                oram.abort();
+                return Err(e);
+            }
+            match oram.advance() {
+                Ok(Progress::Fetch) => continue,
+                Ok(Progress::Done) => break,
+                Err(e) => {
+                    oram.abort();
+                    return Err(e.into());
+                }
+            }
+        }
+        self.write_back(oram).await
+    }
+
+    async fn fetch_round(&mut self, oram: &mut Oram) -> Result<(), RemoteError> {
+        let Some(fetch) = oram.fetch() else {
+            return Err(ConnError::Unexpected.into());
+        };
+        let tree = fetch.ids().first().map_or(0, |id| id.tree as usize);
+        let grant = self.grants.get(tree).ok_or(ConnError::Unexpected)?.clone();
+        let ops = fetch
+            .ids()
+            .iter()
+            .map(|id| BatchOp::Read {
+                grant: 0,
+                bucket: id.index,
+            })
+            .collect();
+        let reads = self
+            .conn
+            .batch(Batch {
+                grants: vec![grant],
+                ops,
+            })
+            .await?;
+        let mut fetch = oram.fetch().ok_or(ConnError::Unexpected)?;
+        for (i, r) in reads.iter().enumerate() {
+            // A length error is recorded by the engine and reported by `advance`.
+            let _ = fetch.supply(i, r.present.then_some(&r.data[..]));
+        }
+        Ok(())
+    }
+
+    /// Stores the finished batch's write-back (again, after a failure).
+    pub async fn write_back(&mut self, oram: &Oram) -> Result<(), RemoteError> {
+        let Some(wb) = oram.write_back() else {
+            return Ok(());
+        };
+        let mut trees: Vec<usize> = Vec::new();
+        let ops = wb
+            .iter()
+            .map(|(id, data)| {
+                let t = id.tree as usize;
+                let grant = match trees.iter().position(|&x| x == t) {
+                    Some(g) => g,
+                    None => {
+                        trees.push(t);
+                        trees.len() - 1
+                    }
+                };
+                BatchOp::Write {
+                    grant: grant as u32,
+                    bucket: id.index,
+                    data: data.to_vec(),
+                }
+            })
+            .collect();
+        let grants = trees
+            .iter()
+            .map(|&t| self.grants.get(t).cloned().ok_or(ConnError::Unexpected))
+            .collect::<Result<_, _>>()?;
+        self.conn.batch(Batch { grants, ops }).await?;
+        Ok(())
+    }
+}

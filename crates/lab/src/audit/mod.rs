@@ -1,0 +1,347 @@
+//! `shroud audit`: runs pairs of workloads of equal duration against an embedded stack and
+//! checks that what the operators see does not tell them apart.
+//!
+//! Pairs: idle vs busy, one hot key vs uniform keys, small vs large values (two clients side
+//! by side on one stack each), and Alice→Bob vs Alice→Carol (two runs of three mailbox users).
+//! For each pair, from storage's transcript and the proxy's:
+//! - counts per epoch: the same slots at storage and the same frames at the proxy, epoch by
+//!   epoch (exact);
+//! - sizes: the same bytes per epoch at storage, and the same frame kinds and sizes at the
+//!   proxy (exact);
+//! - leaves: each side's leaves uniform (chi-squared), and the two sides alike (two-sample
+//!   chi-squared and Kolmogorov-Smirnov), at significance `alpha`.
+//!
+//! The first and last epoch a client is seen in are left out: that is when it connects and
+//! stops, which every party sees anyway (presence).
+
+pub mod compare;
+pub mod observe;
+pub mod sizes;
+pub mod svg;
+pub mod workload;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::Serialize;
+
+use compare::Verdict;
+use shroud_proto::Shape;
+use shroud_testkit::stack::{MailUser, Stack};
+use workload::Workload;
+
+/// How much to run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Paths each side must read, at least (the leaf tests' sample size).
+    pub accesses: u64,
+    /// Significance level of the statistical tests.
+    pub alpha: f64,
+    /// Leaf histogram bins.
+    pub bins: usize,
+}
+
+impl Options {
+    /// The full audit: 10^5 paths per side.
+    pub fn full() -> Self {
+        Options {
+            accesses: 100_000,
+            alpha: 1e-3,
+            bins: 64,
+        }
+    }
+
+    /// The CI version: 10^4 paths per side, and a smaller alpha so that 28 tests rarely
+    /// fail by chance (about 0.3% of runs).
+    pub fn short() -> Self {
+        Options {
+            accesses: 10_000,
+            alpha: 1e-4,
+            bins: 32,
+        }
+    }
+}
+
+/// One pair's results.
+#[derive(Clone, Debug, Serialize)]
+pub struct PairReport {
+    /// Side A's workload.
+    pub a: String,
+    /// Side B's workload.
+    pub b: String,
+    /// Every test and its verdict.
+    pub verdicts: Vec<Verdict>,
+    /// Paths storage saw read, per side.
+    pub paths: [usize; 2],
+    /// Operations each side's workload completed.
+    pub ops: [u64; 2],
+    /// Leaf histograms.
+    pub leaves_a: Vec<u64>,
+    /// Leaf histograms.
+    pub leaves_b: Vec<u64>,
+    /// Slots per epoch at storage.
+    pub slots_a: Vec<u64>,
+    /// Slots per epoch at storage.
+    pub slots_b: Vec<u64>,
+}
+
+/// The whole audit.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// The shape every stack ran.
+    pub shape: shroud_proto::Shape,
+    /// Paths required per side.
+    pub accesses: u64,
+    /// Significance level.
+    pub alpha: f64,
+    /// The pairs.
+    pub pairs: Vec<PairReport>,
+    /// True if no test detected a difference.
+    pub pass: bool,
+    /// Wall time, seconds.
+    pub seconds: f64,
+}
+
+/// The shape the audit runs: N = 2^12 blocks of 64 bytes, K = 64 slots every 100 ms (room
+/// for three clients' batches on two cores), mail on.
+pub fn shape() -> Result<Shape> {
+    Ok(Shape::new(1 << 12, 64, 4)?
+        .with_schedule(64, 100)?
+        .with_mail(1, 2))
+}
+
+/// How long a side must run to read `accesses` paths at K slots per epoch, with margin.
+fn duration(opts: &Options, s: &Shape) -> Duration {
+    let per_sec = f64::from(s.slots_per_epoch) * 1000.0 / f64::from(s.epoch_ms);
+    Duration::from_secs_f64(opts.accesses as f64 / per_sec * 1.1 + 1.0)
+}
+
+/// The ids of the stores created, in order (clients register one after another).
+fn created(stack: &Stack) -> Result<Vec<String>> {
+    Ok(shroud_storage::Transcript::read(&stack.transcript)?
+        .into_iter()
+        .filter(|e| e.op == "create")
+        .filter_map(|e| e.stores.first().cloned())
+        .collect())
+}
+
+/// Everything the two sides' views yield.
+struct Sides<'a> {
+    a: (&'a observe::StoreView, &'a observe::ConnView),
+    b: (&'a observe::StoreView, &'a observe::ConnView),
+}
+
+fn judge(
+    opts: &Options,
+    shape: &shroud_proto::Shape,
+    names: (&str, &str),
+    ops: [u64; 2],
+    s: Sides<'_>,
+    extra: Vec<Verdict>,
+) -> PairReport {
+    let leaves = 1u64 << (shape.path_len + shape.cached_levels - 1);
+    let mut verdicts: Vec<Verdict> = compare::storage(s.a.0, s.b.0).into();
+    verdicts.extend(compare::proxy(s.a.1, s.b.1));
+    verdicts.extend(compare::leaves(
+        &s.a.0.leaves,
+        &s.b.0.leaves,
+        leaves,
+        opts.bins,
+        opts.alpha,
+    ));
+    verdicts.extend(extra);
+    for (side, v) in [("A", s.a.0), ("B", s.b.0)] {
+        verdicts.push(Verdict {
+            test: format!("sample size of {side}"),
+            pass: v.leaves.len() as u64 >= opts.accesses,
+            p_value: None,
+            detail: format!("{} paths (at least {})", v.leaves.len(), opts.accesses),
+        });
+    }
+    PairReport {
+        a: names.0.into(),
+        b: names.1.into(),
+        verdicts,
+        paths: [s.a.0.leaves.len(), s.b.0.leaves.len()],
+        ops,
+        leaves_a: observe::histogram(&s.a.0.leaves, leaves, opts.bins),
+        leaves_b: observe::histogram(&s.b.0.leaves, leaves, opts.bins),
+        slots_a: s.a.0.epochs.iter().map(|e| e.1).collect(),
+        slots_b: s.b.0.epochs.iter().map(|e| e.1).collect(),
+    }
+}
+
+/// Two clients side by side on one stack, running `a` and `b` for the same time.
+async fn kv_pair(opts: &Options, a: Workload, b: Workload) -> Result<PairReport> {
+    let s = shape()?;
+    let stack = Stack::start(s).await.context("starting the stack")?;
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    let ua = stack.mail_user(&mut rng).await?;
+    let ub = stack.mail_user(&mut rng).await?;
+    let until = Instant::now() + duration(opts, &s);
+    let (oa, ob) = tokio::join!(a.run(ua.kv.clone(), until), b.run(ub.kv.clone(), until));
+    tokio::join!(ua.stop(), ub.stop());
+    let stores = observe::stores(&stack.transcript, &stack.shape)?;
+    let conns = observe::connections(&stack.proxy_transcript)?;
+    let ids = created(&stack)?;
+    let view = |i: usize| -> Result<(&observe::StoreView, &observe::ConnView)> {
+        let id = ids.get(i).context("a client's store was not created")?;
+        Ok((
+            stores.get(id).context("no batches for a store")?,
+            conns.get(&(i as u64)).context("no frames for a client")?,
+        ))
+    };
+    Ok(judge(
+        opts,
+        &stack.shape,
+        (a.name(), b.name()),
+        [oa, ob],
+        Sides {
+            a: view(0)?,
+            b: view(1)?,
+        },
+        Vec::new(),
+    ))
+}
+
+/// One mail run: Alice writes to Bob (or Carol) as fast as delivery allows.
+struct MailRun {
+    stack: Stack,
+    sent: u64,
+}
+
+async fn mail_run(opts: &Options, to_carol: bool) -> Result<MailRun> {
+    let s = shape()?;
+    let stack = Stack::start(s).await.context("starting the stack")?;
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    let users: Vec<MailUser> = vec![
+        stack.mail_user(&mut rng).await?,
+        stack.mail_user(&mut rng).await?,
+        stack.mail_user(&mut rng).await?,
+    ];
+    shroud_testkit::stack::befriend(&[
+        ("alice", &users[0]),
+        ("bob", &users[1]),
+        ("carol", &users[2]),
+    ])
+    .await?;
+    let to = users[if to_carol { 2 } else { 1 }].address;
+    let until = Instant::now() + duration(opts, &s);
+    let mut sent = 0u64;
+    while Instant::now() < until {
+        let body = format!("message {sent}: {}", "x".repeat((sent % 7) as usize * 200));
+        let send = users[0].mail.send(&to, body.as_bytes());
+        if tokio::time::timeout(until.saturating_duration_since(Instant::now()), send)
+            .await
+            .is_ok()
+        {
+            sent += 1;
+        }
+    }
+    for u in users {
+        u.stop().await;
+    }
+    Ok(MailRun { stack, sent })
+}
+
+/// Alice→Bob vs Alice→Carol: the recipient of one run against the recipient of the other,
+/// and Alice against herself.
+async fn mail_pair(opts: &Options) -> Result<PairReport> {
+    let bob = mail_run(opts, false).await?;
+    let carol = mail_run(opts, true).await?;
+    let load = |r: &MailRun| -> Result<_> {
+        Ok((
+            observe::stores(&r.stack.transcript, &r.stack.shape)?,
+            observe::connections(&r.stack.proxy_transcript)?,
+            created(&r.stack)?,
+            crate::audit::sizes::storage(&r.stack.transcript, 3)?,
+        ))
+    };
+    let (sb, cb, ib, vb) = load(&bob)?;
+    let (sc, cc, ic, vc) = load(&carol)?;
+    let pick = |stores: &'_ std::collections::BTreeMap<String, observe::StoreView>,
+                ids: &[String],
+                i: usize|
+     -> Result<observe::StoreView> {
+        let id = ids.get(i).context("store not created")?;
+        stores.get(id).cloned().context("no batches for a store")
+    };
+    let conn = |c: &std::collections::BTreeMap<u64, observe::ConnView>, i: u64| {
+        c.get(&i).cloned().context("no frames for a client")
+    };
+    let (bob_store, carol_store) = (pick(&sb, &ib, 1)?, pick(&sc, &ic, 2)?);
+    let (bob_conn, carol_conn) = (conn(&cb, 1)?, conn(&cc, 2)?);
+    // Alice herself, run against run.
+    let mut extra: Vec<Verdict> = compare::proxy(&conn(&cb, 0)?, &conn(&cc, 0)?)
+        .into_iter()
+        .map(|mut v| {
+            v.test = format!("sender's {}", v.test);
+            v
+        })
+        .collect();
+    for op in ["batch", "mail"] {
+        let (x, y) = (
+            crate::audit::sizes::usual(&vb, op),
+            crate::audit::sizes::usual(&vc, op),
+        );
+        extra.push(Verdict {
+            test: format!("storage: every {op} request and response of one size in both runs"),
+            pass: x.is_some() && x.as_ref().map(|x| &x.0) == y.as_ref().map(|y| &y.0),
+            p_value: None,
+            detail: format!("{x:?} vs {y:?}"),
+        });
+    }
+    let shape = bob.stack.shape;
+    let r = judge(
+        opts,
+        &shape,
+        ("Alice→Bob: Bob", "Alice→Carol: Carol"),
+        [bob.sent, carol.sent],
+        Sides {
+            a: (&bob_store, &bob_conn),
+            b: (&carol_store, &carol_conn),
+        },
+        extra,
+    );
+    Ok(r)
+}
+
+/// Runs every pair.
+pub async fn run(opts: &Options, mut progress: impl FnMut(&PairReport)) -> Result<Report> {
+    let started = Instant::now();
+    let mut pairs = Vec::new();
+    for (a, b) in [
+        (Workload::Idle, Workload::Busy),
+        (Workload::Hot, Workload::Uniform),
+        (Workload::Small, Workload::Large),
+    ] {
+        let p = kv_pair(opts, a, b).await?;
+        progress(&p);
+        pairs.push(p);
+    }
+    let p = mail_pair(opts).await?;
+    progress(&p);
+    pairs.push(p);
+    let pass = pairs.iter().all(|p| p.verdicts.iter().all(|v| v.pass));
+    Ok(Report {
+        shape: shape()?,
+        accesses: opts.accesses,
+        alpha: opts.alpha,
+        pairs,
+        pass,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Writes `report.json` and `report.svg` into `dir`.
+pub fn write_report(report: &Report, dir: &std::path::Path) -> Result<(PathBuf, PathBuf)> {
+    std::fs::create_dir_all(dir)?;
+    let json = dir.join("audit.json");
+    let svg = dir.join("audit.svg");
+    std::fs::write(&json, serde_json::to_string_pretty(report)?)?;
+    std::fs::write(&svg, svg::report(&report.pairs, report.pass))?;
+    Ok((json, svg))
+}

@@ -1,0 +1,193 @@
+//! `shroud bench e2e`: how many always-on clients one machine sustains through one proxy
+//! and one storage server (TLS on both links, everything in this process), with zero missed
+//! epochs, and the operation latency they see.
+//!
+//! For each client count: start the stack, start the clients (each with its own store),
+//! keep every client busy with random reads and writes, wait until every client has run a
+//! few epochs, then measure for the given time. A run passes when no epoch overran and no
+//! client missed an epoch (the proxy's late-slot count stays at zero).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use parking_lot::Mutex;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde::Serialize;
+use shroud_client::Client;
+use shroud_oram::Key;
+use shroud_proto::{Grant, Limits};
+
+use shroud_proto::Shape;
+use shroud_testkit::stack::Stack;
+
+/// One line of `shroud bench e2e --json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub clients: usize,
+    pub epoch_ms: u32,
+    pub slots_per_epoch: u32,
+    pub capacity: u64,
+    pub block: u32,
+    pub cached_levels: u32,
+    pub seconds: f64,
+    pub epochs: u64,
+    /// Epochs whose batch outlasted the epoch, during the measurement.
+    pub overrun_epochs: u64,
+    /// Slots that missed their epoch, during the measurement.
+    pub late_slots: u64,
+    /// True when nothing overran and nothing was late.
+    pub sustained: bool,
+    pub operations: u64,
+    pub p50_latency_epochs: f64,
+    pub p99_latency_epochs: f64,
+    /// Mean storage round trip of an epoch's batch (network, TLS, sled and fsync), ms.
+    pub mean_batch_ms: f64,
+    /// Slowest batch, ms.
+    pub max_batch_ms: f64,
+    /// Mean sled flush (fsync) at storage, ms.
+    pub mean_flush_ms: f64,
+    /// Client-side AES-GCM for one epoch of all clients, measured alone, ms.
+    pub client_crypto_ms_per_epoch: f64,
+}
+
+fn grant(rng: &mut StdRng) -> Grant {
+    shroud_client::random_grant(rng)
+}
+
+/// Measures `clients` busy clients for `seconds`.
+pub async fn run_one(clients: usize, shape: Shape, seconds: f64) -> Result<Report> {
+    let stack = Stack::start(shape).await?;
+    let mut handles = Vec::new();
+    let mut rng = StdRng::seed_from_u64(clients as u64);
+    for _ in 0..clients {
+        let key = Key::generate(&mut rng);
+        handles.push(Client::start(stack.client_config()?, key, grant(&mut rng)).await?);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let latencies = Arc::new(Mutex::new(Vec::<Duration>::new()));
+    let tasks: Vec<_> = handles
+        .iter()
+        .enumerate()
+        .map(|(i, (c, _))| {
+            let (c, stop, measuring, latencies) = (
+                c.clone(),
+                stop.clone(),
+                measuring.clone(),
+                latencies.clone(),
+            );
+            tokio::spawn(async move {
+                let mut rng = StdRng::seed_from_u64(i as u64);
+                let block = c.shape().block_size as usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let a = rng.random_range(0..c.shape().capacity);
+                    let start = Instant::now();
+                    let r = if rng.random_bool(0.5) {
+                        c.write(a, vec![i as u8; block]).await
+                    } else {
+                        c.read(a).await.map(|_| ())
+                    };
+                    if r.is_err() {
+                        break;
+                    }
+                    if measuring.load(Ordering::Relaxed) {
+                        latencies.lock().push(start.elapsed());
+                    }
+                }
+            })
+        })
+        .collect();
+    // Warm up: every client through a few epochs.
+    let epoch = Duration::from_millis(u64::from(shape.epoch_ms));
+    loop {
+        tokio::time::sleep(epoch).await;
+        if handles
+            .iter()
+            .all(|(c, _)| c.stats().epochs.load(Ordering::Relaxed) >= 3)
+        {
+            break;
+        }
+    }
+    let tls = stack.tls.client()?;
+    let before = shroud_proxy::fetch_stats(stack.proxy, &tls).await?;
+    measuring.store(true, Ordering::Relaxed);
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    let after = shroud_proxy::fetch_stats(stack.proxy, &tls).await?;
+    let secs = start.elapsed().as_secs_f64();
+    measuring.store(false, Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    let storage = shroud_net::conn::Connection::connect(stack.storage, &tls, Limits::default())
+        .await?
+        .stats()
+        .await?;
+    for (c, _) in &handles {
+        drop(c.clone());
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let mut lat = std::mem::take(&mut *latencies.lock());
+    lat.sort();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
+            .map_or(0.0, |d| {
+                d.as_secs_f64() * 1000.0 / f64::from(shape.epoch_ms)
+            })
+    };
+    let epochs = after.epochs - before.epochs;
+    let overrun = after.overrun_epochs - before.overrun_epochs;
+    let late = after.late_total - before.late_total;
+    let geom = shape;
+    let mut crypto = crate::bench::engine::CryptoBound::new(std::iter::repeat_n(
+        geom.bucket_len as usize,
+        geom.path_len as usize,
+    ));
+    let per_access_ms = 1000.0 / crypto.measure(2000);
+    Ok(Report {
+        clients,
+        epoch_ms: shape.epoch_ms,
+        slots_per_epoch: shape.slots_per_epoch,
+        capacity: shape.capacity,
+        block: shape.block_size,
+        cached_levels: shape.cached_levels,
+        seconds: secs,
+        epochs,
+        overrun_epochs: overrun,
+        late_slots: late,
+        sustained: overrun == 0 && late == 0 && epochs > 0,
+        operations: lat.len() as u64,
+        p50_latency_epochs: pct(0.5),
+        p99_latency_epochs: pct(0.99),
+        mean_batch_ms: (after.batch_total_us - before.batch_total_us) as f64
+            / epochs.max(1) as f64
+            / 1000.0,
+        max_batch_ms: after.max_batch_us as f64 / 1000.0,
+        mean_flush_ms: storage.flush_mean_us as f64 / 1000.0,
+        client_crypto_ms_per_epoch: per_access_ms
+            * (clients as f64)
+            * f64::from(shape.slots_per_epoch),
+    })
+}
+
+/// Runs each client count in turn (fresh stack each time).
+pub fn run(
+    counts: &[usize],
+    shape: Shape,
+    seconds: f64,
+    mut each: impl FnMut(&Report),
+) -> Result<Vec<Report>> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut out = Vec::new();
+    for &c in counts {
+        let r = rt.block_on(run_one(c, shape, seconds))?;
+        each(&r);
+        out.push(r);
+    }
+    Ok(out)
+}

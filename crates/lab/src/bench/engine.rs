@@ -1,0 +1,322 @@
+//! `shroud bench engine`: accesses per second of the Path ORAM engine over the in-memory
+//! store, with full AES-GCM and integrity checks, next to two references measured in the
+//! same run: the `oram` crate 0.2.0-pre.1 (no encryption, no integrity) and the crypto
+//! bound (AES-256-GCM encrypt plus decrypt of the same bytes an access moves).
+//!
+//! The store is formatted first (every bucket sealed and stored), so every bucket on every
+//! path is present and decrypted: the steady state, not the cheaper lazy-init start.
+
+use std::convert::Infallible;
+use std::time::Instant;
+
+use aes_gcm::aead::{Nonce, Tag};
+use aes_gcm::{AeadInOut, Aes256Gcm, KeyInit};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde::Serialize;
+use shroud_oram::{Config, Key, MemoryStore, Op, Oram, PositionMap};
+
+/// One configuration to measure.
+#[derive(Clone, Copy, Debug)]
+pub struct Case {
+    /// Capacity N.
+    pub n: u64,
+    /// Block size B.
+    pub block: u32,
+    /// Cached top levels T.
+    pub cached_levels: u32,
+    /// Position-map mode.
+    pub position_map: PositionMap,
+}
+
+/// One line of `shroud bench engine --json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub n: u64,
+    pub block: u32,
+    pub z: u32,
+    pub cached_levels: u32,
+    pub position_map: &'static str,
+    /// False when the tree was too large to format in memory (see [`FORMAT_BUDGET`]).
+    pub formatted: bool,
+    pub accesses: u64,
+    pub accesses_per_s: f64,
+    pub oram_crate_accesses_per_s: Option<f64>,
+    pub crypto_bound_accesses_per_s: f64,
+    /// `accesses_per_s / oram_crate_accesses_per_s`.
+    pub vs_oram_crate: Option<f64>,
+    /// `accesses_per_s / crypto_bound_accesses_per_s`.
+    pub fraction_of_crypto_bound: f64,
+    pub max_stash: usize,
+    /// Buckets fetched (and written back) per access, over all trees.
+    pub buckets_per_access: usize,
+    pub bucket_bytes: usize,
+    pub client_memory_bytes: usize,
+}
+
+/// The most bucket bytes `setup` formats in memory; larger trees start lazily (empty
+/// buckets absent), which makes their first accesses cheaper than the steady state.
+pub const FORMAT_BUDGET: u64 = 6 << 30;
+
+/// True if `oram`'s trees fit [`FORMAT_BUDGET`].
+pub fn formattable(oram: &Oram) -> bool {
+    oram.trees()
+        .map(|t| t.bucket_count() * t.ciphertext_len() as u64)
+        .sum::<u64>()
+        <= FORMAT_BUDGET
+}
+
+/// An engine and store, formatted if it fits in memory, warmed up with `warmup` random writes.
+pub fn setup(case: Case, warmup: u64, seed: u64) -> (Oram, MemoryStore, StdRng) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let config = Config {
+        cached_levels: case.cached_levels,
+        position_map: case.position_map,
+        ..Config::new(case.n, case.block)
+    };
+    let mut oram =
+        Oram::new(config, Key::generate(&mut rng), &mut rng).expect("valid bench config");
+    let mut store = MemoryStore::new();
+    if formattable(&oram) {
+        oram.format(|id, b| {
+            store.insert(id, b.to_vec());
+            Ok::<(), Infallible>(())
+        })
+        .expect("fresh store");
+    }
+    let mut data = vec![0u8; case.block as usize];
+    for i in 0..warmup {
+        let a = rng.random_range(0..case.n);
+        data[..8].copy_from_slice(&i.to_le_bytes());
+        oram.run(&mut store, &[Op::Write(a, &data)], &mut rng)
+            .expect("warm-up");
+    }
+    (oram, store, rng)
+}
+
+/// One access: a read or a write of a random block, half and half.
+pub fn access(oram: &mut Oram, store: &mut MemoryStore, rng: &mut StdRng, data: &mut [u8], i: u64) {
+    let a = rng.random_range(0..oram.config().capacity);
+    if i.is_multiple_of(2) {
+        data[..8].copy_from_slice(&i.to_le_bytes());
+        oram.run(store, &[Op::Write(a, data)], rng)
+            .expect("honest store");
+    } else {
+        oram.run(store, &[Op::Read(a)], rng).expect("honest store");
+    }
+}
+
+/// Times `accesses` accesses of the engine; returns accesses per second.
+pub fn measure_shroud(
+    oram: &mut Oram,
+    store: &mut MemoryStore,
+    rng: &mut StdRng,
+    accesses: u64,
+) -> f64 {
+    let mut data = vec![0u8; oram.config().block_size as usize];
+    let start = Instant::now();
+    for i in 0..accesses {
+        access(oram, store, rng, &mut data, i);
+    }
+    accesses as f64 / start.elapsed().as_secs_f64()
+}
+
+/// AES-256-GCM work of one access: decrypt and re-encrypt the body of each bucket it moves.
+pub struct CryptoBound {
+    cipher: Aes256Gcm,
+    /// One buffer per fetched bucket, sized like that bucket's body.
+    bufs: Vec<Vec<u8>>,
+}
+
+impl CryptoBound {
+    /// For the buckets `oram` fetches per access (every tree's path, minus cached levels).
+    pub fn for_engine(oram: &Oram) -> Self {
+        let sizes = oram
+            .trees()
+            .flat_map(|t| std::iter::repeat_n(t.ciphertext_len(), t.fetched_levels()));
+        Self::new(sizes)
+    }
+
+    /// For buckets of the given sealed sizes.
+    pub fn new(bucket_bytes: impl IntoIterator<Item = usize>) -> Self {
+        let cipher = Aes256Gcm::new(&[7u8; 32].into());
+        let bufs = bucket_bytes
+            .into_iter()
+            .map(|b| vec![1u8; b - 28])
+            .collect();
+        CryptoBound { cipher, bufs }
+    }
+
+    /// The crypto of one access.
+    pub fn access(&mut self, i: u64) {
+        let mut nonce = [0u8; 12];
+        for (b, buf) in self.bufs.iter_mut().enumerate() {
+            nonce[..8].copy_from_slice(&i.to_le_bytes());
+            nonce[8..].copy_from_slice(&(b as u32).to_le_bytes());
+            let n = Nonce::<Aes256Gcm>::from(nonce);
+            let tag = self
+                .cipher
+                .encrypt_inout_detached(&n, b"aad", (&mut buf[..]).into())
+                .expect("aead");
+            let tag = Tag::<Aes256Gcm>::from(<[u8; 16]>::from(tag));
+            self.cipher
+                .decrypt_inout_detached(&n, b"aad", (&mut buf[..]).into(), &tag)
+                .expect("aead");
+        }
+    }
+
+    /// Accesses per second.
+    pub fn measure(&mut self, accesses: u64) -> f64 {
+        let start = Instant::now();
+        for i in 0..accesses {
+            self.access(i);
+        }
+        accesses as f64 / start.elapsed().as_secs_f64()
+    }
+}
+
+/// The `oram` crate's Path ORAM (Z = 4) at the same N and B, for side-by-side timing.
+#[cfg(feature = "peer")]
+pub enum OramCrate {
+    /// 64-byte blocks.
+    B64(Box<reference::Inner<64>>),
+    /// 1 KiB blocks.
+    B1024(Box<reference::Inner<1024>>),
+}
+
+#[cfg(feature = "peer")]
+pub mod reference {
+    //! The `oram` crate behind a block-size-independent face.
+    use oram::path_oram::{
+        DEFAULT_POSITIONS_PER_BLOCK, DEFAULT_RECURSION_CUTOFF, DEFAULT_STASH_OVERFLOW_SIZE,
+    };
+    use oram::{BlockValue, Oram as _, PathOram};
+    use rand08::{Rng as _, SeedableRng as _};
+
+    /// One `oram`-crate store with its RNG.
+    pub struct Inner<const B: usize> {
+        o: PathOram<BlockValue<B>, 4, DEFAULT_POSITIONS_PER_BLOCK>,
+        rng: rand08::rngs::StdRng,
+        value: BlockValue<B>,
+        n: u64,
+    }
+
+    impl<const B: usize> Inner<B> {
+        pub(super) fn new(n: u64) -> Option<Self> {
+            let mut rng = rand08::rngs::StdRng::seed_from_u64(0x5EED);
+            let o = PathOram::new_with_parameters(
+                n,
+                &mut rng,
+                DEFAULT_STASH_OVERFLOW_SIZE,
+                DEFAULT_RECURSION_CUTOFF,
+            )
+            .ok()?;
+            let mut inner = Inner {
+                o,
+                rng,
+                value: BlockValue::default(),
+                n,
+            };
+            for i in 0..1000 {
+                inner.access(2 * i);
+            }
+            Some(inner)
+        }
+
+        /// A read or a write of a random block, half and half, like [`super::access`].
+        pub fn access(&mut self, i: u64) -> u8 {
+            let a = self.rng.gen_range(0..self.n);
+            if i.is_multiple_of(2) {
+                self.value.data[..8].copy_from_slice(&i.to_le_bytes());
+                self.o
+                    .write(a, self.value, &mut self.rng)
+                    .map_or(0, |v| v.data[0])
+            } else {
+                self.o.read(a, &mut self.rng).map_or(0, |v| v.data[0])
+            }
+        }
+    }
+}
+
+#[cfg(feature = "peer")]
+impl OramCrate {
+    /// A store of `n` blocks of `block` bytes, warmed up with 1,000 writes; `None` where the
+    /// crate has no such configuration (N a power of two, B 64 or 1024 here).
+    pub fn new(n: u64, block: u32) -> Option<Self> {
+        if !n.is_power_of_two() || n < 2 {
+            return None;
+        }
+        match block {
+            64 => reference::Inner::new(n).map(|i| OramCrate::B64(Box::new(i))),
+            1024 => reference::Inner::new(n).map(|i| OramCrate::B1024(Box::new(i))),
+            _ => None,
+        }
+    }
+
+    /// One access.
+    pub fn access(&mut self, i: u64) -> u8 {
+        match self {
+            OramCrate::B64(o) => o.access(i),
+            OramCrate::B1024(o) => o.access(i),
+        }
+    }
+}
+
+/// Accesses per second of the `oram` crate at the same N and B, or `None` (see
+/// [`OramCrate::new`], and builds without the `peer` feature).
+pub fn measure_oram_crate(n: u64, block: u32, accesses: u64) -> Option<f64> {
+    #[cfg(feature = "peer")]
+    {
+        let mut o = OramCrate::new(n, block)?;
+        let start = Instant::now();
+        let mut sink = 0u8;
+        for i in 0..accesses {
+            sink ^= o.access(i);
+        }
+        std::hint::black_box(sink);
+        Some(accesses as f64 / start.elapsed().as_secs_f64())
+    }
+    #[cfg(not(feature = "peer"))]
+    {
+        let _ = (n, block, accesses);
+        None
+    }
+}
+
+/// Measures one case: the engine, the crypto bound and (if `oram_crate` is given, already
+/// measured or to measure) the `oram` crate.
+pub fn run_case(case: Case, accesses: u64, oram_crate: Option<f64>) -> Report {
+    let warmup = case.n.min(2_000);
+    let (mut oram, mut store, mut rng) = setup(case, warmup, 1);
+    let formatted = formattable(&oram);
+    let per_s = measure_shroud(&mut oram, &mut store, &mut rng, accesses);
+    let buckets: usize = oram.trees().map(|t| t.fetched_levels()).sum();
+    let bucket_bytes = oram.trees().next().map_or(0, |t| t.ciphertext_len());
+    let max_stash = oram.max_stash();
+    let client_memory_bytes = oram.memory();
+    let mut bound = CryptoBound::for_engine(&oram);
+    drop(store);
+    drop(oram);
+    let crypto = bound.measure(accesses);
+    Report {
+        n: case.n,
+        block: case.block,
+        z: 4,
+        cached_levels: case.cached_levels,
+        position_map: match case.position_map {
+            PositionMap::Flat => "flat",
+            PositionMap::Recursive { .. } => "recursive",
+        },
+        formatted,
+        accesses,
+        accesses_per_s: per_s,
+        oram_crate_accesses_per_s: oram_crate,
+        crypto_bound_accesses_per_s: crypto,
+        vs_oram_crate: oram_crate.map(|o| per_s / o),
+        fraction_of_crypto_bound: per_s / crypto,
+        max_stash,
+        buckets_per_access: buckets,
+        bucket_bytes,
+        client_memory_bytes,
+    }
+}

@@ -1,0 +1,170 @@
+//! A client of the storage protocol: one connection, requests answered in order.
+//! Used by ORAM clients (through `shroud-client`) and by the proxy.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+use crate::frame_codec;
+use crate::transport::{BoxIo, ClientTls};
+use shroud_proto::{
+    Batch, BatchOp, CodecError, ErrorCode, Geometry, Grant, Hello, Limits, ReadResult, Request,
+    Response, StatsReply, decode, encode,
+};
+
+/// A failure talking to the storage server.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// The connection failed or closed.
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// A message did not encode or decode.
+    #[error("codec: {0}")]
+    Codec(#[from] CodecError),
+    /// The server refused the request.
+    #[error("server refused: {0:?}")]
+    Refused(ErrorCode),
+    /// The server answered with the wrong kind of response, or the wrong number of reads.
+    #[error("unexpected response from the server")]
+    Unexpected,
+}
+
+/// One connection to a storage server, after the hello.
+pub struct Connection {
+    framed: Framed<BoxIo, LengthDelimitedCodec>,
+    limits: Limits,
+}
+
+impl Connection {
+    /// Connects (with TLS as `tls` says) and exchanges hellos.
+    pub async fn connect(
+        addr: SocketAddr,
+        tls: &ClientTls,
+        limits: Limits,
+    ) -> Result<Self, ConnError> {
+        let stream = tls.connect(addr).await?;
+        let mut conn = Connection {
+            framed: Framed::new(stream, frame_codec(limits)),
+            limits,
+        };
+        match conn.call(&Request::Hello(Hello::current())).await? {
+            Response::Hello(_) => Ok(conn),
+            _ => Err(ConnError::Unexpected),
+        }
+    }
+
+    /// Sends one request and waits for its response; a server error becomes
+    /// [`ConnError::Refused`].
+    pub async fn call(&mut self, req: &Request) -> Result<Response, ConnError> {
+        let bytes = encode(req, self.limits)?;
+        self.framed.send(Bytes::from(bytes)).await?;
+        let frame = self.framed.next().await.ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "server closed the connection",
+            )
+        })??;
+        match decode::<Response>(&frame, self.limits)? {
+            Response::Error(code) => Err(ConnError::Refused(code)),
+            r => Ok(r),
+        }
+    }
+
+    /// Creates a store.
+    pub async fn create_store(
+        &mut self,
+        grant: &Grant,
+        geometry: Geometry,
+    ) -> Result<(), ConnError> {
+        let req = Request::CreateStore {
+            store: grant.store,
+            capability: grant.capability.clone(),
+            geometry,
+        };
+        match self.call(&req).await? {
+            Response::Created => Ok(()),
+            _ => Err(ConnError::Unexpected),
+        }
+    }
+
+    /// Deletes a store.
+    pub async fn delete_store(&mut self, grant: &Grant) -> Result<(), ConnError> {
+        match self.call(&Request::DeleteStore(grant.clone())).await? {
+            Response::Deleted => Ok(()),
+            _ => Err(ConnError::Unexpected),
+        }
+    }
+
+    /// Runs a batch; returns its reads.
+    pub async fn batch(&mut self, batch: Batch) -> Result<Vec<ReadResult>, ConnError> {
+        let reads = batch
+            .ops
+            .iter()
+            .filter(|o| matches!(o, BatchOp::Read { .. }))
+            .count();
+        match self.call(&Request::Batch(batch)).await? {
+            Response::Batch(r) if r.len() == reads => Ok(r),
+            _ => Err(ConnError::Unexpected),
+        }
+    }
+
+    /// Files mailbox envelopes; one status each.
+    pub async fn deposit(
+        &mut self,
+        envelopes: Vec<shroud_proto::Envelope>,
+    ) -> Result<Vec<shroud_proto::DepositStatus>, ConnError> {
+        let n = envelopes.len();
+        match self.call(&Request::Deposit(envelopes)).await? {
+            Response::Deposited(s) if s.len() == n => Ok(s),
+            _ => Err(ConnError::Unexpected),
+        }
+    }
+
+    /// Acknowledges an inbox's envelopes up to `ack_through` and fetches the next `max`.
+    pub async fn drain(
+        &mut self,
+        grant: &Grant,
+        ack_through: u64,
+        max: u32,
+    ) -> Result<Vec<shroud_proto::Drained>, ConnError> {
+        let req = Request::Drain {
+            grant: grant.clone(),
+            ack_through,
+            max,
+        };
+        match self.call(&req).await? {
+            Response::Drained(d) if d.len() == max as usize => Ok(d),
+            _ => Err(ConnError::Unexpected),
+        }
+    }
+
+    /// Sends an epoch's pooled mail; the answers come back in order, one per piece.
+    pub async fn mail(
+        &mut self,
+        batch: shroud_proto::mail::MailBatch,
+    ) -> Result<shroud_proto::mail::MailReply, ConnError> {
+        let (d, m) = (batch.deposits.len(), batch.drains.len());
+        match self.call(&Request::Mail(batch)).await? {
+            Response::Mail(r) if r.deposited.len() == d && r.drained.len() == m => Ok(r),
+            _ => Err(ConnError::Unexpected),
+        }
+    }
+
+    /// Storage's routing public key (pin it; do not trust this answer alone).
+    pub async fn routing_key(&mut self) -> Result<[u8; 32], ConnError> {
+        match self.call(&Request::RoutingKey).await? {
+            Response::RoutingKey(k) => Ok(k),
+            _ => Err(ConnError::Unexpected),
+        }
+    }
+
+    /// The server's counters.
+    pub async fn stats(&mut self) -> Result<StatsReply, ConnError> {
+        match self.call(&Request::Stats).await? {
+            Response::Stats(s) => Ok(s),
+            _ => Err(ConnError::Unexpected),
+        }
+    }
+}

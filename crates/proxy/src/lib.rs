@@ -1,0 +1,210 @@
+//! The stateless epoch proxy: what makes an idle client look exactly like a busy one.
+//!
+//! Time is cut into epochs of E ms. Every client owns K slots per epoch and sends exactly K
+//! [`Slot`](shroud_proto::proxy::Slot)s, real or dummy, all of one size. At each boundary the
+//! proxy sends storage one batch holding every slot that arrived in time, in random order,
+//! and returns each slot's reads to its owner. A slot that misses the boundary rides in the
+//! next epoch; it never delays the others.
+//!
+//! # Phasing, and why it is safe
+//! A slot carries the write-back of the client's previous access and the read of its next.
+//! The proxy puts *every write of the epoch first, then every read*, each group shuffled:
+//! - A client's K slots of epoch e write back the K paths its batch of epoch e-1 read, and
+//!   read the K paths of its batch of epoch e. Because all writes precede all reads, every read
+//!   sees the client's latest write-backs, even where its paths overlap (the root always
+//!   does). Stores of different clients are disjoint, so their order does not matter.
+//! - A client sends epoch e+1's slots only after epoch e's replies, so its slots never race
+//!   each other across epochs.
+//! - Storage applies the batch atomically and durably before replying. If the proxy dies (or
+//!   storage fails) after applying and before replying, the client resends the same slot: the
+//!   write-back rewrites the same bytes to the same buckets (idempotent), and the read reads
+//!   the same path again, which reveals only that this was a retry.
+//!
+//! # Mail
+//! When the shape has a mailbox (D deposits and M drains per epoch), every client also sends
+//! one [`MailSlot`](shroud_proto::proxy::MailSlot) per epoch: D envelopes and one drain
+//! request, real or dummy, all sealed to storage and of fixed sizes. The proxy pools every
+//! client's envelopes into one shuffled list and the drain requests into another, sends them
+//! as one request after the epoch's slot batch, and hands each client its sealed answers. It
+//! cannot tell a real envelope from a dummy, where an envelope goes, whose inbox a drain
+//! names, or which drained envelope was which deposit: the answers are sealed afresh for the
+//! requester alone.
+//!
+//! # Stateless
+//! Nothing is written to disk; per-client state (the registered grant, the slot count of the
+//! open epoch, the reply channel) lives in the connection and dies with it. Slots a dead
+//! connection left in the open epoch still go to storage (harmless: the client resends them).
+//! Several proxies can serve one storage server.
+//!
+//! # Security
+//! The proxy sees which clients are connected (presence), their capabilities and store ids
+//! (it must forward them), and fixed-size slots whose bucket ids are uniformly random paths
+//! and whose contents are sealed. It learns nothing of what a client does: every connected
+//! client sends exactly K slots of one size per epoch. Storage sees one batch per epoch with
+//! (on-time clients x K) slots, shuffled, with no connection identity. A client's first slot
+//! after connecting has no write-back (`write = false`), so storage sees one write-back fewer
+//! for each client that (re)connected in that epoch: the same presence the proxy sees.
+
+#![forbid(unsafe_code)]
+
+mod epoch;
+mod session;
+mod stats;
+pub mod transcript;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use shroud_net::transport::{ClientTls, ServerTls};
+use shroud_proto::Limits;
+use shroud_proto::Shape;
+use tokio::net::TcpListener;
+
+pub use stats::{FetchStatsError, Stats, fetch_stats};
+
+/// Proxy settings.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// The one shape and schedule every client uses.
+    pub shape: Shape,
+    /// Clients served at once.
+    pub max_connections: usize,
+    /// Time allowed for the TLS handshake and the hello.
+    pub hello_timeout: Duration,
+    /// Time a client may stay silent (or take to send one frame).
+    pub idle_timeout: Duration,
+    /// Frame limit towards storage.
+    pub storage_limits: Limits,
+    /// Time storage has to answer a request; past it the connection is dropped and the
+    /// epoch's slots fail (their clients resend them).
+    pub storage_timeout: Duration,
+}
+
+impl Config {
+    /// Defaults around `shape`: 1,024 clients, 10 s for the handshake, 30 s idle.
+    pub fn new(shape: Shape) -> Self {
+        Config {
+            shape,
+            max_connections: 1024,
+            hello_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            storage_limits: Limits::default(),
+            storage_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A slot waiting for its epoch's batch, and where its reply goes.
+pub(crate) struct Pending {
+    pub slot: shroud_proto::proxy::Slot,
+    pub reply: tokio::sync::mpsc::Sender<shroud_proto::proxy::ProxyMsg>,
+}
+
+/// A mail slot waiting for its epoch's batch.
+pub(crate) struct PendingMail {
+    pub mail: shroud_proto::proxy::MailSlot,
+    pub reply: tokio::sync::mpsc::Sender<shroud_proto::proxy::ProxyMsg>,
+}
+
+/// The open epoch: its number and the slots that arrived in it.
+pub(crate) struct Open {
+    pub epoch: u64,
+    pub slots: Vec<Pending>,
+    pub mail: Vec<PendingMail>,
+}
+
+pub(crate) struct Shared {
+    pub config: Config,
+    pub open: Mutex<Open>,
+    pub stats: Stats,
+    pub upstream: tokio::sync::Mutex<upstream::Upstream>,
+    pub tls: ServerTls,
+    pub transcript: Option<transcript::Transcript>,
+    pub next_conn: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    /// Records a frame in the transcript, if there is one.
+    pub fn record(&self, conn: u64, inbound: bool, kind: &str, bytes: usize) {
+        if let Some(t) = &self.transcript {
+            t.record(&transcript::Entry {
+                epoch: self.open.lock().epoch,
+                conn,
+                inbound,
+                kind: kind.into(),
+                bytes: bytes as u64,
+            });
+        }
+    }
+}
+
+/// The proxy.
+pub struct Proxy {
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    /// A proxy in front of the storage server at `storage`, reached as `storage_tls` says,
+    /// accepting clients as `tls` says.
+    pub fn new(
+        config: Config,
+        storage: SocketAddr,
+        storage_tls: ClientTls,
+        tls: ServerTls,
+    ) -> Self {
+        let upstream = upstream::Upstream::new(
+            storage,
+            storage_tls,
+            config.storage_limits,
+            config.storage_timeout,
+        );
+        Proxy {
+            shared: Arc::new(Shared {
+                config,
+                open: Mutex::new(Open {
+                    epoch: 0,
+                    slots: Vec::new(),
+                    mail: Vec::new(),
+                }),
+                stats: Stats::default(),
+                upstream: tokio::sync::Mutex::new(upstream),
+                tls,
+                transcript: None,
+                next_conn: std::sync::atomic::AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Logs every client frame, in and out, to `transcript` (what the operator could see).
+    pub fn with_transcript(mut self, transcript: transcript::Transcript) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.transcript = Some(transcript);
+        }
+        self
+    }
+
+    /// Serves clients on `listener` and runs the epoch clock until `shutdown`.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let shared = self.shared;
+        // The clock and every connection live in join sets, so dropping `run` (or the process
+        // dying) takes them all with it: nothing outlives the proxy.
+        let mut clock = tokio::task::JoinSet::new();
+        clock.spawn(epoch::run(shared.clone()));
+        let max = shared.config.max_connections;
+        let mut tasks =
+            shroud_net::accept::accept_loop(&listener, max, shutdown, |stream, peer, permit| {
+                session::serve(shared.clone(), stream, peer, permit)
+            })
+            .await;
+        clock.abort_all();
+        tasks.abort_all();
+        Ok(())
+    }
+}

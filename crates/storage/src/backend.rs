@@ -1,0 +1,113 @@
+//! The storage-engine seam: what the protocol needs from an embedded (or distributed)
+//! key-value engine. `SledBackend` implements it; another engine plugs in here without
+//! touching the protocol code.
+
+use shroud_proto::{Geometry, StoreId};
+
+/// What the server keeps about a store: the hash of its capability and its shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreMeta {
+    /// SHA-256 of the capability (see [`crate::capability`]).
+    pub cap_hash: [u8; 32],
+    /// Bucket length and count.
+    pub geometry: Geometry,
+}
+
+/// One bucket write of a batch.
+#[derive(Clone, Copy, Debug)]
+pub struct Put<'a> {
+    /// The store.
+    pub store: StoreId,
+    /// The bucket index.
+    pub bucket: u64,
+    /// The bucket's bytes.
+    pub data: &'a [u8],
+}
+
+/// One change to an inbox queue (a store used as a queue of envelopes).
+#[derive(Clone, Copy, Debug)]
+pub enum QueueOp<'a> {
+    /// Append `data` at sequence number `seq`.
+    Push {
+        /// The inbox.
+        store: StoreId,
+        /// Its sequence number.
+        seq: u64,
+        /// The envelope.
+        data: &'a [u8],
+    },
+    /// Delete the entry at `seq`.
+    Pop {
+        /// The inbox.
+        store: StoreId,
+        /// The entry.
+        seq: u64,
+    },
+    /// Record that the queue holds `head..tail`.
+    SetState {
+        /// The inbox.
+        store: StoreId,
+        /// The oldest entry kept.
+        head: u64,
+        /// The next sequence number.
+        tail: u64,
+    },
+}
+
+/// What is stored, for the startup log and stats.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Stores.
+    pub stores: u64,
+    /// Buckets stored.
+    pub buckets: u64,
+    /// Bytes of bucket data.
+    pub bucket_bytes: u64,
+    /// Bytes on disk.
+    pub disk_bytes: u64,
+}
+
+/// A storage-engine failure.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The engine reported an error.
+    #[error("storage engine: {0}")]
+    Engine(String),
+    /// Stored metadata does not decode.
+    #[error("corrupt metadata for store {0}")]
+    CorruptMeta(StoreId),
+}
+
+/// An embedded key-value engine holding stores and buckets.
+///
+/// Calls are blocking; the server runs them off the async threads.
+pub trait Backend: Send + Sync + 'static {
+    /// The store's metadata, if it exists.
+    fn meta(&self, store: &StoreId) -> Result<Option<StoreMeta>, BackendError>;
+    /// Creates a store; `false` if the id is taken (nothing changes then).
+    fn create(&self, store: &StoreId, meta: &StoreMeta) -> Result<bool, BackendError>;
+    /// Deletes a store and all its buckets and queue entries, atomically; returns the bytes
+    /// removed.
+    fn delete(&self, store: &StoreId) -> Result<u64, BackendError>;
+    /// Copies a bucket into `out`; `false` if it was never written.
+    fn read(&self, store: &StoreId, bucket: u64, out: &mut Vec<u8>) -> Result<bool, BackendError>;
+    /// True if the bucket exists.
+    fn contains(&self, store: &StoreId, bucket: u64) -> Result<bool, BackendError>;
+    /// Applies all puts or none, atomically (also across a crash).
+    fn apply(&self, puts: &[Put<'_>]) -> Result<(), BackendError>;
+    /// A queue's `(head, tail)`: it holds entries `head..tail`; `(1, 1)` when empty and new.
+    fn queue_state(&self, store: &StoreId) -> Result<(u64, u64), BackendError>;
+    /// Up to `max` entries from `from` on, in order.
+    fn queue_read(
+        &self,
+        store: &StoreId,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, BackendError>;
+    /// Applies all queue changes or none, atomically (also across a crash).
+    fn apply_queue(&self, ops: &[QueueOp<'_>]) -> Result<(), BackendError>;
+    /// Makes everything applied so far durable (fsync).
+    fn flush(&self) -> Result<(), BackendError>;
+    /// Scans what is stored (slow: at startup and for stats).
+    fn usage(&self) -> Result<Usage, BackendError>;
+}

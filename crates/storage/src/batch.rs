@@ -1,0 +1,217 @@
+//! Executing requests against the backend: capability checks, validation, and atomic,
+//! serialized batches.
+//!
+//! Batches, creations and deletions run one at a time under an execution lock, so each sees
+//! a consistent state and their effects are serializable; only the flush (group commit)
+//! happens outside the lock. A batch's reads see its earlier writes, and reads outside the
+//! lock can never see a half-applied batch.
+
+use std::collections::HashMap;
+
+use parking_lot::Mutex;
+use shroud_proto::{Batch, BatchOp, ErrorCode, Geometry, Grant, ReadResult, StoreId};
+
+use crate::backend::{Backend, Put, StoreMeta};
+use crate::capability;
+use crate::stats::Stats;
+
+/// Largest bucket a store may declare.
+pub const MAX_BUCKET_LEN: u32 = 16 << 20;
+
+/// What a mutation did, for the caller to wait on and count.
+pub struct Outcome<T> {
+    /// The reply payload.
+    pub value: T,
+    /// The commit sequence number to wait for before replying.
+    pub seq: u64,
+}
+
+/// Runs requests against a backend, one at a time.
+pub struct Executor {
+    pub(crate) backend: std::sync::Arc<dyn Backend>,
+    pub(crate) lock: Mutex<()>,
+    pub(crate) commit: std::sync::Arc<crate::commit::GroupCommit>,
+}
+
+pub(crate) fn internal<E: std::fmt::Display>(e: E) -> ErrorCode {
+    tracing::error!("storage engine: {e}");
+    ErrorCode::Internal
+}
+
+impl Executor {
+    /// An executor over `backend`, sequencing mutations through `commit`.
+    pub fn new(
+        backend: std::sync::Arc<dyn Backend>,
+        commit: std::sync::Arc<crate::commit::GroupCommit>,
+    ) -> Self {
+        Executor {
+            backend,
+            lock: Mutex::new(()),
+            commit,
+        }
+    }
+
+    /// Creates a store.
+    pub fn create(
+        &self,
+        store: &StoreId,
+        cap: &shroud_proto::Capability,
+        geometry: Geometry,
+        stats: &Stats,
+    ) -> Result<Outcome<()>, ErrorCode> {
+        if geometry.bucket_len == 0 || geometry.bucket_len > MAX_BUCKET_LEN || geometry.buckets == 0
+        {
+            return Err(ErrorCode::BadGeometry);
+        }
+        let meta = StoreMeta {
+            cap_hash: capability::hash(cap),
+            geometry,
+        };
+        let _g = self.lock.lock();
+        if !self.backend.create(store, &meta).map_err(internal)? {
+            // Idempotent for the owner (a retry after a lost reply); refused for anyone else.
+            let existing = self.backend.meta(store).map_err(internal)?;
+            if capability::check(existing.as_ref(), cap)
+                && existing.map(|m| m.geometry) == Some(geometry)
+            {
+                return Ok(Outcome {
+                    value: (),
+                    seq: self.commit.current(),
+                });
+            }
+            return Err(ErrorCode::Unauthorized);
+        }
+        stats
+            .stores
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Outcome {
+            value: (),
+            seq: self.commit.applied(),
+        })
+    }
+
+    /// Deletes a store its owner names.
+    pub fn delete(&self, grant: &Grant, stats: &Stats) -> Result<Outcome<()>, ErrorCode> {
+        let _g = self.lock.lock();
+        let meta = self.backend.meta(&grant.store).map_err(internal)?;
+        if !capability::check(meta.as_ref(), &grant.capability) {
+            return Err(ErrorCode::Unauthorized);
+        }
+        let removed = self.backend.delete(&grant.store).map_err(internal)?;
+        use std::sync::atomic::Ordering::Relaxed;
+        stats.stores.fetch_sub(1, Relaxed);
+        let _ = stats
+            .stored_bytes
+            .fetch_update(Relaxed, Relaxed, |b| Some(b.saturating_sub(removed)));
+        Ok(Outcome {
+            value: (),
+            seq: self.commit.applied(),
+        })
+    }
+
+    /// Runs a batch: every grant checked, every op validated, then reads and writes in
+    /// order, the writes applied atomically.
+    pub fn batch(
+        &self,
+        batch: &Batch,
+        stats: &Stats,
+    ) -> Result<Outcome<Vec<ReadResult>>, ErrorCode> {
+        let _g = self.lock.lock();
+        let mut metas = Vec::with_capacity(batch.grants.len());
+        for g in &batch.grants {
+            let meta = self.backend.meta(&g.store).map_err(internal)?;
+            if !capability::check(meta.as_ref(), &g.capability) {
+                return Err(ErrorCode::Unauthorized);
+            }
+            metas.extend(meta);
+        }
+        for op in &batch.ops {
+            let (grant, bucket) = match op {
+                BatchOp::Read { grant, bucket } | BatchOp::Write { grant, bucket, .. } => {
+                    (*grant, *bucket)
+                }
+            };
+            let meta = metas
+                .get(grant as usize)
+                .ok_or(ErrorCode::BucketOutOfRange)?;
+            if bucket >= meta.geometry.buckets {
+                return Err(ErrorCode::BucketOutOfRange);
+            }
+            if let BatchOp::Write { data, .. } = op
+                && data.len() != meta.geometry.bucket_len as usize
+            {
+                return Err(ErrorCode::WrongBucketSize);
+            }
+        }
+        // Reads see earlier writes of the same batch through `pending`, keyed by store (not by
+        // grant: a batch may name one store under several grants, as the proxy does for a
+        // client's K slots).
+        let mut puts: Vec<Put<'_>> = Vec::new();
+        let mut pending: HashMap<(StoreId, u64), usize> = HashMap::new();
+        let mut reads = Vec::new();
+        let mut new_bytes = 0u64;
+        for op in &batch.ops {
+            match op {
+                BatchOp::Read { grant, bucket } => {
+                    let len = metas[*grant as usize].geometry.bucket_len as usize;
+                    let store = batch.grants[*grant as usize].store;
+                    let r = match pending.get(&(store, *bucket)) {
+                        Some(&i) => ReadResult {
+                            present: true,
+                            data: puts[i].data.to_vec(),
+                        },
+                        None => {
+                            let mut data = Vec::with_capacity(len);
+                            let present = self
+                                .backend
+                                .read(&store, *bucket, &mut data)
+                                .map_err(internal)?;
+                            // A stored bucket of another length would break the fixed reply
+                            // size; treat it as the engine's corruption.
+                            if present && data.len() != len {
+                                return Err(internal(format!(
+                                    "bucket {bucket} of store {store} has the wrong length"
+                                )));
+                            }
+                            if !present {
+                                data.resize(len, 0);
+                            }
+                            ReadResult { present, data }
+                        }
+                    };
+                    reads.push(r);
+                }
+                BatchOp::Write {
+                    grant,
+                    bucket,
+                    data,
+                } => {
+                    let store = batch.grants[*grant as usize].store;
+                    if !pending.contains_key(&(store, *bucket))
+                        && !self.backend.contains(&store, *bucket).map_err(internal)?
+                    {
+                        new_bytes += data.len() as u64;
+                    }
+                    pending.insert((store, *bucket), puts.len());
+                    puts.push(Put {
+                        store,
+                        bucket: *bucket,
+                        data,
+                    });
+                }
+            }
+        }
+        let seq = if puts.is_empty() {
+            self.commit.current()
+        } else {
+            self.backend.apply(&puts).map_err(internal)?;
+            self.commit.applied()
+        };
+        use std::sync::atomic::Ordering::Relaxed;
+        stats.batches.fetch_add(1, Relaxed);
+        stats.buckets_read.fetch_add(reads.len() as u64, Relaxed);
+        stats.buckets_written.fetch_add(puts.len() as u64, Relaxed);
+        stats.stored_bytes.fetch_add(new_bytes, Relaxed);
+        Ok(Outcome { value: reads, seq })
+    }
+}

@@ -1,0 +1,134 @@
+//! The operator's-eye log: one JSON line per request with what an honest-but-curious
+//! operator sees and could record: time, connection, operation, store ids, bucket ids and
+//! byte sizes. Never capabilities (the operator sees only their hashes) and never contents
+//! (ciphertext, but still not logged).
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use shroud_net::jsonl::JsonLines;
+use shroud_proto::{BatchOp, Request};
+
+/// One transcript line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// The connection's number, in accept order.
+    pub conn: u64,
+    /// `hello`, `create`, `delete`, `batch` or `stats`.
+    pub op: String,
+    /// The stores named, hex.
+    pub stores: Vec<String>,
+    /// `(store index, bucket)` of each read, in order.
+    pub reads: Vec<(u32, u64)>,
+    /// `(store index, bucket, bytes)` of each write, in order.
+    pub writes: Vec<(u32, u64, u32)>,
+    /// Bytes of the request frame.
+    pub request_bytes: u64,
+    /// Bytes of the response frame.
+    pub response_bytes: u64,
+    /// The error returned, if any.
+    pub error: Option<String>,
+}
+
+impl Entry {
+    /// What the operator sees of `req`.
+    pub fn of(conn: u64, req: &Request, request_bytes: u64) -> Self {
+        let time_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut e = Entry {
+            time_ms,
+            conn,
+            op: String::new(),
+            stores: Vec::new(),
+            reads: Vec::new(),
+            writes: Vec::new(),
+            request_bytes,
+            response_bytes: 0,
+            error: None,
+        };
+        match req {
+            Request::Hello(_) => e.op = "hello".into(),
+            Request::CreateStore { store, .. } => {
+                e.op = "create".into();
+                e.stores.push(store.to_string());
+            }
+            Request::DeleteStore(g) => {
+                e.op = "delete".into();
+                e.stores.push(g.store.to_string());
+            }
+            Request::Batch(b) => {
+                e.op = "batch".into();
+                e.stores = b.grants.iter().map(|g| g.store.to_string()).collect();
+                for op in &b.ops {
+                    match op {
+                        BatchOp::Read { grant, bucket } => e.reads.push((*grant, *bucket)),
+                        BatchOp::Write {
+                            grant,
+                            bucket,
+                            data,
+                        } => e.writes.push((*grant, *bucket, data.len() as u32)),
+                    }
+                }
+            }
+            Request::Stats => e.op = "stats".into(),
+            Request::RoutingKey => e.op = "routing-key".into(),
+            Request::Deposit(envs) => {
+                e.op = "deposit".into();
+                // Storage opens each routing header to file it: the inbox is visible to it.
+                e.writes = envs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, env)| (i as u32, 0, env.0.len() as u32))
+                    .collect();
+            }
+            Request::Drain {
+                grant,
+                ack_through,
+                max,
+            } => {
+                e.op = "drain".into();
+                e.stores.push(grant.store.to_string());
+                e.reads = vec![(0, *ack_through); *max as usize];
+            }
+            Request::Mail(m) => {
+                // Every piece is sealed; storage opens them (and so sees which inboxes get
+                // mail and which are drained), but the frame shows only counts and sizes.
+                e.op = "mail".into();
+                e.writes = m
+                    .deposits
+                    .iter()
+                    .enumerate()
+                    .map(|(i, env)| (i as u32, 0, env.0.len() as u32))
+                    .collect();
+                e.reads = (0..m.drains.len() as u32).map(|i| (i, 0)).collect();
+            }
+        }
+        e
+    }
+}
+
+/// The transcript file.
+pub struct Transcript(JsonLines<Entry>);
+
+impl Transcript {
+    /// Creates (truncates) the file.
+    pub fn create(path: &Path) -> std::io::Result<Self> {
+        JsonLines::create(path).map(Transcript)
+    }
+
+    /// Appends one line and flushes it to the file.
+    pub fn record(&self, entry: &Entry) {
+        if self.0.record(entry).is_err() {
+            tracing::warn!("could not write the transcript");
+        }
+    }
+
+    /// Reads a transcript back.
+    pub fn read(path: &Path) -> std::io::Result<Vec<Entry>> {
+        JsonLines::read(path)
+    }
+}

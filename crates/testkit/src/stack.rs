@@ -1,0 +1,241 @@
+//! An embedded deployment in one process: a TLS storage server on a temporary sled
+//! database, and a TLS proxy in front of it, on 127.0.0.1 with ports picked by the OS. Used
+//! by the tests, `shroud bench e2e` and `shroud demo`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Result;
+use shroud_net::transport::{ClientTls, ServerTls};
+use shroud_proto::Shape;
+use shroud_storage::{Backend, Config, Server, SledBackend, Transcript};
+use tokio::task::JoinHandle;
+
+use shroud_net::certs::{CertFiles, generate, local_names};
+
+/// TLS material from `shroud certs`, in a temporary directory.
+pub struct Tls {
+    /// Where the files are (deleted on drop).
+    pub dir: tempfile::TempDir,
+    /// The CA, certificate and key.
+    pub files: CertFiles,
+}
+
+impl Tls {
+    /// A fresh development CA and server certificate.
+    pub fn new() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let files = generate(dir.path(), &local_names())?;
+        Ok(Tls { dir, files })
+    }
+
+    /// The servers' side.
+    pub fn server(&self) -> Result<ServerTls> {
+        Ok(ServerTls::from_pem_files(
+            &self.files.cert,
+            &self.files.key,
+        )?)
+    }
+
+    /// The clients' side, verifying against the CA.
+    pub fn client(&self) -> Result<ClientTls> {
+        Ok(ClientTls::with_ca_file(&self.files.ca, "localhost")?)
+    }
+}
+
+/// A TLS storage server and a TLS proxy in front of it, in this process.
+pub struct Stack {
+    /// The certificates both servers use.
+    pub tls: Tls,
+    /// Storage's address.
+    pub storage: SocketAddr,
+    /// The proxy's address.
+    pub proxy: SocketAddr,
+    /// Storage's transcript file.
+    pub transcript: PathBuf,
+    /// The proxy's transcript file (every client frame, in and out).
+    pub proxy_transcript: PathBuf,
+    /// The proxy's shape.
+    pub shape: Shape,
+    /// The database directory (deleted on drop).
+    pub dir: tempfile::TempDir,
+    /// Storage's mailbox routing public key (clients pin it).
+    pub storage_key: [u8; 32],
+    /// How long the proxy waits for storage (applies from the next [`Stack::start_proxy`]).
+    pub storage_timeout: std::time::Duration,
+    storage_task: JoinHandle<std::io::Result<()>>,
+    proxy_task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Stack {
+    /// Starts storage (with a transcript) and the proxy with this shape.
+    pub async fn start(shape: Shape) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let backend = Arc::new(SledBackend::open(&dir.path().join("db"))?);
+        Self::start_with(shape, backend, Config::default(), dir).await
+    }
+
+    /// [`Stack::start`] over any backend (a test's hostile one, say) and storage settings;
+    /// `dir` holds the transcript and is deleted with the stack.
+    pub async fn start_with(
+        shape: Shape,
+        backend: Arc<dyn Backend>,
+        config: Config,
+        dir: tempfile::TempDir,
+    ) -> Result<Self> {
+        let tls = Tls::new()?;
+        let transcript = dir.path().join("transcript.jsonl");
+        let t = Transcript::create(&transcript)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let storage = listener.local_addr()?;
+        let routing = shroud_proto::routing::RoutingKey::generate(&mut rand::rng());
+        let server = Server::new(backend, routing, config, tls.server()?, Some(t));
+        let storage_key = server.routing_public_key();
+        let storage_task = tokio::spawn(server.run(listener, std::future::pending()));
+        let mut stack = Stack {
+            tls,
+            storage,
+            proxy: SocketAddr::from(([127, 0, 0, 1], 0)),
+            proxy_transcript: dir.path().join("proxy.jsonl"),
+            transcript,
+            shape,
+            dir,
+            storage_key,
+            storage_timeout: std::time::Duration::from_secs(10),
+            storage_task,
+            proxy_task: None,
+        };
+        stack.start_proxy().await?;
+        Ok(stack)
+    }
+
+    /// Starts the proxy (again, on the same address after [`Stack::kill_proxy`]).
+    pub async fn start_proxy(&mut self) -> Result<()> {
+        let listener = tokio::net::TcpListener::bind(self.proxy).await?;
+        self.proxy = listener.local_addr()?;
+        let config = shroud_proxy::Config {
+            storage_timeout: self.storage_timeout,
+            ..shroud_proxy::Config::new(self.shape)
+        };
+        let proxy =
+            shroud_proxy::Proxy::new(config, self.storage, self.tls.client()?, self.tls.server()?)
+                .with_transcript(shroud_proxy::transcript::Transcript::append(
+                    &self.proxy_transcript,
+                )?);
+        self.proxy_task = Some(tokio::spawn(proxy.run(listener, std::future::pending())));
+        Ok(())
+    }
+
+    /// Starts one more, independent proxy in front of the same storage server; it stops
+    /// when the handle is aborted or dropped with the runtime.
+    pub async fn another_proxy(&self) -> Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let config = shroud_proxy::Config::new(self.shape);
+        let proxy =
+            shroud_proxy::Proxy::new(config, self.storage, self.tls.client()?, self.tls.server()?);
+        Ok((
+            addr,
+            tokio::spawn(proxy.run(listener, std::future::pending())),
+        ))
+    }
+
+    /// Kills the proxy: its task and every connection it had.
+    pub async fn kill_proxy(&mut self) {
+        if let Some(t) = self.proxy_task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+
+    /// How a client reaches this proxy.
+    pub fn client_config(&self) -> Result<shroud_client::ClientConfig> {
+        Ok(
+            shroud_client::ClientConfig::new(self.proxy, self.tls.client()?)
+                .with_storage_key(self.storage_key),
+        )
+    }
+}
+
+/// An in-process mailbox user of a [`Stack`]: a client with a fresh account and its own
+/// store, a KV store and a mailbox, all in memory.
+pub struct MailUser {
+    /// The KV store.
+    pub kv: shroud_client::Kv,
+    /// The mailbox.
+    pub mail: shroud_client::mailbox::Mailbox,
+    /// The scheduler.
+    pub task: shroud_client::schedule::SchedulerTask,
+    /// The account's address.
+    pub address: shroud_client::mailbox::Address,
+}
+
+impl MailUser {
+    /// Stops the client, storing its last write-back.
+    pub async fn stop(self) {
+        drop(self.mail);
+        drop(self.kv);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), self.task).await;
+    }
+
+    /// The client's counters.
+    pub fn stats(&self) -> &shroud_client::schedule::ClientStats {
+        self.kv.client().stats()
+    }
+}
+
+/// Makes every named user a contact of every other, under the names given.
+pub async fn befriend(users: &[(&str, &MailUser)]) -> Result<()> {
+    for (_, u) in users {
+        for (name, other) in users {
+            if other.address != u.address {
+                u.mail.add_contact(name, other.address).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Stack {
+    /// Starts a mailbox user with `account` (this stack's proxy must run a mailbox).
+    pub async fn mail_user_with<R: rand::CryptoRng>(
+        &self,
+        account: shroud_client::mailbox::Account,
+        rng: &mut R,
+    ) -> Result<MailUser> {
+        let config = self.client_config()?.with_account(account);
+        let (client, task) = shroud_client::Client::start(
+            config,
+            shroud_oram::Key::generate(rng),
+            shroud_client::random_grant(rng),
+        )
+        .await?;
+        let kv = shroud_client::Kv::new(client, shroud_client::kv::DEFAULT_MAX_VALUE);
+        let mail = shroud_client::mailbox::Mailbox::open(kv.clone(), None).await?;
+        let address = mail
+            .address()
+            .ok_or_else(|| anyhow::anyhow!("no account"))?;
+        Ok(MailUser {
+            kv,
+            mail,
+            task,
+            address,
+        })
+    }
+
+    /// Starts a mailbox user with a fresh account.
+    pub async fn mail_user<R: rand::CryptoRng>(&self, rng: &mut R) -> Result<MailUser> {
+        let account = shroud_client::mailbox::Account::generate(rng);
+        self.mail_user_with(account, rng).await
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.storage_task.abort();
+        if let Some(t) = self.proxy_task.take() {
+            t.abort();
+        }
+    }
+}
