@@ -147,7 +147,12 @@ async fn three_users_exchange_short_and_long_messages() {
 
 /// One run: Alice writes to `target` (1 = Bob, 2 = Carol) for a while; returns storage's view
 /// and the proxy's (slot and mail frame sizes, mail slots per epoch).
-async fn oblivious_run(target: usize) -> (BTreeMap<(String, u64, u64), usize>, [u64; 4]) {
+async fn oblivious_run(
+    target: usize,
+) -> (
+    BTreeMap<shroud_lab::audit::sizes::RequestSize, usize>,
+    [u64; 4],
+) {
     let stack = Stack::start(shape()).await.expect("stack");
     let mut rng = StdRng::from_rng(&mut rand::rng());
     let alice = user(&stack, &mut rng).await;
@@ -181,7 +186,7 @@ async fn alice_to_bob_and_alice_to_carol_look_the_same() {
     println!("proxy (slot min/max, mail min/max): {proxy_bob:?} vs {proxy_carol:?}");
     // Every steady epoch has one batch and one mail request, of one size each, the same in
     // both runs; the proxy saw one slot size and one mail size, the same in both.
-    for op in ["batch", "mail"] {
+    for op in [shroud_storage::Op::Batch, shroud_storage::Op::Mail] {
         let (b, _, b_edges) = shroud_lab::audit::sizes::usual(&to_bob, op).expect("requests");
         let (c, _, c_edges) = shroud_lab::audit::sizes::usual(&to_carol, op).expect("requests");
         assert_eq!(b, c, "{op}");

@@ -101,7 +101,10 @@ async fn many_clients_through_one_proxy() {
     }
     // Storage saw one batch per epoch; in the steady state every batch held every client.
     let lines = Transcript::read(&stack.transcript).expect("transcript");
-    let batches: Vec<&Entry> = lines.iter().filter(|e| e.op == "batch").collect();
+    let batches: Vec<&Entry> = lines
+        .iter()
+        .filter(|e| e.op == shroud_storage::Op::Batch)
+        .collect();
     let full: Vec<&&Entry> = batches
         .iter()
         .filter(|e| e.stores.len() == n as usize)
@@ -167,7 +170,7 @@ async fn run_for_shape(
     let height = stack.shape.path_len + stack.shape.cached_levels - 1;
     let steady: Vec<&Entry> = lines
         .iter()
-        .filter(|e| e.op == "batch" && e.stores.len() == clients)
+        .filter(|e| e.op == shroud_storage::Op::Batch && e.stores.len() == clients)
         .collect();
     let shapes = steady
         .iter()

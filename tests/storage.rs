@@ -353,19 +353,23 @@ async fn transcript_holds_exactly_the_requests() {
     drop(c);
     let _dir = server.stop().await;
     let lines = Transcript::read(&path).unwrap();
-    let ops: Vec<&str> = lines.iter().map(|e| e.op.as_str()).collect();
-    assert_eq!(ops, vec!["create", "batch", "batch", "stats", "delete"]);
+    use shroud_storage::Op;
+    let ops: Vec<Op> = lines.iter().map(|e| e.op).collect();
+    assert_eq!(
+        ops,
+        vec![Op::Create, Op::Batch, Op::Batch, Op::Stats, Op::Delete]
+    );
     let store = StoreId([4; 16]).to_string();
     assert!(
         lines
             .iter()
-            .filter(|e| e.op != "stats")
+            .filter(|e| e.op != shroud_storage::Op::Stats)
             .all(|e| e.stores == vec![store.clone()])
     );
     assert_eq!(lines[1].writes, vec![(0, 5, 16)]);
     assert_eq!(lines[1].reads, vec![(0, 2)]);
     assert_eq!(lines[1].error, None);
-    assert_eq!(lines[2].error.as_deref(), Some("Unauthorized"));
+    assert_eq!(lines[2].error, Some(shroud_proto::ErrorCode::Unauthorized));
     assert!(
         lines
             .iter()
@@ -563,7 +567,10 @@ async fn oram_traffic_has_constant_shape() {
     let path = server.transcript.clone().unwrap();
     let _dir = server.stop().await;
     let lines = Transcript::read(&path).unwrap();
-    let batches: Vec<_> = lines.iter().filter(|e| e.op == "batch").collect();
+    let batches: Vec<_> = lines
+        .iter()
+        .filter(|e| e.op == shroud_storage::Op::Batch)
+        .collect();
     assert_eq!(
         batches.len(),
         400,

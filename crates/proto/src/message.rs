@@ -65,6 +65,19 @@ impl Hello {
             version: crate::PROTOCOL_VERSION,
         }
     }
+
+    /// The one hello rule, for every server: our magic and our version, or the code to
+    /// refuse with ([`ErrorCode::UnexpectedHello`] for a foreign magic,
+    /// [`ErrorCode::UnsupportedVersion`] for another version).
+    pub fn check(&self) -> Result<(), ErrorCode> {
+        if self.magic != crate::MAGIC {
+            Err(ErrorCode::UnexpectedHello)
+        } else if self.version != crate::PROTOCOL_VERSION {
+            Err(ErrorCode::UnsupportedVersion)
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// Permission to touch a store within one batch.

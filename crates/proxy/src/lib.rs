@@ -47,8 +47,9 @@
 
 #![forbid(unsafe_code)]
 
+mod connection;
 mod epoch;
-mod session;
+pub mod session;
 mod stats;
 pub mod transcript;
 mod upstream;
@@ -128,13 +129,13 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Records a frame in the transcript, if there is one.
-    pub fn record(&self, conn: u64, inbound: bool, kind: &str, bytes: usize) {
+    pub fn record(&self, conn: u64, inbound: bool, kind: transcript::FrameKind, bytes: usize) {
         if let Some(t) = &self.transcript {
             t.record(&transcript::Entry {
                 epoch: self.open.lock().epoch,
                 conn,
                 inbound,
-                kind: kind.into(),
+                kind,
                 bytes: bytes as u64,
             });
         }
@@ -200,7 +201,7 @@ impl Proxy {
         let max = shared.config.max_connections;
         let mut tasks =
             shroud_net::accept::accept_loop(&listener, max, shutdown, |stream, peer, permit| {
-                session::serve(shared.clone(), stream, peer, permit)
+                connection::serve(shared.clone(), stream, peer, permit)
             })
             .await;
         clock.abort_all();

@@ -1,27 +1,64 @@
-//! One client connection: handshake, hello, registration, and its K slots per epoch.
+//! One client's session as a state machine without I/O: frames in, decisions out.
+//!
+//! The tokio driver ([`crate::connection`]) owns the socket, the clocks and the shared epoch;
+//! this owns every rule of the client-proxy protocol, so that each rule is tested here
+//! without sockets or clocks:
+//! - the first frame is a hello with our magic and version ([`Hello::check`]); a second
+//!   hello closes the session;
+//! - slots and mail need a registration, and a slot must carry the registered grant;
+//! - a slot has exactly the shape's sizes and stays inside the store; a mail slot has exactly
+//!   the shape's envelope count and sizes, and only a shape with a mailbox takes one;
+//! - at most K slots and one mail slot per epoch;
+//! - any malformed or oversized frame closes the session with a typed [`ErrorCode`].
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
-
-use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
-use shroud_net::frame_codec;
-use shroud_proto::Shape;
 use shroud_proto::mail::DRAIN_REQUEST_LEN;
 use shroud_proto::proxy::{ClientMsg, MailSlot, ProxyMsg, Slot};
-use shroud_proto::{
-    ErrorCode, Geometry, Grant, Hello, Limits, MAGIC, PROTOCOL_VERSION, decode, encode,
-};
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
-use tokio::time::timeout;
-use tokio_util::codec::Framed;
+use shroud_proto::{ErrorCode, Geometry, Grant, Hello, Limits, Shape, decode};
 
-use crate::{Pending, PendingMail, Shared};
+/// What a session asks its driver to do with a frame that passed every rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Input {
+    /// Answer with the proxy's counters.
+    Stats,
+    /// Create (or confirm) this store at storage with the shape's geometry, then report back
+    /// with [`Session::on_registered`].
+    Register(Grant, Geometry),
+    /// A slot for the open epoch; admit it with [`Session::admit_slot`] while holding the
+    /// epoch, so that the count and the epoch cannot part.
+    Slot(Slot),
+    /// A mail slot for the open epoch; admit it with [`Session::admit_mail`].
+    Mail(MailSlot),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Hello,
+    Open,
+    Closed,
+}
+
+/// One client's session.
+///
+/// # Security
+/// Every frame from a client is untrusted: it is decoded under a frame limit derived from
+/// the shape, and anything that breaks a rule ends the session with a typed error. The
+/// session never lets one client put more than its K slots (and one mail slot) into an
+/// epoch, which is what keeps every client's share of a batch the same size.
+#[derive(Debug)]
+pub struct Session {
+    shape: Shape,
+    limits: Limits,
+    phase: Phase,
+    registered: Option<Grant>,
+    slot_epoch: Option<u64>,
+    slots_in_epoch: u32,
+    mail_epoch: Option<u64>,
+}
 
 /// The largest frame a client may send: one slot or one mail slot of this shape, with room
 /// to spare.
-fn client_limits(shape: &Shape) -> Limits {
+pub fn client_limits(shape: &Shape) -> Limits {
     let slot = shape.path_len as usize * (16 + 8 + shape.bucket_len as usize)
         + shape.path_len as usize * 8;
     let mail =
@@ -31,19 +68,8 @@ fn client_limits(shape: &Shape) -> Limits {
     }
 }
 
-/// Checks that a mail slot has exactly the shape's counts and sizes.
-fn mail_fits(mail: &MailSlot, shape: &Shape) -> bool {
-    shape.mail()
-        && mail.deposits.len() == shape.deposits_per_epoch as usize
-        && mail
-            .deposits
-            .iter()
-            .all(|e| e.0.len() == shape.envelope_len as usize)
-        && mail.drain.0.len() == DRAIN_REQUEST_LEN
-}
-
-/// Checks that a slot has exactly the shape's sizes and stays inside the store.
-fn fits(slot: &Slot, shape: &Shape) -> bool {
+/// True if `slot` has exactly the shape's sizes and stays inside the store.
+fn slot_fits(slot: &Slot, shape: &Shape) -> bool {
     let n = shape.path_len as usize;
     slot.writes.len() == n
         && slot.reads.len() == n
@@ -54,201 +80,441 @@ fn fits(slot: &Slot, shape: &Shape) -> bool {
         && slot.reads.iter().all(|&b| b < shape.buckets)
 }
 
-fn msg_kind(m: &ClientMsg) -> &'static str {
-    match m {
-        ClientMsg::Hello(_) => "hello",
-        ClientMsg::Register(_) => "register",
-        ClientMsg::Slot(_) => "slot",
-        ClientMsg::Mail(_) => "mail",
-        ClientMsg::Stats => "stats",
-    }
+/// True if `mail` has exactly the shape's counts and sizes.
+fn mail_fits(mail: &MailSlot, shape: &Shape) -> bool {
+    shape.mail()
+        && mail.deposits.len() == shape.deposits_per_epoch as usize
+        && mail
+            .deposits
+            .iter()
+            .all(|e| e.0.len() == shape.envelope_len as usize)
+        && mail.drain.0.len() == DRAIN_REQUEST_LEN
 }
 
-fn reply_kind(m: &ProxyMsg) -> &'static str {
-    match m {
-        ProxyMsg::Hello(..) => "hello",
-        ProxyMsg::Registered => "registered",
-        ProxyMsg::Done(_) => "done",
-        ProxyMsg::Failed(..) => "failed",
-        ProxyMsg::MailDone(_) => "mail-done",
-        ProxyMsg::MailFailed(..) => "mail-failed",
-        ProxyMsg::Stats(_) => "stats",
-        ProxyMsg::Error(_) => "error",
+impl Session {
+    /// A session that waits for its hello.
+    pub fn new(shape: Shape) -> Self {
+        Session {
+            shape,
+            limits: client_limits(&shape),
+            phase: Phase::Hello,
+            registered: None,
+            slot_epoch: None,
+            slots_in_epoch: 0,
+            mail_epoch: None,
+        }
     }
-}
 
-pub(crate) async fn serve(
-    shared: Arc<Shared>,
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    permit: Option<OwnedSemaphorePermit>,
-) {
-    let shape = shared.config.shape;
-    let limits = client_limits(&shape);
-    let conn = shared.next_conn.fetch_add(1, Relaxed);
-    let io = match shared.tls.accept(stream, shared.config.hello_timeout).await {
-        Ok(io) => io,
-        Err(e) => {
-            shared.stats.rejected.fetch_add(1, Relaxed);
-            tracing::debug!("client {peer}: handshake failed: {e}");
-            return;
+    /// The frame limit the driver's codec must enforce.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// True once a store is registered.
+    pub fn is_registered(&self) -> bool {
+        self.registered.is_some()
+    }
+
+    fn close<T>(&mut self, code: ErrorCode) -> Result<T, ErrorCode> {
+        self.phase = Phase::Closed;
+        Err(code)
+    }
+
+    /// The first frame: the proxy's hello (with its shape) to send, or the code to refuse
+    /// with before closing.
+    pub fn on_hello(&mut self, frame: &[u8]) -> Result<ProxyMsg, ErrorCode> {
+        if self.phase != Phase::Hello {
+            return self.close(ErrorCode::UnexpectedHello);
         }
-    };
-    let mut framed = Framed::new(io, frame_codec(limits));
-    let send_now = |msg: ProxyMsg| encode(&msg, Limits::default()).map(Bytes::from);
-    let Some(_permit) = permit else {
-        shared.stats.rejected.fetch_add(1, Relaxed);
-        if let Ok(b) = send_now(ProxyMsg::Error(ErrorCode::TooManyConnections)) {
-            let _ = framed.send(b).await;
-        }
-        return;
-    };
-    // The hello.
-    let hello = match timeout(shared.config.hello_timeout, framed.next()).await {
-        Ok(Some(Ok(f))) => match decode::<ClientMsg>(&f, limits) {
-            Ok(ClientMsg::Hello(h)) if h.magic == MAGIC && h.version == PROTOCOL_VERSION => Ok(()),
-            Ok(ClientMsg::Hello(h)) if h.magic == MAGIC => Err(ErrorCode::UnsupportedVersion),
-            Ok(ClientMsg::Hello(_)) => Err(ErrorCode::UnexpectedHello),
+        let checked = match decode::<ClientMsg>(frame, self.limits) {
+            Ok(ClientMsg::Hello(h)) => h.check(),
             Ok(_) => Err(ErrorCode::HelloRequired),
             Err(_) => Err(ErrorCode::Malformed),
-        },
-        Ok(Some(Err(_))) => Err(ErrorCode::TooLarge),
-        Ok(None) => return,
-        Err(_) => Err(ErrorCode::Timeout),
-    };
-    let first = match hello {
-        Ok(()) => ProxyMsg::Hello(Hello::current(), shape),
-        Err(code) => {
-            shared.stats.rejected.fetch_add(1, Relaxed);
-            if let Ok(b) = send_now(ProxyMsg::Error(code)) {
-                let _ = framed.send(b).await;
+        };
+        match checked {
+            Ok(()) => {
+                self.phase = Phase::Open;
+                Ok(ProxyMsg::Hello(Hello::current(), self.shape))
             }
-            return;
+            Err(code) => self.close(code),
         }
-    };
-    let Ok(b) = send_now(first) else { return };
-    if framed.send(b).await.is_err() {
-        return;
     }
-    let (mut sink, mut stream) = framed.split();
-    // Replies (from this task and from the epoch clock) go through one writer.
-    let k = shape.slots_per_epoch as usize;
-    let (tx, mut rx) = mpsc::channel::<ProxyMsg>(2 * k + 6);
-    let out_shared = shared.clone();
-    let writer = tokio::spawn(async move {
-        while let Some(msg) = rx.recv().await {
-            let close = matches!(msg, ProxyMsg::Error(_));
-            let Ok(b) = encode(&msg, Limits::default()) else {
-                break;
+
+    /// A frame the codec refused as larger than [`Session::limits`]: the code to close with.
+    pub fn on_oversized(&mut self) -> ErrorCode {
+        self.phase = Phase::Closed;
+        ErrorCode::TooLarge
+    }
+
+    /// A frame after the hello: what to do with it, or the code to close the session with.
+    pub fn on_frame(&mut self, frame: &[u8]) -> Result<Input, ErrorCode> {
+        if self.phase != Phase::Open {
+            let code = if self.phase == Phase::Hello {
+                ErrorCode::HelloRequired
+            } else {
+                ErrorCode::Malformed
             };
-            out_shared.record(conn, false, reply_kind(&msg), b.len());
-            if sink.send(Bytes::from(b)).await.is_err() || close {
-                break;
-            }
+            return self.close(code);
         }
-    });
-    let mut registered: Option<Grant> = None;
-    let (mut my_epoch, mut my_count) = (u64::MAX, 0usize);
-    let mut my_mail_epoch = u64::MAX;
-    let close = loop {
-        let frame = match timeout(shared.config.idle_timeout, stream.next()).await {
-            Err(_) => break Some(ErrorCode::Timeout),
-            Ok(None) => break None,
-            Ok(Some(Err(_))) => break Some(ErrorCode::TooLarge),
-            Ok(Some(Ok(f))) => f,
+        let Ok(msg) = decode::<ClientMsg>(frame, self.limits) else {
+            return self.close(ErrorCode::Malformed);
         };
-        let msg = match decode::<ClientMsg>(&frame, limits) {
-            Ok(m) => m,
-            Err(_) => break Some(ErrorCode::Malformed),
-        };
-        shared.record(conn, true, msg_kind(&msg), frame.len());
-        let st = &shared.stats;
         match msg {
-            ClientMsg::Slot(_) => {
-                st.slot_frame_min.fetch_min(frame.len() as u64, Relaxed);
-                st.slot_frame_max.fetch_max(frame.len() as u64, Relaxed);
-            }
-            ClientMsg::Mail(_) => {
-                st.mail_frame_min.fetch_min(frame.len() as u64, Relaxed);
-                st.mail_frame_max.fetch_max(frame.len() as u64, Relaxed);
-            }
-            _ => {}
-        }
-        match msg {
-            ClientMsg::Hello(_) => break Some(ErrorCode::UnexpectedHello),
-            ClientMsg::Stats => {
-                let _ = tx.send(ProxyMsg::Stats(shared.stats.reply())).await;
-            }
-            ClientMsg::Register(grant) => {
-                let geometry = Geometry {
-                    bucket_len: shape.bucket_len,
-                    buckets: shape.buckets,
-                };
-                let r = shared.upstream.lock().await.create(&grant, geometry).await;
-                match r {
-                    Ok(()) => {
-                        if registered.is_none() {
-                            shared.stats.clients.fetch_add(1, Relaxed);
-                        }
-                        registered = Some(grant);
-                        let _ = tx.send(ProxyMsg::Registered).await;
-                    }
-                    Err(shroud_net::conn::ConnError::Refused(code)) => break Some(code),
-                    Err(e) => {
-                        tracing::warn!("client {peer}: registration failed: {e}");
-                        break Some(ErrorCode::Unavailable);
-                    }
-                }
-            }
+            ClientMsg::Hello(_) => self.close(ErrorCode::UnexpectedHello),
+            ClientMsg::Stats => Ok(Input::Stats),
+            ClientMsg::Register(grant) => Ok(Input::Register(
+                grant,
+                Geometry {
+                    bucket_len: self.shape.bucket_len,
+                    buckets: self.shape.buckets,
+                },
+            )),
             ClientMsg::Slot(slot) => {
-                if registered.as_ref() != Some(&slot.grant) {
-                    break Some(ErrorCode::Unauthorized);
+                if self.registered.as_ref() != Some(&slot.grant) {
+                    return self.close(ErrorCode::Unauthorized);
                 }
-                if !fits(&slot, &shape) {
-                    break Some(ErrorCode::WrongShape);
+                if !slot_fits(&slot, &self.shape) {
+                    return self.close(ErrorCode::WrongShape);
                 }
-                let mut open = shared.open.lock();
-                if open.epoch != my_epoch {
-                    (my_epoch, my_count) = (open.epoch, 0);
-                }
-                my_count += 1;
-                if my_count > k {
-                    drop(open);
-                    break Some(ErrorCode::TooManySlots);
-                }
-                open.slots.push(Pending {
-                    slot,
-                    reply: tx.clone(),
-                });
+                Ok(Input::Slot(slot))
             }
             ClientMsg::Mail(mail) => {
-                if registered.is_none() {
-                    break Some(ErrorCode::Unauthorized);
+                if self.registered.is_none() {
+                    return self.close(ErrorCode::Unauthorized);
                 }
-                if !mail_fits(&mail, &shape) {
-                    break Some(ErrorCode::WrongShape);
+                if !mail_fits(&mail, &self.shape) {
+                    return self.close(ErrorCode::WrongShape);
                 }
-                let mut open = shared.open.lock();
-                if open.epoch == my_mail_epoch {
-                    drop(open);
-                    break Some(ErrorCode::TooManySlots);
-                }
-                my_mail_epoch = open.epoch;
-                open.mail.push(PendingMail {
-                    mail,
-                    reply: tx.clone(),
-                });
+                Ok(Input::Mail(mail))
             }
         }
-    };
-    if registered.is_some() {
-        shared.stats.clients.fetch_sub(1, Relaxed);
     }
-    if let Some(code) = close {
-        shared.stats.rejected.fetch_add(1, Relaxed);
-        tracing::debug!("client {peer}: closing on {code:?}");
-        let _ = tx.send(ProxyMsg::Error(code)).await;
+
+    /// Storage created (or confirmed) `grant`'s store: the reply to send. Returns also
+    /// whether this is the session's first registration (a new client for the counters).
+    pub fn on_registered(&mut self, grant: Grant) -> (ProxyMsg, bool) {
+        let first = self.registered.is_none();
+        self.registered = Some(grant);
+        (ProxyMsg::Registered, first)
     }
-    drop(tx);
-    let _ = writer.await;
+
+    /// Admits one slot into epoch `epoch`, or refuses the K+1st of an epoch.
+    pub fn admit_slot(&mut self, epoch: u64) -> Result<(), ErrorCode> {
+        if self.slot_epoch != Some(epoch) {
+            (self.slot_epoch, self.slots_in_epoch) = (Some(epoch), 0);
+        }
+        if self.slots_in_epoch >= self.shape.slots_per_epoch {
+            return self.close(ErrorCode::TooManySlots);
+        }
+        self.slots_in_epoch += 1;
+        Ok(())
+    }
+
+    /// Admits the mail slot of epoch `epoch`, or refuses a second one.
+    pub fn admit_mail(&mut self, epoch: u64) -> Result<(), ErrorCode> {
+        if self.mail_epoch == Some(epoch) {
+            return self.close(ErrorCode::TooManySlots);
+        }
+        self.mail_epoch = Some(epoch);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shroud_proto::mail::Sealed;
+    use shroud_proto::proxy::SlotWrite;
+    use shroud_proto::{Capability, Envelope, StoreId, encode};
+
+    const K: u32 = 2;
+
+    fn shape(mail: bool) -> Shape {
+        let s = Shape::new(64, 32, 1)
+            .and_then(|s| s.with_schedule(K, 100))
+            .expect("shape");
+        if mail {
+            s.with_mail(1, 2)
+        } else {
+            s.with_mail(0, 0)
+        }
+    }
+
+    fn frame(msg: &ClientMsg) -> Vec<u8> {
+        encode(msg, Limits::default()).expect("encode")
+    }
+
+    fn grant(n: u8) -> Grant {
+        Grant {
+            store: StoreId([n; 16]),
+            capability: Capability([n; 32]),
+        }
+    }
+
+    fn slot(shape: &Shape, grant: Grant) -> Slot {
+        let n = shape.path_len as usize;
+        Slot {
+            seq: 0,
+            grant,
+            write: true,
+            writes: vec![
+                SlotWrite {
+                    bucket: 0,
+                    data: vec![0; shape.bucket_len as usize],
+                };
+                n
+            ],
+            reads: vec![0; n],
+        }
+    }
+
+    fn mail(shape: &Shape) -> MailSlot {
+        MailSlot {
+            seq: 0,
+            deposits: vec![
+                Envelope(vec![0; shape.envelope_len as usize]);
+                shape.deposits_per_epoch as usize
+            ],
+            drain: Sealed(vec![0; DRAIN_REQUEST_LEN]),
+        }
+    }
+
+    /// A session past its hello and registered with `grant(1)`.
+    fn open(shape: Shape) -> Session {
+        let mut s = Session::new(shape);
+        s.on_hello(&frame(&ClientMsg::Hello(Hello::current())))
+            .expect("hello");
+        match s.on_frame(&frame(&ClientMsg::Register(grant(1)))) {
+            Ok(Input::Register(g, geometry)) => {
+                assert_eq!(geometry.buckets, shape.buckets);
+                assert_eq!(geometry.bucket_len, shape.bucket_len);
+                assert_eq!(s.on_registered(g), (ProxyMsg::Registered, true));
+            }
+            other => panic!("register: {other:?}"),
+        }
+        s
+    }
+
+    #[test]
+    fn hello_answers_with_the_shape() {
+        let mut s = Session::new(shape(true));
+        let reply = s.on_hello(&frame(&ClientMsg::Hello(Hello::current())));
+        assert_eq!(reply, Ok(ProxyMsg::Hello(Hello::current(), shape(true))));
+    }
+
+    #[test]
+    fn first_frame_must_be_a_hello() {
+        let mut s = Session::new(shape(false));
+        assert_eq!(
+            s.on_hello(&frame(&ClientMsg::Stats)),
+            Err(ErrorCode::HelloRequired)
+        );
+        let mut s = Session::new(shape(false));
+        assert_eq!(
+            s.on_frame(&frame(&ClientMsg::Stats)),
+            Err(ErrorCode::HelloRequired)
+        );
+    }
+
+    #[test]
+    fn foreign_magic_and_other_versions_are_refused() {
+        let mut h = Hello::current();
+        h.magic[0] ^= 1;
+        let mut s = Session::new(shape(false));
+        assert_eq!(
+            s.on_hello(&frame(&ClientMsg::Hello(h))),
+            Err(ErrorCode::UnexpectedHello)
+        );
+        let mut h = Hello::current();
+        h.version += 1;
+        let mut s = Session::new(shape(false));
+        assert_eq!(
+            s.on_hello(&frame(&ClientMsg::Hello(h))),
+            Err(ErrorCode::UnsupportedVersion)
+        );
+    }
+
+    #[test]
+    fn malformed_frames_close_the_session() {
+        let mut s = Session::new(shape(false));
+        assert_eq!(s.on_hello(&[0xff; 7]), Err(ErrorCode::Malformed));
+        let mut s = open(shape(false));
+        assert_eq!(s.on_frame(&[1, 2, 3]), Err(ErrorCode::Malformed));
+        // Closed for good: even a good frame is refused now.
+        assert!(s.on_frame(&frame(&ClientMsg::Stats)).is_err());
+    }
+
+    #[test]
+    fn trailing_bytes_are_malformed() {
+        let mut s = open(shape(false));
+        let mut f = frame(&ClientMsg::Stats);
+        f.push(0);
+        assert_eq!(s.on_frame(&f), Err(ErrorCode::Malformed));
+    }
+
+    #[test]
+    fn oversized_frames_close_with_too_large() {
+        let mut s = open(shape(false));
+        assert_eq!(s.on_oversized(), ErrorCode::TooLarge);
+        assert!(s.on_frame(&frame(&ClientMsg::Stats)).is_err());
+    }
+
+    #[test]
+    fn a_second_hello_is_refused() {
+        let mut s = open(shape(false));
+        assert_eq!(
+            s.on_frame(&frame(&ClientMsg::Hello(Hello::current()))),
+            Err(ErrorCode::UnexpectedHello)
+        );
+        let mut s = open(shape(false));
+        assert_eq!(
+            s.on_hello(&frame(&ClientMsg::Hello(Hello::current()))),
+            Err(ErrorCode::UnexpectedHello)
+        );
+    }
+
+    #[test]
+    fn stats_need_only_a_hello() {
+        let mut s = Session::new(shape(false));
+        s.on_hello(&frame(&ClientMsg::Hello(Hello::current())))
+            .expect("hello");
+        assert_eq!(s.on_frame(&frame(&ClientMsg::Stats)), Ok(Input::Stats));
+        assert!(!s.is_registered());
+    }
+
+    #[test]
+    fn slots_need_a_registration() {
+        let sh = shape(false);
+        let mut s = Session::new(sh);
+        s.on_hello(&frame(&ClientMsg::Hello(Hello::current())))
+            .expect("hello");
+        assert_eq!(
+            s.on_frame(&frame(&ClientMsg::Slot(slot(&sh, grant(1))))),
+            Err(ErrorCode::Unauthorized)
+        );
+    }
+
+    #[test]
+    fn a_slot_must_carry_the_registered_grant() {
+        let sh = shape(false);
+        let mut s = open(sh);
+        assert_eq!(
+            s.on_frame(&frame(&ClientMsg::Slot(slot(&sh, grant(2))))),
+            Err(ErrorCode::Unauthorized)
+        );
+    }
+
+    #[test]
+    fn re_registration_is_not_a_new_client() {
+        let mut s = open(shape(false));
+        assert_eq!(s.on_registered(grant(1)), (ProxyMsg::Registered, false));
+    }
+
+    #[test]
+    fn a_slot_must_have_the_shape() {
+        let sh = shape(false);
+        let good = slot(&sh, grant(1));
+        let mut short_path = good.clone();
+        short_path.reads.pop();
+        let mut short_bucket = good.clone();
+        short_bucket.writes[0].data.pop();
+        let mut past_the_end = good.clone();
+        past_the_end.reads[0] = sh.buckets;
+        let mut write_past_the_end = good.clone();
+        write_past_the_end.writes[0].bucket = sh.buckets;
+        for bad in [short_path, short_bucket, past_the_end, write_past_the_end] {
+            let mut s = open(sh);
+            assert_eq!(
+                s.on_frame(&frame(&ClientMsg::Slot(bad))),
+                Err(ErrorCode::WrongShape)
+            );
+        }
+        let mut s = open(sh);
+        assert_eq!(
+            s.on_frame(&frame(&ClientMsg::Slot(good.clone()))),
+            Ok(Input::Slot(good))
+        );
+    }
+
+    #[test]
+    fn at_most_k_slots_per_epoch() {
+        let mut s = open(shape(false));
+        for _ in 0..K {
+            assert_eq!(s.admit_slot(7), Ok(()));
+        }
+        assert_eq!(s.admit_slot(7), Err(ErrorCode::TooManySlots));
+    }
+
+    #[test]
+    fn the_count_starts_again_every_epoch() {
+        let mut s = open(shape(false));
+        for epoch in 0..5 {
+            for _ in 0..K {
+                assert_eq!(s.admit_slot(epoch), Ok(()));
+            }
+        }
+    }
+
+    #[test]
+    fn mail_needs_a_registration() {
+        let sh = shape(true);
+        let mut s = Session::new(sh);
+        s.on_hello(&frame(&ClientMsg::Hello(Hello::current())))
+            .expect("hello");
+        assert_eq!(
+            s.on_frame(&frame(&ClientMsg::Mail(mail(&sh)))),
+            Err(ErrorCode::Unauthorized)
+        );
+    }
+
+    #[test]
+    fn mail_must_have_the_shape() {
+        let sh = shape(true);
+        let mut too_many = mail(&sh);
+        too_many.deposits.push(too_many.deposits[0].clone());
+        let mut short_envelope = mail(&sh);
+        short_envelope.deposits[0].0.pop();
+        let mut short_drain = mail(&sh);
+        short_drain.drain.0.pop();
+        for bad in [too_many, short_envelope, short_drain] {
+            let mut s = open(sh);
+            assert_eq!(
+                s.on_frame(&frame(&ClientMsg::Mail(bad))),
+                Err(ErrorCode::WrongShape)
+            );
+        }
+        let mut s = open(sh);
+        assert_eq!(
+            s.on_frame(&frame(&ClientMsg::Mail(mail(&sh)))),
+            Ok(Input::Mail(mail(&sh)))
+        );
+    }
+
+    #[test]
+    fn no_mail_without_a_mailbox() {
+        let with = shape(true);
+        let mut s = open(shape(false));
+        assert_eq!(
+            s.on_frame(&frame(&ClientMsg::Mail(mail(&with)))),
+            Err(ErrorCode::WrongShape)
+        );
+    }
+
+    #[test]
+    fn one_mail_slot_per_epoch() {
+        let mut s = open(shape(true));
+        assert_eq!(s.admit_mail(3), Ok(()));
+        assert_eq!(s.admit_mail(3), Err(ErrorCode::TooManySlots));
+        let mut s = open(shape(true));
+        assert_eq!(s.admit_mail(3), Ok(()));
+        assert_eq!(s.admit_mail(4), Ok(()));
+    }
+
+    #[test]
+    fn the_frame_limit_fits_a_slot_and_a_mail_slot() {
+        let sh = shape(true);
+        let limits = client_limits(&sh);
+        assert!(frame(&ClientMsg::Slot(slot(&sh, grant(1)))).len() <= limits.max_frame);
+        assert!(frame(&ClientMsg::Mail(mail(&sh))).len() <= limits.max_frame);
+    }
 }

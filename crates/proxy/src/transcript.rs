@@ -6,6 +6,52 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use shroud_net::jsonl::JsonLines;
+use shroud_proto::proxy::ProxyMsg;
+
+/// The kind of a frame, as the operator sees it (the proxy's own protocol).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum FrameKind {
+    /// A hello, either way.
+    Hello,
+    /// A client registers its store.
+    Register,
+    /// A client's slot.
+    Slot,
+    /// A client's mail slot.
+    Mail,
+    /// A stats request or reply.
+    Stats,
+    /// The proxy confirms a registration.
+    Registered,
+    /// A slot's reads.
+    Done,
+    /// A slot storage failed for.
+    Failed,
+    /// A mail slot's answers.
+    MailDone,
+    /// A mail slot storage failed for.
+    MailFailed,
+    /// A refusal, after which the connection closes.
+    Error,
+}
+
+impl FrameKind {
+    /// The kind of the proxy's message.
+    pub fn of_reply(m: &ProxyMsg) -> Self {
+        match m {
+            ProxyMsg::Hello(..) => FrameKind::Hello,
+            ProxyMsg::Registered => FrameKind::Registered,
+            ProxyMsg::Done(_) => FrameKind::Done,
+            ProxyMsg::Failed(..) => FrameKind::Failed,
+            ProxyMsg::MailDone(_) => FrameKind::MailDone,
+            ProxyMsg::MailFailed(..) => FrameKind::MailFailed,
+            ProxyMsg::Stats(_) => FrameKind::Stats,
+            ProxyMsg::Error(_) => FrameKind::Error,
+        }
+    }
+}
 
 /// One transcript line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,8 +62,8 @@ pub struct Entry {
     pub conn: u64,
     /// True for a frame from the client, false for one to it.
     pub inbound: bool,
-    /// `hello`, `register`, `slot`, `mail`, `stats`; `done`, `mail-done`, `failed`, `error`...
-    pub kind: String,
+    /// What kind of frame (serialized as `hello`, `slot`, `mail-done`, ...).
+    pub kind: FrameKind,
     /// Bytes of the frame.
     pub bytes: u64,
 }

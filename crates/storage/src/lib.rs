@@ -41,4 +41,4 @@ pub use batch::MAX_BUCKET_LEN;
 pub use inbox::{MAX_DRAIN, MAX_ENVELOPE_LEN};
 pub use server::{Config, Server};
 pub use sled_backend::SledBackend;
-pub use transcript::{Entry, Transcript};
+pub use transcript::{Entry, Op, Transcript};

@@ -9,9 +9,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use shroud_net::frame_codec;
 use shroud_net::transport::{BoxIo, ServerTls};
-use shroud_proto::{
-    ErrorCode, Hello, Limits, MAGIC, PROTOCOL_VERSION, Request, Response, decode, encode,
-};
+use shroud_proto::{ErrorCode, Hello, Limits, Request, Response, decode, encode};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -223,11 +221,7 @@ async fn connection(shared: &Arc<Shared>, stream: BoxIo, peer: SocketAddr) {
         Ok(Some(Ok(f))) => {
             shared.stats.bytes_in.fetch_add(f.len() as u64, Relaxed);
             match decode::<Request>(&f, limits) {
-                Ok(Request::Hello(h)) if h.magic == MAGIC && h.version == PROTOCOL_VERSION => {
-                    Ok(())
-                }
-                Ok(Request::Hello(h)) if h.magic == MAGIC => Err(ErrorCode::UnsupportedVersion),
-                Ok(Request::Hello(_)) => Err(ErrorCode::UnexpectedHello),
+                Ok(Request::Hello(h)) => h.check(),
                 Ok(_) => Err(ErrorCode::HelloRequired),
                 Err(_) => Err(ErrorCode::Malformed),
             }
@@ -293,7 +287,7 @@ async fn connection(shared: &Arc<Shared>, stream: BoxIo, peer: SocketAddr) {
         if let (Some(e), Some(t)) = (entry.as_mut(), shared.transcript.as_ref()) {
             e.response_bytes = bytes.len() as u64;
             if let Response::Error(code) = &resp {
-                e.error = Some(format!("{code:?}"));
+                e.error = Some(*code);
             }
             t.record(e);
         }

@@ -10,6 +10,48 @@ use serde::{Deserialize, Serialize};
 use shroud_net::jsonl::JsonLines;
 use shroud_proto::{BatchOp, Request};
 
+/// The kind of a request, as the operator sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Op {
+    /// The connection's hello.
+    Hello,
+    /// A store created.
+    Create,
+    /// A store deleted.
+    Delete,
+    /// One epoch's batch of reads and writes.
+    Batch,
+    /// The operator's counters.
+    Stats,
+    /// The mailbox routing key asked for.
+    RoutingKey,
+    /// Envelopes deposited directly.
+    Deposit,
+    /// An inbox drained directly.
+    Drain,
+    /// One epoch's pooled mail (deposits and drains) from a proxy.
+    Mail,
+}
+
+impl std::fmt::Display for Op {
+    /// The name the transcript uses.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Op::Hello => "hello",
+            Op::Create => "create",
+            Op::Delete => "delete",
+            Op::Batch => "batch",
+            Op::Stats => "stats",
+            Op::RoutingKey => "routing-key",
+            Op::Deposit => "deposit",
+            Op::Drain => "drain",
+            Op::Mail => "mail",
+        })
+    }
+}
+
 /// One transcript line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -17,8 +59,8 @@ pub struct Entry {
     pub time_ms: u64,
     /// The connection's number, in accept order.
     pub conn: u64,
-    /// `hello`, `create`, `delete`, `batch` or `stats`.
-    pub op: String,
+    /// What kind of request (serialized as `hello`, `batch`, `routing-key`, ...).
+    pub op: Op,
     /// The stores named, hex.
     pub stores: Vec<String>,
     /// `(store index, bucket)` of each read, in order.
@@ -30,7 +72,7 @@ pub struct Entry {
     /// Bytes of the response frame.
     pub response_bytes: u64,
     /// The error returned, if any.
-    pub error: Option<String>,
+    pub error: Option<shroud_proto::ErrorCode>,
 }
 
 impl Entry {
@@ -42,7 +84,7 @@ impl Entry {
         let mut e = Entry {
             time_ms,
             conn,
-            op: String::new(),
+            op: Op::Hello,
             stores: Vec::new(),
             reads: Vec::new(),
             writes: Vec::new(),
@@ -51,17 +93,17 @@ impl Entry {
             error: None,
         };
         match req {
-            Request::Hello(_) => e.op = "hello".into(),
+            Request::Hello(_) => e.op = Op::Hello,
             Request::CreateStore { store, .. } => {
-                e.op = "create".into();
+                e.op = Op::Create;
                 e.stores.push(store.to_string());
             }
             Request::DeleteStore(g) => {
-                e.op = "delete".into();
+                e.op = Op::Delete;
                 e.stores.push(g.store.to_string());
             }
             Request::Batch(b) => {
-                e.op = "batch".into();
+                e.op = Op::Batch;
                 e.stores = b.grants.iter().map(|g| g.store.to_string()).collect();
                 for op in &b.ops {
                     match op {
@@ -74,10 +116,10 @@ impl Entry {
                     }
                 }
             }
-            Request::Stats => e.op = "stats".into(),
-            Request::RoutingKey => e.op = "routing-key".into(),
+            Request::Stats => e.op = Op::Stats,
+            Request::RoutingKey => e.op = Op::RoutingKey,
             Request::Deposit(envs) => {
-                e.op = "deposit".into();
+                e.op = Op::Deposit;
                 // Storage opens each routing header to file it: the inbox is visible to it.
                 e.writes = envs
                     .iter()
@@ -90,14 +132,14 @@ impl Entry {
                 ack_through,
                 max,
             } => {
-                e.op = "drain".into();
+                e.op = Op::Drain;
                 e.stores.push(grant.store.to_string());
                 e.reads = vec![(0, *ack_through); *max as usize];
             }
             Request::Mail(m) => {
                 // Every piece is sealed; storage opens them (and so sees which inboxes get
                 // mail and which are drained), but the frame shows only counts and sizes.
-                e.op = "mail".into();
+                e.op = Op::Mail;
                 e.writes = m
                     .deposits
                     .iter()
@@ -130,5 +172,28 @@ impl Transcript {
     /// Reads a transcript back.
     pub fn read(path: &Path) -> std::io::Result<Vec<Entry>> {
         JsonLines::read(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn op_names_match_their_json() {
+        for op in [
+            Op::Hello,
+            Op::Create,
+            Op::Delete,
+            Op::Batch,
+            Op::Stats,
+            Op::RoutingKey,
+            Op::Deposit,
+            Op::Drain,
+            Op::Mail,
+        ] {
+            let json = serde_json::to_string(&op).unwrap();
+            assert_eq!(json, format!("\"{op}\""));
+        }
     }
 }

@@ -125,9 +125,9 @@ pub fn proxy(a: &ConnView, b: &ConnView) -> [Verdict; 2] {
     let example = differing
         .first()
         .map(|&e| {
-            let show = |f: Vec<(bool, String, u64)>| {
+            let show = |f: Vec<(bool, shroud_proxy::transcript::FrameKind, u64)>| {
                 f.iter()
-                    .map(|(i, k, n)| format!("{}{k}:{n}", if *i { "<" } else { ">" }))
+                    .map(|(i, k, n)| format!("{}{k:?}:{n}", if *i { "<" } else { ">" }))
                     .collect::<Vec<_>>()
                     .join(" ")
             };
@@ -229,7 +229,10 @@ mod tests {
             (0..20u64)
                 .map(|e| {
                     let n = if big && e == 9 { 200 } else { 100 };
-                    (e, vec![(true, "slot".to_string(), n)])
+                    (
+                        e,
+                        vec![(true, shroud_proxy::transcript::FrameKind::Slot, n)],
+                    )
                 })
                 .collect()
         };

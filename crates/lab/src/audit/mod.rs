@@ -123,7 +123,7 @@ fn duration(opts: &Options, s: &Shape) -> Duration {
 fn created(stack: &Stack) -> Result<Vec<String>> {
     Ok(shroud_storage::Transcript::read(&stack.transcript)?
         .into_iter()
-        .filter(|e| e.op == "create")
+        .filter(|e| e.op == shroud_storage::Op::Create)
         .filter_map(|e| e.stores.first().cloned())
         .collect())
 }
@@ -282,7 +282,7 @@ async fn mail_pair(opts: &Options) -> Result<PairReport> {
             v
         })
         .collect();
-    for op in ["batch", "mail"] {
+    for op in [shroud_storage::Op::Batch, shroud_storage::Op::Mail] {
         let (x, y) = (
             crate::audit::sizes::usual(&vb, op),
             crate::audit::sizes::usual(&vc, op),

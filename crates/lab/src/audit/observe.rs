@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use shroud_proto::Shape;
-use shroud_proxy::transcript::{Entry as ProxyEntry, Transcript as ProxyTranscript};
+use shroud_proxy::transcript::{Entry as ProxyEntry, FrameKind, Transcript as ProxyTranscript};
 use shroud_storage::Transcript;
 
 /// Storage's view of one store: per batch (one per epoch), its slots and the sizes of their
@@ -25,7 +25,7 @@ pub fn stores(transcript: &Path, shape: &Shape) -> std::io::Result<BTreeMap<Stri
     let mut out: BTreeMap<String, StoreView> = BTreeMap::new();
     let batches = Transcript::read(transcript)?
         .into_iter()
-        .filter(|e| e.op == "batch");
+        .filter(|e| e.op == shroud_storage::Op::Batch);
     for (i, e) in batches.enumerate() {
         let mut per: BTreeMap<&str, (u64, u64, u64)> = BTreeMap::new();
         for (g, store) in e.stores.iter().enumerate() {
@@ -62,7 +62,7 @@ pub fn stores(transcript: &Path, shape: &Shape) -> std::io::Result<BTreeMap<Stri
 }
 
 /// The proxy's view of one connection: per epoch, the frames in and out as (kind, bytes).
-pub type ConnView = BTreeMap<u64, Vec<(bool, String, u64)>>;
+pub type ConnView = BTreeMap<u64, Vec<(bool, FrameKind, u64)>>;
 
 /// The proxy's view of every connection, in accept order.
 pub fn connections(transcript: &Path) -> std::io::Result<BTreeMap<u64, ConnView>> {
@@ -75,7 +75,7 @@ pub fn connections(transcript: &Path) -> std::io::Result<BTreeMap<u64, ConnView>
         bytes,
     } in ProxyTranscript::read(transcript)?
     {
-        if kind == "stats" {
+        if kind == FrameKind::Stats {
             continue;
         }
         out.entry(conn)

@@ -6,28 +6,28 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use shroud_proto::proxy::ProxyStats;
-use shroud_storage::Transcript;
+use shroud_storage::{Op, Transcript};
 
 /// One kind of storage request as seen on the wire: (op, request bytes, response bytes).
-pub type RequestSize = (String, u64, u64);
+pub type RequestSize = (Op, u64, u64);
 
 /// Storage's view: how many requests of each shape, counting only those with `clients`
 /// participants (distinct stores of a batch, drains of a mail request).
 pub fn storage(transcript: &Path, clients: usize) -> std::io::Result<BTreeMap<RequestSize, usize>> {
     let mut view = BTreeMap::new();
     for e in Transcript::read(transcript)? {
-        let n = match e.op.as_str() {
-            "batch" => e
+        let n = match e.op {
+            Op::Batch => e
                 .stores
                 .iter()
                 .collect::<std::collections::BTreeSet<_>>()
                 .len(),
-            "mail" => e.reads.len(),
+            Op::Mail => e.reads.len(),
             _ => continue,
         };
         if n == clients {
             *view
-                .entry((e.op.clone(), e.request_bytes, e.response_bytes))
+                .entry((e.op, e.request_bytes, e.response_bytes))
                 .or_insert(0) += 1;
         }
     }
@@ -36,12 +36,12 @@ pub fn storage(transcript: &Path, clients: usize) -> std::io::Result<BTreeMap<Re
 
 /// The usual shape of `op`'s requests, and how many requests had another. The others are
 /// the edges of a run: a client's first slot after (re)connecting carries no write-back.
-pub fn usual(view: &BTreeMap<RequestSize, usize>, op: &str) -> Option<(RequestSize, usize, usize)> {
+pub fn usual(view: &BTreeMap<RequestSize, usize>, op: Op) -> Option<(RequestSize, usize, usize)> {
     let mut of_op: Vec<_> = view.iter().filter(|(k, _)| k.0 == op).collect();
     of_op.sort_by_key(|(_, n)| std::cmp::Reverse(**n));
     let (shape, n) = of_op.first()?;
     let others = of_op.iter().skip(1).map(|(_, n)| **n).sum();
-    Some(((*shape).clone(), **n, others))
+    Some((**shape, **n, others))
 }
 
 /// The proxy's view: (slot frame min, max, mail frame min, max), in bytes.

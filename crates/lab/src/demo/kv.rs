@@ -136,7 +136,7 @@ pub async fn run(seconds: f64) -> Result<()> {
     let seen = crate::audit::observe::stores(&stack.transcript, &s)?;
     let batches = Transcript::read(&stack.transcript)?
         .iter()
-        .filter(|e| e.op == "batch")
+        .filter(|e| e.op == shroud_storage::Op::Batch)
         .count();
     let leaves = 1u64 << (s.path_len + s.cached_levels - 1);
     println!("\nWhat storage saw ({batches} batches, one per epoch, from its transcript):");

@@ -67,8 +67,8 @@ async fn run_once(shape: Shape, to_carol: bool, seconds: f64) -> Result<Run> {
             "alice->bob"
         },
         took,
-        batch: sizes::usual(&seen, "batch").context("no batches")?,
-        mail: sizes::usual(&seen, "mail").context("no mail")?,
+        batch: sizes::usual(&seen, shroud_storage::Op::Batch).context("no batches")?,
+        mail: sizes::usual(&seen, shroud_storage::Op::Mail).context("no mail")?,
         proxy: sizes::proxy(&stats),
     })
 }
