@@ -2,6 +2,4 @@
 //! logging, exit codes), so that tests call exactly what the CLI runs. The work itself is in
 //! the crates under `crates/`.
 
-#![forbid(unsafe_code)]
-
 pub mod cmd;

@@ -22,6 +22,7 @@ pub struct KvArgs {
     #[command(flatten)]
     pub settings: AgentSettings,
     #[command(subcommand)]
+    /// What to do.
     pub command: KvCommand,
 }
 

@@ -21,6 +21,7 @@ pub struct MailArgs {
     #[command(flatten)]
     pub settings: AgentSettings,
     #[command(subcommand)]
+    /// What to do.
     pub command: MailCommand,
 }
 

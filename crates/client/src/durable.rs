@@ -45,6 +45,7 @@ const TAG: usize = 16;
 
 /// A state-store failure.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StateError {
     /// The database failed.
     #[error("state database: {0}")]
@@ -58,16 +59,25 @@ pub enum StateError {
     /// There is no state here yet (run `shroud agent init`), or there already is one.
     #[error("{0}")]
     Missing(String),
-    /// Reading or writing the key file.
-    #[error("key file: {0}")]
-    KeyFile(String),
+    /// Reading or writing a file or directory of the state.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The key file does not hold a key.
+    #[error("key file {0} must hold exactly 32 bytes")]
+    KeyFileLength(std::path::PathBuf),
     /// Argon2 refused its parameters.
     #[error("passphrase key derivation: {0}")]
-    Kdf(String),
+    Kdf(argon2::Error),
 }
 
 /// Where the state key comes from.
 #[derive(Clone)]
+#[non_exhaustive]
 pub enum Unlock {
     /// A 32-byte key file (created with mode 0600 if missing when the state is created).
     KeyFile(std::path::PathBuf),
@@ -133,18 +143,11 @@ fn derive(unlock: &Unlock, db: &sled::Db, create: bool) -> Result<Zeroizing<[u8;
         Unlock::KeyFile(path) => {
             if create && !path.exists() {
                 rand::rng().fill_bytes(&mut key[..]);
-                write_private(path, &key[..])
-                    .map_err(|e| StateError::KeyFile(format!("{}: {e}", path.display())))?;
+                write_private(path, &key[..]).map_err(io(path))?;
             } else {
-                let bytes = Zeroizing::new(
-                    std::fs::read(path)
-                        .map_err(|e| StateError::KeyFile(format!("{}: {e}", path.display())))?,
-                );
+                let bytes = Zeroizing::new(std::fs::read(path).map_err(io(path))?);
                 if bytes.len() != 32 {
-                    return Err(StateError::KeyFile(format!(
-                        "{} must hold exactly 32 bytes",
-                        path.display()
-                    )));
+                    return Err(StateError::KeyFileLength(path.clone()));
                 }
                 key.copy_from_slice(&bytes);
             }
@@ -170,13 +173,20 @@ fn derive(unlock: &Unlock, db: &sled::Db, create: bool) -> Result<Zeroizing<[u8;
                 Params::DEFAULT_P_COST,
                 Some(32),
             )
-            .map_err(|e| StateError::Kdf(e.to_string()))?;
+            .map_err(StateError::Kdf)?;
             Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
                 .hash_password_into(pass.as_bytes(), &salt, &mut key[..])
-                .map_err(|e| StateError::Kdf(e.to_string()))?;
+                .map_err(StateError::Kdf)?;
         }
     }
     Ok(key)
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -189,6 +199,65 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .open(path)?;
     f.write_all(bytes)?;
     f.sync_all()
+}
+
+/// One record as it is stored: `nonce (24) || ciphertext || tag (16)`, the record's name as
+/// associated data, the plaintext bincode 1.3 with fixed-width integers. The format of every
+/// record is that of the state's version, kept in `meta` and checked at open.
+fn seal_record<T: Serialize>(
+    cipher: &XChaCha20Poly1305,
+    name: &'static str,
+    value: &T,
+) -> Result<Vec<u8>, StateError> {
+    use bincode::Options;
+    let mut plain = Zeroizing::new(
+        options()
+            .serialize(value)
+            .map_err(|_| StateError::Corrupt(name))?,
+    );
+    let mut nonce = [0u8; NONCE];
+    rand::rng().fill_bytes(&mut nonce);
+    let tag = cipher
+        .encrypt_inout_detached(
+            &XNonce::from(nonce),
+            name.as_bytes(),
+            (&mut plain[..]).into(),
+        )
+        .map_err(|_| StateError::Corrupt(name))?;
+    let mut record = Vec::with_capacity(NONCE + plain.len() + TAG);
+    record.extend_from_slice(&nonce);
+    record.extend_from_slice(&plain);
+    record.extend_from_slice(&tag);
+    Ok(record)
+}
+
+/// Opens a record that [`seal_record`] made under the same name.
+fn open_record<T: serde::de::DeserializeOwned>(
+    cipher: &XChaCha20Poly1305,
+    name: &'static str,
+    record: &[u8],
+) -> Result<T, StateError> {
+    use bincode::Options;
+    if record.len() < NONCE + TAG {
+        return Err(StateError::Corrupt(name));
+    }
+    let (nonce, rest) = record.split_at(NONCE);
+    let (body, tag) = rest.split_at(rest.len() - TAG);
+    let mut plain = Zeroizing::new(body.to_vec());
+    let nonce: [u8; NONCE] = nonce.try_into().map_err(|_| StateError::Corrupt(name))?;
+    let tag: [u8; TAG] = tag.try_into().map_err(|_| StateError::Corrupt(name))?;
+    cipher
+        .decrypt_inout_detached(
+            &XNonce::from(nonce),
+            name.as_bytes(),
+            (&mut plain[..]).into(),
+            &tag.into(),
+        )
+        .map_err(|_| StateError::Decrypt)?;
+    options()
+        .with_limit(plain.len() as u64)
+        .deserialize(&plain)
+        .map_err(|_| StateError::Corrupt(name))
 }
 
 impl Durable {
@@ -205,8 +274,7 @@ impl Durable {
                 dir.display()
             )));
         }
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StateError::Missing(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
         let db = sled::Config::new().path(dir.join("state.db")).open()?;
         let key = derive(unlock, &db, true)?;
         let s = Durable {
@@ -239,26 +307,7 @@ impl Durable {
     }
 
     fn put<T: Serialize>(&self, name: &'static str, value: &T) -> Result<(), StateError> {
-        use bincode::Options;
-        let mut plain = Zeroizing::new(
-            options()
-                .serialize(value)
-                .map_err(|_| StateError::Corrupt(name))?,
-        );
-        let mut nonce = [0u8; NONCE];
-        rand::rng().fill_bytes(&mut nonce);
-        let tag = self
-            .cipher
-            .encrypt_inout_detached(
-                &XNonce::from(nonce),
-                name.as_bytes(),
-                (&mut plain[..]).into(),
-            )
-            .map_err(|_| StateError::Corrupt(name))?;
-        let mut record = Vec::with_capacity(NONCE + plain.len() + TAG);
-        record.extend_from_slice(&nonce);
-        record.extend_from_slice(&plain);
-        record.extend_from_slice(&tag);
+        let record = seal_record(&self.cipher, name, value)?;
         self.db.insert(name, record)?;
         self.db.flush()?;
         Ok(())
@@ -268,31 +317,10 @@ impl Durable {
         &self,
         name: &'static str,
     ) -> Result<Option<T>, StateError> {
-        use bincode::Options;
-        let Some(record) = self.db.get(name)? else {
-            return Ok(None);
-        };
-        if record.len() < NONCE + TAG {
-            return Err(StateError::Corrupt(name));
+        match self.db.get(name)? {
+            Some(record) => open_record(&self.cipher, name, &record).map(Some),
+            None => Ok(None),
         }
-        let (nonce, rest) = record.split_at(NONCE);
-        let (body, tag) = rest.split_at(rest.len() - TAG);
-        let mut plain = Zeroizing::new(body.to_vec());
-        let nonce: [u8; NONCE] = nonce.try_into().map_err(|_| StateError::Corrupt(name))?;
-        let tag: [u8; TAG] = tag.try_into().map_err(|_| StateError::Corrupt(name))?;
-        self.cipher
-            .decrypt_inout_detached(
-                &XNonce::from(nonce),
-                name.as_bytes(),
-                (&mut plain[..]).into(),
-                &tag.into(),
-            )
-            .map_err(|_| StateError::Decrypt)?;
-        options()
-            .with_limit(plain.len() as u64)
-            .deserialize(&plain)
-            .map(Some)
-            .map_err(|_| StateError::Corrupt(name))
     }
 
     /// The last saved batch, if any.
@@ -332,20 +360,10 @@ mod tests {
     use shroud_proto::{Capability, StoreId};
 
     fn meta() -> Meta {
-        let shape = Shape {
-            capacity: 64,
-            block_size: 32,
-            bucket_slots: 4,
-            cached_levels: 1,
-            path_len: 5,
-            bucket_len: 260,
-            buckets: 63,
-            slots_per_epoch: 1,
-            epoch_ms: 50,
-            deposits_per_epoch: 0,
-            drains_per_epoch: 0,
-            envelope_len: 0,
-        };
+        let shape = Shape::new(64, 32, 1)
+            .and_then(|s| s.with_schedule(1, 50))
+            .unwrap()
+            .with_mail(0, 0);
         Meta {
             version: VERSION,
             shape,
@@ -406,6 +424,87 @@ mod tests {
         let bad = Unlock::Passphrase(Zeroizing::new("battery staple".into()));
         assert!(matches!(
             Durable::open(dir.path(), &bad),
+            Err(StateError::Decrypt)
+        ));
+    }
+
+    /// The stored sample of today's state records (format version 1): the state key and
+    /// the sealed `meta`, `wal`, `index` and `account` records. Set SHROUD_WRITE_SAMPLES=1
+    /// to write it again (only with a new version, and a migration for the old one).
+    const SAMPLE: &str = "samples/state-v1.txt";
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn reads_the_stored_sample_of_state_v1() {
+        use crate::kv::Entry;
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(SAMPLE);
+        if std::env::var_os("SHROUD_WRITE_SAMPLES").is_some() {
+            let key = [0x42u8; 32];
+            let cipher = XChaCha20Poly1305::new(&key.into());
+            let mut index = Index::default();
+            index.keys.insert(
+                b"note".to_vec(),
+                Entry {
+                    len: 3,
+                    blocks: vec![0],
+                },
+            );
+            index.next = 1;
+            let wal = Wal {
+                snapshot: vec![9; 10],
+                pending: Some(vec![vec![SlotWrite {
+                    bucket: 2,
+                    data: vec![3; 4],
+                }]]),
+                seq: 7,
+                mail: Some(MailState::default()),
+            };
+            let account = Account::generate(&mut rand::rng());
+            let text = format!(
+                "key {}\nmeta {}\nwal {}\nindex {}\naccount {}\n",
+                hex(&key),
+                hex(&seal_record(&cipher, "meta", &meta()).unwrap()),
+                hex(&seal_record(&cipher, "wal", &wal).unwrap()),
+                hex(&seal_record(&cipher, "index", &index).unwrap()),
+                hex(&seal_record(&cipher, "account", &account).unwrap()),
+            );
+            std::fs::write(&path, text).unwrap();
+        }
+        let text = std::fs::read_to_string(&path).expect("the stored sample");
+        let field = |name: &str| {
+            let line = text
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("no {name} in the sample"));
+            unhex(line)
+        };
+        let key: [u8; 32] = field("key").try_into().unwrap();
+        let cipher = XChaCha20Poly1305::new(&key.into());
+        let m: Meta = open_record(&cipher, "meta", &field("meta")).unwrap();
+        assert_eq!(m.version, VERSION);
+        assert_eq!(m.shape, meta().shape);
+        assert_eq!(m.grant, meta().grant);
+        let w: Wal = open_record(&cipher, "wal", &field("wal")).unwrap();
+        assert_eq!((w.seq, w.snapshot.clone()), (7, vec![9; 10]));
+        assert!(w.mail.is_some());
+        let i: Index = open_record(&cipher, "index", &field("index")).unwrap();
+        assert_eq!(i.next, 1);
+        assert_eq!(i.keys[&b"note".to_vec()].blocks, vec![0]);
+        let a: Account = open_record(&cipher, "account", &field("account")).unwrap();
+        assert!(a.identity().is_ok());
+        // A record is bound to its name.
+        assert!(matches!(
+            open_record::<Wal>(&cipher, "index", &field("wal")),
             Err(StateError::Decrypt)
         ));
     }

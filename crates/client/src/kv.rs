@@ -36,6 +36,7 @@ pub const DEFAULT_MAX_VALUE: usize = 64 * 1024;
 
 /// A KV failure.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum KvError {
     /// A key longer than [`MAX_KEY`].
     #[error("key of {0} bytes; at most {MAX_KEY}")]
@@ -135,8 +136,8 @@ impl Kv {
         let d = durable.clone();
         let index = tokio::task::spawn_blocking(move || d.load_index())
             .await
-            .map_err(|e| KvError::Client(ClientError::State(e.to_string())))?
-            .map_err(|e| KvError::Client(ClientError::State(e.to_string())))?
+            .map_err(|e| KvError::Client(ClientError::State(crate::schedule::source(e))))?
+            .map_err(|e| KvError::Client(ClientError::State(crate::schedule::source(e))))?
             .unwrap_or_default();
         Ok(Kv {
             client,
@@ -154,8 +155,8 @@ impl Kv {
         let copy = index.clone();
         tokio::task::spawn_blocking(move || d.save_index(&copy))
             .await
-            .map_err(|e| KvError::Client(ClientError::State(e.to_string())))?
-            .map_err(|e| KvError::Client(ClientError::State(e.to_string())))
+            .map_err(|e| KvError::Client(ClientError::State(crate::schedule::source(e))))?
+            .map_err(|e| KvError::Client(ClientError::State(crate::schedule::source(e))))
     }
 
     /// The block store.

@@ -4,8 +4,6 @@
 //!
 //! This is the only crate that holds keys.
 
-#![forbid(unsafe_code)]
-
 pub mod agent;
 pub mod durable;
 pub mod kv;

@@ -17,6 +17,7 @@ use shroud_proto::{Batch, BatchOp, Geometry, Grant};
 
 /// A failure of an ORAM batch over the storage protocol.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RemoteError {
     /// The connection or the server failed.
     #[error(transparent)]

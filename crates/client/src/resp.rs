@@ -21,6 +21,7 @@ pub const MAX_ARGS: usize = 4096;
 
 /// What parsing the buffered input gave.
 #[derive(Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Parsed {
     /// A complete command (its arguments) and the bytes it used.
     Command(Vec<Vec<u8>>, usize),

@@ -39,30 +39,49 @@ use crate::mailbox::{Account, Address};
 use parking_lot::RwLock;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
+/// The cause of a [`ClientError`], kept (not flattened into text) and shareable, because
+/// one failure can end the operations of many callers.
+pub type Source = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A scheduler failure.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// The proxy refused us.
     #[error("proxy refused: {0:?}")]
     Refused(ErrorCode),
     /// The proxy's shape does not fit this client's store.
     #[error("the proxy's slot shape does not fit this store: {0}")]
-    WrongShape(String),
-    /// Connecting failed.
+    WrongShape(#[source] Source),
+    /// Connecting, sending or receiving failed.
     #[error("connection: {0}")]
-    Io(String),
+    Io(#[source] Source),
+    /// The proxy answered something the protocol does not allow.
+    #[error("protocol: {0}")]
+    Protocol(&'static str),
     /// The server's data failed verification; the operation was not applied.
     #[error("integrity: {0}")]
-    Integrity(String),
+    Integrity(#[source] Source),
     /// An address or value the store cannot take.
     #[error("bad request: {0}")]
-    BadRequest(String),
+    BadRequest(#[source] Source),
     /// The scheduler has stopped.
     #[error("the client has stopped")]
     Closed,
     /// The local state store failed; the scheduler stopped rather than go on unsafely.
     #[error("client state: {0}")]
-    State(String),
+    State(#[source] Source),
+}
+
+/// Wraps any error as a [`Source`].
+pub(crate) fn source(e: impl std::error::Error + Send + Sync + 'static) -> Source {
+    Arc::new(e)
+}
+
+/// A [`Source`] that is only a message (no error value underneath).
+pub(crate) fn message(text: impl Into<String>) -> Source {
+    let boxed: Box<dyn std::error::Error + Send + Sync> = text.into().into();
+    Arc::from(boxed)
 }
 
 /// Where and how to reach the proxy.
@@ -166,7 +185,9 @@ fn check_shape(oram: &Oram, shape: &Shape) -> Result<(), ClientError> {
         {
             Ok(())
         }
-        _ => Err(ClientError::WrongShape(format!("{trees:?} vs {shape:?}"))),
+        _ => Err(ClientError::WrongShape(message(format!(
+            "{trees:?} vs {shape:?}"
+        )))),
     }
 }
 
@@ -178,13 +199,13 @@ async fn hello(config: &ClientConfig) -> Result<(Conn, Shape), ClientError> {
         .tls
         .connect(config.proxy)
         .await
-        .map_err(|e| ClientError::Io(e.to_string()))?;
+        .map_err(|e| ClientError::Io(source(e)))?;
     let mut conn = Framed::new(io, frame_codec(Limits::default()));
     send(&mut conn, &ClientMsg::Hello(Hello::current())).await?;
     match recv(&mut conn).await? {
         ProxyMsg::Hello(_, shape) => Ok((conn, shape)),
         ProxyMsg::Error(code) => Err(ClientError::Refused(code)),
-        _ => Err(ClientError::Io("unexpected reply to hello".into())),
+        _ => Err(ClientError::Protocol("unexpected reply to hello")),
     }
 }
 
@@ -195,32 +216,32 @@ async fn connect(config: &ClientConfig, grant: &Grant) -> Result<(Conn, Shape), 
     match recv(&mut conn).await? {
         ProxyMsg::Registered => Ok((conn, shape)),
         ProxyMsg::Error(code) => Err(ClientError::Refused(code)),
-        _ => Err(ClientError::Io("unexpected reply to register".into())),
+        _ => Err(ClientError::Protocol("unexpected reply to register")),
     }
 }
 
 async fn send(conn: &mut Conn, msg: &ClientMsg) -> Result<(), ClientError> {
-    let b = encode(msg, Limits::default()).map_err(|e| ClientError::Io(e.to_string()))?;
+    let b = encode(msg, Limits::default()).map_err(|e| ClientError::Io(source(e)))?;
     conn.send(Bytes::from(b))
         .await
-        .map_err(|e| ClientError::Io(e.to_string()))
+        .map_err(|e| ClientError::Io(source(e)))
 }
 
 async fn recv(conn: &mut Conn) -> Result<ProxyMsg, ClientError> {
     let f = conn
         .next()
         .await
-        .ok_or_else(|| ClientError::Io("proxy closed the connection".into()))?
-        .map_err(|e| ClientError::Io(e.to_string()))?;
-    decode(&f, Limits::default()).map_err(|e| ClientError::Io(e.to_string()))
+        .ok_or_else(|| ClientError::Protocol("proxy closed the connection"))?
+        .map_err(|e| ClientError::Io(source(e)))?;
+    decode(&f, Limits::default()).map_err(|e| ClientError::Io(source(e)))
 }
 
 /// The scheduler task: it ends once every [`Client`] handle is dropped and the last
 /// write-back is stored.
 pub type SchedulerTask = tokio::task::JoinHandle<Result<(), ClientError>>;
 
-fn state_err(e: impl std::fmt::Display) -> ClientError {
-    ClientError::State(e.to_string())
+fn state_err(e: impl std::error::Error + Send + Sync + 'static) -> ClientError {
+    ClientError::State(source(e))
 }
 
 impl Client {
@@ -234,7 +255,7 @@ impl Client {
         let (conn, shape) = connect(&config, &grant).await?;
         let mut rng = StdRng::from_rng(&mut rand::rng());
         let oram = Oram::new(shape.engine_config(), key, &mut rng)
-            .map_err(|e| ClientError::WrongShape(e.to_string()))?;
+            .map_err(|e| ClientError::WrongShape(source(e)))?;
         check_shape(&oram, &shape)?;
         let start = Resume {
             pending: None,
@@ -254,10 +275,10 @@ impl Client {
     ) -> Result<(Client, SchedulerTask), ClientError> {
         let (conn, shape) = connect(&config, &meta.grant).await?;
         if shape != meta.shape {
-            return Err(ClientError::WrongShape(format!(
+            return Err(ClientError::WrongShape(message(format!(
                 "the state was made for {:?}, the proxy serves {shape:?}",
                 meta.shape
-            )));
+            ))));
         }
         let mut rng = StdRng::from_rng(&mut rand::rng());
         let key = Key::from_bytes(meta.oram_key);
@@ -277,7 +298,7 @@ impl Client {
             ),
             None => (
                 Oram::new(shape.engine_config(), key, &mut rng)
-                    .map_err(|e| ClientError::WrongShape(e.to_string()))?,
+                    .map_err(|e| ClientError::WrongShape(source(e)))?,
                 Resume {
                     pending: None,
                     seq: 0,
@@ -343,9 +364,9 @@ impl Client {
         let stats = Arc::new(ClientStats::default());
         let (courier, mail) = if shape.mail() {
             let storage_key = config.storage_key.ok_or_else(|| {
-                ClientError::WrongShape(
-                    "the proxy runs a mailbox: pin storage's routing key (storage_key)".into(),
-                )
+                ClientError::WrongShape(message(
+                    "the proxy runs a mailbox: pin storage's routing key (storage_key)",
+                ))
             })?;
             let (job_tx, job_rx) = mpsc::unbounded_channel();
             let (rec_tx, rec_rx) = mpsc::unbounded_channel();
@@ -353,7 +374,7 @@ impl Client {
             let address = match &account {
                 Some(a) => Some(
                     a.identity()
-                        .map_err(|e| ClientError::State(e.to_string()))?
+                        .map_err(|e| ClientError::State(source(e)))?
                         .address(),
                 ),
                 None => None,
@@ -370,7 +391,7 @@ impl Client {
                 &shape,
                 start.mail,
             )
-            .map_err(|e| ClientError::WrongShape(e.to_string()))?;
+            .map_err(|e| ClientError::WrongShape(source(e)))?;
             let port = MailPort {
                 jobs: job_tx,
                 contacts,
@@ -425,10 +446,10 @@ impl Client {
     /// Reads block `addr` (zeros if never written).
     pub async fn read(&self, addr: u64) -> Result<Vec<u8>, ClientError> {
         if addr >= self.shape.capacity {
-            return Err(ClientError::BadRequest(format!(
+            return Err(ClientError::BadRequest(message(format!(
                 "address {addr} past capacity {}",
                 self.shape.capacity
-            )));
+            ))));
         }
         let (tx, rx) = oneshot::channel();
         self.jobs
@@ -441,12 +462,12 @@ impl Client {
     /// Writes block `addr`; returns once the write is durable at storage.
     pub async fn write(&self, addr: u64, data: Vec<u8>) -> Result<(), ClientError> {
         if addr >= self.shape.capacity || data.len() != self.shape.block_size as usize {
-            return Err(ClientError::BadRequest(format!(
+            return Err(ClientError::BadRequest(message(format!(
                 "address {addr} (capacity {}) or {} bytes (blocks are {})",
                 self.shape.capacity,
                 data.len(),
                 self.shape.block_size
-            )));
+            ))));
         }
         let (tx, rx) = oneshot::channel();
         self.jobs
@@ -514,7 +535,7 @@ impl Scheduler {
         let snapshot = self
             .oram
             .snapshot()
-            .map_err(|e| ClientError::State(e.to_string()))?;
+            .map_err(|e| ClientError::State(source(e)))?;
         let wal = Wal {
             snapshot: snapshot.to_vec(),
             pending: self.pending.clone(),
@@ -523,8 +544,8 @@ impl Scheduler {
         };
         tokio::task::spawn_blocking(move || d.save_wal(&wal))
             .await
-            .map_err(|e| ClientError::State(e.to_string()))?
-            .map_err(|e| ClientError::State(e.to_string()))
+            .map_err(|e| ClientError::State(source(e)))?
+            .map_err(|e| ClientError::State(source(e)))
     }
 
     /// One epoch: K accesses, real ones first.
@@ -540,7 +561,7 @@ impl Scheduler {
         self.stats.real.fetch_add(jobs.len() as u64, Relaxed);
         self.stats.dummy.fetch_add((k - jobs.len()) as u64, Relaxed);
         if let Err(e) = self.oram.begin(&ops, &mut self.rng) {
-            fail(jobs, ClientError::BadRequest(e.to_string()));
+            fail(jobs, ClientError::BadRequest(source(e)));
             return Ok(());
         }
         drop(ops);
@@ -587,8 +608,8 @@ impl Scheduler {
             other => {
                 self.oram.abort();
                 let why = match other {
-                    Err(e) => e.to_string(),
-                    Ok(_) => "more rounds than a flat map needs".into(),
+                    Err(e) => source(e),
+                    Ok(_) => message("more rounds than a flat map needs"),
                 };
                 tracing::error!("epoch batch failed verification: {why}");
                 self.stats.integrity_failures.fetch_add(1, Relaxed);
@@ -745,16 +766,16 @@ impl Scheduler {
         for _ in 0..slots.len() + usize::from(mail.is_some()) {
             let msg = tokio::time::timeout(deadline, recv(conn))
                 .await
-                .map_err(|_| ClientError::Io("no reply".into()))??;
+                .map_err(|_| ClientError::Protocol("no reply"))??;
             match msg {
                 ProxyMsg::Done(d) => {
                     let i = d
                         .seq
                         .checked_sub(first)
                         .filter(|&i| (i as usize) < slots.len())
-                        .ok_or(ClientError::Io("stray reply".into()))?;
+                        .ok_or(ClientError::Protocol("stray reply"))?;
                     if d.reads.len() != self.shape.path_len as usize {
-                        return Err(ClientError::Io("reply of the wrong shape".into()));
+                        return Err(ClientError::Protocol("reply of the wrong shape"));
                     }
                     out[i as usize] = Some(d.reads);
                 }
@@ -763,7 +784,7 @@ impl Scheduler {
                     mail_done = Some(d);
                 }
                 ProxyMsg::Error(code) => return Err(ClientError::Refused(code)),
-                _ => return Err(ClientError::Io("unexpected message".into())),
+                _ => return Err(ClientError::Protocol("unexpected message")),
             }
         }
         if let Some(code) = failed {
@@ -771,10 +792,10 @@ impl Scheduler {
         }
         let reads = out
             .into_iter()
-            .map(|o| o.ok_or(ClientError::Io("missing reply".into())))
+            .map(|o| o.ok_or(ClientError::Protocol("missing reply")))
             .collect::<Result<Vec<_>, _>>()?;
         if mail.is_some() && mail_done.is_none() {
-            return Err(ClientError::Io("missing mail reply".into()));
+            return Err(ClientError::Protocol("missing mail reply"));
         }
         Ok((reads, mail_done))
     }

@@ -7,8 +7,6 @@
 //! `peer` feature (the `shroud` binary's `lab` feature), so that the build people install
 //! does not carry a second ORAM and a second `rand`.
 
-#![forbid(unsafe_code)]
-
 pub mod audit;
 pub mod bench;
 pub mod demo;

@@ -16,6 +16,7 @@ use shroud_proto::{
 
 /// A failure talking to the storage server.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConnError {
     /// The connection failed or closed.
     #[error("connection: {0}")]

@@ -8,9 +8,6 @@
 //! Everything read here is untrusted: frames are capped at [`Limits::max_frame`] before a
 //! byte of them is decoded, and the accept loop bounds the connections served at once.
 
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
-
 pub mod accept;
 pub mod certs;
 pub mod conn;

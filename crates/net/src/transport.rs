@@ -28,6 +28,7 @@ pub type BoxIo = Box<dyn Io>;
 
 /// A TLS setup problem.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TlsError {
     /// A PEM file could not be read or parsed.
     #[error("reading {path}: {reason}")]
@@ -69,6 +70,7 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// How a server accepts connections.
 #[derive(Clone)]
+#[non_exhaustive]
 pub enum ServerTls {
     /// Plain TCP: only for `--insecure-plaintext`.
     Plain,
@@ -107,6 +109,7 @@ impl ServerTls {
 
 /// How a client connects.
 #[derive(Clone)]
+#[non_exhaustive]
 pub enum ClientTls {
     /// Plain TCP: only for `--insecure-plaintext`.
     Plain,

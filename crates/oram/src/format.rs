@@ -15,6 +15,7 @@ use crate::{BucketId, Error};
 /// # Security
 /// Carries no secret; formatting writes every bucket once, in a fixed order.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FormatError<E: std::error::Error + 'static> {
     /// The engine refused (not a fresh store) or ran out of nonces.
     #[error(transparent)]

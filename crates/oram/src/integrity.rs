@@ -51,6 +51,7 @@ pub const EMPTY: Digest = [0u8; DIGEST_LEN];
 /// # Security
 /// Raised before any of the bucket's contents are used; the engine's state is unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum IntegrityError {
     /// The bucket's bytes, nonce or tag are not those of the version the client wrote: a
     /// flipped byte, a swapped bucket, or a replayed older version.

@@ -132,6 +132,7 @@ impl BucketStore for MemoryStore {
 /// # Security
 /// See [`Error`]; store errors are whatever the store reports.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DriverError<E: std::error::Error + 'static> {
     /// The engine refused or detected tampering.
     #[error(transparent)]

@@ -22,6 +22,7 @@ impl Default for Limits {
 
 /// A message that could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CodecError {
     /// The bytes are not a message (or have bytes after one).
     #[error("malformed message: {0}")]

@@ -26,6 +26,7 @@ pub const NULL_INBOX: [u8; INBOX_LEN] = [0; INBOX_LEN];
 
 /// A routing-header failure.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RoutingError {
     /// Not a header sealed to this key (or altered).
     #[error("routing header does not open")]

@@ -58,22 +58,39 @@ pub async fn fetch_stats(addr: SocketAddr, tls: &ClientTls) -> Result<ProxyStats
 
 /// Counters, updated lock-free.
 pub struct Stats {
+    /// Epochs run.
     pub epochs: AtomicU64,
+    /// Clients registered now.
     pub clients: AtomicU64,
+    /// Slots in the last epoch's batch.
     pub last_slots: AtomicU64,
+    /// Slots that missed the last boundary.
     pub last_late: AtomicU64,
+    /// The last batch's round trip to storage, microseconds.
     pub last_batch_us: AtomicU64,
+    /// The slowest batch, microseconds.
     pub max_batch_us: AtomicU64,
+    /// Epochs whose batch took longer than the epoch.
     pub overrun_epochs: AtomicU64,
+    /// Slots forwarded in all.
     pub slots: AtomicU64,
+    /// Slots that missed their boundary, in all.
     pub late_total: AtomicU64,
+    /// Time spent in batches, microseconds, in all.
     pub batch_total_us: AtomicU64,
+    /// Slots storage failed for.
     pub failed_slots: AtomicU64,
+    /// Connections refused or closed on an error.
     pub rejected: AtomicU64,
+    /// The smallest slot frame seen, bytes.
     pub slot_frame_min: AtomicU64,
+    /// The largest slot frame seen, bytes.
     pub slot_frame_max: AtomicU64,
+    /// Mail slots forwarded.
     pub mail_slots: AtomicU64,
+    /// The smallest mail frame seen, bytes.
     pub mail_frame_min: AtomicU64,
+    /// The largest mail frame seen, bytes.
     pub mail_frame_max: AtomicU64,
 }
 

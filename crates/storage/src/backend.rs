@@ -69,10 +69,19 @@ pub struct Usage {
 
 /// A storage-engine failure.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BackendError {
     /// The engine reported an error.
     #[error("storage engine: {0}")]
-    Engine(String),
+    Engine(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The database was written in a format this build does not read.
+    #[error("database format {found}; this build reads format {supported}")]
+    UnknownFormat {
+        /// The database's version.
+        found: u32,
+        /// This build's.
+        supported: u32,
+    },
     /// Stored metadata does not decode.
     #[error("corrupt metadata for store {0}")]
     CorruptMeta(StoreId),

@@ -4,14 +4,24 @@
 //! kind 1 its buckets. Keeping both in one tree makes a batch, and a store's deletion, a
 //! single `apply_batch`, which sled applies atomically, crash included.
 //!
+//! The database's format version is the value of the key `format` (a `u32`, big-endian),
+//! written when the database is created. A database from before versions (no `format` key,
+//! written by 0.1.0) has format 1, today's: it is marked on first open. A database of any
+//! other version is refused rather than misread; a later format comes with a migration here.
+//!
 //! sled has open upstream reports of corruption after an abrupt kill (#1527, #1533); the
-//! crash test in `tests/storage_crash.rs` kills a real server process to look for them.
+//! crash test in `tests/suite/storage_crash.rs` kills a real server process to look for them.
 
 use std::path::Path;
 
 use shroud_proto::{Geometry, StoreId};
 
 use crate::backend::{Backend, BackendError, Put, QueueOp, StoreMeta, Usage};
+
+/// The format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// The key of the format version (6 bytes: never a store key, which has 25).
+const FORMAT_KEY: &[u8] = b"format";
 
 const META: u8 = 0;
 const BUCKET: u8 = 1;
@@ -27,7 +37,7 @@ fn key(store: &StoreId, kind: u8, index: u64) -> [u8; 25] {
 }
 
 fn engine(e: sled::Error) -> BackendError {
-    BackendError::Engine(e.to_string())
+    BackendError::Engine(Box::new(e))
 }
 
 fn encode_meta(m: &StoreMeta) -> [u8; 44] {
@@ -65,6 +75,21 @@ impl SledBackend {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Self, BackendError> {
         let db = sled::Config::new().path(dir).open().map_err(engine)?;
+        match db.get(FORMAT_KEY).map_err(engine)? {
+            Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {}
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_ref()).map_or(u32::MAX, u32::from_be_bytes);
+                return Err(BackendError::UnknownFormat {
+                    found,
+                    supported: FORMAT_VERSION,
+                });
+            }
+            None => {
+                db.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes()[..])
+                    .map_err(engine)?;
+                db.flush().map_err(engine)?;
+            }
+        }
         Ok(SledBackend { db })
     }
 }
@@ -211,6 +236,52 @@ impl Backend for SledBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store's metadata record as 0.1.0 wrote it (format 1), byte for byte.
+    const META_V1: &str = include_str!("../samples/store-meta-v1.hex");
+
+    fn unhex(s: &str) -> Vec<u8> {
+        let s = s.trim();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn reads_the_stored_sample_of_format_1() {
+        let store = StoreId([7; 16]);
+        let m = decode_meta(&store, &unhex(META_V1)).unwrap();
+        assert_eq!(m.cap_hash, [0xab; 32]);
+        assert_eq!(
+            m.geometry,
+            Geometry {
+                bucket_len: 4160,
+                buckets: 8191
+            }
+        );
+        assert_eq!(encode_meta(&m).to_vec(), unhex(META_V1));
+        assert_eq!(key(&store, BUCKET, 5).len(), 25);
+    }
+
+    #[test]
+    fn the_format_is_marked_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(SledBackend::open(dir.path()).unwrap());
+        {
+            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            assert_eq!(
+                db.get(FORMAT_KEY).unwrap().unwrap().as_ref(),
+                FORMAT_VERSION.to_be_bytes()
+            );
+            db.insert(FORMAT_KEY, &2u32.to_be_bytes()[..]).unwrap();
+            db.flush().unwrap();
+        }
+        assert!(matches!(
+            SledBackend::open(dir.path()),
+            Err(BackendError::UnknownFormat { found: 2, .. })
+        ));
+    }
 
     fn meta(len: u32) -> StoreMeta {
         StoreMeta {

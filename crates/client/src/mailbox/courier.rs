@@ -52,6 +52,7 @@ const MAX_UNREADABLE: u32 = 3;
 
 /// A mailbox failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum MailError {
     /// No account yet (`shroud mail init`).
     #[error("no mailbox account: run `shroud mail init`")]

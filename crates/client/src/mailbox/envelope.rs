@@ -36,6 +36,7 @@ pub const MAX_CHUNKS: u16 = 1024;
 
 /// An envelope failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum EnvelopeError {
     /// Not an envelope for us from any of our contacts, or altered.
     #[error("envelope does not open with any contact's key")]

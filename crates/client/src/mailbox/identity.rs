@@ -22,6 +22,7 @@ const PREFIX: &str = "shroud:";
 
 /// A bad address string.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AddressError {
     /// Not `shroud:` and base32.
     #[error("not a shroud address")]

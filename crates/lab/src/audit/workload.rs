@@ -9,6 +9,7 @@ use shroud_client::Kv;
 
 /// What one client does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub enum Workload {
     /// Nothing: the schedule's dummies only.
     Idle,

@@ -12,13 +12,19 @@ use shroud_proto::Shape;
 /// One row of the cost table.
 #[derive(Clone, Debug, Serialize)]
 pub struct Cost {
+    /// Epoch length, ms (E).
     pub epoch_ms: u32,
+    /// Slots per client per epoch (K).
     pub slots: u32,
+    /// Blocks per store (N).
     pub capacity: u64,
+    /// Bytes per block (B).
     pub block: u32,
+    /// Levels cached by the client (T).
     pub cached_levels: u32,
     /// Buckets per path on the wire.
     pub path_len: u32,
+    /// Bytes of one sealed bucket.
     pub bucket_bytes: u32,
     /// Client memory for the cached levels, bytes.
     pub cache_bytes: u64,

@@ -26,13 +26,21 @@ use shroud_testkit::stack::Stack;
 /// One line of `shroud bench e2e --json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
+    /// Clients run at once.
     pub clients: usize,
+    /// Epoch length, ms (E).
     pub epoch_ms: u32,
+    /// Slots per client per epoch (K).
     pub slots_per_epoch: u32,
+    /// Blocks per store (N).
     pub capacity: u64,
+    /// Bytes per block (B).
     pub block: u32,
+    /// Levels cached by the client (T).
     pub cached_levels: u32,
+    /// Wall time measured, seconds.
     pub seconds: f64,
+    /// Epochs the proxy ran.
     pub epochs: u64,
     /// Epochs whose batch outlasted the epoch, during the measurement.
     pub overrun_epochs: u64,
@@ -40,8 +48,11 @@ pub struct Report {
     pub late_slots: u64,
     /// True when nothing overran and nothing was late.
     pub sustained: bool,
+    /// Operations completed.
     pub operations: u64,
+    /// Median operation latency, in epochs.
     pub p50_latency_epochs: f64,
+    /// 99th-percentile operation latency, in epochs.
     pub p99_latency_epochs: f64,
     /// Mean storage round trip of an epoch's batch (network, TLS, sled and fsync), ms.
     pub mean_batch_ms: f64,

@@ -32,25 +32,37 @@ pub struct Case {
 /// One line of `shroud bench engine --json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
+    /// Blocks per store (N).
     pub n: u64,
+    /// Bytes per block (B).
     pub block: u32,
+    /// Slots per bucket (Z).
     pub z: u32,
+    /// Levels cached by the client (T).
     pub cached_levels: u32,
+    /// `flat` or `recursive`.
     pub position_map: &'static str,
     /// False when the tree was too large to format in memory (see [`FORMAT_BUDGET`]).
     pub formatted: bool,
+    /// Accesses measured.
     pub accesses: u64,
+    /// Engine accesses per second.
     pub accesses_per_s: f64,
+    /// The `oram` crate on the same case (only with the `peer` feature).
     pub oram_crate_accesses_per_s: Option<f64>,
+    /// The AES-GCM bound: accesses per second if sealing and opening were all the work.
     pub crypto_bound_accesses_per_s: f64,
     /// `accesses_per_s / oram_crate_accesses_per_s`.
     pub vs_oram_crate: Option<f64>,
     /// `accesses_per_s / crypto_bound_accesses_per_s`.
     pub fraction_of_crypto_bound: f64,
+    /// The largest stash seen, blocks.
     pub max_stash: usize,
     /// Buckets fetched (and written back) per access, over all trees.
     pub buckets_per_access: usize,
+    /// Bytes of one sealed bucket.
     pub bucket_bytes: usize,
+    /// Client memory of the engine, bytes.
     pub client_memory_bytes: usize,
 }
 
@@ -177,6 +189,7 @@ impl CryptoBound {
 
 /// The `oram` crate's Path ORAM (Z = 4) at the same N and B, for side-by-side timing.
 #[cfg(feature = "peer")]
+#[non_exhaustive]
 pub enum OramCrate {
     /// 64-byte blocks.
     B64(Box<reference::Inner<64>>),

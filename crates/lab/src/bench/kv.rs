@@ -32,14 +32,23 @@ use shroud_storage::{Backend, Put, SledBackend};
 /// One line of `shroud bench kv --json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
+    /// Blocks per store (N).
     pub n: u64,
+    /// Bytes per block (B).
     pub block: u32,
+    /// Slots per bucket (Z).
     pub z: u32,
+    /// Levels cached by the client (T).
     pub cached_levels: u32,
+    /// Operations completed.
     pub operations: u64,
+    /// Puts per second through the oblivious KV store.
     pub oram_put_per_s: f64,
+    /// Gets per second through the oblivious KV store.
     pub oram_get_per_s: f64,
+    /// Puts per second through a plain sealed KV store on sled.
     pub plain_put_per_s: f64,
+    /// Gets per second through a plain sealed KV store on sled.
     pub plain_get_per_s: f64,
     /// Plain ops/s over ORAM ops/s, puts and gets together.
     pub measured_slowdown: f64,
@@ -205,12 +214,19 @@ pub fn run(n: u64, block: u32, cached: u32, ops: u64) -> Result<Report> {
 /// One client through the full stack under `shape`, busy for `seconds`.
 #[derive(Clone, Debug, Serialize)]
 pub struct ScheduleReport {
+    /// Epoch length, ms (E).
     pub epoch_ms: u32,
+    /// Slots per client per epoch (K).
     pub slots_per_epoch: u32,
+    /// Wall time measured, seconds.
     pub seconds: f64,
+    /// Operations completed.
     pub operations: u64,
+    /// Operations per second.
     pub ops_per_s: f64,
+    /// Median latency, ms.
     pub p50_latency_ms: f64,
+    /// 99th-percentile latency, ms.
     pub p99_latency_ms: f64,
     /// Every operation's latency, ms, in order of completion.
     pub latencies_ms: Vec<f64>,

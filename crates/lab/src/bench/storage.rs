@@ -22,9 +22,13 @@ use shroud_storage::{Backend, Config, Server, SledBackend};
 /// One line of `shroud bench storage --json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
+    /// Concurrent writers.
     pub writers: usize,
+    /// Buckets per path written.
     pub path_buckets: usize,
+    /// Bytes of one sealed bucket.
     pub bucket_bytes: usize,
+    /// Wall time measured, seconds.
     pub seconds: f64,
     /// Paths written per second through the server.
     pub paths_per_s: f64,

@@ -1,7 +1,5 @@
 //! Snapshot/restore exactness, lazy init at N = 2^32, and client memory at N = 2^24.
 
-mod common;
-
 use std::time::Instant;
 
 use rand::RngExt;
@@ -18,14 +16,14 @@ fn snapshot_restore_is_exact() {
             ..Config::new(500, 24)
         },
         Config {
-            position_map: common::tiny_recursive(),
+            position_map: crate::common::tiny_recursive(),
             cached_levels: 1,
             ..Config::new(300, 16)
         },
     ] {
-        let (mut a, mut store, mut rng) = common::oram(config, 11);
-        let key = Key::generate(&mut common::rng(11));
-        let mut a_rng = common::rng(1);
+        let (mut a, mut store, mut rng) = crate::common::oram(config, 11);
+        let key = Key::generate(&mut crate::common::rng(11));
+        let mut a_rng = crate::common::rng(1);
         a = {
             // Re-create with a known key so it can be restored.
             drop(a);
@@ -35,13 +33,13 @@ fn snapshot_restore_is_exact() {
         let k = config.max_batch as usize;
         for v in 0..400u64 {
             let addr = rng.random_range(0..config.capacity);
-            let d = common::block(b, addr, v);
+            let d = crate::common::block(b, addr, v);
             let mut ops = vec![Op::Write(addr, &d)];
             ops.resize(k, Op::Dummy);
             a.run(&mut store, &ops, &mut rng).unwrap();
         }
         let snap = a.snapshot().unwrap();
-        let mut b_oram = Oram::restore(&snap, key.clone(), &mut common::rng(2)).unwrap();
+        let mut b_oram = Oram::restore(&snap, key.clone(), &mut crate::common::rng(2)).unwrap();
         assert_eq!(
             *b_oram.snapshot().unwrap(),
             *snap,
@@ -54,7 +52,7 @@ fn snapshot_restore_is_exact() {
         assert_eq!(b_oram.writes(), a.writes());
         // Drive both with identical randomness on copies of the same server state.
         let mut store_b = store.clone();
-        let (mut ra, mut rb) = (common::rng(3), common::rng(3));
+        let (mut ra, mut rb) = (crate::common::rng(3), crate::common::rng(3));
         for i in 0..300u64 {
             let addr = i * 7 % config.capacity;
             let ops = vec![Op::Read(addr); k];
@@ -86,7 +84,7 @@ fn snapshot_restore_is_exact() {
 
 #[test]
 fn snapshot_refused_mid_batch() {
-    let (mut oram, _, mut rng) = common::oram(Config::new(8, 16), 5);
+    let (mut oram, _, mut rng) = crate::common::oram(Config::new(8, 16), 5);
     oram.begin(&[Op::Read(1)], &mut rng).unwrap();
     assert!(matches!(oram.snapshot(), Err(shroud_oram::Error::Busy)));
     assert!(matches!(
@@ -105,7 +103,7 @@ fn lazy_init_at_2_pow_32() {
         position_map: PositionMap::recursive(),
         ..Config::new(1 << 32, 64)
     };
-    let mut rng = common::rng(6);
+    let mut rng = crate::common::rng(6);
     let start = Instant::now();
     let mut oram = Oram::new(config, Key::generate(&mut rng), &mut rng).unwrap();
     let created = start.elapsed();
@@ -150,7 +148,7 @@ fn lazy_init_at_2_pow_32() {
 /// flat map alone is 64 MiB.
 #[test]
 fn client_memory_at_2_pow_24() {
-    let mut rng = common::rng(7);
+    let mut rng = crate::common::rng(7);
     let rec = Config {
         position_map: PositionMap::recursive(),
         ..Config::new(1 << 24, 1024)
@@ -199,4 +197,73 @@ fn a_snapshot_that_asks_for_gigabytes_is_refused_first() {
         r,
         Err(shroud_oram::Error::BadSnapshot(_) | shroud_oram::Error::InvalidConfig(_))
     ));
+}
+
+/// The stored sample of today's formats (snapshot version 1, whose config fixes the bucket
+/// layout): a key, a snapshot, and every bucket of a 16-block store where block `a` holds
+/// sixteen bytes of `a`. Set SHROUD_WRITE_SAMPLES=1 to write it again (only with a new
+/// format version, and a migration for the old one).
+const SAMPLE: &str = "samples/store-v1.txt";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+#[test]
+fn reads_the_stored_sample_of_snapshot_and_buckets_v1() {
+    use shroud_oram::{BucketId, TreeGeometry};
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(SAMPLE);
+    let config = Config::new(16, 16);
+    let geometry = TreeGeometry::for_blocks(16, config.bucket_slots, 16, config.cached_levels);
+    if std::env::var_os("SHROUD_WRITE_SAMPLES").is_some() {
+        let mut rng = rand::rng();
+        let key = [0x5a; 32];
+        let mut oram = Oram::new(config, Key::from_bytes(key), &mut rng).unwrap();
+        let mut store = MemoryStore::new();
+        for a in 0..16u64 {
+            oram.run(&mut store, &[Op::Write(a, &[a as u8; 16])], &mut rng)
+                .unwrap();
+        }
+        let mut text = format!(
+            "key {}\nsnapshot {}\n",
+            hex(&key),
+            hex(&oram.snapshot().unwrap())
+        );
+        for index in 0..geometry.bucket_count() {
+            if let Some(b) = store.get(BucketId { tree: 0, index }) {
+                text += &format!("bucket {index} {}\n", hex(b));
+            }
+        }
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+    }
+    let text = std::fs::read_to_string(&path).expect("the stored sample");
+    let (mut key, mut snapshot, mut store) = (None, None, MemoryStore::new());
+    for line in text.lines() {
+        let parts: Vec<&str> = line.split(' ').collect();
+        match parts.as_slice() {
+            ["key", k] => key = Some(<[u8; 32]>::try_from(unhex(k)).unwrap()),
+            ["snapshot", s] => snapshot = Some(unhex(s)),
+            ["bucket", i, b] => {
+                let index = i.parse().unwrap();
+                store.insert(BucketId { tree: 0, index }, unhex(b));
+            }
+            _ => panic!("bad sample line {line}"),
+        }
+    }
+    let mut rng = rand::rng();
+    let mut oram = Oram::restore(&snapshot.unwrap(), Key::from_bytes(key.unwrap()), &mut rng)
+        .expect("today's snapshot restores");
+    for a in 0..16u64 {
+        oram.run(&mut store, &[Op::Read(a)], &mut rng)
+            .expect("today's buckets verify");
+        assert_eq!(oram.result(0), Some(&[a as u8; 16][..]));
+    }
 }

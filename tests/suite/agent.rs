@@ -10,8 +10,6 @@ use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
 
-mod common;
-
 use parking_lot::Mutex;
 use proptest::prelude::*;
 use rand::rngs::StdRng;
@@ -63,7 +61,7 @@ fn spawn_agent(stack: &Stack, state: &Path) -> Agent {
     .arg(&stack.tls.files.ca)
     .arg("--state")
     .arg(state);
-    let (child, addr) = common::spawn_listening(cmd);
+    let (child, addr) = crate::common::spawn_listening(cmd);
     Agent { child, addr }
 }
 
@@ -158,7 +156,7 @@ async fn agent_kill_9_keeps_every_acknowledged_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long: SHROUD_CRASH_ITERS kills (default 200)"]
 async fn agent_kill_9_long() {
-    let iters = common::env_count("SHROUD_CRASH_ITERS", 200);
+    let iters = crate::common::env_count("SHROUD_CRASH_ITERS", 200);
     crash_loop(iters, 2).await;
 }
 

@@ -1,8 +1,6 @@
 //! Property 2: the stash stays within its bound, overflow is a typed error that changes
 //! nothing, and (ignored in CI) the stash-size distribution over 10^6 accesses at N = 2^16.
 
-mod common;
-
 use rand::RngExt;
 use shroud_oram::{Config, Error, Op};
 
@@ -14,13 +12,13 @@ fn overflow_is_typed_and_harmless() {
         stash_limit: 1,
         ..Config::new(64, 16)
     };
-    let (mut oram, mut store, mut rng) = common::oram(config, 21);
+    let (mut oram, mut store, mut rng) = crate::common::oram(config, 21);
     let mut written = std::collections::HashMap::new();
     let mut overflows = 0;
     for v in 0..2000u64 {
         let a = rng.random_range(0..64);
         let before = oram.snapshot().unwrap();
-        let d = common::block(16, a, v);
+        let d = crate::common::block(16, a, v);
         match oram.run(&mut store, &[Op::Write(a, &d)], &mut rng) {
             Ok(()) => {
                 written.insert(a, d);
@@ -54,7 +52,7 @@ fn stash_histogram(n: u64, accesses: u64, seed: u64) -> Vec<u64> {
         stash_limit: 1000,
         ..Config::new(n, 16)
     };
-    let (mut oram, mut store, mut rng) = common::oram(config, seed);
+    let (mut oram, mut store, mut rng) = crate::common::oram(config, seed);
     for a in 0..n {
         oram.run(&mut store, &[Op::Write(a, &[1; 16])], &mut rng)
             .unwrap();
@@ -93,7 +91,7 @@ fn stash_stays_small() {
     assert!(max < 40, "max stash {max}");
 }
 
-/// `cargo test --release -p shroud-oram --test stash -- --ignored --nocapture`
+/// `cargo test --release -p shroud-oram --test engine stash:: -- --ignored --nocapture`
 #[test]
 #[ignore = "long: 10^6 accesses; run by hand to refresh the README's stash table"]
 fn stash_distribution_n_2_pow_16() {

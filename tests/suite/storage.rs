@@ -2,12 +2,10 @@
 //! checked against a model, capabilities, batch semantics, the transcript, and hostile input
 //! while an honest client keeps working.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::TestServer;
+use crate::common::TestServer;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use shroud_client::remote::{ConnError, Connection, RemoteStore};

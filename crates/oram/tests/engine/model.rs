@@ -1,8 +1,6 @@
 //! Property 1: random sequences of Read, Write and Dummy agree with a `HashMap` model, across
 //! many geometries and both position-map modes, in batches whose paths may overlap.
 
-mod common;
-
 use std::collections::HashMap;
 
 use proptest::prelude::*;
@@ -32,7 +30,7 @@ fn config() -> impl Strategy<Value = Config> {
         0u32..=3,
         prop_oneof![
             Just(PositionMap::Flat),
-            Just(common::tiny_recursive()),
+            Just(crate::common::tiny_recursive()),
             Just(PositionMap::Recursive {
                 pos_block: 32,
                 flat_limit: 5
@@ -68,14 +66,14 @@ proptest! {
 
     #[test]
     fn agrees_with_hashmap((config, ops, seed) in config().prop_flat_map(|c| (Just(c), ops(c.capacity), any::<u64>()))) {
-        let (mut oram, mut store, mut rng) = common::oram(config, seed);
+        let (mut oram, mut store, mut rng) = crate::common::oram(config, seed);
         let b = config.block_size as usize;
         let mut model: HashMap<u64, Vec<u8>> = HashMap::new();
         for chunk in ops.chunks(config.max_batch as usize) {
             let datas: Vec<Vec<u8>> = chunk
                 .iter()
                 .map(|m| match m {
-                    M::Write(a, v) => common::block(b, *a, *v),
+                    M::Write(a, v) => crate::common::block(b, *a, *v),
                     _ => Vec::new(),
                 })
                 .collect();
@@ -88,7 +86,7 @@ proptest! {
                     M::Dummy => Op::Dummy,
                 })
                 .collect();
-            let results = common::batch(&mut oram, &mut store, &batch, &mut rng);
+            let results = crate::common::batch(&mut oram, &mut store, &batch, &mut rng);
             for ((m, d), r) in chunk.iter().zip(&datas).zip(results) {
                 match m {
                     M::Read(a) => {
@@ -106,7 +104,7 @@ proptest! {
         }
         // Everything written is still there, read back one by one.
         for (a, v) in &model {
-            let r = common::batch(&mut oram, &mut store, &[Op::Read(*a)], &mut rng);
+            let r = crate::common::batch(&mut oram, &mut store, &[Op::Read(*a)], &mut rng);
             prop_assert_eq!(r[0].as_ref(), Some(v));
         }
     }
@@ -114,14 +112,14 @@ proptest! {
 
 #[test]
 fn single_block_store() {
-    let (mut oram, mut store, mut rng) = common::oram(Config::new(1, 16), 1);
+    let (mut oram, mut store, mut rng) = crate::common::oram(Config::new(1, 16), 1);
     assert_eq!(
-        common::batch(&mut oram, &mut store, &[Op::Read(0)], &mut rng)[0],
+        crate::common::batch(&mut oram, &mut store, &[Op::Read(0)], &mut rng)[0],
         Some(vec![0; 16])
     );
-    common::batch(&mut oram, &mut store, &[Op::Write(0, &[5; 16])], &mut rng);
+    crate::common::batch(&mut oram, &mut store, &[Op::Write(0, &[5; 16])], &mut rng);
     assert_eq!(
-        common::batch(&mut oram, &mut store, &[Op::Read(0)], &mut rng)[0],
+        crate::common::batch(&mut oram, &mut store, &[Op::Read(0)], &mut rng)[0],
         Some(vec![5; 16])
     );
 }
@@ -130,11 +128,11 @@ fn single_block_store() {
 fn read_after_write_in_one_batch() {
     let config = Config {
         max_batch: 4,
-        position_map: common::tiny_recursive(),
+        position_map: crate::common::tiny_recursive(),
         ..Config::new(50, 16)
     };
-    let (mut oram, mut store, mut rng) = common::oram(config, 2);
-    let r = common::batch(
+    let (mut oram, mut store, mut rng) = crate::common::oram(config, 2);
+    let r = crate::common::batch(
         &mut oram,
         &mut store,
         &[
@@ -148,14 +146,14 @@ fn read_after_write_in_one_batch() {
     assert_eq!(r[0], Some(vec![0; 16]));
     assert_eq!(r[2], Some(vec![1; 16]));
     assert_eq!(
-        common::batch(&mut oram, &mut store, &[Op::Read(7)], &mut rng)[0],
+        crate::common::batch(&mut oram, &mut store, &[Op::Read(7)], &mut rng)[0],
         Some(vec![2; 16])
     );
 }
 
 #[test]
 fn rejects_bad_ops() {
-    let (mut oram, mut store, mut rng) = common::oram(Config::new(10, 16), 3);
+    let (mut oram, mut store, mut rng) = crate::common::oram(Config::new(10, 16), 3);
     assert!(matches!(
         oram.run(&mut store, &[Op::Read(10)], &mut rng),
         Err(shroud_oram::DriverError::Oram(
@@ -180,7 +178,7 @@ fn rejects_bad_ops() {
 
 #[test]
 fn invalid_configs() {
-    let mut rng = common::rng(4);
+    let mut rng = crate::common::rng(4);
     for c in [
         Config::new(0, 16),
         Config::new((1 << 32) + 1, 16),

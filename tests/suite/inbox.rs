@@ -2,9 +2,7 @@
 //! client, filed by storage from their routing headers, drained by the recipient, deleted only
 //! once acknowledged, bounded with backpressure, and durable across a restart.
 
-mod common;
-
-use common::TestServer;
+use crate::common::TestServer;
 use shroud_client::mailbox::envelope::{CHUNK_LEN, ENVELOPE_LEN};
 use shroud_client::mailbox::{Envelope, Identity, Reassembly, ReplayWindow};
 use shroud_net::conn::{ConnError, Connection};

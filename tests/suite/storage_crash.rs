@@ -2,15 +2,13 @@
 //! several writers, restart it, and check: every acknowledged batch is there, whole, and the
 //! one batch each writer had in flight is there whole or not at all.
 //!
-//! CI runs 20 kills. `SHROUD_CRASH_ITERS=100 cargo test --release --test storage_crash --
+//! CI runs 20 kills. `SHROUD_CRASH_ITERS=100 cargo test --release --test suite storage_crash:: --
 //! --ignored` runs the long version.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::Duration;
-
-mod common;
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -48,8 +46,8 @@ fn tls(db: &Path) -> ClientTls {
 
 fn spawn(db: &Path) -> Server {
     let files = certs(db);
-    let cmd = common::storage_command(&files, db, "127.0.0.1:0");
-    let (child, addr) = common::spawn_listening(cmd);
+    let cmd = crate::common::storage_command(&files, db, "127.0.0.1:0");
+    let (child, addr) = crate::common::spawn_listening(cmd);
     Server {
         child,
         addr,
@@ -200,7 +198,7 @@ async fn kill_9_loses_no_acknowledged_batch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long: SHROUD_CRASH_ITERS kills (default 100)"]
 async fn kill_9_long() {
-    let iters = common::env_count("SHROUD_CRASH_ITERS", 100);
+    let iters = crate::common::env_count("SHROUD_CRASH_ITERS", 100);
     crash_loop(iters, 2).await;
 }
 

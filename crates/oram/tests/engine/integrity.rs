@@ -5,8 +5,6 @@
 //! a typed `IntegrityError`, the engine state is byte-for-byte unchanged, and once the store
 //! behaves again every block reads back correctly.
 
-mod common;
-
 use std::collections::HashMap;
 
 use proptest::prelude::*;
@@ -111,13 +109,13 @@ fn configs() -> Vec<Config> {
             ..Config::new(300, 32)
         },
         Config {
-            position_map: common::tiny_recursive(),
+            position_map: crate::common::tiny_recursive(),
             ..Config::new(150, 16)
         },
         Config {
             max_batch: 3,
             cached_levels: 1,
-            position_map: common::tiny_recursive(),
+            position_map: crate::common::tiny_recursive(),
             ..Config::new(90, 16)
         },
     ]
@@ -188,7 +186,7 @@ fn every_attack_is_detected() {
         Attack::Invent,
     ];
     for (ci, config) in configs().into_iter().enumerate() {
-        let (mut oram, _, mut rng) = common::oram(config, 100 + ci as u64);
+        let (mut oram, _, mut rng) = crate::common::oram(config, 100 + ci as u64);
         let mut rec = Recording::default();
         let b = config.block_size as usize;
         let n = config.capacity;
@@ -196,7 +194,7 @@ fn every_attack_is_detected() {
         // Some history first, so replays have old versions to use.
         for v in 0..300u64 {
             let a = rng.random_range(0..n);
-            let d = common::block(b, a, v);
+            let d = crate::common::block(b, a, v);
             rec.run(&mut oram, &[Op::Write(a, &d)], &mut rng);
             model.insert(a, d);
         }
@@ -234,7 +232,7 @@ fn invented_buckets_are_detected() {
             ..Config::new(1 << 24, 16)
         },
     ] {
-        let (mut oram, _, mut rng) = common::oram(config, 77);
+        let (mut oram, _, mut rng) = crate::common::oram(config, 77);
         let mut rec = Recording::default();
         rec.run(&mut oram, &[Op::Write(5, &[5; 16])], &mut rng);
         let mut detected = 0;
@@ -264,8 +262,8 @@ proptest! {
     /// state as it was.
     #[test]
     fn arbitrary_buckets_never_panic(seed in any::<u64>(), junk in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..400), 1..40), right_len in any::<bool>()) {
-        let config = Config { position_map: common::tiny_recursive(), cached_levels: 1, ..Config::new(64, 16) };
-        let (mut oram, mut store, mut rng) = common::oram(config, seed);
+        let config = Config { position_map: crate::common::tiny_recursive(), cached_levels: 1, ..Config::new(64, 16) };
+        let (mut oram, mut store, mut rng) = crate::common::oram(config, seed);
         for v in 0..20 {
             oram.run(&mut store, &[Op::Write(v % 64, &[v as u8; 16])], &mut rng).unwrap();
         }
@@ -288,14 +286,14 @@ proptest! {
     /// Arbitrary bytes given to `restore` give a typed error, never a panic.
     #[test]
     fn arbitrary_snapshots_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2000), seed in any::<u64>()) {
-        let mut rng = common::rng(seed);
+        let mut rng = crate::common::rng(seed);
         let _ = Oram::restore(&bytes, shroud_oram::Key::generate(&mut rng), &mut rng);
     }
 }
 
 #[test]
 fn corrupted_snapshot_is_rejected() {
-    let (mut oram, mut store, mut rng) = common::oram(Config::new(64, 16), 9);
+    let (mut oram, mut store, mut rng) = crate::common::oram(Config::new(64, 16), 9);
     oram.run(&mut store, &[Op::Write(1, &[1; 16])], &mut rng)
         .unwrap();
     let snap = oram.snapshot().unwrap();

@@ -2,8 +2,6 @@
 //! running the fixed schedule with D deposits and one drain per epoch, and a real agent
 //! process killed with SIGKILL.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use common::Stack;
+use crate::common::Stack;
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -545,7 +543,7 @@ fn spawn_agent(stack: &Stack, state: &Path) -> (Child, SocketAddr) {
         .arg(state)
         .arg("--storage-key")
         .arg(key);
-    common::spawn_listening(cmd)
+    crate::common::spawn_listening(cmd)
 }
 
 fn bulk(f: OwnedFrame) -> String {
@@ -560,11 +558,11 @@ async fn killing_the_recipient_between_fetch_and_ack_loses_nothing() {
     recipient_crash_loop(8).await;
 }
 
-/// `SHROUD_CRASH_ITERS=100 cargo test --release --test mail -- --ignored --nocapture`
+/// `SHROUD_CRASH_ITERS=100 cargo test --release --test suite mail:: -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn killing_the_recipient_long() {
-    let kills = common::env_count("SHROUD_CRASH_ITERS", 100);
+    let kills = crate::common::env_count("SHROUD_CRASH_ITERS", 100);
     recipient_crash_loop(kills).await;
 }
 

@@ -1,0 +1,232 @@
+//! The stored samples of today's wire format (protocol version [`crate::PROTOCOL_VERSION`]):
+//! one frame of every kind the client, the proxy and storage exchange, byte for byte, in
+//! `samples/frames-v1.txt`. A change to any message shows up here first, and must come with
+//! a new protocol version (which the hello checks) instead of silent breakage. Set
+//! SHROUD_WRITE_SAMPLES=1 to write the file again.
+
+use std::fmt::Write as _;
+
+use crate::mail::{MailBatch, MailReply, Sealed};
+use crate::proxy::{ClientMsg, MailDone, MailSlot, ProxyMsg, Slot, SlotDone, SlotWrite};
+use crate::{
+    Batch, BatchOp, Capability, Envelope, ErrorCode, Geometry, Grant, Hello, Limits, ReadResult,
+    Request, Response, Shape, StoreId, decode, encode,
+};
+
+const SAMPLE: &str = "samples/frames-v1.txt";
+
+fn grant() -> Grant {
+    Grant {
+        store: StoreId([1; 16]),
+        capability: Capability([2; 32]),
+    }
+}
+
+/// One message of every kind, with small distinct contents.
+fn client_messages() -> Vec<(&'static str, ClientMsg)> {
+    vec![
+        ("client-hello", ClientMsg::Hello(Hello::current())),
+        ("register", ClientMsg::Register(grant())),
+        (
+            "slot",
+            ClientMsg::Slot(Slot {
+                seq: 9,
+                grant: grant(),
+                write: true,
+                writes: vec![SlotWrite {
+                    bucket: 3,
+                    data: vec![4; 5],
+                }],
+                reads: vec![6, 7],
+            }),
+        ),
+        (
+            "mail-slot",
+            ClientMsg::Mail(MailSlot {
+                seq: 10,
+                deposits: vec![Envelope(vec![8; 4])],
+                drain: Sealed(vec![9; 3]),
+            }),
+        ),
+        ("client-stats", ClientMsg::Stats),
+    ]
+}
+
+fn proxy_messages() -> Vec<(&'static str, ProxyMsg)> {
+    let shape = Shape::new(64, 32, 1)
+        .and_then(|s| s.with_schedule(2, 100))
+        .expect("shape");
+    vec![
+        ("proxy-hello", ProxyMsg::Hello(Hello::current(), shape)),
+        ("registered", ProxyMsg::Registered),
+        (
+            "done",
+            ProxyMsg::Done(SlotDone {
+                seq: 9,
+                epoch: 11,
+                reads: vec![ReadResult {
+                    present: true,
+                    data: vec![12; 4],
+                }],
+            }),
+        ),
+        ("failed", ProxyMsg::Failed(9, ErrorCode::Unavailable)),
+        (
+            "mail-done",
+            ProxyMsg::MailDone(MailDone {
+                seq: 10,
+                epoch: 11,
+                deposited: vec![Sealed(vec![13; 2])],
+                drained: Sealed(vec![14; 3]),
+            }),
+        ),
+        ("mail-failed", ProxyMsg::MailFailed(10, ErrorCode::Internal)),
+        ("proxy-error", ProxyMsg::Error(ErrorCode::TooManySlots)),
+    ]
+}
+
+fn storage_requests() -> Vec<(&'static str, Request)> {
+    vec![
+        ("storage-hello", Request::Hello(Hello::current())),
+        (
+            "create",
+            Request::CreateStore {
+                store: StoreId([1; 16]),
+                capability: Capability([2; 32]),
+                geometry: Geometry {
+                    bucket_len: 16,
+                    buckets: 31,
+                },
+            },
+        ),
+        (
+            "batch",
+            Request::Batch(Batch {
+                grants: vec![grant()],
+                ops: vec![
+                    BatchOp::Write {
+                        grant: 0,
+                        bucket: 1,
+                        data: vec![2; 3],
+                    },
+                    BatchOp::Read {
+                        grant: 0,
+                        bucket: 4,
+                    },
+                ],
+            }),
+        ),
+        (
+            "mail",
+            Request::Mail(MailBatch {
+                envelope_len: 4,
+                drain_max: 2,
+                deposits: vec![Envelope(vec![5; 4])],
+                drains: vec![Sealed(vec![6; 3])],
+            }),
+        ),
+    ]
+}
+
+fn storage_responses() -> Vec<(&'static str, Response)> {
+    vec![
+        ("storage-hello-reply", Response::Hello(Hello::current())),
+        ("created", Response::Created),
+        (
+            "batch-reply",
+            Response::Batch(vec![ReadResult {
+                present: false,
+                data: vec![0; 4],
+            }]),
+        ),
+        (
+            "mail-reply",
+            Response::Mail(MailReply {
+                deposited: vec![Sealed(vec![7; 2])],
+                drained: vec![Sealed(vec![8; 3])],
+            }),
+        ),
+        ("storage-error", Response::Error(ErrorCode::Unauthorized)),
+    ]
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Every sample as `name hex` lines, in a fixed order.
+fn render() -> String {
+    let limits = Limits::default();
+    let mut lines = String::new();
+    let mut add = |name: &str, bytes: Vec<u8>| {
+        let _ = writeln!(lines, "{name} {}", hex(&bytes));
+    };
+    for (n, m) in client_messages() {
+        add(n, encode(&m, limits).expect("encode"));
+    }
+    for (n, m) in proxy_messages() {
+        add(n, encode(&m, limits).expect("encode"));
+    }
+    for (n, m) in storage_requests() {
+        add(n, encode(&m, limits).expect("encode"));
+    }
+    for (n, m) in storage_responses() {
+        add(n, encode(&m, limits).expect("encode"));
+    }
+    lines
+}
+
+fn stored() -> Vec<(String, Vec<u8>)> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(SAMPLE);
+    if std::env::var_os("SHROUD_WRITE_SAMPLES").is_some() {
+        std::fs::write(&path, render()).expect("write the sample");
+    }
+    let text = std::fs::read_to_string(&path).expect("the stored sample");
+    text.lines()
+        .map(|l| {
+            let (name, h) = l.split_once(' ').expect("name hex");
+            let bytes = (0..h.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&h[i..i + 2], 16).expect("hex"))
+                .collect();
+            (name.to_string(), bytes)
+        })
+        .collect()
+}
+
+fn sample(name: &str) -> Vec<u8> {
+    stored()
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no sample {name}"))
+        .1
+}
+
+#[test]
+fn todays_frames_decode_from_the_stored_sample() {
+    let limits = Limits::default();
+    for (n, m) in client_messages() {
+        assert_eq!(decode::<ClientMsg>(&sample(n), limits).expect(n), m, "{n}");
+    }
+    for (n, m) in proxy_messages() {
+        assert_eq!(decode::<ProxyMsg>(&sample(n), limits).expect(n), m, "{n}");
+    }
+    for (n, m) in storage_requests() {
+        assert_eq!(decode::<Request>(&sample(n), limits).expect(n), m, "{n}");
+    }
+    for (n, m) in storage_responses() {
+        assert_eq!(decode::<Response>(&sample(n), limits).expect(n), m, "{n}");
+    }
+}
+
+#[test]
+fn todays_frames_encode_to_the_stored_sample() {
+    let want: String = stored()
+        .iter()
+        .map(|(n, b)| format!("{n} {}\n", hex(b)))
+        .collect();
+    assert_eq!(render(), want);
+}
