@@ -16,10 +16,6 @@ use shroud_proto::Grant;
 use shroud_proto::Shape;
 use shroud_storage::{Entry, Transcript};
 
-fn grant(rng: &mut StdRng) -> Grant {
-    shroud_client::random_grant(rng)
-}
-
 fn small(epoch_ms: u32) -> Shape {
     Shape::new(64, 32, 1)
         .expect("shape")
@@ -34,9 +30,13 @@ async fn start_client(
 ) -> (Client, tokio::task::JoinHandle<Result<(), ClientError>>) {
     let mut rng = StdRng::seed_from_u64(seed);
     let key = Key::generate(&mut rng);
-    Client::start(stack.client_config().expect("config"), key, grant(&mut rng))
-        .await
-        .expect("client start")
+    Client::start(
+        stack.client_config().expect("config"),
+        key,
+        shroud_client::random_grant(&mut rng),
+    )
+    .await
+    .expect("client start")
 }
 
 /// `ops` random reads and writes, each checked against this client's own model.
@@ -168,9 +168,19 @@ async fn run_for_shape(
     }
     let lines = Transcript::read(&stack.transcript).expect("transcript");
     let height = stack.shape.path_len + stack.shape.cached_levels - 1;
+    // Steady: every client in the batch, none of them in its first epoch. A client's first
+    // slot after connecting carries no write-back, which every party sees anyway (presence,
+    // docs/threat-model.md); under load, joiners' first slots can share an epoch with
+    // everyone else's, so "all clients present" alone does not make an epoch steady.
+    let mut seen = std::collections::HashSet::new();
     let steady: Vec<&Entry> = lines
         .iter()
-        .filter(|e| e.op == shroud_storage::Op::Batch && e.stores.len() == clients)
+        .filter(|e| e.op == shroud_storage::Op::Batch)
+        .filter(|e| {
+            let known = e.stores.iter().all(|s| seen.contains(s));
+            seen.extend(e.stores.iter().cloned());
+            known && e.stores.len() == clients
+        })
         .collect();
     let shapes = steady
         .iter()
@@ -324,7 +334,7 @@ async fn misbehaving_clients_do_not_disturb_the_schedule() {
     let reply = decode::<ProxyMsg>(&c.next().await.unwrap().unwrap(), Limits::default()).unwrap();
     assert_eq!(reply, ProxyMsg::Error(ErrorCode::Malformed));
     // Too many slots in one epoch.
-    let g = grant(&mut rng);
+    let g = shroud_client::random_grant(&mut rng);
     let mut c = registered(&tls, stack.proxy, &g).await;
     let slot = |seq| Slot {
         seq,
@@ -396,9 +406,13 @@ async fn two_proxies_share_one_storage() {
             config.proxy = second;
         }
         clients.push(
-            Client::start(config, Key::generate(&mut rng), grant(&mut rng))
-                .await
-                .expect("start"),
+            Client::start(
+                config,
+                Key::generate(&mut rng),
+                shroud_client::random_grant(&mut rng),
+            )
+            .await
+            .expect("start"),
         );
     }
     let tasks: Vec<_> = clients

@@ -4,11 +4,11 @@
 
 use crate::common::TestServer;
 use shroud_client::mailbox::envelope::{CHUNK_LEN, ENVELOPE_LEN};
-use shroud_client::mailbox::{Envelope, Identity, Reassembly, ReplayWindow};
+use shroud_client::mailbox::{Identity, Reassembly, ReplayWindow, envelope};
 use shroud_net::conn::{ConnError, Connection};
 use shroud_net::transport::ClientTls;
 use shroud_proto::routing::RoutingKey;
-use shroud_proto::{DepositStatus, Envelope as WireEnvelope, ErrorCode, Geometry, Grant, Limits};
+use shroud_proto::{DepositStatus, Envelope, ErrorCode, Geometry, Grant, Limits};
 use shroud_storage::Config;
 
 async fn connect(addr: std::net::SocketAddr) -> Connection {
@@ -41,8 +41,8 @@ fn seal(
     message: &[u8],
     counter: &mut u64,
     id: u64,
-) -> Vec<WireEnvelope> {
-    Envelope::seal_message(
+) -> Vec<Envelope> {
+    envelope::seal_message(
         from,
         &to.address(),
         storage,
@@ -52,9 +52,6 @@ fn seal(
         &mut rand::rng(),
     )
     .unwrap()
-    .into_iter()
-    .map(|e| WireEnvelope(e.0))
-    .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,10 +73,8 @@ async fn envelopes_are_filed_drained_and_deleted_only_when_acknowledged() {
         .collect();
     let mut envs = seal(&alice, &bob, &storage_pk, b"hello bob", &mut ctr, 1);
     envs.extend(seal(&alice, &bob, &storage_pk, &long, &mut ctr, 2));
-    envs.push(WireEnvelope(
-        Envelope::dummy(&storage_pk, &mut rng).unwrap().0,
-    ));
-    envs.push(WireEnvelope(vec![7u8; ENVELOPE_LEN]));
+    envs.push(Envelope(envelope::dummy(&storage_pk, &mut rng).unwrap().0));
+    envs.push(Envelope(vec![7u8; ENVELOPE_LEN]));
     let status = c.deposit(envs).await.unwrap();
     assert_eq!(&status[..5], &[DepositStatus::Delivered; 5]);
     assert_eq!(status[5], DepositStatus::Dropped);
@@ -98,9 +93,7 @@ async fn envelopes_are_filed_drained_and_deleted_only_when_acknowledged() {
     let (mut window, mut re, mut got) =
         (ReplayWindow::default(), Reassembly::default(), Vec::new());
     for d in first.iter().filter(|d| d.present) {
-        let (from, h, body) = Envelope(d.envelope.0.clone())
-            .open(&bob, &[alice.address()])
-            .unwrap();
+        let (from, h, body) = envelope::open(&d.envelope.0, &bob, &[alice.address()]).unwrap();
         window.accept(&from, h.counter).unwrap();
         if let Some(m) = re.add(&from, h, body) {
             got.push(m);
@@ -141,7 +134,7 @@ async fn full_inboxes_push_back_and_queues_survive_a_restart() {
     let mut c = connect(server.addr).await;
     let inbox = open_inbox(&mut c, &carol, 3).await;
     let mut ctr = 0;
-    let envs: Vec<WireEnvelope> = (0..5)
+    let envs: Vec<Envelope> = (0..5)
         .flat_map(|i| seal(&alice, &carol, &storage_pk, b"x", &mut ctr, i))
         .collect();
     let status = c.deposit(envs.clone()).await.unwrap();

@@ -44,7 +44,7 @@ async fn user(stack: &Stack, rng: &mut StdRng) -> User {
     stack.mail_user(rng).await.expect("user")
 }
 
-fn stat(u: &User, f: impl Fn(&shroud_client::schedule::ClientStats) -> u64) -> u64 {
+fn stat(u: &User, f: impl Fn(&shroud_client::ClientStats) -> u64) -> u64 {
     f(u.stats())
 }
 
@@ -296,11 +296,7 @@ impl Backend for Hostile {
     }
 }
 
-async fn wait_stat(
-    u: &User,
-    f: impl Fn(&shroud_client::schedule::ClientStats) -> u64,
-    at_least: u64,
-) {
+async fn wait_stat(u: &User, f: impl Fn(&shroud_client::ClientStats) -> u64, at_least: u64) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while stat(u, &f) < at_least {
         assert!(
@@ -328,7 +324,7 @@ async fn a_lying_storage_server_is_caught_and_its_envelopes_rejected() {
     let alice = user(&stack, &mut rng).await;
     let bob = user(&stack, &mut rng).await;
     befriend(&[("alice", &alice), ("bob", &bob)]).await;
-    let rejected = |s: &shroud_client::schedule::ClientStats| s.mail_rejected.load(Relaxed);
+    let rejected = |s: &shroud_client::ClientStats| s.mail_rejected.load(Relaxed);
     alice.mail.send(&bob.address, b"one").await.unwrap();
     wait_incoming(&bob.mail, &alice.address, 1, 30).await;
 
@@ -368,7 +364,7 @@ async fn a_lying_storage_server_is_caught_and_its_envelopes_rejected() {
 
     // Dropped: storage says "delivered" and files nothing. Bob notices once a later envelope
     // arrives and the gap outlasts its grace period.
-    let missing = |s: &shroud_client::schedule::ClientStats| s.mail_missing.load(Relaxed);
+    let missing = |s: &shroud_client::ClientStats| s.mail_missing.load(Relaxed);
     mode.store(DROP, Relaxed);
     alice
         .mail
@@ -412,7 +408,7 @@ async fn a_full_inbox_pushes_back_and_loses_nothing() {
             tokio::spawn(async move { m.send(&bob_address, &[b'm', b'0' + i]).await })
         })
         .collect();
-    let full = |s: &shroud_client::schedule::ClientStats| s.mail_full.load(Relaxed);
+    let full = |s: &shroud_client::ClientStats| s.mail_full.load(Relaxed);
     wait_stat(&alice, full, 3).await;
     let done = sends.iter().filter(|s| s.is_finished()).count();
     assert_eq!(done, 3, "three fit; two wait");

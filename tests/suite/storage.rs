@@ -8,7 +8,8 @@ use std::time::Duration;
 use crate::common::TestServer;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use shroud_client::remote::{ConnError, Connection, RemoteStore};
+use shroud_client::direct::DirectStore;
+use shroud_net::conn::{ConnError, Connection};
 use shroud_net::transport::ClientTls;
 use shroud_oram::{Config as OramConfig, Key, Op, Oram, PositionMap};
 use shroud_proto::{
@@ -19,12 +20,7 @@ use shroud_storage::{Config, Transcript};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn grant(id: u8, cap: u8) -> Grant {
-    Grant {
-        store: StoreId([id; 16]),
-        capability: Capability([cap; 32]),
-    }
-}
+use shroud_testkit::fixtures::grant;
 
 async fn connect(addr: std::net::SocketAddr) -> Connection {
     Connection::connect(addr, &ClientTls::Plain, Limits::default())
@@ -36,8 +32,8 @@ async fn connect(addr: std::net::SocketAddr) -> Connection {
 async fn oram_workload(addr: std::net::SocketAddr, config: OramConfig, ops: usize, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut oram = Oram::new(config, Key::generate(&mut rng), &mut rng).unwrap();
-    let grants = RemoteStore::new_grants(&oram, &mut rng);
-    let mut remote = RemoteStore::create(connect(addr).await, &oram, grants)
+    let grants = DirectStore::new_grants(&oram, &mut rng);
+    let mut remote = DirectStore::create(connect(addr).await, &oram, grants)
         .await
         .unwrap();
     let b = config.block_size as usize;

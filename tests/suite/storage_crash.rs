@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use shroud_client::remote::Connection;
+use shroud_net::conn::Connection;
 use shroud_net::transport::ClientTls;
-use shroud_proto::{Batch, Capability, Geometry, Grant, Limits, StoreId};
+use shroud_proto::{Batch, Geometry, Limits};
 
 const WRITERS: usize = 4;
 const BUCKETS: u64 = 32;
@@ -61,13 +61,6 @@ fn kill9(mut s: Server) {
     let _ = s.child.wait();
 }
 
-fn grant(w: usize) -> Grant {
-    Grant {
-        store: StoreId([w as u8 + 1; 16]),
-        capability: Capability([w as u8 + 100; 32]),
-    }
-}
-
 /// The buckets batch `i` of writer `w` writes, and their contents.
 fn batch_writes(w: usize, i: u64) -> Vec<(u64, Vec<u8>)> {
     (0..PER_BATCH)
@@ -95,7 +88,10 @@ async fn read_all(s: &Server, w: usize) -> State {
         .await
         .expect("connect after restart");
     let reads = c
-        .batch(Batch::reads(grant(w), 0..BUCKETS))
+        .batch(Batch::reads(
+            shroud_testkit::fixtures::writer(w),
+            0..BUCKETS,
+        ))
         .await
         .expect("read back");
     reads
@@ -112,7 +108,13 @@ async fn writer(addr: SocketAddr, tls: ClientTls, w: usize, start: u64) -> (u64,
     };
     let mut i = start;
     loop {
-        match c.batch(Batch::writes(grant(w), batch_writes(w, i))).await {
+        match c
+            .batch(Batch::writes(
+                shroud_testkit::fixtures::writer(w),
+                batch_writes(w, i),
+            ))
+            .await
+        {
             Ok(_) => i += 1,
             Err(_) => return (i, true),
         }
@@ -132,7 +134,7 @@ async fn crash_loop(iters: usize, seed: u64) {
             .unwrap();
         for w in 0..WRITERS {
             c.create_store(
-                &grant(w),
+                &shroud_testkit::fixtures::writer(w),
                 Geometry {
                     bucket_len: LEN as u32,
                     buckets: BUCKETS,
@@ -213,7 +215,7 @@ async fn sigterm_flushes_and_exits_cleanly() {
             .await
             .unwrap();
         c.create_store(
-            &grant(0),
+            &shroud_testkit::fixtures::writer(0),
             Geometry {
                 bucket_len: LEN as u32,
                 buckets: BUCKETS,
@@ -221,9 +223,12 @@ async fn sigterm_flushes_and_exits_cleanly() {
         )
         .await
         .unwrap();
-        c.batch(Batch::writes(grant(0), batch_writes(0, 0)))
-            .await
-            .unwrap();
+        c.batch(Batch::writes(
+            shroud_testkit::fixtures::writer(0),
+            batch_writes(0, 0),
+        ))
+        .await
+        .unwrap();
     }
     let status = Command::new("kill")
         .args(["-TERM", &s.child.id().to_string()])

@@ -32,12 +32,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use shroud_proto::Grant;
 use shroud_proto::Shape;
-use shroud_proto::proxy::SlotWrite;
 use zeroize::{Zeroize, Zeroizing};
-
-use crate::kv::Index;
-use crate::mailbox::Account;
-use crate::mailbox::courier::MailState;
 
 const VERSION: u32 = 1;
 const NONCE: usize = 24;
@@ -104,24 +99,17 @@ impl Drop for Meta {
     }
 }
 
-/// The write-ahead record of one finished batch.
-#[derive(Clone, Serialize, Deserialize)]
-pub struct Wal {
-    /// `Oram::snapshot` after the batch.
-    #[serde(with = "serde_bytes")]
-    pub snapshot: Vec<u8>,
-    /// The write-back the server is owed, one path per slot.
-    pub pending: Option<Vec<Vec<SlotWrite>>>,
-    /// The next slot sequence number.
-    pub seq: u64,
-    /// The mailbox's outbox, spool and counters.
-    pub mail: Option<MailState>,
+/// A record of the state, named and typed by the layer that owns it (the scheduler's
+/// write-ahead record, the KV index, the mailbox account): this store seals and saves any
+/// of them without knowing what they hold.
+pub trait StateRecord: Serialize + serde::de::DeserializeOwned {
+    /// The record's name: its key in the database and its associated data when sealed, so
+    /// that records cannot be swapped.
+    const NAME: &'static str;
 }
 
-impl Drop for Wal {
-    fn drop(&mut self) {
-        self.snapshot.zeroize();
-    }
+impl StateRecord for Meta {
+    const NAME: &'static str = "meta";
 }
 
 /// The open state store.
@@ -281,7 +269,7 @@ impl Durable {
             cipher: XChaCha20Poly1305::new(&(*key).into()),
             db,
         };
-        s.put("meta", meta)?;
+        s.save(meta)?;
         Ok(s)
     }
 
@@ -299,7 +287,7 @@ impl Durable {
             cipher: XChaCha20Poly1305::new(&(*key).into()),
             db,
         };
-        let meta: Meta = s.get("meta")?.ok_or(StateError::Corrupt("meta"))?;
+        let meta: Meta = s.load()?.ok_or(StateError::Corrupt("meta"))?;
         if meta.version != VERSION {
             return Err(StateError::Corrupt("meta version"));
         }
@@ -323,40 +311,24 @@ impl Durable {
         }
     }
 
-    /// The last saved batch, if any.
-    pub fn load_wal(&self) -> Result<Option<Wal>, StateError> {
-        self.get("wal")
+    /// The saved record of type `R`, if any.
+    pub fn load<R: StateRecord>(&self) -> Result<Option<R>, StateError> {
+        self.get(R::NAME)
     }
 
-    /// Saves a finished batch durably (insert and fsync).
-    pub fn save_wal(&self, wal: &Wal) -> Result<(), StateError> {
-        self.put("wal", wal)
-    }
-
-    /// The mailbox account, if any.
-    pub fn load_account(&self) -> Result<Option<Account>, StateError> {
-        self.get("account")
-    }
-
-    /// Saves the mailbox account durably.
-    pub fn save_account(&self, account: &Account) -> Result<(), StateError> {
-        self.put("account", account)
-    }
-
-    /// The KV key map, if any.
-    pub fn load_index(&self) -> Result<Option<Index>, StateError> {
-        self.get("index")
-    }
-
-    /// Saves the KV key map durably.
-    pub fn save_index(&self, index: &Index) -> Result<(), StateError> {
-        self.put("index", index)
+    /// Saves a record durably (insert and fsync) before returning.
+    pub fn save<R: StateRecord>(&self, record: &R) -> Result<(), StateError> {
+        self.put(R::NAME, record)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv::Index;
+    use crate::mailbox::{Account, MailState};
+    use crate::schedule::Wal;
+    use shroud_proto::proxy::SlotWrite;
     use shroud_proto::{Capability, StoreId};
 
     fn meta() -> Meta {
@@ -383,18 +355,18 @@ mod tests {
         let unlock = Unlock::KeyFile(keyfile.clone());
         {
             let s = Durable::create(&state, &unlock, &meta()).unwrap();
-            s.save_wal(&Wal {
+            s.save(&Wal::<()> {
                 snapshot: vec![9; 100],
                 pending: None,
                 seq: 7,
-                mail: None,
+                rider: None,
             })
             .unwrap();
             assert!(Durable::create(&state, &unlock, &meta()).is_err());
         }
         let (s, m) = Durable::open(&state, &unlock).unwrap();
         assert_eq!(m.oram_key, [3; 32]);
-        assert_eq!(s.load_wal().unwrap().unwrap().seq, 7);
+        assert_eq!(s.load::<Wal<()>>().unwrap().unwrap().seq, 7);
         drop(s);
         // The plaintext is nowhere in the database files.
         for f in std::fs::read_dir(state.join("state.db")).unwrap() {
@@ -467,7 +439,7 @@ mod tests {
                     data: vec![3; 4],
                 }]]),
                 seq: 7,
-                mail: Some(MailState::default()),
+                rider: Some(MailState::default()),
             };
             let account = Account::generate(&mut rand::rng());
             let text = format!(
@@ -494,9 +466,9 @@ mod tests {
         assert_eq!(m.version, VERSION);
         assert_eq!(m.shape, meta().shape);
         assert_eq!(m.grant, meta().grant);
-        let w: Wal = open_record(&cipher, "wal", &field("wal")).unwrap();
+        let w: Wal<MailState> = open_record(&cipher, "wal", &field("wal")).unwrap();
         assert_eq!((w.seq, w.snapshot.clone()), (7, vec![9; 10]));
-        assert!(w.mail.is_some());
+        assert!(w.rider.is_some());
         let i: Index = open_record(&cipher, "index", &field("index")).unwrap();
         assert_eq!(i.next, 1);
         assert_eq!(i.keys[&b"note".to_vec()].blocks, vec![0]);
@@ -504,7 +476,7 @@ mod tests {
         assert!(a.identity().is_ok());
         // A record is bound to its name.
         assert!(matches!(
-            open_record::<Wal>(&cipher, "index", &field("wal")),
+            open_record::<Wal<MailState>>(&cipher, "index", &field("wal")),
             Err(StateError::Decrypt)
         ));
     }

@@ -27,7 +27,8 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 
 use crate::durable::Durable;
-use crate::schedule::{Client, ClientError};
+use crate::durable::StateRecord;
+use crate::{Client, ClientError};
 
 /// Longest key, bytes.
 pub const MAX_KEY: usize = 1024;
@@ -82,6 +83,10 @@ pub struct Index {
     pub next: u64,
 }
 
+impl StateRecord for Index {
+    const NAME: &'static str = "index";
+}
+
 impl Index {
     fn free_blocks(&self, capacity: u64) -> usize {
         self.free.len() + (capacity - self.next) as usize
@@ -134,10 +139,10 @@ impl Kv {
         durable: Arc<Durable>,
     ) -> Result<Self, KvError> {
         let d = durable.clone();
-        let index = tokio::task::spawn_blocking(move || d.load_index())
+        let index = tokio::task::spawn_blocking(move || d.load::<Index>())
             .await
-            .map_err(|e| KvError::Client(ClientError::State(crate::schedule::source(e))))?
-            .map_err(|e| KvError::Client(ClientError::State(crate::schedule::source(e))))?
+            .map_err(|e| KvError::Client(ClientError::State(crate::error::source(e))))?
+            .map_err(|e| KvError::Client(ClientError::State(crate::error::source(e))))?
             .unwrap_or_default();
         Ok(Kv {
             client,
@@ -153,10 +158,10 @@ impl Kv {
             return Ok(());
         };
         let copy = index.clone();
-        tokio::task::spawn_blocking(move || d.save_index(&copy))
+        tokio::task::spawn_blocking(move || d.save(&copy))
             .await
-            .map_err(|e| KvError::Client(ClientError::State(crate::schedule::source(e))))?
-            .map_err(|e| KvError::Client(ClientError::State(crate::schedule::source(e))))
+            .map_err(|e| KvError::Client(ClientError::State(crate::error::source(e))))?
+            .map_err(|e| KvError::Client(ClientError::State(crate::error::source(e))))
     }
 
     /// The block store.

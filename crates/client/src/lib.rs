@@ -1,16 +1,20 @@
 //! The shroud client: the cover-traffic scheduler ([`schedule`]) that keeps K fixed-size
 //! slots per epoch through the proxy, the oblivious key-value store on top of it ([`kv`]),
-//! and a direct ORAM driver over the storage protocol ([`remote`]).
+//! and a direct ORAM driver over the storage protocol, without the proxy ([`direct`]).
 //!
 //! This is the only crate that holds keys.
 
 pub mod agent;
+mod client;
+pub mod direct;
 pub mod durable;
+mod error;
 pub mod kv;
+mod link;
 pub mod mailbox;
-pub mod remote;
 pub mod resp;
 pub mod schedule;
+mod stats;
 
 pub use kv::{Kv, KvError};
 
@@ -25,4 +29,6 @@ pub fn random_grant<R: rand::CryptoRng + ?Sized>(rng: &mut R) -> shroud_proto::G
         capability: shroud_proto::Capability(cap),
     }
 }
-pub use schedule::{Client, ClientConfig, ClientError};
+pub use client::{Client, ClientConfig};
+pub use error::{ClientError, Source};
+pub use stats::ClientStats;

@@ -16,478 +16,137 @@
 //! is a genuine access of a random leaf with a freshly sealed write-back. Operation latency
 //! is visible only to the caller.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use rand::Rng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use shroud_net::frame_codec;
-use shroud_net::transport::{BoxIo, ClientTls};
-use shroud_oram::{Key, Op, Oram, Progress};
-use shroud_proto::Shape;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use shroud_oram::{Op, Oram, Progress};
 use shroud_proto::proxy::{ClientMsg, MailDone, MailSlot, ProxyMsg, Slot, SlotWrite};
-use shroud_proto::{ErrorCode, Grant, Hello, Limits, decode, encode};
+use shroud_proto::{Grant, Shape};
 use tokio::sync::{mpsc, oneshot};
+use zeroize::Zeroize;
 
-use crate::durable::{Durable, Meta, Unlock, Wal};
-use crate::mailbox::courier::{Courier, CourierSetup, MailJob, MailState, Record};
-use crate::mailbox::{Account, Address};
-use parking_lot::RwLock;
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use crate::durable::{Durable, StateRecord};
+use crate::error::{ClientError, message, source};
+use crate::link::{Conn, Link, connect, recv, send};
+use crate::stats::ClientStats;
 
-/// The cause of a [`ClientError`], kept (not flattened into text) and shareable, because
-/// one failure can end the operations of many callers.
-pub type Source = Arc<dyn std::error::Error + Send + Sync + 'static>;
-
-/// A scheduler failure.
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum ClientError {
-    /// The proxy refused us.
-    #[error("proxy refused: {0:?}")]
-    Refused(ErrorCode),
-    /// The proxy's shape does not fit this client's store.
-    #[error("the proxy's slot shape does not fit this store: {0}")]
-    WrongShape(#[source] Source),
-    /// Connecting, sending or receiving failed.
-    #[error("connection: {0}")]
-    Io(#[source] Source),
-    /// The proxy answered something the protocol does not allow.
-    #[error("protocol: {0}")]
-    Protocol(&'static str),
-    /// The server's data failed verification; the operation was not applied.
-    #[error("integrity: {0}")]
-    Integrity(#[source] Source),
-    /// An address or value the store cannot take.
-    #[error("bad request: {0}")]
-    BadRequest(#[source] Source),
-    /// The scheduler has stopped.
-    #[error("the client has stopped")]
-    Closed,
-    /// The local state store failed; the scheduler stopped rather than go on unsafely.
-    #[error("client state: {0}")]
-    State(#[source] Source),
+/// Whoever rides on the schedule beside the K ORAM slots (the mailbox's courier): one frame
+/// of its own every epoch, real or dummy, and that frame's answer; its state is saved in the
+/// write-ahead record of every batch. The scheduler carries the frames and keeps the
+/// write-ahead rule for them; it knows nothing of what they mean.
+pub(crate) trait Rider: Send + 'static {
+    /// What is saved with every batch, and handed back to the rider after a restart.
+    type State: Serialize + DeserializeOwned + Clone + Send + 'static;
+    /// What the rider keeps while its frame is out.
+    type Flight: Send;
+    /// This epoch's frame, numbered `seq` (`None` if the rider cannot make one this epoch; it
+    /// reports why itself).
+    fn board(&mut self, seq: u64, rng: &mut StdRng) -> Option<(MailSlot, Self::Flight)>;
+    /// The answer to this epoch's frame.
+    fn arrive(&mut self, flight: Self::Flight, answer: MailDone);
+    /// The state to save with this batch.
+    fn state(&self) -> &Self::State;
+    /// The state is saved: what waited on it may go ahead.
+    fn saved(&mut self);
 }
 
-/// Wraps any error as a [`Source`].
-pub(crate) fn source(e: impl std::error::Error + Send + Sync + 'static) -> Source {
-    Arc::new(e)
+/// The write-ahead record of one finished batch (the rule is in [`crate::durable`]).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Wal<S> {
+    /// `Oram::snapshot` after the batch.
+    #[serde(with = "serde_bytes")]
+    pub snapshot: Vec<u8>,
+    /// The write-back the server is owed, one path per slot.
+    pub pending: Option<Vec<Vec<SlotWrite>>>,
+    /// The next slot sequence number.
+    pub seq: u64,
+    /// The rider's state (the mailbox's outbox, spool and counters).
+    pub rider: Option<S>,
 }
 
-/// A [`Source`] that is only a message (no error value underneath).
-pub(crate) fn message(text: impl Into<String>) -> Source {
-    let boxed: Box<dyn std::error::Error + Send + Sync> = text.into().into();
-    Arc::from(boxed)
-}
-
-/// Where and how to reach the proxy.
-#[derive(Clone)]
-pub struct ClientConfig {
-    /// The proxy's address.
-    pub proxy: SocketAddr,
-    /// TLS towards the proxy.
-    pub tls: ClientTls,
-    /// The longest wait between reconnection attempts.
-    pub max_backoff: Duration,
-    /// Storage's mailbox routing key, pinned (needed when the proxy runs a mailbox; answers
-    /// that do not open with it are refused).
-    pub storage_key: Option<[u8; 32]>,
-    /// The mailbox account (a durable client keeps its own in the state instead).
-    pub account: Option<Account>,
-}
-
-impl ClientConfig {
-    /// Reconnection backoff up to 2 s.
-    pub fn new(proxy: SocketAddr, tls: ClientTls) -> Self {
-        ClientConfig {
-            proxy,
-            tls,
-            max_backoff: Duration::from_secs(2),
-            storage_key: None,
-            account: None,
-        }
-    }
-
-    /// Pins storage's mailbox routing key.
-    pub fn with_storage_key(mut self, key: [u8; 32]) -> Self {
-        self.storage_key = Some(key);
-        self
-    }
-
-    /// Uses this mailbox account.
-    pub fn with_account(mut self, account: Account) -> Self {
-        self.account = Some(account);
-        self
+impl<S> Drop for Wal<S> {
+    fn drop(&mut self) {
+        self.snapshot.zeroize();
     }
 }
 
-enum Job {
+impl<S: Serialize + DeserializeOwned> StateRecord for Wal<S> {
+    const NAME: &'static str = "wal";
+}
+
+/// One queued operation and where its answer goes.
+pub(crate) enum Job {
+    /// Read a block.
     Read(u64, oneshot::Sender<Result<Vec<u8>, ClientError>>),
+    /// Write a block.
     Write(u64, Vec<u8>, oneshot::Sender<Result<(), ClientError>>),
 }
 
-/// Counters of one client.
-#[derive(Debug, Default)]
-pub struct ClientStats {
-    /// Epochs completed.
-    pub epochs: AtomicU64,
-    /// Real accesses served.
-    pub real: AtomicU64,
-    /// Dummy accesses sent.
-    pub dummy: AtomicU64,
-    /// Reconnections.
-    pub reconnects: AtomicU64,
-    /// Mail slots sent (one per epoch when the proxy runs a mailbox).
-    pub mail_slots: AtomicU64,
-    /// Drained envelopes refused: altered, replayed, from strangers, or malformed.
-    pub mail_rejected: AtomicU64,
-    /// Deposits a full inbox pushed back (each retried later).
-    pub mail_full: AtomicU64,
-    /// Whole messages received.
-    pub mail_received: AtomicU64,
-    /// Epochs whose reads failed verification (the server's data was refused, the batch
-    /// undone, the operations failed with [`ClientError::Integrity`]).
-    pub integrity_failures: AtomicU64,
-    /// Epochs the proxy reported failed at storage, or that got no reply: resent.
-    pub failed_exchanges: AtomicU64,
-    /// Envelopes a contact sent that never arrived while later ones did (storage dropped
-    /// them), declared missing after a grace period.
-    pub mail_missing: AtomicU64,
-}
-
-/// A handle to a running scheduler: `Send + Sync + Clone`, usable from many tasks.
-#[derive(Clone)]
-pub struct Client {
-    jobs: mpsc::Sender<Job>,
-    shape: Shape,
-    stats: Arc<ClientStats>,
-    mail: Option<Arc<MailPort>>,
-}
-
-/// The mailbox's way into the scheduler.
-pub(crate) struct MailPort {
-    pub jobs: mpsc::UnboundedSender<MailJob>,
-    pub contacts: Arc<RwLock<Vec<Address>>>,
-    pub records: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<(u64, Record)>>>,
-    pub address: RwLock<Option<Address>>,
-}
-
-fn check_shape(oram: &Oram, shape: &Shape) -> Result<(), ClientError> {
-    let trees: Vec<_> = oram.trees().collect();
-    match trees.as_slice() {
-        [g] if g.fetched_levels() == shape.path_len as usize
-            && g.ciphertext_len() == shape.bucket_len as usize
-            && g.bucket_count() == shape.buckets =>
-        {
-            Ok(())
-        }
-        _ => Err(ClientError::WrongShape(message(format!(
-            "{trees:?} vs {shape:?}"
-        )))),
-    }
-}
-
-type Conn = Framed<BoxIo, LengthDelimitedCodec>;
-
-/// Connects and exchanges hellos; returns the proxy's shape.
-async fn hello(config: &ClientConfig) -> Result<(Conn, Shape), ClientError> {
-    let io = config
-        .tls
-        .connect(config.proxy)
-        .await
-        .map_err(|e| ClientError::Io(source(e)))?;
-    let mut conn = Framed::new(io, frame_codec(Limits::default()));
-    send(&mut conn, &ClientMsg::Hello(Hello::current())).await?;
-    match recv(&mut conn).await? {
-        ProxyMsg::Hello(_, shape) => Ok((conn, shape)),
-        ProxyMsg::Error(code) => Err(ClientError::Refused(code)),
-        _ => Err(ClientError::Protocol("unexpected reply to hello")),
-    }
-}
-
-/// Connects, exchanges hellos and registers `grant`'s store.
-async fn connect(config: &ClientConfig, grant: &Grant) -> Result<(Conn, Shape), ClientError> {
-    let (mut conn, shape) = hello(config).await?;
-    send(&mut conn, &ClientMsg::Register(grant.clone())).await?;
-    match recv(&mut conn).await? {
-        ProxyMsg::Registered => Ok((conn, shape)),
-        ProxyMsg::Error(code) => Err(ClientError::Refused(code)),
-        _ => Err(ClientError::Protocol("unexpected reply to register")),
-    }
-}
-
-async fn send(conn: &mut Conn, msg: &ClientMsg) -> Result<(), ClientError> {
-    let b = encode(msg, Limits::default()).map_err(|e| ClientError::Io(source(e)))?;
-    conn.send(Bytes::from(b))
-        .await
-        .map_err(|e| ClientError::Io(source(e)))
-}
-
-async fn recv(conn: &mut Conn) -> Result<ProxyMsg, ClientError> {
-    let f = conn
-        .next()
-        .await
-        .ok_or_else(|| ClientError::Protocol("proxy closed the connection"))?
-        .map_err(|e| ClientError::Io(source(e)))?;
-    decode(&f, Limits::default()).map_err(|e| ClientError::Io(source(e)))
-}
-
-/// The scheduler task: it ends once every [`Client`] handle is dropped and the last
+/// The scheduler task: it ends once every [`crate::Client`] handle is dropped and the last
 /// write-back is stored.
 pub type SchedulerTask = tokio::task::JoinHandle<Result<(), ClientError>>;
 
-fn state_err(e: impl std::error::Error + Send + Sync + 'static) -> ClientError {
-    ClientError::State(source(e))
+/// Everything a scheduler starts from.
+pub(crate) struct Start<R> {
+    /// Where and how to reach the proxy again after a failure.
+    pub link: Link,
+    /// The store.
+    pub grant: Grant,
+    /// The proxy's shape.
+    pub shape: Shape,
+    /// The engine.
+    pub oram: Oram,
+    /// The engine's randomness.
+    pub rng: StdRng,
+    /// The registered connection.
+    pub conn: Conn,
+    /// Where each batch is saved, if anywhere.
+    pub durable: Option<Arc<Durable>>,
+    /// Where a restored scheduler picks up.
+    pub resume: Resume,
+    /// Whoever rides on the schedule.
+    pub rider: Option<R>,
+    /// The client's counters.
+    pub stats: Arc<ClientStats>,
 }
 
-impl Client {
-    /// Connects to the proxy, registers the store named by `grant`, and starts the schedule
-    /// with a fresh engine under `key`, keeping no state on disk (tests, demos).
-    pub async fn start(
-        config: ClientConfig,
-        key: Key,
-        grant: Grant,
-    ) -> Result<(Client, SchedulerTask), ClientError> {
-        let (conn, shape) = connect(&config, &grant).await?;
-        let mut rng = StdRng::from_rng(&mut rand::rng());
-        let oram = Oram::new(shape.engine_config(), key, &mut rng)
-            .map_err(|e| ClientError::WrongShape(source(e)))?;
-        check_shape(&oram, &shape)?;
-        let start = Resume {
-            pending: None,
-            seq: 0,
-            mail: MailState::default(),
-        };
-        let account = config.account.clone();
-        Self::launch(config, grant, shape, oram, rng, conn, None, start, account)
-    }
-
-    /// Starts the schedule from the state in `durable` (made by [`Client::create`]):
-    /// restores the engine, resends the write-back it owes, and saves every batch.
-    pub async fn open(
-        config: ClientConfig,
-        durable: Arc<Durable>,
-        meta: &Meta,
-    ) -> Result<(Client, SchedulerTask), ClientError> {
-        let (conn, shape) = connect(&config, &meta.grant).await?;
-        if shape != meta.shape {
-            return Err(ClientError::WrongShape(message(format!(
-                "the state was made for {:?}, the proxy serves {shape:?}",
-                meta.shape
-            ))));
-        }
-        let mut rng = StdRng::from_rng(&mut rand::rng());
-        let key = Key::from_bytes(meta.oram_key);
-        let d = durable.clone();
-        let wal = tokio::task::spawn_blocking(move || d.load_wal())
-            .await
-            .map_err(state_err)?
-            .map_err(state_err)?;
-        let (oram, start) = match wal {
-            Some(w) => (
-                Oram::restore(&w.snapshot, key, &mut rng).map_err(state_err)?,
-                Resume {
-                    pending: w.pending.clone(),
-                    seq: w.seq,
-                    mail: w.mail.clone().unwrap_or_default(),
-                },
-            ),
-            None => (
-                Oram::new(shape.engine_config(), key, &mut rng)
-                    .map_err(|e| ClientError::WrongShape(source(e)))?,
-                Resume {
-                    pending: None,
-                    seq: 0,
-                    mail: MailState::default(),
-                },
-            ),
-        };
-        check_shape(&oram, &shape)?;
-        let d = durable.clone();
-        let stored = tokio::task::spawn_blocking(move || d.load_account())
-            .await
-            .map_err(state_err)?
-            .map_err(state_err)?;
-        let account = stored.or_else(|| config.account.clone());
-        Self::launch(
-            config,
-            meta.grant.clone(),
-            shape,
-            oram,
-            rng,
-            conn,
-            Some(durable),
-            start,
-            account,
-        )
-    }
-
-    /// Makes a new store's state under `dir`: asks the proxy for its shape, draws an ORAM key
-    /// and a grant, and saves them encrypted as `unlock` says.
-    pub async fn create(
-        config: &ClientConfig,
-        dir: &std::path::Path,
-        unlock: &Unlock,
-    ) -> Result<(), ClientError> {
-        let (_, shape) = hello(config).await?;
-        let mut rng = rand::rng();
-        let meta = Meta {
-            version: 1,
-            shape,
-            grant: crate::random_grant(&mut rng),
-            oram_key: *Key::generate(&mut rng).as_bytes(),
-        };
-        let (dir, unlock) = (dir.to_path_buf(), unlock.clone());
-        tokio::task::spawn_blocking(move || Durable::create(&dir, &unlock, &meta).map(|_| ()))
-            .await
-            .map_err(state_err)?
-            .map_err(state_err)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn launch(
-        config: ClientConfig,
-        grant: Grant,
-        shape: Shape,
-        oram: Oram,
-        rng: StdRng,
-        conn: Conn,
-        durable: Option<Arc<Durable>>,
-        start: Resume,
-        account: Option<Account>,
-    ) -> Result<(Client, SchedulerTask), ClientError> {
-        let (tx, rx) = mpsc::channel(1024);
-        let stats = Arc::new(ClientStats::default());
-        let (courier, mail) = if shape.mail() {
-            let storage_key = config.storage_key.ok_or_else(|| {
-                ClientError::WrongShape(message(
-                    "the proxy runs a mailbox: pin storage's routing key (storage_key)",
-                ))
-            })?;
-            let (job_tx, job_rx) = mpsc::unbounded_channel();
-            let (rec_tx, rec_rx) = mpsc::unbounded_channel();
-            let contacts = Arc::new(RwLock::new(Vec::new()));
-            let address = match &account {
-                Some(a) => Some(
-                    a.identity()
-                        .map_err(|e| ClientError::State(source(e)))?
-                        .address(),
-                ),
-                None => None,
-            };
-            let courier = Courier::new(
-                CourierSetup {
-                    stats: stats.clone(),
-                    storage_key,
-                    account,
-                    contacts: contacts.clone(),
-                    records: rec_tx,
-                    jobs: job_rx,
-                },
-                &shape,
-                start.mail,
-            )
-            .map_err(|e| ClientError::WrongShape(source(e)))?;
-            let port = MailPort {
-                jobs: job_tx,
-                contacts,
-                records: parking_lot::Mutex::new(Some(rec_rx)),
-                address: RwLock::new(address),
-            };
-            (Some(courier), Some(Arc::new(port)))
-        } else {
-            (None, None)
-        };
-        let sched = Scheduler {
-            config,
-            grant,
-            shape,
-            oram,
-            rng,
-            conn: Some(conn),
-            jobs: rx,
-            seq: start.seq,
-            pending: start.pending,
-            waiting: Vec::new(),
-            stats: stats.clone(),
-            durable,
-            courier,
-        };
-        Ok((
-            Client {
-                jobs: tx,
-                shape,
-                stats,
-                mail,
-            },
-            tokio::spawn(sched.run()),
-        ))
-    }
-
-    /// The mailbox's way in, if the proxy runs a mailbox.
-    pub(crate) fn mail_port(&self) -> Option<&Arc<MailPort>> {
-        self.mail.as_ref()
-    }
-
-    /// The proxy's shape (capacity and block size of this store).
-    pub fn shape(&self) -> Shape {
-        self.shape
-    }
-
-    /// Counters.
-    pub fn stats(&self) -> &ClientStats {
-        &self.stats
-    }
-
-    /// Reads block `addr` (zeros if never written).
-    pub async fn read(&self, addr: u64) -> Result<Vec<u8>, ClientError> {
-        if addr >= self.shape.capacity {
-            return Err(ClientError::BadRequest(message(format!(
-                "address {addr} past capacity {}",
-                self.shape.capacity
-            ))));
-        }
-        let (tx, rx) = oneshot::channel();
-        self.jobs
-            .send(Job::Read(addr, tx))
-            .await
-            .map_err(|_| ClientError::Closed)?;
-        rx.await.map_err(|_| ClientError::Closed)?
-    }
-
-    /// Writes block `addr`; returns once the write is durable at storage.
-    pub async fn write(&self, addr: u64, data: Vec<u8>) -> Result<(), ClientError> {
-        if addr >= self.shape.capacity || data.len() != self.shape.block_size as usize {
-            return Err(ClientError::BadRequest(message(format!(
-                "address {addr} (capacity {}) or {} bytes (blocks are {})",
-                self.shape.capacity,
-                data.len(),
-                self.shape.block_size
-            ))));
-        }
-        let (tx, rx) = oneshot::channel();
-        self.jobs
-            .send(Job::Write(addr, data, tx))
-            .await
-            .map_err(|_| ClientError::Closed)?;
-        rx.await.map_err(|_| ClientError::Closed)?
-    }
+/// Starts the schedule: returns where to queue operations, and the task.
+pub(crate) fn spawn<R: Rider>(start: Start<R>) -> (mpsc::Sender<Job>, SchedulerTask) {
+    let (tx, rx) = mpsc::channel(1024);
+    let sched = Scheduler {
+        link: start.link,
+        grant: start.grant,
+        shape: start.shape,
+        oram: start.oram,
+        rng: start.rng,
+        conn: Some(start.conn),
+        jobs: rx,
+        seq: start.resume.seq,
+        pending: start.resume.pending,
+        waiting: Vec::new(),
+        stats: start.stats,
+        durable: start.durable,
+        rider: start.rider,
+    };
+    (tx, tokio::spawn(sched.run()))
 }
 
-/// Where a restored scheduler picks up.
-struct Resume {
-    pending: Option<Vec<Vec<SlotWrite>>>,
-    seq: u64,
-    mail: MailState,
+/// Where a (restored) scheduler picks up.
+pub(crate) struct Resume {
+    /// The write-back owed to storage, one path per slot.
+    pub pending: Option<Vec<Vec<SlotWrite>>>,
+    /// The next slot sequence number.
+    pub seq: u64,
 }
 
 /// The task that owns the engine and keeps the schedule.
-struct Scheduler {
-    config: ClientConfig,
+struct Scheduler<R: Rider> {
+    link: Link,
     grant: Grant,
     shape: Shape,
     oram: Oram,
@@ -502,11 +161,11 @@ struct Scheduler {
     stats: Arc<ClientStats>,
     /// Where each finished batch is saved before anything depends on it.
     durable: Option<Arc<Durable>>,
-    /// The mailbox's sending and draining, when the proxy runs a mailbox.
-    courier: Option<Courier>,
+    /// Whoever rides on the schedule (the mailbox, when the proxy runs one).
+    rider: Option<R>,
 }
 
-impl Scheduler {
+impl<R: Rider> Scheduler<R> {
     async fn run(mut self) -> Result<(), ClientError> {
         let k = self.shape.slots_per_epoch as usize;
         let mut closing = false;
@@ -540,9 +199,9 @@ impl Scheduler {
             snapshot: snapshot.to_vec(),
             pending: self.pending.clone(),
             seq: self.seq,
-            mail: self.courier.as_ref().map(|c| c.state().clone()),
+            rider: self.rider.as_ref().map(|c| c.state().clone()),
         };
-        tokio::task::spawn_blocking(move || d.save_wal(&wal))
+        tokio::task::spawn_blocking(move || d.save(&wal))
             .await
             .map_err(|e| ClientError::State(source(e)))?
             .map_err(|e| ClientError::State(source(e)))
@@ -565,20 +224,11 @@ impl Scheduler {
             return Ok(());
         }
         drop(ops);
-        let mail = match self.courier.as_mut() {
-            Some(c) => {
-                c.take_jobs();
-                match c.prepare(self.seq + k as u64, &mut self.rng) {
-                    Ok(m) => Some(m),
-                    Err(e) => {
-                        tracing::error!("cannot seal this epoch's mail: {e}");
-                        None
-                    }
-                }
-            }
+        let boarded = match self.rider.as_mut() {
+            Some(r) => r.board(self.seq + k as u64, &mut self.rng),
             None => None,
         };
-        let (slot_mail, flight) = match mail {
+        let (slot_mail, flight) = match boarded {
             Some((m, f)) => (Some(m), Some(f)),
             None => (None, None),
         };
@@ -591,8 +241,8 @@ impl Scheduler {
             None => Vec::new(),
         };
         let (replies, mail_done) = self.exchange(reads, slot_mail).await;
-        if let (Some(c), Some(f), Some(d)) = (self.courier.as_mut(), flight, mail_done) {
-            c.complete(f, d);
+        if let (Some(r), Some(f), Some(d)) = (self.rider.as_mut(), flight, mail_done) {
+            r.arrive(f, d);
         }
         // The write-back this epoch carried is durable: the previous batch's writes are done.
         for w in self.waiting.drain(..) {
@@ -614,11 +264,12 @@ impl Scheduler {
                 tracing::error!("epoch batch failed verification: {why}");
                 self.stats.integrity_failures.fetch_add(1, Relaxed);
                 fail(jobs, ClientError::Integrity(why));
-                // The mail read this epoch must be saved before the next slot acknowledges it.
-                if self.courier.is_some() {
+                // What the rider read this epoch must be saved before its next frame
+                // acknowledges it.
+                if self.rider.is_some() {
                     self.save().await?;
-                    if let Some(c) = self.courier.as_mut() {
-                        c.after_save();
+                    if let Some(r) = self.rider.as_mut() {
+                        r.saved();
                     }
                 }
                 return Ok(());
@@ -643,8 +294,8 @@ impl Scheduler {
             fail(jobs, e.clone());
             return Err(e);
         }
-        if let Some(c) = self.courier.as_mut() {
-            c.after_save();
+        if let Some(r) = self.rider.as_mut() {
+            r.saved();
         }
         for (j, job) in jobs.into_iter().enumerate() {
             match job {
@@ -734,8 +385,8 @@ impl Scheduler {
                     }
                     self.conn = None;
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.config.max_backoff);
-                    if let Ok((c, shape)) = connect(&self.config, &self.grant).await
+                    backoff = (backoff * 2).min(self.link.max_backoff);
+                    if let Ok((c, shape)) = connect(&self.link, &self.grant).await
                         && shape == self.shape
                     {
                         self.conn = Some(c);

@@ -52,22 +52,22 @@
 
 mod access;
 pub mod bucket;
+mod eager_init;
 mod engine;
-mod format;
 pub mod geometry;
 pub mod integrity;
 pub mod position;
 mod round;
 pub mod seal;
+mod snapshot;
 mod stash;
-mod state;
 mod store;
 
 use serde::{Deserialize, Serialize};
 
 pub use access::{Fetch, Progress, WriteBack};
+pub use eager_init::FormatError;
 pub use engine::Oram;
-pub use format::FormatError;
 pub use geometry::TreeGeometry;
 pub use integrity::IntegrityError;
 pub use position::PositionMap;

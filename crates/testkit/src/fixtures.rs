@@ -10,3 +10,9 @@ pub fn grant(store: u8, capability: u8) -> Grant {
         capability: Capability([capability; 32]),
     }
 }
+
+/// Writer `w`'s grant, for tests and benchmarks with one store per writer: distinct per
+/// writer, and never the all-zero store id (which the mailbox reserves for "no store").
+pub fn writer(w: usize) -> Grant {
+    grant(w as u8 + 1, w as u8 + 100)
+}

@@ -180,7 +180,7 @@ impl MailUser {
     }
 
     /// The client's counters.
-    pub fn stats(&self) -> &shroud_client::schedule::ClientStats {
+    pub fn stats(&self) -> &shroud_client::ClientStats {
         self.kv.client().stats()
     }
 }

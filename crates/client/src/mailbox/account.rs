@@ -25,6 +25,10 @@ impl std::fmt::Debug for Account {
     }
 }
 
+impl crate::durable::StateRecord for Account {
+    const NAME: &'static str = "account";
+}
+
 impl Account {
     /// A fresh account.
     pub fn generate<R: rand::CryptoRng + ?Sized>(rng: &mut R) -> Self {

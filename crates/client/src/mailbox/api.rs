@@ -18,11 +18,11 @@ use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::account::Account;
+use super::courier::MailPort;
 use super::courier::{MAX_MESSAGE, MailError, MailJob, Record};
 use super::identity::Address;
 use crate::durable::Durable;
 use crate::kv::Kv;
-use crate::schedule::MailPort;
 
 const CONTACT: &str = "mail/contact/";
 const MESSAGE: &str = "mail/msg/";
@@ -140,7 +140,7 @@ impl Mailbox {
         let address = account.identity().map_err(store_err)?.address();
         if let Some(d) = self.durable.clone() {
             let a = account.clone();
-            tokio::task::spawn_blocking(move || d.save_account(&a))
+            tokio::task::spawn_blocking(move || d.save(&a))
                 .await
                 .map_err(store_err)?
                 .map_err(store_err)?;

@@ -18,6 +18,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use parking_lot::RwLock;
 use rand::CryptoRng;
+use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use shroud_proto::Shape;
 use shroud_proto::mail::{
@@ -26,13 +27,16 @@ use shroud_proto::mail::{
 };
 use shroud_proto::proxy::{MailDone, MailSlot};
 use shroud_proto::sealed::{Responder, seal_request};
-use shroud_proto::{Capability, DepositStatus, Envelope as WireEnvelope, Grant};
+use shroud_proto::{Capability, DepositStatus, Grant};
 use tokio::sync::{mpsc, oneshot};
 
 use super::ReplayWindow;
 use super::account::Account;
-use super::envelope::{CHUNK_LEN, ENVELOPE_LEN, Envelope, EnvelopeError, Header, Reassembly};
+use super::envelope::{self, CHUNK_LEN, ENVELOPE_LEN, EnvelopeError, Header, Reassembly};
 use super::identity::{Address, Identity};
+use crate::error::ClientError;
+use crate::schedule::Rider;
+use crate::stats::ClientStats;
 
 /// The longest message, bytes (it must fit one value of the KV history).
 pub const MAX_MESSAGE: usize = 60 * 1024;
@@ -215,9 +219,58 @@ pub(crate) enum MailJob {
     Contacts,
 }
 
-/// What the scheduler hands the courier at launch.
+/// The mailbox's way to its courier, which rides on the scheduler.
+pub(crate) struct MailPort {
+    pub jobs: mpsc::UnboundedSender<MailJob>,
+    pub contacts: Arc<RwLock<Vec<Address>>>,
+    pub records: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<(u64, Record)>>>,
+    pub address: RwLock<Option<Address>>,
+}
+
+/// A courier for a client of `shape` (resuming from `state`), and the mailbox's port to it.
+pub(crate) fn attach(
+    shape: &Shape,
+    storage_key: [u8; 32],
+    account: Option<Account>,
+    stats: Arc<ClientStats>,
+    state: MailState,
+) -> Result<(Courier, MailPort), ClientError> {
+    let (job_tx, job_rx) = mpsc::unbounded_channel();
+    let (rec_tx, rec_rx) = mpsc::unbounded_channel();
+    let contacts = Arc::new(RwLock::new(Vec::new()));
+    let address = match &account {
+        Some(a) => Some(
+            a.identity()
+                .map_err(|e| ClientError::State(crate::error::source(e)))?
+                .address(),
+        ),
+        None => None,
+    };
+    let courier = Courier::new(
+        CourierSetup {
+            stats,
+            storage_key,
+            account,
+            contacts: contacts.clone(),
+            records: rec_tx,
+            jobs: job_rx,
+        },
+        shape,
+        state,
+    )
+    .map_err(|e| ClientError::WrongShape(crate::error::source(e)))?;
+    let port = MailPort {
+        jobs: job_tx,
+        contacts,
+        records: parking_lot::Mutex::new(Some(rec_rx)),
+        address: RwLock::new(address),
+    };
+    Ok((courier, port))
+}
+
+/// What the courier is built from.
 pub(crate) struct CourierSetup {
-    pub stats: Arc<crate::schedule::ClientStats>,
+    pub stats: Arc<ClientStats>,
     pub storage_key: [u8; 32],
     pub account: Option<Account>,
     pub contacts: Arc<RwLock<Vec<Address>>>,
@@ -232,7 +285,7 @@ pub(crate) struct InFlight {
 }
 
 pub(crate) struct Courier {
-    stats: Arc<crate::schedule::ClientStats>,
+    stats: Arc<ClientStats>,
     storage_key: [u8; 32],
     d: usize,
     m: u32,
@@ -303,10 +356,6 @@ impl Courier {
     }
 
     /// The state to save.
-    pub fn state(&self) -> &MailState {
-        &self.state
-    }
-
     /// Takes the mailbox's requests (called at the start of every epoch).
     pub fn take_jobs(&mut self) {
         while let Ok(job) = self.jobs.try_recv() {
@@ -410,13 +459,13 @@ impl Courier {
         for o in self.state.outbox.iter().take(self.d) {
             let (id, _) = self.account.as_ref().ok_or(MailError::NoAccount)?;
             let (env, responder) =
-                Envelope::seal_routed(id, &o.to, &self.storage_key, o.header, &o.chunk, rng)?;
-            deposits.push(WireEnvelope(env.0));
+                envelope::seal_routed(id, &o.to, &self.storage_key, o.header, &o.chunk, rng)?;
+            deposits.push(env);
             keys.push((Some(o.id), responder));
         }
         while deposits.len() < self.d {
-            let (env, responder) = Envelope::dummy_routed(&self.storage_key, rng)?;
-            deposits.push(WireEnvelope(env.0));
+            let (env, responder) = envelope::dummy_routed(&self.storage_key, rng)?;
+            deposits.push(env);
             keys.push((None, responder));
         }
         let grant = match &self.account {
@@ -591,7 +640,7 @@ impl Courier {
             return;
         };
         let contacts = self.contacts.read().clone();
-        let opened = Envelope(envelope.clone()).open(me, &contacts);
+        let opened = envelope::open(&envelope, me, &contacts);
         let (from, h, chunk) = match opened {
             Ok(x) => x,
             Err(EnvelopeError::Open) => {
@@ -669,6 +718,34 @@ impl Courier {
             let _ = self.records.send((id, rec.clone()));
         }
         self.announced = self.state.next_id;
+    }
+}
+
+impl Rider for Courier {
+    type State = MailState;
+    type Flight = InFlight;
+
+    fn board(&mut self, seq: u64, rng: &mut StdRng) -> Option<(MailSlot, InFlight)> {
+        self.take_jobs();
+        match self.prepare(seq, rng) {
+            Ok(boarded) => Some(boarded),
+            Err(e) => {
+                tracing::error!("cannot seal this epoch's mail: {e}");
+                None
+            }
+        }
+    }
+
+    fn arrive(&mut self, flight: InFlight, answer: MailDone) {
+        self.complete(flight, answer);
+    }
+
+    fn state(&self) -> &MailState {
+        &self.state
+    }
+
+    fn saved(&mut self) {
+        self.after_save();
     }
 }
 

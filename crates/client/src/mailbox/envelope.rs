@@ -1,4 +1,4 @@
-//! Fixed-size envelopes: sealed to the recipient with HPKE in auth mode (RFC 9180, section
+//! Fixed-size envelopes ([`Envelope`], the wire type): sealed to the recipient with HPKE in auth mode (RFC 9180, section
 //! 5.1.3: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305), so that only the
 //! recipient reads it and the recipient knows which of its contacts sent it; padded, so the
 //! length does not show; chunked, so a long message is several envelopes; numbered, so
@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
 use rand::CryptoRng;
+use shroud_proto::Envelope;
 use shroud_proto::routing::{self, INBOX_LEN, NULL_INBOX, ROUTING_LEN};
 use shroud_proto::sealed::Responder;
 
@@ -68,164 +69,158 @@ pub struct Header {
     pub chunks: u16,
 }
 
-/// A sealed envelope, exactly [`ENVELOPE_LEN`] bytes.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Envelope(pub Vec<u8>);
+/// Seals one chunk (at most [`CHUNK_LEN`] bytes) from `from` to `to`, routed through the
+/// storage key `storage_pk`.
+pub fn seal<R: CryptoRng>(
+    from: &Identity,
+    to: &Address,
+    storage_pk: &[u8; 32],
+    header: Header,
+    chunk: &[u8],
+    rng: &mut R,
+) -> Result<Envelope, EnvelopeError> {
+    seal_routed(from, to, storage_pk, header, chunk, rng).map(|(e, _)| e)
+}
 
-impl Envelope {
-    /// Seals one chunk (at most [`CHUNK_LEN`] bytes) from `from` to `to`, routed through the
-    /// storage key `storage_pk`.
-    pub fn seal<R: CryptoRng>(
-        from: &Identity,
-        to: &Address,
-        storage_pk: &[u8; 32],
-        header: Header,
-        chunk: &[u8],
-        rng: &mut R,
-    ) -> Result<Self, EnvelopeError> {
-        Self::seal_routed(from, to, storage_pk, header, chunk, rng).map(|(e, _)| e)
+/// [`seal`], also returning what opens storage's sealed status for it.
+pub fn seal_routed<R: CryptoRng>(
+    from: &Identity,
+    to: &Address,
+    storage_pk: &[u8; 32],
+    header: Header,
+    chunk: &[u8],
+    rng: &mut R,
+) -> Result<(Envelope, Responder), EnvelopeError> {
+    if chunk.len() > CHUNK_LEN || header.chunk >= header.chunks || header.chunks > MAX_CHUNKS {
+        return Err(EnvelopeError::Malformed);
     }
-
-    /// [`Envelope::seal`], also returning what opens storage's sealed status for it.
-    pub fn seal_routed<R: CryptoRng>(
-        from: &Identity,
-        to: &Address,
-        storage_pk: &[u8; 32],
-        header: Header,
-        chunk: &[u8],
-        rng: &mut R,
-    ) -> Result<(Self, Responder), EnvelopeError> {
-        if chunk.len() > CHUNK_LEN || header.chunk >= header.chunks || header.chunks > MAX_CHUNKS {
-            return Err(EnvelopeError::Malformed);
-        }
-        let mut plain = Vec::with_capacity(HEADER_LEN + CHUNK_LEN);
-        plain.extend_from_slice(&header.counter.to_le_bytes());
-        plain.extend_from_slice(&header.message.to_le_bytes());
-        plain.extend_from_slice(&header.chunk.to_le_bytes());
-        plain.extend_from_slice(&header.chunks.to_le_bytes());
-        plain.extend_from_slice(&(chunk.len() as u16).to_le_bytes());
-        plain.extend_from_slice(chunk);
-        plain.resize(HEADER_LEN + CHUNK_LEN, 0);
-        let pk = <Kem as hpke::Kem>::PublicKey::from_bytes(&to.public_key)
-            .map_err(|_| EnvelopeError::Malformed)?;
-        let mode = OpModeS::Auth((from.sk.clone(), from.pk.clone()));
-        let (enc, ct) = hpke::single_shot_seal_with_rng::<Aead, Kdf, Kem>(
-            &mode, &pk, INFO, &plain, &to.inbox, rng,
-        )
+    let mut plain = Vec::with_capacity(HEADER_LEN + CHUNK_LEN);
+    plain.extend_from_slice(&header.counter.to_le_bytes());
+    plain.extend_from_slice(&header.message.to_le_bytes());
+    plain.extend_from_slice(&header.chunk.to_le_bytes());
+    plain.extend_from_slice(&header.chunks.to_le_bytes());
+    plain.extend_from_slice(&(chunk.len() as u16).to_le_bytes());
+    plain.extend_from_slice(chunk);
+    plain.resize(HEADER_LEN + CHUNK_LEN, 0);
+    let pk = <Kem as hpke::Kem>::PublicKey::from_bytes(&to.public_key)
         .map_err(|_| EnvelopeError::Malformed)?;
-        let mut out = Vec::with_capacity(ENVELOPE_LEN);
-        let (header, responder) =
-            routing::seal(storage_pk, &to.inbox, rng).map_err(|_| EnvelopeError::Routing)?;
-        out.extend_from_slice(&header);
-        out.extend_from_slice(&enc.to_bytes());
-        out.extend_from_slice(&ct);
-        debug_assert_eq!(out.len(), ENVELOPE_LEN);
-        Ok((Envelope(out), responder))
-    }
+    let mode = OpModeS::Auth((from.sk.clone(), from.pk.clone()));
+    let (enc, ct) =
+        hpke::single_shot_seal_with_rng::<Aead, Kdf, Kem>(&mode, &pk, INFO, &plain, &to.inbox, rng)
+            .map_err(|_| EnvelopeError::Malformed)?;
+    let mut out = Vec::with_capacity(ENVELOPE_LEN);
+    let (header, responder) =
+        routing::seal(storage_pk, &to.inbox, rng).map_err(|_| EnvelopeError::Routing)?;
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&enc.to_bytes());
+    out.extend_from_slice(&ct);
+    debug_assert_eq!(out.len(), ENVELOPE_LEN);
+    Ok((Envelope(out), responder))
+}
 
-    /// Seals a whole message: one envelope per chunk, numbered from `counter` on (which
-    /// advances by the number of envelopes), all carrying message id `message`.
-    pub fn seal_message<R: CryptoRng>(
-        from: &Identity,
-        to: &Address,
-        storage_pk: &[u8; 32],
-        message_bytes: &[u8],
-        message: u64,
-        counter: &mut u64,
-        rng: &mut R,
-    ) -> Result<Vec<Self>, EnvelopeError> {
-        let parts = chunks(message_bytes)?;
-        let n = parts.len() as u16;
-        parts
-            .into_iter()
-            .enumerate()
-            .map(|(i, part)| {
-                *counter += 1;
-                let h = Header {
-                    counter: *counter,
-                    message,
-                    chunk: i as u16,
-                    chunks: n,
-                };
-                Envelope::seal(from, to, storage_pk, h, part, rng)
-            })
-            .collect()
-    }
+/// Seals a whole message: one envelope per chunk, numbered from `counter` on (which
+/// advances by the number of envelopes), all carrying message id `message`.
+pub fn seal_message<R: CryptoRng>(
+    from: &Identity,
+    to: &Address,
+    storage_pk: &[u8; 32],
+    message_bytes: &[u8],
+    message: u64,
+    counter: &mut u64,
+    rng: &mut R,
+) -> Result<Vec<Envelope>, EnvelopeError> {
+    let parts = chunks(message_bytes)?;
+    let n = parts.len() as u16;
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, part)| {
+            *counter += 1;
+            let h = Header {
+                counter: *counter,
+                message,
+                chunk: i as u16,
+                chunks: n,
+            };
+            seal(from, to, storage_pk, h, part, rng)
+        })
+        .collect()
+}
 
-    /// A dummy for the null inbox: a real routing header and random bytes for the body.
-    pub fn dummy<R: CryptoRng>(storage_pk: &[u8; 32], rng: &mut R) -> Result<Self, EnvelopeError> {
-        Self::dummy_routed(storage_pk, rng).map(|(e, _)| e)
-    }
+/// A dummy for the null inbox: a real routing header and random bytes for the body.
+pub fn dummy<R: CryptoRng>(storage_pk: &[u8; 32], rng: &mut R) -> Result<Envelope, EnvelopeError> {
+    dummy_routed(storage_pk, rng).map(|(e, _)| e)
+}
 
-    /// [`Envelope::dummy`], also returning what opens storage's sealed status for it.
-    pub fn dummy_routed<R: CryptoRng>(
-        storage_pk: &[u8; 32],
-        rng: &mut R,
-    ) -> Result<(Self, Responder), EnvelopeError> {
-        let mut out = vec![0u8; ENVELOPE_LEN];
-        let (header, responder) =
-            routing::seal(storage_pk, &NULL_INBOX, rng).map_err(|_| EnvelopeError::Routing)?;
-        out[..ROUTING_LEN].copy_from_slice(&header);
-        rng.fill_bytes(&mut out[ROUTING_LEN..]);
-        Ok((Envelope(out), responder))
-    }
+/// [`dummy`], also returning what opens storage's sealed status for it.
+pub fn dummy_routed<R: CryptoRng>(
+    storage_pk: &[u8; 32],
+    rng: &mut R,
+) -> Result<(Envelope, Responder), EnvelopeError> {
+    let mut out = vec![0u8; ENVELOPE_LEN];
+    let (header, responder) =
+        routing::seal(storage_pk, &NULL_INBOX, rng).map_err(|_| EnvelopeError::Routing)?;
+    out[..ROUTING_LEN].copy_from_slice(&header);
+    rng.fill_bytes(&mut out[ROUTING_LEN..]);
+    Ok((Envelope(out), responder))
+}
 
-    /// Opens an envelope addressed to `me` from one of `contacts` (trying each: auth mode
-    /// needs the sender's key, and mail from strangers is refused). Returns the sender, the
-    /// header and the chunk.
-    pub fn open(
-        &self,
-        me: &Identity,
-        contacts: &[Address],
-    ) -> Result<(Address, Header, Vec<u8>), EnvelopeError> {
-        if self.0.len() != ENVELOPE_LEN {
+/// Opens an envelope addressed to `me` from one of `contacts` (trying each: auth mode
+/// needs the sender's key, and mail from strangers is refused). Returns the sender, the
+/// header and the chunk.
+pub fn open(
+    envelope: &[u8],
+    me: &Identity,
+    contacts: &[Address],
+) -> Result<(Address, Header, Vec<u8>), EnvelopeError> {
+    if envelope.len() != ENVELOPE_LEN {
+        return Err(EnvelopeError::Malformed);
+    }
+    let body = &envelope[ROUTING_LEN..];
+    let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&body[..32])
+        .map_err(|_| EnvelopeError::Open)?;
+    let inbox = me.address().inbox;
+    for c in contacts {
+        let Ok(pk) = <Kem as hpke::Kem>::PublicKey::from_bytes(&c.public_key) else {
+            continue;
+        };
+        let mode = OpModeR::Auth(pk);
+        let Ok(plain) = hpke::single_shot_open::<Aead, Kdf, Kem>(
+            &mode,
+            &me.sk,
+            &enc,
+            INFO,
+            &body[32..],
+            &inbox,
+        ) else {
+            continue;
+        };
+        let u64_at = |i: usize| u64::from_le_bytes(plain[i..i + 8].try_into().unwrap_or([0; 8]));
+        let u16_at = |i: usize| u16::from_le_bytes(plain[i..i + 2].try_into().unwrap_or([0; 2]));
+        let header = Header {
+            counter: u64_at(0),
+            message: u64_at(8),
+            chunk: u16_at(16),
+            chunks: u16_at(18),
+        };
+        let len = u16_at(20) as usize;
+        if len > CHUNK_LEN || header.chunk >= header.chunks || header.chunks > MAX_CHUNKS {
             return Err(EnvelopeError::Malformed);
         }
-        let body = &self.0[ROUTING_LEN..];
-        let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&body[..32])
-            .map_err(|_| EnvelopeError::Open)?;
-        let inbox = me.address().inbox;
-        for c in contacts {
-            let Ok(pk) = <Kem as hpke::Kem>::PublicKey::from_bytes(&c.public_key) else {
-                continue;
-            };
-            let mode = OpModeR::Auth(pk);
-            let Ok(plain) = hpke::single_shot_open::<Aead, Kdf, Kem>(
-                &mode,
-                &me.sk,
-                &enc,
-                INFO,
-                &body[32..],
-                &inbox,
-            ) else {
-                continue;
-            };
-            let u64_at =
-                |i: usize| u64::from_le_bytes(plain[i..i + 8].try_into().unwrap_or([0; 8]));
-            let u16_at =
-                |i: usize| u16::from_le_bytes(plain[i..i + 2].try_into().unwrap_or([0; 2]));
-            let header = Header {
-                counter: u64_at(0),
-                message: u64_at(8),
-                chunk: u16_at(16),
-                chunks: u16_at(18),
-            };
-            let len = u16_at(20) as usize;
-            if len > CHUNK_LEN || header.chunk >= header.chunks || header.chunks > MAX_CHUNKS {
-                return Err(EnvelopeError::Malformed);
-            }
-            return Ok((*c, header, plain[HEADER_LEN..HEADER_LEN + len].to_vec()));
-        }
-        Err(EnvelopeError::Open)
+        return Ok((*c, header, plain[HEADER_LEN..HEADER_LEN + len].to_vec()));
     }
+    Err(EnvelopeError::Open)
+}
 
-    /// The inbox this envelope is for, as storage reads it.
-    pub fn inbox(&self, storage: &routing::RoutingKey) -> Result<[u8; INBOX_LEN], EnvelopeError> {
-        storage
-            .open(&self.0[..ROUTING_LEN.min(self.0.len())])
-            .map(|(inbox, _)| inbox)
-            .map_err(|_| EnvelopeError::Open)
-    }
+/// The inbox this envelope is for, as storage reads it.
+pub fn inbox(
+    envelope: &[u8],
+    storage: &routing::RoutingKey,
+) -> Result<[u8; INBOX_LEN], EnvelopeError> {
+    storage
+        .open(&envelope[..ROUTING_LEN.min(envelope.len())])
+        .map(|(inbox, _)| inbox)
+        .map_err(|_| EnvelopeError::Open)
 }
 
 /// Splits a message into chunks of at most [`CHUNK_LEN`] bytes (one empty chunk for an empty
@@ -314,7 +309,7 @@ mod tests {
         counter: &mut u64,
         id: u64,
     ) -> Vec<Envelope> {
-        Envelope::seal_message(
+        seal_message(
             from,
             to,
             &storage.public(),
@@ -339,19 +334,19 @@ mod tests {
         let env = send(&alice, &bob.address(), &storage, b"hi bob", &mut ctr, 1);
         assert_eq!(env.len(), 1);
         assert_eq!(env[0].0.len(), ENVELOPE_LEN);
-        assert_eq!(env[0].inbox(&storage).unwrap(), bob.address().inbox);
+        assert_eq!(inbox(&env[0].0, &storage).unwrap(), bob.address().inbox);
         let contacts = [carol.address(), alice.address()];
-        let (from, h, body) = env[0].open(&bob, &contacts).unwrap();
+        let (from, h, body) = open(&env[0].0, &bob, &contacts).unwrap();
         assert_eq!(
             (from, h.counter, body.as_slice()),
             (alice.address(), 1, &b"hi bob"[..])
         );
         // Carol cannot read it; Bob refuses it from a stranger; an altered byte fails.
-        assert!(env[0].open(&carol, &[alice.address()]).is_err());
-        assert!(env[0].open(&bob, &[carol.address()]).is_err());
+        assert!(open(&env[0].0, &carol, &[alice.address()]).is_err());
+        assert!(open(&env[0].0, &bob, &[carol.address()]).is_err());
         let mut bad = env[0].clone();
         bad.0[ROUTING_LEN + 100] ^= 1;
-        assert!(bad.open(&bob, &contacts).is_err());
+        assert!(open(&bad.0, &bob, &contacts).is_err());
         // Moved to Carol's inbox by a lying storage: the body is bound to Bob's inbox.
         let mut moved = env[0].clone();
         moved.0[..ROUTING_LEN].copy_from_slice(
@@ -359,7 +354,7 @@ mod tests {
                 .unwrap()
                 .0,
         );
-        assert!(moved.open(&carol, &[alice.address()]).is_err());
+        assert!(open(&moved.0, &carol, &[alice.address()]).is_err());
     }
 
     #[test]
@@ -373,16 +368,16 @@ mod tests {
         let mut long = send(&alice, &bob.address(), &storage, &long_msg, &mut ctr, 2);
         assert_eq!(long.len(), long_msg.len().div_ceil(CHUNK_LEN));
         assert!(short.iter().chain(&long).all(|e| e.0.len() == ENVELOPE_LEN));
-        let dummy = Envelope::dummy(&storage.public(), &mut rng).unwrap();
+        let dummy = dummy(&storage.public(), &mut rng).unwrap();
         assert_eq!(dummy.0.len(), ENVELOPE_LEN);
-        assert_eq!(dummy.inbox(&storage).unwrap(), NULL_INBOX);
+        assert_eq!(inbox(&dummy.0, &storage).unwrap(), NULL_INBOX);
         // Out of order, with a duplicate and a replay.
         long.reverse();
         let mut window = ReplayWindow::default();
         let mut re = Reassembly::default();
         let mut done = None;
         for e in long.iter().chain([&long[0]]) {
-            let (from, h, body) = e.open(&bob, &[alice.address()]).unwrap();
+            let (from, h, body) = open(&e.0, &bob, &[alice.address()]).unwrap();
             if window.accept(&from, h.counter).is_err() {
                 continue;
             }

@@ -12,5 +12,5 @@ pub mod identity;
 pub use account::Account;
 pub use api::Mailbox;
 pub use courier::{MAX_MESSAGE, MailError, MailState, Record};
-pub use envelope::{Envelope, Header, Reassembly, ReplayWindow};
+pub use envelope::{Header, Reassembly, ReplayWindow};
 pub use identity::{Address, Identity};

@@ -18,7 +18,7 @@ use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 use shroud_client::Client;
 use shroud_oram::Key;
-use shroud_proto::{Grant, Limits};
+use shroud_proto::Limits;
 
 use shroud_proto::Shape;
 use shroud_testkit::stack::Stack;
@@ -64,10 +64,6 @@ pub struct Report {
     pub client_crypto_ms_per_epoch: f64,
 }
 
-fn grant(rng: &mut StdRng) -> Grant {
-    shroud_client::random_grant(rng)
-}
-
 /// Measures `clients` busy clients for `seconds`.
 pub async fn run_one(clients: usize, shape: Shape, seconds: f64) -> Result<Report> {
     let stack = Stack::start(shape).await?;
@@ -75,7 +71,14 @@ pub async fn run_one(clients: usize, shape: Shape, seconds: f64) -> Result<Repor
     let mut rng = StdRng::seed_from_u64(clients as u64);
     for _ in 0..clients {
         let key = Key::generate(&mut rng);
-        handles.push(Client::start(stack.client_config()?, key, grant(&mut rng)).await?);
+        handles.push(
+            Client::start(
+                stack.client_config()?,
+                key,
+                shroud_client::random_grant(&mut rng),
+            )
+            .await?,
+        );
     }
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(false));

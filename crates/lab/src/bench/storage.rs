@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
-use shroud_client::remote::Connection;
+use shroud_net::conn::Connection;
 use shroud_net::transport::{ClientTls, ServerTls};
 use shroud_oram::TreeGeometry;
-use shroud_proto::{Batch, Capability, Geometry, Grant, Limits, StoreId};
+use shroud_proto::{Batch, Geometry, Limits};
 use shroud_storage::{Backend, Config, Server, SledBackend};
 
 /// One line of `shroud bench storage --json`.
@@ -62,15 +62,6 @@ fn path(geom: &TreeGeometry, rng: &mut StdRng, stamp: u64) -> Vec<(u64, Vec<u8>)
         .collect()
 }
 
-fn grant(w: usize) -> Grant {
-    let mut id = [0u8; 16];
-    id[..8].copy_from_slice(&(w as u64).to_le_bytes());
-    Grant {
-        store: StoreId(id),
-        capability: Capability([w as u8; 32]),
-    }
-}
-
 /// A storage server on a temporary database with `writers` connections, each owning a
 /// store: the setup that [`Harness::rounds`] times.
 pub struct Harness {
@@ -110,7 +101,8 @@ impl Harness {
         let mut conns = Vec::new();
         for w in 0..writers {
             let mut c = Connection::connect(addr, &ClientTls::Plain, Limits::default()).await?;
-            c.create_store(&grant(w), geometry).await?;
+            c.create_store(&shroud_testkit::fixtures::writer(w), geometry)
+                .await?;
             conns.push((c, StdRng::seed_from_u64(w as u64), 0));
         }
         Ok(Harness {
@@ -134,11 +126,14 @@ impl Harness {
             .map(|(w, (mut c, mut rng, mut i))| {
                 tokio::spawn(async move {
                     for _ in 0..rounds {
-                        c.batch(Batch::writes(grant(w), path(&geom, &mut rng, i)))
-                            .await?;
+                        c.batch(Batch::writes(
+                            shroud_testkit::fixtures::writer(w),
+                            path(&geom, &mut rng, i),
+                        ))
+                        .await?;
                         i += 1;
                     }
-                    Ok::<_, shroud_client::remote::RemoteError>((c, rng, i))
+                    Ok::<_, shroud_client::direct::DirectError>((c, rng, i))
                 })
             })
             .collect();

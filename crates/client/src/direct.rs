@@ -1,5 +1,6 @@
-//! The engine's storage seam over TCP: an async client of the storage protocol, and an
-//! async driver that runs ORAM batches against a server.
+//! Direct to storage, without the proxy: an async driver that runs ORAM batches against a
+//! storage server over the storage protocol, for tests, benchmarks and embedding (the
+//! scheduler, through the proxy, is what hides timing).
 //!
 //! Each tree of an [`Oram`] (the data tree and every position-map tree) is one store on the
 //! server, because a store has one bucket length. A round's fetch is one batch of reads; a
@@ -11,14 +12,14 @@
 //! it returns is verified by the engine before use. The capabilities are secrets held here.
 
 use rand::CryptoRng;
-pub use shroud_net::conn::{ConnError, Connection};
+use shroud_net::conn::{ConnError, Connection};
 use shroud_oram::{Op, Oram, Progress};
 use shroud_proto::{Batch, BatchOp, Geometry, Grant};
 
 /// A failure of an ORAM batch over the storage protocol.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum RemoteError {
+pub enum DirectError {
     /// The connection or the server failed.
     #[error(transparent)]
     Conn(#[from] ConnError),
@@ -28,12 +29,12 @@ pub enum RemoteError {
 }
 
 /// The stores that hold one ORAM: one per tree, each with its capability.
-pub struct RemoteStore {
+pub struct DirectStore {
     conn: Connection,
     grants: Vec<Grant>,
 }
 
-impl RemoteStore {
+impl DirectStore {
     /// Fresh random store ids and capabilities, one per tree of `oram`.
     pub fn new_grants<R: CryptoRng + ?Sized>(oram: &Oram, rng: &mut R) -> Vec<Grant> {
         oram.trees().map(|_| crate::random_grant(rng)).collect()
@@ -44,7 +45,7 @@ impl RemoteStore {
         mut conn: Connection,
         oram: &Oram,
         grants: Vec<Grant>,
-    ) -> Result<Self, RemoteError> {
+    ) -> Result<Self, DirectError> {
         for (geom, grant) in oram.trees().zip(&grants) {
             let geometry = Geometry {
                 bucket_len: geom.ciphertext_len() as u32,
@@ -52,12 +53,12 @@ impl RemoteStore {
             };
             conn.create_store(grant, geometry).await?;
         }
-        Ok(RemoteStore { conn, grants })
+        Ok(DirectStore { conn, grants })
     }
 
     /// Uses existing stores.
     pub fn open(conn: Connection, grants: Vec<Grant>) -> Self {
-        RemoteStore { conn, grants }
+        DirectStore { conn, grants }
     }
 
     /// The connection, for other requests.
@@ -68,13 +69,13 @@ impl RemoteStore {
     /// Runs one ORAM batch against the server: one batch of reads per round, then one batch
     /// with every write-back. On any error the engine's batch is aborted (its state is
     /// unchanged) unless the error came after the engine committed, during the write-back:
-    /// then [`RemoteStore::write_back`] must be retried before anything else.
+    /// then [`DirectStore::write_back`] must be retried before anything else.
     pub async fn run<R: CryptoRng + ?Sized>(
         &mut self,
         oram: &mut Oram,
         ops: &[Op<'_>],
         rng: &mut R,
-    ) -> Result<(), RemoteError> {
+    ) -> Result<(), DirectError> {
         oram.begin(ops, rng)?;
         loop {
             if let Err(e) = self.fetch_round(oram).await {
@@ -93,7 +94,7 @@ impl RemoteStore {
         self.write_back(oram).await
     }
 
-    async fn fetch_round(&mut self, oram: &mut Oram) -> Result<(), RemoteError> {
+    async fn fetch_round(&mut self, oram: &mut Oram) -> Result<(), DirectError> {
         let Some(fetch) = oram.fetch() else {
             return Err(ConnError::Unexpected.into());
         };
@@ -123,7 +124,7 @@ impl RemoteStore {
     }
 
     /// Stores the finished batch's write-back (again, after a failure).
-    pub async fn write_back(&mut self, oram: &Oram) -> Result<(), RemoteError> {
+    pub async fn write_back(&mut self, oram: &Oram) -> Result<(), DirectError> {
         let Some(wb) = oram.write_back() else {
             return Ok(());
         };

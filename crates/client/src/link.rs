@@ -1,0 +1,71 @@
+//! The client's connection to the proxy: TLS, the hello (which brings the proxy's shape),
+//! registering the store, and framed messages.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use shroud_net::frame_codec;
+use shroud_net::transport::{BoxIo, ClientTls};
+use shroud_proto::proxy::{ClientMsg, ProxyMsg};
+use shroud_proto::{Grant, Hello, Limits, Shape, decode, encode};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+use crate::error::{ClientError, source};
+
+/// Where and how to reach the proxy.
+#[derive(Clone)]
+pub(crate) struct Link {
+    /// The proxy's address.
+    pub proxy: SocketAddr,
+    /// TLS towards the proxy.
+    pub tls: ClientTls,
+    /// The longest wait between reconnection attempts.
+    pub max_backoff: Duration,
+}
+
+pub(crate) type Conn = Framed<BoxIo, LengthDelimitedCodec>;
+
+/// Connects and exchanges hellos; returns the proxy's shape.
+pub(crate) async fn hello(link: &Link) -> Result<(Conn, Shape), ClientError> {
+    let io = link
+        .tls
+        .connect(link.proxy)
+        .await
+        .map_err(|e| ClientError::Io(source(e)))?;
+    let mut conn = Framed::new(io, frame_codec(Limits::default()));
+    send(&mut conn, &ClientMsg::Hello(Hello::current())).await?;
+    match recv(&mut conn).await? {
+        ProxyMsg::Hello(_, shape) => Ok((conn, shape)),
+        ProxyMsg::Error(code) => Err(ClientError::Refused(code)),
+        _ => Err(ClientError::Protocol("unexpected reply to hello")),
+    }
+}
+
+/// Connects, exchanges hellos and registers `grant`'s store.
+pub(crate) async fn connect(link: &Link, grant: &Grant) -> Result<(Conn, Shape), ClientError> {
+    let (mut conn, shape) = hello(link).await?;
+    send(&mut conn, &ClientMsg::Register(grant.clone())).await?;
+    match recv(&mut conn).await? {
+        ProxyMsg::Registered => Ok((conn, shape)),
+        ProxyMsg::Error(code) => Err(ClientError::Refused(code)),
+        _ => Err(ClientError::Protocol("unexpected reply to register")),
+    }
+}
+
+pub(crate) async fn send(conn: &mut Conn, msg: &ClientMsg) -> Result<(), ClientError> {
+    let b = encode(msg, Limits::default()).map_err(|e| ClientError::Io(source(e)))?;
+    conn.send(Bytes::from(b))
+        .await
+        .map_err(|e| ClientError::Io(source(e)))
+}
+
+pub(crate) async fn recv(conn: &mut Conn) -> Result<ProxyMsg, ClientError> {
+    let f = conn
+        .next()
+        .await
+        .ok_or_else(|| ClientError::Protocol("proxy closed the connection"))?
+        .map_err(|e| ClientError::Io(source(e)))?;
+    decode(&f, Limits::default()).map_err(|e| ClientError::Io(source(e)))
+}

@@ -1,0 +1,32 @@
+//! The counters of one client, shared by the scheduler and whatever rides on it.
+
+use std::sync::atomic::AtomicU64;
+
+/// Counters of one client.
+#[derive(Debug, Default)]
+pub struct ClientStats {
+    /// Epochs completed.
+    pub epochs: AtomicU64,
+    /// Real accesses served.
+    pub real: AtomicU64,
+    /// Dummy accesses sent.
+    pub dummy: AtomicU64,
+    /// Reconnections.
+    pub reconnects: AtomicU64,
+    /// Mail slots sent (one per epoch when the proxy runs a mailbox).
+    pub mail_slots: AtomicU64,
+    /// Drained envelopes refused: altered, replayed, from strangers, or malformed.
+    pub mail_rejected: AtomicU64,
+    /// Deposits a full inbox pushed back (each retried later).
+    pub mail_full: AtomicU64,
+    /// Whole messages received.
+    pub mail_received: AtomicU64,
+    /// Epochs whose reads failed verification (the server's data was refused, the batch
+    /// undone, the operations failed with [`ClientError::Integrity`]).
+    pub integrity_failures: AtomicU64,
+    /// Epochs the proxy reported failed at storage, or that got no reply: resent.
+    pub failed_exchanges: AtomicU64,
+    /// Envelopes a contact sent that never arrived while later ones did (storage dropped
+    /// them), declared missing after a grace period.
+    pub mail_missing: AtomicU64,
+}
