@@ -406,14 +406,11 @@ mod tests {
     const SAMPLE: &str = "samples/state-v1.txt";
 
     fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        data_encoding::HEXLOWER.encode(bytes)
     }
 
     fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        data_encoding::HEXLOWER.decode(s.as_bytes()).unwrap()
     }
 
     #[test]

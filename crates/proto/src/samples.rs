@@ -151,10 +151,7 @@ fn storage_responses() -> Vec<(&'static str, Response)> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    data_encoding::HEXLOWER.encode(bytes)
 }
 
 /// Every sample as `name hex` lines, in a fixed order.
@@ -188,10 +185,7 @@ fn stored() -> Vec<(String, Vec<u8>)> {
     text.lines()
         .map(|l| {
             let (name, h) = l.split_once(' ').expect("name hex");
-            let bytes = (0..h.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&h[i..i + 2], 16).expect("hex"))
-                .collect();
+            let bytes = data_encoding::HEXLOWER.decode(h.as_bytes()).expect("hex");
             (name.to_string(), bytes)
         })
         .collect()

@@ -85,7 +85,7 @@ pub fn routing_key(dir: &Path) -> Result<RoutingKey, OpenError> {
 
 /// Lower-case hex, as `routing.pub` and the logs show a public key.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    data_encoding::HEXLOWER.encode(bytes)
 }
 
 #[cfg(test)]

@@ -241,11 +241,7 @@ mod tests {
     const META_V1: &str = include_str!("../samples/store-meta-v1.hex");
 
     fn unhex(s: &str) -> Vec<u8> {
-        let s = s.trim();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        data_encoding::HEXLOWER.decode(s.trim().as_bytes()).unwrap()
     }
 
     #[test]

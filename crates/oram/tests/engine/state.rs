@@ -205,15 +205,14 @@ fn a_snapshot_that_asks_for_gigabytes_is_refused_first() {
 /// format version, and a migration for the old one).
 const SAMPLE: &str = "samples/store-v1.txt";
 
+use data_encoding::HEXLOWER;
+
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    HEXLOWER.encode(bytes)
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-        .collect()
+    HEXLOWER.decode(s.as_bytes()).expect("hex")
 }
 
 #[test]
