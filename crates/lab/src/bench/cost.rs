@@ -98,7 +98,7 @@ pub fn cost(s: Shape) -> Result<Cost> {
     })
 }
 
-/// The settings in the README's table: the default, and lighter and heavier ones.
+/// The settings in the cost table of docs/benchmarks.md: the default, and lighter and heavier ones.
 pub fn settings() -> Result<Vec<Shape>> {
     let d = Shape::default();
     let every = |ms| d.with_schedule(d.slots_per_epoch, ms);

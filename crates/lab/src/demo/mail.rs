@@ -122,7 +122,7 @@ pub async fn run(seconds: f64) -> Result<()> {
         runs[1].mail.2 + runs[1].batch.2
     );
     println!(
-        "  What storage does learn: the inboxes it filed envelopes in (Bob's in one run, Carol's in the other), not who sent them. See the README's leakage table."
+        "  What storage does learn: the inboxes it filed envelopes in (Bob's in one run, Carol's in the other), not who sent them. See docs/threat-model.md."
     );
     ensure!(same, "the two runs looked different");
     Ok(())

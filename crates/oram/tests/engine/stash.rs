@@ -93,7 +93,7 @@ fn stash_stays_small() {
 
 /// `cargo test --release -p shroud-oram --test engine stash:: -- --ignored --nocapture`
 #[test]
-#[ignore = "long: 10^6 accesses; run by hand to refresh the README's stash table"]
+#[ignore = "long: 10^6 accesses; run by hand to refresh the stash table in docs/benchmarks.md"]
 fn stash_distribution_n_2_pow_16() {
     let hist = stash_histogram(1 << 16, 1_000_000, 23);
     let max = report(1 << 16, &hist);
