@@ -250,7 +250,10 @@ impl ReplayWindow {
     /// Accepts `counter` from `sender` once; refuses repeats and counters older than the window.
     pub fn accept(&mut self, sender: &Address, counter: u64) -> Result<(), EnvelopeError> {
         let (high, recent) = self.seen.entry(sender.public_key).or_default();
-        if counter + WINDOW <= *high || recent.contains(&counter) {
+        // Older than the window: `counter + WINDOW <= high`, without overflowing on a counter
+        // the contact chose near u64::MAX (which wrapped in release and panicked in debug).
+        let too_old = counter.checked_add(WINDOW).is_some_and(|c| c <= *high);
+        if too_old || recent.contains(&counter) {
             return Err(EnvelopeError::Replay);
         }
         recent.push(counter);
@@ -299,6 +302,21 @@ impl Reassembly {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counters_near_the_top_neither_wrap_nor_panic() {
+        let alice = Identity::generate(&mut rand::rng()).address();
+        let mut w = ReplayWindow::default();
+        assert_eq!(w.accept(&alice, u64::MAX - 1), Ok(()));
+        assert_eq!(w.accept(&alice, u64::MAX), Ok(()), "new, not a replay");
+        assert_eq!(w.accept(&alice, u64::MAX), Err(EnvelopeError::Replay));
+        assert_eq!(w.accept(&alice, u64::MAX - 1), Err(EnvelopeError::Replay));
+        assert_eq!(
+            w.accept(&alice, 5),
+            Err(EnvelopeError::Replay),
+            "far below the window"
+        );
+    }
     use shroud_proto::routing::RoutingKey;
 
     fn send(
