@@ -73,7 +73,10 @@ async fn envelopes_are_filed_drained_and_deleted_only_when_acknowledged() {
         .collect();
     let mut envs = seal(&alice, &bob, &storage_pk, b"hello bob", &mut ctr, 1);
     envs.extend(seal(&alice, &bob, &storage_pk, &long, &mut ctr, 2));
-    envs.push(Envelope(envelope::dummy(&storage_pk, &mut rng).unwrap().0));
+    let decoy = envelope::Decoy::generate(&mut rng);
+    envs.push(Envelope(
+        envelope::dummy(&decoy, &storage_pk, &mut rng).unwrap().0,
+    ));
     envs.push(Envelope(vec![7u8; ENVELOPE_LEN]));
     let status = c.deposit(envs).await.unwrap();
     assert_eq!(&status[..5], &[DepositStatus::Delivered; 5]);

@@ -11,6 +11,7 @@ mod common;
 
 mod agent;
 mod inbox;
+mod indistinguishable;
 mod mail;
 mod oblivious;
 mod storage;

@@ -78,6 +78,85 @@ pub fn ks_two_sample(a: &mut [f64], b: &mut [f64]) -> TestResult {
     }
 }
 
+/// Where two sets of byte strings differ most, bit by bit: for every bit position, the
+/// two-sample z statistic of the proportions of ones (pooled variance), and the largest |z|.
+///
+/// Strings are compared position by position up to the shortest string's length (callers
+/// check lengths on their own). A position constant and equal in both sets has z = 0; one
+/// constant in each but different has an infinite |z|.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BitDifference {
+    /// The largest |z| over all positions.
+    pub max_z: f64,
+    /// The bit position (byte * 8 + bit, least significant first) where it is.
+    pub position: usize,
+    /// Bit positions compared.
+    pub positions: usize,
+}
+
+/// The per-bit two-sample test of [`BitDifference`] over `a` and `b` (both non-empty).
+pub fn bit_difference<A: AsRef<[u8]>, B: AsRef<[u8]>>(a: &[A], b: &[B]) -> BitDifference {
+    let len = a
+        .iter()
+        .map(|x| x.as_ref().len())
+        .chain(b.iter().map(|x| x.as_ref().len()))
+        .min()
+        .unwrap_or(0);
+    let ones = |set: &mut dyn Iterator<Item = &[u8]>| {
+        let mut counts = vec![0u32; len * 8];
+        for s in set {
+            for (i, byte) in s[..len].iter().enumerate() {
+                for bit in 0..8 {
+                    counts[i * 8 + bit] += u32::from(byte >> bit & 1);
+                }
+            }
+        }
+        counts
+    };
+    let ca = ones(&mut a.iter().map(AsRef::as_ref));
+    let cb = ones(&mut b.iter().map(AsRef::as_ref));
+    let (na, nb) = (a.len() as f64, b.len() as f64);
+    let mut out = BitDifference {
+        max_z: 0.0,
+        position: 0,
+        positions: len * 8,
+    };
+    for (i, (&x, &y)) in ca.iter().zip(&cb).enumerate() {
+        let (pa, pb) = (f64::from(x) / na, f64::from(y) / nb);
+        let p = (f64::from(x) + f64::from(y)) / (na + nb);
+        let se = (p * (1.0 - p) * (1.0 / na + 1.0 / nb)).sqrt();
+        let z = if pa == pb {
+            0.0
+        } else if se == 0.0 {
+            f64::INFINITY
+        } else {
+            ((pa - pb) / se).abs()
+        };
+        if z > out.max_z {
+            out.max_z = z;
+            out.position = i;
+        }
+    }
+    out
+}
+
+/// The |z| that one of `positions` independent two-sided tests exceeds by chance with
+/// probability about `family_p` (Bonferroni over the normal tail), never below `floor`.
+pub fn bonferroni_z(positions: usize, family_p: f64, floor: f64) -> f64 {
+    let per = family_p / positions.max(1) as f64;
+    // Bisect erfc(z / sqrt 2) = per.
+    let (mut lo, mut hi) = (0.0f64, 40.0f64);
+    for _ in 0..100 {
+        let mid = (lo + hi) / 2.0;
+        if puruspe::erfc(mid / std::f64::consts::SQRT_2) > per {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    hi.max(floor)
+}
+
 /// Upper tail of the chi-squared distribution.
 pub fn chi2_sf(x: f64, df: f64) -> f64 {
     if df <= 0.0 {
@@ -129,6 +208,31 @@ mod tests {
         assert_eq!(r.statistic, 0.0);
         assert!((r.p_value - 1.0).abs() < 1e-9);
         assert!(chi2_uniform(&[400, 0, 0, 0]).p_value < 1e-6);
+    }
+
+    #[test]
+    fn bit_differences_are_found_where_they_are() {
+        use rand::RngExt;
+        let mut rng = rand::rng();
+        let random = |n: usize, rng: &mut rand::rngs::ThreadRng| -> Vec<Vec<u8>> {
+            (0..n)
+                .map(|_| (0..16).map(|_| rng.random()).collect())
+                .collect()
+        };
+        let a = random(2000, &mut rng);
+        let mut b = random(2000, &mut rng);
+        let same = bit_difference(&a, &b);
+        assert_eq!(same.positions, 128);
+        assert!(same.max_z < 5.0, "{same:?}");
+        // Bit 7 of byte 3 always 0 in b: found there.
+        for x in &mut b {
+            x[3] &= 0x7f;
+        }
+        let d = bit_difference(&a, &b);
+        assert_eq!(d.position, 3 * 8 + 7);
+        assert!(d.max_z > 20.0, "{d:?}");
+        assert!((bonferroni_z(1, 0.05, 0.0) - 1.96).abs() < 0.01);
+        assert!(bonferroni_z(100_000, 1e-4, 5.0) > 6.0);
     }
 
     #[test]

@@ -196,6 +196,12 @@ pub enum Request {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope(#[serde(with = "serde_bytes")] pub Vec<u8>);
 
+impl AsRef<[u8]> for Envelope {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// What became of one deposited envelope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DepositStatus {

@@ -47,7 +47,10 @@ pub(crate) async fn serve(
     };
     // The hello.
     let first = match timeout(shared.config.hello_timeout, framed.next()).await {
-        Ok(Some(Ok(f))) => session.on_hello(&f),
+        Ok(Some(Ok(f))) => {
+            shared.record(conn, true, FrameKind::Hello, &f);
+            session.on_hello(&f)
+        }
         Ok(Some(Err(_))) => Err(session.on_oversized()),
         Ok(None) => return,
         Err(_) => Err(ErrorCode::Timeout),
@@ -63,6 +66,7 @@ pub(crate) async fn serve(
         }
     };
     let Ok(b) = send_now(first) else { return };
+    shared.record(conn, false, FrameKind::Hello, &b);
     if framed.send(b).await.is_err() {
         return;
     }
@@ -77,7 +81,7 @@ pub(crate) async fn serve(
             let Ok(b) = encode(&msg, Limits::default()) else {
                 break;
             };
-            out_shared.record(conn, false, FrameKind::of_reply(&msg), b.len());
+            out_shared.record(conn, false, FrameKind::of_reply(&msg), &b);
             if sink.send(Bytes::from(b)).await.is_err() || close {
                 break;
             }
@@ -109,7 +113,7 @@ pub(crate) async fn serve(
                 FrameKind::Mail
             }
         };
-        shared.record(conn, true, kind, frame.len());
+        shared.record(conn, true, kind, &frame);
         match input {
             Input::Stats => {
                 let _ = tx.send(ProxyMsg::Stats(shared.stats.reply())).await;

@@ -127,15 +127,9 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Records a frame in the transcript, if there is one.
-    pub fn record(&self, conn: u64, inbound: bool, kind: transcript::FrameKind, bytes: usize) {
+    pub fn record(&self, conn: u64, inbound: bool, kind: transcript::FrameKind, frame: &[u8]) {
         if let Some(t) = &self.transcript {
-            t.record(&transcript::Entry {
-                epoch: self.open.lock().epoch,
-                conn,
-                inbound,
-                kind,
-                bytes: bytes as u64,
-            });
+            t.record(self.open.lock().epoch, conn, inbound, kind, frame);
         }
     }
 }

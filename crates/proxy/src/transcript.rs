@@ -1,8 +1,12 @@
 //! The proxy operator's-eye log: one JSON line per frame a client sends or receives, with
-//! what the operator sees of it (the open epoch, the connection, the message kind and its
-//! size). Kinds are visible to the operator too: they are the proxy's own protocol.
+//! what the operator sees of it (the open epoch, the connection, the message kind, its size,
+//! when it passed and, on request, every byte). Kinds are visible to the operator too: they
+//! are the proxy's own protocol. Attack tests read it to try to tell workloads apart.
 
 use std::path::Path;
+use std::time::Instant;
+
+use data_encoding::HEXLOWER;
 
 use serde::{Deserialize, Serialize};
 use shroud_net::jsonl::JsonLines;
@@ -66,25 +70,59 @@ pub struct Entry {
     pub kind: FrameKind,
     /// Bytes of the frame.
     pub bytes: u64,
+    /// Microseconds since the transcript was opened, when the proxy read the frame off its
+    /// connection or handed it to it.
+    #[serde(default)]
+    pub micros: u64,
+    /// The frame itself, in lowercase hex (only with [`Transcript::with_frames`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame: Option<String>,
 }
 
 /// The transcript file.
-pub struct Transcript(JsonLines<Entry>);
+pub struct Transcript {
+    lines: JsonLines<Entry>,
+    opened: Instant,
+    frames: bool,
+}
 
 impl Transcript {
+    fn new(lines: JsonLines<Entry>) -> Self {
+        Transcript {
+            lines,
+            opened: Instant::now(),
+            frames: false,
+        }
+    }
+
     /// Creates (truncates) the file.
     pub fn create(path: &Path) -> std::io::Result<Self> {
-        JsonLines::create(path).map(Transcript)
+        JsonLines::create(path).map(Transcript::new)
     }
 
     /// Opens the file to add to it (creating it if missing).
     pub fn append(path: &Path) -> std::io::Result<Self> {
-        JsonLines::append(path).map(Transcript)
+        JsonLines::append(path).map(Transcript::new)
     }
 
-    /// Appends one line and flushes it to the file.
-    pub fn record(&self, entry: &Entry) {
-        if self.0.record(entry).is_err() {
+    /// Also logs every frame's bytes (large: for attack tests).
+    pub fn with_frames(mut self) -> Self {
+        self.frames = true;
+        self
+    }
+
+    /// Appends one line for `frame` and flushes it to the file.
+    pub fn record(&self, epoch: u64, conn: u64, inbound: bool, kind: FrameKind, frame: &[u8]) {
+        let entry = Entry {
+            epoch,
+            conn,
+            inbound,
+            kind,
+            bytes: frame.len() as u64,
+            micros: self.opened.elapsed().as_micros() as u64,
+            frame: self.frames.then(|| HEXLOWER.encode(frame)),
+        };
+        if self.lines.record(&entry).is_err() {
             tracing::warn!("could not write the proxy transcript");
         }
     }

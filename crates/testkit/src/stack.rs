@@ -64,6 +64,9 @@ pub struct Stack {
     pub storage_key: [u8; 32],
     /// How long the proxy waits for storage (applies from the next [`Stack::start_proxy`]).
     pub storage_timeout: std::time::Duration,
+    /// Whether the proxy's transcript keeps every frame's bytes (applies from the next
+    /// [`Stack::start_proxy`]).
+    pub proxy_frames: bool,
     storage_task: JoinHandle<std::io::Result<()>>,
     proxy_task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -103,6 +106,7 @@ impl Stack {
             dir,
             storage_key,
             storage_timeout: std::time::Duration::from_secs(10),
+            proxy_frames: false,
             storage_task,
             proxy_task: None,
         };
@@ -118,11 +122,13 @@ impl Stack {
             storage_timeout: self.storage_timeout,
             ..shroud_proxy::Config::new(self.shape)
         };
+        let mut transcript = shroud_proxy::transcript::Transcript::append(&self.proxy_transcript)?;
+        if self.proxy_frames {
+            transcript = transcript.with_frames();
+        }
         let proxy =
             shroud_proxy::Proxy::new(config, self.storage, self.tls.client()?, self.tls.server()?)
-                .with_transcript(shroud_proxy::transcript::Transcript::append(
-                    &self.proxy_transcript,
-                )?);
+                .with_transcript(transcript);
         self.proxy_task = Some(tokio::spawn(proxy.run(listener, std::future::pending())));
         Ok(())
     }

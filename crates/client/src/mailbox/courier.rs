@@ -304,6 +304,8 @@ pub(crate) struct Courier {
     /// False until the mailbox has loaded the contacts: until then the drain is a dummy, so
     /// nothing is fetched that could not be opened.
     ready: bool,
+    /// The throwaway keys dummy envelopes are sealed with.
+    decoy: envelope::Decoy,
 }
 
 fn now_ms() -> u64 {
@@ -337,6 +339,7 @@ impl Courier {
             unreadable: 0,
             fatal: None,
             ready: false,
+            decoy: envelope::Decoy::generate(&mut rand::rng()),
         };
         if let Some(a) = setup.account {
             c.set_account(&a)?;
@@ -464,7 +467,7 @@ impl Courier {
             keys.push((Some(o.id), responder));
         }
         while deposits.len() < self.d {
-            let (env, responder) = envelope::dummy_routed(&self.storage_key, rng)?;
+            let (env, responder) = envelope::dummy_routed(&self.decoy, &self.storage_key, rng)?;
             deposits.push(env);
             keys.push((None, responder));
         }

@@ -10,8 +10,8 @@
 //! header = counter (u64) | message id (u64) | chunk (u16) | chunks (u16) | chunk length (u16)
 //! ```
 //! The body's associated data is the recipient's inbox id, so a body cannot be refiled to
-//! another inbox. A dummy envelope (for the null inbox) has random bytes where the body is:
-//! nobody but the recipient can tell a body from random bytes.
+//! another inbox. A dummy envelope (for the null inbox) is sealed the same way between
+//! throwaway keys ([`Decoy`]): nobody can tell it from a real one without those keys.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -147,22 +147,52 @@ pub fn seal_message<R: CryptoRng>(
         .collect()
 }
 
-/// A dummy for the null inbox: a real routing header and random bytes for the body.
-pub fn dummy<R: CryptoRng>(storage_pk: &[u8; 32], rng: &mut R) -> Result<Envelope, EnvelopeError> {
-    dummy_routed(storage_pk, rng).map(|(e, _)| e)
+/// The throwaway sender and recipient of dummy envelopes: fresh key pairs that never leave
+/// the process, so that a dummy is a real seal, made by the same code as a real envelope, and
+/// differs from one only in keys nobody else holds (issue 12, finding 1: random bytes there
+/// were told apart by the `enc` key's top bit, always 0 in a real X25519 encoding).
+///
+/// # Security
+/// The recipient's inbox is [`NULL_INBOX`], so storage drops what it receives; the body opens
+/// for nobody. Seal costs what a real envelope's does (one auth-mode HPKE seal and one
+/// routing seal), so the time to build a slot does not depend on how much of it is real.
+pub struct Decoy {
+    from: Identity,
+    to: Address,
+}
+
+impl Decoy {
+    /// Fresh throwaway keys.
+    pub fn generate<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
+        let from = Identity::generate(rng);
+        let mut to = Identity::generate(rng).address();
+        to.inbox = NULL_INBOX;
+        Decoy { from, to }
+    }
+}
+
+/// A dummy for the null inbox: a real seal of an empty chunk between throwaway keys.
+pub fn dummy<R: CryptoRng>(
+    decoy: &Decoy,
+    storage_pk: &[u8; 32],
+    rng: &mut R,
+) -> Result<Envelope, EnvelopeError> {
+    dummy_routed(decoy, storage_pk, rng).map(|(e, _)| e)
 }
 
 /// [`dummy`], also returning what opens storage's sealed status for it.
 pub fn dummy_routed<R: CryptoRng>(
+    decoy: &Decoy,
     storage_pk: &[u8; 32],
     rng: &mut R,
 ) -> Result<(Envelope, Responder), EnvelopeError> {
-    let mut out = vec![0u8; ENVELOPE_LEN];
-    let (header, responder) =
-        routing::seal(storage_pk, &NULL_INBOX, rng).map_err(|_| EnvelopeError::Routing)?;
-    out[..ROUTING_LEN].copy_from_slice(&header);
-    rng.fill_bytes(&mut out[ROUTING_LEN..]);
-    Ok((Envelope(out), responder))
+    let header = Header {
+        counter: rng.next_u64(),
+        message: rng.next_u64(),
+        chunk: 0,
+        chunks: 1,
+    };
+    seal_routed(&decoy.from, &decoy.to, storage_pk, header, &[], rng)
 }
 
 /// Opens an envelope addressed to `me` from one of `contacts` (trying each: auth mode
@@ -386,7 +416,7 @@ mod tests {
         let mut long = send(&alice, &bob.address(), &storage, &long_msg, &mut ctr, 2);
         assert_eq!(long.len(), long_msg.len().div_ceil(CHUNK_LEN));
         assert!(short.iter().chain(&long).all(|e| e.0.len() == ENVELOPE_LEN));
-        let dummy = dummy(&storage.public(), &mut rng).unwrap();
+        let dummy = dummy(&Decoy::generate(&mut rng), &storage.public(), &mut rng).unwrap();
         assert_eq!(dummy.0.len(), ENVELOPE_LEN);
         assert_eq!(inbox(&dummy.0, &storage).unwrap(), NULL_INBOX);
         // Out of order, with a duplicate and a replay.

@@ -73,6 +73,7 @@ pub fn connections(transcript: &Path) -> std::io::Result<BTreeMap<u64, ConnView>
         inbound,
         kind,
         bytes,
+        ..
     } in ProxyTranscript::read(transcript)?
     {
         if kind == FrameKind::Stats {

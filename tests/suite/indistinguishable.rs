@@ -1,0 +1,273 @@
+//! Issue 12, finding 1: the proxy must not tell a real envelope from a dummy, nor a sending
+//! client's frames from an idle one's, at any bit position.
+//!
+//! The harness (per-bit two-sample z tests, [`shroud_lab::stats::bit_difference`], over
+//! byte strings the operator sees) is what later delivery protocols are checked with too.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use curve25519_dalek::montgomery::MontgomeryPoint;
+use rand::rngs::StdRng;
+use rand::{Rng, RngExt, SeedableRng};
+use shroud_client::mailbox::envelope::{self, CHUNK_LEN, Decoy, Header};
+use shroud_client::mailbox::{Address, Identity};
+use shroud_lab::stats::{bit_difference, bonferroni_z};
+use shroud_proto::proxy::ClientMsg;
+use shroud_proto::routing::{ROUTING_LEN, RoutingKey};
+use shroud_proto::{Capability, Envelope, Grant, Shape, StoreId};
+use shroud_proxy::transcript::{FrameKind, Transcript};
+
+use crate::common::Stack;
+
+/// The X25519 public keys an envelope carries in the clear: the routing header's and the
+/// body's encapsulated keys.
+fn encapsulated_keys(e: &Envelope) -> [[u8; 32]; 2] {
+    let at = |i: usize| e.0[i..i + 32].try_into().expect("32 bytes");
+    [at(0), at(ROUTING_LEN)]
+}
+
+/// A canonical encoding (top bit clear) of a point on Curve25519, not on its twist.
+fn on_curve(u: &[u8; 32]) -> bool {
+    u[31] & 0x80 == 0 && MontgomeryPoint(*u).to_edwards(0).is_some()
+}
+
+#[test]
+fn dummy_envelopes_match_real_ones_bit_for_bit() {
+    const N: usize = 10_000;
+    let mut rng = StdRng::seed_from_u64(121);
+    let storage = RoutingKey::generate(&mut rng).public();
+    let people: Vec<Identity> = (0..8).map(|_| Identity::generate(&mut rng)).collect();
+    let real: Vec<Envelope> = (0..N)
+        .map(|i| {
+            let (from, to) = (&people[i % 8], people[(i / 8) % 8].address());
+            let len = rng.random_range(0..=CHUNK_LEN);
+            let chunk: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            let header = Header {
+                counter: i as u64 + 1,
+                message: rng.random(),
+                chunk: 0,
+                chunks: 1,
+            };
+            envelope::seal(from, &to, &storage, header, &chunk, &mut rng).expect("seal")
+        })
+        .collect();
+    let decoy = Decoy::generate(&mut rng);
+    let dummies: Vec<Envelope> = (0..N)
+        .map(|_| envelope::dummy(&decoy, &storage, &mut rng).expect("dummy"))
+        .collect();
+    let d = bit_difference(&real, &dummies);
+    assert_eq!(d.positions, 8 * envelope::ENVELOPE_LEN);
+    assert!(
+        d.max_z < 5.0,
+        "bit {} of {}: |z| = {:.1}",
+        d.position,
+        d.positions,
+        d.max_z
+    );
+    for (set, name) in [(&real, "real"), (&dummies, "dummy")] {
+        for e in set.iter() {
+            for key in encapsulated_keys(e) {
+                assert!(on_curve(&key), "a {name} envelope's key is off the curve");
+            }
+        }
+    }
+    // The test has the power to see the old dummies (random bytes after the routing header):
+    // the body key's top bit and the curve check give them away.
+    let old: Vec<Envelope> = dummies
+        .iter()
+        .map(|e| {
+            let mut b = e.0.clone();
+            rng.fill_bytes(&mut b[ROUTING_LEN..]);
+            Envelope(b)
+        })
+        .collect();
+    let d = bit_difference(&real, &old);
+    assert_eq!(d.position, 8 * (ROUTING_LEN + 31) + 7, "{d:?}");
+    assert!(d.max_z > 50.0, "{d:?}");
+    let off = old
+        .iter()
+        .filter(|e| !on_curve(&encapsulated_keys(e)[1]))
+        .count();
+    assert!(off > N / 2, "{off} of {N} old dummies off the curve");
+}
+
+fn shape() -> Shape {
+    Shape::new(1024, 512, 3)
+        .expect("shape")
+        .with_schedule(2, 25)
+        .expect("shape")
+        .with_mail(2, 4)
+}
+
+/// Frames of one connection and kind, in order, with their epochs.
+type Frames = BTreeMap<(u64, FrameKind), Vec<(u64, Vec<u8>)>>;
+
+/// The frames clients sent, as the proxy read them, with the two fields that name a client
+/// blanked: a slot's grant (the proxy must know whose store it serves) and each written
+/// bucket's nonce, `salt || counter` (the salt names the client's lineage; the counter is
+/// returned per connection, to check that it only counts slots). Every other bit is kept.
+fn inbound_frames(stack: &Stack) -> (Frames, BTreeMap<u64, Vec<Vec<u64>>>) {
+    let mut out = Frames::new();
+    let mut counters: BTreeMap<u64, Vec<Vec<u64>>> = BTreeMap::new();
+    for e in Transcript::read(&stack.proxy_transcript).expect("transcript") {
+        if !e.inbound {
+            continue;
+        }
+        let Some(hex) = e.frame else { continue };
+        let mut bytes = data_encoding::HEXLOWER.decode(hex.as_bytes()).expect("hex");
+        if e.kind == FrameKind::Slot {
+            let limits = shroud_proto::Limits::default();
+            let Ok(ClientMsg::Slot(mut slot)) = shroud_proto::decode(&bytes, limits) else {
+                panic!("a slot frame that is not a slot");
+            };
+            slot.grant = Grant {
+                store: StoreId([0; 16]),
+                capability: Capability([0; 32]),
+            };
+            if slot.write {
+                let mut cs = Vec::new();
+                for w in &mut slot.writes {
+                    let counter: [u8; 8] = w.data[4..12].try_into().expect("a nonce");
+                    cs.push(u64::from_be_bytes(counter));
+                    w.data[..12].fill(0);
+                }
+                counters.entry(e.conn).or_default().push(cs);
+            }
+            bytes = shroud_proto::encode(&ClientMsg::Slot(slot), limits).expect("encode");
+        }
+        out.entry((e.conn, e.kind))
+            .or_default()
+            .push((e.epoch, bytes));
+    }
+    (out, counters)
+}
+
+/// A connection's nonce counters count its bucket writes and nothing else: each round's K
+/// write-backs (sent one after the other) take the next consecutive values. (Two paths of a
+/// round share their top buckets, which both slots carry with the same sealed bytes.)
+fn counters_only_count(conn: u64, frames: &[Vec<u64>], k: usize) {
+    let mut next = None;
+    for round in frames.chunks_exact(k) {
+        let values: std::collections::BTreeSet<u64> = round.iter().flatten().copied().collect();
+        let (first, last) = (values.first().copied(), values.last().copied());
+        let (Some(first), Some(last)) = (first, last) else {
+            continue;
+        };
+        if let Some(n) = next {
+            assert_eq!(
+                first, n,
+                "connection {conn}: a gap or a reuse in its nonce counters"
+            );
+        }
+        assert_eq!(
+            last - first + 1,
+            values.len() as u64,
+            "connection {conn}: a round's counters are not consecutive"
+        );
+        next = Some(last + 1);
+    }
+}
+
+/// An idle client and one that sends mail in every slot, side by side: over every frame kind
+/// the client sends, whole frames as the proxy reads them, no bit position differs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sending_client_and_an_idle_one_send_the_same_bits() {
+    const EPOCHS: u64 = 400;
+    let mut stack = Stack::start(shape()).await.expect("stack");
+    stack.proxy_frames = true;
+    stack.kill_proxy().await;
+    stack.start_proxy().await.expect("proxy with frames");
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    let idle = stack.mail_user(&mut rng).await.expect("idle");
+    let sender = stack.mail_user(&mut rng).await.expect("sender");
+    let sink = stack.mail_user(&mut rng).await.expect("sink");
+    shroud_testkit::stack::befriend(&[("idle", &idle), ("sender", &sender), ("sink", &sink)])
+        .await
+        .expect("contacts");
+    let to: Address = sink.address;
+    let start = Instant::now();
+    let slots = || sender.stats().mail_slots.load(Relaxed);
+    let first = slots();
+    let body = vec![0x5a; 40 * CHUNK_LEN];
+    let busy = async {
+        while slots() < first + EPOCHS {
+            sender.mail.send(&to, &body).await.expect("send");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), busy)
+        .await
+        .expect("the sender's epochs");
+    let received = sink.stats().mail_received.load(Relaxed);
+    for u in [idle, sender, sink] {
+        u.stop().await;
+    }
+    let (frames, counters) = inbound_frames(&stack);
+    for (conn, cs) in &counters {
+        counters_only_count(*conn, cs, shape().slots_per_epoch as usize);
+    }
+    // Two deposits an epoch, 40 envelopes a message: a busy sender delivers about 20
+    // messages in 400 epochs.
+    assert!(
+        received * 40 >= EPOCHS * 3 / 2,
+        "{received} messages arrived in {EPOCHS} epochs: the sender was not busy"
+    );
+    assert!(start.elapsed() < Duration::from_secs(120));
+    let conns: std::collections::BTreeSet<u64> = frames
+        .keys()
+        .filter(|(_, k)| *k == FrameKind::Mail)
+        .map(|(c, _)| *c)
+        .collect();
+    assert_eq!(conns.len(), 3, "a client reconnected: {conns:?}");
+    // Connections 0, 1, 2 are the idle client, the sender and the sink, in start order.
+    let kinds = [
+        FrameKind::Hello,
+        FrameKind::Register,
+        FrameKind::Slot,
+        FrameKind::Mail,
+    ];
+    for kind in kinds {
+        let of = |conn: u64| -> Vec<(u64, Vec<u8>)> {
+            frames.get(&(conn, kind)).cloned().unwrap_or_default()
+        };
+        let (a, b) = (of(0), of(1));
+        assert!(!a.is_empty() && !b.is_empty(), "{kind:?}: no frames");
+        let lens = |x: &[(u64, Vec<u8>)]| {
+            x.iter()
+                .map(|(_, f)| f.len())
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        assert_eq!(lens(&a), lens(&b), "{kind:?}: frame sizes differ");
+        if a.len() < 100 {
+            // Hello and Register: once per connection, sent before any work; the same
+            // sizes (above) and, for the hello, the same bytes.
+            if kind == FrameKind::Hello {
+                assert_eq!(a[0].1, b[0].1, "hellos differ");
+            }
+            continue;
+        }
+        // The epochs both were in, past the sender's start: the same number of frames each.
+        let from = b.iter().map(|(e, _)| *e).min().unwrap_or(0).max(a[0].0) + 4;
+        let pick = |x: &[(u64, Vec<u8>)]| -> Vec<Vec<u8>> {
+            x.iter()
+                .filter(|(e, _)| *e >= from)
+                .map(|(_, f)| f.clone())
+                .collect()
+        };
+        let (mut a, mut b) = (pick(&a), pick(&b));
+        let n = a.len().min(b.len());
+        assert!(n >= 300, "{kind:?}: only {n} frames to compare");
+        a.truncate(n);
+        b.truncate(n);
+        let d = bit_difference(&a, &b);
+        let limit = bonferroni_z(d.positions, 1e-3, 5.0);
+        assert!(
+            d.max_z < limit,
+            "{kind:?}: bit {} of {} differs between an idle and a sending client: |z| = {:.1} (limit {limit:.1}, {n} frames each)",
+            d.position,
+            d.positions,
+            d.max_z
+        );
+    }
+}
