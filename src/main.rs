@@ -327,14 +327,15 @@ fn main() -> Result<()> {
         Command::Bench(Bench::All { report, quick }) => {
             let r = shroud_lab::bench::all::run(quick)?;
             for f in shroud_lab::bench::all::write(&r, &report)? {
-                println!("{}", f.display());
+                shroud_lab::outln!("{}", f.display());
             }
             Ok(())
         }
         Command::Storage(args) => storage_cmd(args),
         Command::Proxy(args) => proxy_cmd(args),
         Command::Agent(settings) => {
-            runtime()?.block_on(shroud::cmd::agent::serve(settings.resolve()?))
+            let settings = settings.resolve()?;
+            shroud::cmd::signals::run(|| shroud::cmd::agent::serve(settings))
         }
         Command::Kv(args) => runtime()?.block_on(shroud::cmd::kv::run(args)),
         Command::Mail(args) => runtime()?.block_on(shroud::cmd::mail::run(args)),
@@ -347,7 +348,7 @@ fn main() -> Result<()> {
         } => audit(short, accesses, json, report),
         Command::Certs(args) => {
             let files = shroud_net::certs::generate(&args.out, &args.names)?;
-            println!(
+            shroud_lab::outln!(
                 "CA:          {}\ncertificate: {}\nkey:         {}",
                 files.ca.display(),
                 files.cert.display(),
@@ -374,7 +375,7 @@ fn storage_cmd(args: StorageArgs) -> Result<()> {
     {
         let tls = tls.build(insecure_plaintext, "stats")?;
         let stats = rt.block_on(storage::stats(addr, &tls))?;
-        println!("{}", serde_json::to_string_pretty(&stats)?);
+        shroud_lab::outln!("{}", serde_json::to_string_pretty(&stats)?);
         return Ok(());
     }
     let config = shroud_storage::Config {
@@ -394,12 +395,13 @@ fn storage_cmd(args: StorageArgs) -> Result<()> {
         config,
         tls,
     };
-    rt.block_on(storage::serve(opts, storage::signals()))
+    drop(rt);
+    shroud::cmd::signals::run(|| storage::serve(opts, shroud::cmd::signals::shutdown()))
 }
 
 fn bench_engine(args: EngineArgs) -> Result<()> {
     if !args.json {
-        println!(
+        shroud_lab::outln!(
             "{:>6} {:>6} {:>3} {:>10} {:>12} {:>12} {:>12} {:>8} {:>8} {:>6} {:>9}",
             "N",
             "block",
@@ -441,12 +443,12 @@ fn bench_engine(args: EngineArgs) -> Result<()> {
                     oram_crate,
                 );
                 if args.json {
-                    println!("{}", serde_json::to_string(&r)?);
+                    shroud_lab::outln!("{}", serde_json::to_string(&r)?);
                 } else {
                     let opt = |x: Option<f64>, prec: usize| {
                         x.map_or("-".to_string(), |v| format!("{v:.prec$}"))
                     };
-                    println!(
+                    shroud_lab::outln!(
                         "{:>6} {:>6} {:>3} {:>10} {:>12.0} {:>12} {:>12.0} {:>8} {:>8.2} {:>6} {:>8}K",
                         format!("2^{log_n}"),
                         block,
@@ -469,7 +471,7 @@ fn bench_engine(args: EngineArgs) -> Result<()> {
 
 fn bench_storage(args: StorageBenchArgs) -> Result<()> {
     if !args.json {
-        println!(
+        shroud_lab::outln!(
             "{:>7} {:>10} {:>12} {:>8} {:>13} {:>10} {:>10}",
             "writers",
             "paths/s",
@@ -483,9 +485,9 @@ fn bench_storage(args: StorageBenchArgs) -> Result<()> {
     let json = args.json;
     shroud_lab::bench::storage::run(&args.writers, Duration::from_secs_f64(args.seconds), |r| {
         if json {
-            println!("{}", serde_json::to_string(r).unwrap_or_default());
+            shroud_lab::outln!("{}", serde_json::to_string(r).unwrap_or_default());
         } else {
-            println!(
+            shroud_lab::outln!(
                 "{:>7} {:>10.0} {:>12.0} {:>8.2} {:>13.1} {:>10.2} {:>10.2}",
                 r.writers,
                 r.paths_per_s,
@@ -516,25 +518,29 @@ fn audit(
         opts.accesses = n;
     }
     if !json {
-        println!(
+        shroud_lab::outln!(
             "shroud audit: {} paths per side, alpha {}; four pairs of workloads, each on its own embedded stack",
-            opts.accesses, opts.alpha
+            opts.accesses,
+            opts.alpha
         );
     }
     let r = runtime()?.block_on(audit::run(&opts, |p| {
         if json {
             return;
         }
-        println!(
+        shroud_lab::outln!(
             "\n{} vs {} ({} and {} paths):",
-            p.a, p.b, p.paths[0], p.paths[1]
+            p.a,
+            p.b,
+            p.paths[0],
+            p.paths[1]
         );
         for v in &p.verdicts {
             let p_value = v
                 .p_value
                 .map(|p| format!(" p = {p:.4}"))
                 .unwrap_or_default();
-            println!(
+            shroud_lab::outln!(
                 "  {} {}{p_value}: {}",
                 if v.pass { "pass" } else { "FAIL" },
                 v.test,
@@ -545,13 +551,13 @@ fn audit(
     if let Some(dir) = &report {
         let (j, s) = audit::write_report(&r, dir)?;
         if !json {
-            println!("\nreport: {} and {}", j.display(), s.display());
+            shroud_lab::outln!("\nreport: {} and {}", j.display(), s.display());
         }
     }
     if json {
-        println!("{}", serde_json::to_string(&r)?);
+        shroud_lab::outln!("{}", serde_json::to_string(&r)?);
     } else {
-        println!(
+        shroud_lab::outln!(
             "\n{} in {:.0} s",
             if r.pass {
                 "no difference detected"
@@ -578,7 +584,7 @@ fn proxy_cmd(args: ProxyArgs) -> Result<()> {
     {
         let tls = tls.build(insecure_plaintext, "stats")?;
         let stats = rt.block_on(proxy::stats(addr, &tls))?;
-        println!("{}", serde_json::to_string_pretty(&stats)?);
+        shroud_lab::outln!("{}", serde_json::to_string_pretty(&stats)?);
         return Ok(());
     }
     let shape = Shape::new(args.capacity, args.block, args.cached)?
@@ -599,14 +605,15 @@ fn proxy_cmd(args: ProxyArgs) -> Result<()> {
         shape,
         max_connections: args.max_connections,
     };
-    rt.block_on(proxy::serve(opts, storage::signals()))
+    drop(rt);
+    shroud::cmd::signals::run(|| proxy::serve(opts, shroud::cmd::signals::shutdown()))
 }
 
 fn bench_e2e(args: E2eArgs) -> Result<()> {
     let shape = Shape::new(args.capacity, args.block, args.cached)?
         .with_schedule(args.slots, args.epoch_ms)?;
     if !args.json {
-        println!(
+        shroud_lab::outln!(
             "{:>7} {:>9} {:>7} {:>5} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>10}",
             "clients",
             "sustained",
@@ -628,9 +635,9 @@ fn bench_e2e(args: E2eArgs) -> Result<()> {
         }
         shroud_lab::bench::e2e::run(&[c], shape, args.seconds, |r| {
             if args.json {
-                println!("{}", serde_json::to_string(r).unwrap_or_default());
+                shroud_lab::outln!("{}", serde_json::to_string(r).unwrap_or_default());
             } else {
-                println!(
+                shroud_lab::outln!(
                     "{:>7} {:>9} {:>7} {:>5} {:>8} {:>8.2} {:>8.2} {:>9.1} {:>9.1} {:>9.2} {:>10.1}",
                     r.clients,
                     r.sustained,
@@ -654,17 +661,17 @@ fn bench_e2e(args: E2eArgs) -> Result<()> {
 fn bench_cost(json: bool) -> Result<()> {
     let mb = |b: u64| b as f64 / 1e6;
     if !json {
-        println!(
+        shroud_lab::outln!(
             "| E (ms) | K | N | B | T | path x bucket | client cache | up per day | down per day |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|");
+        shroud_lab::outln!("|---|---|---|---|---|---|---|---|---|");
     }
     for o in shroud_lab::bench::cost::settings()? {
         let c = shroud_lab::bench::cost::cost(o)?;
         if json {
-            println!("{}", serde_json::to_string(&c)?);
+            shroud_lab::outln!("{}", serde_json::to_string(&c)?);
         } else {
-            println!(
+            shroud_lab::outln!(
                 "| {} | {} | 2^{} | {} | {} | {} x {} B | {:.0} KiB | {:.0} MB | {:.0} MB |",
                 c.epoch_ms,
                 c.slots,
@@ -686,9 +693,9 @@ fn bench_kv(json: bool, ops: u64, seconds: f64) -> Result<()> {
     for (n, cached) in [(1u64 << 14, 0u32), (1 << 14, 6), (1 << 16, 0)] {
         let r = shroud_lab::bench::kv::run(n, 1024, cached, ops)?;
         if json {
-            println!("{}", serde_json::to_string(&r)?);
+            shroud_lab::outln!("{}", serde_json::to_string(&r)?);
         } else {
-            println!(
+            shroud_lab::outln!(
                 "N=2^{} B=1024 T={}: ORAM put {:.0}/s get {:.0}/s; plain put {:.0}/s get {:.0}/s; slowdown {:.1}x vs theoretical blow-up {:.1}x: cost/theory {:.2}",
                 n.trailing_zeros(),
                 cached,
@@ -706,9 +713,9 @@ fn bench_kv(json: bool, ops: u64, seconds: f64) -> Result<()> {
     for shape in [Shape::default(), Shape::default().with_schedule(1, 100)?] {
         let r = rt.block_on(shroud_lab::bench::kv::schedule(shape, seconds))?;
         if json {
-            println!("{}", serde_json::to_string(&r)?);
+            shroud_lab::outln!("{}", serde_json::to_string(&r)?);
         } else {
-            println!(
+            shroud_lab::outln!(
                 "full stack, E={} ms K={}: {} ops in {:.0} s = {:.2} ops/s, latency p50 {:.0} ms p99 {:.0} ms",
                 r.epoch_ms,
                 r.slots_per_epoch,

@@ -162,18 +162,28 @@ pub async fn start(settings: &AgentSettings) -> Result<Running> {
     let dir = settings.state_dir()?.to_path_buf();
     let unlock = settings.unlock()?;
     let config = settings.client_config()?;
+    let reach = |e: shroud_client::ClientError| -> anyhow::Error {
+        let hint = match e {
+            shroud_client::ClientError::Io(_) => format!(
+                "reaching the proxy at {} (is it running there? --proxy; a TLS error: --ca, --pin-cert or --server-name)",
+                config.proxy
+            ),
+            _ => "starting the client".to_string(),
+        };
+        anyhow::Error::new(e).context(hint)
+    };
     if !Durable::exists(&dir) {
         Client::create(&config, &dir, &unlock)
             .await
-            .context("creating the client state")?;
+            .map_err(reach)?;
         tracing::info!("agent: new state in {}", dir.display());
     }
     let (d, u) = (dir.clone(), unlock.clone());
     let (durable, meta) = tokio::task::spawn_blocking(move || Durable::open(&d, &u)).await??;
     let durable = Arc::new(durable);
-    let (client, task) = Client::open(config, durable.clone(), &meta)
+    let (client, task) = Client::open(config.clone(), durable.clone(), &meta)
         .await
-        .context("connecting to the proxy")?;
+        .map_err(reach)?;
     let max = settings
         .max_value
         .unwrap_or(shroud_client::kv::DEFAULT_MAX_VALUE);
@@ -193,11 +203,26 @@ pub async fn start(settings: &AgentSettings) -> Result<Running> {
     Ok(Running { kv, mail, task })
 }
 
-/// Stops a running client: drops its handles and waits for the last write-back.
+/// How long [`stop`] waits for the last write-back.
+pub const STOP_WAIT: std::time::Duration = std::time::Duration::from_millis(600);
+
+/// Stops a running client: drops its handles and waits up to [`STOP_WAIT`] for the last
+/// write-back. Past that (the proxy is gone, say) the scheduler is cancelled: the write-back
+/// is in the saved state and is sent on the next start, as after SIGKILL.
 pub async fn stop(running: Running) -> Result<()> {
     drop(running.mail);
     drop(running.kv);
-    running.task.await??;
+    let mut task = running.task;
+    match tokio::time::timeout(STOP_WAIT, &mut task).await {
+        Ok(r) => r??,
+        Err(_) => {
+            task.abort();
+            let _ = task.await;
+            tracing::info!(
+                "agent: the last write-back was not taken within {STOP_WAIT:?}; it is kept in the state and sent on the next start"
+            );
+        }
+    }
     Ok(())
 }
 
@@ -209,18 +234,23 @@ pub async fn serve(settings: AgentSettings) -> Result<()> {
     if !listen.ip().is_loopback() {
         bail!("the agent serves only loopback addresses (its Redis front is not encrypted)");
     }
-    let running = start(&settings).await?;
+    let shutdown = crate::cmd::signals::shutdown();
+    tokio::pin!(shutdown);
+    let running = tokio::select! {
+        r = start(&settings) => r?,
+        () = &mut shutdown => return Ok(()),
+    };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
     tracing::info!("agent: Redis protocol on {addr}");
-    println!("listening on {addr}");
+    crate::cmd::announce(addr);
     shroud_client::agent::serve_with_mail(
         running.kv.clone(),
         running.mail.clone(),
         listener,
-        crate::cmd::storage::signals(),
+        shutdown,
     )
     .await?;
     stop(running).await

@@ -124,7 +124,7 @@ pub async fn run(args: KvArgs) -> Result<()> {
     let settings = args.settings.resolve()?;
     if let KvCommand::Init = args.command {
         let running = agent::start(&settings).await?;
-        println!("state ready; {} keys", running.kv.len().await);
+        shroud_lab::outln!("state ready; {} keys", running.kv.len().await);
         return agent::stop(running).await;
     }
     let mut target = Target::open(args.agent, &settings).await?;
@@ -148,9 +148,8 @@ async fn command(target: &mut Target, command: KvCommand) -> Result<()> {
         }
         KvCommand::Get { key } => match check(target.call(&[b"GET", key.as_bytes()]).await?)? {
             OwnedFrame::BulkString(v) => {
-                use std::io::Write;
-                std::io::stdout().write_all(&v)?;
-                println!();
+                shroud_lab::out::bytes(&v);
+                shroud_lab::outln!();
             }
             _ => bail!("no such key"),
         },
@@ -165,7 +164,7 @@ async fn command(target: &mut Target, command: KvCommand) -> Result<()> {
             {
                 for k in keys {
                     if let OwnedFrame::BulkString(k) = k {
-                        println!("{}", String::from_utf8_lossy(&k));
+                        shroud_lab::outln!("{}", String::from_utf8_lossy(&k));
                     }
                 }
             }

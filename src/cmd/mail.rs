@@ -64,9 +64,9 @@ fn lines(frame: OwnedFrame) {
             }
         }
         OwnedFrame::BulkString(b) | OwnedFrame::SimpleString(b) => {
-            println!("{}", String::from_utf8_lossy(&b));
+            shroud_lab::outln!("{}", String::from_utf8_lossy(&b));
         }
-        OwnedFrame::Integer(n) => println!("{n}"),
+        OwnedFrame::Integer(n) => shroud_lab::outln!("{n}"),
         _ => {}
     }
 }

@@ -47,7 +47,7 @@ pub async fn serve(
         s.bucket_slots,
         s.cached_levels
     );
-    println!("listening on {addr}");
+    crate::cmd::announce(addr);
     let config = Config {
         max_connections: opts.max_connections,
         ..Config::new(opts.shape)

@@ -25,11 +25,13 @@ pub struct ServeOptions {
 }
 
 /// Opens the database, binds, logs where the data is and how much, and serves until
-/// `shutdown`; then flushes. Prints `listening on ADDR` on stdout once ready.
+/// `shutdown` (which also cuts a long open short); then flushes. Prints `listening on ADDR`
+/// on stdout once ready.
 pub async fn serve(
     opts: ServeOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
+    tokio::pin!(shutdown);
     let transcript = match &opts.transcript {
         Some(p) => Some(
             Transcript::create(p)
@@ -39,13 +41,16 @@ pub async fn serve(
     };
     let plain = matches!(opts.tls, ServerTls::Plain);
     let db = opts.db.clone();
-    let (server, usage) = tokio::task::spawn_blocking(move || -> Result<_> {
+    let opening = tokio::task::spawn_blocking(move || -> Result<_> {
         let server = Server::open(&db, opts.config, opts.tls, transcript)
             .with_context(|| format!("opening the storage directory {}", db.display()))?;
         let usage = server.usage()?;
         Ok((server, usage))
-    })
-    .await??;
+    });
+    let (server, usage) = tokio::select! {
+        r = opening => r??,
+        () = &mut shutdown => return Ok(()),
+    };
     let listener = TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("binding {}", opts.listen))?;
@@ -63,7 +68,7 @@ pub async fn serve(
     }
     let transport = if plain { "PLAIN TCP" } else { "TLS" };
     tracing::info!("storage: listening on {addr} ({transport})");
-    println!("listening on {addr}");
+    crate::cmd::announce(addr);
     tracing::info!(
         "storage: mailbox routing key {} (clients pin this; also in {})",
         keys::hex(&server.routing_public_key()),
@@ -71,23 +76,6 @@ pub async fn serve(
     );
     server.run(listener, shutdown).await?;
     Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn signals() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-    tracing::info!("signal received: shutting down");
 }
 
 /// Fetches a server's counters.

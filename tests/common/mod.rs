@@ -114,14 +114,28 @@ pub fn spawn_listening(mut cmd: std::process::Command) -> (std::process::Child, 
     });
     let line = rx
         .recv_timeout(std::time::Duration::from_secs(60))
-        .expect("service started");
-    let addr = line
+        .unwrap_or_default();
+    let Some(addr) = line
         .trim()
         .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("service said {line:?}"))
-        .parse()
-        .expect("address");
+        .and_then(|a| a.parse().ok())
+    else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the service did not start: it said {line:?}");
+    };
     (child, addr)
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped, so that a failing test leaves
+/// no process behind.
+pub struct Reaped(pub std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// A count from the environment variable `name` (how long a long run runs), or `default`.

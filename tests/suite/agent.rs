@@ -65,9 +65,17 @@ fn spawn_agent(stack: &Stack, state: &Path) -> Agent {
     Agent { child, addr }
 }
 
-fn kill9(mut a: Agent) {
-    let _ = a.child.kill();
-    let _ = a.child.wait();
+/// A failing test must not leave its agent running.
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// SIGKILL (std's `kill` on Unix), and reap.
+fn kill9(a: Agent) {
+    drop(a);
 }
 
 async fn crash_loop(iters: usize, seed: u64) {

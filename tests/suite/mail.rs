@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use crate::common::Stack;
+use crate::common::{Reaped, Stack};
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -524,7 +524,7 @@ async fn resp(addr: SocketAddr, args: &[&[u8]]) -> std::io::Result<OwnedFrame> {
     shroud_client::resp::call(&mut s, args).await
 }
 
-fn spawn_agent(stack: &Stack, state: &Path) -> (Child, SocketAddr) {
+fn spawn_agent(stack: &Stack, state: &Path) -> (Reaped, SocketAddr) {
     let key: String = stack
         .storage_key
         .iter()
@@ -539,7 +539,8 @@ fn spawn_agent(stack: &Stack, state: &Path) -> (Child, SocketAddr) {
         .arg(state)
         .arg("--storage-key")
         .arg(key);
-    crate::common::spawn_listening(cmd)
+    let (child, addr) = crate::common::spawn_listening(cmd);
+    (Reaped(child), addr)
 }
 
 fn bulk(f: OwnedFrame) -> String {
@@ -589,13 +590,11 @@ async fn recipient_crash_loop(kills: usize) {
         }
         // Bob is draining, storing, acknowledging: kill him anywhere in that.
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..150))).await;
-        let _ = child.kill();
-        let _ = child.wait();
+        drop(child);
         child = spawn_agent(&stack, &state).0;
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    let (mut child, addr) = spawn_agent(&stack, &state);
+    drop(child);
+    let (child, addr) = spawn_agent(&stack, &state);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut got: Vec<Vec<u8>>;
     loop {
@@ -624,8 +623,7 @@ async fn recipient_crash_loop(kills: usize) {
         "{kills} kills of the recipient: {} messages, each exactly once",
         sent.len()
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     alice.stop().await;
 }
 
@@ -684,7 +682,7 @@ async fn the_shroud_mail_cli_works_through_the_agent() {
     let mut rng = StdRng::from_rng(&mut rand::rng());
     let alice = user(&stack, &mut rng).await;
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, agent) = spawn_agent(&stack, &dir.path().join("bob"));
+    let (child, agent) = spawn_agent(&stack, &dir.path().join("bob"));
     let cli = move |args: Vec<String>| {
         tokio::task::spawn_blocking(move || {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -723,7 +721,6 @@ async fn the_shroud_mail_cli_works_through_the_agent() {
     assert!(read.contains(" in hello from alice"), "{read}");
     assert!(read.contains(" out hello back"), "{read}");
     assert_eq!(cli(s(&["inbox"])).await.unwrap().trim(), "alice 2");
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     alice.stop().await;
 }

@@ -14,6 +14,7 @@ mod inbox;
 mod indistinguishable;
 mod mail;
 mod oblivious;
+mod operations;
 mod storage;
 mod storage_crash;
 mod tls;

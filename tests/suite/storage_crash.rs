@@ -55,10 +55,18 @@ fn spawn(db: &Path) -> Server {
     }
 }
 
-fn kill9(mut s: Server) {
-    // std's kill() sends SIGKILL on Unix.
-    let _ = s.child.kill();
-    let _ = s.child.wait();
+/// A failing test must not leave its server running.
+impl Drop for Server {
+    fn drop(&mut self) {
+        // std's kill() sends SIGKILL on Unix.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// SIGKILL, and reap.
+fn kill9(s: Server) {
+    drop(s);
 }
 
 /// The buckets batch `i` of writer `w` writes, and their contents.

@@ -125,6 +125,9 @@ impl Client {
         durable: Arc<Durable>,
         meta: &Meta,
     ) -> Result<(Client, SchedulerTask), ClientError> {
+        if meta.shape.mail() && config.storage_key.is_none() {
+            return Err(ClientError::NoStorageKey);
+        }
         let (conn, shape) = connect(&config.link(), &meta.grant).await?;
         if shape != meta.shape {
             return Err(ClientError::WrongShape(message(format!(
@@ -187,6 +190,9 @@ impl Client {
         unlock: &Unlock,
     ) -> Result<(), ClientError> {
         let (_, shape) = hello(&config.link()).await?;
+        if shape.mail() && config.storage_key.is_none() {
+            return Err(ClientError::NoStorageKey);
+        }
         let mut rng = rand::rng();
         let meta = Meta {
             version: 1,
@@ -216,11 +222,7 @@ impl Client {
     ) -> Result<(Client, SchedulerTask), ClientError> {
         let stats = Arc::new(ClientStats::default());
         let (courier, port) = if shape.mail() {
-            let storage_key = config.storage_key.ok_or_else(|| {
-                ClientError::WrongShape(message(
-                    "the proxy runs a mailbox: pin storage's routing key (storage_key)",
-                ))
-            })?;
+            let storage_key = config.storage_key.ok_or(ClientError::NoStorageKey)?;
             let (courier, port) = courier::attach(
                 &shape,
                 storage_key,

@@ -20,6 +20,12 @@ pub enum ClientError {
     /// The proxy's shape does not fit this client's store.
     #[error("the proxy's slot shape does not fit this store: {0}")]
     WrongShape(#[source] Source),
+    /// The proxy runs a mailbox and no storage routing key was pinned (the agent's
+    /// `--storage-key`).
+    #[error(
+        "the proxy runs a mailbox: pin storage's routing key with --storage-key (the 64 hex digits in storage's DIR/routing.pub)"
+    )]
+    NoStorageKey,
     /// Connecting, sending or receiving failed.
     #[error("connection: {0}")]
     Io(#[source] Source),

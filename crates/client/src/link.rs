@@ -27,8 +27,19 @@ pub(crate) struct Link {
 
 pub(crate) type Conn = Framed<BoxIo, LengthDelimitedCodec>;
 
+/// The longest a connection and hello may take.
+const HELLO_WAIT: Duration = Duration::from_secs(10);
+/// The longest a registration may take (the proxy's own storage timeouts are shorter).
+const REGISTER_WAIT: Duration = Duration::from_secs(15);
+
 /// Connects and exchanges hellos; returns the proxy's shape.
 pub(crate) async fn hello(link: &Link) -> Result<(Conn, Shape), ClientError> {
+    tokio::time::timeout(HELLO_WAIT, hello_untimed(link))
+        .await
+        .map_err(|_| ClientError::Protocol("the proxy did not answer the hello within 10 s"))?
+}
+
+async fn hello_untimed(link: &Link) -> Result<(Conn, Shape), ClientError> {
     let io = link
         .tls
         .connect(link.proxy)
@@ -47,7 +58,12 @@ pub(crate) async fn hello(link: &Link) -> Result<(Conn, Shape), ClientError> {
 pub(crate) async fn connect(link: &Link, grant: &Grant) -> Result<(Conn, Shape), ClientError> {
     let (mut conn, shape) = hello(link).await?;
     send(&mut conn, &ClientMsg::Register(grant.clone())).await?;
-    match recv(&mut conn).await? {
+    let reply = tokio::time::timeout(REGISTER_WAIT, recv(&mut conn))
+        .await
+        .map_err(|_| {
+            ClientError::Protocol("the proxy did not confirm the registration within 15 s")
+        })??;
+    match reply {
         ProxyMsg::Registered => Ok((conn, shape)),
         ProxyMsg::Error(code) => Err(ClientError::Refused(code)),
         _ => Err(ClientError::Protocol("unexpected reply to register")),

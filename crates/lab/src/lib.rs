@@ -10,5 +10,6 @@
 pub mod audit;
 pub mod bench;
 pub mod demo;
+pub mod out;
 pub mod plot;
 pub mod stats;

@@ -59,14 +59,14 @@ pub async fn run(seconds: f64) -> Result<()> {
     let shape = Shape::new(1 << 12, 1024, 4)?
         .with_schedule(1, 100)?
         .with_mail(1, 2);
-    println!(
+    crate::outln!(
         "shroud demo: storage (sled, temp dir) + proxy + two agents, TLS on every link, in one process"
     );
     let stack = Stack::start(shape)
         .await
         .context("starting storage and proxy")?;
     let s = stack.shape;
-    println!(
+    crate::outln!(
         "  proxy shape: every client sends {} slot(s) of {} buckets x {} bytes every {} ms (N = {}, B = {}, Z = {}, T = {})\n",
         s.slots_per_epoch,
         s.path_len,
@@ -80,9 +80,10 @@ pub async fn run(seconds: f64) -> Result<()> {
     let mut rng = StdRng::from_rng(&mut rand::rng());
     let alice = agent(&stack, "alice", &mut rng).await?;
     let bob = agent(&stack, "bob", &mut rng).await?;
-    println!(
+    crate::outln!(
         "  alice's agent: redis://{}   bob's agent: redis://{}",
-        alice.addr, bob.addr
+        alice.addr,
+        bob.addr
     );
     // Alice works, over the Redis protocol; Bob stays idle.
     let deadline = started + Duration::from_secs_f64(seconds);
@@ -124,11 +125,11 @@ pub async fn run(seconds: f64) -> Result<()> {
     };
     let (ae, ar, ad) = stats(&alice);
     let (be, br, bd) = stats(&bob);
-    println!("\nWhat the clients did:");
-    println!(
+    crate::outln!("\nWhat the clients did:");
+    crate::outln!(
         "  alice: {ops} Redis commands (SET/GET of values from 10 B to 20 KB; {keys} keys), {ar} real and {ad} dummy ORAM accesses over {ae} epochs"
     );
-    println!(
+    crate::outln!(
         "  bob:   nothing: 0 commands, {br} real and {bd} dummy ORAM accesses over {be} epochs"
     );
     drop(conn);
@@ -139,10 +140,13 @@ pub async fn run(seconds: f64) -> Result<()> {
         .filter(|e| e.op == shroud_storage::Op::Batch)
         .count();
     let leaves = 1u64 << (s.path_len + s.cached_levels - 1);
-    println!("\nWhat storage saw ({batches} batches, one per epoch, from its transcript):");
-    println!(
+    crate::outln!("\nWhat storage saw ({batches} batches, one per epoch, from its transcript):");
+    crate::outln!(
         "  {:<6} {:>8} {:>14} {:>14}   leaf histogram (8 bins)",
-        "store", "slots", "bytes read", "bytes written"
+        "store",
+        "slots",
+        "bytes read",
+        "bytes written"
     );
     let mut hists = Vec::new();
     for a in [&alice, &bob] {
@@ -151,21 +155,25 @@ pub async fn run(seconds: f64) -> Result<()> {
         let written: u64 = v.epochs.iter().map(|e| e.2).sum();
         let read: u64 = v.epochs.iter().map(|e| e.3).sum::<u64>() * u64::from(s.bucket_len);
         let h = crate::audit::observe::histogram(&v.leaves, leaves, 8);
-        println!(
+        crate::outln!(
             "  {:<6} {:>8} {:>14} {:>14}   {:?}",
-            a.name, slots, read, written, h
+            a.name,
+            slots,
+            read,
+            written,
+            h
         );
         hists.push(h);
     }
     let t = crate::stats::chi2_two_sample(&hists[0], &hists[1]);
-    println!(
+    crate::outln!(
         "\n  Alice's and Bob's leaves: chi-squared two-sample p = {:.2} (a small p would mean storage can tell them apart).",
         t.p_value
     );
-    println!(
+    crate::outln!(
         "  Busy and idle look the same: same slots per epoch, same bytes, uniformly random paths."
     );
-    println!(
+    crate::outln!(
         "  (Any difference in slot counts is at the edges: when each agent connected, and when the demo stopped.)"
     );
     // Stop the Redis fronts and drop the handles: each scheduler stores its last write-back
@@ -178,7 +186,7 @@ pub async fn run(seconds: f64) -> Result<()> {
     }
     drop(stack);
     crate::demo::mail::run(4.0).await?;
-    println!(
+    crate::outln!(
         "\nDone in {:.1} s; temporary files removed.",
         started.elapsed().as_secs_f64()
     );

@@ -78,27 +78,34 @@ pub async fn run(seconds: f64) -> Result<()> {
     let shape = Shape::new(1 << 10, 1024, 3)?
         .with_schedule(1, 100)?
         .with_mail(1, 2);
-    println!(
+    crate::outln!(
         "\nMail: Alice, Bob and Carol on one proxy and one storage server; each sends {} envelope(s) and drains {} every {} ms, real or dummy.",
-        shape.deposits_per_epoch, shape.drains_per_epoch, shape.epoch_ms
+        shape.deposits_per_epoch,
+        shape.drains_per_epoch,
+        shape.epoch_ms
     );
     let mut runs = Vec::new();
     for to_carol in [false, true] {
         let r = run_once(shape, to_carol, seconds).await?;
-        println!(
+        crate::outln!(
             "  {}: \"lunch?\" and a 3,000-byte message, sealed, sent and stored in the recipient's history in {:.1} s",
             r.label,
             r.took.as_secs_f64()
         );
         runs.push(r);
     }
-    println!("\nWhat the operators saw of each run (epochs with all three connected):");
-    println!(
+    crate::outln!("\nWhat the operators saw of each run (epochs with all three connected):");
+    crate::outln!(
         "  {:<13} {:>7} {:>22} {:>22} {:>12} {:>12}",
-        "run", "epochs", "storage batch in/out", "storage mail in/out", "proxy slot", "proxy mail"
+        "run",
+        "epochs",
+        "storage batch in/out",
+        "storage mail in/out",
+        "proxy slot",
+        "proxy mail"
     );
     for r in &runs {
-        println!(
+        crate::outln!(
             "  {:<13} {:>7} {:>22} {:>22} {:>12} {:>12}",
             r.label,
             r.mail.1,
@@ -114,14 +121,14 @@ pub async fn run(seconds: f64) -> Result<()> {
         && runs
             .iter()
             .all(|r| r.proxy[0] == r.proxy[1] && r.proxy[2] == r.proxy[3]);
-    println!(
+    crate::outln!(
         "  Same shape: {} (one batch and one mail request per epoch, every request, response and client frame of one size; \
          {} and {} epochs of other sizes at the edges, when clients connected).",
         if same { "yes" } else { "NO" },
         runs[0].mail.2 + runs[0].batch.2,
         runs[1].mail.2 + runs[1].batch.2
     );
-    println!(
+    crate::outln!(
         "  What storage does learn: the inboxes it filed envelopes in (Bob's in one run, Carol's in the other), not who sent them. See docs/threat-model.md."
     );
     ensure!(same, "the two runs looked different");
