@@ -318,6 +318,8 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Every command may hold a key (state, ORAM, routing, TLS): none goes to a core file.
+    shroud::cmd::harden::no_core_dumps();
     match cli.command {
         Command::Bench(Bench::Engine(args)) => bench_engine(args),
         Command::Bench(Bench::Storage(args)) => bench_storage(args),

@@ -22,14 +22,17 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use redis_protocol::resp2::types::OwnedFrame;
 use shroud_proto::Shape;
-use tokio::net::TcpStream;
 
 const AGENTS: usize = 3;
 
 /// One RESP call on a fresh connection, with a time limit.
-async fn call(addr: SocketAddr, args: &[&[u8]], limit: Duration) -> Option<OwnedFrame> {
+async fn call(
+    (addr, token): &(SocketAddr, String),
+    args: &[&[u8]],
+    limit: Duration,
+) -> Option<OwnedFrame> {
     let work = async {
-        let mut s = TcpStream::connect(addr).await.ok()?;
+        let mut s = common::agent_connection(*addr, token).await.ok()?;
         shroud_client::resp::call(&mut s, args).await.ok()
     };
     tokio::time::timeout(limit, work).await.ok().flatten()
@@ -66,8 +69,18 @@ impl Deployment {
             .arg("--ca")
             .arg(&self.certs.ca)
             .arg("--state")
-            .arg(self.dir.join(format!("agent{i}")));
+            .arg(self.dir.join(format!("agent{i}")))
+            .arg("--key-file")
+            .arg(common::key_file(&self.dir.join(format!("agent{i}"))));
         cmd
+    }
+
+    /// Where agent `i` listens, and its token.
+    fn endpoint(&self, i: usize) -> (SocketAddr, String) {
+        (
+            self.agents[i].1,
+            common::agent_token(&self.dir.join(format!("agent{i}"))),
+        )
     }
 
     fn start(dir: &Path) -> Self {
@@ -147,7 +160,7 @@ struct Model {
 /// Writes to agent `i` (found through `addrs`) until `stop`.
 async fn writer(
     i: usize,
-    addrs: Arc<Mutex<Vec<SocketAddr>>>,
+    addrs: Arc<Mutex<Vec<(SocketAddr, String)>>>,
     model: Arc<Mutex<Model>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) {
@@ -162,8 +175,8 @@ async fn writer(
             .entry(k.clone())
             .or_default()
             .push(v.clone());
-        let addr = addrs.lock()[i];
-        match call(addr, &[b"SET", k.as_bytes(), &v], Duration::from_secs(30)).await {
+        let agent = addrs.lock()[i].clone();
+        match call(&agent, &[b"SET", k.as_bytes(), &v], Duration::from_secs(30)).await {
             Some(OwnedFrame::SimpleString(ok)) if ok == b"OK" => {
                 let mut m = model.lock();
                 m.acked.insert(k.clone(), v);
@@ -180,7 +193,9 @@ async fn chaos(iters: usize, seed: u64) {
     let dir = tempfile::tempdir().unwrap();
     let mut d = Deployment::start(dir.path());
     let mut rng = StdRng::seed_from_u64(seed);
-    let addrs = Arc::new(Mutex::new(d.agents.iter().map(|a| a.1).collect::<Vec<_>>()));
+    let addrs = Arc::new(Mutex::new(
+        (0..AGENTS).map(|i| d.endpoint(i)).collect::<Vec<_>>(),
+    ));
     let model = Arc::new(Mutex::new(Model::default()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writers: Vec<_> = (0..AGENTS)
@@ -194,7 +209,7 @@ async fn chaos(iters: usize, seed: u64) {
         kills[which.min(2)] += 1;
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
         d.restart(which);
-        *addrs.lock() = d.agents.iter().map(|a| a.1).collect();
+        *addrs.lock() = (0..AGENTS).map(|i| d.endpoint(i)).collect();
     }
     // Everything is up again: let the writers make progress, then stop them.
     let before = model.lock().acks;
@@ -221,7 +236,7 @@ async fn chaos(iters: usize, seed: u64) {
     for k in keys {
         let i: usize = k[1..2].parse().expect("agent index");
         let got = match call(
-            d.agents[i].1,
+            &d.endpoint(i),
             &[b"GET", k.as_bytes()],
             Duration::from_secs(30),
         )

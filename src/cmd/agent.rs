@@ -4,7 +4,13 @@
 //!
 //! Settings come from flags, or from a TOML file (`--config FILE`) with the same names
 //! (`proxy`, `state`, `listen`, `ca`, `pin_cert`, `server_name`, `insecure_plaintext`,
-//! `key_file`, `passphrase_env`, `max_value`, `storage_key`); flags win.
+//! `key_file`, `passphrase_env`, `max_value`, `storage_key`, `token_file`); flags win.
+//!
+//! The state key lives where the user says: a key file outside the state directory
+//! (`--key-file`) or a passphrase (`--passphrase-env`); there is no default, because a key
+//! beside the ciphertext it protects protects nothing. The Redis front admits only
+//! connections that `AUTH` with the token in `--token-file` (default `STATE/agent.token`,
+//! mode 0600, made on first start).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -50,8 +56,8 @@ pub struct AgentSettings {
     #[arg(long)]
     #[serde(default)]
     pub insecure_plaintext: bool,
-    /// The 32-byte key file that encrypts the state (default: STATE/state.key, created if
-    /// missing). Keep it elsewhere, or use a passphrase, for the encryption to mean much.
+    /// The 32-byte key file that encrypts the state, outside the state directory (created,
+    /// mode 0600, with a new state). Required unless --passphrase-env is given.
     #[arg(long)]
     pub key_file: Option<PathBuf>,
     /// Read a passphrase from this environment variable and derive the state key with
@@ -65,6 +71,10 @@ pub struct AgentSettings {
     /// when the proxy runs a mailbox. Answers that do not open with it are refused.
     #[arg(long)]
     pub storage_key: Option<String>,
+    /// The access token local clients must `AUTH` with (default STATE/agent.token, made with
+    /// mode 0600 on first start; `redis-cli -a "$(cat FILE)"`).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
 }
 
 impl AgentSettings {
@@ -90,6 +100,7 @@ impl AgentSettings {
             passphrase_env: self.passphrase_env.or(file.passphrase_env),
             max_value: self.max_value.or(file.max_value),
             storage_key: self.storage_key.or(file.storage_key),
+            token_file: self.token_file.or(file.token_file),
         })
     }
 
@@ -107,9 +118,38 @@ impl AgentSettings {
                 Ok(Unlock::Passphrase(Zeroizing::new(pass)))
             }
             None => {
-                let default = self.state_dir()?.join("state.key");
-                Ok(Unlock::KeyFile(self.key_file.clone().unwrap_or(default)))
+                let state = self.state_dir()?;
+                let Some(path) = self.key_file.clone() else {
+                    let old = state.join("state.key");
+                    if old.exists() {
+                        bail!(
+                            "{} sits beside the state it encrypts: move it out of {} and pass --key-file with its new path",
+                            old.display(),
+                            state.display()
+                        );
+                    }
+                    bail!(
+                        "say where the state key lives: --key-file FILE (outside {}; made on first start) or --passphrase-env VAR",
+                        state.display()
+                    );
+                };
+                if inside(&path, state) {
+                    bail!(
+                        "--key-file {} is inside the state directory {}: keep the key apart from what it encrypts",
+                        path.display(),
+                        state.display()
+                    );
+                }
+                Ok(Unlock::KeyFile(path))
             }
+        }
+    }
+
+    /// Where the Redis front's access token is.
+    pub fn token_path(&self) -> Result<PathBuf> {
+        match &self.token_file {
+            Some(p) => Ok(p.clone()),
+            None => Ok(self.state_dir()?.join("agent.token")),
         }
     }
 
@@ -155,6 +195,35 @@ pub struct Running {
     pub mail: Option<Mailbox>,
     /// The scheduler task.
     pub task: shroud_client::schedule::SchedulerTask,
+}
+
+/// True if `path` is `dir` or inside it (comparing what exists of both, resolved).
+fn inside(path: &Path, dir: &Path) -> bool {
+    let resolve = |p: &Path| -> PathBuf {
+        let abs = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            std::env::current_dir().unwrap_or_default().join(p)
+        };
+        // Resolve the longest existing ancestor (symlinks), keep the rest as written.
+        let mut head = abs.clone();
+        let mut tail = Vec::new();
+        while !head.exists() {
+            match (head.file_name().map(|n| n.to_os_string()), head.parent()) {
+                (Some(name), Some(parent)) => {
+                    tail.push(name);
+                    head = parent.to_path_buf();
+                }
+                _ => break,
+            }
+        }
+        let mut out = head.canonicalize().unwrap_or(head);
+        for part in tail.into_iter().rev() {
+            out.push(part);
+        }
+        out
+    };
+    resolve(path).starts_with(resolve(dir))
 }
 
 /// Opens (creating on first use) the state and starts the schedule.
@@ -245,11 +314,24 @@ pub async fn serve(settings: AgentSettings) -> Result<()> {
         .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
     tracing::info!("agent: Redis protocol on {addr}");
+    let token_path = settings.token_path()?;
+    let token =
+        shroud_client::token::AccessToken::load_or_create(&token_path).with_context(|| {
+            format!(
+                "the agent's access token (--token-file {})",
+                token_path.display()
+            )
+        })?;
+    tracing::info!(
+        "agent: clients AUTH with the token in {}",
+        token_path.display()
+    );
     crate::cmd::announce(addr);
     shroud_client::agent::serve_with_mail(
         running.kv.clone(),
         running.mail.clone(),
         listener,
+        Some(token),
         shutdown,
     )
     .await?;

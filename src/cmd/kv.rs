@@ -78,9 +78,29 @@ impl Target {
             return Ok(Target::Embedded(Box::new(agent::start(settings).await?)));
         }
         let addr = agent.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 6379)));
-        Ok(Target::Agent(TcpStream::connect(addr).await.with_context(
-            || format!("no agent at {addr} (start `shroud agent`)"),
-        )?))
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("no agent at {addr} (start `shroud agent`)"))?;
+        let token_file = settings
+            .token_file
+            .clone()
+            .or_else(|| std::env::var_os("SHROUD_TOKEN_FILE").map(PathBuf::from));
+        let Some(path) = token_file else {
+            bail!(
+                "the agent at {addr} admits only clients with its token: --token-file FILE (the agent's STATE/agent.token) or SHROUD_TOKEN_FILE"
+            );
+        };
+        let token = shroud_client::token::AccessToken::load(&path)
+            .with_context(|| format!("--token-file {}", path.display()))?;
+        let reply =
+            shroud_client::resp::call(&mut stream, &[b"AUTH", token.as_str().as_bytes()]).await?;
+        if let OwnedFrame::Error(e) = reply {
+            bail!(
+                "the agent at {addr} refused the token in {}: {e}",
+                path.display()
+            );
+        }
+        Ok(Target::Agent(stream))
     }
 
     /// Stops an embedded agent.

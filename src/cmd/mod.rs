@@ -1,6 +1,7 @@
 //! Subcommands that run services.
 
 pub mod agent;
+pub mod harden;
 pub mod kv;
 pub mod mail;
 pub mod proxy;

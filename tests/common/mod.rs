@@ -188,3 +188,32 @@ pub fn proxy_command(
         .arg(&certs.ca);
     cmd
 }
+
+/// An agent's key file in tests: beside its state directory, never inside it.
+#[allow(dead_code)]
+pub fn key_file(state: &std::path::Path) -> std::path::PathBuf {
+    state.with_extension("key")
+}
+
+/// The token an agent started on `state` wrote (its default `STATE/agent.token`).
+#[allow(dead_code)]
+pub fn agent_token(state: &std::path::Path) -> String {
+    std::fs::read_to_string(state.join("agent.token"))
+        .expect("the agent's token")
+        .trim()
+        .to_string()
+}
+
+/// A connection to an agent's Redis front, authenticated with `token`.
+#[allow(dead_code)]
+pub async fn agent_connection(
+    addr: SocketAddr,
+    token: &str,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let reply = shroud_client::resp::call(&mut s, &[b"AUTH", token.as_bytes()]).await?;
+    if reply != redis_protocol::resp2::types::OwnedFrame::SimpleString(b"OK".to_vec()) {
+        return Err(std::io::Error::other(format!("AUTH refused: {reply:?}")));
+    }
+    Ok(s)
+}

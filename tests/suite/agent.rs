@@ -31,8 +31,16 @@ fn shape() -> Shape {
 struct Resp(TcpStream);
 
 impl Resp {
+    /// To a front without a token (in-process).
     async fn connect(addr: SocketAddr) -> std::io::Result<Self> {
         Ok(Resp(TcpStream::connect(addr).await?))
+    }
+
+    /// To an agent process, with its token.
+    async fn agent(a: &Agent) -> std::io::Result<Self> {
+        Ok(Resp(
+            crate::common::agent_connection(a.addr, &a.token).await?,
+        ))
     }
 
     async fn call(&mut self, args: &[&[u8]]) -> std::io::Result<OwnedFrame> {
@@ -46,6 +54,7 @@ type Pair = (String, Vec<u8>);
 struct Agent {
     child: Child,
     addr: SocketAddr,
+    token: String,
 }
 
 fn spawn_agent(stack: &Stack, state: &Path) -> Agent {
@@ -60,9 +69,15 @@ fn spawn_agent(stack: &Stack, state: &Path) -> Agent {
     ])
     .arg(&stack.tls.files.ca)
     .arg("--state")
-    .arg(state);
+    .arg(state)
+    .arg("--key-file")
+    .arg(crate::common::key_file(state));
     let (child, addr) = crate::common::spawn_listening(cmd);
-    Agent { child, addr }
+    Agent {
+        child,
+        addr,
+        token: crate::common::agent_token(state),
+    }
 }
 
 /// A failing test must not leave its agent running.
@@ -89,7 +104,7 @@ async fn crash_loop(iters: usize, seed: u64) {
     let mut recovered_in_flight = 0;
     for iter in 0..iters {
         let agent = spawn_agent(&stack, &state);
-        let mut c = Resp::connect(agent.addr).await.expect("connect");
+        let mut c = Resp::agent(&agent).await.expect("connect");
         // Every acknowledged write is there; the one in flight is there whole or not at all.
         let keys: Vec<String> = model
             .lock()
@@ -201,6 +216,7 @@ fn kv_through_the_full_stack_agrees_with_a_btreemap() {
             proxy: Some(stack.proxy),
             state: Some(dir.path().join("state")),
             ca: Some(stack.tls.files.ca.clone()),
+            key_file: Some(dir.path().join("state.key")),
             ..Default::default()
         };
         let running = shroud::cmd::agent::start(&settings).await.expect("agent");
@@ -209,6 +225,7 @@ fn kv_through_the_full_stack_agrees_with_a_btreemap() {
         tokio::spawn(shroud_client::agent::serve(
             running.kv.clone(),
             listener,
+            None,
             std::future::pending(),
         ));
         (stack, (addr, running), dir)
@@ -256,9 +273,20 @@ async fn redis_cli_round_trips() {
     let agent = spawn_agent(&stack, &dir.path().join("state"));
     let port = agent.addr.port().to_string();
     let cli_port = port.clone();
+    let token = agent.token.clone();
+    let cli_token = token.clone();
+    let token_file = dir.path().join("state").join("agent.token");
     let cli = move |args: &[&str]| -> String {
         let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &cli_port])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &cli_port,
+                "--no-auth-warning",
+                "-a",
+                &cli_token,
+            ])
             .args(args)
             .output()
             .expect("redis-cli is installed (.ci/run installs redis-tools)");
@@ -293,6 +321,8 @@ async fn redis_cli_round_trips() {
                 "-c",
                 "2",
                 "-q",
+                "-a",
+                &token,
             ])
             .output()
             .expect("redis-benchmark is installed");
@@ -304,7 +334,13 @@ async fn redis_cli_round_trips() {
         // The `shroud kv` CLI against the running agent.
         let kv = |args: &[&str]| {
             Command::new(env!("CARGO_BIN_EXE_shroud"))
-                .args(["kv", "--agent", &format!("127.0.0.1:{port}")])
+                .args([
+                    "kv",
+                    "--agent",
+                    &format!("127.0.0.1:{port}"),
+                    "--token-file",
+                ])
+                .arg(&token_file)
                 .args(args)
                 .output()
                 .expect("shroud kv")
@@ -317,6 +353,37 @@ async fn redis_cli_round_trips() {
         assert!(String::from_utf8_lossy(&kv(&["ls", "cli-*"]).stdout).contains("cli-key"));
         assert!(kv(&["del", "cli-key"]).status.success());
         assert!(!kv(&["get", "cli-key"]).status.success());
+        // Another local process without the token gets nothing (issue 12, finding 8).
+        let stranger = |auth: &[&str], args: &[&str]| -> String {
+            let out = Command::new("redis-cli")
+                .args(["-h", "127.0.0.1", "-p", &port, "--no-auth-warning"])
+                .args(auth)
+                .args(args)
+                .output()
+                .expect("redis-cli");
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        };
+        assert!(stranger(&[], &["GET", "greeting"]).contains("NOAUTH"));
+        assert!(stranger(&[], &["MAIL.ADDRESS"]).contains("NOAUTH"));
+        let wrong = "0".repeat(64);
+        assert!(stranger(&["-a", &wrong], &["GET", "greeting"]).contains("WRONGPASS"));
+        let no_token = Command::new(env!("CARGO_BIN_EXE_shroud"))
+            .args([
+                "kv",
+                "--agent",
+                &format!("127.0.0.1:{port}"),
+                "get",
+                "greeting",
+            ])
+            .env_remove("SHROUD_TOKEN_FILE")
+            .output()
+            .expect("shroud kv");
+        assert!(!no_token.status.success());
+        assert!(String::from_utf8_lossy(&no_token.stderr).contains("--token-file"));
     });
     run.await.expect("redis-cli checks");
     kill9(agent);

@@ -4,7 +4,7 @@
 
 use crate::common::TestServer;
 use shroud_client::mailbox::envelope::{CHUNK_LEN, ENVELOPE_LEN};
-use shroud_client::mailbox::{Identity, Reassembly, ReplayWindow, envelope};
+use shroud_client::mailbox::{Account, Identity, Reassembly, ReplayWindow, envelope};
 use shroud_net::conn::{ConnError, Connection};
 use shroud_net::transport::ClientTls;
 use shroud_proto::routing::RoutingKey;
@@ -17,11 +17,15 @@ async fn connect(addr: std::net::SocketAddr) -> Connection {
         .expect("connect")
 }
 
-/// An inbox for `id`, holding at most `limit` envelopes.
-async fn open_inbox(c: &mut Connection, id: &Identity, limit: u64) -> Grant {
-    let mut rng = rand::rng();
-    let mut grant = shroud_client::random_grant(&mut rng);
-    grant.store = shroud_proto::StoreId(id.address().inbox);
+/// A fresh account: its identity and its inbox's grant.
+fn account() -> (Identity, Grant) {
+    let a = Account::generate(&mut rand::rng());
+    (a.identity().expect("identity"), a.inbox().expect("inbox"))
+}
+
+/// Creates `grant`'s inbox, holding at most `limit` envelopes.
+async fn open_inbox(c: &mut Connection, grant: &Grant, limit: u64) -> Grant {
+    let grant = grant.clone();
     c.create_store(
         &grant,
         Geometry {
@@ -61,11 +65,11 @@ async fn envelopes_are_filed_drained_and_deleted_only_when_acknowledged() {
     let secret = key.secret();
     let server = TestServer::start_in_with_routing(dir, Config::default(), key).await;
     let mut rng = rand::rng();
-    let (alice, bob) = (Identity::generate(&mut rng), Identity::generate(&mut rng));
+    let ((alice, _), (bob, bob_grant)) = (account(), account());
     let storage_pk = RoutingKey::from_secret(&secret).unwrap().public();
     let mut c = connect(server.addr).await;
     assert_eq!(c.routing_key().await.unwrap(), storage_pk);
-    let bob_inbox = open_inbox(&mut c, &bob, 64).await;
+    let bob_inbox = open_inbox(&mut c, &bob_grant, 64).await;
     // A short and a long (chunked) message, plus a dummy and garbage.
     let mut ctr = 0;
     let long: Vec<u8> = (0..3 * CHUNK_LEN as u32 + 7)
@@ -132,10 +136,9 @@ async fn full_inboxes_push_back_and_queues_survive_a_restart() {
     let secret = key.secret();
     let server = TestServer::start_in_with_routing(dir, Config::default(), key).await;
     let storage_pk = RoutingKey::from_secret(&secret).unwrap().public();
-    let mut rng = rand::rng();
-    let (alice, carol) = (Identity::generate(&mut rng), Identity::generate(&mut rng));
+    let ((alice, _), (carol, carol_grant)) = (account(), account());
     let mut c = connect(server.addr).await;
-    let inbox = open_inbox(&mut c, &carol, 3).await;
+    let inbox = open_inbox(&mut c, &carol_grant, 3).await;
     let mut ctr = 0;
     let envs: Vec<Envelope> = (0..5)
         .flat_map(|i| seal(&alice, &carol, &storage_pk, b"x", &mut ctr, i))
@@ -173,5 +176,101 @@ async fn full_inboxes_push_back_and_queues_survive_a_restart() {
     assert_eq!(
         status,
         vec![DepositStatus::Delivered, DepositStatus::Delivered]
+    );
+}
+
+/// A drain of `grant`'s inbox through storage's mail path (as the proxy carries it): its
+/// status, once opened by the requester.
+async fn sealed_drain(
+    c: &mut Connection,
+    storage_pk: &[u8; 32],
+    grant: &Grant,
+) -> shroud_proto::mail::DrainStatus {
+    use shroud_proto::mail::{DRAIN_INFO, DrainReply, DrainRequest, MailBatch, Sealed};
+    let req = DrainRequest {
+        grant: grant.clone(),
+        ack_through: 0,
+    };
+    let (sealed, responder) = shroud_proto::sealed::seal_request(
+        storage_pk,
+        DRAIN_INFO,
+        &req.to_bytes(),
+        &mut rand::rng(),
+    )
+    .expect("seal");
+    let reply = c
+        .mail(MailBatch {
+            envelope_len: ENVELOPE_LEN as u32,
+            drain_max: 2,
+            deposits: Vec::new(),
+            drains: vec![Sealed(sealed)],
+        })
+        .await
+        .expect("mail");
+    let plain = responder.open(&reply.drained[0].0).expect("open");
+    DrainReply::from_bytes(&plain, 2, ENVELOPE_LEN as u32)
+        .expect("reply")
+        .status
+}
+
+/// Issue 12, finding 6: an inbox id is public (in its owner's address), and an inbox was
+/// created by whoever drained it first. A squatter who knows the address can no longer
+/// create it (directly or by a drain), nor drain or delete it once its owner has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_squatter_who_knows_the_address_cannot_take_the_inbox() {
+    use shroud_proto::mail::DrainStatus;
+    let dir = tempfile::tempdir().unwrap();
+    let key = RoutingKey::generate(&mut rand::rng());
+    let storage_pk = key.public();
+    let server = TestServer::start_in_with_routing(dir, Config::default(), key).await;
+    let mut c = connect(server.addr).await;
+    let ((alice, _), (bob, bob_grant)) = (account(), account());
+    // What the squatter knows: Bob's address, so his inbox id; any capability of its own.
+    let inbox = shroud_proto::StoreId(bob.address().inbox);
+    let mut squat = shroud_client::random_grant(&mut rand::rng());
+    squat.store = inbox;
+    let geometry = Geometry {
+        bucket_len: ENVELOPE_LEN as u32,
+        buckets: 8,
+    };
+    assert!(matches!(
+        c.create_store(&squat, geometry).await,
+        Err(ConnError::Refused(ErrorCode::Unauthorized))
+    ));
+    assert_eq!(
+        sealed_drain(&mut c, &storage_pk, &squat).await,
+        DrainStatus::Unauthorized
+    );
+    // Nothing was created: mail to Bob is not filed anywhere yet.
+    let mut ctr = 0;
+    let env = seal(&alice, &bob, &storage_pk, b"hi", &mut ctr, 1);
+    assert_eq!(c.deposit(env).await.unwrap(), vec![DepositStatus::NoInbox]);
+    // Bob's first drain creates it; then the squatter can neither drain nor delete it.
+    assert_eq!(
+        sealed_drain(&mut c, &storage_pk, &bob_grant).await,
+        DrainStatus::Ok
+    );
+    let env = seal(&alice, &bob, &storage_pk, b"hi", &mut ctr, 2);
+    assert_eq!(
+        c.deposit(env).await.unwrap(),
+        vec![DepositStatus::Delivered]
+    );
+    assert_eq!(
+        sealed_drain(&mut c, &storage_pk, &squat).await,
+        DrainStatus::Unauthorized
+    );
+    assert!(matches!(
+        c.drain(&squat, 0, 2).await,
+        Err(ConnError::Refused(ErrorCode::Unauthorized))
+    ));
+    assert!(matches!(
+        c.delete_store(&squat).await,
+        Err(ConnError::Refused(ErrorCode::Unauthorized))
+    ));
+    let got = c.drain(&bob_grant, 0, 2).await.unwrap();
+    assert_eq!(
+        got.iter().filter(|d| d.present).count(),
+        1,
+        "Bob's mail is his"
     );
 }

@@ -24,7 +24,6 @@ use shroud_proto::Shape;
 use shroud_proto::StoreId;
 use shroud_storage::backend::QueueOp;
 use shroud_storage::{Backend, BackendError, Put, SledBackend, StoreMeta, Usage};
-use tokio::net::TcpStream;
 
 fn shape() -> Shape {
     Shape::new(1024, 512, 3)
@@ -518,13 +517,21 @@ async fn an_offline_recipient_catches_up_without_loss_or_duplicates() {
     }
 }
 
-/// A minimal RESP client for the agent process.
-async fn resp(addr: SocketAddr, args: &[&[u8]]) -> std::io::Result<OwnedFrame> {
-    let mut s = TcpStream::connect(addr).await?;
+/// Where an agent process listens, and its token.
+#[derive(Clone)]
+struct AgentAt {
+    addr: SocketAddr,
+    token: String,
+    token_file: std::path::PathBuf,
+}
+
+/// A minimal RESP client for the agent process (authenticated).
+async fn resp(agent: &AgentAt, args: &[&[u8]]) -> std::io::Result<OwnedFrame> {
+    let mut s = crate::common::agent_connection(agent.addr, &agent.token).await?;
     shroud_client::resp::call(&mut s, args).await
 }
 
-fn spawn_agent(stack: &Stack, state: &Path) -> (Reaped, SocketAddr) {
+fn spawn_agent(stack: &Stack, state: &Path) -> (Reaped, AgentAt) {
     let key: String = stack
         .storage_key
         .iter()
@@ -538,9 +545,16 @@ fn spawn_agent(stack: &Stack, state: &Path) -> (Reaped, SocketAddr) {
         .arg("--state")
         .arg(state)
         .arg("--storage-key")
-        .arg(key);
+        .arg(key)
+        .arg("--key-file")
+        .arg(crate::common::key_file(state));
     let (child, addr) = crate::common::spawn_listening(cmd);
-    (Reaped(child), addr)
+    let at = AgentAt {
+        addr,
+        token: crate::common::agent_token(state),
+        token_file: state.join("agent.token"),
+    };
+    (Reaped(child), at)
 }
 
 fn bulk(f: OwnedFrame) -> String {
@@ -570,12 +584,12 @@ async fn recipient_crash_loop(kills: usize) {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("bob");
     let (mut child, addr) = spawn_agent(&stack, &state);
-    let bob: Address = bulk(resp(addr, &[b"MAIL.INIT"]).await.unwrap())
+    let bob: Address = bulk(resp(&addr, &[b"MAIL.INIT"]).await.unwrap())
         .parse()
         .expect("address");
     let alice_addr = alice.address.to_string();
     resp(
-        addr,
+        &addr,
         &[b"MAIL.ADD-CONTACT", b"alice", alice_addr.as_bytes()],
     )
     .await
@@ -598,7 +612,7 @@ async fn recipient_crash_loop(kills: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut got: Vec<Vec<u8>>;
     loop {
-        got = match resp(addr, &[b"MAIL.READ", b"alice"]).await.unwrap() {
+        got = match resp(&addr, &[b"MAIL.READ", b"alice"]).await.unwrap() {
             OwnedFrame::Array(items) => items
                 .into_iter()
                 .map(|f| {
@@ -662,9 +676,10 @@ async fn a_client_pinning_another_storage_key_refuses_to_send() {
 }
 
 /// Runs `shroud mail --agent ADDR ARGS...`; returns its stdout.
-fn shroud_mail(agent: SocketAddr, args: &[&str]) -> String {
+fn shroud_mail(agent: &AgentAt, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_shroud"))
-        .args(["mail", "--agent", &agent.to_string()])
+        .args(["mail", "--agent", &agent.addr.to_string(), "--token-file"])
+        .arg(&agent.token_file)
         .args(args)
         .output()
         .expect("shroud mail");
@@ -684,9 +699,10 @@ async fn the_shroud_mail_cli_works_through_the_agent() {
     let dir = tempfile::tempdir().unwrap();
     let (child, agent) = spawn_agent(&stack, &dir.path().join("bob"));
     let cli = move |args: Vec<String>| {
+        let agent = agent.clone();
         tokio::task::spawn_blocking(move || {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            shroud_mail(agent, &args)
+            shroud_mail(&agent, &args)
         })
     };
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();

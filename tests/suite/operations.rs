@@ -62,7 +62,9 @@ impl Servers {
             .arg("--ca")
             .arg(&self.certs.ca)
             .arg("--state")
-            .arg(state);
+            .arg(state)
+            .arg("--key-file")
+            .arg(crate::common::key_file(state));
         if with_key {
             cmd.args(["--storage-key", &self.storage_key]);
         }
@@ -95,6 +97,54 @@ fn terminate(child: &mut Child, what: &str, limit: Duration) -> Duration {
 
 const SECOND: Duration = Duration::from_secs(1);
 
+/// A process's core file size limits, soft and hard, as /proc shows them.
+fn core_limit(pid: u32) -> String {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .expect("a core limit");
+    let words: Vec<&str> = line.split_whitespace().collect();
+    format!("{} {}", words[4], words[5])
+}
+
+#[test]
+fn the_state_key_lives_where_the_user_says() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = Servers::start(dir.path());
+    let state = dir.path().join("alice");
+    let run = |extra: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shroud"));
+        cmd.args(["agent", "--listen", "127.0.0.1:0", "--proxy"])
+            .arg(s.proxy_addr.to_string())
+            .arg("--ca")
+            .arg(&s.certs.ca)
+            .arg("--state")
+            .arg(&state)
+            .args(["--storage-key", &s.storage_key])
+            .args(extra)
+            .env("RUST_BACKTRACE", "0");
+        let out = cmd.output().expect("run");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    // No default key file beside the state.
+    let err = run(&[]);
+    assert!(
+        err.contains("--key-file") && err.contains("--passphrase-env"),
+        "{err}"
+    );
+    let inside = state.join("state.key");
+    let err = run(&["--key-file", &inside.to_string_lossy()]);
+    assert!(err.contains("inside the state directory"), "{err}");
+    assert!(!state.join("state.db").exists(), "nothing was created");
+    // A state key file an older version left inside: named, with what to do.
+    std::fs::create_dir_all(&state).expect("dir");
+    std::fs::write(&inside, [1u8; 32]).expect("old key");
+    let err = run(&[]);
+    assert!(err.contains("move it out"), "{err}");
+}
+
 #[test]
 fn sigterm_stops_every_service_within_a_second() {
     let dir = tempfile::tempdir().expect("dir");
@@ -103,6 +153,10 @@ fn sigterm_stops_every_service_within_a_second() {
     // A running agent, its proxy up.
     let (agent, _) = spawn_listening(s.agent(s.proxy_addr, &state, true));
     let mut agent = Reaped(agent);
+    // It holds keys: no core file may ever carry them (issue 12, finding 8).
+    for pid in [agent.0.id(), s.storage.0.id(), s.proxy.0.id()] {
+        assert_eq!(core_limit(pid), "0 0", "process {pid} may dump core");
+    }
     std::thread::sleep(Duration::from_millis(600));
     let up = terminate(&mut agent.0, "agent, proxy up", SECOND);
     // Again on the same state (it opens after that stop); then the proxy stops first.

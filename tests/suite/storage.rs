@@ -14,7 +14,7 @@ use shroud_net::transport::ClientTls;
 use shroud_oram::{Config as OramConfig, Key, Op, Oram, PositionMap};
 use shroud_proto::{
     Batch, BatchOp, Capability, ErrorCode, Geometry, Grant, Hello, Limits, ReadResult, Request,
-    Response, StoreId, decode, encode,
+    Response, decode, encode,
 };
 use shroud_storage::{Config, Transcript};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -353,7 +353,7 @@ async fn transcript_holds_exactly_the_requests() {
         ops,
         vec![Op::Create, Op::Batch, Op::Batch, Op::Stats, Op::Delete]
     );
-    let store = StoreId([4; 16]).to_string();
+    let store = grant(4, 4).store.to_string();
     assert!(
         lines
             .iter()

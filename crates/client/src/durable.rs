@@ -10,9 +10,16 @@
 //! - `account`: the mailbox identity and inbox capability (the mailbox's outbox, spool and
 //!   counters ride in `wal`, so they follow the write-ahead rule).
 //!
-//! The state key comes from a key file (32 random bytes, mode 0600) or from a passphrase
-//! through Argon2id (RFC 9106; 19 MiB, 2 passes, the OWASP minimum) with a random salt kept
-//! in the clear beside the records.
+//! The state key comes from a key file (32 random bytes, mode 0600, at a path the user names,
+//! never inside the state directory) or from a passphrase through Argon2id (RFC 9106,
+//! section 4, its second recommended option: 64 MiB, 3 passes, 4 lanes) with a random salt
+//! and the parameters kept in the clear beside the records. A state made with the earlier
+//! parameters (19 MiB, 2 passes) is re-keyed to these, in one atomic write, when it opens.
+//!
+//! A new state is built in `state.db.new` and renamed to `state.db` once its `meta` record
+//! is durable (the directory fsynced), and a new key file is written and fsynced, with its
+//! directory, before that: a crash at any instant leaves either no state (creation starts
+//! again) or a whole one, never a database whose key or `meta` is missing.
 //!
 //! # The write-ahead rule
 //! The scheduler saves `wal` after each batch finishes and before anything depends on it: before
@@ -125,13 +132,73 @@ fn options() -> impl bincode::Options {
         .reject_trailing_bytes()
 }
 
-fn derive(unlock: &Unlock, db: &sled::Db, create: bool) -> Result<Zeroizing<[u8; 32]>, StateError> {
+/// Argon2id parameters: memory in KiB, passes, lanes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct KdfParams {
+    m_kib: u32,
+    t: u32,
+    p: u32,
+}
+
+/// New states: RFC 9106, section 4, the second recommended option (64 MiB, 3 passes, 4 lanes).
+const KDF: KdfParams = KdfParams {
+    m_kib: 64 * 1024,
+    t: 3,
+    p: 4,
+};
+/// States made before the parameters were kept (argon2's defaults then, the OWASP minimum):
+/// opened once with these and re-keyed to [`KDF`].
+const KDF_BEFORE: KdfParams = KdfParams {
+    m_kib: 19 * 1024,
+    t: 2,
+    p: 1,
+};
+const KDF_SALT: &str = "kdf-salt";
+const KDF_PARAMS: &str = "kdf-params";
+
+impl KdfParams {
+    fn to_bytes(self) -> [u8; 12] {
+        let mut b = [0u8; 12];
+        b[..4].copy_from_slice(&self.m_kib.to_le_bytes());
+        b[4..8].copy_from_slice(&self.t.to_le_bytes());
+        b[8..].copy_from_slice(&self.p.to_le_bytes());
+        b
+    }
+
+    fn from_bytes(b: &[u8]) -> Option<Self> {
+        let word = |i: usize| Some(u32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?));
+        (b.len() == 12).then_some(())?;
+        Some(KdfParams {
+            m_kib: word(0)?,
+            t: word(4)?,
+            p: word(8)?,
+        })
+    }
+
+    fn stretch(self, pass: &str, salt: &[u8]) -> Result<Zeroizing<[u8; 32]>, StateError> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        let params = Params::new(self.m_kib, self.t, self.p, Some(32)).map_err(StateError::Kdf)?;
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password_into(pass.as_bytes(), salt, &mut key[..])
+            .map_err(StateError::Kdf)?;
+        Ok(key)
+    }
+}
+
+/// The state key, and for a passphrase state made with [`KDF_BEFORE`] the key under the
+/// current parameters it is to be re-keyed to, with their salt.
+struct Derived {
+    key: Zeroizing<[u8; 32]>,
+    rekey: Option<(Zeroizing<[u8; 32]>, [u8; 16])>,
+}
+
+fn derive(unlock: &Unlock, db: &sled::Db, create: bool) -> Result<Derived, StateError> {
     let mut key = Zeroizing::new([0u8; 32]);
     match unlock {
         Unlock::KeyFile(path) => {
             if create && !path.exists() {
                 rand::rng().fill_bytes(&mut key[..]);
-                write_private(path, &key[..]).map_err(io(path))?;
+                crate::fsutil::write_private(path, &key[..]).map_err(io(path))?;
             } else {
                 let bytes = Zeroizing::new(std::fs::read(path).map_err(io(path))?);
                 if bytes.len() != 32 {
@@ -141,12 +208,13 @@ fn derive(unlock: &Unlock, db: &sled::Db, create: bool) -> Result<Zeroizing<[u8;
             }
         }
         Unlock::Passphrase(pass) => {
-            let salt = match db.get("kdf-salt")? {
+            let salt = match db.get(KDF_SALT)? {
                 Some(s) => s.to_vec(),
                 None if create => {
                     let mut s = vec![0u8; 16];
                     rand::rng().fill_bytes(&mut s);
-                    db.insert("kdf-salt", s.clone())?;
+                    db.insert(KDF_SALT, s.clone())?;
+                    db.insert(KDF_PARAMS, &KDF.to_bytes()[..])?;
                     s
                 }
                 None => {
@@ -155,19 +223,22 @@ fn derive(unlock: &Unlock, db: &sled::Db, create: bool) -> Result<Zeroizing<[u8;
                     ));
                 }
             };
-            let params = Params::new(
-                Params::DEFAULT_M_COST,
-                Params::DEFAULT_T_COST,
-                Params::DEFAULT_P_COST,
-                Some(32),
-            )
-            .map_err(StateError::Kdf)?;
-            Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-                .hash_password_into(pass.as_bytes(), &salt, &mut key[..])
-                .map_err(StateError::Kdf)?;
+            let params = match db.get(KDF_PARAMS)? {
+                Some(b) => KdfParams::from_bytes(&b).ok_or(StateError::Corrupt(KDF_PARAMS))?,
+                None => KDF_BEFORE,
+            };
+            let key = params.stretch(pass, &salt)?;
+            let rekey = if params == KDF_BEFORE {
+                let mut salt = [0u8; 16];
+                rand::rng().fill_bytes(&mut salt);
+                Some((KDF.stretch(pass, &salt)?, salt))
+            } else {
+                None
+            };
+            return Ok(Derived { key, rekey });
         }
     }
-    Ok(key)
+    Ok(Derived { key, rekey: None })
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
@@ -175,18 +246,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
         path: path.to_path_buf(),
         source,
     }
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
 }
 
 /// One record as it is stored: `nonce (24) || ciphertext || tag (16)`, the record's name as
@@ -198,11 +257,20 @@ fn seal_record<T: Serialize>(
     value: &T,
 ) -> Result<Vec<u8>, StateError> {
     use bincode::Options;
-    let mut plain = Zeroizing::new(
+    let plain = Zeroizing::new(
         options()
             .serialize(value)
             .map_err(|_| StateError::Corrupt(name))?,
     );
+    seal_bytes(cipher, name, plain)
+}
+
+/// Seals a record's plaintext bytes (see [`seal_record`]).
+fn seal_bytes(
+    cipher: &XChaCha20Poly1305,
+    name: &str,
+    mut plain: Zeroizing<Vec<u8>>,
+) -> Result<Vec<u8>, StateError> {
     let mut nonce = [0u8; NONCE];
     rand::rng().fill_bytes(&mut nonce);
     let tag = cipher
@@ -211,7 +279,7 @@ fn seal_record<T: Serialize>(
             name.as_bytes(),
             (&mut plain[..]).into(),
         )
-        .map_err(|_| StateError::Corrupt(name))?;
+        .map_err(|_| StateError::Corrupt("record too long"))?;
     let mut record = Vec::with_capacity(NONCE + plain.len() + TAG);
     record.extend_from_slice(&nonce);
     record.extend_from_slice(&plain);
@@ -226,14 +294,29 @@ fn open_record<T: serde::de::DeserializeOwned>(
     record: &[u8],
 ) -> Result<T, StateError> {
     use bincode::Options;
+    let plain = open_bytes(cipher, name, record)?;
+    options()
+        .with_limit(plain.len() as u64)
+        .deserialize(&plain)
+        .map_err(|_| StateError::Corrupt(name))
+}
+
+/// Opens a record to its plaintext bytes (see [`open_record`]).
+fn open_bytes(
+    cipher: &XChaCha20Poly1305,
+    name: &str,
+    record: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, StateError> {
     if record.len() < NONCE + TAG {
-        return Err(StateError::Corrupt(name));
+        return Err(StateError::Corrupt("record"));
     }
     let (nonce, rest) = record.split_at(NONCE);
     let (body, tag) = rest.split_at(rest.len() - TAG);
     let mut plain = Zeroizing::new(body.to_vec());
-    let nonce: [u8; NONCE] = nonce.try_into().map_err(|_| StateError::Corrupt(name))?;
-    let tag: [u8; TAG] = tag.try_into().map_err(|_| StateError::Corrupt(name))?;
+    let nonce: [u8; NONCE] = nonce
+        .try_into()
+        .map_err(|_| StateError::Corrupt("record"))?;
+    let tag: [u8; TAG] = tag.try_into().map_err(|_| StateError::Corrupt("record"))?;
     cipher
         .decrypt_inout_detached(
             &XNonce::from(nonce),
@@ -242,10 +325,7 @@ fn open_record<T: serde::de::DeserializeOwned>(
             &tag.into(),
         )
         .map_err(|_| StateError::Decrypt)?;
-    options()
-        .with_limit(plain.len() as u64)
-        .deserialize(&plain)
-        .map_err(|_| StateError::Corrupt(name))
+    Ok(plain)
 }
 
 impl Durable {
@@ -254,7 +334,8 @@ impl Durable {
         dir.join("state.db").exists()
     }
 
-    /// Creates a new state in `dir` (which must not hold one).
+    /// Creates a new state in `dir` (which must not hold one), crash-safely: the key file
+    /// first, then the database, built under `state.db.new` and renamed once whole.
     pub fn create(dir: &Path, unlock: &Unlock, meta: &Meta) -> Result<Self, StateError> {
         if Self::exists(dir) {
             return Err(StateError::Missing(format!(
@@ -263,14 +344,25 @@ impl Durable {
             )));
         }
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let db = sled::Config::new().path(dir.join("state.db")).open()?;
-        let key = derive(unlock, &db, true)?;
-        let s = Durable {
-            cipher: XChaCha20Poly1305::new(&(*key).into()),
-            db,
-        };
-        s.save(meta)?;
-        Ok(s)
+        crate::fsutil::sync_parent(dir).map_err(io(dir))?;
+        let building = dir.join("state.db.new");
+        if building.exists() {
+            // A creation that crashed: nothing in it was ever used.
+            std::fs::remove_dir_all(&building).map_err(io(&building))?;
+        }
+        {
+            let db = sled::Config::new().path(&building).open()?;
+            let derived = derive(unlock, &db, true)?;
+            let s = Durable {
+                cipher: XChaCha20Poly1305::new(&(*derived.key).into()),
+                db,
+            };
+            s.save(meta)?;
+        }
+        let done = dir.join("state.db");
+        std::fs::rename(&building, &done).map_err(io(&done))?;
+        crate::fsutil::sync_dir(dir).map_err(io(dir))?;
+        Self::open(dir, unlock).map(|(s, _)| s)
     }
 
     /// Opens the state in `dir` and returns it with its meta record.
@@ -282,16 +374,42 @@ impl Durable {
             )));
         }
         let db = sled::Config::new().path(dir.join("state.db")).open()?;
-        let key = derive(unlock, &db, false)?;
-        let s = Durable {
-            cipher: XChaCha20Poly1305::new(&(*key).into()),
+        let derived = derive(unlock, &db, false)?;
+        let mut s = Durable {
+            cipher: XChaCha20Poly1305::new(&(*derived.key).into()),
             db,
         };
         let meta: Meta = s.load()?.ok_or(StateError::Corrupt("meta"))?;
+        if let Some((key, salt)) = derived.rekey {
+            s.rekey(&key, &salt)?;
+        }
         if meta.version != VERSION {
             return Err(StateError::Corrupt("meta version"));
         }
         Ok((s, meta))
+    }
+
+    /// Seals every record again under `key` (the passphrase under [`KDF`] with `salt`),
+    /// with the new salt and parameters, in one atomic write.
+    fn rekey(&mut self, key: &[u8; 32], salt: &[u8; 16]) -> Result<(), StateError> {
+        let cipher = XChaCha20Poly1305::new(&(*key).into());
+        let mut batch = sled::Batch::default();
+        for entry in self.db.iter() {
+            let (name, record) = entry?;
+            if name.as_ref() == KDF_SALT.as_bytes() || name.as_ref() == KDF_PARAMS.as_bytes() {
+                continue;
+            }
+            let label = std::str::from_utf8(&name).map_err(|_| StateError::Corrupt("name"))?;
+            let plain = open_bytes(&self.cipher, label, &record)?;
+            batch.insert(name.as_ref(), seal_bytes(&cipher, label, plain)?);
+        }
+        batch.insert(KDF_SALT, &salt[..]);
+        batch.insert(KDF_PARAMS, &KDF.to_bytes()[..]);
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        self.cipher = cipher;
+        tracing::info!("client state re-keyed to Argon2id with 64 MiB, 3 passes, 4 lanes");
+        Ok(())
     }
 
     fn put<T: Serialize>(&self, name: &'static str, value: &T) -> Result<(), StateError> {
@@ -398,6 +516,91 @@ mod tests {
             Durable::open(dir.path(), &bad),
             Err(StateError::Decrypt)
         ));
+    }
+
+    #[test]
+    fn passphrases_use_rfc9106_parameters_and_older_states_are_rekeyed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pass = Unlock::Passphrase(Zeroizing::new("correct horse".into()));
+        let new = dir.path().join("new");
+        drop(Durable::create(&new, &pass, &meta()).unwrap());
+        {
+            let db = sled::Config::new()
+                .path(new.join("state.db"))
+                .open()
+                .unwrap();
+            let params = db.get(KDF_PARAMS).unwrap().unwrap();
+            assert_eq!(KdfParams::from_bytes(&params), Some(KDF));
+            assert_eq!(KDF.m_kib, 65536);
+            assert_eq!((KDF.t, KDF.p), (3, 4));
+        }
+        // A state as the earlier code made it: a salt, no parameters, the weaker key.
+        let old = dir.path().join("old");
+        {
+            std::fs::create_dir_all(&old).unwrap();
+            let db = sled::Config::new()
+                .path(old.join("state.db"))
+                .open()
+                .unwrap();
+            let salt = [5u8; 16];
+            db.insert(KDF_SALT, &salt[..]).unwrap();
+            let key = KDF_BEFORE.stretch("correct horse", &salt).unwrap();
+            let cipher = XChaCha20Poly1305::new(&(*key).into());
+            db.insert("meta", seal_record(&cipher, "meta", &meta()).unwrap())
+                .unwrap();
+            let wal = Wal::<()> {
+                snapshot: vec![1; 10],
+                pending: None,
+                seq: 3,
+                rider: None,
+            };
+            db.insert("wal", seal_record(&cipher, "wal", &wal).unwrap())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let (s, m) = Durable::open(&old, &pass).unwrap();
+        assert_eq!(m.oram_key, [3; 32]);
+        assert_eq!(s.load::<Wal<()>>().unwrap().unwrap().seq, 3);
+        drop(s);
+        {
+            let db = sled::Config::new()
+                .path(old.join("state.db"))
+                .open()
+                .unwrap();
+            let params = db.get(KDF_PARAMS).unwrap().unwrap();
+            assert_eq!(KdfParams::from_bytes(&params), Some(KDF), "re-keyed");
+            assert_ne!(db.get(KDF_SALT).unwrap().unwrap().as_ref(), &[5u8; 16]);
+        }
+        let (s, _) = Durable::open(&old, &pass).unwrap();
+        assert_eq!(s.load::<Wal<()>>().unwrap().unwrap().seq, 3);
+        let bad = Unlock::Passphrase(Zeroizing::new("battery staple".into()));
+        drop(s);
+        assert!(matches!(
+            Durable::open(&old, &bad),
+            Err(StateError::Decrypt)
+        ));
+    }
+
+    #[test]
+    fn a_creation_cut_short_leaves_nothing_that_blocks_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("s");
+        let keyfile = dir.path().join("k");
+        let unlock = Unlock::KeyFile(keyfile.clone());
+        // A crash after the key file and part of the database: no state yet.
+        std::fs::create_dir_all(state.join("state.db.new")).unwrap();
+        std::fs::write(state.join("state.db.new").join("junk"), b"half").unwrap();
+        crate::fsutil::write_private(&keyfile, &[8u8; 32]).unwrap();
+        assert!(!Durable::exists(&state));
+        drop(Durable::create(&state, &unlock, &meta()).unwrap());
+        assert!(!state.join("state.db.new").exists());
+        assert_eq!(
+            std::fs::read(&keyfile).unwrap(),
+            vec![8u8; 32],
+            "the key kept"
+        );
+        let (_, m) = Durable::open(&state, &unlock).unwrap();
+        assert_eq!(m.oram_key, [3; 32]);
     }
 
     /// The stored sample of today's state records (format version 1): the state key and

@@ -9,25 +9,22 @@ mod client;
 pub mod direct;
 pub mod durable;
 mod error;
+mod fsutil;
 pub mod kv;
 mod link;
 pub mod mailbox;
 pub mod resp;
 pub mod schedule;
 mod stats;
+pub mod token;
 
 pub use kv::{Kv, KvError};
 
 /// A fresh store id and capability from `rng` (a CSPRNG: the capability is a secret).
 pub fn random_grant<R: rand::CryptoRng + ?Sized>(rng: &mut R) -> shroud_proto::Grant {
-    let mut id = [0u8; 16];
     let mut cap = [0u8; 32];
-    rng.fill_bytes(&mut id);
     rng.fill_bytes(&mut cap);
-    shroud_proto::Grant {
-        store: shroud_proto::StoreId(id),
-        capability: shroud_proto::Capability(cap),
-    }
+    shroud_proto::Grant::of(shroud_proto::Capability(cap))
 }
 pub use client::{Client, ClientConfig};
 pub use error::{ClientError, Source};

@@ -4,9 +4,31 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-/// Names a store. Chosen by its owner (random, so unguessable ids are the norm).
+/// Names a store: [`StoreId::of`] its capability, which storage checks when it creates one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct StoreId(pub [u8; 16]);
+
+impl StoreId {
+    /// The id of the store `capability` opens: the first 16 bytes of
+    /// `SHA-256("shroud-store-id-v1" || capability)`.
+    ///
+    /// # Security
+    /// Storage creates a store only under the id of the capability that comes with the
+    /// request, so knowing an id (an inbox id is public in its owner's address) does not let
+    /// anyone create that store first and then drain, count or delete what it receives
+    /// (issue 12, finding 6). Finding a capability for a given id is a second preimage of
+    /// 128 bits of SHA-256.
+    pub fn of(capability: &Capability) -> StoreId {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"shroud-store-id-v1");
+        h.update(capability.0);
+        let d = h.finalize();
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&d[..16]);
+        StoreId(id)
+    }
+}
 
 impl std::fmt::Display for StoreId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -87,6 +109,22 @@ pub struct Grant {
     pub store: StoreId,
     /// Its capability.
     pub capability: Capability,
+}
+
+impl Grant {
+    /// The grant of the store `capability` names ([`StoreId::of`]).
+    pub fn of(capability: Capability) -> Grant {
+        Grant {
+            store: StoreId::of(&capability),
+            capability,
+        }
+    }
+
+    /// True if the store id is the one this capability names: the only id storage creates
+    /// a store under.
+    pub fn names_its_store(&self) -> bool {
+        StoreId::of(&self.capability) == self.store
+    }
 }
 
 /// One step of a batch.

@@ -63,6 +63,10 @@ impl Executor {
         {
             return Err(ErrorCode::BadGeometry);
         }
+        // Only under the id its capability names: nobody squats a store whose id they know.
+        if *store != StoreId::of(cap) {
+            return Err(ErrorCode::Unauthorized);
+        }
         let meta = StoreMeta {
             cap_hash: capability::hash(cap),
             geometry,

@@ -214,6 +214,11 @@ impl Executor {
         }
         let mut changed = false;
         match self.backend.meta(&store).map_err(internal)? {
+            // Created only under the id its capability names: an inbox id is public in its
+            // owner's address, and a squatter who knows it must not create it first.
+            None if !req.grant.names_its_store() => {
+                return Ok((empty(DrainStatus::Unauthorized), false));
+            }
             None => {
                 let meta = StoreMeta {
                     cap_hash: capability::hash(&req.grant.capability),

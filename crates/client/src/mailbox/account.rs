@@ -1,5 +1,7 @@
 //! An account as the client state keeps it: the identity's secret and the capability of its
-//! inbox (the inbox id is the identity's; storage creates the inbox on its owner's first drain).
+//! inbox. The inbox id (public, in the address) is the one the capability names
+//! ([`StoreId::of`]); storage creates the inbox on its owner's first drain, and only under that
+//! id, so someone who knows the address cannot create it first.
 
 use serde::{Deserialize, Serialize};
 use shroud_proto::{Capability, Grant, StoreId};
@@ -32,9 +34,9 @@ impl crate::durable::StateRecord for Account {
 impl Account {
     /// A fresh account.
     pub fn generate<R: rand::CryptoRng + ?Sized>(rng: &mut R) -> Self {
-        let id = Identity::generate(rng);
         let mut capability = [0u8; 32];
         rng.fill_bytes(&mut capability);
+        let id = Identity::generate(rng).with_inbox(StoreId::of(&Capability(capability)).0);
         Account {
             identity: id.to_secret().to_vec(),
             capability,
@@ -72,6 +74,10 @@ mod tests {
         let a = Account::generate(&mut rand::rng());
         let id = a.identity().unwrap();
         assert_eq!(a.inbox().unwrap().store.0, id.address().inbox);
+        assert!(
+            a.inbox().unwrap().names_its_store(),
+            "the id its capability names"
+        );
         let b: Account = bincode::deserialize(&bincode::serialize(&a).unwrap()).unwrap();
         assert_eq!(b.identity().unwrap().address(), id.address());
         assert_eq!(format!("{a:?}"), "Account(<redacted>)");

@@ -116,6 +116,12 @@ impl Identity {
         Identity { sk, pk, inbox }
     }
 
+    /// This identity with another inbox id (an account's: the id its capability names).
+    pub(crate) fn with_inbox(mut self, inbox: [u8; 16]) -> Self {
+        self.inbox = inbox;
+        self
+    }
+
     /// The secret bytes (private key, inbox id) to keep in the client state.
     pub fn to_secret(&self) -> Zeroizing<[u8; 48]> {
         let mut out = Zeroizing::new([0u8; 48]);

@@ -27,6 +27,7 @@ struct Agent {
     kv: Kv,
     store: String,
     addr: std::net::SocketAddr,
+    token: shroud_client::token::AccessToken,
     task: tokio::task::JoinHandle<Result<(), shroud_client::ClientError>>,
     front: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -38,9 +39,12 @@ async fn agent(stack: &Stack, name: &'static str, rng: &mut StdRng) -> Result<Ag
     let kv = Kv::new(client, shroud_client::kv::DEFAULT_MAX_VALUE);
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    // The front admits only clients with the token, as a real agent's does.
+    let token = shroud_client::token::AccessToken::generate(rng);
     let front = tokio::spawn(shroud_client::agent::serve(
         kv.clone(),
         listener,
+        Some(token.clone()),
         std::future::pending(),
     ));
     Ok(Agent {
@@ -48,6 +52,7 @@ async fn agent(stack: &Stack, name: &'static str, rng: &mut StdRng) -> Result<Ag
         kv,
         store,
         addr,
+        token,
         task,
         front,
     })
@@ -88,6 +93,7 @@ pub async fn run(seconds: f64) -> Result<()> {
     // Alice works, over the Redis protocol; Bob stays idle.
     let deadline = started + Duration::from_secs_f64(seconds);
     let mut conn = TcpStream::connect(alice.addr).await?;
+    shroud_client::resp::call(&mut conn, &[b"AUTH", alice.token.as_str().as_bytes()]).await?;
     let mut ops = 0u64;
     let mut sizes = Vec::new();
     for i in 0u64.. {
