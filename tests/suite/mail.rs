@@ -290,6 +290,10 @@ impl Backend for Hostile {
     fn flush(&self) -> Result<(), BackendError> {
         self.inner.flush()
     }
+    fn disk_bytes(&self) -> Result<u64, BackendError> {
+        self.inner.disk_bytes()
+    }
+
     fn usage(&self) -> Result<Usage, BackendError> {
         self.inner.usage()
     }

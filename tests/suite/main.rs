@@ -10,6 +10,7 @@
 mod common;
 
 mod agent;
+mod amplification;
 mod inbox;
 mod indistinguishable;
 mod mail;

@@ -117,6 +117,8 @@ pub trait Backend: Send + Sync + 'static {
     fn apply_queue(&self, ops: &[QueueOp<'_>]) -> Result<(), BackendError>;
     /// Makes everything applied so far durable (fsync).
     fn flush(&self) -> Result<(), BackendError>;
-    /// Scans what is stored (slow: at startup and for stats).
+    /// Scans what is stored (slow: at startup only).
     fn usage(&self) -> Result<Usage, BackendError>;
+    /// Bytes the engine uses on disk, without reading what is stored (for stats).
+    fn disk_bytes(&self) -> Result<u64, BackendError>;
 }

@@ -11,12 +11,10 @@ use std::collections::HashMap;
 use parking_lot::Mutex;
 use shroud_proto::{Batch, BatchOp, ErrorCode, Geometry, Grant, ReadResult, StoreId};
 
+use crate::admission::{MAX_BUCKET_LEN, reply_fits};
 use crate::backend::{Backend, Put, StoreMeta};
 use crate::capability;
 use crate::stats::Stats;
-
-/// Largest bucket a store may declare.
-pub const MAX_BUCKET_LEN: u32 = 16 << 20;
 
 /// What a mutation did, for the caller to wait on and count.
 pub struct Outcome<T> {
@@ -31,6 +29,8 @@ pub struct Executor {
     pub(crate) backend: std::sync::Arc<dyn Backend>,
     pub(crate) lock: Mutex<()>,
     pub(crate) commit: std::sync::Arc<crate::commit::GroupCommit>,
+    /// The largest answer (the frame limit): checked before a request's reads.
+    pub(crate) max_reply: usize,
 }
 
 pub(crate) fn internal<E: std::fmt::Display>(e: E) -> ErrorCode {
@@ -39,15 +39,18 @@ pub(crate) fn internal<E: std::fmt::Display>(e: E) -> ErrorCode {
 }
 
 impl Executor {
-    /// An executor over `backend`, sequencing mutations through `commit`.
+    /// An executor over `backend`, sequencing mutations through `commit`, whose answers
+    /// must fit in `max_reply` bytes.
     pub fn new(
         backend: std::sync::Arc<dyn Backend>,
         commit: std::sync::Arc<crate::commit::GroupCommit>,
+        max_reply: usize,
     ) -> Self {
         Executor {
             backend,
             lock: Mutex::new(()),
             commit,
+            max_reply,
         }
     }
 
@@ -146,6 +149,20 @@ impl Executor {
             {
                 return Err(ErrorCode::WrongBucketSize);
             }
+        }
+        // The answer's size, bounded before any read allocates it.
+        let reply: usize = batch
+            .ops
+            .iter()
+            .map(|op| match op {
+                BatchOp::Read { grant, .. } => {
+                    metas[*grant as usize].geometry.bucket_len as usize + 9
+                }
+                BatchOp::Write { .. } => 0,
+            })
+            .fold(0usize, usize::saturating_add);
+        if !reply_fits(reply, self.max_reply) {
+            return Err(ErrorCode::TooLarge);
         }
         // Reads see earlier writes of the same batch through `pending`, keyed by store (not by
         // grant: a batch may name one store under several grants, as the proxy does for a

@@ -19,6 +19,7 @@ use shroud_proto::routing::{INBOX_LEN, NULL_INBOX, ROUTING_LEN, RoutingKey};
 use shroud_proto::sealed::RESPONSE_OVERHEAD;
 use shroud_proto::{DepositStatus, Drained, Envelope, ErrorCode, Geometry, Grant, StoreId};
 
+use crate::admission::reply_fits;
 use crate::backend::{QueueOp, StoreMeta};
 use crate::batch::{Executor, Outcome, internal};
 use crate::capability;
@@ -143,13 +144,23 @@ impl Executor {
         routing: &RoutingKey,
         stats: &Stats,
     ) -> Result<Outcome<Vec<DepositStatus>>, ErrorCode> {
+        // The X25519 work, outside the lock that every batch needs.
+        let inboxes: Vec<Option<[u8; INBOX_LEN]>> = envelopes
+            .iter()
+            .map(|env| {
+                routing
+                    .open(&env.0[..ROUTING_LEN.min(env.0.len())])
+                    .ok()
+                    .map(|(inbox, _)| inbox)
+            })
+            .collect();
         let _g = self.lock.lock();
         let mut filing = Filing::default();
         let mut out = Vec::with_capacity(envelopes.len());
-        for env in envelopes {
-            out.push(match routing.open(&env.0[..ROUTING_LEN.min(env.0.len())]) {
-                Ok((inbox, _)) => self.file(&env.0, inbox, &mut filing)?,
-                Err(_) => DepositStatus::Unreadable,
+        for (env, inbox) in envelopes.iter().zip(inboxes) {
+            out.push(match inbox {
+                Some(inbox) => self.file(&env.0, inbox, &mut filing)?,
+                None => DepositStatus::Unreadable,
             });
         }
         let seq = if self.apply_filing(filing, stats)? {
@@ -178,6 +189,11 @@ impl Executor {
             return Err(ErrorCode::Unauthorized);
         }
         let len = meta.map_or(0, |m| m.geometry.bucket_len as usize);
+        // Padded to `max` slots of the store's bucket length: bounded before it is built.
+        let reply = (max as usize).saturating_mul(len.saturating_add(17));
+        if len > MAX_ENVELOPE_LEN as usize || !reply_fits(reply, self.max_reply) {
+            return Err(ErrorCode::TooLarge);
+        }
         let (mut out, changed) = self.take(grant.store, ack_through, max, stats)?;
         out.resize(
             max as usize,
@@ -269,13 +285,29 @@ impl Executor {
             return Err(ErrorCode::WrongShape);
         }
         let mut rng = rand::rng();
+        // The X25519 work (opening every header and drain request), outside the lock that
+        // every batch needs.
+        let headers: Vec<_> = batch
+            .deposits
+            .iter()
+            .map(|env| {
+                (env.0.len() == batch.envelope_len as usize)
+                    .then(|| routing.open(&env.0[..ROUTING_LEN]).ok())
+                    .flatten()
+            })
+            .collect();
+        let requests: Vec<_> = batch
+            .drains
+            .iter()
+            .map(|sealed| {
+                let opened = routing.open_request(DRAIN_INFO, &sealed.0).ok();
+                opened.and_then(|(plain, r)| Some((DrainRequest::from_bytes(&plain)?, r)))
+            })
+            .collect();
         let _g = self.lock.lock();
         let mut filing = Filing::default();
         let mut deposited = Vec::with_capacity(batch.deposits.len());
-        for env in &batch.deposits {
-            let opened = (env.0.len() == batch.envelope_len as usize)
-                .then(|| routing.open(&env.0[..ROUTING_LEN]).ok())
-                .flatten();
+        for (env, opened) in batch.deposits.iter().zip(headers) {
             deposited.push(match opened {
                 Some((inbox, responder)) => {
                     let status = self.file(&env.0, inbox, &mut filing)?;
@@ -287,9 +319,7 @@ impl Executor {
         let mut changed = self.apply_filing(filing, stats)?;
         let reply_len = drain_reply_len(batch.drain_max, batch.envelope_len);
         let mut drained = Vec::with_capacity(batch.drains.len());
-        for sealed in &batch.drains {
-            let opened = routing.open_request(DRAIN_INFO, &sealed.0).ok();
-            let parsed = opened.and_then(|(plain, r)| Some((DrainRequest::from_bytes(&plain)?, r)));
+        for parsed in requests {
             drained.push(match parsed {
                 Some((req, responder)) => {
                     let (reply, c) = self.sealed_drain(&req, batch, capacity, stats)?;

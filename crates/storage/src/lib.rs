@@ -23,6 +23,7 @@
 //! read buckets (sealed by the client) and its lies are caught by the client's integrity
 //! checks. Capabilities protect stores from other clients; the server keeps only their hashes.
 
+pub mod admission;
 pub mod backend;
 mod batch;
 pub mod capability;
@@ -34,8 +35,8 @@ mod sled_backend;
 mod stats;
 pub mod transcript;
 
+pub use admission::MAX_BUCKET_LEN;
 pub use backend::{Backend, BackendError, Put, StoreMeta, Usage};
-pub use batch::MAX_BUCKET_LEN;
 pub use inbox::{MAX_DRAIN, MAX_ENVELOPE_LEN};
 pub use server::{Config, Server};
 pub use sled_backend::SledBackend;

@@ -103,7 +103,7 @@ impl Server {
             stats.stores.store(u.stores, Relaxed);
             stats.stored_bytes.store(u.bucket_bytes, Relaxed);
         }
-        let exec = Executor::new(backend.clone(), commit.clone());
+        let exec = Executor::new(backend.clone(), commit.clone(), config.limits.max_frame);
         Server {
             shared: Arc::new(Shared {
                 backend,
@@ -254,8 +254,11 @@ async fn connection(shared: &Arc<Shared>, stream: BoxIo, peer: SocketAddr) {
                         .bytes_in
                         .fetch_add(f.len() as u64, Relaxed);
                     decode::<Request>(&f, limits)
-                        .map(|r| (r, f.len() as u64))
                         .map_err(|_| ErrorCode::Malformed)
+                        .and_then(|r| {
+                            crate::admission::admit(&r, limits.max_frame)?;
+                            Ok((r, f.len() as u64))
+                        })
                 }
             };
             let stop = item.is_err();
@@ -280,7 +283,7 @@ async fn connection(shared: &Arc<Shared>, stream: BoxIo, peer: SocketAddr) {
             .transcript
             .as_ref()
             .map(|_| Entry::of(conn, &req, size));
-        let (resp, close) = handle(shared, req).await;
+        let (resp, close) = handle(shared, req, peer).await;
         let Ok(bytes) = encode(&resp, limits) else {
             break;
         };
@@ -309,17 +312,26 @@ async fn reject(shared: &Shared, framed: &mut Conn, code: ErrorCode, peer: Socke
 }
 
 /// Runs one request; returns the response and whether to close the connection.
-async fn handle(shared: &Arc<Shared>, req: Request) -> (Response, bool) {
+/// Whether a peer may read the counters: the operator, on the storage host itself. The
+/// counters tell how much real mail storage filed and when inboxes appear, which clients and
+/// proxies must not learn (issue 12, finding 4).
+pub(crate) fn stats_allowed(peer: SocketAddr) -> bool {
+    peer.ip().is_loopback()
+}
+
+async fn handle(shared: &Arc<Shared>, req: Request, peer: SocketAddr) -> (Response, bool) {
     let s = shared.clone();
     let result = match req {
         Request::Hello(_) => return (Response::Error(ErrorCode::UnexpectedHello), true),
+        Request::Stats if !stats_allowed(peer) => {
+            return (Response::Error(ErrorCode::Unauthorized), false);
+        }
         Request::Stats => {
+            // Counters and the engine's file sizes: no scan of what is stored.
             let backend = shared.backend.clone();
-            let disk = tokio::task::spawn_blocking(move || {
-                backend.usage().map(|u| u.disk_bytes).unwrap_or(0)
-            })
-            .await
-            .unwrap_or(0);
+            let disk = tokio::task::spawn_blocking(move || backend.disk_bytes().unwrap_or(0))
+                .await
+                .unwrap_or(0);
             return (Response::Stats(shared.stats.reply(disk)), false);
         }
         Request::CreateStore {
@@ -390,5 +402,17 @@ async fn handle(shared: &Arc<Shared>, req: Request) -> (Response, bool) {
             (Response::Error(code), close)
         }
         Err(_) => (Response::Error(ErrorCode::Internal), true),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_the_storage_host_reads_the_counters() {
+        let at = |a: &str| super::stats_allowed(a.parse().expect("address"));
+        assert!(at("127.0.0.1:9000"));
+        assert!(at("[::1]:9000"));
+        assert!(!at("10.1.2.3:9000"));
+        assert!(!at("192.168.0.7:7300"));
     }
 }

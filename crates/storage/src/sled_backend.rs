@@ -213,6 +213,10 @@ impl Backend for SledBackend {
         self.db.flush().map(|_| ()).map_err(engine)
     }
 
+    fn disk_bytes(&self) -> Result<u64, BackendError> {
+        self.db.size_on_disk().map_err(engine)
+    }
+
     fn usage(&self) -> Result<Usage, BackendError> {
         let mut u = Usage {
             disk_bytes: self.db.size_on_disk().map_err(engine)?,
