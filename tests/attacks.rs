@@ -326,7 +326,7 @@ async fn every_tampered_response_is_detected_and_honest_operation_resumes() {
         let how = if attack as u8 == DROP {
             "caught by the proxy's storage timeout, the epoch resent"
         } else {
-            "refused at the first read (integrity error, batch undone)"
+            "caught at the first read (integrity error; the same slots resent until they verify)"
         };
         println!(
             "{name}: {tried} tries, {detected} {how}; {refused_ops} operations failed with a typed error; {:.1} s",

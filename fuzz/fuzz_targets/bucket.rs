@@ -34,5 +34,5 @@ fuzz_target!(|data: &[u8]| {
     if oram.advance().is_err() {
         oram.abort();
     }
-    let _ = Oram::restore(data, Key::from_bytes(key), &mut rng);
+    let _ = Oram::restore(data, Key::from_bytes(key));
 });

@@ -99,10 +99,13 @@ pub use shroud_testkit::stack::Stack;
 /// `listening on ADDR` line it prints once ready.
 pub fn spawn_listening(mut cmd: std::process::Command) -> (std::process::Child, SocketAddr) {
     use std::io::{BufRead, BufReader};
+    // Its errors go to a file, shown if it does not start.
+    let log = tempfile::NamedTempFile::new().expect("log file");
     let mut child = cmd
         .env("RUST_LOG", "warn")
+        .env("RUST_BACKTRACE", "0")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(log.reopen().expect("log file"))
         .spawn()
         .expect("spawn shroud");
     let stdout = child.stdout.take().expect("stdout");
@@ -122,7 +125,8 @@ pub fn spawn_listening(mut cmd: std::process::Command) -> (std::process::Child, 
     else {
         let _ = child.kill();
         let _ = child.wait();
-        panic!("the service did not start: it said {line:?}");
+        let errors = std::fs::read_to_string(log.path()).unwrap_or_default();
+        panic!("the service did not start: it said {line:?}; its errors: {errors}");
     };
     (child, addr)
 }

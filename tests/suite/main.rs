@@ -16,6 +16,8 @@ mod indistinguishable;
 mod mail;
 mod oblivious;
 mod operations;
+mod selective_failure;
+mod stalls;
 mod storage;
 mod storage_crash;
 mod tls;

@@ -111,6 +111,7 @@ impl Client {
         let resume = Resume {
             pending: None,
             seq: 0,
+            plan: None,
         };
         let account = config.account.clone();
         Self::launch(
@@ -144,10 +145,11 @@ impl Client {
             .map_err(state_err)?;
         let (oram, resume, mail) = match wal {
             Some(w) => (
-                Oram::restore(&w.snapshot, key, &mut rng).map_err(state_err)?,
+                Oram::restore(&w.snapshot, key).map_err(state_err)?,
                 Resume {
                     pending: w.pending.clone(),
                     seq: w.seq,
+                    plan: w.plan.clone(),
                 },
                 w.rider.clone(),
             ),
@@ -157,6 +159,7 @@ impl Client {
                 Resume {
                     pending: None,
                     seq: 0,
+                    plan: None,
                 },
                 None,
             ),
@@ -195,7 +198,7 @@ impl Client {
         }
         let mut rng = rand::rng();
         let meta = Meta {
-            version: 1,
+            version: crate::durable::VERSION,
             shape,
             grant: crate::random_grant(&mut rng),
             oram_key: *Key::generate(&mut rng).as_bytes(),

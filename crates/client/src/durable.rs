@@ -41,7 +41,10 @@ use shroud_proto::Grant;
 use shroud_proto::Shape;
 use zeroize::{Zeroize, Zeroizing};
 
-const VERSION: u32 = 1;
+/// The state's format version, kept in `meta`: 2 since every record carries a stamp of its
+/// generation (version 1 states do not open; nor do the ORAM stores they were made for,
+/// whose bucket format changed with them).
+pub const VERSION: u32 = 2;
 const NONCE: usize = 24;
 const TAG: usize = 16;
 
@@ -58,6 +61,23 @@ pub enum StateError {
     /// A record did not decode.
     #[error("corrupt state record {0}")]
     Corrupt(&'static str),
+    /// Records of different times, mixed (see [`Durable`]'s checks).
+    #[error(
+        "the state mixes records of different times: {record} saw {other} at generation {saw}, but {other} is at {found}"
+    )]
+    Mixed {
+        /// The record saved later.
+        record: String,
+        /// The record it saw.
+        other: String,
+        /// The generation it saw.
+        saw: u64,
+        /// The generation there now.
+        found: u64,
+    },
+    /// A state made by an earlier version, in a format this one does not read.
+    #[error("the state was made by an earlier shroud in an older format: make a new state")]
+    OldFormat,
     /// There is no state here yet (run `shroud agent init`), or there already is one.
     #[error("{0}")]
     Missing(String),
@@ -119,10 +139,24 @@ impl StateRecord for Meta {
     const NAME: &'static str = "meta";
 }
 
+/// What every record carries besides its value, so that records of different times are not
+/// mixed unnoticed (issue 12, finding 7): its generation (one counter across all records of
+/// the state, bumped by every save) and the generation of every other record when it was
+/// saved. A record saved later than another has seen it; if what it saw is newer than the
+/// record there now, the state is a mix (an older record copied back, or a restored backup
+/// of part of the directory), and it is refused.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Stamp {
+    generation: u64,
+    saw: std::collections::BTreeMap<String, u64>,
+}
+
 /// The open state store.
 pub struct Durable {
     db: sled::Db,
     cipher: XChaCha20Poly1305,
+    /// Every record's generation as stored, and the next generation to give.
+    stamps: parking_lot::Mutex<(std::collections::BTreeMap<String, u64>, u64)>,
 }
 
 fn options() -> impl bincode::Options {
@@ -254,12 +288,13 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
 fn seal_record<T: Serialize>(
     cipher: &XChaCha20Poly1305,
     name: &'static str,
+    stamp: &Stamp,
     value: &T,
 ) -> Result<Vec<u8>, StateError> {
     use bincode::Options;
     let plain = Zeroizing::new(
         options()
-            .serialize(value)
+            .serialize(&(stamp, value))
             .map_err(|_| StateError::Corrupt(name))?,
     );
     seal_bytes(cipher, name, plain)
@@ -292,13 +327,24 @@ fn open_record<T: serde::de::DeserializeOwned>(
     cipher: &XChaCha20Poly1305,
     name: &'static str,
     record: &[u8],
-) -> Result<T, StateError> {
+) -> Result<(Stamp, T), StateError> {
     use bincode::Options;
     let plain = open_bytes(cipher, name, record)?;
     options()
         .with_limit(plain.len() as u64)
         .deserialize(&plain)
         .map_err(|_| StateError::Corrupt(name))
+}
+
+/// A record's stamp alone (the value after it is left undecoded).
+fn stamp_of(cipher: &XChaCha20Poly1305, name: &str, record: &[u8]) -> Result<Stamp, StateError> {
+    use bincode::Options;
+    let plain = open_bytes(cipher, name, record)?;
+    options()
+        .with_limit(plain.len() as u64)
+        .allow_trailing_bytes()
+        .deserialize(&plain)
+        .map_err(|_| StateError::OldFormat)
 }
 
 /// Opens a record to its plaintext bytes (see [`open_record`]).
@@ -356,6 +402,7 @@ impl Durable {
             let s = Durable {
                 cipher: XChaCha20Poly1305::new(&(*derived.key).into()),
                 db,
+                stamps: parking_lot::Mutex::new((Default::default(), 1)),
             };
             s.save(meta)?;
         }
@@ -378,15 +425,50 @@ impl Durable {
         let mut s = Durable {
             cipher: XChaCha20Poly1305::new(&(*derived.key).into()),
             db,
+            stamps: parking_lot::Mutex::new((Default::default(), 1)),
         };
+        s.check_stamps()?;
         let meta: Meta = s.load()?.ok_or(StateError::Corrupt("meta"))?;
         if let Some((key, salt)) = derived.rekey {
             s.rekey(&key, &salt)?;
         }
         if meta.version != VERSION {
-            return Err(StateError::Corrupt("meta version"));
+            return Err(StateError::OldFormat);
         }
         Ok((s, meta))
+    }
+
+    /// Reads every record's stamp and refuses a mix (see [`Stamp`]); sets the next
+    /// generation past every stored one.
+    fn check_stamps(&self) -> Result<(), StateError> {
+        let mut found = std::collections::BTreeMap::new();
+        let mut stamps = Vec::new();
+        for entry in self.db.iter() {
+            let (name, record) = entry?;
+            if name.as_ref() == KDF_SALT.as_bytes() || name.as_ref() == KDF_PARAMS.as_bytes() {
+                continue;
+            }
+            let name = String::from_utf8(name.to_vec()).map_err(|_| StateError::Corrupt("name"))?;
+            let stamp = stamp_of(&self.cipher, &name, &record)?;
+            found.insert(name.clone(), stamp.generation);
+            stamps.push((name, stamp));
+        }
+        for (record, stamp) in &stamps {
+            for (other, &saw) in &stamp.saw {
+                let now = found.get(other).copied().unwrap_or(0);
+                if now < saw {
+                    return Err(StateError::Mixed {
+                        record: record.clone(),
+                        other: other.clone(),
+                        saw,
+                        found: now,
+                    });
+                }
+            }
+        }
+        let next = found.values().copied().max().unwrap_or(0) + 1;
+        *self.stamps.lock() = (found, next);
+        Ok(())
     }
 
     /// Seals every record again under `key` (the passphrase under [`KDF`] with `salt`),
@@ -413,9 +495,22 @@ impl Durable {
     }
 
     fn put<T: Serialize>(&self, name: &'static str, value: &T) -> Result<(), StateError> {
-        let record = seal_record(&self.cipher, name, value)?;
+        // One save at a time: the stamps must follow the order of the saves.
+        let mut stamps = self.stamps.lock();
+        let (current, next) = &mut *stamps;
+        let stamp = Stamp {
+            generation: *next,
+            saw: current
+                .iter()
+                .filter(|(other, _)| other.as_str() != name)
+                .map(|(o, g)| (o.clone(), *g))
+                .collect(),
+        };
+        let record = seal_record(&self.cipher, name, &stamp, value)?;
         self.db.insert(name, record)?;
         self.db.flush()?;
+        current.insert(name.to_string(), *next);
+        *next += 1;
         Ok(())
     }
 
@@ -424,7 +519,7 @@ impl Durable {
         name: &'static str,
     ) -> Result<Option<T>, StateError> {
         match self.db.get(name)? {
-            Some(record) => open_record(&self.cipher, name, &record).map(Some),
+            Some(record) => open_record(&self.cipher, name, &record).map(|(_, v)| Some(v)),
             None => Ok(None),
         }
     }
@@ -478,6 +573,7 @@ mod tests {
                 pending: None,
                 seq: 7,
                 rider: None,
+                plan: None,
             })
             .unwrap();
             assert!(Durable::create(&state, &unlock, &meta()).is_err());
@@ -546,16 +642,23 @@ mod tests {
             db.insert(KDF_SALT, &salt[..]).unwrap();
             let key = KDF_BEFORE.stretch("correct horse", &salt).unwrap();
             let cipher = XChaCha20Poly1305::new(&(*key).into());
-            db.insert("meta", seal_record(&cipher, "meta", &meta()).unwrap())
-                .unwrap();
+            db.insert(
+                "meta",
+                seal_record(&cipher, "meta", &stamp(1, &[]), &meta()).unwrap(),
+            )
+            .unwrap();
             let wal = Wal::<()> {
                 snapshot: vec![1; 10],
                 pending: None,
                 seq: 3,
                 rider: None,
+                plan: None,
             };
-            db.insert("wal", seal_record(&cipher, "wal", &wal).unwrap())
-                .unwrap();
+            db.insert(
+                "wal",
+                seal_record(&cipher, "wal", &stamp(2, &[("meta", 1)]), &wal).unwrap(),
+            )
+            .unwrap();
             db.flush().unwrap();
         }
         let (s, m) = Durable::open(&old, &pass).unwrap();
@@ -603,10 +706,86 @@ mod tests {
         assert_eq!(m.oram_key, [3; 32]);
     }
 
-    /// The stored sample of today's state records (format version 1): the state key and
+    /// Issue 12, finding 7: an index and a write-ahead record that never coexisted (an
+    /// older one copied back beside a newer one) are refused; any pair that did coexist opens.
+    #[test]
+    fn records_of_different_times_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("s");
+        let unlock = Unlock::KeyFile(dir.path().join("k"));
+        let wal = |seq| Wal::<()> {
+            snapshot: vec![1; 4],
+            pending: None,
+            seq,
+            rider: None,
+            plan: None,
+        };
+        let raw = |name: &str| -> Vec<u8> {
+            let db = sled::Config::new()
+                .path(state.join("state.db"))
+                .open()
+                .unwrap();
+            db.get(name).unwrap().unwrap().to_vec()
+        };
+        let put_raw = |name: &str, bytes: &[u8]| {
+            let db = sled::Config::new()
+                .path(state.join("state.db"))
+                .open()
+                .unwrap();
+            db.insert(name, bytes).unwrap();
+            db.flush().unwrap();
+        };
+        let (old_wal, old_index, new_index);
+        {
+            let s = Durable::create(&state, &unlock, &meta()).unwrap();
+            s.save(&wal(1)).unwrap();
+            s.save(&Index::default()).unwrap();
+            drop(s);
+            (old_wal, old_index) = (raw("wal"), raw("index"));
+            let (s, _) = Durable::open(&state, &unlock).unwrap();
+            s.save(&wal(2)).unwrap();
+            let index = Index {
+                next: 9,
+                ..Index::default()
+            };
+            s.save(&index).unwrap();
+            s.save(&wal(3)).unwrap();
+        }
+        new_index = raw("index");
+        // The old write-ahead record beside the new index, which saw a newer one: refused.
+        let new_wal = raw("wal");
+        put_raw("wal", &old_wal);
+        assert!(matches!(
+            Durable::open(&state, &unlock),
+            Err(StateError::Mixed { ref record, ref other, .. }) if record == "index" && other == "wal"
+        ));
+        // (The old pair together is a state that existed: it opens.)
+        put_raw("index", &old_index);
+        assert!(Durable::open(&state, &unlock).is_ok());
+        // The old index beside the new write-ahead record, which saw a newer index: refused.
+        put_raw("wal", &new_wal);
+        assert!(matches!(
+            Durable::open(&state, &unlock),
+            Err(StateError::Mixed { .. })
+        ));
+        // The state as it was: opens, and its records are the newest.
+        put_raw("index", &new_index);
+        let (s, _) = Durable::open(&state, &unlock).unwrap();
+        assert_eq!(s.load::<Wal<()>>().unwrap().unwrap().seq, 3);
+        assert_eq!(s.load::<Index>().unwrap().unwrap().next, 9);
+    }
+
+    /// The stored sample of today's state records (format version 2): the state key and
     /// the sealed `meta`, `wal`, `index` and `account` records. Set SHROUD_WRITE_SAMPLES=1
     /// to write it again (only with a new version, and a migration for the old one).
-    const SAMPLE: &str = "samples/state-v1.txt";
+    const SAMPLE: &str = "samples/state-v2.txt";
+
+    fn stamp(generation: u64, saw: &[(&str, u64)]) -> Stamp {
+        Stamp {
+            generation,
+            saw: saw.iter().map(|(n, g)| (n.to_string(), *g)).collect(),
+        }
+    }
 
     fn hex(bytes: &[u8]) -> String {
         data_encoding::HEXLOWER.encode(bytes)
@@ -617,7 +796,7 @@ mod tests {
     }
 
     #[test]
-    fn reads_the_stored_sample_of_state_v1() {
+    fn reads_the_stored_sample_of_state_v2() {
         use crate::kv::Entry;
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(SAMPLE);
         if std::env::var_os("SHROUD_WRITE_SAMPLES").is_some() {
@@ -640,15 +819,18 @@ mod tests {
                 }]]),
                 seq: 7,
                 rider: Some(MailState::default()),
+                plan: None,
             };
             let account = Account::generate(&mut rand::rng());
             let text = format!(
                 "key {}\nmeta {}\nwal {}\nindex {}\naccount {}\n",
                 hex(&key),
-                hex(&seal_record(&cipher, "meta", &meta()).unwrap()),
-                hex(&seal_record(&cipher, "wal", &wal).unwrap()),
-                hex(&seal_record(&cipher, "index", &index).unwrap()),
-                hex(&seal_record(&cipher, "account", &account).unwrap()),
+                hex(&seal_record(&cipher, "meta", &stamp(1, &[]), &meta()).unwrap()),
+                hex(&seal_record(&cipher, "wal", &stamp(3, &[("meta", 1)]), &wal).unwrap()),
+                hex(&seal_record(&cipher, "index", &stamp(2, &[("meta", 1)]), &index).unwrap()),
+                hex(
+                    &seal_record(&cipher, "account", &stamp(4, &[("index", 2)]), &account).unwrap()
+                ),
             );
             std::fs::write(&path, text).unwrap();
         }
@@ -662,17 +844,19 @@ mod tests {
         };
         let key: [u8; 32] = field("key").try_into().unwrap();
         let cipher = XChaCha20Poly1305::new(&key.into());
-        let m: Meta = open_record(&cipher, "meta", &field("meta")).unwrap();
+        let (st, m): (Stamp, Meta) = open_record(&cipher, "meta", &field("meta")).unwrap();
+        assert_eq!(st, stamp(1, &[]));
         assert_eq!(m.version, VERSION);
         assert_eq!(m.shape, meta().shape);
         assert_eq!(m.grant, meta().grant);
-        let w: Wal<MailState> = open_record(&cipher, "wal", &field("wal")).unwrap();
+        let (st, w): (Stamp, Wal<MailState>) = open_record(&cipher, "wal", &field("wal")).unwrap();
+        assert_eq!(st, stamp(3, &[("meta", 1)]));
         assert_eq!((w.seq, w.snapshot.clone()), (7, vec![9; 10]));
         assert!(w.rider.is_some());
-        let i: Index = open_record(&cipher, "index", &field("index")).unwrap();
+        let (_, i): (Stamp, Index) = open_record(&cipher, "index", &field("index")).unwrap();
         assert_eq!(i.next, 1);
         assert_eq!(i.keys[&b"note".to_vec()].blocks, vec![0]);
-        let a: Account = open_record(&cipher, "account", &field("account")).unwrap();
+        let (_, a): (Stamp, Account) = open_record(&cipher, "account", &field("account")).unwrap();
         assert!(a.identity().is_ok());
         // A record is bound to its name.
         assert!(matches!(

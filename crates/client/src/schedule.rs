@@ -11,6 +11,27 @@
 //! If the proxy goes away, the task reconnects with exponential backoff and resends the same
 //! slots: queued operations wait, and the resent write-back is idempotent.
 //!
+//! # Spent leaves
+//! Once a path has been sent, its leaf is spent: nothing may read it again unless it is the
+//! very same request (issue 12, finding 2). A server that corrupts one reply and watches
+//! whether the path comes back could otherwise tell a real access (whose caller retries, on
+//! the block's unchanged leaf) from a dummy, and link accesses. So:
+//! - a batch whose reads fail verification is not undone: its identical slots (same bucket
+//!   ids) are sent again every epoch until a verifying answer arrives, and its operations
+//!   wait for that; nothing new is revealed by a resend;
+//! - each batch's randomness is a seed drawn before the batch, and the seed and the batch's
+//!   accesses (addresses, or dummies) are in the write-ahead record saved before its reads
+//!   leave ([`Plan`]); after a crash the restarted client replays that batch first, as reads,
+//!   and so fetches the very same paths and moves the blocks to fresh leaves.
+//!
+//! # When frames leave
+//! An epoch's frames are built while the previous replies are processed, and leave at a fixed
+//! offset after those replies arrived ([`SEND_OFFSET`] of the epoch), not when the work is
+//! done: processing takes longer with real mail (opening against every contact, sealing, a
+//! write-ahead record that grows with the outbox), and a send right after it showed that to
+//! anyone timing the socket (issue 12, finding 3). Work that overruns the offset is counted
+//! (`ClientStats::late_sends`) and logged.
+//!
 //! # Security
 //! The proxy and storage see K slots of one size per epoch whatever the caller does: a dummy
 //! is a genuine access of a random leaf with a freshly sealed write-back. Operation latency
@@ -20,8 +41,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use rand::Rng;
 use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use shroud_oram::{Op, Oram, Progress};
@@ -67,6 +88,18 @@ pub struct Wal<S> {
     pub seq: u64,
     /// The rider's state (the mailbox's outbox, spool and counters).
     pub rider: Option<S>,
+    /// The next batch, fixed before its reads leave (see "Spent leaves").
+    pub plan: Option<Plan>,
+}
+
+/// A batch fixed before its reads leave: its randomness and its accesses, so that a restarted
+/// client fetches the same paths again instead of revealing a block's old leaf.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The seed of the batch's randomness (its new leaves, its dummies' paths).
+    pub seed: [u8; 32],
+    /// Per slot, the address accessed, or `None` for a dummy.
+    pub reads: Vec<Option<u64>>,
 }
 
 impl<S> Drop for Wal<S> {
@@ -115,6 +148,10 @@ pub(crate) struct Start<R> {
     pub stats: Arc<ClientStats>,
 }
 
+/// How far into the epoch, after the previous epoch's replies arrived, the next epoch's
+/// frames leave: two fifths, which leaves the rest for the proxy's round trip to storage.
+pub const SEND_OFFSET: (u32, u32) = (2, 5);
+
 /// Starts the schedule: returns where to queue operations, and the task.
 pub(crate) fn spawn<R: Rider>(start: Start<R>) -> (mpsc::Sender<Job>, SchedulerTask) {
     let (tx, rx) = mpsc::channel(1024);
@@ -127,11 +164,14 @@ pub(crate) fn spawn<R: Rider>(start: Start<R>) -> (mpsc::Sender<Job>, SchedulerT
         conn: Some(start.conn),
         jobs: rx,
         seq: start.resume.seq,
-        pending: start.resume.pending,
+        pending: start.resume.pending.clone(),
         waiting: Vec::new(),
         stats: start.stats,
         durable: start.durable,
         rider: start.rider,
+        send_at: None,
+        plan: start.resume.plan,
+        closing: false,
     };
     (tx, tokio::spawn(sched.run()))
 }
@@ -142,6 +182,8 @@ pub(crate) struct Resume {
     pub pending: Option<Vec<Vec<SlotWrite>>>,
     /// The next slot sequence number.
     pub seq: u64,
+    /// The batch planned before a crash, replayed first.
+    pub plan: Option<Plan>,
 }
 
 /// The task that owns the engine and keeps the schedule.
@@ -163,25 +205,60 @@ struct Scheduler<R: Rider> {
     durable: Option<Arc<Durable>>,
     /// Whoever rides on the schedule (the mailbox, when the proxy runs one).
     rider: Option<R>,
+    /// When the next epoch's frames leave: [`SEND_OFFSET`] after the last replies arrived.
+    send_at: Option<tokio::time::Instant>,
+    /// The next batch, as the write-ahead record has it.
+    plan: Option<Plan>,
+    /// Every handle is gone: store the last write-back and stop.
+    closing: bool,
 }
 
 impl<R: Rider> Scheduler<R> {
     async fn run(mut self) -> Result<(), ClientError> {
-        let k = self.shape.slots_per_epoch as usize;
-        let mut closing = false;
-        loop {
-            let mut jobs = Vec::with_capacity(k);
-            while jobs.len() < k && !closing {
-                match self.jobs.try_recv() {
-                    Ok(j) => jobs.push(j),
-                    Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => closing = true,
-                }
+        // A batch planned before a crash goes first, as reads of the same paths.
+        let mut jobs = match self.plan.clone() {
+            Some(_) => Vec::new(),
+            None => {
+                let jobs = self.take_jobs();
+                self.plan = Some(self.plan_for(&jobs));
+                jobs
             }
-            if closing && jobs.is_empty() {
+        };
+        loop {
+            if self.closing && jobs.is_empty() {
                 return self.flush().await;
             }
-            self.epoch(jobs).await?;
+            jobs = self.epoch(jobs).await?;
+        }
+    }
+
+    /// Up to K queued operations, in order.
+    fn take_jobs(&mut self) -> Vec<Job> {
+        let k = self.shape.slots_per_epoch as usize;
+        let mut jobs = Vec::with_capacity(k);
+        while jobs.len() < k && !self.closing {
+            match self.jobs.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => self.closing = true,
+            }
+        }
+        jobs
+    }
+
+    /// The plan of a batch of `jobs`: a fresh seed and their addresses.
+    fn plan_for(&mut self, jobs: &[Job]) -> Plan {
+        let k = self.shape.slots_per_epoch as usize;
+        let mut seed = [0u8; 32];
+        self.rng.fill_bytes(&mut seed);
+        Plan {
+            seed,
+            reads: (0..k)
+                .map(|j| match jobs.get(j) {
+                    Some(Job::Read(a, _) | Job::Write(a, _, _)) => Some(*a),
+                    None => None,
+                })
+                .collect(),
         }
     }
 
@@ -200,6 +277,7 @@ impl<R: Rider> Scheduler<R> {
             pending: self.pending.clone(),
             seq: self.seq,
             rider: self.rider.as_ref().map(|c| c.state().clone()),
+            plan: self.plan.clone(),
         };
         tokio::task::spawn_blocking(move || d.save(&wal))
             .await
@@ -207,72 +285,112 @@ impl<R: Rider> Scheduler<R> {
             .map_err(|e| ClientError::State(source(e)))
     }
 
-    /// One epoch: K accesses, real ones first.
-    async fn epoch(&mut self, jobs: Vec<Job>) -> Result<(), ClientError> {
+    /// One epoch: the planned batch of K accesses (`jobs`, real ones first, or a replayed
+    /// plan's reads), resent until its reads verify. Returns the next batch's jobs, planned
+    /// and saved with this batch's write-ahead record.
+    async fn epoch(&mut self, jobs: Vec<Job>) -> Result<Vec<Job>, ClientError> {
         let k = self.shape.slots_per_epoch as usize;
+        let plan = match self.plan.clone() {
+            Some(p) => p,
+            None => self.plan_for(&jobs),
+        };
+        let replay = jobs.is_empty() && plan.reads.iter().any(Option::is_some);
         let ops: Vec<Op<'_>> = (0..k)
-            .map(|j| match jobs.get(j) {
-                Some(Job::Read(a, _)) => Op::Read(*a),
-                Some(Job::Write(a, d, _)) => Op::Write(*a, d),
-                None => Op::Dummy,
-            })
+            .map(
+                |j| match (jobs.get(j), plan.reads.get(j).copied().flatten()) {
+                    (Some(Job::Read(a, _)), _) => Op::Read(*a),
+                    (Some(Job::Write(a, d, _)), _) => Op::Write(*a, d),
+                    // A batch planned before a crash: its accesses again, as reads.
+                    (None, Some(a)) if replay => Op::Read(a),
+                    _ => Op::Dummy,
+                },
+            )
             .collect();
         self.stats.real.fetch_add(jobs.len() as u64, Relaxed);
         self.stats.dummy.fetch_add((k - jobs.len()) as u64, Relaxed);
-        if let Err(e) = self.oram.begin(&ops, &mut self.rng) {
+        let mut batch_rng = StdRng::from_seed(plan.seed);
+        if let Err(e) = self.oram.begin(&ops, &mut batch_rng) {
+            // Refused before anything left (a bad address): nothing was revealed.
             fail(jobs, ClientError::BadRequest(source(e)));
-            return Ok(());
+            self.plan = None;
+            let next = self.take_jobs();
+            self.plan = Some(self.plan_for(&next));
+            return Ok(next);
         }
         drop(ops);
-        let boarded = match self.rider.as_mut() {
-            Some(r) => r.board(self.seq + k as u64, &mut self.rng),
-            None => None,
-        };
-        let (slot_mail, flight) = match boarded {
-            Some((m, f)) => (Some(m), Some(f)),
-            None => (None, None),
-        };
-        let reads: Vec<Vec<u64>> = match self.oram.fetch() {
-            Some(f) => f
-                .ids()
-                .chunks(self.shape.path_len as usize)
-                .map(|p| p.iter().map(|id| id.index).collect())
-                .collect(),
-            None => Vec::new(),
-        };
-        let (replies, mail_done) = self.exchange(reads, slot_mail).await;
-        if let (Some(r), Some(f), Some(d)) = (self.rider.as_mut(), flight, mail_done) {
-            r.arrive(f, d);
-        }
-        // The write-back this epoch carried is durable: the previous batch's writes are done.
-        for w in self.waiting.drain(..) {
-            let _ = w.send(Ok(()));
-        }
-        if let Some(mut fetch) = self.oram.fetch() {
-            for (i, r) in replies.iter().flatten().enumerate() {
-                let _ = fetch.supply(i, r.present.then_some(&r.data[..]));
+        let mut acked = false;
+        loop {
+            let boarded = match self.rider.as_mut() {
+                Some(r) => r.board(self.seq + k as u64, &mut self.rng),
+                None => None,
+            };
+            let (slot_mail, flight) = match boarded {
+                Some((m, f)) => (Some(m), Some(f)),
+                None => (None, None),
+            };
+            let reads: Vec<Vec<u64>> = match self.oram.fetch() {
+                Some(f) => f
+                    .ids()
+                    .chunks(self.shape.path_len as usize)
+                    .map(|p| p.iter().map(|id| id.index).collect())
+                    .collect(),
+                None => Vec::new(),
+            };
+            let (replies, mail_done) = self.exchange(reads, slot_mail).await;
+            if let (Some(mut r), Some(f), Some(d)) = (self.rider.take(), flight, mail_done) {
+                // Opening mail is CPU work (an X25519 operation per contact tried): off the
+                // async workers, which other tasks (other clients in one process) need on time.
+                let back = tokio::task::spawn_blocking(move || {
+                    r.arrive(f, d);
+                    r
+                })
+                .await
+                .map_err(|e| ClientError::State(source(e)))?;
+                self.rider = Some(back);
             }
-        }
-        match self.oram.advance() {
-            Ok(Progress::Done) => {}
-            other => {
-                self.oram.abort();
-                let why = match other {
-                    Err(e) => source(e),
-                    Ok(_) => message("more rounds than a flat map needs"),
-                };
-                tracing::error!("epoch batch failed verification: {why}");
-                self.stats.integrity_failures.fetch_add(1, Relaxed);
-                fail(jobs, ClientError::Integrity(why));
-                // What the rider read this epoch must be saved before its next frame
-                // acknowledges it.
-                if self.rider.is_some() {
-                    self.save().await?;
-                    if let Some(r) = self.rider.as_mut() {
-                        r.saved();
+            if !acked {
+                // The write-back this epoch carried is durable: the previous batch's writes
+                // are done.
+                for w in self.waiting.drain(..) {
+                    let _ = w.send(Ok(()));
+                }
+                acked = true;
+            }
+            if let Some(mut fetch) = self.oram.fetch() {
+                for (i, r) in replies.iter().flatten().enumerate() {
+                    let _ = fetch.supply(i, r.present.then_some(&r.data[..]));
+                }
+            }
+            match self.oram.advance() {
+                Ok(Progress::Done) => break,
+                Err(shroud_oram::Error::Integrity(e)) => {
+                    // The batch stays as it is; the same slots go again next epoch.
+                    tracing::error!(
+                        "epoch batch failed verification ({e}); sending the same slots again"
+                    );
+                    self.stats.integrity_failures.fetch_add(1, Relaxed);
+                    // What the rider read this epoch must be saved before its next frame
+                    // acknowledges it.
+                    if self.rider.is_some() {
+                        self.save().await?;
+                        if let Some(r) = self.rider.as_mut() {
+                            r.saved();
+                        }
                     }
                 }
-                return Ok(());
+                other => {
+                    self.oram.abort();
+                    let why = match other {
+                        Err(e) => source(e),
+                        Ok(_) => message("more rounds than a flat map needs"),
+                    };
+                    tracing::error!("epoch batch failed: {why}");
+                    fail(jobs, ClientError::Integrity(why));
+                    self.plan = None;
+                    let next = self.take_jobs();
+                    self.plan = Some(self.plan_for(&next));
+                    return Ok(next);
+                }
             }
         }
         self.pending = self.oram.write_back().map(|wb| {
@@ -288,10 +406,14 @@ impl<R: Rider> Scheduler<R> {
                 .map(<[SlotWrite]>::to_vec)
                 .collect()
         });
+        // The next batch is fixed now and saved with this one, before its reads leave.
+        let next = self.take_jobs();
+        self.plan = Some(self.plan_for(&next));
         // Write-ahead: nothing below (answers, the next slots) may happen before this is on disk.
         if let Err(e) = self.save().await {
             tracing::error!("cannot save the client state, stopping: {e}");
             fail(jobs, e.clone());
+            fail(next, e.clone());
             return Err(e);
         }
         if let Some(r) = self.rider.as_mut() {
@@ -310,7 +432,7 @@ impl<R: Rider> Scheduler<R> {
             }
         }
         self.stats.epochs.fetch_add(1, Relaxed);
-        Ok(())
+        Ok(next)
     }
 
     /// Stores the last write-back (with random reads in the read half, ignored), so that
@@ -319,6 +441,8 @@ impl<R: Rider> Scheduler<R> {
         if self.pending.is_none() {
             return Ok(());
         }
+        // Stopping shows anyway (the connection closes): store the last write-back at once.
+        self.send_at = None;
         let leaves = 1u64 << (self.shape.path_len + self.shape.cached_levels - 1);
         let reads = (0..self.shape.slots_per_epoch)
             .map(|_| {
@@ -402,6 +526,16 @@ impl<R: Rider> Scheduler<R> {
         slots: &[Slot],
         mail: Option<&MailSlot>,
     ) -> Result<(Vec<Vec<shroud_proto::ReadResult>>, Option<MailDone>), ClientError> {
+        // Leave at the fixed time, however long building this epoch took.
+        if let Some(at) = self.send_at.take() {
+            if tokio::time::Instant::now() > at {
+                self.stats.late_sends.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    "an epoch's frames were ready after their send time: its timing may show the client's work"
+                );
+            }
+            tokio::time::sleep_until(at).await;
+        }
         let conn = self.conn.as_mut().ok_or(ClientError::Closed)?;
         for s in slots {
             send(conn, &ClientMsg::Slot(s.clone())).await?;
@@ -438,6 +572,10 @@ impl<R: Rider> Scheduler<R> {
                 _ => return Err(ClientError::Protocol("unexpected message")),
             }
         }
+        let (num, den) = SEND_OFFSET;
+        let offset =
+            Duration::from_millis(u64::from(self.shape.epoch_ms) * u64::from(num) / u64::from(den));
+        self.send_at = Some(tokio::time::Instant::now() + offset);
         if let Some(code) = failed {
             return Err(ClientError::Refused(code));
         }

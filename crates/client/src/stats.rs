@@ -29,4 +29,7 @@ pub struct ClientStats {
     /// Envelopes a contact sent that never arrived while later ones did (storage dropped
     /// them), declared missing after a grace period.
     pub mail_missing: AtomicU64,
+    /// Epochs whose frames were ready only after their fixed send time: their timing may
+    /// have shown how much work the client did (see `schedule`'s "When frames leave").
+    pub late_sends: AtomicU64,
 }

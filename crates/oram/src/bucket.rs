@@ -1,6 +1,7 @@
 //! The bucket layout, plaintext and sealed.
 //!
-//! A sealed bucket is `nonce (12) || AES-GCM(plaintext) || tag (16)`. Its plaintext is
+//! A sealed bucket is `lineage (32) || nonce (12) || AES-GCM(plaintext) || tag (16)`, the
+//! lineage naming the key it was sealed under ([`crate::seal`]). Its plaintext is
 //!
 //! ```text
 //! left child digest (28) | right child digest (28) | Z x slot
@@ -15,8 +16,14 @@
 
 use crate::integrity::{DIGEST_LEN, Digest};
 
-/// Bytes of the AES-GCM nonce at the front of a sealed bucket.
+/// Bytes of the lineage id at the front of a sealed bucket.
+pub const LINEAGE_LEN: usize = 32;
+/// Bytes of the AES-GCM nonce, after the lineage id.
 pub const NONCE_LEN: usize = 12;
+/// Where the nonce starts in a sealed bucket.
+pub const NONCE_AT: usize = LINEAGE_LEN;
+/// Where the encrypted plaintext starts in a sealed bucket.
+pub const PLAIN_AT: usize = LINEAGE_LEN + NONCE_LEN;
 /// Bytes of the AES-GCM tag at the end of a sealed bucket.
 pub const TAG_LEN: usize = 16;
 /// Bytes of a slot's header: `address + 1` and `leaf`.
@@ -31,7 +38,7 @@ pub const fn plaintext_len(slots: usize, block: usize) -> usize {
 
 /// Sealed bytes of a bucket with `slots` slots of `block` bytes.
 pub const fn ciphertext_len(slots: usize, block: usize) -> usize {
-    NONCE_LEN + plaintext_len(slots, block) + TAG_LEN
+    PLAIN_AT + plaintext_len(slots, block) + TAG_LEN
 }
 
 /// A view of a decrypted bucket: the plaintext part of a sealed-bucket buffer.
@@ -41,19 +48,19 @@ pub(crate) struct Layout {
 
 impl Layout {
     fn slot_offset(&self, slot: usize) -> usize {
-        NONCE_LEN + DIGESTS_LEN + slot * (SLOT_HEADER_LEN + self.block)
+        PLAIN_AT + DIGESTS_LEN + slot * (SLOT_HEADER_LEN + self.block)
     }
 
     /// The digest of child `right as usize` (0 = left, 1 = right).
     pub fn child(&self, buf: &[u8], right: bool) -> Digest {
-        let at = NONCE_LEN + usize::from(right) * DIGEST_LEN;
+        let at = PLAIN_AT + usize::from(right) * DIGEST_LEN;
         let mut d = [0u8; DIGEST_LEN];
         d.copy_from_slice(&buf[at..at + DIGEST_LEN]);
         d
     }
 
     pub fn set_child(&self, buf: &mut [u8], right: bool, digest: &Digest) {
-        let at = NONCE_LEN + usize::from(right) * DIGEST_LEN;
+        let at = PLAIN_AT + usize::from(right) * DIGEST_LEN;
         buf[at..at + DIGEST_LEN].copy_from_slice(digest);
     }
 

@@ -62,19 +62,19 @@ impl Oram {
     ) -> Result<Self, Error> {
         let mut store_id = [0u8; 16];
         rng.fill_bytes(&mut store_id);
-        Self::with_state(config, key, store_id, 1, rng)
+        Self::with_state(config, key, store_id, 1)
     }
 
-    pub(crate) fn with_state<R: CryptoRng + ?Sized>(
+    /// An engine over existing state, in a new lineage (drawn from the operating system,
+    /// not from a caller's RNG: see [`crate::seal`]).
+    pub(crate) fn with_state(
         config: Config,
         key: Key,
         store_id: [u8; 16],
         counter: u64,
-        rng: &mut R,
     ) -> Result<Self, Error> {
         config.validate()?;
-        let mut salt = [0u8; 4];
-        rng.fill_bytes(&mut salt);
+        let sealer = Sealer::new(&key, store_id)?;
         let geoms = config.trees();
         let trees: Vec<Tree> = geoms
             .iter()
@@ -83,7 +83,7 @@ impl Oram {
             .collect();
         let top_len = geoms.last().map_or(0, |g| g.blocks) as usize;
         Ok(Oram {
-            sealer: Sealer::new(&key, store_id, salt),
+            sealer,
             store_id,
             counter,
             top: vec![0; top_len],
@@ -97,6 +97,12 @@ impl Oram {
     /// The parameters the store was created with.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// This run's lineage id: drawn from the operating system at `new` and at every
+    /// `restore`, it names the subkey every bucket sealed now is sealed under.
+    pub fn lineage(&self) -> [u8; 32] {
+        self.sealer.lineage()
     }
 
     /// The random id bound into every bucket's associated data.

@@ -32,7 +32,7 @@ use std::fmt;
 use subtle::ConstantTimeEq;
 
 use crate::BucketId;
-use crate::bucket::{NONCE_LEN, TAG_LEN};
+use crate::bucket::{NONCE_AT, NONCE_LEN, PLAIN_AT, TAG_LEN};
 
 /// Bytes of a bucket digest: nonce and tag.
 pub const DIGEST_LEN: usize = NONCE_LEN + TAG_LEN;
@@ -84,10 +84,10 @@ pub enum IntegrityError {
 /// Compares a bucket's `nonce || tag` with the expected digest, in constant time.
 pub(crate) fn matches(sealed: &[u8], expected: &Digest) -> bool {
     let n = sealed.len();
-    if n < DIGEST_LEN {
+    if n < PLAIN_AT + TAG_LEN {
         return false;
     }
-    let nonce_ok = sealed[..NONCE_LEN].ct_eq(&expected[..NONCE_LEN]);
+    let nonce_ok = sealed[NONCE_AT..PLAIN_AT].ct_eq(&expected[..NONCE_LEN]);
     let tag_ok = sealed[n - TAG_LEN..].ct_eq(&expected[NONCE_LEN..]);
     (nonce_ok & tag_ok).into()
 }
@@ -96,7 +96,7 @@ pub(crate) fn matches(sealed: &[u8], expected: &Digest) -> bool {
 pub(crate) fn digest_of(sealed: &[u8]) -> Digest {
     let mut d = EMPTY;
     let n = sealed.len();
-    d[..NONCE_LEN].copy_from_slice(&sealed[..NONCE_LEN]);
+    d[..NONCE_LEN].copy_from_slice(&sealed[NONCE_AT..PLAIN_AT]);
     d[NONCE_LEN..].copy_from_slice(&sealed[n - TAG_LEN..]);
     d
 }
@@ -114,12 +114,12 @@ mod tests {
     #[test]
     fn digest_round_trip() {
         let mut sealed = vec![0u8; 100];
-        sealed[..12].copy_from_slice(&[1u8; 12]);
+        sealed[NONCE_AT..PLAIN_AT].copy_from_slice(&[1u8; 12]);
         let n = sealed.len();
         sealed[n - 16..].copy_from_slice(&[2u8; 16]);
         let d = digest_of(&sealed);
         assert!(matches(&sealed, &d));
-        sealed[0] ^= 1;
+        sealed[NONCE_AT] ^= 1;
         assert!(!matches(&sealed, &d));
         assert!(!matches(&[0u8; 3], &d));
     }

@@ -260,6 +260,9 @@ pub enum Error {
         /// The configured bound.
         limit: usize,
     },
+    /// The operating system's random generator failed (drawing a lineage id).
+    #[error("the operating system's random generator failed")]
+    Entropy,
     /// `begin` while a batch is still in flight.
     #[error("a batch is already in flight")]
     Busy,

@@ -4,18 +4,25 @@
 //! `"shroud-oram-v1" || store id (16) || tree (1) || bucket index (u64 LE)`. A ciphertext is
 //! bound to its store and position, so the server cannot move it elsewhere.
 //!
-//! # Nonces
-//! A nonce is `salt (4 bytes) || counter (u64 BE)`.
+//! # Keys, lineages and nonces
+//! A bucket is sealed under the subkey of a *lineage*, not under the store key itself:
+//! `subkey = HKDF-SHA256(salt = lineage id, IKM = store key, info = "shroud-oram-lineage-v1" ||
+//! store id)` (RFC 5869). A lineage is one run of the engine: a fresh 256-bit id drawn from the
+//! operating system's generator at every `new` and every `restore`, never from the caller's
+//! RNG (a restored VM snapshot or a cloned process duplicates a user-space generator's state;
+//! the kernel's is reseeded on VM fork). The id is the first 32 bytes of every sealed bucket,
+//! so a bucket sealed in an earlier lineage still opens.
+//!
+//! A nonce is `lineage id (first 4 bytes) || counter (u64 BE)`.
 //! - The counter is one per store, starts at 1 and goes up by one per sealed bucket. It is
 //!   part of the engine state, and the snapshot carries it.
 //! - The caller persists the snapshot (the client's write-ahead log does) before it sends a
-//!   write-back to the server. So after a crash the restored counter is at or beyond every
-//!   counter the server has ever seen, and no `(key, nonce)` pair is used twice on the wire.
-//!   A bucket sealed but never sent may have its counter reused after a crash; it was never
-//!   observed, so that is not a reuse an adversary can exploit.
-//! - The salt is drawn afresh from the caller's CSPRNG at every `new` and `restore`. It is
-//!   defence in depth against a caller that breaks the rule above (restores a stale
-//!   snapshot after sending): two such lineages collide only if their salts match, 2^-32.
+//!   write-back to the server, so within a lineage no `(key, nonce)` pair repeats.
+//! - Across lineages the keys differ: restoring one snapshot twice (a VM snapshot restored
+//!   twice, a replayed write-ahead log with a rolled-back server, a copied state directory)
+//!   gives two lineages, two subkeys, and counters that may overlap harmlessly. Two lineages
+//!   share a subkey only if their 256-bit ids collide. (The 32-bit salt this replaces made
+//!   that about L^2 / 2^33 over L lineages, and certain for a restored VM.)
 //! - 2^40 bucket writes use 2^40 of the 2^64 counter values: uniqueness is by construction,
 //!   not by chance. (Random 96-bit nonces would not do: 2^40 of them collide with
 //!   probability about 2^-17, and NIST caps random nonces at 2^32 per key.)
@@ -25,10 +32,12 @@
 
 use aes_gcm::aead::{Nonce, Tag};
 use aes_gcm::{AeadInOut, Aes256Gcm, KeyInit};
-use rand::CryptoRng;
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use hkdf::Hkdf;
+use rand::{CryptoRng, TryRng};
+use sha2::Sha256;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::bucket::{NONCE_LEN, TAG_LEN};
+use crate::bucket::{LINEAGE_LEN, NONCE_AT, NONCE_LEN, PLAIN_AT, TAG_LEN};
 use crate::integrity::{self, Digest, IntegrityError};
 use crate::{BucketId, Error};
 
@@ -72,22 +81,53 @@ impl std::fmt::Debug for Key {
     }
 }
 
-/// Seals and opens buckets of one store.
+const LINEAGE_INFO: &[u8] = b"shroud-oram-lineage-v1";
+
+/// The AES-256-GCM cipher of one lineage's subkey (see the module docs).
+fn lineage_cipher(key: &Key, store_id: &[u8; 16], lineage: &[u8; LINEAGE_LEN]) -> Aes256Gcm {
+    let hk = Hkdf::<Sha256>::new(Some(lineage), &key.0);
+    let mut info = [0u8; LINEAGE_INFO.len() + 16];
+    info[..LINEAGE_INFO.len()].copy_from_slice(LINEAGE_INFO);
+    info[LINEAGE_INFO.len()..].copy_from_slice(store_id);
+    let mut subkey = Zeroizing::new([0u8; 32]);
+    // 32 bytes is far below HKDF-SHA256's 255 * 32-byte limit: this cannot fail.
+    let _ = hk.expand(&info, &mut subkey[..]);
+    Aes256Gcm::new(&(*subkey).into())
+}
+
+/// Seals and opens buckets of one store: seals under this lineage's subkey, opens under
+/// whichever lineage a bucket names.
 pub(crate) struct Sealer {
+    key: Key,
+    store_id: [u8; 16],
+    lineage: [u8; LINEAGE_LEN],
     /// aes-gcm's `zeroize` feature wipes the expanded key schedule on drop.
     cipher: Aes256Gcm,
-    store_id: [u8; 16],
-    salt: [u8; 4],
 }
 
 impl Sealer {
-    pub fn new(key: &Key, store_id: [u8; 16], salt: [u8; 4]) -> Self {
-        let cipher = Aes256Gcm::new(&key.0.into());
+    /// A sealer for a new lineage, its id drawn from the operating system.
+    pub fn new(key: &Key, store_id: [u8; 16]) -> Result<Self, Error> {
+        let mut lineage = [0u8; LINEAGE_LEN];
+        rand::rngs::SysRng
+            .try_fill_bytes(&mut lineage)
+            .map_err(|_| Error::Entropy)?;
+        Ok(Self::with_lineage(key, store_id, lineage))
+    }
+
+    /// A sealer for the given lineage (tests).
+    pub(crate) fn with_lineage(key: &Key, store_id: [u8; 16], lineage: [u8; LINEAGE_LEN]) -> Self {
         Sealer {
-            cipher,
+            cipher: lineage_cipher(key, &store_id, &lineage),
+            key: key.clone(),
             store_id,
-            salt,
+            lineage,
         }
+    }
+
+    /// This lineage's id.
+    pub fn lineage(&self) -> [u8; LINEAGE_LEN] {
+        self.lineage
     }
 
     fn aad(&self, id: BucketId) -> [u8; AAD_LEN] {
@@ -106,17 +146,18 @@ impl Sealer {
         let c = *counter;
         *counter = c.checked_add(1).ok_or(Error::NoncesExhausted)?;
         let mut nonce = [0u8; NONCE_LEN];
-        nonce[..4].copy_from_slice(&self.salt);
+        nonce[..4].copy_from_slice(&self.lineage[..4]);
         nonce[4..].copy_from_slice(&c.to_be_bytes());
         let n = buf.len();
-        buf[..NONCE_LEN].copy_from_slice(&nonce);
+        buf[..LINEAGE_LEN].copy_from_slice(&self.lineage);
+        buf[NONCE_AT..PLAIN_AT].copy_from_slice(&nonce);
         let aad = self.aad(id);
         let tag = self
             .cipher
             .encrypt_inout_detached(
                 &Nonce::<Aes256Gcm>::from(nonce),
                 &aad,
-                (&mut buf[NONCE_LEN..n - TAG_LEN]).into(),
+                (&mut buf[PLAIN_AT..n - TAG_LEN]).into(),
             )
             .map_err(|_| Error::Crypto)?;
         buf[n - TAG_LEN..].copy_from_slice(&tag);
@@ -135,15 +176,25 @@ impl Sealer {
         }
         let n = buf.len();
         let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(&buf[..NONCE_LEN]);
+        nonce.copy_from_slice(&buf[NONCE_AT..PLAIN_AT]);
         let mut tag = [0u8; TAG_LEN];
         tag.copy_from_slice(&buf[n - TAG_LEN..]);
+        let mut lineage = [0u8; LINEAGE_LEN];
+        lineage.copy_from_slice(&buf[..LINEAGE_LEN]);
         let aad = self.aad(id);
-        self.cipher
+        // A bucket of this lineage, or of an earlier one: its subkey again.
+        let earlier;
+        let cipher = if lineage == self.lineage {
+            &self.cipher
+        } else {
+            earlier = lineage_cipher(&self.key, &self.store_id, &lineage);
+            &earlier
+        };
+        cipher
             .decrypt_inout_detached(
                 &Nonce::<Aes256Gcm>::from(nonce),
                 &aad,
-                (&mut buf[NONCE_LEN..n - TAG_LEN]).into(),
+                (&mut buf[PLAIN_AT..n - TAG_LEN]).into(),
                 &Tag::<Aes256Gcm>::from(tag),
             )
             .map_err(|_| IntegrityError::Tampered(id))
@@ -156,7 +207,7 @@ mod tests {
     use crate::bucket::ciphertext_len;
 
     fn sealer() -> Sealer {
-        Sealer::new(&Key::from_bytes([7; 32]), [1; 16], [2; 4])
+        Sealer::new(&Key::from_bytes([7; 32]), [1; 16]).unwrap()
     }
 
     #[test]
@@ -164,13 +215,13 @@ mod tests {
         let s = sealer();
         let id = BucketId { tree: 0, index: 5 };
         let mut buf = vec![0u8; ciphertext_len(4, 16)];
-        buf[20] = 42;
+        buf[PLAIN_AT + 8] = 42;
         let mut ctr = 1;
         let d = s.seal(&mut ctr, id, &mut buf).unwrap();
         assert_eq!(ctr, 2);
-        assert_ne!(buf[20], 42);
+        assert_ne!(buf[PLAIN_AT + 8], 42);
         s.open(id, &d, &mut buf).unwrap();
-        assert_eq!(buf[20], 42);
+        assert_eq!(buf[PLAIN_AT + 8], 42);
     }
 
     #[test]
@@ -190,8 +241,56 @@ mod tests {
             s.open(BucketId { tree: 1, index: 5 }, &d, &mut other_tree)
                 .is_err()
         );
-        let other = Sealer::new(&Key::from_bytes([7; 32]), [9; 16], [2; 4]);
+        let other = Sealer::new(&Key::from_bytes([7; 32]), [9; 16]).unwrap();
         assert!(other.open(id, &d, &mut buf).is_err());
+    }
+
+    /// Issue 12, finding 7: the same snapshot restored twice seals the same bucket with the
+    /// same counter under two subkeys, and a later lineage still opens the earlier's buckets.
+    #[test]
+    fn lineages_have_their_own_subkeys() {
+        let key = Key::from_bytes([7; 32]);
+        let (a, b) = (
+            Sealer::new(&key, [1; 16]).unwrap(),
+            Sealer::new(&key, [1; 16]).unwrap(),
+        );
+        assert_ne!(a.lineage(), b.lineage());
+        let id = BucketId { tree: 0, index: 3 };
+        let plain = vec![0u8; ciphertext_len(2, 16)];
+        let (mut x, mut y) = (plain.clone(), plain.clone());
+        let (mut ca, mut cb) = (41u64, 41u64);
+        let dx = a.seal(&mut ca, id, &mut x).unwrap();
+        let dy = b.seal(&mut cb, id, &mut y).unwrap();
+        // Same store, bucket, counter and plaintext: different ciphertexts and tags, so the
+        // keys differ (under one key, equal nonce and plaintext give equal ciphertext).
+        assert_eq!(
+            x[NONCE_AT + 4..PLAIN_AT],
+            y[NONCE_AT + 4..PLAIN_AT],
+            "same counter"
+        );
+        assert_ne!(x[PLAIN_AT..], y[PLAIN_AT..]);
+        assert_ne!(dx, dy);
+        // Same lineage bytes forced into both: still different subkeys would be needed to
+        // open, so a bucket opens only under its own lineage's key.
+        let mut forged = y.clone();
+        forged[..LINEAGE_LEN].copy_from_slice(&a.lineage());
+        forged[NONCE_AT..PLAIN_AT].copy_from_slice(&x[NONCE_AT..PLAIN_AT]);
+        let dforged = integrity::digest_of(&forged);
+        assert!(a.open(id, &dforged, &mut forged).is_err());
+        // A later lineage opens an earlier one's bucket (by the id it carries).
+        assert!(b.open(id, &dx, &mut x.clone()).is_ok());
+        assert!(a.open(id, &dy, &mut y.clone()).is_ok());
+        // The subkey is HKDF of the store key and the lineage: fixed inputs, fixed output.
+        let l = [9u8; LINEAGE_LEN];
+        let (p, q) = (
+            Sealer::with_lineage(&key, [1; 16], l),
+            Sealer::with_lineage(&key, [1; 16], l),
+        );
+        let (mut u, mut v) = (plain.clone(), plain);
+        let (mut c1, mut c2) = (5u64, 5u64);
+        p.seal(&mut c1, id, &mut u).unwrap();
+        q.seal(&mut c2, id, &mut v).unwrap();
+        assert_eq!(u, v, "one lineage, one subkey");
     }
 
     #[test]
@@ -203,7 +302,7 @@ mod tests {
         let mut b = a.clone();
         let da = s.seal(&mut ctr, id, &mut a).unwrap();
         let db = s.seal(&mut ctr, id, &mut b).unwrap();
-        assert_ne!(da[..12], db[..12]);
+        assert_ne!(da[..NONCE_LEN], db[..NONCE_LEN]);
         assert_ne!(a, b);
     }
 

@@ -5,7 +5,7 @@
 //! keeps apart (and which `restore` takes back). It is plaintext: the caller must encrypt it
 //! at rest, and it is wiped from memory when dropped.
 //!
-//! Restoring draws a fresh nonce salt (see [`crate::seal`]); everything else is exactly as
+//! Restoring starts a new lineage, with its own subkey (see [`crate::seal`]); everything else is exactly as
 //! it was, so a restored engine reads back every block and verifies every bucket.
 //!
 //! The decoder treats its input as untrusted: bincode 1.3 with a size limit equal to the
@@ -13,7 +13,6 @@
 //! against the config before use.
 
 use bincode::Options;
-use rand::CryptoRng;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -22,7 +21,8 @@ use crate::integrity::Digest;
 use crate::seal::Key;
 use crate::{Config, Error};
 
-const VERSION: u32 = 1;
+/// 2: buckets name their lineage (`crate::bucket`); version 1 stores do not open.
+const VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
@@ -68,7 +68,7 @@ impl Oram {
     /// let mut store = MemoryStore::new();
     /// oram.run(&mut store, &[Op::Write(3, &[9; 16])], &mut rng)?;
     /// let saved = oram.snapshot()?;
-    /// let mut back = Oram::restore(&saved, key, &mut rng)?;
+    /// let mut back = Oram::restore(&saved, key)?;
     /// back.run(&mut store, &[Op::Read(3)], &mut rng)?;
     /// assert_eq!(back.result(0), Some(&[9u8; 16][..]));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -106,12 +106,10 @@ impl Oram {
             .map_err(|e| Error::BadSnapshot(e.to_string()))
     }
 
-    /// Rebuilds an engine from [`Oram::snapshot`] bytes and the store's key.
-    pub fn restore<R: CryptoRng + ?Sized>(
-        bytes: &[u8],
-        key: Key,
-        rng: &mut R,
-    ) -> Result<Self, Error> {
+    /// Rebuilds an engine from [`Oram::snapshot`] bytes and the store's key, in a new lineage
+    /// (its id drawn from the operating system, so restoring one snapshot twice, even in a
+    /// cloned process or VM, never seals two buckets under one key and nonce).
+    pub fn restore(bytes: &[u8], key: Key) -> Result<Self, Error> {
         let bad = |m: &str| Error::BadSnapshot(m.to_string());
         let snap: Snapshot = options()
             .with_limit(bytes.len() as u64)
@@ -132,7 +130,7 @@ impl Oram {
                 "the snapshot's config needs more client memory than allowed",
             ));
         }
-        let mut oram = Oram::with_state(snap.config, key, snap.store_id, snap.counter, rng)?;
+        let mut oram = Oram::with_state(snap.config, key, snap.store_id, snap.counter)?;
         if snap.top.len() != oram.top.len() || snap.trees.len() != oram.trees.len() {
             return Err(bad("position map or tree count does not match the config"));
         }

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use shroud_net::frame_codec;
+use shroud_net::transport::ServerTls;
 use shroud_proto::proxy::ProxyMsg;
 use shroud_proto::{ErrorCode, Limits, encode};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
@@ -28,6 +29,21 @@ pub(crate) async fn serve(
     let shape = shared.config.shape;
     let mut session = Session::new(shape);
     let conn = shared.next_conn.fetch_add(1, Relaxed);
+    let send_now = |msg: ProxyMsg| encode(&msg, Limits::default()).map(Bytes::from);
+    // Over the limit: refused before any TLS handshake (whose cost is what a flood of
+    // connections would buy); plain TCP still gets a typed refusal.
+    let Some(_permit) = permit else {
+        shared.stats.rejected.fetch_add(1, Relaxed);
+        if matches!(shared.tls, ServerTls::Plain)
+            && let Ok(io) = shared.tls.accept(stream, shared.config.hello_timeout).await
+        {
+            let mut framed = Framed::new(io, frame_codec(session.limits()));
+            if let Ok(b) = send_now(ProxyMsg::Error(ErrorCode::TooManyConnections)) {
+                let _ = framed.send(b).await;
+            }
+        }
+        return;
+    };
     let io = match shared.tls.accept(stream, shared.config.hello_timeout).await {
         Ok(io) => io,
         Err(e) => {
@@ -37,14 +53,6 @@ pub(crate) async fn serve(
         }
     };
     let mut framed = Framed::new(io, frame_codec(session.limits()));
-    let send_now = |msg: ProxyMsg| encode(&msg, Limits::default()).map(Bytes::from);
-    let Some(_permit) = permit else {
-        shared.stats.rejected.fetch_add(1, Relaxed);
-        if let Ok(b) = send_now(ProxyMsg::Error(ErrorCode::TooManyConnections)) {
-            let _ = framed.send(b).await;
-        }
-        return;
-    };
     // The hello.
     let first = match timeout(shared.config.hello_timeout, framed.next()).await {
         Ok(Some(Ok(f))) => {
@@ -119,7 +127,8 @@ pub(crate) async fn serve(
                 let _ = tx.send(ProxyMsg::Stats(shared.stats.reply())).await;
             }
             Input::Register(grant, geometry) => {
-                let r = shared.upstream.lock().await.create(&grant, geometry).await;
+                // On the registrar's own connection, never the epoch clock's.
+                let r = shared.registrar.lock().await.create(&grant, geometry).await;
                 match r {
                     Ok(()) => {
                         let (reply, first) = session.on_registered(grant);
@@ -136,6 +145,9 @@ pub(crate) async fn serve(
                 }
             }
             Input::Slot(slot) => {
+                if shared.refused.lock().contains(&slot.grant.store) {
+                    break Some(ErrorCode::Unauthorized);
+                }
                 // Admitted under the epoch's lock, so the count and the epoch agree.
                 let mut open = shared.open.lock();
                 if let Err(code) = session.admit_slot(open.epoch) {

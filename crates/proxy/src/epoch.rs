@@ -105,6 +105,12 @@ async fn run_epoch(shared: &Shared, epoch: u64, mut slots: Vec<Pending>) {
             }
             for g in groups {
                 let r = send(shared, &g).await;
+                if matches!(r, Err(ErrorCode::Unauthorized)) {
+                    // This store is gone (or was never this grant's): refuse its slots at the
+                    // door from now on, so that the next epochs go whole again.
+                    shared.refused.lock().insert(g[0].slot.grant.store);
+                    tracing::warn!("epoch {epoch}: a client's store is refused; closing it out");
+                }
                 dispatch(g, epoch, r, shared);
             }
         }

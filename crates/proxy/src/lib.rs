@@ -119,7 +119,14 @@ pub(crate) struct Shared {
     pub config: Config,
     pub open: Mutex<Open>,
     pub stats: Stats,
+    /// The epoch clock's connection to storage: batches and mail only.
     pub upstream: tokio::sync::Mutex<upstream::Upstream>,
+    /// Registrations' own connection to storage, off the clock's path: a slow or flooded
+    /// registration never delays an epoch.
+    pub registrar: tokio::sync::Mutex<upstream::Upstream>,
+    /// Stores storage refused in a batch (deleted, or never theirs): their slots are refused
+    /// at the door, so one bad grant costs one epoch's per-client retry, not every epoch's.
+    pub refused: Mutex<std::collections::HashSet<shroud_proto::StoreId>>,
     pub tls: ServerTls,
     pub transcript: Option<transcript::Transcript>,
     pub next_conn: std::sync::atomic::AtomicU64,
@@ -150,6 +157,12 @@ impl Proxy {
     ) -> Self {
         let upstream = upstream::Upstream::new(
             storage,
+            storage_tls.clone(),
+            config.storage_limits,
+            config.storage_timeout,
+        );
+        let registrar = upstream::Upstream::new(
+            storage,
             storage_tls,
             config.storage_limits,
             config.storage_timeout,
@@ -164,6 +177,8 @@ impl Proxy {
                 }),
                 stats: Stats::default(),
                 upstream: tokio::sync::Mutex::new(upstream),
+                registrar: tokio::sync::Mutex::new(registrar),
+                refused: Mutex::new(std::collections::HashSet::new()),
                 tls,
                 transcript: None,
                 next_conn: std::sync::atomic::AtomicU64::new(0),

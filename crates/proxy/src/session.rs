@@ -51,6 +51,9 @@ pub struct Session {
     limits: Limits,
     phase: Phase,
     registered: Option<Grant>,
+    /// A registration was asked for: one per connection (a connection looping `Register`
+    /// would make storage create stores, with an fsync each, as fast as it can send).
+    registering: bool,
     slot_epoch: Option<u64>,
     slots_in_epoch: u32,
     mail_epoch: Option<u64>,
@@ -99,6 +102,7 @@ impl Session {
             limits: client_limits(&shape),
             phase: Phase::Hello,
             registered: None,
+            registering: false,
             slot_epoch: None,
             slots_in_epoch: 0,
             mail_epoch: None,
@@ -162,13 +166,17 @@ impl Session {
         match msg {
             ClientMsg::Hello(_) => self.close(ErrorCode::UnexpectedHello),
             ClientMsg::Stats => Ok(Input::Stats),
-            ClientMsg::Register(grant) => Ok(Input::Register(
-                grant,
-                Geometry {
-                    bucket_len: self.shape.bucket_len,
-                    buckets: self.shape.buckets,
-                },
-            )),
+            ClientMsg::Register(_) if self.registering => self.close(ErrorCode::Unauthorized),
+            ClientMsg::Register(grant) => {
+                self.registering = true;
+                Ok(Input::Register(
+                    grant,
+                    Geometry {
+                        bucket_len: self.shape.bucket_len,
+                        buckets: self.shape.buckets,
+                    },
+                ))
+            }
             ClientMsg::Slot(slot) => {
                 if self.registered.as_ref() != Some(&slot.grant) {
                     return self.close(ErrorCode::Unauthorized);
@@ -405,9 +413,17 @@ mod tests {
     }
 
     #[test]
-    fn re_registration_is_not_a_new_client() {
+    fn one_registration_per_connection() {
         let mut s = open(shape(false));
-        assert_eq!(s.on_registered(grant(1)), (ProxyMsg::Registered, false));
+        assert_eq!(
+            s.on_frame(&frame(&ClientMsg::Register(grant(2)))).err(),
+            Some(ErrorCode::Unauthorized)
+        );
+        assert_eq!(
+            s.on_frame(&frame(&ClientMsg::Stats)).err(),
+            Some(ErrorCode::Malformed),
+            "closed"
+        );
     }
 
     #[test]

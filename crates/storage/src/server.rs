@@ -147,6 +147,25 @@ impl Server {
             shroud_net::accept::accept_loop(&listener, max, shutdown, |stream, peer, permit| {
                 let shared = shared.clone();
                 async move {
+                    // Over the limit: refused before any TLS handshake (whose cost is what a
+                    // flood of connections would buy); plain TCP still gets a typed refusal.
+                    let Some(permit) = permit else {
+                        shared.stats.rejected.fetch_add(1, Relaxed);
+                        if !matches!(shared.tls, ServerTls::Plain) {
+                            return;
+                        }
+                        if let Ok(io) = shared.tls.accept(stream, shared.config.hello_timeout).await
+                        {
+                            let mut framed = Framed::new(io, frame_codec(shared.config.limits));
+                            let _ = send(
+                                &shared,
+                                &mut framed,
+                                &Response::Error(ErrorCode::TooManyConnections),
+                            )
+                            .await;
+                        }
+                        return;
+                    };
                     // The permit was taken in accept order; the handshake runs here.
                     let io = match shared.tls.accept(stream, shared.config.hello_timeout).await {
                         Ok(io) => io,
@@ -155,17 +174,6 @@ impl Server {
                             tracing::debug!("connection from {peer}: handshake failed: {e}");
                             return;
                         }
-                    };
-                    let Some(permit) = permit else {
-                        shared.stats.rejected.fetch_add(1, Relaxed);
-                        let mut framed = Framed::new(io, frame_codec(shared.config.limits));
-                        let _ = send(
-                            &shared,
-                            &mut framed,
-                            &Response::Error(ErrorCode::TooManyConnections),
-                        )
-                        .await;
-                        return;
                     };
                     shared.stats.active_connections.fetch_add(1, Relaxed);
                     connection(&shared, io, peer).await;
