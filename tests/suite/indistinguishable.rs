@@ -120,10 +120,11 @@ async fn keep_sending(sender: &shroud_testkit::stack::MailUser, to: Address, epo
 /// Frames of one connection and kind, in order, with their epochs.
 type Frames = BTreeMap<(u64, FrameKind), Vec<(u64, Vec<u8>)>>;
 
-/// The frames clients sent, as the proxy read them, with the two fields that name a client
+/// The frames clients sent, as the proxy read them, with the fields that name a client
 /// blanked: a slot's grant (the proxy must know whose store it serves) and each written
-/// bucket's nonce, `salt || counter` (the salt names the client's lineage; the counter is
-/// returned per connection, to check that it only counts slots). Every other bit is kept.
+/// bucket's lineage and nonce, `lineage || lineage prefix || counter` (the lineage names the
+/// client's run; the counter is returned per connection, to check that it only counts
+/// writes). Every other bit is kept.
 fn inbound_frames(stack: &Stack) -> (Frames, BTreeMap<u64, Vec<Vec<u64>>>) {
     let mut out = Frames::new();
     let mut counters: BTreeMap<u64, Vec<Vec<u64>>> = BTreeMap::new();
@@ -145,9 +146,10 @@ fn inbound_frames(stack: &Stack) -> (Frames, BTreeMap<u64, Vec<Vec<u64>>>) {
             if slot.write {
                 let mut cs = Vec::new();
                 for w in &mut slot.writes {
-                    let counter: [u8; 8] = w.data[4..12].try_into().expect("a nonce");
+                    // lineage (32) || nonce: lineage prefix (4) || counter (8, big-endian).
+                    let counter: [u8; 8] = w.data[36..44].try_into().expect("a nonce");
                     cs.push(u64::from_be_bytes(counter));
-                    w.data[..12].fill(0);
+                    w.data[..44].fill(0);
                 }
                 counters.entry(e.conn).or_default().push(cs);
             }

@@ -25,10 +25,12 @@ use shroud_proto::StoreId;
 use shroud_storage::backend::QueueOp;
 use shroud_storage::{Backend, BackendError, Put, SledBackend, StoreMeta, Usage};
 
+/// Epochs of 40 ms: a client's frames leave 2/5 into the epoch, and the rest must cover the
+/// proxy's round trip to storage even on a loaded 2-core machine.
 fn shape() -> Shape {
     Shape::new(1024, 512, 3)
         .expect("shape")
-        .with_schedule(2, 25)
+        .with_schedule(2, 40)
         .expect("shape")
         .with_mail(2, 4)
 }

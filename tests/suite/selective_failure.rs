@@ -242,3 +242,171 @@ async fn a_corrupted_reply_is_followed_by_the_same_reads_for_real_and_dummy_acce
         "a corrupted real access and a dummy are followed differently: {p1:.3} vs {p2:.3} (|z| {z:.1})"
     );
 }
+
+/// Storage that, when armed, holds the first read of one store until disarmed: the batch is
+/// seen (its paths logged) but its answer never reaches the client.
+struct Stalling {
+    inner: SledBackend,
+    target: Mutex<Option<StoreId>>,
+    armed: AtomicBool,
+    /// A read was held.
+    held: AtomicBool,
+}
+
+impl Backend for Stalling {
+    fn meta(&self, store: &StoreId) -> Result<Option<StoreMeta>, BackendError> {
+        self.inner.meta(store)
+    }
+    fn create(&self, store: &StoreId, meta: &StoreMeta) -> Result<bool, BackendError> {
+        self.inner.create(store, meta)
+    }
+    fn delete(&self, store: &StoreId) -> Result<u64, BackendError> {
+        self.inner.delete(store)
+    }
+    fn read(&self, store: &StoreId, bucket: u64, out: &mut Vec<u8>) -> Result<bool, BackendError> {
+        let hold = self.armed.load(Relaxed)
+            && *self.target.lock() == Some(*store)
+            && !self.held.swap(true, Relaxed);
+        let waited = std::time::Instant::now();
+        while hold && self.armed.load(Relaxed) && waited.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.inner.read(store, bucket, out)
+    }
+    fn contains(&self, store: &StoreId, bucket: u64) -> Result<bool, BackendError> {
+        self.inner.contains(store, bucket)
+    }
+    fn apply(&self, puts: &[Put<'_>]) -> Result<(), BackendError> {
+        self.inner.apply(puts)
+    }
+    fn queue_state(&self, store: &StoreId) -> Result<(u64, u64), BackendError> {
+        self.inner.queue_state(store)
+    }
+    fn queue_read(
+        &self,
+        store: &StoreId,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, BackendError> {
+        self.inner.queue_read(store, from, max)
+    }
+    fn apply_queue(&self, ops: &[QueueOp<'_>]) -> Result<(), BackendError> {
+        self.inner.apply_queue(ops)
+    }
+    fn flush(&self) -> Result<(), BackendError> {
+        self.inner.flush()
+    }
+    fn disk_bytes(&self) -> Result<u64, BackendError> {
+        self.inner.disk_bytes()
+    }
+    fn usage(&self) -> Result<Usage, BackendError> {
+        self.inner.usage()
+    }
+}
+
+/// The rule after a crash: a client killed while storage holds its batch (the paths seen,
+/// the answer lost) replays that very batch when it restarts, from the plan its write-ahead
+/// record saved before the reads left, instead of reading its blocks' old leaves afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_killed_mid_batch_replays_the_same_paths() {
+    use shroud_client::durable::{Durable, Unlock};
+    let s = Shape::new(256, 64, 1)
+        .expect("shape")
+        .with_schedule(1, 50)
+        .expect("shape")
+        .with_mail(0, 0);
+    let dir = tempfile::tempdir().expect("dir");
+    let state_dir = tempfile::tempdir().expect("state dir");
+    let backend = Arc::new(Stalling {
+        inner: SledBackend::open(&dir.path().join("db")).expect("sled"),
+        target: Mutex::default(),
+        armed: AtomicBool::new(false),
+        held: AtomicBool::new(false),
+    });
+    let mut stack = shroud_testkit::stack::Stack::start_with(
+        s,
+        backend.clone(),
+        shroud_storage::Config::default(),
+        dir,
+    )
+    .await
+    .expect("stack");
+    let (state, unlock) = (
+        state_dir.path().join("state"),
+        Unlock::KeyFile(state_dir.path().join("key")),
+    );
+    let open = |stack: &shroud_testkit::stack::Stack| {
+        let config = stack.client_config().expect("config");
+        let (state, unlock) = (state.clone(), unlock.clone());
+        async move {
+            if !Durable::exists(&state) {
+                shroud_client::Client::create(&config, &state, &unlock)
+                    .await
+                    .expect("create");
+            }
+            let (durable, meta) = Durable::open(&state, &unlock).expect("open");
+            let store = meta.grant.store;
+            let (client, task) = shroud_client::Client::open(config, Arc::new(durable), &meta)
+                .await
+                .expect("client");
+            (client, task, store)
+        }
+    };
+    let (client, task, store) = open(&stack).await;
+    for a in 0..32u64 {
+        client.write(a, vec![a as u8; 64]).await.expect("write");
+    }
+    // A read goes out; storage holds the batch it is in; the proxy dies; the client is killed.
+    *backend.target.lock() = Some(store);
+    backend.armed.store(true, Relaxed);
+    let pending = tokio::spawn({
+        let c = client.clone();
+        async move { c.read(7).await }
+    });
+    let waited = std::time::Instant::now();
+    while !backend.held.load(Relaxed) && waited.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(backend.held.load(Relaxed), "storage held a batch");
+    stack.kill_proxy().await;
+    task.abort();
+    let _ = task.await;
+    pending.abort();
+    drop(client);
+    backend.armed.store(false, Relaxed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // What storage saw of this store, batch by batch (its transcript has every read, also
+    // those a batch serves from its own writes).
+    let batches = |stack: &shroud_testkit::stack::Stack| -> Vec<Vec<u64>> {
+        let id = store.to_string();
+        shroud_storage::Transcript::read(&stack.transcript)
+            .expect("transcript")
+            .into_iter()
+            .filter(|e| e.op == shroud_storage::Op::Batch)
+            .filter_map(|e| {
+                let g = e.stores.iter().position(|s| *s == id)? as u32;
+                Some(e.reads.iter().filter(|r| r.0 == g).map(|r| r.1).collect())
+            })
+            .collect()
+    };
+    let before = batches(&stack).len();
+    // Restart: proxy, then the client from its saved state.
+    stack.start_proxy().await.expect("proxy");
+    let (client, task, _) = open(&stack).await;
+    assert_eq!(client.read(7).await.expect("read"), vec![7u8; 64]);
+    drop(client);
+    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    let all = batches(&stack);
+    assert!(
+        before >= 1 && all.len() > before,
+        "no batch after the restart"
+    );
+    let (held_batch, first_after) = (&all[before - 1], &all[before]);
+    println!(
+        "held batch read {held_batch:?}; the first batch after the restart read {first_after:?}"
+    );
+    assert_eq!(
+        held_batch, first_after,
+        "the restarted client read other paths than its interrupted batch"
+    );
+}
