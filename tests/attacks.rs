@@ -281,12 +281,23 @@ async fn every_tampered_response_is_detected_and_honest_operation_resumes() {
     let mut results = Vec::new();
     for (attack, name) in ATTACKS.iter().enumerate() {
         mitm.attack.store(attack as u8, SeqCst);
-        let counter = if attack as u8 == DROP {
-            &stats.failed_exchanges
-        } else {
-            &stats.integrity_failures
+        // A tampered response is either refused by the client (an integrity failure) or
+        // never reaches it: storage was slower than the proxy's timeout (an fsync can be),
+        // so the proxy failed the epoch and the client resent it (a failed exchange). Either
+        // way nothing tampered is accepted, which the reads below check against the model.
+        let caught = || {
+            let timed_out = stats.failed_exchanges.load(SeqCst);
+            if attack as u8 == DROP {
+                timed_out
+            } else {
+                stats.integrity_failures.load(SeqCst) + timed_out
+            }
         };
-        let (t0, d0) = (mitm.tries.load(SeqCst), counter.load(SeqCst));
+        let (t0, d0) = (mitm.tries.load(SeqCst), caught());
+        let (i0, f0) = (
+            stats.integrity_failures.load(SeqCst),
+            stats.failed_exchanges.load(SeqCst),
+        );
         let started = Instant::now();
         let mut refused_ops = 0u64;
         while mitm.tries.load(SeqCst) - t0 < n {
@@ -319,14 +330,20 @@ async fn every_tampered_response_is_detected_and_honest_operation_resumes() {
         // and the count below fails) rather than for a fixed time a loaded machine can miss.
         let tried = mitm.tries.load(SeqCst) - t0;
         let waiting = Instant::now();
-        while counter.load(SeqCst) - d0 < tried && waiting.elapsed() < Duration::from_secs(30) {
+        while caught() - d0 < tried && waiting.elapsed() < Duration::from_secs(30) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let detected = counter.load(SeqCst) - d0;
+        let detected = caught() - d0;
+        let (refused, timed_out) = (
+            stats.integrity_failures.load(SeqCst) - i0,
+            stats.failed_exchanges.load(SeqCst) - f0,
+        );
         let how = if attack as u8 == DROP {
-            "caught by the proxy's storage timeout, the epoch resent"
+            "caught by the proxy's storage timeout, the epoch resent".to_string()
         } else {
-            "caught at the first read (integrity error; the same slots resent until they verify)"
+            format!(
+                "caught: {refused} at the first read (integrity error; the same slots resent until they verify), {timed_out} timed out at the proxy before reaching the client"
+            )
         };
         println!(
             "{name}: {tried} tries, {detected} {how}; {refused_ops} operations failed with a typed error; {:.1} s",
