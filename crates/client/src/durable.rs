@@ -819,7 +819,10 @@ mod tests {
                 }]]),
                 seq: 7,
                 rider: Some(MailState::default()),
-                plan: None,
+                plan: Some(crate::schedule::Plan {
+                    seed: [5; 32],
+                    reads: vec![Some(3), None],
+                }),
             };
             let account = Account::generate(&mut rand::rng());
             let text = format!(
@@ -852,6 +855,10 @@ mod tests {
         let (st, w): (Stamp, Wal<MailState>) = open_record(&cipher, "wal", &field("wal")).unwrap();
         assert_eq!(st, stamp(3, &[("meta", 1)]));
         assert_eq!((w.seq, w.snapshot.clone()), (7, vec![9; 10]));
+        assert_eq!(
+            w.plan.as_ref().map(|p| (p.seed, p.reads.clone())),
+            Some(([5; 32], vec![Some(3), None]))
+        );
         assert!(w.rider.is_some());
         let (_, i): (Stamp, Index) = open_record(&cipher, "index", &field("index")).unwrap();
         assert_eq!(i.next, 1);
