@@ -544,6 +544,18 @@ mod tests {
     use shroud_proto::proxy::SlotWrite;
     use shroud_proto::{Capability, StoreId};
 
+    /// Opens a state database directly, waiting for a just-dropped handle's lock to go
+    /// (sled releases it from its background thread).
+    fn open_db(path: &Path) -> sled::Db {
+        for _ in 0..200 {
+            if let Ok(db) = sled::Config::new().path(path).open() {
+                return db;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        sled::Config::new().path(path).open().unwrap()
+    }
+
     fn meta() -> Meta {
         let shape = Shape::new(64, 32, 1)
             .and_then(|s| s.with_schedule(1, 50))
@@ -621,10 +633,7 @@ mod tests {
         let new = dir.path().join("new");
         drop(Durable::create(&new, &pass, &meta()).unwrap());
         {
-            let db = sled::Config::new()
-                .path(new.join("state.db"))
-                .open()
-                .unwrap();
+            let db = open_db(&new.join("state.db"));
             let params = db.get(KDF_PARAMS).unwrap().unwrap();
             assert_eq!(KdfParams::from_bytes(&params), Some(KDF));
             assert_eq!(KDF.m_kib, 65536);
@@ -634,10 +643,7 @@ mod tests {
         let old = dir.path().join("old");
         {
             std::fs::create_dir_all(&old).unwrap();
-            let db = sled::Config::new()
-                .path(old.join("state.db"))
-                .open()
-                .unwrap();
+            let db = open_db(&old.join("state.db"));
             let salt = [5u8; 16];
             db.insert(KDF_SALT, &salt[..]).unwrap();
             let key = KDF_BEFORE.stretch("correct horse", &salt).unwrap();
@@ -666,10 +672,7 @@ mod tests {
         assert_eq!(s.load::<Wal<()>>().unwrap().unwrap().seq, 3);
         drop(s);
         {
-            let db = sled::Config::new()
-                .path(old.join("state.db"))
-                .open()
-                .unwrap();
+            let db = open_db(&old.join("state.db"));
             let params = db.get(KDF_PARAMS).unwrap().unwrap();
             assert_eq!(KdfParams::from_bytes(&params), Some(KDF), "re-keyed");
             assert_ne!(db.get(KDF_SALT).unwrap().unwrap().as_ref(), &[5u8; 16]);
@@ -721,17 +724,11 @@ mod tests {
             plan: None,
         };
         let raw = |name: &str| -> Vec<u8> {
-            let db = sled::Config::new()
-                .path(state.join("state.db"))
-                .open()
-                .unwrap();
+            let db = open_db(&state.join("state.db"));
             db.get(name).unwrap().unwrap().to_vec()
         };
         let put_raw = |name: &str, bytes: &[u8]| {
-            let db = sled::Config::new()
-                .path(state.join("state.db"))
-                .open()
-                .unwrap();
+            let db = open_db(&state.join("state.db"));
             db.insert(name, bytes).unwrap();
             db.flush().unwrap();
         };
