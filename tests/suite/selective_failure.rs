@@ -31,17 +31,19 @@ fn shape() -> Shape {
         .with_mail(0, 0)
 }
 
-/// Storage that flips a byte of every store's leaf bucket once every [`PERIOD`] batches,
-/// and remembers every leaf it served per store, in order, marking the corrupted ones.
-struct Corrupting {
-    inner: SledBackend,
-    first_leaf: u64,
-    on: AtomicBool,
-    /// Per store: every leaf read, in order, and whether it was corrupted.
-    leaves: Mutex<HashMap<StoreId, Vec<(u64, bool)>>>,
+/// What a test storage does to each bucket it reads (after reading it); returns whether the
+/// bucket is present.
+trait OnRead: Send + Sync + 'static {
+    fn on_read(&self, store: &StoreId, bucket: u64, present: bool, out: &mut [u8]) -> bool;
 }
 
-impl Backend for Corrupting {
+/// A sled backend whose reads go through `hook`; everything else is sled's.
+struct Tapped<H> {
+    inner: SledBackend,
+    hook: H,
+}
+
+impl<H: OnRead> Backend for Tapped<H> {
     fn meta(&self, store: &StoreId) -> Result<Option<StoreMeta>, BackendError> {
         self.inner.meta(store)
     }
@@ -53,19 +55,7 @@ impl Backend for Corrupting {
     }
     fn read(&self, store: &StoreId, bucket: u64, out: &mut Vec<u8>) -> Result<bool, BackendError> {
         let present = self.inner.read(store, bucket, out)?;
-        if bucket < self.first_leaf {
-            return Ok(present);
-        }
-        let mut leaves = self.leaves.lock();
-        let seen = leaves.entry(*store).or_default();
-        let n = seen.len() as u64;
-        let corrupt = self.on.load(Relaxed) && present && n >= WARM_UP && n.is_multiple_of(PERIOD);
-        if corrupt {
-            let at = rand::rng().random_range(0..out.len());
-            out[at] ^= 0x40;
-        }
-        seen.push((bucket, corrupt));
-        Ok(present)
+        Ok(self.hook.on_read(store, bucket, present, out))
     }
     fn contains(&self, store: &StoreId, bucket: u64) -> Result<bool, BackendError> {
         self.inner.contains(store, bucket)
@@ -98,6 +88,33 @@ impl Backend for Corrupting {
     }
 }
 
+/// Flips a byte of every store's leaf bucket once every [`PERIOD`] batches, and remembers
+/// every leaf it served per store, in order, marking the corrupted ones.
+struct Corrupting {
+    first_leaf: u64,
+    on: AtomicBool,
+    /// Per store: every leaf read, in order, and whether it was corrupted.
+    leaves: Mutex<HashMap<StoreId, Vec<(u64, bool)>>>,
+}
+
+impl OnRead for Corrupting {
+    fn on_read(&self, store: &StoreId, bucket: u64, present: bool, out: &mut [u8]) -> bool {
+        if bucket < self.first_leaf {
+            return present;
+        }
+        let mut leaves = self.leaves.lock();
+        let seen = leaves.entry(*store).or_default();
+        let n = seen.len() as u64;
+        let corrupt = self.on.load(Relaxed) && present && n >= WARM_UP && n.is_multiple_of(PERIOD);
+        if corrupt {
+            let at = rand::rng().random_range(0..out.len());
+            out[at] ^= 0x40;
+        }
+        seen.push((bucket, corrupt));
+        present
+    }
+}
+
 /// Of the corruptions in `reads`, how many saw their leaf read again within [`HORIZON`].
 fn reread(reads: &[(u64, bool)]) -> (u64, u64) {
     let (mut trials, mut again) = (0, 0);
@@ -118,11 +135,13 @@ async fn a_corrupted_reply_is_followed_by_the_same_reads_for_real_and_dummy_acce
     let s = shape();
     let height = s.path_len + s.cached_levels - 1;
     let dir = tempfile::tempdir().expect("dir");
-    let backend = Arc::new(Corrupting {
+    let backend = Arc::new(Tapped {
         inner: SledBackend::open(&dir.path().join("db")).expect("sled"),
-        first_leaf: (1u64 << height) - 1,
-        on: AtomicBool::new(true),
-        leaves: Mutex::default(),
+        hook: Corrupting {
+            first_leaf: (1u64 << height) - 1,
+            on: AtomicBool::new(true),
+            leaves: Mutex::default(),
+        },
     });
     let stack = shroud_testkit::stack::Stack::start_with(
         s,
@@ -154,7 +173,7 @@ async fn a_corrupted_reply_is_followed_by_the_same_reads_for_real_and_dummy_acce
     // Every block is written first, so that a real read follows its block's leaf; then busy
     // clients read in every epoch (two readers each, so one is always queued), a failed read
     // retried on the same address, as a caller would.
-    backend.on.store(false, Relaxed);
+    backend.hook.on.store(false, Relaxed);
     let fill = busy.iter().map(|(_, c, _)| {
         let c = c.clone();
         async move {
@@ -164,8 +183,8 @@ async fn a_corrupted_reply_is_followed_by_the_same_reads_for_real_and_dummy_acce
         }
     });
     futures::future::join_all(fill).await;
-    backend.leaves.lock().clear();
-    backend.on.store(true, Relaxed);
+    backend.hook.leaves.lock().clear();
+    backend.hook.on.store(true, Relaxed);
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = busy
         .iter()
@@ -181,7 +200,7 @@ async fn a_corrupted_reply_is_followed_by_the_same_reads_for_real_and_dummy_acce
         })
         .collect();
     let count = |stores: &[StoreId]| -> (u64, u64) {
-        let leaves = backend.leaves.lock();
+        let leaves = backend.hook.leaves.lock();
         stores
             .iter()
             .map(|s| reread(leaves.get(s).map_or(&[][..], Vec::as_slice)))
@@ -195,7 +214,7 @@ async fn a_corrupted_reply_is_followed_by_the_same_reads_for_real_and_dummy_acce
     {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    backend.on.store(false, Relaxed);
+    backend.hook.on.store(false, Relaxed);
     stop.store(true, Relaxed);
     for w in workers {
         let _ = tokio::time::timeout(Duration::from_secs(5), w).await;
@@ -243,27 +262,17 @@ async fn a_corrupted_reply_is_followed_by_the_same_reads_for_real_and_dummy_acce
     );
 }
 
-/// Storage that, when armed, holds the first read of one store until disarmed: the batch is
-/// seen (its paths logged) but its answer never reaches the client.
+/// When armed, holds the first read of one store until disarmed: the batch is seen (its
+/// paths in storage's transcript) but its answer never reaches the client.
 struct Stalling {
-    inner: SledBackend,
     target: Mutex<Option<StoreId>>,
     armed: AtomicBool,
     /// A read was held.
     held: AtomicBool,
 }
 
-impl Backend for Stalling {
-    fn meta(&self, store: &StoreId) -> Result<Option<StoreMeta>, BackendError> {
-        self.inner.meta(store)
-    }
-    fn create(&self, store: &StoreId, meta: &StoreMeta) -> Result<bool, BackendError> {
-        self.inner.create(store, meta)
-    }
-    fn delete(&self, store: &StoreId) -> Result<u64, BackendError> {
-        self.inner.delete(store)
-    }
-    fn read(&self, store: &StoreId, bucket: u64, out: &mut Vec<u8>) -> Result<bool, BackendError> {
+impl OnRead for Stalling {
+    fn on_read(&self, store: &StoreId, _bucket: u64, present: bool, _out: &mut [u8]) -> bool {
         let hold = self.armed.load(Relaxed)
             && *self.target.lock() == Some(*store)
             && !self.held.swap(true, Relaxed);
@@ -271,36 +280,7 @@ impl Backend for Stalling {
         while hold && self.armed.load(Relaxed) && waited.elapsed() < Duration::from_secs(20) {
             std::thread::sleep(Duration::from_millis(5));
         }
-        self.inner.read(store, bucket, out)
-    }
-    fn contains(&self, store: &StoreId, bucket: u64) -> Result<bool, BackendError> {
-        self.inner.contains(store, bucket)
-    }
-    fn apply(&self, puts: &[Put<'_>]) -> Result<(), BackendError> {
-        self.inner.apply(puts)
-    }
-    fn queue_state(&self, store: &StoreId) -> Result<(u64, u64), BackendError> {
-        self.inner.queue_state(store)
-    }
-    fn queue_read(
-        &self,
-        store: &StoreId,
-        from: u64,
-        max: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, BackendError> {
-        self.inner.queue_read(store, from, max)
-    }
-    fn apply_queue(&self, ops: &[QueueOp<'_>]) -> Result<(), BackendError> {
-        self.inner.apply_queue(ops)
-    }
-    fn flush(&self) -> Result<(), BackendError> {
-        self.inner.flush()
-    }
-    fn disk_bytes(&self) -> Result<u64, BackendError> {
-        self.inner.disk_bytes()
-    }
-    fn usage(&self) -> Result<Usage, BackendError> {
-        self.inner.usage()
+        present
     }
 }
 
@@ -317,11 +297,13 @@ async fn a_client_killed_mid_batch_replays_the_same_paths() {
         .with_mail(0, 0);
     let dir = tempfile::tempdir().expect("dir");
     let state_dir = tempfile::tempdir().expect("state dir");
-    let backend = Arc::new(Stalling {
+    let backend = Arc::new(Tapped {
         inner: SledBackend::open(&dir.path().join("db")).expect("sled"),
-        target: Mutex::default(),
-        armed: AtomicBool::new(false),
-        held: AtomicBool::new(false),
+        hook: Stalling {
+            target: Mutex::default(),
+            armed: AtomicBool::new(false),
+            held: AtomicBool::new(false),
+        },
     });
     let mut stack = shroud_testkit::stack::Stack::start_with(
         s,
@@ -357,23 +339,23 @@ async fn a_client_killed_mid_batch_replays_the_same_paths() {
         client.write(a, vec![a as u8; 64]).await.expect("write");
     }
     // A read goes out; storage holds the batch it is in; the proxy dies; the client is killed.
-    *backend.target.lock() = Some(store);
-    backend.armed.store(true, Relaxed);
+    *backend.hook.target.lock() = Some(store);
+    backend.hook.armed.store(true, Relaxed);
     let pending = tokio::spawn({
         let c = client.clone();
         async move { c.read(7).await }
     });
     let waited = std::time::Instant::now();
-    while !backend.held.load(Relaxed) && waited.elapsed() < Duration::from_secs(10) {
+    while !backend.hook.held.load(Relaxed) && waited.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert!(backend.held.load(Relaxed), "storage held a batch");
+    assert!(backend.hook.held.load(Relaxed), "storage held a batch");
     stack.kill_proxy().await;
     task.abort();
     let _ = task.await;
     pending.abort();
     drop(client);
-    backend.armed.store(false, Relaxed);
+    backend.hook.armed.store(false, Relaxed);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // What storage saw of this store, batch by batch (its transcript has every read, also
     // those a batch serves from its own writes).
