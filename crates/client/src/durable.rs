@@ -397,7 +397,7 @@ impl Durable {
             std::fs::remove_dir_all(&building).map_err(io(&building))?;
         }
         {
-            let db = sled::Config::new().path(&building).open()?;
+            let db = open_db(&building)?;
             let derived = derive(unlock, &db, true)?;
             let s = Durable {
                 cipher: XChaCha20Poly1305::new(&(*derived.key).into()),
@@ -420,7 +420,7 @@ impl Durable {
                 dir.display()
             )));
         }
-        let db = sled::Config::new().path(dir.join("state.db")).open()?;
+        let db = open_db(&dir.join("state.db"))?;
         let derived = derive(unlock, &db, false)?;
         let mut s = Durable {
             cipher: XChaCha20Poly1305::new(&(*derived.key).into()),
@@ -535,6 +535,28 @@ impl Durable {
     }
 }
 
+/// How long opening waits for the file lock of a handle this process just dropped.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens the sled database at `path`. sled releases its file lock from a flusher thread
+/// after the last handle drops, so a reopen right after (as [`Durable::create`] does) can
+/// find it still held: wait for it, for at most [`LOCK_WAIT`]. Another process holding
+/// the state keeps it for longer, and gets the lock error.
+fn open_db(path: &Path) -> Result<sled::Db, StateError> {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::Config::new().path(path).open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -544,16 +566,8 @@ mod tests {
     use shroud_proto::proxy::SlotWrite;
     use shroud_proto::{Capability, StoreId};
 
-    /// Opens a state database directly, waiting for a just-dropped handle's lock to go
-    /// (sled releases it from its background thread).
     fn open_db(path: &Path) -> sled::Db {
-        for _ in 0..200 {
-            if let Ok(db) = sled::Config::new().path(path).open() {
-                return db;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        sled::Config::new().path(path).open().unwrap()
+        super::open_db(path).unwrap()
     }
 
     fn meta() -> Meta {
