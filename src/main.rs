@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use shroud::cmd::storage::{self, ServeOptions};
-use shroud::cmd::tls::{ClientTlsArgs, ServerTlsArgs};
+use shroud::cmd::tls::{ClientTlsArgs, IdentityArgs, ServerTlsArgs};
 use shroud_lab::bench::engine::{self, Case};
 use shroud_oram::PositionMap;
 use shroud_proto::Shape;
@@ -112,6 +112,13 @@ struct ProxyArgs {
     /// The name in the storage server's certificate.
     #[arg(long, default_value = "localhost")]
     storage_name: String,
+    /// PEM client certificate to present to storage, which accepts only proxies
+    /// (`shroud certs` writes proxy.pem).
+    #[arg(long)]
+    storage_client_cert: Option<PathBuf>,
+    /// Its PEM private key (proxy.key).
+    #[arg(long)]
+    storage_client_key: Option<PathBuf>,
     /// Plain TCP on both links (local testing only; warns loudly).
     #[arg(long)]
     insecure_plaintext: bool,
@@ -157,8 +164,20 @@ struct StorageArgs {
     /// Largest frame, in bytes.
     #[arg(long, default_value_t = 64 << 20)]
     max_frame: usize,
+    /// Leading zero bits of the proof of work (SHA-256 hashcash) that pays for each new
+    /// store: about 2^bits hashes for the client, one for storage.
+    #[arg(long, default_value_t = shroud_storage::new_stores::DEFAULT_DIFFICULTY.0,
+          value_parser = clap::value_parser!(u8).range(0..=i64::from(shroud_proto::work::MAX_DIFFICULTY)))]
+    store_work_bits: u8,
+    /// The most stores (client stores and inboxes) storage holds; more get `StoreLimit`.
+    #[arg(long, default_value_t = shroud_storage::new_stores::DEFAULT_MAX_STORES)]
+    max_stores: u64,
     #[command(flatten)]
     tls: ServerTlsArgs,
+    /// PEM CA certificate(s) whose client certificates may connect: only proxies talk to
+    /// storage (`shroud certs` writes ca.pem, and proxy.pem signed by it). Required with TLS.
+    #[arg(long)]
+    client_ca: Option<PathBuf>,
     /// Serve plain TCP instead of TLS (local testing only; warns loudly).
     #[arg(long)]
     insecure_plaintext: bool,
@@ -166,12 +185,14 @@ struct StorageArgs {
 
 #[derive(Subcommand)]
 enum StorageCommand {
-    /// Print a running server's counters as JSON.
+    /// Print a running server's counters as JSON (from its own host only).
     Stats {
         /// The server's address.
         addr: SocketAddr,
         #[command(flatten)]
         tls: ClientTlsArgs,
+        #[command(flatten)]
+        identity: IdentityArgs,
         /// Connect over plain TCP (local testing only).
         #[arg(long)]
         insecure_plaintext: bool,
@@ -180,7 +201,7 @@ enum StorageCommand {
 
 #[derive(Args)]
 struct CertsArgs {
-    /// Where to write ca.pem, server.pem and server.key.
+    /// Where to write ca.pem, server.pem, server.key, proxy.pem and proxy.key.
     #[arg(long)]
     out: PathBuf,
     /// Names the server certificate is valid for (DNS names or IP addresses).
@@ -351,10 +372,12 @@ fn main() -> Result<()> {
         Command::Certs(args) => {
             let files = shroud_net::certs::generate(&args.out, &args.names)?;
             shroud_lab::outln!(
-                "CA:          {}\ncertificate: {}\nkey:         {}",
+                "CA:                 {}\nserver certificate: {}\nserver key:         {}\nproxy certificate:  {}\nproxy key:          {}",
                 files.ca.display(),
                 files.cert.display(),
-                files.key.display()
+                files.key.display(),
+                files.proxy_cert.display(),
+                files.proxy_key.display()
             );
             Ok(())
         }
@@ -372,10 +395,12 @@ fn storage_cmd(args: StorageArgs) -> Result<()> {
     if let Some(StorageCommand::Stats {
         addr,
         tls,
+        identity,
         insecure_plaintext,
     }) = args.command
     {
-        let tls = tls.build(insecure_plaintext, "stats")?;
+        let identity = identity.load(insecure_plaintext, "--client-cert/--client-key")?;
+        let tls = tls.build_as(identity.as_ref(), insecure_plaintext, "stats")?;
         let stats = rt.block_on(storage::stats(addr, &tls))?;
         shroud_lab::outln!("{}", serde_json::to_string_pretty(&stats)?);
         return Ok(());
@@ -387,9 +412,17 @@ fn storage_cmd(args: StorageArgs) -> Result<()> {
         limits: shroud_proto::Limits {
             max_frame: args.max_frame,
         },
+        new_stores: shroud_storage::NewStores {
+            difficulty: shroud_proto::Difficulty(args.store_work_bits),
+            max_stores: args.max_stores,
+        },
         ..Default::default()
     };
-    let tls = args.tls.build(args.insecure_plaintext, "client-storage")?;
+    let tls = args.tls.build_mutual(
+        args.client_ca.as_deref(),
+        args.insecure_plaintext,
+        "proxy-storage",
+    )?;
     let opts = ServeOptions {
         db: args.db,
         listen: args.listen,
@@ -592,12 +625,20 @@ fn proxy_cmd(args: ProxyArgs) -> Result<()> {
     let shape = Shape::new(args.capacity, args.block, args.cached)?
         .with_schedule(args.slots, args.epoch_ms)?
         .with_mail(args.deposits, args.drains);
+    let identity = IdentityArgs {
+        client_cert: args.storage_client_cert,
+        client_key: args.storage_client_key,
+    }
+    .load(
+        args.insecure_plaintext,
+        "--storage-client-cert/--storage-client-key",
+    )?;
     let storage_tls = ClientTlsArgs {
         ca: args.storage_ca,
         pin_cert: args.storage_pin_cert,
         server_name: args.storage_name,
     }
-    .build(args.insecure_plaintext, "proxy-storage")?;
+    .build_as(identity.as_ref(), args.insecure_plaintext, "proxy-storage")?;
     let tls = args.tls.build(args.insecure_plaintext, "client-proxy")?;
     let opts = proxy::ProxyOptions {
         storage: args.storage,

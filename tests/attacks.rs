@@ -175,9 +175,9 @@ async fn serve_one(
             return Ok(());
         };
         let mut out = reply.freeze();
-        if let (Some(ids), Ok(Response::Batch(mut reads))) = (ids, decode::<Response>(&out, limits))
+        if let (Some(ids), Ok(Response::Batch(mut reply))) = (ids, decode::<Response>(&out, limits))
         {
-            let honest = reads.clone();
+            let honest = reply.reads.clone();
             if mitm.armed.load(SeqCst) {
                 if mitm.attack.load(SeqCst) == DROP {
                     // Swallow the response: the proxy hears nothing.
@@ -186,11 +186,11 @@ async fn serve_one(
                     mitm.remember(&honest, &ids);
                     continue;
                 }
-                if mitm.tamper(&mut reads, &ids, &mut rng) {
+                if mitm.tamper(&mut reply.reads, &ids, &mut rng) {
                     mitm.armed.store(false, SeqCst);
                     mitm.tries.fetch_add(1, SeqCst);
                     out = Bytes::from(
-                        encode(&Response::Batch(reads), limits).map_err(std::io::Error::other)?,
+                        encode(&Response::Batch(reply), limits).map_err(std::io::Error::other)?,
                     );
                 }
             }
@@ -249,7 +249,7 @@ async fn every_tampered_response_is_detected_and_honest_operation_resumes() {
         listener,
         stack.storage,
         stack.tls.server().unwrap(),
-        stack.tls.client().unwrap(),
+        stack.tls.proxy_client().unwrap(),
     ));
     stack.kill_proxy().await;
     stack.storage = mitm_addr;

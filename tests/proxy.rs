@@ -293,7 +293,10 @@ async fn registered(
     let mut c = tokio_util::codec::Framed::new(io, frame_codec(Limits::default()));
     for m in [
         ClientMsg::Hello(Hello::current()),
-        ClientMsg::Register(g.clone()),
+        ClientMsg::Register(
+            g.clone(),
+            shroud_proto::Work::find(&g.store, shroud_testkit::fixtures::TEST_DIFFICULTY),
+        ),
     ] {
         c.send(Bytes::from(encode(&m, Limits::default()).unwrap()))
             .await

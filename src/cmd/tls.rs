@@ -1,10 +1,10 @@
 //! The TLS flags every service and client shares, and the loud warning for plain TCP.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use clap::Args;
-use shroud_net::transport::{ClientTls, ServerTls};
+use shroud_net::transport::{ClientTls, Identity, ServerTls};
 
 /// How a server accepts connections.
 #[derive(Args, Clone, Debug, Default)]
@@ -31,6 +31,34 @@ pub struct ClientTlsArgs {
     pub server_name: String,
 }
 
+/// The client certificate presented to storage, which accepts only proxies (and the
+/// operator's `storage stats`).
+#[derive(Args, Clone, Debug, Default)]
+pub struct IdentityArgs {
+    /// PEM client certificate to present to storage (`shroud certs` writes proxy.pem).
+    #[arg(long)]
+    pub client_cert: Option<PathBuf>,
+    /// Its PEM private key (proxy.key).
+    #[arg(long)]
+    pub client_key: Option<PathBuf>,
+}
+
+impl IdentityArgs {
+    /// The identity, required unless `insecure_plaintext`; `flags` names the two flags in
+    /// the error (for example `--storage-client-cert/--storage-client-key`).
+    pub fn load(&self, insecure_plaintext: bool, flags: &str) -> Result<Option<Identity>> {
+        match (&self.client_cert, &self.client_key, insecure_plaintext) {
+            (Some(c), Some(k), false) => Ok(Some(Identity::from_pem_files(c, k)?)),
+            (None, None, true) => Ok(None),
+            (_, _, true) => bail!("--insecure-plaintext cannot be combined with {flags}"),
+            _ => bail!(
+                "storage accepts only proxies with a client certificate: give {flags} \
+                 (`shroud certs` writes proxy.pem and proxy.key)"
+            ),
+        }
+    }
+}
+
 /// Warns loudly that a link is unencrypted.
 pub fn warn_plaintext(link: &str) {
     let msg = format!(
@@ -44,8 +72,39 @@ pub fn warn_plaintext(link: &str) {
 impl ServerTlsArgs {
     /// TLS, or plain TCP if (and only if) `insecure_plaintext`.
     pub fn build(&self, insecure_plaintext: bool, link: &str) -> Result<ServerTls> {
+        self.build_with(None, insecure_plaintext, link)
+    }
+
+    /// Mutual TLS: as [`ServerTlsArgs::build`], and every client must present a certificate
+    /// that `client_ca` issued (`--client-ca`, required with TLS).
+    pub fn build_mutual(
+        &self,
+        client_ca: Option<&Path>,
+        insecure_plaintext: bool,
+        link: &str,
+    ) -> Result<ServerTls> {
+        let certified = self.tls_cert.is_some() || self.tls_key.is_some();
+        match (client_ca, insecure_plaintext) {
+            (Some(_), true) => bail!("--insecure-plaintext cannot be combined with --client-ca"),
+            (None, false) if certified => bail!(
+                "the {link} link needs --client-ca: the CA whose client certificates proxies \
+                 present (`shroud certs` writes ca.pem and proxy.pem)"
+            ),
+            (ca, _) => self.build_with(ca, insecure_plaintext, link),
+        }
+    }
+
+    fn build_with(
+        &self,
+        client_ca: Option<&Path>,
+        insecure_plaintext: bool,
+        link: &str,
+    ) -> Result<ServerTls> {
         match (&self.tls_cert, &self.tls_key, insecure_plaintext) {
-            (Some(c), Some(k), false) => Ok(ServerTls::from_pem_files(c, k)?),
+            (Some(c), Some(k), false) => Ok(match client_ca {
+                Some(ca) => ServerTls::mutual(c, k, ca)?,
+                None => ServerTls::from_pem_files(c, k)?,
+            }),
             (None, None, true) => {
                 warn_plaintext(link);
                 Ok(ServerTls::Plain)
@@ -63,9 +122,21 @@ impl ServerTlsArgs {
 impl ClientTlsArgs {
     /// TLS verified by `--ca` or `--pin-cert`, or plain TCP if (and only if) `insecure_plaintext`.
     pub fn build(&self, insecure_plaintext: bool, link: &str) -> Result<ClientTls> {
+        self.build_as(None, insecure_plaintext, link)
+    }
+
+    /// As [`ClientTlsArgs::build`], presenting `identity` to a server that asks for one.
+    pub fn build_as(
+        &self,
+        identity: Option<&Identity>,
+        insecure_plaintext: bool,
+        link: &str,
+    ) -> Result<ClientTls> {
         match (&self.ca, &self.pin_cert, insecure_plaintext) {
-            (Some(ca), None, false) => Ok(ClientTls::with_ca_file(ca, &self.server_name)?),
-            (None, Some(pin), false) => Ok(ClientTls::with_pinned_cert(pin)?),
+            (Some(ca), None, false) => {
+                Ok(ClientTls::with_ca_file_as(ca, &self.server_name, identity)?)
+            }
+            (None, Some(pin), false) => Ok(ClientTls::with_pinned_cert_as(pin, identity)?),
             (None, None, true) => {
                 warn_plaintext(link);
                 Ok(ClientTls::Plain)

@@ -150,6 +150,16 @@ pub fn env_count<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// TLS toward storage as a proxy has it: verifying the CA, presenting `proxy.pem`.
+#[allow(dead_code)]
+pub fn proxy_tls(certs: &shroud_net::certs::CertFiles) -> shroud_net::transport::ClientTls {
+    let identity =
+        shroud_net::transport::Identity::from_pem_files(&certs.proxy_cert, &certs.proxy_key)
+            .expect("proxy identity");
+    shroud_net::transport::ClientTls::with_ca_file_as(&certs.ca, "localhost", Some(&identity))
+        .expect("proxy TLS")
+}
+
 /// `shroud storage` on `db`, listening at `listen`, with TLS from `certs`.
 pub fn storage_command(
     certs: &shroud_net::certs::CertFiles,
@@ -161,6 +171,9 @@ pub fn storage_command(
         .arg(&certs.cert)
         .arg("--tls-key")
         .arg(&certs.key)
+        .arg("--client-ca")
+        .arg(&certs.ca)
+        .args(["--store-work-bits", "8"])
         .arg("--db")
         .arg(db);
     cmd
@@ -189,7 +202,11 @@ pub fn proxy_command(
         .arg("--tls-key")
         .arg(&certs.key)
         .arg("--storage-ca")
-        .arg(&certs.ca);
+        .arg(&certs.ca)
+        .arg("--storage-client-cert")
+        .arg(&certs.proxy_cert)
+        .arg("--storage-client-key")
+        .arg(&certs.proxy_key);
     cmd
 }
 
@@ -220,4 +237,30 @@ pub async fn agent_connection(
         return Err(std::io::Error::other(format!("AUTH refused: {reply:?}")));
     }
     Ok(s)
+}
+
+/// Has `sender` mail `to` in every slot (40-envelope messages, back to back) for `epochs`
+/// more epochs.
+#[allow(dead_code)]
+pub async fn keep_sending(
+    sender: &shroud_testkit::stack::MailUser,
+    to: shroud_client::mailbox::Address,
+    epochs: u64,
+) {
+    let slots = || {
+        sender
+            .stats()
+            .mail_slots
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let first = slots();
+    let body = vec![0x5a; 40 * shroud_client::mailbox::envelope::CHUNK_LEN];
+    let busy = async {
+        while slots() < first + epochs {
+            sender.mail.send(&to, &body).await.expect("send");
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(120), busy)
+        .await
+        .expect("the sender's epochs");
 }

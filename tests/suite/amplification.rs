@@ -2,7 +2,8 @@
 //! refused, with a typed error, before any of the work starts. Against a real storage process
 //! with an honest client running its schedule through a real proxy: every attack below is
 //! refused, storage's resident memory stays under 256 MiB throughout (sampled from /proc),
-//! and the honest client misses no epoch.
+//! and the honest client misses no epoch. These requests come from a holder of a proxy's
+//! client certificate (a hostile proxy): without one, storage refuses the handshake itself.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -61,6 +62,32 @@ async fn amplifying_requests_are_refused_and_nobody_else_notices() {
         spawn_listening(proxy_command(&certs, storage_addr, "127.0.0.1:0", shape()));
     let _proxy = Reaped(proxy);
     let tls = ClientTls::with_ca_file(&certs.ca, "localhost").expect("tls");
+    // Only proxies reach storage: a client without a certificate from storage's CA, or with
+    // the server's certificate (not issued for client authentication), is refused before
+    // it can send a request.
+    let server_as_client = shroud_net::transport::Identity::from_pem_files(&certs.cert, &certs.key)
+        .expect("server identity");
+    let other = shroud_net::certs::generate(
+        &dir.path().join("other-certs"),
+        &shroud_net::certs::local_names(),
+    )
+    .expect("certs");
+    let stranger =
+        shroud_net::transport::Identity::from_pem_files(&other.proxy_cert, &other.proxy_key)
+            .expect("stranger identity");
+    for (who, identity) in [
+        ("no certificate", None),
+        ("the server's certificate", Some(&server_as_client)),
+        ("another CA's proxy certificate", Some(&stranger)),
+    ] {
+        let tls = ClientTls::with_ca_file_as(&certs.ca, "localhost", identity).expect("tls");
+        let answer = match Connection::connect(storage_addr, &tls, Limits::default()).await {
+            Ok(mut c) => c.stats().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        assert!(answer.is_err(), "storage served a client with {who}");
+    }
+    let proxy_tls = crate::common::proxy_tls(&certs);
     let key_hex = std::fs::read_to_string(db.join("routing.pub")).expect("routing.pub");
     let key: [u8; 32] = data_encoding::HEXLOWER
         .decode(key_hex.trim().as_bytes())
@@ -107,7 +134,7 @@ async fn amplifying_requests_are_refused_and_nobody_else_notices() {
         drains: vec![Sealed(Vec::new()); 1_000_000],
     });
     assert_eq!(
-        refusal(storage_addr, &tls, &drains).await,
+        refusal(storage_addr, &proxy_tls, &drains).await,
         ErrorCode::TooLarge
     );
     // 2. A store with 16 MiB buckets; then one with 1 MiB ones and 100k absent reads.
@@ -119,12 +146,14 @@ async fn amplifying_requests_are_refused_and_nobody_else_notices() {
             bucket_len,
             buckets: 1 << 20,
         },
+        // Paid for at the test difficulty: what is refused is the size, not the price.
+        work: shroud_proto::Work::find(&owner.store, shroud_testkit::fixtures::TEST_DIFFICULTY),
     };
     assert_eq!(
-        refusal(storage_addr, &tls, &create(16 << 20)).await,
+        refusal(storage_addr, &proxy_tls, &create(16 << 20)).await,
         ErrorCode::BadGeometry
     );
-    let mut c = Connection::connect(storage_addr, &tls, Limits::default())
+    let mut c = Connection::connect(storage_addr, &proxy_tls, Limits::default())
         .await
         .expect("connect");
     assert!(c.call(&create(1 << 20)).await.is_ok());
@@ -138,7 +167,7 @@ async fn amplifying_requests_are_refused_and_nobody_else_notices() {
             .collect(),
     });
     assert_eq!(
-        refusal(storage_addr, &tls, &reads).await,
+        refusal(storage_addr, &proxy_tls, &reads).await,
         ErrorCode::TooLarge
     );
     // 3. A drain of that store, padded to 1,024 of its buckets.
@@ -148,7 +177,7 @@ async fn amplifying_requests_are_refused_and_nobody_else_notices() {
         max: 1024,
     };
     assert_eq!(
-        refusal(storage_addr, &tls, &drain).await,
+        refusal(storage_addr, &proxy_tls, &drain).await,
         ErrorCode::TooLarge
     );
     let drain = Request::Drain {
@@ -157,7 +186,7 @@ async fn amplifying_requests_are_refused_and_nobody_else_notices() {
         max: u32::MAX,
     };
     assert_eq!(
-        refusal(storage_addr, &tls, &drain).await,
+        refusal(storage_addr, &proxy_tls, &drain).await,
         ErrorCode::TooLarge
     );
     // 4. Junk deposits: past the cap refused; under it, opened outside the lock every batch
@@ -165,7 +194,7 @@ async fn amplifying_requests_are_refused_and_nobody_else_notices() {
     let junk = |n: usize| vec![Envelope(vec![0x5a; 1024]); n];
     let too_many = Request::Deposit(junk(20_000));
     assert_eq!(
-        refusal(storage_addr, &tls, &too_many).await,
+        refusal(storage_addr, &proxy_tls, &too_many).await,
         ErrorCode::TooLarge
     );
     for _ in 0..3 {

@@ -9,7 +9,6 @@ use shroud_net::conn::{ConnError, Connection};
 use shroud_net::transport::ClientTls;
 use shroud_proto::routing::RoutingKey;
 use shroud_proto::{DepositStatus, Envelope, ErrorCode, Geometry, Grant, Limits};
-use shroud_storage::Config;
 
 async fn connect(addr: std::net::SocketAddr) -> Connection {
     Connection::connect(addr, &ClientTls::Plain, Limits::default())
@@ -63,7 +62,9 @@ async fn envelopes_are_filed_drained_and_deleted_only_when_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let key = RoutingKey::generate(&mut rand::rng());
     let secret = key.secret();
-    let server = TestServer::start_in_with_routing(dir, Config::default(), key).await;
+    let server =
+        TestServer::start_in_with_routing(dir, shroud_testkit::fixtures::storage_config(), key)
+            .await;
     let mut rng = rand::rng();
     let ((alice, _), (bob, bob_grant)) = (account(), account());
     let storage_pk = RoutingKey::from_secret(&secret).unwrap().public();
@@ -134,7 +135,9 @@ async fn full_inboxes_push_back_and_queues_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let key = RoutingKey::generate(&mut rand::rng());
     let secret = key.secret();
-    let server = TestServer::start_in_with_routing(dir, Config::default(), key).await;
+    let server =
+        TestServer::start_in_with_routing(dir, shroud_testkit::fixtures::storage_config(), key)
+            .await;
     let storage_pk = RoutingKey::from_secret(&secret).unwrap().public();
     let ((alice, _), (carol, carol_grant)) = (account(), account());
     let mut c = connect(server.addr).await;
@@ -159,7 +162,7 @@ async fn full_inboxes_push_back_and_queues_survive_a_restart() {
     let dir = server.stop().await;
     let server = TestServer::start_in_with_routing(
         dir,
-        Config::default(),
+        shroud_testkit::fixtures::storage_config(),
         RoutingKey::from_secret(&secret).unwrap(),
     )
     .await;
@@ -187,9 +190,11 @@ async fn sealed_drain(
     grant: &Grant,
 ) -> shroud_proto::mail::DrainStatus {
     use shroud_proto::mail::{DRAIN_INFO, DrainReply, DrainRequest, MailBatch, Sealed};
+    // With the work a new inbox needs: what is refused is the capability, not the price.
     let req = DrainRequest {
         grant: grant.clone(),
         ack_through: 0,
+        work: shroud_proto::Work::find(&grant.store, c.difficulty()),
     };
     let (sealed, responder) = shroud_proto::sealed::seal_request(
         storage_pk,
@@ -222,7 +227,9 @@ async fn a_squatter_who_knows_the_address_cannot_take_the_inbox() {
     let dir = tempfile::tempdir().unwrap();
     let key = RoutingKey::generate(&mut rand::rng());
     let storage_pk = key.public();
-    let server = TestServer::start_in_with_routing(dir, Config::default(), key).await;
+    let server =
+        TestServer::start_in_with_routing(dir, shroud_testkit::fixtures::storage_config(), key)
+            .await;
     let mut c = connect(server.addr).await;
     let ((alice, _), (bob, bob_grant)) = (account(), account());
     // What the squatter knows: Bob's address, so his inbox id; any capability of its own.

@@ -322,9 +322,14 @@ async fn a_lying_storage_server_is_caught_and_its_envelopes_rejected() {
         mode: mode.clone(),
         seen: Mutex::new(Vec::new()),
     });
-    let stack = Stack::start_with(shape(), backend, shroud_storage::Config::default(), dir)
-        .await
-        .expect("stack");
+    let stack = Stack::start_with(
+        shape(),
+        backend,
+        shroud_testkit::fixtures::storage_config(),
+        dir,
+    )
+    .await
+    .expect("stack");
     let mut rng = StdRng::from_rng(&mut rand::rng());
     let alice = user(&stack, &mut rng).await;
     let bob = user(&stack, &mut rng).await;
@@ -393,7 +398,7 @@ async fn a_full_inbox_pushes_back_and_loses_nothing() {
     let backend = Arc::new(SledBackend::open(&dir.path().join("db")).unwrap());
     let config = shroud_storage::Config {
         inbox_capacity: 3,
-        ..Default::default()
+        ..shroud_testkit::fixtures::storage_config()
     };
     let stack = Stack::start_with(shape(), backend, config, dir)
         .await

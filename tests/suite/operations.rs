@@ -226,9 +226,17 @@ fn a_closed_stdout_ends_a_command_quietly() {
     let dir = tempfile::tempdir().expect("dir");
     let s = Servers::start(dir.path());
     for (what, addr) in [("proxy", s.proxy_addr), ("storage", s.storage_addr)] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shroud"))
-            .args([what, "stats", &addr.to_string(), "--ca"])
-            .arg(&s.certs.ca)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shroud"));
+        cmd.args([what, "stats", &addr.to_string(), "--ca"])
+            .arg(&s.certs.ca);
+        if what == "storage" {
+            // Storage serves only holders of a proxy certificate (its operator included).
+            cmd.arg("--client-cert")
+                .arg(&s.certs.proxy_cert)
+                .arg("--client-key")
+                .arg(&s.certs.proxy_key);
+        }
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -146,7 +146,7 @@ async fn a_corrupted_reply_is_followed_by_the_same_reads_for_real_and_dummy_acce
     let stack = shroud_testkit::stack::Stack::start_with(
         s,
         backend.clone(),
-        shroud_storage::Config::default(),
+        shroud_testkit::fixtures::storage_config(),
         dir,
     )
     .await
@@ -308,7 +308,7 @@ async fn a_client_killed_mid_batch_replays_the_same_paths() {
     let mut stack = shroud_testkit::stack::Stack::start_with(
         s,
         backend.clone(),
-        shroud_storage::Config::default(),
+        shroud_testkit::fixtures::storage_config(),
         dir,
     )
     .await

@@ -1,8 +1,11 @@
-//! Issue 12, finding 5: one client must not stall every epoch. Registration ran on the
-//! connection to storage that the epoch clock needs, any number of times per connection, and
-//! a client that deleted its own store made every later batch fall back to one storage round
-//! trip per client. Here 200 connections loop `Register` and a client deletes its own store
-//! while honest clients run their schedule: they miss no epoch.
+//! Issue 12, finding 5: one client must not stall every epoch or fill the disk. Registration
+//! ran on the connection to storage that the epoch clock needs, any number of times per
+//! connection, for free, and a client that deleted its own store made every later batch
+//! fall back to one storage round trip per client. Here, while honest clients run their
+//! schedule, 200 connections loop `Register` without the work a new store costs, one client
+//! creates stores (paying) in a loop until storage's limit on stores stops it, and a client
+//! deletes its own store: the honest clients miss no epoch, and storage never holds more
+//! stores than its limit.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -12,9 +15,16 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use shroud_net::conn::Connection;
 use shroud_net::frame_codec;
+use shroud_proto::Difficulty;
 use shroud_proto::proxy::{ClientMsg, ProxyMsg};
-use shroud_proto::{ErrorCode, Hello, Limits, Shape, decode, encode};
+use shroud_proto::{ErrorCode, Hello, Limits, Shape, Work, decode, encode};
 use tokio_util::codec::Framed;
+
+/// Storage's limit on stores in this test.
+const MAX_STORES: u64 = 40;
+/// Storage's difficulty in this test: 12 bits, so that an unpaid registration (work 0)
+/// passes by chance once in 4,096.
+const DIFFICULTY: Difficulty = Difficulty(12);
 
 fn shape() -> Shape {
     Shape::new(256, 64, 2)
@@ -24,9 +34,13 @@ fn shape() -> Shape {
         .with_mail(0, 0)
 }
 
-/// One connection that registers a fresh store, tries a second registration (refused), and
-/// closes: returns whether the second was refused.
-async fn register_twice(stack: &shroud_testkit::stack::Stack) -> Option<bool> {
+/// One connection: hello, then `Register` of a fresh store with `work` (or the work that
+/// pays for it at the test difficulty, if `None`); returns the proxy's answer, and whether
+/// a second registration on the same connection was refused (if the first succeeded).
+async fn register(
+    stack: &shroud_testkit::stack::Stack,
+    work: Option<Work>,
+) -> Option<(ProxyMsg, bool)> {
     let tls = stack.tls.client().ok()?;
     let io = tls.connect(stack.proxy).await.ok()?;
     let mut conn = Framed::new(io, frame_codec(Limits::default()));
@@ -36,21 +50,32 @@ async fn register_twice(stack: &shroud_testkit::stack::Stack) -> Option<bool> {
         .ok()?;
     conn.next().await?.ok()?;
     let grant = shroud_client::random_grant(&mut rand::rng());
-    conn.send(send(&ClientMsg::Register(grant))).await.ok()?;
+    let work = work.unwrap_or_else(|| Work::find(&grant.store, DIFFICULTY));
+    conn.send(send(&ClientMsg::Register(grant, work)))
+        .await
+        .ok()?;
     let first: ProxyMsg = decode(&conn.next().await?.ok()?, Limits::default()).ok()?;
     if first != ProxyMsg::Registered {
-        return None;
+        return Some((first, false));
     }
     let again = shroud_client::random_grant(&mut rand::rng());
-    conn.send(send(&ClientMsg::Register(again))).await.ok()?;
+    let work = Work::find(&again.store, DIFFICULTY);
+    conn.send(send(&ClientMsg::Register(again, work)))
+        .await
+        .ok()?;
     let second: ProxyMsg = decode(&conn.next().await?.ok()?, Limits::default()).ok()?;
-    Some(second == ProxyMsg::Error(ErrorCode::Unauthorized))
+    Some((first, second == ProxyMsg::Error(ErrorCode::Unauthorized)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn registrations_and_a_deleted_store_stall_nobody() {
+async fn registrations_store_creation_and_a_deleted_store_stall_nobody() {
+    let dir = tempfile::tempdir().expect("dir");
+    let backend = Arc::new(shroud_storage::SledBackend::open(&dir.path().join("db")).expect("db"));
+    let mut config = shroud_testkit::fixtures::storage_config();
+    config.new_stores.max_stores = MAX_STORES;
+    config.new_stores.difficulty = DIFFICULTY;
     let stack = Arc::new(
-        shroud_testkit::stack::Stack::start(shape())
+        shroud_testkit::stack::Stack::start_with(shape(), backend, config, dir)
             .await
             .expect("stack"),
     );
@@ -82,28 +107,49 @@ async fn registrations_and_a_deleted_store_stall_nobody() {
         .map(|s| (s.epochs.load(Relaxed), s.failed_exchanges.load(Relaxed)))
         .collect();
     let started = Instant::now();
-    // 200 connections registering in a loop, each trying twice.
+    // 200 connections registering in a loop, without paying for the store.
     let stop = Arc::new(AtomicBool::new(false));
-    let (registered, refused_again) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (unpaid, unpaid_refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let loops: Vec<_> = (0..200)
         .map(|_| {
             let (stack, stop) = (stack.clone(), stop.clone());
-            let (registered, refused_again) = (registered.clone(), refused_again.clone());
+            let (unpaid, unpaid_refused) = (unpaid.clone(), unpaid_refused.clone());
             tokio::spawn(async move {
                 while !stop.load(Relaxed) {
-                    if let Some(refused) = register_twice(&stack).await {
-                        registered.fetch_add(1, Relaxed);
-                        refused_again.fetch_add(u64::from(refused), Relaxed);
+                    // Work(0) meets 12 bits for one store id in 4,096: count refusals.
+                    if let Some((answer, _)) = register(&stack, Some(Work(0))).await {
+                        unpaid.fetch_add(1, Relaxed);
+                        let refused = answer == ProxyMsg::Error(ErrorCode::NeedsWork);
+                        unpaid_refused.fetch_add(u64::from(refused), Relaxed);
                     }
                 }
             })
         })
         .collect();
+    // One client creating stores in a loop, paying for each, until storage's limit; each
+    // connection also tries a second registration (refused).
+    let creator = {
+        let (stack, stop) = (stack.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut created, mut limited, mut second_refused) = (0u64, 0u64, 0u64);
+            while !stop.load(Relaxed) {
+                match register(&stack, None).await {
+                    Some((ProxyMsg::Registered, refused)) => {
+                        created += 1;
+                        second_refused += u64::from(refused);
+                    }
+                    Some((ProxyMsg::Error(ErrorCode::StoreLimit), _)) => limited += 1,
+                    _ => {}
+                }
+            }
+            (created, limited, second_refused)
+        })
+    };
     // Meanwhile the rogue deletes its store behind the proxy's back.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let mut direct = Connection::connect(
         stack.storage,
-        &stack.tls.client().expect("tls"),
+        &stack.tls.proxy_client().expect("tls"),
         Limits::default(),
     )
     .await
@@ -114,6 +160,11 @@ async fn registrations_and_a_deleted_store_stall_nobody() {
     for l in loops {
         let _ = tokio::time::timeout(Duration::from_secs(10), l).await;
     }
+    let (created, limited, second_refused) = tokio::time::timeout(Duration::from_secs(10), creator)
+        .await
+        .expect("creator stops")
+        .expect("creator");
+    let stores = direct.stats().await.expect("storage stats").stores;
     let took = started.elapsed();
     let expected = took.as_millis() as u64 / u64::from(shape().epoch_ms);
     let after: Vec<(u64, u64)> = stats
@@ -126,9 +177,11 @@ async fn registrations_and_a_deleted_store_stall_nobody() {
         drop(c);
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
-    let (registered, refused_again) = (registered.load(Relaxed), refused_again.load(Relaxed));
+    let (unpaid, unpaid_refused) = (unpaid.load(Relaxed), unpaid_refused.load(Relaxed));
     println!(
-        "{registered} registrations in {took:?} ({refused_again} second ones refused); honest clients: {:?} epochs of {expected}, failed {:?}",
+        "in {took:?}: {unpaid} unpaid registrations ({unpaid_refused} refused NeedsWork); \
+         {created} paid stores created, then {limited} refused StoreLimit; storage holds {stores} \
+         stores (limit {MAX_STORES}); honest clients: {:?} epochs of {expected}, failed {:?}",
         before
             .iter()
             .zip(&after)
@@ -140,12 +193,18 @@ async fn registrations_and_a_deleted_store_stall_nobody() {
             .map(|(b, a)| a.1 - b.1)
             .collect::<Vec<_>>()
     );
+    assert!(unpaid > 200, "the registration loops hardly ran: {unpaid}");
     assert!(
-        registered > 200,
-        "the registration loops hardly ran: {registered}"
+        unpaid_refused * 100 >= unpaid * 99,
+        "unpaid registrations were accepted: {unpaid_refused} of {unpaid} refused"
     );
+    assert!(
+        limited > 0,
+        "the creator never reached the limit ({created} created)"
+    );
+    assert!(stores <= MAX_STORES, "storage holds {stores} stores");
     assert_eq!(
-        refused_again, registered,
+        second_refused, created,
         "a second registration on a connection was accepted"
     );
     for (b, a) in before.iter().zip(&after) {

@@ -30,18 +30,14 @@ struct Server {
 /// TLS material for the server under test, made once per test database.
 fn certs(db: &Path) -> shroud_net::certs::CertFiles {
     let dir = db.with_extension("certs");
-    if dir.join("server.key").exists() {
-        return shroud_net::certs::CertFiles {
-            ca: dir.join("ca.pem"),
-            cert: dir.join("server.pem"),
-            key: dir.join("server.key"),
-        };
+    if dir.join("proxy.key").exists() {
+        return shroud_net::certs::CertFiles::in_dir(&dir);
     }
     shroud_net::certs::generate(&dir, &shroud_net::certs::local_names()).expect("certs")
 }
 
 fn tls(db: &Path) -> ClientTls {
-    ClientTls::with_ca_file(&certs(db).ca, "localhost").expect("client TLS")
+    crate::common::proxy_tls(&certs(db))
 }
 
 fn spawn(db: &Path) -> Server {

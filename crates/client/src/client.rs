@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::durable::{Durable, Meta, Unlock};
 use crate::error::{ClientError, message, source, state_err};
-use crate::link::{Conn, Link, connect, hello};
+use crate::link::{Connected, Link, connect, hello};
 use crate::mailbox::Account;
 use crate::mailbox::courier::{self, MailPort, MailState};
 use crate::schedule::{self, Job, Resume, SchedulerTask, Start, Wal};
@@ -103,7 +103,8 @@ impl Client {
         key: Key,
         grant: Grant,
     ) -> Result<(Client, SchedulerTask), ClientError> {
-        let (conn, shape) = connect(&config.link(), &grant).await?;
+        let connected = connect(&config.link(), &grant).await?;
+        let shape = connected.shape;
         let mut rng = StdRng::from_rng(&mut rand::rng());
         let oram = Oram::new(shape.engine_config(), key, &mut rng)
             .map_err(|e| ClientError::WrongShape(source(e)))?;
@@ -115,7 +116,7 @@ impl Client {
         };
         let account = config.account.clone();
         Self::launch(
-            config, grant, shape, oram, rng, conn, None, resume, None, account,
+            config, grant, oram, rng, connected, None, resume, None, account,
         )
     }
 
@@ -129,7 +130,8 @@ impl Client {
         if meta.shape.mail() && config.storage_key.is_none() {
             return Err(ClientError::NoStorageKey);
         }
-        let (conn, shape) = connect(&config.link(), &meta.grant).await?;
+        let connected = connect(&config.link(), &meta.grant).await?;
+        let shape = connected.shape;
         if shape != meta.shape {
             return Err(ClientError::WrongShape(message(format!(
                 "the state was made for {:?}, the proxy serves {shape:?}",
@@ -174,10 +176,9 @@ impl Client {
         Self::launch(
             config,
             meta.grant.clone(),
-            shape,
             oram,
             rng,
-            conn,
+            connected,
             Some(durable),
             resume,
             mail,
@@ -192,7 +193,7 @@ impl Client {
         dir: &std::path::Path,
         unlock: &Unlock,
     ) -> Result<(), ClientError> {
-        let (_, shape) = hello(&config.link()).await?;
+        let shape = hello(&config.link()).await?.shape;
         if shape.mail() && config.storage_key.is_none() {
             return Err(ClientError::NoStorageKey);
         }
@@ -214,20 +215,25 @@ impl Client {
     fn launch(
         config: ClientConfig,
         grant: Grant,
-        shape: Shape,
         oram: Oram,
         rng: StdRng,
-        conn: Conn,
+        connected: Connected,
         durable: Option<Arc<Durable>>,
         resume: Resume,
         mail: Option<MailState>,
         account: Option<Account>,
     ) -> Result<(Client, SchedulerTask), ClientError> {
+        let Connected {
+            conn,
+            shape,
+            difficulty,
+        } = connected;
         let stats = Arc::new(ClientStats::default());
         let (courier, port) = if shape.mail() {
             let storage_key = config.storage_key.ok_or(ClientError::NoStorageKey)?;
             let (courier, port) = courier::attach(
                 &shape,
+                difficulty,
                 storage_key,
                 account,
                 stats.clone(),

@@ -9,7 +9,7 @@ use futures::{SinkExt, StreamExt};
 use shroud_net::frame_codec;
 use shroud_net::transport::{BoxIo, ClientTls};
 use shroud_proto::proxy::{ClientMsg, ProxyMsg};
-use shroud_proto::{Grant, Hello, Limits, Shape, decode, encode};
+use shroud_proto::{Difficulty, Grant, Hello, Limits, Shape, Work, decode, encode};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use crate::error::{ClientError, source};
@@ -27,19 +27,29 @@ pub(crate) struct Link {
 
 pub(crate) type Conn = Framed<BoxIo, LengthDelimitedCodec>;
 
+/// A connection to the proxy, and what its hello said.
+pub(crate) struct Connected {
+    /// The connection.
+    pub conn: Conn,
+    /// The proxy's shape.
+    pub shape: Shape,
+    /// The work storage asks for a new store.
+    pub difficulty: Difficulty,
+}
+
 /// The longest a connection and hello may take.
 const HELLO_WAIT: Duration = Duration::from_secs(10);
 /// The longest a registration may take (the proxy's own storage timeouts are shorter).
 const REGISTER_WAIT: Duration = Duration::from_secs(15);
 
-/// Connects and exchanges hellos; returns the proxy's shape.
-pub(crate) async fn hello(link: &Link) -> Result<(Conn, Shape), ClientError> {
+/// Connects and exchanges hellos.
+pub(crate) async fn hello(link: &Link) -> Result<Connected, ClientError> {
     tokio::time::timeout(HELLO_WAIT, hello_untimed(link))
         .await
         .map_err(|_| ClientError::Protocol("the proxy did not answer the hello within 10 s"))?
 }
 
-async fn hello_untimed(link: &Link) -> Result<(Conn, Shape), ClientError> {
+async fn hello_untimed(link: &Link) -> Result<Connected, ClientError> {
     let io = link
         .tls
         .connect(link.proxy)
@@ -48,23 +58,47 @@ async fn hello_untimed(link: &Link) -> Result<(Conn, Shape), ClientError> {
     let mut conn = Framed::new(io, frame_codec(Limits::default()));
     send(&mut conn, &ClientMsg::Hello(Hello::current())).await?;
     match recv(&mut conn).await? {
-        ProxyMsg::Hello(_, shape) => Ok((conn, shape)),
+        ProxyMsg::Hello(_, shape, difficulty) => Ok(Connected {
+            conn,
+            shape,
+            difficulty,
+        }),
         ProxyMsg::Error(code) => Err(ClientError::Refused(code)),
         _ => Err(ClientError::Protocol("unexpected reply to hello")),
     }
 }
 
-/// Connects, exchanges hellos and registers `grant`'s store.
-pub(crate) async fn connect(link: &Link, grant: &Grant) -> Result<(Conn, Shape), ClientError> {
-    let (mut conn, shape) = hello(link).await?;
-    send(&mut conn, &ClientMsg::Register(grant.clone())).await?;
+/// Finds the work that pays for `store` (about 2^bits hashes), off the async workers.
+pub(crate) async fn work_for(
+    store: shroud_proto::StoreId,
+    difficulty: Difficulty,
+) -> Result<Work, ClientError> {
+    tokio::task::spawn_blocking(move || Work::find(&store, difficulty))
+        .await
+        .map_err(|e| ClientError::Io(source(e)))
+}
+
+/// Connects, exchanges hellos and registers `grant`'s store, with the work that pays for it
+/// if it is new.
+pub(crate) async fn connect(link: &Link, grant: &Grant) -> Result<Connected, ClientError> {
+    let Connected {
+        mut conn,
+        shape,
+        difficulty,
+    } = hello(link).await?;
+    let work = work_for(grant.store, difficulty).await?;
+    send(&mut conn, &ClientMsg::Register(grant.clone(), work)).await?;
     let reply = tokio::time::timeout(REGISTER_WAIT, recv(&mut conn))
         .await
         .map_err(|_| {
             ClientError::Protocol("the proxy did not confirm the registration within 15 s")
         })??;
     match reply {
-        ProxyMsg::Registered => Ok((conn, shape)),
+        ProxyMsg::Registered => Ok(Connected {
+            conn,
+            shape,
+            difficulty,
+        }),
         ProxyMsg::Error(code) => Err(ClientError::Refused(code)),
         _ => Err(ClientError::Protocol("unexpected reply to register")),
     }

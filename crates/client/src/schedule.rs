@@ -152,6 +152,13 @@ pub(crate) struct Start<R> {
 /// frames leave: two fifths, which leaves the rest for the proxy's round trip to storage.
 pub const SEND_OFFSET: (u32, u32) = (2, 5);
 
+/// How long before the send time the scheduler stops sleeping and stays awake (yielding to
+/// other tasks) until it: waking from a timer takes longer for a thread that has been idle
+/// (deeper CPU sleep states, colder caches) than for one that was just working, so an idle
+/// client's frames left measurably later than a busy one's (about 0.2 ms at the 5th
+/// percentile, KS p 10^-3 over 900 epochs). Awake at the send time, both leave alike.
+const SEND_WAKE: Duration = Duration::from_millis(2);
+
 /// Starts the schedule: returns where to queue operations, and the task.
 pub(crate) fn spawn<R: Rider>(start: Start<R>) -> (mpsc::Sender<Job>, SchedulerTask) {
     let (tx, rx) = mpsc::channel(1024);
@@ -510,10 +517,10 @@ impl<R: Rider> Scheduler<R> {
                     self.conn = None;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(self.link.max_backoff);
-                    if let Ok((c, shape)) = connect(&self.link, &self.grant).await
-                        && shape == self.shape
+                    if let Ok(c) = connect(&self.link, &self.grant).await
+                        && c.shape == self.shape
                     {
-                        self.conn = Some(c);
+                        self.conn = Some(c.conn);
                         self.stats.reconnects.fetch_add(1, Relaxed);
                     }
                 }
@@ -534,7 +541,10 @@ impl<R: Rider> Scheduler<R> {
                     "an epoch's frames were ready after their send time: its timing may show the client's work"
                 );
             }
-            tokio::time::sleep_until(at).await;
+            tokio::time::sleep_until(at - SEND_WAKE).await;
+            while tokio::time::Instant::now() < at {
+                tokio::task::yield_now().await;
+            }
         }
         let conn = self.conn.as_mut().ok_or(ClientError::Closed)?;
         for s in slots {

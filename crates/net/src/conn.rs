@@ -10,8 +10,8 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use crate::frame_codec;
 use crate::transport::{BoxIo, ClientTls};
 use shroud_proto::{
-    Batch, BatchOp, CodecError, ErrorCode, Geometry, Grant, Hello, Limits, ReadResult, Request,
-    Response, StatsReply, decode, encode,
+    Batch, BatchOp, BatchReply, CodecError, Difficulty, ErrorCode, Geometry, Grant, Hello, Limits,
+    ReadResult, Request, Response, StatsReply, Work, decode, encode,
 };
 
 /// A failure talking to the storage server.
@@ -36,6 +36,7 @@ pub enum ConnError {
 pub struct Connection {
     framed: Framed<BoxIo, LengthDelimitedCodec>,
     limits: Limits,
+    difficulty: Difficulty,
 }
 
 impl Connection {
@@ -49,11 +50,20 @@ impl Connection {
         let mut conn = Connection {
             framed: Framed::new(stream, frame_codec(limits)),
             limits,
+            difficulty: Difficulty(0),
         };
         match conn.call(&Request::Hello(Hello::current())).await? {
-            Response::Hello(_) => Ok(conn),
+            Response::Hello(_, difficulty) => {
+                conn.difficulty = difficulty;
+                Ok(conn)
+            }
             _ => Err(ConnError::Unexpected),
         }
+    }
+
+    /// The work storage asks for a new store (from its hello).
+    pub fn difficulty(&self) -> Difficulty {
+        self.difficulty
     }
 
     /// Sends one request and waits for its response; a server error becomes
@@ -73,16 +83,33 @@ impl Connection {
         }
     }
 
-    /// Creates a store.
+    /// Creates a store (or confirms it), first finding the work that pays for it at the
+    /// server's difficulty (off the async workers).
     pub async fn create_store(
         &mut self,
         grant: &Grant,
         geometry: Geometry,
     ) -> Result<(), ConnError> {
+        let (store, difficulty) = (grant.store, self.difficulty);
+        let work = tokio::task::spawn_blocking(move || Work::find(&store, difficulty))
+            .await
+            .map_err(std::io::Error::other)?;
+        self.create_store_with(grant, geometry, work).await
+    }
+
+    /// Creates a store (or confirms it), with `work` that pays for it (see
+    /// [`Connection::difficulty`]).
+    pub async fn create_store_with(
+        &mut self,
+        grant: &Grant,
+        geometry: Geometry,
+        work: Work,
+    ) -> Result<(), ConnError> {
         let req = Request::CreateStore {
             store: grant.store,
             capability: grant.capability.clone(),
             geometry,
+            work,
         };
         match self.call(&req).await? {
             Response::Created => Ok(()),
@@ -98,17 +125,45 @@ impl Connection {
         }
     }
 
-    /// Runs a batch; returns its reads.
+    /// Runs a batch; returns its reads, or the first refusal of any of its grants.
     pub async fn batch(&mut self, batch: Batch) -> Result<Vec<ReadResult>, ConnError> {
-        let reads = batch
-            .ops
-            .iter()
-            .filter(|o| matches!(o, BatchOp::Read { .. }))
-            .count();
-        match self.call(&Request::Batch(batch)).await? {
-            Response::Batch(r) if r.len() == reads => Ok(r),
-            _ => Err(ConnError::Unexpected),
+        let reply = self.batch_per_grant(batch).await?;
+        match reply.refused.first() {
+            Some(&(_, code)) => Err(ConnError::Refused(code)),
+            None => Ok(reply.reads),
         }
+    }
+
+    /// Runs a batch of many clients' grants: storage refuses grants one by one, and answers
+    /// the reads of the others (checked: one per read of every grant not refused).
+    pub async fn batch_per_grant(&mut self, batch: Batch) -> Result<BatchReply, ConnError> {
+        let mut reads_of = vec![0usize; batch.grants.len()];
+        for op in &batch.ops {
+            if let BatchOp::Read { grant, .. } = op
+                && let Some(n) = reads_of.get_mut(*grant as usize)
+            {
+                *n += 1;
+            }
+        }
+        let reply = match self.call(&Request::Batch(batch)).await? {
+            Response::Batch(r) => r,
+            _ => return Err(ConnError::Unexpected),
+        };
+        let ascending = reply.refused.windows(2).all(|w| w[0].0 < w[1].0);
+        let in_range = reply
+            .refused
+            .iter()
+            .all(|&(g, _)| (g as usize) < reads_of.len());
+        let reads: usize = reads_of
+            .iter()
+            .enumerate()
+            .filter(|&(g, _)| reply.refuses(g as u32).is_none())
+            .map(|(_, n)| n)
+            .sum();
+        if !ascending || !in_range || reply.reads.len() != reads {
+            return Err(ConnError::Unexpected);
+        }
+        Ok(reply)
     }
 
     /// Files mailbox envelopes; one status each.

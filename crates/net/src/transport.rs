@@ -4,7 +4,8 @@
 //!
 //! Clients verify the server either against a CA file (the usual chain check, with the
 //! server name) or by pinning the server's exact certificate (the handshake signature is still
-//! checked against it).
+//! checked against it). A server may also demand a client certificate ([`ServerTls::mutual`]):
+//! storage does, so that only proxies holding an [`Identity`] its CA issued reach it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -44,6 +45,9 @@ pub enum TlsError {
     /// The server name is not a valid DNS name or IP address.
     #[error("invalid server name {0}")]
     Name(String),
+    /// The client-certificate verifier could not be built from the CA given.
+    #[error("client certificate verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
 }
 
 fn pem_err(path: &Path, e: impl std::fmt::Display) -> TlsError {
@@ -62,6 +66,14 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
         return Err(pem_err(path, "no certificate found"));
     }
     Ok(certs)
+}
+
+fn load_roots(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in load_certs(path)? {
+        roots.add(c)?;
+    }
+    Ok(roots)
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -86,6 +98,26 @@ impl ServerTls {
         let config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
+            .with_single_cert(chain, key)?;
+        Ok(ServerTls::Tls(TlsAcceptor::from(Arc::new(config))))
+    }
+
+    /// Mutual TLS: as [`ServerTls::from_pem_files`], and every client must present a
+    /// certificate chain leading to a CA in `client_ca`, valid for client authentication
+    /// (rustls' WebPKI verifier checks the chain, the dates and the extended key usage).
+    /// A client without one fails the handshake, before any frame is read.
+    pub fn mutual(cert: &Path, key: &Path, client_ca: &Path) -> Result<Self, TlsError> {
+        let chain = load_certs(cert)?;
+        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_err(key, e))?;
+        let provider = provider();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(load_roots(client_ca)?),
+            provider.clone(),
+        )
+        .build()?;
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
             .with_single_cert(chain, key)?;
         Ok(ServerTls::Tls(TlsAcceptor::from(Arc::new(config))))
     }
@@ -126,32 +158,40 @@ impl ClientTls {
     /// Verifies the server's chain against the CA certificates in `ca` and the name
     /// `server_name` (a DNS name or an IP address).
     pub fn with_ca_file(ca: &Path, server_name: &str) -> Result<Self, TlsError> {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in load_certs(ca)? {
-            roots.add(c)?;
-        }
-        let config = rustls::ClientConfig::builder_with_provider(provider())
+        Self::with_ca_file_as(ca, server_name, None)
+    }
+
+    /// As [`ClientTls::with_ca_file`], presenting `identity` if the server asks for one.
+    pub fn with_ca_file_as(
+        ca: &Path,
+        server_name: &str,
+        identity: Option<&Identity>,
+    ) -> Result<Self, TlsError> {
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Self::from_config(config, server_name)
+            .with_root_certificates(load_roots(ca)?);
+        Self::from_config(presenting(builder, identity)?, server_name)
     }
 
     /// Accepts exactly the certificate in `cert` (the first one in the file), whatever its
     /// issuer or name: certificate pinning.
     pub fn with_pinned_cert(cert: &Path) -> Result<Self, TlsError> {
+        Self::with_pinned_cert_as(cert, None)
+    }
+
+    /// As [`ClientTls::with_pinned_cert`], presenting `identity` if the server asks for one.
+    pub fn with_pinned_cert_as(cert: &Path, identity: Option<&Identity>) -> Result<Self, TlsError> {
         let pinned = load_certs(cert)?.swap_remove(0);
         let provider = provider();
         let verifier = Arc::new(Pinned {
             pinned,
             provider: provider.clone(),
         });
-        let config = rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_no_client_auth();
-        Self::from_config(config, "pinned.invalid")
+            .with_custom_certificate_verifier(verifier);
+        Self::from_config(presenting(builder, identity)?, "pinned.invalid")
     }
 
     fn from_config(config: rustls::ClientConfig, server_name: &str) -> Result<Self, TlsError> {
@@ -174,6 +214,46 @@ impl ClientTls {
             }
         }
     }
+}
+
+/// A client certificate chain and its private key: what a proxy presents to storage.
+///
+/// # Security
+/// The key is the proxy's credential toward storage: whoever holds it may send storage
+/// requests (still bounded by storage's admission caps). Keep its file mode 0600.
+pub struct Identity {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl Identity {
+    /// Reads the chain from `cert` and the key from `key` (PEM, as `shroud certs` writes
+    /// `proxy.pem` and `proxy.key`).
+    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        Ok(Identity {
+            chain: load_certs(cert)?,
+            key: PrivateKeyDer::from_pem_file(key).map_err(|e| pem_err(key, e))?,
+        })
+    }
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("chain", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Finishes a client configuration, with `identity` as its client certificate if given.
+fn presenting(
+    builder: rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>,
+    identity: Option<&Identity>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    Ok(match identity {
+        Some(id) => builder.with_client_auth_cert(id.chain.clone(), id.key.clone_key())?,
+        None => builder.with_no_client_auth(),
+    })
 }
 
 /// A verifier that accepts one exact certificate.

@@ -123,10 +123,13 @@ mod tests {
                     },
                 ],
             });
-            let resp = Response::Batch(vec![ReadResult {
-                present,
-                data: vec![byte; 100],
-            }]);
+            let resp = Response::Batch(crate::BatchReply {
+                refused: Vec::new(),
+                reads: vec![ReadResult {
+                    present,
+                    data: vec![byte; 100],
+                }],
+            });
             (
                 encode(&req, limits()).unwrap().len(),
                 encode(&resp, limits()).unwrap().len(),
@@ -169,10 +172,13 @@ mod tests {
 
     #[test]
     fn oversized_encode_is_refused() {
-        let big = Response::Batch(vec![ReadResult {
-            present: true,
-            data: vec![0; 2 << 20],
-        }]);
+        let big = Response::Batch(crate::BatchReply {
+            refused: Vec::new(),
+            reads: vec![ReadResult {
+                present: true,
+                data: vec![0; 2 << 20],
+            }],
+        });
         assert!(matches!(
             encode(&big, limits()),
             Err(CodecError::TooLarge(_))

@@ -29,16 +29,18 @@ pub mod routing;
 mod samples;
 pub mod sealed;
 pub mod shape;
+pub mod work;
 
 pub use codec::{CodecError, Limits, decode, encode};
 pub use message::{
-    Batch, BatchOp, Capability, DepositStatus, Drained, Envelope, ErrorCode, Geometry, Grant,
-    Hello, ReadResult, Request, Response, StatsReply, StoreId,
+    Batch, BatchOp, BatchReply, Capability, DepositStatus, Drained, Envelope, ErrorCode, Geometry,
+    Grant, Hello, ReadResult, Request, Response, StatsReply, StoreId,
 };
 pub use shape::{Shape, ShapeError};
+pub use work::{Difficulty, Work};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The magic bytes that open every hello.
 pub const MAGIC: [u8; 8] = *b"SHROUD\0\x01";

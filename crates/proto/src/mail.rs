@@ -23,8 +23,8 @@ use crate::sealed::{REQUEST_OVERHEAD, RESPONSE_OVERHEAD};
 pub const ENVELOPE_LEN: usize = 1024;
 /// The HPKE context label of drain requests.
 pub const DRAIN_INFO: &[u8] = b"shroud-drain-v1";
-/// Plaintext bytes of a drain request: inbox id, capability, `ack_through`.
-const DRAIN_PLAIN: usize = 16 + 32 + 8;
+/// Plaintext bytes of a drain request: inbox id, capability, `ack_through`, work.
+const DRAIN_PLAIN: usize = 16 + 32 + 8 + 8;
 /// Bytes of a sealed drain request.
 pub const DRAIN_REQUEST_LEN: usize = DRAIN_PLAIN + REQUEST_OVERHEAD;
 /// Bytes of a sealed deposit status.
@@ -99,6 +99,9 @@ pub struct DrainRequest {
     pub grant: Grant,
     /// Envelopes up to this sequence number are stored safely and may be deleted.
     pub ack_through: u64,
+    /// The proof of work that pays for the inbox when this drain creates it (the first);
+    /// storage ignores it for an inbox that exists.
+    pub work: crate::Work,
 }
 
 impl DrainRequest {
@@ -108,6 +111,7 @@ impl DrainRequest {
         out.extend_from_slice(&self.grant.store.0);
         out.extend_from_slice(&self.grant.capability.0);
         out.extend_from_slice(&self.ack_through.to_le_bytes());
+        out.extend_from_slice(&self.work.0.to_le_bytes());
         out
     }
 
@@ -122,6 +126,7 @@ impl DrainRequest {
                 capability: Capability(b[16..48].try_into().ok()?),
             },
             ack_through: u64::from_le_bytes(b[48..56].try_into().ok()?),
+            work: crate::Work(u64::from_le_bytes(b[56..64].try_into().ok()?)),
         })
     }
 }
@@ -219,6 +224,7 @@ mod tests {
             let req = DrainRequest {
                 grant: Grant { store: StoreId(store), capability: Capability([9; 32]) },
                 ack_through: ack,
+                work: crate::Work(ack.rotate_left(7)),
             };
             prop_assert_eq!(req.to_bytes().len() + REQUEST_OVERHEAD, DRAIN_REQUEST_LEN);
             prop_assert_eq!(DrainRequest::from_bytes(&req.to_bytes()), Some(req));

@@ -196,7 +196,9 @@ impl Batch {
 pub enum Request {
     /// Must be first on a connection.
     Hello(Hello),
-    /// Create a store. Fails with [`ErrorCode::Unauthorized`] if the id is taken.
+    /// Create a store, or confirm one that exists with this capability and geometry. Fails
+    /// with [`ErrorCode::Unauthorized`] if the id is taken or not the capability's, and with
+    /// [`ErrorCode::NeedsWork`] if a new store's work falls short of storage's difficulty.
     CreateStore {
         /// The new store's id.
         store: StoreId,
@@ -204,6 +206,8 @@ pub enum Request {
         capability: Capability,
         /// Its shape.
         geometry: Geometry,
+        /// The proof of work that pays for it ([`crate::work`]).
+        work: crate::Work,
     },
     /// Delete a store and everything in it.
     DeleteStore(Grant),
@@ -266,6 +270,29 @@ pub struct Drained {
     pub envelope: Envelope,
 }
 
+/// Storage's answer to a batch: which grants it refused, and the reads of the others.
+///
+/// A batch pools many clients' slots, so one bad grant (a deleted store, a wrong
+/// capability, a bucket out of range) is refused on its own: none of its operations run,
+/// and every other grant's run as if it were not there (issue 12, finding 5).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchReply {
+    /// The refused grants (indices into the batch's grants, ascending), each with why.
+    pub refused: Vec<(u32, ErrorCode)>,
+    /// One result per read of every grant not refused, in the batch's order.
+    pub reads: Vec<ReadResult>,
+}
+
+impl BatchReply {
+    /// True if grant `g` was refused.
+    pub fn refuses(&self, g: u32) -> Option<ErrorCode> {
+        self.refused
+            .binary_search_by_key(&g, |&(i, _)| i)
+            .ok()
+            .map(|i| self.refused[i].1)
+    }
+}
+
 /// One bucket read: always `bucket_len` bytes long, zeros when absent, so every reply to
 /// the same batch shape has the same size.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -309,8 +336,9 @@ pub struct StatsReply {
 }
 
 /// Why a request failed. The connection is closed after any error but
-/// [`ErrorCode::Unauthorized`], [`ErrorCode::BadGeometry`], [`ErrorCode::BucketOutOfRange`]
-/// and [`ErrorCode::WrongBucketSize`], which refuse one request.
+/// [`ErrorCode::Unauthorized`], [`ErrorCode::BadGeometry`], [`ErrorCode::BucketOutOfRange`],
+/// [`ErrorCode::WrongBucketSize`], [`ErrorCode::NeedsWork`] and [`ErrorCode::StoreLimit`],
+/// which refuse one request (or, in a batch's [`BatchReply`], one grant).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ErrorCode {
     /// The frame did not decode.
@@ -343,19 +371,23 @@ pub enum ErrorCode {
     WrongShape,
     /// The proxy could not reach storage.
     Unavailable,
+    /// A new store's proof of work falls short of storage's difficulty.
+    NeedsWork,
+    /// Storage holds as many stores as its operator allows: no new one now.
+    StoreLimit,
 }
 
 /// A response.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
-    /// The server's version.
-    Hello(Hello),
+    /// The server's version, and the work a new store costs.
+    Hello(Hello, crate::Difficulty),
     /// The store exists now.
     Created,
     /// The store is gone.
     Deleted,
-    /// One result per read, in order.
-    Batch(Vec<ReadResult>),
+    /// The grants refused, and one result per read of the others, in order.
+    Batch(BatchReply),
     /// Counters.
     Stats(StatsReply),
     /// A refusal.

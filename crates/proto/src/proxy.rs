@@ -67,8 +67,9 @@ pub struct MailDone {
 pub enum ClientMsg {
     /// First message.
     Hello(Hello),
-    /// Create (or confirm) the client's store with the proxy's shape.
-    Register(Grant),
+    /// Create (or confirm) the client's store with the proxy's shape, with the work that
+    /// pays for it (the difficulty is in the proxy's hello).
+    Register(Grant, crate::Work),
     /// An access.
     Slot(Slot),
     /// The epoch's mail (when the shape has a mailbox): at most one per epoch.
@@ -131,8 +132,8 @@ pub struct ProxyStats {
 /// What a proxy sends.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ProxyMsg {
-    /// The proxy's hello and its shape.
-    Hello(Hello, Shape),
+    /// The proxy's hello, its shape, and the work storage asks for a new store.
+    Hello(Hello, Shape, crate::Difficulty),
     /// The store exists with the proxy's shape.
     Registered,
     /// A slot's reads.

@@ -1,6 +1,6 @@
 //! The stored samples of today's wire format (protocol version [`crate::PROTOCOL_VERSION`]):
 //! one frame of every kind the client, the proxy and storage exchange, byte for byte, in
-//! `samples/frames-v1.txt`. A change to any message shows up here first, and must come with
+//! `samples/frames-v2.txt`. A change to any message shows up here first, and must come with
 //! a new protocol version (which the hello checks) instead of silent breakage. Set
 //! SHROUD_WRITE_SAMPLES=1 to write the file again.
 
@@ -9,11 +9,11 @@ use std::fmt::Write as _;
 use crate::mail::{MailBatch, MailReply, Sealed};
 use crate::proxy::{ClientMsg, MailDone, MailSlot, ProxyMsg, Slot, SlotDone, SlotWrite};
 use crate::{
-    Batch, BatchOp, Capability, Envelope, ErrorCode, Geometry, Grant, Hello, Limits, ReadResult,
-    Request, Response, Shape, StoreId, decode, encode,
+    Batch, BatchOp, BatchReply, Capability, Difficulty, Envelope, ErrorCode, Geometry, Grant,
+    Hello, Limits, ReadResult, Request, Response, Shape, StoreId, Work, decode, encode,
 };
 
-const SAMPLE: &str = "samples/frames-v1.txt";
+const SAMPLE: &str = "samples/frames-v2.txt";
 
 fn grant() -> Grant {
     Grant {
@@ -26,7 +26,7 @@ fn grant() -> Grant {
 fn client_messages() -> Vec<(&'static str, ClientMsg)> {
     vec![
         ("client-hello", ClientMsg::Hello(Hello::current())),
-        ("register", ClientMsg::Register(grant())),
+        ("register", ClientMsg::Register(grant(), Work(0x0102_0304))),
         (
             "slot",
             ClientMsg::Slot(Slot {
@@ -57,7 +57,10 @@ fn proxy_messages() -> Vec<(&'static str, ProxyMsg)> {
         .and_then(|s| s.with_schedule(2, 100))
         .expect("shape");
     vec![
-        ("proxy-hello", ProxyMsg::Hello(Hello::current(), shape)),
+        (
+            "proxy-hello",
+            ProxyMsg::Hello(Hello::current(), shape, Difficulty(22)),
+        ),
         ("registered", ProxyMsg::Registered),
         (
             "done",
@@ -97,6 +100,7 @@ fn storage_requests() -> Vec<(&'static str, Request)> {
                     bucket_len: 16,
                     buckets: 31,
                 },
+                work: Work(0x0506_0708),
             },
         ),
         (
@@ -130,14 +134,20 @@ fn storage_requests() -> Vec<(&'static str, Request)> {
 
 fn storage_responses() -> Vec<(&'static str, Response)> {
     vec![
-        ("storage-hello-reply", Response::Hello(Hello::current())),
+        (
+            "storage-hello-reply",
+            Response::Hello(Hello::current(), Difficulty(22)),
+        ),
         ("created", Response::Created),
         (
             "batch-reply",
-            Response::Batch(vec![ReadResult {
-                present: false,
-                data: vec![0; 4],
-            }]),
+            Response::Batch(BatchReply {
+                refused: vec![(1, ErrorCode::Unauthorized)],
+                reads: vec![ReadResult {
+                    present: false,
+                    data: vec![0; 4],
+                }],
+            }),
         ),
         (
             "mail-reply",

@@ -57,7 +57,13 @@ pub(crate) async fn serve(
     let first = match timeout(shared.config.hello_timeout, framed.next()).await {
         Ok(Some(Ok(f))) => {
             shared.record(conn, true, FrameKind::Hello, &f);
-            session.on_hello(&f)
+            match shared.difficulty().await {
+                Ok(difficulty) => session.on_hello(&f, difficulty),
+                Err(e) => {
+                    tracing::warn!("client {peer}: storage unreachable for the hello: {e}");
+                    Err(ErrorCode::Unavailable)
+                }
+            }
         }
         Ok(Some(Err(_))) => Err(session.on_oversized()),
         Ok(None) => return,
@@ -126,11 +132,18 @@ pub(crate) async fn serve(
             Input::Stats => {
                 let _ = tx.send(ProxyMsg::Stats(shared.stats.reply())).await;
             }
-            Input::Register(grant, geometry) => {
+            Input::Register(grant, geometry, work) => {
                 // On the registrar's own connection, never the epoch clock's.
-                let r = shared.registrar.lock().await.create(&grant, geometry).await;
+                let r = shared
+                    .registrar
+                    .lock()
+                    .await
+                    .create(&grant, geometry, work)
+                    .await;
                 match r {
                     Ok(()) => {
+                        // A store made again after storage refused it is welcome back.
+                        shared.refused.lock().remove(&grant.store);
                         let (reply, first) = session.on_registered(grant);
                         if first {
                             shared.stats.clients.fetch_add(1, Relaxed);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rand::seq::SliceRandom;
 use shroud_proto::mail::{MailBatch, Sealed};
 use shroud_proto::proxy::{MailDone, ProxyMsg, SlotDone};
-use shroud_proto::{Batch, BatchOp, ErrorCode, ReadResult};
+use shroud_proto::{Batch, BatchOp, BatchReply, ErrorCode, ReadResult};
 
 use crate::{Pending, PendingMail, Shared};
 
@@ -39,19 +39,38 @@ fn batch(slots: &[Pending]) -> Batch {
     Batch { grants, ops }
 }
 
-/// Sends each slot its reads (`path_len` each, in slot order), or a failure.
+/// Sends each slot its reads (`path_len` each, in slot order), or its failure: a slot whose
+/// grant storage refused fails alone, and a refused store is closed out at the door from
+/// then on.
 fn dispatch(
     slots: Vec<Pending>,
     epoch: u64,
-    result: Result<Vec<ReadResult>, ErrorCode>,
+    result: Result<BatchReply, ErrorCode>,
     shared: &Shared,
 ) {
     match result {
-        Ok(reads) => {
-            let mut reads = reads.into_iter();
-            for p in slots {
-                let mine: Vec<ReadResult> = reads.by_ref().take(p.slot.reads.len()).collect();
+        Ok(reply) => {
+            let mut reads = reply.reads.into_iter();
+            for (g, p) in slots.into_iter().enumerate() {
                 // A slow or gone client never holds up the others.
+                if let Some(code) = reply
+                    .refused
+                    .iter()
+                    .find(|r| r.0 as usize == g)
+                    .map(|r| r.1)
+                {
+                    shared.stats.failed_slots.fetch_add(1, Relaxed);
+                    if code == ErrorCode::Unauthorized {
+                        // This store is gone (or was never this grant's).
+                        shared.refused.lock().insert(p.slot.grant.store);
+                        tracing::warn!(
+                            "epoch {epoch}: a client's store is refused; closing it out"
+                        );
+                    }
+                    let _ = p.reply.try_send(ProxyMsg::Failed(p.slot.seq, code));
+                    continue;
+                }
+                let mine: Vec<ReadResult> = reads.by_ref().take(p.slot.reads.len()).collect();
                 let _ = p.reply.try_send(ProxyMsg::Done(SlotDone {
                     seq: p.slot.seq,
                     epoch,
@@ -71,7 +90,7 @@ fn dispatch(
     }
 }
 
-async fn send(shared: &Shared, slots: &[Pending]) -> Result<Vec<ReadResult>, ErrorCode> {
+async fn send(shared: &Shared, slots: &[Pending]) -> Result<BatchReply, ErrorCode> {
     let mut up = shared.upstream.lock().await;
     up.batch(batch(slots)).await.map_err(|e| match e {
         shroud_net::conn::ConnError::Refused(code) => code,
@@ -82,39 +101,17 @@ async fn send(shared: &Shared, slots: &[Pending]) -> Result<Vec<ReadResult>, Err
     })
 }
 
-/// Runs one epoch's slots. If storage refuses the whole batch (one client's grant went
-/// bad), each client's slots are retried on their own, so one client cannot fail the rest.
+/// Runs one epoch's slots in one batch. Storage refuses grants one by one, so one client's
+/// bad grant (a deleted store, say) fails only that client's slots.
 async fn run_epoch(shared: &Shared, epoch: u64, mut slots: Vec<Pending>) {
     slots.shuffle(&mut rand::rng());
-    match send(shared, &slots).await {
-        Ok(reads) => dispatch(slots, epoch, Ok(reads), shared),
-        Err(ErrorCode::Unavailable) => dispatch(slots, epoch, Err(ErrorCode::Unavailable), shared),
-        Err(code) => {
-            tracing::warn!(
-                "epoch {epoch}: storage refused the batch ({code:?}); retrying per client"
-            );
-            let mut groups: Vec<Vec<Pending>> = Vec::new();
-            for p in slots {
-                match groups
-                    .iter_mut()
-                    .find(|g| g[0].slot.grant.store == p.slot.grant.store)
-                {
-                    Some(g) => g.push(p),
-                    None => groups.push(vec![p]),
-                }
-            }
-            for g in groups {
-                let r = send(shared, &g).await;
-                if matches!(r, Err(ErrorCode::Unauthorized)) {
-                    // This store is gone (or was never this grant's): refuse its slots at the
-                    // door from now on, so that the next epochs go whole again.
-                    shared.refused.lock().insert(g[0].slot.grant.store);
-                    tracing::warn!("epoch {epoch}: a client's store is refused; closing it out");
-                }
-                dispatch(g, epoch, r, shared);
-            }
-        }
+    let result = send(shared, &slots).await;
+    if let Err(code) = result
+        && code != ErrorCode::Unavailable
+    {
+        tracing::warn!("epoch {epoch}: storage refused the whole batch ({code:?})");
     }
+    dispatch(slots, epoch, result, shared);
 }
 
 /// Runs one epoch's mail: every envelope of every client in one shuffled list, every drain

@@ -125,14 +125,28 @@ pub(crate) struct Shared {
     /// registration never delays an epoch.
     pub registrar: tokio::sync::Mutex<upstream::Upstream>,
     /// Stores storage refused in a batch (deleted, or never theirs): their slots are refused
-    /// at the door, so one bad grant costs one epoch's per-client retry, not every epoch's.
+    /// at the door from then on (until the store is registered again), so they stop
+    /// reaching storage; storage refuses grants one by one, so they never failed others.
     pub refused: Mutex<std::collections::HashSet<shroud_proto::StoreId>>,
+    /// What storage's hello said a new store costs, once any upstream has connected.
+    pub difficulty: Arc<Mutex<Option<shroud_proto::Difficulty>>>,
     pub tls: ServerTls,
     pub transcript: Option<transcript::Transcript>,
     pub next_conn: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
+    /// The work storage asks for a new store, for the hello: known once any connection to
+    /// storage has been made, else learned by the registrar connecting now.
+    pub async fn difficulty(
+        &self,
+    ) -> Result<shroud_proto::Difficulty, shroud_net::conn::ConnError> {
+        if let Some(d) = *self.difficulty.lock() {
+            return Ok(d);
+        }
+        self.registrar.lock().await.difficulty().await
+    }
+
     /// Records a frame in the transcript, if there is one.
     pub fn record(&self, conn: u64, inbound: bool, kind: transcript::FrameKind, frame: &[u8]) {
         if let Some(t) = &self.transcript {
@@ -155,17 +169,20 @@ impl Proxy {
         storage_tls: ClientTls,
         tls: ServerTls,
     ) -> Self {
+        let difficulty = Arc::new(Mutex::new(None));
         let upstream = upstream::Upstream::new(
             storage,
             storage_tls.clone(),
             config.storage_limits,
             config.storage_timeout,
+            difficulty.clone(),
         );
         let registrar = upstream::Upstream::new(
             storage,
             storage_tls,
             config.storage_limits,
             config.storage_timeout,
+            difficulty.clone(),
         );
         Proxy {
             shared: Arc::new(Shared {
@@ -179,6 +196,7 @@ impl Proxy {
                 upstream: tokio::sync::Mutex::new(upstream),
                 registrar: tokio::sync::Mutex::new(registrar),
                 refused: Mutex::new(std::collections::HashSet::new()),
+                difficulty,
                 tls,
                 transcript: None,
                 next_conn: std::sync::atomic::AtomicU64::new(0),

@@ -13,7 +13,7 @@
 
 use shroud_proto::mail::DRAIN_REQUEST_LEN;
 use shroud_proto::proxy::{ClientMsg, MailSlot, ProxyMsg, Slot};
-use shroud_proto::{ErrorCode, Geometry, Grant, Hello, Limits, Shape, decode};
+use shroud_proto::{Difficulty, ErrorCode, Geometry, Grant, Hello, Limits, Shape, Work, decode};
 
 /// What a session asks its driver to do with a frame that passed every rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,7 +23,7 @@ pub enum Input {
     Stats,
     /// Create (or confirm) this store at storage with the shape's geometry, then report back
     /// with [`Session::on_registered`].
-    Register(Grant, Geometry),
+    Register(Grant, Geometry, Work),
     /// A slot for the open epoch; admit it with [`Session::admit_slot`] while holding the
     /// epoch, so that the count and the epoch cannot part.
     Slot(Slot),
@@ -126,7 +126,11 @@ impl Session {
 
     /// The first frame: the proxy's hello (with its shape) to send, or the code to refuse
     /// with before closing.
-    pub fn on_hello(&mut self, frame: &[u8]) -> Result<ProxyMsg, ErrorCode> {
+    pub fn on_hello(
+        &mut self,
+        frame: &[u8],
+        difficulty: Difficulty,
+    ) -> Result<ProxyMsg, ErrorCode> {
         if self.phase != Phase::Hello {
             return self.close(ErrorCode::UnexpectedHello);
         }
@@ -138,7 +142,7 @@ impl Session {
         match checked {
             Ok(()) => {
                 self.phase = Phase::Open;
-                Ok(ProxyMsg::Hello(Hello::current(), self.shape))
+                Ok(ProxyMsg::Hello(Hello::current(), self.shape, difficulty))
             }
             Err(code) => self.close(code),
         }
@@ -166,8 +170,8 @@ impl Session {
         match msg {
             ClientMsg::Hello(_) => self.close(ErrorCode::UnexpectedHello),
             ClientMsg::Stats => Ok(Input::Stats),
-            ClientMsg::Register(_) if self.registering => self.close(ErrorCode::Unauthorized),
-            ClientMsg::Register(grant) => {
+            ClientMsg::Register(..) if self.registering => self.close(ErrorCode::Unauthorized),
+            ClientMsg::Register(grant, work) => {
                 self.registering = true;
                 Ok(Input::Register(
                     grant,
@@ -175,6 +179,7 @@ impl Session {
                         bucket_len: self.shape.bucket_len,
                         buckets: self.shape.buckets,
                     },
+                    work,
                 ))
             }
             ClientMsg::Slot(slot) => {
@@ -290,12 +295,13 @@ mod tests {
     /// A session past its hello and registered with `grant(1)`.
     fn open(shape: Shape) -> Session {
         let mut s = Session::new(shape);
-        s.on_hello(&frame(&ClientMsg::Hello(Hello::current())))
+        s.on_hello(&frame(&ClientMsg::Hello(Hello::current())), Difficulty(3))
             .expect("hello");
-        match s.on_frame(&frame(&ClientMsg::Register(grant(1)))) {
-            Ok(Input::Register(g, geometry)) => {
+        match s.on_frame(&frame(&ClientMsg::Register(grant(1), Work(5)))) {
+            Ok(Input::Register(g, geometry, work)) => {
                 assert_eq!(geometry.buckets, shape.buckets);
                 assert_eq!(geometry.bucket_len, shape.bucket_len);
+                assert_eq!(work, Work(5), "the client's work is forwarded as it came");
                 assert_eq!(s.on_registered(g), (ProxyMsg::Registered, true));
             }
             other => panic!("register: {other:?}"),
@@ -306,15 +312,22 @@ mod tests {
     #[test]
     fn hello_answers_with_the_shape() {
         let mut s = Session::new(shape(true));
-        let reply = s.on_hello(&frame(&ClientMsg::Hello(Hello::current())));
-        assert_eq!(reply, Ok(ProxyMsg::Hello(Hello::current(), shape(true))));
+        let reply = s.on_hello(&frame(&ClientMsg::Hello(Hello::current())), Difficulty(3));
+        assert_eq!(
+            reply,
+            Ok(ProxyMsg::Hello(
+                Hello::current(),
+                shape(true),
+                Difficulty(3)
+            ))
+        );
     }
 
     #[test]
     fn first_frame_must_be_a_hello() {
         let mut s = Session::new(shape(false));
         assert_eq!(
-            s.on_hello(&frame(&ClientMsg::Stats)),
+            s.on_hello(&frame(&ClientMsg::Stats), Difficulty(3)),
             Err(ErrorCode::HelloRequired)
         );
         let mut s = Session::new(shape(false));
@@ -330,14 +343,14 @@ mod tests {
         h.magic[0] ^= 1;
         let mut s = Session::new(shape(false));
         assert_eq!(
-            s.on_hello(&frame(&ClientMsg::Hello(h))),
+            s.on_hello(&frame(&ClientMsg::Hello(h)), Difficulty(3)),
             Err(ErrorCode::UnexpectedHello)
         );
         let mut h = Hello::current();
         h.version += 1;
         let mut s = Session::new(shape(false));
         assert_eq!(
-            s.on_hello(&frame(&ClientMsg::Hello(h))),
+            s.on_hello(&frame(&ClientMsg::Hello(h)), Difficulty(3)),
             Err(ErrorCode::UnsupportedVersion)
         );
     }
@@ -345,7 +358,10 @@ mod tests {
     #[test]
     fn malformed_frames_close_the_session() {
         let mut s = Session::new(shape(false));
-        assert_eq!(s.on_hello(&[0xff; 7]), Err(ErrorCode::Malformed));
+        assert_eq!(
+            s.on_hello(&[0xff; 7], Difficulty(3)),
+            Err(ErrorCode::Malformed)
+        );
         let mut s = open(shape(false));
         assert_eq!(s.on_frame(&[1, 2, 3]), Err(ErrorCode::Malformed));
         // Closed for good: even a good frame is refused now.
@@ -376,7 +392,7 @@ mod tests {
         );
         let mut s = open(shape(false));
         assert_eq!(
-            s.on_hello(&frame(&ClientMsg::Hello(Hello::current()))),
+            s.on_hello(&frame(&ClientMsg::Hello(Hello::current())), Difficulty(3)),
             Err(ErrorCode::UnexpectedHello)
         );
     }
@@ -384,7 +400,7 @@ mod tests {
     #[test]
     fn stats_need_only_a_hello() {
         let mut s = Session::new(shape(false));
-        s.on_hello(&frame(&ClientMsg::Hello(Hello::current())))
+        s.on_hello(&frame(&ClientMsg::Hello(Hello::current())), Difficulty(3))
             .expect("hello");
         assert_eq!(s.on_frame(&frame(&ClientMsg::Stats)), Ok(Input::Stats));
         assert!(!s.is_registered());
@@ -394,7 +410,7 @@ mod tests {
     fn slots_need_a_registration() {
         let sh = shape(false);
         let mut s = Session::new(sh);
-        s.on_hello(&frame(&ClientMsg::Hello(Hello::current())))
+        s.on_hello(&frame(&ClientMsg::Hello(Hello::current())), Difficulty(3))
             .expect("hello");
         assert_eq!(
             s.on_frame(&frame(&ClientMsg::Slot(slot(&sh, grant(1))))),
@@ -416,7 +432,8 @@ mod tests {
     fn one_registration_per_connection() {
         let mut s = open(shape(false));
         assert_eq!(
-            s.on_frame(&frame(&ClientMsg::Register(grant(2)))).err(),
+            s.on_frame(&frame(&ClientMsg::Register(grant(2), Work(5))))
+                .err(),
             Some(ErrorCode::Unauthorized)
         );
         assert_eq!(
@@ -475,7 +492,7 @@ mod tests {
     fn mail_needs_a_registration() {
         let sh = shape(true);
         let mut s = Session::new(sh);
-        s.on_hello(&frame(&ClientMsg::Hello(Hello::current())))
+        s.on_hello(&frame(&ClientMsg::Hello(Hello::current())), Difficulty(3))
             .expect("hello");
         assert_eq!(
             s.on_frame(&frame(&ClientMsg::Mail(mail(&sh)))),

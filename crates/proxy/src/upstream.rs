@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use shroud_net::conn::{ConnError, Connection};
 use shroud_net::transport::ClientTls;
 use shroud_proto::mail::{MailBatch, MailReply};
-use shroud_proto::{Batch, Geometry, Grant, Limits, ReadResult};
+use shroud_proto::{Batch, BatchReply, Difficulty, Geometry, Grant, Limits, Work};
 
 pub(crate) struct Upstream {
     addr: SocketAddr,
@@ -16,6 +16,8 @@ pub(crate) struct Upstream {
     limits: Limits,
     timeout: Duration,
     conn: Option<Connection>,
+    /// What storage's hello last said a new store costs (shared by every upstream).
+    difficulty: std::sync::Arc<parking_lot::Mutex<Option<Difficulty>>>,
 }
 
 fn timed_out() -> ConnError {
@@ -28,14 +30,27 @@ fn timed_out() -> ConnError {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Upstream {
-    pub fn new(addr: SocketAddr, tls: ClientTls, limits: Limits, timeout: Duration) -> Self {
+    pub fn new(
+        addr: SocketAddr,
+        tls: ClientTls,
+        limits: Limits,
+        timeout: Duration,
+        difficulty: std::sync::Arc<parking_lot::Mutex<Option<Difficulty>>>,
+    ) -> Self {
         Upstream {
             addr,
             tls,
             limits,
             timeout,
             conn: None,
+            difficulty,
         }
+    }
+
+    /// Storage's difficulty, connecting to learn it if no connection has yet.
+    pub async fn difficulty(&mut self) -> Result<Difficulty, ConnError> {
+        let r = self.conn().await.map(|c| c.difficulty());
+        self.settle(r)
     }
 
     async fn conn(&mut self) -> Result<&mut Connection, ConnError> {
@@ -51,6 +66,7 @@ impl Upstream {
                     "connecting to storage",
                 ))
             })??;
+            *self.difficulty.lock() = Some(c.difficulty());
             self.conn = Some(c);
         }
         self.conn.as_mut().ok_or(ConnError::Unexpected)
@@ -82,17 +98,24 @@ impl Upstream {
         self.settle(r)
     }
 
-    pub async fn batch(&mut self, batch: Batch) -> Result<Vec<ReadResult>, ConnError> {
-        self.with(|c| Box::pin(c.batch(batch))).await
+    pub async fn batch(&mut self, batch: Batch) -> Result<BatchReply, ConnError> {
+        self.with(|c| Box::pin(c.batch_per_grant(batch))).await
     }
 
     pub async fn mail(&mut self, batch: MailBatch) -> Result<MailReply, ConnError> {
         self.with(|c| Box::pin(c.mail(batch))).await
     }
 
-    pub async fn create(&mut self, grant: &Grant, geometry: Geometry) -> Result<(), ConnError> {
+    pub async fn create(
+        &mut self,
+        grant: &Grant,
+        geometry: Geometry,
+        work: Work,
+    ) -> Result<(), ConnError> {
         let grant = grant.clone();
-        self.with(move |c| Box::pin(async move { c.create_store(&grant, geometry).await }))
-            .await
+        self.with(move |c| {
+            Box::pin(async move { c.create_store_with(&grant, geometry, work).await })
+        })
+        .await
     }
 }

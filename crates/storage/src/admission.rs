@@ -116,6 +116,7 @@ mod tests {
                 bucket_len,
                 buckets: 8,
             },
+            work: shroud_proto::Work(0),
         };
         assert_eq!(admit(&create(16 << 20), FRAME), Err(ErrorCode::BadGeometry));
         assert_eq!(admit(&create(4228), FRAME), Ok(()));

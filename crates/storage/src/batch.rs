@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use parking_lot::Mutex;
-use shroud_proto::{Batch, BatchOp, ErrorCode, Geometry, Grant, ReadResult, StoreId};
+use shroud_proto::{Batch, BatchOp, BatchReply, ErrorCode, Geometry, Grant, ReadResult, StoreId};
 
 use crate::admission::{MAX_BUCKET_LEN, reply_fits};
 use crate::backend::{Backend, Put, StoreMeta};
@@ -31,6 +31,8 @@ pub struct Executor {
     pub(crate) commit: std::sync::Arc<crate::commit::GroupCommit>,
     /// The largest answer (the frame limit): checked before a request's reads.
     pub(crate) max_reply: usize,
+    /// What a new store costs.
+    pub(crate) new_stores: crate::NewStores,
 }
 
 pub(crate) fn internal<E: std::fmt::Display>(e: E) -> ErrorCode {
@@ -40,26 +42,29 @@ pub(crate) fn internal<E: std::fmt::Display>(e: E) -> ErrorCode {
 
 impl Executor {
     /// An executor over `backend`, sequencing mutations through `commit`, whose answers
-    /// must fit in `max_reply` bytes.
+    /// must fit in `max_reply` bytes, making new stores as `new_stores` allows.
     pub fn new(
         backend: std::sync::Arc<dyn Backend>,
         commit: std::sync::Arc<crate::commit::GroupCommit>,
         max_reply: usize,
+        new_stores: crate::NewStores,
     ) -> Self {
         Executor {
             backend,
             lock: Mutex::new(()),
             commit,
             max_reply,
+            new_stores,
         }
     }
 
-    /// Creates a store.
+    /// Creates a store paid for by `work`, or confirms one its owner made before.
     pub fn create(
         &self,
         store: &StoreId,
         cap: &shroud_proto::Capability,
         geometry: Geometry,
+        work: shroud_proto::Work,
         stats: &Stats,
     ) -> Result<Outcome<()>, ErrorCode> {
         if geometry.bucket_len == 0 || geometry.bucket_len > MAX_BUCKET_LEN || geometry.buckets == 0
@@ -75,17 +80,20 @@ impl Executor {
             geometry,
         };
         let _g = self.lock.lock();
-        if !self.backend.create(store, &meta).map_err(internal)? {
-            // Idempotent for the owner (a retry after a lost reply); refused for anyone else.
-            let existing = self.backend.meta(store).map_err(internal)?;
-            if capability::check(existing.as_ref(), cap)
-                && existing.map(|m| m.geometry) == Some(geometry)
-            {
+        if let Some(existing) = self.backend.meta(store).map_err(internal)? {
+            // Idempotent for the owner (a reconnection, or a retry after a lost reply), at no
+            // cost; refused for anyone else.
+            if capability::check(Some(&existing), cap) && existing.geometry == geometry {
                 return Ok(Outcome {
                     value: (),
                     seq: self.commit.current(),
                 });
             }
+            return Err(ErrorCode::Unauthorized);
+        }
+        let stores = stats.stores.load(std::sync::atomic::Ordering::Relaxed);
+        self.new_stores.admit(store, work, stores)?;
+        if !self.backend.create(store, &meta).map_err(internal)? {
             return Err(ErrorCode::Unauthorized);
         }
         stats
@@ -118,19 +126,17 @@ impl Executor {
 
     /// Runs a batch: every grant checked, every op validated, then reads and writes in
     /// order, the writes applied atomically.
-    pub fn batch(
-        &self,
-        batch: &Batch,
-        stats: &Stats,
-    ) -> Result<Outcome<Vec<ReadResult>>, ErrorCode> {
+    pub fn batch(&self, batch: &Batch, stats: &Stats) -> Result<Outcome<BatchReply>, ErrorCode> {
         let _g = self.lock.lock();
-        let mut metas = Vec::with_capacity(batch.grants.len());
+        // Each grant's store, or why the grant is refused: a refused grant's operations are
+        // skipped, and every other grant's run (one bad grant fails nobody else).
+        let mut metas: Vec<Result<StoreMeta, ErrorCode>> = Vec::with_capacity(batch.grants.len());
         for g in &batch.grants {
             let meta = self.backend.meta(&g.store).map_err(internal)?;
-            if !capability::check(meta.as_ref(), &g.capability) {
-                return Err(ErrorCode::Unauthorized);
-            }
-            metas.extend(meta);
+            metas.push(match meta {
+                Some(m) if capability::check(Some(&m), &g.capability) => Ok(m),
+                _ => Err(ErrorCode::Unauthorized),
+            });
         }
         for op in &batch.ops {
             let (grant, bucket) = match op {
@@ -138,29 +144,32 @@ impl Executor {
                     (*grant, *bucket)
                 }
             };
-            let meta = metas
-                .get(grant as usize)
+            // An operation naming no grant is malformed: the whole batch is refused.
+            let entry = metas
+                .get_mut(grant as usize)
                 .ok_or(ErrorCode::BucketOutOfRange)?;
+            let Ok(meta) = entry else { continue };
             if bucket >= meta.geometry.buckets {
-                return Err(ErrorCode::BucketOutOfRange);
-            }
-            if let BatchOp::Write { data, .. } = op
+                *entry = Err(ErrorCode::BucketOutOfRange);
+            } else if let BatchOp::Write { data, .. } = op
                 && data.len() != meta.geometry.bucket_len as usize
             {
-                return Err(ErrorCode::WrongBucketSize);
+                *entry = Err(ErrorCode::WrongBucketSize);
             }
         }
+        let admitted = |grant: u32| metas[grant as usize].as_ref().ok();
         // The answer's size, bounded before any read allocates it.
         let reply: usize = batch
             .ops
             .iter()
             .map(|op| match op {
                 BatchOp::Read { grant, .. } => {
-                    metas[*grant as usize].geometry.bucket_len as usize + 9
+                    admitted(*grant).map_or(0, |m| m.geometry.bucket_len as usize + 9)
                 }
                 BatchOp::Write { .. } => 0,
             })
-            .fold(0usize, usize::saturating_add);
+            .fold(0usize, usize::saturating_add)
+            .saturating_add(batch.grants.len().saturating_mul(8));
         if !reply_fits(reply, self.max_reply) {
             return Err(ErrorCode::TooLarge);
         }
@@ -172,9 +181,13 @@ impl Executor {
         let mut reads = Vec::new();
         let mut new_bytes = 0u64;
         for op in &batch.ops {
+            let (BatchOp::Read { grant, .. } | BatchOp::Write { grant, .. }) = op;
+            let Some(meta) = admitted(*grant) else {
+                continue;
+            };
             match op {
                 BatchOp::Read { grant, bucket } => {
-                    let len = metas[*grant as usize].geometry.bucket_len as usize;
+                    let len = meta.geometry.bucket_len as usize;
                     let store = batch.grants[*grant as usize].store;
                     let r = match pending.get(&(store, *bucket)) {
                         Some(&i) => ReadResult {
@@ -233,6 +246,14 @@ impl Executor {
         stats.buckets_read.fetch_add(reads.len() as u64, Relaxed);
         stats.buckets_written.fetch_add(puts.len() as u64, Relaxed);
         stats.stored_bytes.fetch_add(new_bytes, Relaxed);
-        Ok(Outcome { value: reads, seq })
+        let refused = metas
+            .iter()
+            .enumerate()
+            .filter_map(|(g, m)| m.as_ref().err().map(|&code| (g as u32, code)))
+            .collect();
+        Ok(Outcome {
+            value: BatchReply { refused, reads },
+            seq,
+        })
     }
 }

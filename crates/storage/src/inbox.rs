@@ -236,6 +236,14 @@ impl Executor {
                 return Ok((empty(DrainStatus::Unauthorized), false));
             }
             None => {
+                let stores = stats.stores.load(std::sync::atomic::Ordering::Relaxed);
+                match self.new_stores.admit(&store, req.work, stores) {
+                    Err(ErrorCode::NeedsWork) => {
+                        return Ok((empty(DrainStatus::Unauthorized), false));
+                    }
+                    Err(_) => return Ok((empty(DrainStatus::Failed), false)),
+                    Ok(()) => {}
+                }
                 let meta = StoreMeta {
                     cap_hash: capability::hash(&req.grant.capability),
                     geometry: Geometry {

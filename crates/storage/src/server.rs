@@ -37,6 +37,8 @@ pub struct Config {
     /// Envelopes an inbox holds when it is made by its owner's first drain; deposits past
     /// it are refused (`Full`) until the owner drains.
     pub inbox_capacity: u64,
+    /// What a new store costs, and how many there may be.
+    pub new_stores: crate::NewStores,
 }
 
 impl Default for Config {
@@ -48,6 +50,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(120),
             limits: Limits::default(),
             inbox_capacity: 1024,
+            new_stores: crate::NewStores::default(),
         }
     }
 }
@@ -103,7 +106,12 @@ impl Server {
             stats.stores.store(u.stores, Relaxed);
             stats.stored_bytes.store(u.bucket_bytes, Relaxed);
         }
-        let exec = Executor::new(backend.clone(), commit.clone(), config.limits.max_frame);
+        let exec = Executor::new(
+            backend.clone(),
+            commit.clone(),
+            config.limits.max_frame,
+            config.new_stores,
+        );
         Server {
             shared: Arc::new(Shared {
                 backend,
@@ -239,10 +247,8 @@ async fn connection(shared: &Arc<Shared>, stream: BoxIo, peer: SocketAddr) {
         reject(shared, &mut framed, code, peer).await;
         return;
     }
-    if send(shared, &mut framed, &Response::Hello(Hello::current()))
-        .await
-        .is_err()
-    {
+    let hello = Response::Hello(Hello::current(), shared.config.new_stores.difficulty);
+    if send(shared, &mut framed, &hello).await.is_err() {
         return;
     }
     // Requests: a reader decodes ahead (at most `max_in_flight`), the writer answers in order.
@@ -297,8 +303,10 @@ async fn connection(shared: &Arc<Shared>, stream: BoxIo, peer: SocketAddr) {
         };
         if let (Some(e), Some(t)) = (entry.as_mut(), shared.transcript.as_ref()) {
             e.response_bytes = bytes.len() as u64;
-            if let Response::Error(code) = &resp {
-                e.error = Some(*code);
+            match &resp {
+                Response::Error(code) => e.error = Some(*code),
+                Response::Batch(reply) => e.refused.clone_from(&reply.refused),
+                _ => {}
             }
             t.record(e);
         }
@@ -346,10 +354,11 @@ async fn handle(shared: &Arc<Shared>, req: Request, peer: SocketAddr) -> (Respon
             store,
             capability,
             geometry,
+            work,
         } => {
             tokio::task::spawn_blocking(move || {
                 s.exec
-                    .create(&store, &capability, geometry, &s.stats)
+                    .create(&store, &capability, geometry, work, &s.stats)
                     .map(|o| (Response::Created, o.seq))
             })
             .await

@@ -73,6 +73,9 @@ pub struct Entry {
     pub response_bytes: u64,
     /// The error returned, if any.
     pub error: Option<shroud_proto::ErrorCode>,
+    /// The grants of a batch refused one by one (index into `stores`, and why).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<(u32, shroud_proto::ErrorCode)>,
 }
 
 impl Entry {
@@ -91,6 +94,7 @@ impl Entry {
             request_bytes,
             response_bytes: 0,
             error: None,
+            refused: Vec::new(),
         };
         match req {
             Request::Hello(_) => e.op = Op::Hello,

@@ -17,3 +17,14 @@ pub fn grant(store: u8, capability: u8) -> Grant {
 pub fn writer(w: usize) -> Grant {
     grant(w as u8 + 1, w as u8 + 1)
 }
+
+/// The proof-of-work difficulty of test servers: 8 bits (a few hundred hashes per store),
+/// so that tests making many stores stay fast; the default (22 bits) is tested apart.
+pub const TEST_DIFFICULTY: shroud_proto::Difficulty = shroud_proto::Difficulty(8);
+
+/// Storage settings for tests: the defaults, with new stores at [`TEST_DIFFICULTY`].
+pub fn storage_config() -> shroud_storage::Config {
+    let mut config = shroud_storage::Config::default();
+    config.new_stores.difficulty = TEST_DIFFICULTY;
+    config
+}

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Result;
-use shroud_net::transport::{ClientTls, ServerTls};
+use shroud_net::transport::{ClientTls, Identity, ServerTls};
 use shroud_proto::Shape;
 use shroud_storage::{Backend, Config, Server, SledBackend, Transcript};
 use tokio::task::JoinHandle;
@@ -38,9 +38,28 @@ impl Tls {
         )?)
     }
 
+    /// Storage's side: TLS that admits only clients with a certificate from the CA.
+    pub fn storage_server(&self) -> Result<ServerTls> {
+        Ok(ServerTls::mutual(
+            &self.files.cert,
+            &self.files.key,
+            &self.files.ca,
+        )?)
+    }
+
     /// The clients' side, verifying against the CA.
     pub fn client(&self) -> Result<ClientTls> {
         Ok(ClientTls::with_ca_file(&self.files.ca, "localhost")?)
+    }
+
+    /// A proxy's side toward storage: verifying against the CA, presenting `proxy.pem`.
+    pub fn proxy_client(&self) -> Result<ClientTls> {
+        let identity = Identity::from_pem_files(&self.files.proxy_cert, &self.files.proxy_key)?;
+        Ok(ClientTls::with_ca_file_as(
+            &self.files.ca,
+            "localhost",
+            Some(&identity),
+        )?)
     }
 }
 
@@ -76,7 +95,7 @@ impl Stack {
     pub async fn start(shape: Shape) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let backend = Arc::new(SledBackend::open(&dir.path().join("db"))?);
-        Self::start_with(shape, backend, Config::default(), dir).await
+        Self::start_with(shape, backend, crate::fixtures::storage_config(), dir).await
     }
 
     /// [`Stack::start`] over any backend (a test's hostile one, say) and storage settings;
@@ -93,7 +112,7 @@ impl Stack {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let storage = listener.local_addr()?;
         let routing = shroud_proto::routing::RoutingKey::generate(&mut rand::rng());
-        let server = Server::new(backend, routing, config, tls.server()?, Some(t));
+        let server = Server::new(backend, routing, config, tls.storage_server()?, Some(t));
         let storage_key = server.routing_public_key();
         let storage_task = tokio::spawn(server.run(listener, std::future::pending()));
         let mut stack = Stack {
@@ -126,9 +145,13 @@ impl Stack {
         if self.proxy_frames {
             transcript = transcript.with_frames();
         }
-        let proxy =
-            shroud_proxy::Proxy::new(config, self.storage, self.tls.client()?, self.tls.server()?)
-                .with_transcript(transcript);
+        let proxy = shroud_proxy::Proxy::new(
+            config,
+            self.storage,
+            self.tls.proxy_client()?,
+            self.tls.server()?,
+        )
+        .with_transcript(transcript);
         self.proxy_task = Some(tokio::spawn(proxy.run(listener, std::future::pending())));
         Ok(())
     }
@@ -139,8 +162,12 @@ impl Stack {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let config = shroud_proxy::Config::new(self.shape);
-        let proxy =
-            shroud_proxy::Proxy::new(config, self.storage, self.tls.client()?, self.tls.server()?);
+        let proxy = shroud_proxy::Proxy::new(
+            config,
+            self.storage,
+            self.tls.proxy_client()?,
+            self.tls.server()?,
+        );
         Ok((
             addr,
             tokio::spawn(proxy.run(listener, std::future::pending())),
@@ -178,6 +205,27 @@ pub struct MailUser {
 }
 
 impl MailUser {
+    /// Starts a client with `config` (which names the account), a KV store and a mailbox
+    /// over it, on the current runtime.
+    async fn start(
+        config: shroud_client::ClientConfig,
+        key: shroud_oram::Key,
+        grant: shroud_proto::Grant,
+    ) -> Result<MailUser> {
+        let (client, task) = shroud_client::Client::start(config, key, grant).await?;
+        let kv = shroud_client::Kv::new(client, shroud_client::kv::DEFAULT_MAX_VALUE);
+        let mail = shroud_client::mailbox::Mailbox::open(kv.clone(), None).await?;
+        let address = mail
+            .address()
+            .ok_or_else(|| anyhow::anyhow!("no account"))?;
+        Ok(MailUser {
+            kv,
+            mail,
+            task,
+            address,
+        })
+    }
+
     /// Stops the client, storing its last write-back.
     pub async fn stop(self) {
         drop(self.mail);
@@ -211,23 +259,29 @@ impl Stack {
         rng: &mut R,
     ) -> Result<MailUser> {
         let config = self.client_config()?.with_account(account);
-        let (client, task) = shroud_client::Client::start(
+        MailUser::start(
             config,
             shroud_oram::Key::generate(rng),
             shroud_client::random_grant(rng),
         )
-        .await?;
-        let kv = shroud_client::Kv::new(client, shroud_client::kv::DEFAULT_MAX_VALUE);
-        let mail = shroud_client::mailbox::Mailbox::open(kv.clone(), None).await?;
-        let address = mail
-            .address()
-            .ok_or_else(|| anyhow::anyhow!("no account"))?;
-        Ok(MailUser {
-            kv,
-            mail,
-            task,
-            address,
-        })
+        .await
+    }
+
+    /// Starts a mailbox user with a fresh account whose client runs on `runtime` (its own
+    /// threads, as a client on its own machine has), not on the caller's.
+    pub async fn mail_user_on<R: rand::CryptoRng>(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        rng: &mut R,
+    ) -> Result<MailUser> {
+        let config = self
+            .client_config()?
+            .with_account(shroud_client::mailbox::Account::generate(rng));
+        let (key, grant) = (
+            shroud_oram::Key::generate(rng),
+            shroud_client::random_grant(rng),
+        );
+        runtime.spawn(MailUser::start(config, key, grant)).await?
     }
 
     /// Starts a mailbox user with a fresh account.

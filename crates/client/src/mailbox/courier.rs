@@ -13,8 +13,8 @@
 //!   the oblivious KV, and are offered again after a restart (storing is idempotent).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::RwLock;
 use rand::CryptoRng;
@@ -27,7 +27,7 @@ use shroud_proto::mail::{
 };
 use shroud_proto::proxy::{MailDone, MailSlot};
 use shroud_proto::sealed::{Responder, seal_request};
-use shroud_proto::{Capability, DepositStatus, Grant};
+use shroud_proto::{Capability, DepositStatus, Difficulty, Grant, Work};
 use tokio::sync::{mpsc, oneshot};
 
 use super::ReplayWindow;
@@ -230,6 +230,7 @@ pub(crate) struct MailPort {
 /// A courier for a client of `shape` (resuming from `state`), and the mailbox's port to it.
 pub(crate) fn attach(
     shape: &Shape,
+    difficulty: Difficulty,
     storage_key: [u8; 32],
     account: Option<Account>,
     stats: Arc<ClientStats>,
@@ -249,6 +250,7 @@ pub(crate) fn attach(
     let courier = Courier::new(
         CourierSetup {
             stats,
+            difficulty,
             storage_key,
             account,
             contacts: contacts.clone(),
@@ -271,6 +273,8 @@ pub(crate) fn attach(
 /// What the courier is built from.
 pub(crate) struct CourierSetup {
     pub stats: Arc<ClientStats>,
+    /// The work storage asks for a new store (the inbox, on its first drain).
+    pub difficulty: Difficulty,
     pub storage_key: [u8; 32],
     pub account: Option<Account>,
     pub contacts: Arc<RwLock<Vec<Address>>>,
@@ -306,6 +310,10 @@ pub(crate) struct Courier {
     ready: bool,
     /// The throwaway keys dummy envelopes are sealed with.
     decoy: envelope::Decoy,
+    difficulty: Difficulty,
+    /// The work that pays for the inbox, found by a thread of its own when the account is
+    /// set (until then the drain is a dummy: the epoch's timing does not show the search).
+    inbox_work: Arc<OnceLock<Work>>,
 }
 
 fn now_ms() -> u64 {
@@ -340,6 +348,8 @@ impl Courier {
             fatal: None,
             ready: false,
             decoy: envelope::Decoy::generate(&mut rand::rng()),
+            difficulty: setup.difficulty,
+            inbox_work: Arc::new(OnceLock::new()),
         };
         if let Some(a) = setup.account {
             c.set_account(&a)?;
@@ -354,6 +364,15 @@ impl Courier {
         let inbox = a
             .inbox()
             .map_err(|e| MailError::Store(format!("account: {e}")))?;
+        let work = Arc::new(OnceLock::new());
+        let (found, store, difficulty) = (work.clone(), inbox.store, self.difficulty);
+        std::thread::Builder::new()
+            .name("inbox-work".into())
+            .spawn(move || {
+                let _ = found.set(Work::find(&store, difficulty));
+            })
+            .map_err(|e| MailError::Unavailable(format!("starting the inbox's work: {e}")))?;
+        self.inbox_work = work;
         self.account = Some((id, inbox));
         Ok(())
     }
@@ -471,16 +490,21 @@ impl Courier {
             deposits.push(env);
             keys.push((None, responder));
         }
-        let grant = match &self.account {
-            Some((_, g)) if self.ready => g.clone(),
-            _ => Grant {
+        let real = match &self.account {
+            Some((_, g)) if self.ready => self.inbox_work.get().map(|w| (g.clone(), *w)),
+            _ => None,
+        };
+        let (grant, work) = real.unwrap_or((
+            Grant {
                 store: NULL_DRAIN,
                 capability: Capability([0; 32]),
             },
-        };
+            Work(0),
+        ));
         let req = DrainRequest {
             grant,
             ack_through: self.state.ack_through,
+            work,
         };
         self.stats.mail_slots.fetch_add(1, Relaxed);
         let (drain, responder) = seal_request(&self.storage_key, DRAIN_INFO, &req.to_bytes(), rng)

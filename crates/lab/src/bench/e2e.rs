@@ -134,10 +134,14 @@ pub async fn run_one(clients: usize, shape: Shape, seconds: f64) -> Result<Repor
     let secs = start.elapsed().as_secs_f64();
     measuring.store(false, Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
-    let storage = shroud_net::conn::Connection::connect(stack.storage, &tls, Limits::default())
-        .await?
-        .stats()
-        .await?;
+    let storage = shroud_net::conn::Connection::connect(
+        stack.storage,
+        &stack.tls.proxy_client()?,
+        Limits::default(),
+    )
+    .await?
+    .stats()
+    .await?;
     for (c, _) in &handles {
         drop(c.clone());
     }

@@ -17,7 +17,7 @@ use shroud_net::conn::Connection;
 use shroud_net::transport::{ClientTls, ServerTls};
 use shroud_oram::TreeGeometry;
 use shroud_proto::{Batch, Geometry, Limits};
-use shroud_storage::{Backend, Config, Server, SledBackend};
+use shroud_storage::{Backend, Server, SledBackend};
 
 /// One line of `shroud bench storage --json`.
 #[derive(Clone, Debug, Serialize)]
@@ -85,7 +85,7 @@ impl Harness {
             Server::new(
                 dynamic,
                 shroud_proto::routing::RoutingKey::generate(&mut rand::rng()),
-                Config::default(),
+                shroud_testkit::fixtures::storage_config(),
                 ServerTls::Plain,
                 None,
             )
