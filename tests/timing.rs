@@ -89,6 +89,10 @@ async fn when_a_client_sends_does_not_depend_on_its_work() {
     let to = sink.address;
     keep_sending(&sender, to, EPOCHS).await;
     let received = sink.stats().mail_received.load(Relaxed);
+    // For a closer look: SHROUD_KEEP_TRANSCRIPT=FILE keeps the proxy's transcript.
+    if let Some(keep) = std::env::var_os("SHROUD_KEEP_TRANSCRIPT") {
+        std::fs::copy(&stack.proxy_transcript, keep).expect("keep the transcript");
+    }
     let late = [&idle, &sink].map(|u| u.stats().late_sends.load(Relaxed));
     for u in [idle, sender, sink] {
         u.stop().await;
