@@ -9,7 +9,7 @@ use futures::{SinkExt, StreamExt};
 use shroud_net::frame_codec;
 use shroud_net::transport::{BoxIo, ClientTls};
 use shroud_proto::proxy::{ClientMsg, ProxyMsg};
-use shroud_proto::{Difficulty, Grant, Hello, Limits, Shape, Work, decode, encode};
+use shroud_proto::{Difficulty, Grant, Hello, Limits, Shape, decode, encode};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use crate::error::{ClientError, source};
@@ -68,16 +68,6 @@ async fn hello_untimed(link: &Link) -> Result<Connected, ClientError> {
     }
 }
 
-/// Finds the work that pays for `store` (about 2^bits hashes), off the async workers.
-pub(crate) async fn work_for(
-    store: shroud_proto::StoreId,
-    difficulty: Difficulty,
-) -> Result<Work, ClientError> {
-    tokio::task::spawn_blocking(move || Work::find(&store, difficulty))
-        .await
-        .map_err(|e| ClientError::Io(source(e)))
-}
-
 /// Connects, exchanges hellos and registers `grant`'s store, with the work that pays for it
 /// if it is new.
 pub(crate) async fn connect(link: &Link, grant: &Grant) -> Result<Connected, ClientError> {
@@ -86,7 +76,9 @@ pub(crate) async fn connect(link: &Link, grant: &Grant) -> Result<Connected, Cli
         shape,
         difficulty,
     } = hello(link).await?;
-    let work = work_for(grant.store, difficulty).await?;
+    let work = shroud_net::conn::find_work(grant.store, difficulty)
+        .await
+        .map_err(|e| ClientError::Io(source(e)))?;
     send(&mut conn, &ClientMsg::Register(grant.clone(), work)).await?;
     let reply = tokio::time::timeout(REGISTER_WAIT, recv(&mut conn))
         .await

@@ -11,7 +11,7 @@ use crate::frame_codec;
 use crate::transport::{BoxIo, ClientTls};
 use shroud_proto::{
     Batch, BatchOp, BatchReply, CodecError, Difficulty, ErrorCode, Geometry, Grant, Hello, Limits,
-    ReadResult, Request, Response, StatsReply, Work, decode, encode,
+    ReadResult, Request, Response, StatsReply, StoreId, Work, decode, encode,
 };
 
 /// A failure talking to the storage server.
@@ -30,6 +30,14 @@ pub enum ConnError {
     /// The server answered with the wrong kind of response, or the wrong number of reads.
     #[error("unexpected response from the server")]
     Unexpected,
+}
+
+/// Finds the work that pays for `store` at `difficulty` (about 2^bits hashes), off the
+/// async workers.
+pub async fn find_work(store: StoreId, difficulty: Difficulty) -> std::io::Result<Work> {
+    tokio::task::spawn_blocking(move || Work::find(&store, difficulty))
+        .await
+        .map_err(std::io::Error::other)
 }
 
 /// One connection to a storage server, after the hello.
@@ -90,10 +98,7 @@ impl Connection {
         grant: &Grant,
         geometry: Geometry,
     ) -> Result<(), ConnError> {
-        let (store, difficulty) = (grant.store, self.difficulty);
-        let work = tokio::task::spawn_blocking(move || Work::find(&store, difficulty))
-            .await
-            .map_err(std::io::Error::other)?;
+        let work = find_work(grant.store, self.difficulty).await?;
         self.create_store_with(grant, geometry, work).await
     }
 

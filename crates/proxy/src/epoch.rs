@@ -49,16 +49,11 @@ fn dispatch(
     shared: &Shared,
 ) {
     match result {
-        Ok(reply) => {
-            let mut reads = reply.reads.into_iter();
+        Ok(mut reply) => {
+            let mut reads = std::mem::take(&mut reply.reads).into_iter();
             for (g, p) in slots.into_iter().enumerate() {
                 // A slow or gone client never holds up the others.
-                if let Some(code) = reply
-                    .refused
-                    .iter()
-                    .find(|r| r.0 as usize == g)
-                    .map(|r| r.1)
-                {
+                if let Some(code) = reply.refuses(g as u32) {
                     shared.stats.failed_slots.fetch_add(1, Relaxed);
                     if code == ErrorCode::Unauthorized {
                         // This store is gone (or was never this grant's).

@@ -58,6 +58,25 @@ impl Executor {
         }
     }
 
+    /// Makes a new store if `work` pays for it and the limit has room (the lock is held):
+    /// `NeedsWork` or `StoreLimit` if not, false if the id was taken meanwhile.
+    pub(crate) fn create_paid(
+        &self,
+        store: &StoreId,
+        meta: &StoreMeta,
+        work: shroud_proto::Work,
+        stats: &Stats,
+    ) -> Result<bool, ErrorCode> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.new_stores
+            .admit(store, work, stats.stores.load(Relaxed))?;
+        let created = self.backend.create(store, meta).map_err(internal)?;
+        if created {
+            stats.stores.fetch_add(1, Relaxed);
+        }
+        Ok(created)
+    }
+
     /// Creates a store paid for by `work`, or confirms one its owner made before.
     pub fn create(
         &self,
@@ -91,14 +110,9 @@ impl Executor {
             }
             return Err(ErrorCode::Unauthorized);
         }
-        let stores = stats.stores.load(std::sync::atomic::Ordering::Relaxed);
-        self.new_stores.admit(store, work, stores)?;
-        if !self.backend.create(store, &meta).map_err(internal)? {
+        if !self.create_paid(store, &meta, work, stats)? {
             return Err(ErrorCode::Unauthorized);
         }
-        stats
-            .stores
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Outcome {
             value: (),
             seq: self.commit.applied(),

@@ -236,14 +236,6 @@ impl Executor {
                 return Ok((empty(DrainStatus::Unauthorized), false));
             }
             None => {
-                let stores = stats.stores.load(std::sync::atomic::Ordering::Relaxed);
-                match self.new_stores.admit(&store, req.work, stores) {
-                    Err(ErrorCode::NeedsWork) => {
-                        return Ok((empty(DrainStatus::Unauthorized), false));
-                    }
-                    Err(_) => return Ok((empty(DrainStatus::Failed), false)),
-                    Ok(()) => {}
-                }
                 let meta = StoreMeta {
                     cap_hash: capability::hash(&req.grant.capability),
                     geometry: Geometry {
@@ -251,10 +243,13 @@ impl Executor {
                         buckets: capacity,
                     },
                 };
-                if self.backend.create(&store, &meta).map_err(internal)? {
-                    stats
-                        .stores
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                match self.create_paid(&store, &meta, req.work, stats) {
+                    Err(ErrorCode::NeedsWork) => {
+                        return Ok((empty(DrainStatus::Unauthorized), false));
+                    }
+                    Err(ErrorCode::Internal) => return Err(ErrorCode::Internal),
+                    Err(_) => return Ok((empty(DrainStatus::Failed), false)),
+                    Ok(_) => {}
                 }
                 changed = true;
             }
