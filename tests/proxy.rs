@@ -354,7 +354,8 @@ async fn misbehaving_clients_do_not_disturb_the_schedule() {
             .map(|d| (1 << (d + 1)) - 1)
             .collect(),
     };
-    for seq in 0..3 {
+    // Three turns at once: at least two of them fall in one epoch, whatever its boundary.
+    for seq in 0..3 * u64::from(shape.slots_per_epoch) {
         c.send(Bytes::from(
             encode(&ClientMsg::Slot(slot(seq)), Limits::default()).unwrap(),
         ))

@@ -116,7 +116,7 @@ pub(crate) async fn serve(
         let kind = match &input {
             Input::Stats => FrameKind::Stats,
             Input::Register(..) => FrameKind::Register,
-            Input::Slot(_) => {
+            Input::Slots(_) => {
                 st.slot_frame_min.fetch_min(frame.len() as u64, Relaxed);
                 st.slot_frame_max.fetch_max(frame.len() as u64, Relaxed);
                 FrameKind::Slot
@@ -157,19 +157,22 @@ pub(crate) async fn serve(
                     }
                 }
             }
-            Input::Slot(slot) => {
-                if shared.refused.lock().contains(&slot.grant.store) {
+            Input::Slots(turn) => {
+                let Some(first) = turn.first() else {
+                    continue;
+                };
+                if shared.refused.lock().contains(&first.grant.store) {
                     break Some(ErrorCode::Unauthorized);
                 }
                 // Admitted under the epoch's lock, so the count and the epoch agree.
                 let mut open = shared.open.lock();
-                if let Err(code) = session.admit_slot(open.epoch) {
+                if let Err(code) = session.admit_slots(open.epoch, turn.len()) {
                     break Some(code);
                 }
-                open.slots.push(Pending {
+                open.slots.extend(turn.into_iter().map(|slot| Pending {
                     slot,
                     reply: tx.clone(),
-                });
+                }));
             }
             Input::Mail(mail) => {
                 let mut open = shared.open.lock();

@@ -8,7 +8,9 @@
 //! - slots and mail need a registration, and a slot must carry the registered grant;
 //! - a slot has exactly the shape's sizes and stays inside the store; a mail slot has exactly
 //!   the shape's envelope count and sizes, and only a shape with a mailbox takes one;
-//! - at most K slots and one mail slot per epoch;
+//! - a client's K slots enter an epoch together, when the K-th has arrived (frames that
+//!   straddle an epoch's boundary would otherwise split a turn across two batches, which
+//!   storage would see); at most K slots and one mail slot per epoch;
 //! - any malformed or oversized frame closes the session with a typed [`ErrorCode`].
 
 use shroud_proto::mail::DRAIN_REQUEST_LEN;
@@ -24,9 +26,10 @@ pub enum Input {
     /// Create (or confirm) this store at storage with the shape's geometry, then report back
     /// with [`Session::on_registered`].
     Register(Grant, Geometry, Work),
-    /// A slot for the open epoch; admit it with [`Session::admit_slot`] while holding the
+    /// A slot was taken. Empty until it is the K-th of the client's turn, then the whole
+    /// turn, for the open epoch: admit it with [`Session::admit_slots`] while holding the
     /// epoch, so that the count and the epoch cannot part.
-    Slot(Slot),
+    Slots(Vec<Slot>),
     /// A mail slot for the open epoch; admit it with [`Session::admit_mail`].
     Mail(MailSlot),
 }
@@ -54,6 +57,8 @@ pub struct Session {
     /// A registration was asked for: one per connection (a connection looping `Register`
     /// would make storage create stores, with an fsync each, as fast as it can send).
     registering: bool,
+    /// The slots of the turn so far (fewer than K).
+    turn: Vec<Slot>,
     slot_epoch: Option<u64>,
     slots_in_epoch: u32,
     mail_epoch: Option<u64>,
@@ -103,6 +108,7 @@ impl Session {
             phase: Phase::Hello,
             registered: None,
             registering: false,
+            turn: Vec::new(),
             slot_epoch: None,
             slots_in_epoch: 0,
             mail_epoch: None,
@@ -189,7 +195,11 @@ impl Session {
                 if !slot_fits(&slot, &self.shape) {
                     return self.close(ErrorCode::WrongShape);
                 }
-                Ok(Input::Slot(slot))
+                self.turn.push(slot);
+                if self.turn.len() < self.shape.slots_per_epoch as usize {
+                    return Ok(Input::Slots(Vec::new()));
+                }
+                Ok(Input::Slots(std::mem::take(&mut self.turn)))
             }
             ClientMsg::Mail(mail) => {
                 if self.registered.is_none() {
@@ -211,15 +221,17 @@ impl Session {
         (ProxyMsg::Registered, first)
     }
 
-    /// Admits one slot into epoch `epoch`, or refuses the K+1st of an epoch.
-    pub fn admit_slot(&mut self, epoch: u64) -> Result<(), ErrorCode> {
+    /// Admits `n` slots into epoch `epoch`, or refuses them if the epoch would hold more
+    /// than K of this client's.
+    pub fn admit_slots(&mut self, epoch: u64, n: usize) -> Result<(), ErrorCode> {
         if self.slot_epoch != Some(epoch) {
             (self.slot_epoch, self.slots_in_epoch) = (Some(epoch), 0);
         }
-        if self.slots_in_epoch >= self.shape.slots_per_epoch {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        if self.slots_in_epoch.saturating_add(n) > self.shape.slots_per_epoch {
             return self.close(ErrorCode::TooManySlots);
         }
-        self.slots_in_epoch += 1;
+        self.slots_in_epoch += n;
         Ok(())
     }
 
@@ -465,26 +477,51 @@ mod tests {
         let mut s = open(sh);
         assert_eq!(
             s.on_frame(&frame(&ClientMsg::Slot(good.clone()))),
-            Ok(Input::Slot(good))
+            Ok(Input::Slots(Vec::new()))
         );
+    }
+
+    #[test]
+    fn a_turn_is_handed_over_whole() {
+        let sh = shape(false);
+        let mut s = open(sh);
+        for round in 0..3u64 {
+            for i in 0..u64::from(K) {
+                let mut one = slot(&sh, grant(1));
+                one.seq = round * 10 + i;
+                let want = if i + 1 < u64::from(K) {
+                    Vec::new()
+                } else {
+                    (0..u64::from(K))
+                        .map(|j| {
+                            let mut x = slot(&sh, grant(1));
+                            x.seq = round * 10 + j;
+                            x
+                        })
+                        .collect()
+                };
+                assert_eq!(
+                    s.on_frame(&frame(&ClientMsg::Slot(one))),
+                    Ok(Input::Slots(want))
+                );
+            }
+        }
     }
 
     #[test]
     fn at_most_k_slots_per_epoch() {
         let mut s = open(shape(false));
-        for _ in 0..K {
-            assert_eq!(s.admit_slot(7), Ok(()));
-        }
-        assert_eq!(s.admit_slot(7), Err(ErrorCode::TooManySlots));
+        assert_eq!(s.admit_slots(7, K as usize), Ok(()));
+        assert_eq!(s.admit_slots(7, 1), Err(ErrorCode::TooManySlots));
+        let mut s = open(shape(false));
+        assert_eq!(s.admit_slots(7, K as usize + 1), Err(ErrorCode::TooManySlots));
     }
 
     #[test]
     fn the_count_starts_again_every_epoch() {
         let mut s = open(shape(false));
         for epoch in 0..5 {
-            for _ in 0..K {
-                assert_eq!(s.admit_slot(epoch), Ok(()));
-            }
+            assert_eq!(s.admit_slots(epoch, K as usize), Ok(()));
         }
     }
 

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::observe::{ConnView, StoreView};
+use super::observe::{ConnView, Frame, StoreView};
 use crate::stats;
 
 /// One test's outcome.
@@ -100,60 +100,79 @@ pub fn storage(a: &StoreView, b: &StoreView) -> [Verdict; 2] {
     ]
 }
 
-/// The proxy: in every epoch both connections are in, the same number of frames each way
-/// (counts) and the same kinds and sizes (sizes).
-pub fn proxy(a: &ConnView, b: &ConnView) -> [Verdict; 2] {
-    let ka: Vec<u64> = a.keys().copied().collect();
-    let kb: Vec<u64> = b.keys().copied().collect();
-    let window = window(&ka, &kb);
-    let empty = Vec::new();
-    let frames = |v: &ConnView, e: u64| v.get(&e).unwrap_or(&empty).clone();
-    let counts = window
+/// The proxy: turn by turn, the same number of frames each way (counts) and the same kinds
+/// and sizes (sizes), exactly; and epochs in which the client sent nothing (it was late:
+/// its replies came late, or it took too long) equally often on both sides, at
+/// significance `alpha` (a two-sample chi-squared test on missed and kept epochs). Which
+/// epoch a frame falls in is timing, which varies from run to run with storage's batches;
+/// `tests/timing.rs` measures the client's own part of it at the socket.
+pub fn proxy(a: &ConnView, b: &ConnView, alpha: f64) -> [Verdict; 3] {
+    // Each side's last two turns are out (stopping: the final write-back goes alone).
+    let compared = a.turns.len().min(b.turns.len()).saturating_sub(2);
+    let turns = |v: &ConnView| v.turns[..compared].to_vec();
+    let (ta, tb) = (turns(a), turns(b));
+    let from_client = |t: &[Frame]| t.iter().filter(|f| f.0).count();
+    let counts = ta
         .iter()
-        .filter(|&&e| {
-            let (fa, fb) = (frames(a, e), frames(b, e));
-            fa.iter().filter(|f| f.0).count() != fb.iter().filter(|f| f.0).count()
-                || fa.len() != fb.len()
-        })
+        .zip(&tb)
+        .filter(|(x, y)| from_client(x) != from_client(y) || x.len() != y.len())
         .count();
-    let differing: Vec<u64> = window
-        .iter()
-        .filter(|&&e| frames(a, e) != frames(b, e))
-        .copied()
-        .collect();
-    let sizes = differing.len();
+    let differing: Vec<usize> = (0..compared).filter(|&i| ta[i] != tb[i]).collect();
     let example = differing
         .first()
-        .map(|&e| {
-            let show = |f: Vec<(bool, shroud_proxy::transcript::FrameKind, u64)>| {
+        .map(|&i| {
+            let show = |f: &[Frame]| {
                 f.iter()
                     .map(|(i, k, n)| format!("{}{k:?}:{n}", if *i { "<" } else { ">" }))
                     .collect::<Vec<_>>()
                     .join(" ")
             };
-            format!(
-                "; first at epoch {e}: [{}] vs [{}]",
-                show(frames(a, e)),
-                show(frames(b, e))
-            )
+            format!("; first at turn {i}: [{}] vs [{}]", show(&ta[i]), show(&tb[i]))
         })
         .unwrap_or_default();
     let mut verdicts = [
         exact(
-            "proxy: frames per epoch identical",
-            window.len(),
+            "proxy: frames per turn identical",
+            compared,
             counts,
-            "epochs",
+            "turns",
         ),
         exact(
-            "proxy: frame kinds and sizes per epoch identical",
-            window.len(),
-            sizes,
-            "epochs",
+            "proxy: frame kinds and sizes per turn identical",
+            compared,
+            differing.len(),
+            "turns",
         ),
+        missed_epochs(a, b, alpha),
     ];
     verdicts[1].detail.push_str(&example);
     verdicts
+}
+
+/// Epochs of the steady window in which the client sent no frame, as often on both sides.
+fn missed_epochs(a: &ConnView, b: &ConnView, alpha: f64) -> Verdict {
+    let ka: Vec<u64> = a.epochs.keys().copied().collect();
+    let kb: Vec<u64> = b.epochs.keys().copied().collect();
+    // Each side's own steady span: the window over its own epochs, every epoch in it.
+    let missed = |v: &ConnView, keys: &[u64]| -> (u64, u64) {
+        let own = window(keys, keys);
+        let (Some(&lo), Some(&hi)) = (own.first(), own.last()) else {
+            return (0, 0);
+        };
+        let missed = (lo..=hi)
+            .filter(|e| !v.epochs.get(e).is_some_and(|f| f.iter().any(|f| f.0)))
+            .count() as u64;
+        (missed, hi - lo + 1)
+    };
+    let ((ma, na), (mb, nb)) = (missed(a, &ka), missed(b, &kb));
+    let r = stats::chi2_two_sample(&[ma, na - ma], &[mb, nb - mb]);
+    let p_value = if ma + mb == 0 { 1.0 } else { r.p_value };
+    Verdict {
+        test: "proxy: epochs without the client's frames as often on both sides".into(),
+        pass: na > 0 && nb > 0 && p_value >= alpha,
+        p_value: Some(p_value),
+        detail: format!("{ma} of {na} vs {mb} of {nb} epochs"),
+    }
 }
 
 /// The leaves: each side uniform (chi-squared), and the two alike (two-sample chi-squared
@@ -225,20 +244,38 @@ mod tests {
         edge[19].1 = 1;
         assert!(storage(&store(&same), &store(&edge)).iter().all(|v| v.pass));
 
-        let conn = |big: bool| -> ConnView {
-            (0..20u64)
-                .map(|e| {
-                    let n = if big && e == 9 { 200 } else { 100 };
-                    (
-                        e,
-                        vec![(true, shroud_proxy::transcript::FrameKind::Slot, n)],
-                    )
-                })
-                .collect()
+        use shroud_proxy::transcript::FrameKind::{Done, Slot};
+        // Twenty turns of two slots and their replies, one per epoch; `late` skips epochs.
+        let conn = |big: bool, late: &[u64]| -> ConnView {
+            let mut v = ConnView::default();
+            let mut e = 0;
+            for t in 0..20u64 {
+                while late.contains(&e) {
+                    e += 1;
+                }
+                let n = if big && t == 9 { 200 } else { 100 };
+                let turn = vec![(true, Slot, n), (true, Slot, 100), (false, Done, 50)];
+                v.epochs.insert(e, turn.clone());
+                v.turns.push(turn);
+                e += 1;
+            }
+            v
         };
-        assert!(proxy(&conn(false), &conn(false)).iter().all(|v| v.pass));
-        let v = proxy(&conn(false), &conn(true));
-        assert!(v[0].pass && !v[1].pass, "same count, another size");
+        let pass = |v: &[Verdict]| v.iter().map(|v| v.pass).collect::<Vec<_>>();
+        assert_eq!(pass(&proxy(&conn(false, &[]), &conn(false, &[]), 1e-3)), [true; 3]);
+        let v = proxy(&conn(false, &[]), &conn(true, &[]), 1e-3);
+        assert_eq!(pass(&v), [true, false, true], "same count, another size");
+        // A frame fewer in one turn.
+        let mut fewer = conn(false, &[]);
+        fewer.turns[5].pop();
+        let v = proxy(&conn(false, &[]), &fewer, 1e-3);
+        assert_eq!(pass(&v), [false, false, true]);
+        // Late once: the same turns, an epoch skipped; late every other epoch: a difference.
+        let v = proxy(&conn(false, &[]), &conn(false, &[7]), 1e-3);
+        assert_eq!(pass(&v), [true; 3], "{v:?}");
+        let often: Vec<u64> = (0..40).filter(|e| e % 2 == 1).collect();
+        let v = proxy(&conn(false, &[]), &conn(false, &often), 1e-3);
+        assert_eq!(pass(&v), [true, true, false], "{v:?}");
 
         // Skewed leaves fail the uniformity and two-sample tests.
         let uniform: Vec<u64> = (0..20_000u64).map(|i| (i * 7919) % 1024).collect();

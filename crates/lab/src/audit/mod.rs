@@ -4,15 +4,18 @@
 //! Pairs: idle vs busy, one hot key vs uniform keys, small vs large values (two clients side
 //! by side on one stack each), and Alice→Bob vs Alice→Carol (two runs of three mailbox users).
 //! For each pair, from storage's transcript and the proxy's:
-//! - counts per epoch: the same slots at storage and the same frames at the proxy, epoch by
-//!   epoch (exact);
-//! - sizes: the same bytes per epoch at storage, and the same frame kinds and sizes at the
-//!   proxy (exact);
+//! - counts: the same slots at storage epoch by epoch, and the same frames at the proxy turn
+//!   by turn (a turn is what the client sent and the replies to it) (exact);
+//! - sizes: the same bytes per epoch at storage, and the same frame kinds and sizes per turn
+//!   at the proxy (exact);
+//! - timing: epochs in which the client sent nothing (late) as often on both sides, at
+//!   significance `alpha` (which epoch a turn falls in moves with storage's slow batches,
+//!   from run to run; `tests/timing.rs` measures the client's part at the socket);
 //! - leaves: each side's leaves uniform (chi-squared), and the two sides alike (two-sample
 //!   chi-squared and Kolmogorov-Smirnov), at significance `alpha`.
 //!
-//! The first and last epoch a client is seen in are left out: that is when it connects and
-//! stops, which every party sees anyway (presence).
+//! The first epoch a client is seen in and its last two (its last two turns at the proxy) are
+//! left out: that is when it connects and stops, which every party sees anyway (presence).
 
 pub mod compare;
 pub mod observe;
@@ -148,7 +151,7 @@ fn judge(
 ) -> PairReport {
     let leaves = 1u64 << (shape.path_len + shape.cached_levels - 1);
     let mut verdicts: Vec<Verdict> = compare::storage(s.a.0, s.b.0).into();
-    verdicts.extend(compare::proxy(s.a.1, s.b.1));
+    verdicts.extend(compare::proxy(s.a.1, s.b.1, opts.alpha));
     verdicts.extend(compare::leaves(
         &s.a.0.leaves,
         &s.b.0.leaves,
@@ -279,7 +282,7 @@ async fn mail_pair(opts: &Options) -> Result<PairReport> {
     let (bob_store, carol_store) = (pick(&sb, &ib, 1)?, pick(&sc, &ic, 2)?);
     let (bob_conn, carol_conn) = (conn(&cb, 1)?, conn(&cc, 2)?);
     // Alice herself, run against run.
-    let mut extra: Vec<Verdict> = compare::proxy(&conn(&cb, 0)?, &conn(&cc, 0)?)
+    let mut extra: Vec<Verdict> = compare::proxy(&conn(&cb, 0)?, &conn(&cc, 0)?, opts.alpha)
         .into_iter()
         .map(|mut v| {
             v.test = format!("sender's {}", v.test);

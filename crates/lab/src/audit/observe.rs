@@ -61,8 +61,21 @@ pub fn stores(transcript: &Path, shape: &Shape) -> std::io::Result<BTreeMap<Stri
     Ok(out)
 }
 
-/// The proxy's view of one connection: per epoch, the frames in and out as (kind, bytes).
-pub type ConnView = BTreeMap<u64, Vec<(bool, FrameKind, u64)>>;
+/// One frame as the proxy sees it: (from the client, kind, bytes).
+pub type Frame = (bool, FrameKind, u64);
+
+/// The proxy's view of one connection.
+#[derive(Clone, Debug, Default)]
+pub struct ConnView {
+    /// Per epoch (the proxy's clock), the frames in and out, sorted.
+    pub epochs: BTreeMap<u64, Vec<Frame>>,
+    /// The frames in turns, in the order they passed: a turn is what the client sent and
+    /// then the proxy's replies to it, sorted. What a client sends is compared turn by turn
+    /// (content), apart from which epoch it fell in (timing): a slow storage batch delays
+    /// the replies, and with them the next frames, into the next epoch in one run and not
+    /// another, which says nothing of the workload.
+    pub turns: Vec<Vec<Frame>>,
+}
 
 /// The proxy's view of every connection, in accept order.
 pub fn connections(transcript: &Path) -> std::io::Result<BTreeMap<u64, ConnView>> {
@@ -79,16 +92,25 @@ pub fn connections(transcript: &Path) -> std::io::Result<BTreeMap<u64, ConnView>
         if kind == FrameKind::Stats {
             continue;
         }
-        out.entry(conn)
-            .or_default()
+        let view = out.entry(conn).or_default();
+        view.epochs
             .entry(epoch)
             .or_default()
             .push((inbound, kind, bytes));
+        // A frame from the client after a reply opens the next turn.
+        let replied = view
+            .turns
+            .last()
+            .and_then(|t| t.last())
+            .is_some_and(|f| !f.0);
+        match view.turns.last_mut() {
+            Some(turn) if !(inbound && replied) => turn.push((inbound, kind, bytes)),
+            _ => view.turns.push(vec![(inbound, kind, bytes)]),
+        }
     }
     for view in out.values_mut() {
-        for frames in view.values_mut() {
-            frames.sort();
-        }
+        view.epochs.values_mut().for_each(|f| f.sort());
+        view.turns.iter_mut().for_each(|f| f.sort());
     }
     Ok(out)
 }
