@@ -514,7 +514,10 @@ mod tests {
         assert_eq!(s.admit_slots(7, K as usize), Ok(()));
         assert_eq!(s.admit_slots(7, 1), Err(ErrorCode::TooManySlots));
         let mut s = open(shape(false));
-        assert_eq!(s.admit_slots(7, K as usize + 1), Err(ErrorCode::TooManySlots));
+        assert_eq!(
+            s.admit_slots(7, K as usize + 1),
+            Err(ErrorCode::TooManySlots)
+        );
     }
 
     #[test]

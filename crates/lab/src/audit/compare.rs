@@ -127,7 +127,11 @@ pub fn proxy(a: &ConnView, b: &ConnView, alpha: f64) -> [Verdict; 3] {
                     .collect::<Vec<_>>()
                     .join(" ")
             };
-            format!("; first at turn {i}: [{}] vs [{}]", show(&ta[i]), show(&tb[i]))
+            format!(
+                "; first at turn {i}: [{}] vs [{}]",
+                show(&ta[i]),
+                show(&tb[i])
+            )
         })
         .unwrap_or_default();
     let mut verdicts = [
@@ -262,7 +266,10 @@ mod tests {
             v
         };
         let pass = |v: &[Verdict]| v.iter().map(|v| v.pass).collect::<Vec<_>>();
-        assert_eq!(pass(&proxy(&conn(false, &[]), &conn(false, &[]), 1e-3)), [true; 3]);
+        assert_eq!(
+            pass(&proxy(&conn(false, &[]), &conn(false, &[]), 1e-3)),
+            [true; 3]
+        );
         let v = proxy(&conn(false, &[]), &conn(true, &[]), 1e-3);
         assert_eq!(pass(&v), [true, false, true], "same count, another size");
         // A frame fewer in one turn.
