@@ -249,6 +249,25 @@ enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// Single-server PIR candidates for mail delivery (YPIR-SP and Spiral) side by side on
+    /// boards of 1 KiB rows: server time per query and per batch, bytes, key material.
+    Pir(PirArgs),
+}
+
+#[derive(Args)]
+struct PirArgs {
+    /// Print one JSON object per scheme and board.
+    #[arg(long)]
+    json: bool,
+    /// Board sizes to try, as powers of two of rows.
+    #[arg(long, value_delimiter = ',', default_values_t = [8u32, 10, 12, 14, 16])]
+    log_rows: Vec<u32>,
+    /// Queries timed one by one on one core.
+    #[arg(long, default_value_t = 5)]
+    queries: u64,
+    /// Queries in the batch run on every core.
+    #[arg(long, default_value_t = 8)]
+    batch: u64,
 }
 
 #[derive(Args)]
@@ -346,6 +365,7 @@ fn main() -> Result<()> {
         Command::Bench(Bench::Storage(args)) => bench_storage(args),
         Command::Bench(Bench::E2e(args)) => bench_e2e(args),
         Command::Bench(Bench::Cost { json }) => bench_cost(json),
+        Command::Bench(Bench::Pir(args)) => bench_pir(args),
         Command::Bench(Bench::Kv { json, ops, seconds }) => bench_kv(json, ops, seconds),
         Command::Bench(Bench::All { report, quick }) => {
             let r = shroud_lab::bench::all::run(quick)?;
@@ -727,6 +747,50 @@ fn bench_cost(json: bool) -> Result<()> {
                 mb(c.up_per_day),
                 mb(c.down_per_day)
             );
+        }
+    }
+    Ok(())
+}
+
+fn bench_pir(args: PirArgs) -> Result<()> {
+    use shroud_lab::bench::pir;
+    let memory = pir::memory_bandwidth();
+    if !args.json {
+        shroud_lab::outln!(
+            "one core reads memory at {memory:.1} GB/s; server times on one core, the batch on every core\n"
+        );
+        shroud_lab::outln!(
+            "| scheme | rows | board | prepare per round | per query | batch | board GB/s per core | up per query | key once | key per query | down | client query / decode |"
+        );
+        shroud_lab::outln!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    }
+    let kib = |b: u64| b as f64 / 1024.0;
+    for &log in &args.log_rows {
+        let rows = 1u64 << log;
+        for r in [
+            pir::ypir_sp(rows, 1024, args.queries, args.batch, memory)?,
+            pir::spiral(rows, args.queries, args.batch, memory)?,
+        ] {
+            if args.json {
+                shroud_lab::outln!("{}", serde_json::to_string(&r)?);
+            } else {
+                shroud_lab::outln!(
+                    "| {} | 2^{log} | {:.0} KiB | {:.0} ms | {:.1} ms | {} in {:.0} ms | {:.2} | {:.0} KiB | {:.0} KiB | {:.0} KiB | {:.1} KiB | {:.1} / {:.1} ms |",
+                    r.scheme,
+                    kib(r.board_bytes),
+                    r.prepare_ms,
+                    r.query_ms,
+                    r.batch,
+                    r.batch_ms,
+                    r.board_gb_per_s,
+                    kib(r.up_bytes),
+                    kib(r.key_bytes),
+                    kib(r.key_bytes_per_query),
+                    kib(r.down_bytes),
+                    r.client_query_ms,
+                    r.client_decode_ms
+                );
+            }
         }
     }
     Ok(())

@@ -5,4 +5,5 @@ pub mod cost;
 pub mod e2e;
 pub mod engine;
 pub mod kv;
+pub mod pir;
 pub mod storage;
