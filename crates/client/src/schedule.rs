@@ -152,11 +152,13 @@ pub(crate) struct Start<R> {
 /// frames leave: two fifths, which leaves the rest for the proxy's round trip to storage.
 pub const SEND_OFFSET: (u32, u32) = (2, 5);
 
-/// How long before the send time the scheduler stops sleeping and stays awake (yielding to
-/// other tasks) until it: waking from a timer takes longer for a thread that has been idle
-/// (deeper CPU sleep states, colder caches) than for one that was just working, so an idle
-/// client's frames left measurably later than a busy one's (about 0.2 ms at the 5th
-/// percentile, KS p 10^-3 over 900 epochs). Awake at the send time, both leave alike.
+/// How long before the send time the scheduler leaves the runtime's timer (millisecond
+/// steps, and a wake-up that takes longer for a runtime that has been idle than for one that
+/// was just working: an idle client's frames left about 0.2 ms later at the 5th percentile,
+/// KS p 10^-3 over 900 epochs) for a blocking thread's precise sleep, which every client
+/// wakes from alike. Spinning through this stretch instead made the idle client the later
+/// one on a CPU shared with other work (the kernel's scheduler holds back a thread by its
+/// recent CPU use).
 const SEND_WAKE: Duration = Duration::from_millis(2);
 
 /// Starts the schedule: returns where to queue operations, and the task.
@@ -542,9 +544,11 @@ impl<R: Rider> Scheduler<R> {
                 );
             }
             tokio::time::sleep_until(at - SEND_WAKE).await;
-            while tokio::time::Instant::now() < at {
-                tokio::task::yield_now().await;
-            }
+            // The last stretch is a blocking thread's precise sleep (the runtime's timer
+            // has millisecond steps), so every client leaves through the same wake-up,
+            // whatever its runtime was doing, and nothing spins.
+            let left = at.saturating_duration_since(tokio::time::Instant::now());
+            let _ = tokio::task::spawn_blocking(move || std::thread::sleep(left)).await;
         }
         let conn = self.conn.as_mut().ok_or(ClientError::Closed)?;
         for s in slots {
