@@ -333,6 +333,10 @@ impl Courier {
                 shape.envelope_len
             )));
         }
+        let decoy = envelope::Decoy::generate(&mut rand::rng());
+        let stand_in = envelope::dummy(&decoy, &setup.storage_key, &mut rand::rng())
+            .ok()
+            .map(|e| e.0);
         let mut c = Courier {
             stats: setup.stats,
             storage_key: setup.storage_key,
@@ -350,14 +354,11 @@ impl Courier {
             unreadable: 0,
             fatal: None,
             ready: false,
-            decoy: envelope::Decoy::generate(&mut rand::rng()),
-            stand_in: None,
+            decoy,
+            stand_in,
             difficulty: setup.difficulty,
             inbox_work: Arc::new(OnceLock::new()),
         };
-        c.stand_in = envelope::dummy(&c.decoy, &c.storage_key, &mut rand::rng())
-            .ok()
-            .map(|e| e.0);
         if let Some(a) = setup.account {
             c.set_account(&a)?;
         }

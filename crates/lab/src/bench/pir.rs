@@ -107,6 +107,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// What one scheme's run measured, before it becomes a [`Report`].
+#[derive(Default)]
 struct Run {
     prepare_ms: f64,
     server_ms: Vec<f64>,
@@ -194,19 +195,21 @@ pub fn ypir_sp(rows: u64, row_bytes: u64, queries: u64, batch: u64, memory: f64)
     let server = YServer::<u16>::new(&params, board.iter().copied(), true, false, true);
     let t = Instant::now();
     let offline = server.perform_offline_precomputation_simplepir(None, None, None);
-    let prepare_ms = ms(t);
+    let mut run = Run {
+        prepare_ms: ms(t),
+        ..Run::default()
+    };
 
     let client = YPIRClient::new(&params);
     let padded = params.db_rows_padded_simplepir();
     let bits = params.modulus_log2 as u64;
-    let (mut server_ms, mut query_ms, mut decode_ms) = (Vec::new(), Vec::new(), Vec::new());
     let (mut up, mut key, mut down) = (0, 0, 0);
     let mut made = Vec::new();
     for _ in 0..queries.max(batch) {
         let row = rng.random_range(0..rows) as usize;
         let t = Instant::now();
         let ((query, pack_key), seed) = client.generate_query_simplepir(row);
-        query_ms.push(ms(t));
+        run.query_ms.push(ms(t));
         up = (query.as_slice().len() as u64 * bits).div_ceil(8);
         key = pack_key.as_slice().len() as u64 * bits / 8;
         let mut aligned = valar_spiral::aligned_memory::AlignedMemory64::new(padded);
@@ -221,17 +224,17 @@ pub fn ypir_sp(rows: u64, row_bytes: u64, queries: u64, batch: u64, memory: f64)
             &[pack_key.as_slice()],
             None,
         );
-        server_ms.push(ms(t));
+        run.server_ms.push(ms(t));
         down = answer.len() as u64;
         let t = Instant::now();
         let got = client.decode_response_simplepir_raw(*seed, &answer);
-        decode_ms.push(ms(t));
+        run.decode_ms.push(ms(t));
         let want: Vec<u64> = (0..db_cols)
             .map(|c| u64::from(board[row * db_cols + c]))
             .collect();
         ensure!(got[..db_cols] == want[..], "YPIR-SP: a wrong row came back");
     }
-    let batch_ms = on_cores(cores(), batch as usize, &|i| {
+    run.batch_ms = on_cores(cores(), batch as usize, &|i| {
         let (_, aligned, pack_key, _) = &made[i];
         std::hint::black_box(server.perform_online_computation_simplepir(
             aligned.as_slice(),
@@ -240,13 +243,6 @@ pub fn ypir_sp(rows: u64, row_bytes: u64, queries: u64, batch: u64, memory: f64)
             None,
         ));
     });
-    let run = Run {
-        prepare_ms,
-        server_ms,
-        query_ms,
-        decode_ms,
-        batch_ms,
-    };
     Ok(Report {
         scanned_bytes: (db_rows * db_cols) as u64 * pt_bits / 8,
         up_bytes: up,
@@ -296,30 +292,32 @@ pub fn spiral(rows: u64, queries: u64, batch: u64, memory: f64) -> Result<Report
     rng.fill_bytes(&mut board[..(rows * row_bytes) as usize]);
     let t = Instant::now();
     let db = load_db_from_seek(&params, &mut Cursor::new(&board));
-    let prepare_ms = ms(t);
+    let mut run = Run {
+        prepare_ms: ms(t),
+        ..Run::default()
+    };
 
     let mut client = Client::init(&params);
     let public = client.generate_keys();
     let key = public.serialize().len() as u64;
-    let (mut server_ms, mut query_ms, mut decode_ms) = (Vec::new(), Vec::new(), Vec::new());
     let (mut up, mut down) = (0, 0);
     let mut made = Vec::new();
     for _ in 0..queries.max(batch) {
         let row = rng.random_range(0..rows);
         let t = Instant::now();
         let query = client.generate_query((row / rows_per) as usize);
-        query_ms.push(ms(t));
+        run.query_ms.push(ms(t));
         up = query.serialize().len() as u64;
         made.push((row, query));
     }
     for (row, query) in made.iter().take(queries as usize) {
         let t = Instant::now();
         let answer = process_query(&params, &public, query, db.as_slice());
-        server_ms.push(ms(t));
+        run.server_ms.push(ms(t));
         down = answer.len() as u64;
         let t = Instant::now();
         let got = client.decode_response(&answer);
-        decode_ms.push(ms(t));
+        run.decode_ms.push(ms(t));
         let at = ((row % rows_per) * row_bytes) as usize;
         let start = ((row / rows_per) * per_plaintext) as usize + at;
         ensure!(
@@ -327,16 +325,9 @@ pub fn spiral(rows: u64, queries: u64, batch: u64, memory: f64) -> Result<Report
             "Spiral: a wrong row came back"
         );
     }
-    let batch_ms = on_cores(cores(), batch as usize, &|i| {
+    run.batch_ms = on_cores(cores(), batch as usize, &|i| {
         std::hint::black_box(process_query(&params, &public, &made[i].1, db.as_slice()));
     });
-    let run = Run {
-        prepare_ms,
-        server_ms,
-        query_ms,
-        decode_ms,
-        batch_ms,
-    };
     Ok(Report {
         scanned_bytes: plaintexts * per_plaintext,
         up_bytes: up,
