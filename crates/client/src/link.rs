@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use shroud_net::frame_codec;
+use shroud_net::punctual::Gate;
 use shroud_net::transport::{BoxIo, ClientTls};
 use shroud_proto::proxy::{ClientMsg, ProxyMsg};
 use shroud_proto::{Difficulty, Grant, Hello, Limits, Shape, decode, encode};
@@ -25,7 +26,14 @@ pub(crate) struct Link {
     pub max_backoff: Duration,
 }
 
-pub(crate) type Conn = Framed<BoxIo, LengthDelimitedCodec>;
+/// A framed connection to the proxy, and the gate that holds its writes until their time
+/// (see [`shroud_net::punctual`]).
+pub(crate) struct Conn {
+    /// The frames.
+    pub frames: Framed<BoxIo, LengthDelimitedCodec>,
+    /// Holds the writes for a punctual release.
+    pub gate: Gate,
+}
 
 /// A connection to the proxy, and what its hello said.
 pub(crate) struct Connected {
@@ -50,12 +58,15 @@ pub(crate) async fn hello(link: &Link) -> Result<Connected, ClientError> {
 }
 
 async fn hello_untimed(link: &Link) -> Result<Connected, ClientError> {
-    let io = link
+    let (io, gate) = link
         .tls
-        .connect(link.proxy)
+        .connect_held(link.proxy)
         .await
         .map_err(|e| ClientError::Io(source(e)))?;
-    let mut conn = Framed::new(io, frame_codec(Limits::default()));
+    let mut conn = Conn {
+        frames: Framed::new(io, frame_codec(Limits::default())),
+        gate,
+    };
     send(&mut conn, &ClientMsg::Hello(Hello::current())).await?;
     match recv(&mut conn).await? {
         ProxyMsg::Hello(_, shape, difficulty) => Ok(Connected {
@@ -98,13 +109,23 @@ pub(crate) async fn connect(link: &Link, grant: &Grant) -> Result<Connected, Cli
 
 pub(crate) async fn send(conn: &mut Conn, msg: &ClientMsg) -> Result<(), ClientError> {
     let b = encode(msg, Limits::default()).map_err(|e| ClientError::Io(source(e)))?;
-    conn.send(Bytes::from(b))
+    conn.frames
+        .send(Bytes::from(b))
+        .await
+        .map_err(|e| ClientError::Io(source(e)))
+}
+
+/// Writes out whatever is still buffered (after a punctual release the socket did not take
+/// whole).
+pub(crate) async fn flush(conn: &mut Conn) -> Result<(), ClientError> {
+    SinkExt::<Bytes>::flush(&mut conn.frames)
         .await
         .map_err(|e| ClientError::Io(source(e)))
 }
 
 pub(crate) async fn recv(conn: &mut Conn) -> Result<ProxyMsg, ClientError> {
     let f = conn
+        .frames
         .next()
         .await
         .ok_or_else(|| ClientError::Protocol("proxy closed the connection"))?

@@ -27,7 +27,7 @@
 //! # When frames leave
 //! An epoch's frames are built while the previous replies are processed, and leave at a fixed
 //! offset after those replies arrived ([`SEND_OFFSET`] of the epoch), not when the work is
-//! done: processing takes longer with real mail (opening against every contact, sealing, a
+//! done, released by a thread that does nothing else ([`shroud_net::punctual`]): processing takes longer with real mail (opening against every contact, sealing, a
 //! write-ahead record that grows with the outbox), and a send right after it showed that to
 //! anyone timing the socket (issue 12, finding 3). Work that overruns the offset is counted
 //! (`ClientStats::late_sends`) and logged.
@@ -53,8 +53,9 @@ use zeroize::Zeroize;
 
 use crate::durable::{Durable, StateRecord};
 use crate::error::{ClientError, message, source};
-use crate::link::{Conn, Link, connect, recv, send};
+use crate::link::{Conn, Link, connect, flush, recv, send};
 use crate::stats::ClientStats;
+use shroud_net::punctual::Punctual;
 
 /// Whoever rides on the schedule beside the K ORAM slots (the mailbox's courier): one frame
 /// of its own every epoch, real or dummy, and that frame's answer; its state is saved in the
@@ -152,18 +153,12 @@ pub(crate) struct Start<R> {
 /// frames leave: two fifths, which leaves the rest for the proxy's round trip to storage.
 pub const SEND_OFFSET: (u32, u32) = (2, 5);
 
-/// How long before the send time the scheduler leaves the runtime's timer (millisecond
-/// steps, and a wake-up that takes longer for a runtime that has been idle than for one that
-/// was just working: an idle client's frames left about 0.2 ms later at the 5th percentile,
-/// KS p 10^-3 over 900 epochs) for a blocking thread's precise sleep, which every client
-/// wakes from alike. Spinning through this stretch instead made the idle client the later
-/// one on a CPU shared with other work (the kernel's scheduler holds back a thread by its
-/// recent CPU use).
-const SEND_WAKE: Duration = Duration::from_millis(2);
-
 /// Starts the schedule: returns where to queue operations, and the task.
-pub(crate) fn spawn<R: Rider>(start: Start<R>) -> (mpsc::Sender<Job>, SchedulerTask) {
+pub(crate) fn spawn<R: Rider>(
+    start: Start<R>,
+) -> Result<(mpsc::Sender<Job>, SchedulerTask), ClientError> {
     let (tx, rx) = mpsc::channel(1024);
+    let punctual = Punctual::start().map_err(|e| ClientError::Io(source(e)))?;
     let sched = Scheduler {
         link: start.link,
         grant: start.grant,
@@ -179,10 +174,11 @@ pub(crate) fn spawn<R: Rider>(start: Start<R>) -> (mpsc::Sender<Job>, SchedulerT
         durable: start.durable,
         rider: start.rider,
         send_at: None,
+        punctual,
         plan: start.resume.plan,
         closing: false,
     };
-    (tx, tokio::spawn(sched.run()))
+    Ok((tx, tokio::spawn(sched.run())))
 }
 
 /// Where a (restored) scheduler picks up.
@@ -216,6 +212,8 @@ struct Scheduler<R: Rider> {
     rider: Option<R>,
     /// When the next epoch's frames leave: [`SEND_OFFSET`] after the last replies arrived.
     send_at: Option<tokio::time::Instant>,
+    /// The thread that lets the frames go at `send_at`.
+    punctual: Punctual,
     /// The next batch, as the write-ahead record has it.
     plan: Option<Plan>,
     /// Every handle is gone: store the last write-back and stop.
@@ -535,27 +533,29 @@ impl<R: Rider> Scheduler<R> {
         slots: &[Slot],
         mail: Option<&MailSlot>,
     ) -> Result<(Vec<Vec<shroud_proto::ReadResult>>, Option<MailDone>), ClientError> {
-        // Leave at the fixed time, however long building this epoch took.
-        if let Some(at) = self.send_at.take() {
+        let conn = self.conn.as_mut().ok_or(ClientError::Closed)?;
+        // Leave at the fixed time, however long building this epoch took: the frames are
+        // sealed now into the held connection, and a thread that does nothing else lets
+        // them go at the instant (see `shroud_net::punctual`).
+        let at = self.send_at.take();
+        if at.is_some() {
+            conn.gate.hold();
+        }
+        for s in slots {
+            send(conn, &ClientMsg::Slot(s.clone())).await?;
+        }
+        if let Some(m) = mail {
+            send(conn, &ClientMsg::Mail(m.clone())).await?;
+        }
+        if let Some(at) = at {
             if tokio::time::Instant::now() > at {
                 self.stats.late_sends.fetch_add(1, Relaxed);
                 tracing::warn!(
                     "an epoch's frames were ready after their send time: its timing may show the client's work"
                 );
             }
-            tokio::time::sleep_until(at - SEND_WAKE).await;
-            // The last stretch is a blocking thread's precise sleep (the runtime's timer
-            // has millisecond steps), so every client leaves through the same wake-up,
-            // whatever its runtime was doing, and nothing spins.
-            let left = at.saturating_duration_since(tokio::time::Instant::now());
-            let _ = tokio::task::spawn_blocking(move || std::thread::sleep(left)).await;
-        }
-        let conn = self.conn.as_mut().ok_or(ClientError::Closed)?;
-        for s in slots {
-            send(conn, &ClientMsg::Slot(s.clone())).await?;
-        }
-        if let Some(m) = mail {
-            send(conn, &ClientMsg::Mail(m.clone())).await?;
+            self.punctual.release_at(at.into_std(), &conn.gate).await;
+            flush(conn).await?;
         }
         let mut mail_done = None;
         let deadline = Duration::from_millis(u64::from(self.shape.epoch_ms) * 20 + 5_000);

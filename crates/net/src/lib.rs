@@ -1,8 +1,8 @@
 //! shroud's I/O, shared by the storage server, the proxy and the client: TLS
 //! ([`transport`]), the length-delimited framing ([`frame_codec`]), the one accept loop
-//! ([`accept`]), the connection to a storage server ([`conn`]) and JSON-lines logs
-//! ([`jsonl`]). The messages themselves, and every rule about their contents, live in
-//! `shroud_proto`, which has no I/O.
+//! ([`accept`]), writes released at a set instant ([`punctual`]), the connection to a
+//! storage server ([`conn`]) and JSON-lines logs ([`jsonl`]). The messages themselves, and
+//! every rule about their contents, live in `shroud_proto`, which has no I/O.
 //!
 //! # Security
 //! Everything read here is untrusted: frames are capped at [`Limits::max_frame`] before a
@@ -12,6 +12,7 @@ pub mod accept;
 pub mod certs;
 pub mod conn;
 pub mod jsonl;
+pub mod punctual;
 pub mod transport;
 
 use shroud_proto::Limits;

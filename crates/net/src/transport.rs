@@ -20,6 +20,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use crate::punctual::{Gate, HeldTcp};
+
 /// A byte stream: TCP, or TLS over TCP.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
@@ -205,8 +207,18 @@ impl ClientTls {
 
     /// Connects to `addr` and completes the handshake.
     pub async fn connect(&self, addr: std::net::SocketAddr) -> std::io::Result<BoxIo> {
-        let tcp = TcpStream::connect(addr).await?;
-        tcp.set_nodelay(true)?;
+        self.over(tcp_to(addr).await?).await
+    }
+
+    /// As [`ClientTls::connect`], over a stream whose writes the returned [`Gate`] can hold
+    /// for a [`crate::punctual::Punctual`] thread to release (TLS records are sealed while
+    /// held; only their leaving waits).
+    pub async fn connect_held(&self, addr: std::net::SocketAddr) -> std::io::Result<(BoxIo, Gate)> {
+        let (tcp, gate) = HeldTcp::new(tcp_to(addr).await?)?;
+        Ok((self.over(tcp).await?, gate))
+    }
+
+    async fn over(&self, tcp: impl Io) -> std::io::Result<BoxIo> {
         match self {
             ClientTls::Plain => Ok(Box::new(tcp)),
             ClientTls::Tls { connector, name } => {
@@ -214,6 +226,13 @@ impl ClientTls {
             }
         }
     }
+}
+
+/// A TCP connection to `addr`, without Nagle's delay (frames leave when written).
+async fn tcp_to(addr: std::net::SocketAddr) -> std::io::Result<TcpStream> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    Ok(tcp)
 }
 
 /// A client certificate chain and its private key: what a proxy presents to storage.
