@@ -261,6 +261,12 @@ impl Backend for Hostile {
         self.seen.lock().extend(v.iter().map(|(_, e)| e.clone()));
         Ok(v)
     }
+    fn outbox_create(&self, index: u64, cap_hash: &[u8; 32]) -> Result<bool, BackendError> {
+        self.inner.outbox_create(index, cap_hash)
+    }
+    fn outboxes(&self) -> Result<Vec<(u64, [u8; 32])>, BackendError> {
+        self.inner.outboxes()
+    }
     fn apply_queue(&self, ops: &[QueueOp<'_>]) -> Result<(), BackendError> {
         // Dropping: say "delivered", file nothing, and keep the numbering seamless.
         let pushes: Vec<StoreId> = ops

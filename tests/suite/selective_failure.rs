@@ -77,6 +77,12 @@ impl<H: OnRead> Backend for Tapped<H> {
     fn apply_queue(&self, ops: &[QueueOp<'_>]) -> Result<(), BackendError> {
         self.inner.apply_queue(ops)
     }
+    fn outbox_create(&self, index: u64, cap_hash: &[u8; 32]) -> Result<bool, BackendError> {
+        self.inner.outbox_create(index, cap_hash)
+    }
+    fn outboxes(&self) -> Result<Vec<(u64, [u8; 32])>, BackendError> {
+        self.inner.outboxes()
+    }
     fn flush(&self) -> Result<(), BackendError> {
         self.inner.flush()
     }

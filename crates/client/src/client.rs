@@ -254,7 +254,7 @@ impl Client {
             resume,
             rider: courier,
             stats: stats.clone(),
-        })?;
+        });
         Ok((
             Client {
                 jobs,

@@ -60,7 +60,7 @@ pub(crate) async fn hello(link: &Link) -> Result<Connected, ClientError> {
 async fn hello_untimed(link: &Link) -> Result<Connected, ClientError> {
     let (io, gate) = link
         .tls
-        .connect_held(link.proxy)
+        .connect_punctual(link.proxy)
         .await
         .map_err(|e| ClientError::Io(source(e)))?;
     let mut conn = Conn {

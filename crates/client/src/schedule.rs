@@ -27,7 +27,7 @@
 //! # When frames leave
 //! An epoch's frames are built while the previous replies are processed, and leave at a fixed
 //! offset after those replies arrived ([`SEND_OFFSET`] of the epoch), not when the work is
-//! done, released by a thread that does nothing else ([`shroud_net::punctual`]): processing takes longer with real mail (opening against every contact, sealing, a
+//! done, timed and released by the connection's own thread ([`shroud_net::punctual`]): processing takes longer with real mail (opening against every contact, sealing, a
 //! write-ahead record that grows with the outbox), and a send right after it showed that to
 //! anyone timing the socket (issue 12, finding 3). Work that overruns the offset is counted
 //! (`ClientStats::late_sends`) and logged.
@@ -55,7 +55,7 @@ use crate::durable::{Durable, StateRecord};
 use crate::error::{ClientError, message, source};
 use crate::link::{Conn, Link, connect, flush, recv, send};
 use crate::stats::ClientStats;
-use shroud_net::punctual::Punctual;
+use shroud_net::punctual::When;
 
 /// Whoever rides on the schedule beside the K ORAM slots (the mailbox's courier): one frame
 /// of its own every epoch, real or dummy, and that frame's answer; its state is saved in the
@@ -154,11 +154,8 @@ pub(crate) struct Start<R> {
 pub const SEND_OFFSET: (u32, u32) = (2, 5);
 
 /// Starts the schedule: returns where to queue operations, and the task.
-pub(crate) fn spawn<R: Rider>(
-    start: Start<R>,
-) -> Result<(mpsc::Sender<Job>, SchedulerTask), ClientError> {
+pub(crate) fn spawn<R: Rider>(start: Start<R>) -> (mpsc::Sender<Job>, SchedulerTask) {
     let (tx, rx) = mpsc::channel(1024);
-    let punctual = Punctual::start().map_err(|e| ClientError::Io(source(e)))?;
     let sched = Scheduler {
         link: start.link,
         grant: start.grant,
@@ -173,12 +170,11 @@ pub(crate) fn spawn<R: Rider>(
         stats: start.stats,
         durable: start.durable,
         rider: start.rider,
-        send_at: None,
-        punctual,
+        paced: false,
         plan: start.resume.plan,
         closing: false,
     };
-    Ok((tx, tokio::spawn(sched.run())))
+    (tx, tokio::spawn(sched.run()))
 }
 
 /// Where a (restored) scheduler picks up.
@@ -210,10 +206,9 @@ struct Scheduler<R: Rider> {
     durable: Option<Arc<Durable>>,
     /// Whoever rides on the schedule (the mailbox, when the proxy runs one).
     rider: Option<R>,
-    /// When the next epoch's frames leave: [`SEND_OFFSET`] after the last replies arrived.
-    send_at: Option<tokio::time::Instant>,
-    /// The thread that lets the frames go at `send_at`.
-    punctual: Punctual,
+    /// The next epoch's frames leave [`SEND_OFFSET`] after the last replies arrived (false:
+    /// at once, as on a new connection or for the last write-back).
+    paced: bool,
     /// The next batch, as the write-ahead record has it.
     plan: Option<Plan>,
     /// Every handle is gone: store the last write-back and stop.
@@ -449,7 +444,7 @@ impl<R: Rider> Scheduler<R> {
             return Ok(());
         }
         // Stopping shows anyway (the connection closes): store the last write-back at once.
-        self.send_at = None;
+        self.paced = false;
         let leaves = 1u64 << (self.shape.path_len + self.shape.cached_levels - 1);
         let reads = (0..self.shape.slots_per_epoch)
             .map(|_| {
@@ -535,10 +530,10 @@ impl<R: Rider> Scheduler<R> {
     ) -> Result<(Vec<Vec<shroud_proto::ReadResult>>, Option<MailDone>), ClientError> {
         let conn = self.conn.as_mut().ok_or(ClientError::Closed)?;
         // Leave at the fixed time, however long building this epoch took: the frames are
-        // sealed now into the held connection, and a thread that does nothing else lets
-        // them go at the instant (see `shroud_net::punctual`).
-        let at = self.send_at.take();
-        if at.is_some() {
+        // sealed now into the held connection, and a thread that does nothing else, and
+        // that saw the replies arrive, lets them go at the offset (`shroud_net::punctual`).
+        let paced = std::mem::take(&mut self.paced);
+        if paced {
             conn.gate.hold();
         }
         for s in slots {
@@ -547,14 +542,18 @@ impl<R: Rider> Scheduler<R> {
         if let Some(m) = mail {
             send(conn, &ClientMsg::Mail(m.clone())).await?;
         }
-        if let Some(at) = at {
-            if tokio::time::Instant::now() > at {
+        if paced {
+            let (num, den) = SEND_OFFSET;
+            let offset = Duration::from_millis(
+                u64::from(self.shape.epoch_ms) * u64::from(num) / u64::from(den),
+            );
+            let released = conn.gate.release(When::AfterReply(offset)).await;
+            if released.late {
                 self.stats.late_sends.fetch_add(1, Relaxed);
                 tracing::warn!(
                     "an epoch's frames were ready after their send time: its timing may show the client's work"
                 );
             }
-            self.punctual.release_at(at.into_std(), &conn.gate).await;
             flush(conn).await?;
         }
         let mut mail_done = None;
@@ -586,10 +585,7 @@ impl<R: Rider> Scheduler<R> {
                 _ => return Err(ClientError::Protocol("unexpected message")),
             }
         }
-        let (num, den) = SEND_OFFSET;
-        let offset =
-            Duration::from_millis(u64::from(self.shape.epoch_ms) * u64::from(num) / u64::from(den));
-        self.send_at = Some(tokio::time::Instant::now() + offset);
+        self.paced = true;
         if let Some(code) = failed {
             return Err(ClientError::Refused(code));
         }

@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::punctual::{Gate, HeldTcp};
+use crate::punctual::{Gate, PunctualTcp};
 
 /// A byte stream: TCP, or TLS over TCP.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -210,11 +210,14 @@ impl ClientTls {
         self.over(tcp_to(addr).await?).await
     }
 
-    /// As [`ClientTls::connect`], over a stream whose writes the returned [`Gate`] can hold
-    /// for a [`crate::punctual::Punctual`] thread to release (TLS records are sealed while
-    /// held; only their leaving waits).
-    pub async fn connect_held(&self, addr: std::net::SocketAddr) -> std::io::Result<(BoxIo, Gate)> {
-        let (tcp, gate) = HeldTcp::new(tcp_to(addr).await?)?;
+    /// As [`ClientTls::connect`], over a [`PunctualTcp`]: a thread of the connection's own
+    /// reads it, and its writes can be held and released at a set time through the returned
+    /// [`Gate`] (TLS records are sealed while held; only their leaving waits).
+    pub async fn connect_punctual(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> std::io::Result<(BoxIo, Gate)> {
+        let (tcp, gate) = PunctualTcp::new(tcp_to(addr).await?)?;
         Ok((self.over(tcp).await?, gate))
     }
 

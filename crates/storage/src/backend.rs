@@ -85,6 +85,9 @@ pub enum BackendError {
     /// Stored metadata does not decode.
     #[error("corrupt metadata for store {0}")]
     CorruptMeta(StoreId),
+    /// The outboxes stored are not numbered 0, 1, 2, ... as they are made.
+    #[error("corrupt outbox table at outbox {0}")]
+    CorruptOutboxes(u64),
 }
 
 /// An embedded key-value engine holding stores and buckets.
@@ -115,6 +118,11 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<Vec<(u64, Vec<u8>)>, BackendError>;
     /// Applies all queue changes or none, atomically (also across a crash).
     fn apply_queue(&self, ops: &[QueueOp<'_>]) -> Result<(), BackendError>;
+    /// Records outbox `index` as owned by the capability hashed to `cap_hash`; `false` if
+    /// the number is taken (nothing changes then). Durable after [`Backend::flush`].
+    fn outbox_create(&self, index: u64, cap_hash: &[u8; 32]) -> Result<bool, BackendError>;
+    /// Every outbox, in number order, with its capability hash.
+    fn outboxes(&self) -> Result<Vec<(u64, [u8; 32])>, BackendError>;
     /// Makes everything applied so far durable (fsync).
     fn flush(&self) -> Result<(), BackendError>;
     /// Scans what is stored (slow: at startup only).

@@ -26,6 +26,7 @@
 pub mod admission;
 pub mod backend;
 mod batch;
+pub mod board;
 pub mod capability;
 mod commit;
 mod inbox;

@@ -22,6 +22,15 @@ use crate::backend::{Backend, BackendError, Put, QueueOp, StoreMeta, Usage};
 pub const FORMAT_VERSION: u32 = 1;
 /// The key of the format version (6 bytes: never a store key, which has 25).
 const FORMAT_KEY: &[u8] = b"format";
+/// The prefix of an outbox's key, `outbox || number (u64 BE)` (14 bytes: never a store key).
+const OUTBOX: &[u8] = b"outbox";
+
+fn outbox_key(index: u64) -> [u8; 14] {
+    let mut k = [0u8; 14];
+    k[..6].copy_from_slice(OUTBOX);
+    k[6..].copy_from_slice(&index.to_be_bytes());
+    k
+}
 
 const META: u8 = 0;
 const BUCKET: u8 = 1;
@@ -207,6 +216,31 @@ impl Backend for SledBackend {
             }
         }
         self.db.apply_batch(batch).map_err(engine)
+    }
+
+    fn outbox_create(&self, index: u64, cap_hash: &[u8; 32]) -> Result<bool, BackendError> {
+        let swapped = self
+            .db
+            .compare_and_swap(outbox_key(index), None::<&[u8]>, Some(&cap_hash[..]))
+            .map_err(engine)?;
+        Ok(swapped.is_ok())
+    }
+
+    fn outboxes(&self) -> Result<Vec<(u64, [u8; 32])>, BackendError> {
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(OUTBOX) {
+            let (k, v) = kv.map_err(engine)?;
+            let index = k
+                .get(6..)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes);
+            let hash = <[u8; 32]>::try_from(v.as_ref()).ok();
+            match (index, hash) {
+                (Some(i), Some(h)) => out.push((i, h)),
+                _ => return Err(BackendError::CorruptOutboxes(out.len() as u64)),
+            }
+        }
+        Ok(out)
     }
 
     fn flush(&self) -> Result<(), BackendError> {

@@ -29,7 +29,6 @@
 //! server time of one query, next to this machine's memory bandwidth (one core reading a
 //! 256 MiB buffer), `memory_gb_per_s`. Every answer is decoded and checked against the row.
 
-use std::io::Cursor;
 use std::time::Instant;
 
 use anyhow::{Result, ensure};
@@ -252,88 +251,53 @@ pub fn ypir_sp(rows: u64, row_bytes: u64, queries: u64, batch: u64, memory: f64)
     })
 }
 
-/// Spiral's published parameters for 2^`log_rows` records of 1 KiB: (n, nu_1, nu_2, p,
-/// q2_bits, t_gsw, t_conv, t_exp_left, t_exp_right). From the `params_store.json` of the
-/// Spiral authors' SDK (blyssprivacy/sdk); boards under 2^10 rows use the 2^10 set.
-fn spiral_set(log_rows: u32) -> Option<[u64; 9]> {
-    Some(match log_rows {
-        0..=11 => [2, 6, 4, 4, 13, 4, 4, 4, 56],
-        12 => [2, 7, 4, 4, 13, 4, 32, 4, 56],
-        13 => [2, 7, 4, 16, 16, 4, 4, 4, 56],
-        14 => [2, 7, 5, 16, 16, 5, 4, 4, 56],
-        15 => [2, 8, 5, 16, 16, 5, 4, 4, 56],
-        16 => [2, 8, 6, 16, 16, 5, 4, 4, 56],
-        _ => return None,
-    })
-}
-
-/// Spiral on a board of `rows` random rows of 1 KiB.
+/// Spiral on a board of `rows` random rows of 1 KiB, through `shroud-pir` (the layer the
+/// delivery protocol uses: the authors' code and published parameter sets).
 pub fn spiral(rows: u64, queries: u64, batch: u64, memory: f64) -> Result<Report> {
-    use spiral_rs::client::Client;
-    use spiral_rs::server::{load_db_from_seek, process_query};
+    use shroud_pir::{Board, Geometry, ROW_LEN, Reader, ReaderKey};
 
-    let row_bytes = 1024u64;
-    let log_rows = rows.next_power_of_two().trailing_zeros();
-    let Some([n, nu1, nu2, p, q2, t_gsw, t_conv, t_left, t_right]) = spiral_set(log_rows) else {
-        anyhow::bail!("no published Spiral parameters for 2^{log_rows} rows");
-    };
-    // The published set, loaded by the library's own loader: ring 2048, moduli 268369921 x
-    // 249561089, noise width 6.4; with no `db_item_size` a record is a whole plaintext (n^2
-    // polynomials of 2048 coefficients of log2(p) bits), which holds several rows.
-    let params = spiral_rs::util::params_from_json(&format!(
-        r#"{{"n": {n}, "nu_1": {nu1}, "nu_2": {nu2}, "p": {p}, "q2_bits": {q2}, "t_gsw": {t_gsw}, "t_conv": {t_conv}, "t_exp_left": {t_left}, "t_exp_right": {t_right}, "instances": 1}}"#
-    ));
-    let per_plaintext = params.db_item_size as u64;
-    let plaintexts = 1u64 << (nu1 + nu2);
-    let rows_per = per_plaintext / row_bytes;
-    ensure!(plaintexts * rows_per >= rows, "the board does not fit");
+    let geometry = Geometry::new(rows)?;
     let mut rng = StdRng::seed_from_u64(9);
-    let mut board = vec![0u8; (plaintexts * per_plaintext) as usize];
-    rng.fill_bytes(&mut board[..(rows * row_bytes) as usize]);
+    let mut rows_bytes = vec![0u8; rows as usize * ROW_LEN];
+    rng.fill_bytes(&mut rows_bytes);
     let t = Instant::now();
-    let db = load_db_from_seek(&params, &mut Cursor::new(&board));
+    let board = Board::prepare(geometry, &rows_bytes)?;
     let mut run = Run {
         prepare_ms: ms(t),
         ..Run::default()
     };
-
-    let mut client = Client::init(&params);
-    let public = client.generate_keys();
-    let key = public.serialize().len() as u64;
-    let (mut up, mut down) = (0, 0);
+    let reader = Reader::new(geometry, &mut rng);
+    let key = ReaderKey::decode(geometry, reader.public_key())?;
     let mut made = Vec::new();
     for _ in 0..queries.max(batch) {
         let row = rng.random_range(0..rows);
         let t = Instant::now();
-        let query = client.generate_query((row / rows_per) as usize);
+        let query = reader.query(row)?;
         run.query_ms.push(ms(t));
-        up = query.serialize().len() as u64;
         made.push((row, query));
     }
     for (row, query) in made.iter().take(queries as usize) {
         let t = Instant::now();
-        let answer = process_query(&params, &public, query, db.as_slice());
+        let answer = board.answer(&key, query)?;
         run.server_ms.push(ms(t));
-        down = answer.len() as u64;
         let t = Instant::now();
-        let got = client.decode_response(&answer);
+        let got = reader.decode(*row, &answer)?;
         run.decode_ms.push(ms(t));
-        let at = ((row % rows_per) * row_bytes) as usize;
-        let start = ((row / rows_per) * per_plaintext) as usize + at;
+        let at = *row as usize * ROW_LEN;
         ensure!(
-            got.get(at..at + row_bytes as usize) == board.get(start..start + row_bytes as usize),
+            got == rows_bytes[at..at + ROW_LEN],
             "Spiral: a wrong row came back"
         );
     }
     run.batch_ms = on_cores(cores(), batch as usize, &|i| {
-        std::hint::black_box(process_query(&params, &public, &made[i].1, db.as_slice()));
+        std::hint::black_box(board.answer(&key, &made[i].1).ok());
     });
     Ok(Report {
-        scanned_bytes: plaintexts * per_plaintext,
-        up_bytes: up,
-        down_bytes: down,
-        key_bytes: key,
-        ..run.report("spiral", (rows, row_bytes), batch, memory)
+        scanned_bytes: geometry.scanned_len(),
+        up_bytes: geometry.query_len() as u64,
+        down_bytes: geometry.answer_len() as u64,
+        key_bytes: geometry.key_len() as u64,
+        ..run.report("spiral", (rows, ROW_LEN as u64), batch, memory)
     })
 }
 
