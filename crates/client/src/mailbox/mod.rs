@@ -1,7 +1,8 @@
 //! The private mailbox: accounts and addresses ([`identity`], [`account`]), sealed fixed-size
 //! envelopes ([`envelope`]), the scheduler's D deposits and one drain per epoch through the
 //! proxy ([`courier`]), and the user's API with its history in the oblivious KV ([`api`]).
-//! [`row`] is the outbox row of the delivery being built (docs/mail-delivery.md).
+//! [`row`] and [`plan`] are the outbox row and the read and write plan of the delivery being
+//! built (docs/mail-delivery.md).
 
 pub mod account;
 pub mod api;
@@ -9,6 +10,7 @@ pub mod commands;
 pub mod courier;
 pub mod envelope;
 pub mod identity;
+pub mod plan;
 pub mod row;
 
 pub use account::Account;
