@@ -16,6 +16,7 @@ mod indistinguishable;
 mod mail;
 mod oblivious;
 mod operations;
+mod outbox;
 mod selective_failure;
 mod stalls;
 mod storage;

@@ -20,6 +20,7 @@
 //! the network). Capabilities are secrets: they are wiped on drop and the server keeps only
 //! their hashes. Bucket contents are ciphertext sealed by the client.
 
+pub mod board;
 mod codec;
 pub mod mail;
 mod message;

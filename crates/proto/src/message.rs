@@ -232,6 +232,10 @@ pub enum Request {
     RoutingKey,
     /// One epoch's pooled mail from a proxy: deposits first, then drains, atomically.
     Mail(crate::mail::MailBatch),
+    /// Make, or find again, the outbox of a capability on the mail board of the outbox
+    /// delivery: a sealed [`crate::board::OutboxRequest`] of
+    /// [`crate::board::OUTBOX_REQUEST_LEN`] bytes, answered by [`Response::Outbox`].
+    Outbox(crate::mail::Sealed),
 }
 
 /// One mailbox envelope, opaque to the proxy; storage reads only its routing header.
@@ -400,4 +404,7 @@ pub enum Response {
     RoutingKey([u8; 32]),
     /// The sealed answers to a [`Request::Mail`].
     Mail(crate::mail::MailReply),
+    /// A sealed [`crate::board::OutboxReply`] of [`crate::board::OUTBOX_REPLY_LEN`] bytes
+    /// (random bytes of that length if the request did not open).
+    Outbox(crate::mail::Sealed),
 }

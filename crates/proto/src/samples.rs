@@ -129,6 +129,7 @@ fn storage_requests() -> Vec<(&'static str, Request)> {
                 drains: vec![Sealed(vec![6; 3])],
             }),
         ),
+        ("outbox", Request::Outbox(Sealed(vec![7; 5]))),
     ]
 }
 
@@ -156,6 +157,7 @@ fn storage_responses() -> Vec<(&'static str, Response)> {
                 drained: vec![Sealed(vec![8; 3])],
             }),
         ),
+        ("outbox-reply", Response::Outbox(Sealed(vec![9; 4]))),
         ("storage-error", Response::Error(ErrorCode::Unauthorized)),
     ]
 }

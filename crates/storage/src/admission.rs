@@ -56,6 +56,9 @@ pub fn admit(req: &Request, max_frame: usize) -> Result<(), ErrorCode> {
         Request::Batch(b) if b.grants.len() > MAX_BATCH_GRANTS || b.ops.len() > MAX_BATCH_OPS => {
             Err(ErrorCode::TooLarge)
         }
+        Request::Outbox(sealed) if sealed.0.len() != shroud_proto::board::OUTBOX_REQUEST_LEN => {
+            Err(ErrorCode::WrongShape)
+        }
         Request::Deposit(e)
             if e.len() > MAX_MAIL_PIECES || !e.iter().all(|e| envelope_ok(e.0.len())) =>
         {

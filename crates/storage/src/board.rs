@@ -13,8 +13,13 @@
 //! which are random bytes to it. It never learns which rows a reader fetches: that is PIR's
 //! job ([`shroud_pir`]).
 
+use rand::Rng;
 use shroud_pir::{Board, Geometry, PirError, ROW_LEN};
-use shroud_proto::Capability;
+use shroud_proto::board::{
+    OUTBOX_INFO, OUTBOX_REPLY_LEN, OutboxReply, OutboxRequest, OutboxStatus,
+};
+use shroud_proto::routing::RoutingKey;
+use shroud_proto::{Capability, Difficulty};
 use subtle::ConstantTimeEq;
 
 use crate::backend::{Backend, BackendError};
@@ -123,6 +128,15 @@ impl MailBoard {
         self.geometry.rows() / u64::from(self.rows_per_outbox)
     }
 
+    /// The number of `capability`'s outbox, if it has one.
+    pub fn find(&self, capability: &Capability) -> Option<u64> {
+        let hash = capability::hash(capability);
+        self.owners
+            .iter()
+            .position(|h| bool::from(h.ct_eq(&hash)))
+            .map(|i| i as u64)
+    }
+
     /// The outbox of `capability`: made now (durably) if it has none, else its number again,
     /// so a client that retries after a crash keeps one outbox.
     pub fn create(
@@ -130,10 +144,10 @@ impl MailBoard {
         backend: &dyn Backend,
         capability: &Capability,
     ) -> Result<u64, BoardError> {
-        let hash = capability::hash(capability);
-        if let Some(i) = self.owners.iter().position(|h| bool::from(h.ct_eq(&hash))) {
-            return Ok(i as u64);
+        if let Some(i) = self.find(capability) {
+            return Ok(i);
         }
+        let hash = capability::hash(capability);
         let index = self.outboxes();
         if index >= self.capacity() {
             return Err(BoardError::Full(self.capacity()));
@@ -194,6 +208,49 @@ impl MailBoard {
         self.written.fill(false);
         Ok(board)
     }
+}
+
+/// Serves a sealed [`OutboxRequest`]: opened outside the board's lock, the work checked
+/// only for a new outbox; the answer sealed back, or random bytes of the same length if the
+/// request does not open.
+pub fn serve_outbox(
+    board: &std::sync::Mutex<MailBoard>,
+    backend: &dyn Backend,
+    routing: &RoutingKey,
+    difficulty: Difficulty,
+    sealed: &[u8],
+) -> Vec<u8> {
+    let mut rng = rand::rng();
+    let Ok((plain, responder)) = routing.open_request(OUTBOX_INFO, sealed) else {
+        let mut noise = vec![0u8; OUTBOX_REPLY_LEN];
+        rng.fill_bytes(&mut noise);
+        return noise;
+    };
+    let reply = match OutboxRequest::from_bytes(&plain) {
+        None => OutboxReply {
+            status: OutboxStatus::Failed,
+            outbox: 0,
+        },
+        Some(req) => {
+            let mut board = board.lock().unwrap_or_else(|p| p.into_inner());
+            let reply = |status, outbox| OutboxReply { status, outbox };
+            match board.find(&req.capability) {
+                Some(i) => reply(OutboxStatus::Ok, i),
+                None if !req.work.meets(&req.work_id(), difficulty) => {
+                    reply(OutboxStatus::NeedsWork, 0)
+                }
+                None => match board.create(backend, &req.capability) {
+                    Ok(i) => reply(OutboxStatus::Ok, i),
+                    Err(BoardError::Full(_)) => reply(OutboxStatus::Full, 0),
+                    Err(e) => {
+                        tracing::error!("making an outbox: {e}");
+                        reply(OutboxStatus::Failed, 0)
+                    }
+                },
+            }
+        }
+    };
+    responder.seal(&reply.to_bytes(), &mut rng)
 }
 
 #[cfg(test)]

@@ -39,6 +39,9 @@ pub struct Config {
     pub inbox_capacity: u64,
     /// What a new store costs, and how many there may be.
     pub new_stores: crate::NewStores,
+    /// The mail board of the outbox delivery (issue 13): its rows (a power of two from 2^8
+    /// to 2^16) and the rows of one outbox.
+    pub board: (u64, u32),
 }
 
 impl Default for Config {
@@ -51,6 +54,7 @@ impl Default for Config {
             limits: Limits::default(),
             inbox_capacity: 1024,
             new_stores: crate::NewStores::default(),
+            board: (1 << 13, 4),
         }
     }
 }
@@ -65,6 +69,8 @@ pub(crate) struct Shared {
     pub config: Config,
     tls: ServerTls,
     routing: shroud_proto::routing::RoutingKey,
+    /// The mail board, if its shape is valid and its outboxes load.
+    board: Option<std::sync::Mutex<crate::board::MailBoard>>,
     next_conn: AtomicU64,
 }
 
@@ -106,6 +112,12 @@ impl Server {
             stats.stores.store(u.stores, Relaxed);
             stats.stored_bytes.store(u.bucket_bytes, Relaxed);
         }
+        let board = shroud_pir::Geometry::new(config.board.0)
+            .map_err(crate::board::BoardError::from)
+            .and_then(|g| crate::board::MailBoard::open(backend.as_ref(), g, config.board.1))
+            .map_err(|e| tracing::error!("no mail board (outboxes refused): {e}"))
+            .ok()
+            .map(std::sync::Mutex::new);
         let exec = Executor::new(
             backend.clone(),
             commit.clone(),
@@ -122,6 +134,7 @@ impl Server {
                 config,
                 tls,
                 routing,
+                board,
                 next_conn: AtomicU64::new(0),
             }),
         }
@@ -380,6 +393,27 @@ async fn handle(shared: &Arc<Shared>, req: Request, peer: SocketAddr) -> (Respon
             .await
         }
         Request::RoutingKey => return (Response::RoutingKey(shared.routing.public()), false),
+        Request::Outbox(sealed) => {
+            if shared.board.is_none() {
+                return (Response::Error(ErrorCode::Internal), false);
+            }
+            let sealed_reply = tokio::task::spawn_blocking(move || {
+                let board = s.board.as_ref()?;
+                let difficulty = s.config.new_stores.difficulty;
+                Some(crate::board::serve_outbox(
+                    board,
+                    s.backend.as_ref(),
+                    &s.routing,
+                    difficulty,
+                    &sealed.0,
+                ))
+            })
+            .await;
+            return match sealed_reply {
+                Ok(Some(r)) => (Response::Outbox(shroud_proto::mail::Sealed(r)), false),
+                _ => (Response::Error(ErrorCode::Internal), true),
+            };
+        }
         Request::Deposit(envelopes) => {
             tokio::task::spawn_blocking(move || {
                 s.exec

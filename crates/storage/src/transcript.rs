@@ -33,6 +33,8 @@ pub enum Op {
     Drain,
     /// One epoch's pooled mail (deposits and drains) from a proxy.
     Mail,
+    /// An outbox made or found again (the request is sealed).
+    Outbox,
 }
 
 impl std::fmt::Display for Op {
@@ -48,6 +50,7 @@ impl std::fmt::Display for Op {
             Op::Deposit => "deposit",
             Op::Drain => "drain",
             Op::Mail => "mail",
+            Op::Outbox => "outbox",
         })
     }
 }
@@ -140,6 +143,7 @@ impl Entry {
                 e.stores.push(grant.store.to_string());
                 e.reads = vec![(0, *ack_through); *max as usize];
             }
+            Request::Outbox(_) => e.op = Op::Outbox,
             Request::Mail(m) => {
                 // Every piece is sealed; storage opens them (and so sees which inboxes get
                 // mail and which are drained), but the frame shows only counts and sizes.
