@@ -11,6 +11,7 @@
 //! Every plaintext here has a fixed size for its board shape, so a sealed one's size says
 //! nothing but the shape.
 
+use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::message::{Capability, StoreId};
@@ -34,6 +35,20 @@ pub const WRITE_STATUS_LEN: usize = 1 + RESPONSE_OVERHEAD;
 /// Bytes of a sealed outbox write of `rows` rows of `row_len` bytes.
 pub fn write_len(rows: u32, row_len: u32) -> usize {
     8 + 32 + rows as usize * row_len as usize + REQUEST_OVERHEAD
+}
+
+/// A PIR key, query or answer: opaque bytes, of sizes fixed by the board's geometry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PirBytes(#[serde(with = "serde_bytes")] pub Vec<u8>);
+
+/// One PIR query of a reader session (an id the proxy gives a client connection; it says
+/// nothing about rows).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Query {
+    /// The session whose key answers it.
+    pub session: [u8; 16],
+    /// The query.
+    pub query: PirBytes,
 }
 
 /// A request for the outbox of a capability.

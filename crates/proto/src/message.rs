@@ -236,6 +236,23 @@ pub enum Request {
     /// delivery: a sealed [`crate::board::OutboxRequest`] of
     /// [`crate::board::OUTBOX_REQUEST_LEN`] bytes, answered by [`Response::Outbox`].
     Outbox(crate::mail::Sealed),
+    /// Keep a reader session's PIR key (the session's id is the proxy's; the key's size is
+    /// fixed by the board), answered by [`Response::Kept`].
+    ReaderKey {
+        /// The session.
+        session: [u8; 16],
+        /// Its key.
+        key: crate::board::PirBytes,
+    },
+    /// Forget a reader session's key (its connection ended), answered by
+    /// [`Response::Forgotten`].
+    ForgetReader([u8; 16]),
+    /// A round's outbox writes, each a sealed [`crate::board::OutboxWrite`]: they make the
+    /// round's board, which the round's queries are answered against. Answered by
+    /// [`Response::Round`].
+    Round(Vec<crate::mail::Sealed>),
+    /// PIR queries against the last round's board, answered by [`Response::Answers`].
+    Answer(Vec<crate::board::Query>),
 }
 
 /// One mailbox envelope, opaque to the proxy; storage reads only its routing header.
@@ -407,4 +424,12 @@ pub enum Response {
     /// A sealed [`crate::board::OutboxReply`] of [`crate::board::OUTBOX_REPLY_LEN`] bytes
     /// (random bytes of that length if the request did not open).
     Outbox(crate::mail::Sealed),
+    /// The reader's key is kept.
+    Kept,
+    /// The reader's key is forgotten.
+    Forgotten,
+    /// One sealed [`crate::board::WriteStatus`] per write, in order.
+    Round(Vec<crate::mail::Sealed>),
+    /// One answer per query, in order.
+    Answers(Vec<crate::board::PirBytes>),
 }

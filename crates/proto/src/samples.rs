@@ -130,6 +130,22 @@ fn storage_requests() -> Vec<(&'static str, Request)> {
             }),
         ),
         ("outbox", Request::Outbox(Sealed(vec![7; 5]))),
+        (
+            "reader-key",
+            Request::ReaderKey {
+                session: [8; 16],
+                key: crate::board::PirBytes(vec![9; 3]),
+            },
+        ),
+        ("forget-reader", Request::ForgetReader([10; 16])),
+        ("round", Request::Round(vec![Sealed(vec![11; 2])])),
+        (
+            "answer",
+            Request::Answer(vec![crate::board::Query {
+                session: [12; 16],
+                query: crate::board::PirBytes(vec![13; 2]),
+            }]),
+        ),
     ]
 }
 
@@ -158,6 +174,13 @@ fn storage_responses() -> Vec<(&'static str, Response)> {
             }),
         ),
         ("outbox-reply", Response::Outbox(Sealed(vec![9; 4]))),
+        ("kept", Response::Kept),
+        ("forgotten", Response::Forgotten),
+        ("round-reply", Response::Round(vec![Sealed(vec![14; 2])])),
+        (
+            "answers",
+            Response::Answers(vec![crate::board::PirBytes(vec![15; 3])]),
+        ),
         ("storage-error", Response::Error(ErrorCode::Unauthorized)),
     ]
 }

@@ -43,6 +43,9 @@ fn mail_reply_bytes(m: &MailBatch) -> Option<usize> {
         .checked_add(m.drains.len().checked_mul(drain)?)
 }
 
+/// The most PIR queries one request may carry.
+pub const MAX_ANSWERS: usize = 1024;
+
 /// Refuses a request whose work or answer would exceed the caps, before any of it is done.
 pub fn admit(req: &Request, max_frame: usize) -> Result<(), ErrorCode> {
     let envelope_ok = |n: usize| (ROUTING_LEN..=MAX_ENVELOPE_LEN as usize).contains(&n);
@@ -59,6 +62,10 @@ pub fn admit(req: &Request, max_frame: usize) -> Result<(), ErrorCode> {
         Request::Outbox(sealed) if sealed.0.len() != shroud_proto::board::OUTBOX_REQUEST_LEN => {
             Err(ErrorCode::WrongShape)
         }
+        // At most one write per outbox of the largest board; queries bounded so that their
+        // answers (at most 16 KiB each) fit a frame.
+        Request::Round(w) if w.len() > 1 << 16 => Err(ErrorCode::TooLarge),
+        Request::Answer(q) if q.len() > MAX_ANSWERS => Err(ErrorCode::TooLarge),
         Request::Deposit(e)
             if e.len() > MAX_MAIL_PIECES || !e.iter().all(|e| envelope_ok(e.0.len())) =>
         {

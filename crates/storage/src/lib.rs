@@ -29,6 +29,7 @@ mod batch;
 pub mod board;
 pub mod capability;
 mod commit;
+pub mod delivery;
 mod inbox;
 pub mod keys;
 pub mod new_stores;

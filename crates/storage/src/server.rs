@@ -69,8 +69,8 @@ pub(crate) struct Shared {
     pub config: Config,
     tls: ServerTls,
     routing: shroud_proto::routing::RoutingKey,
-    /// The mail board, if its shape is valid and its outboxes load.
-    board: Option<std::sync::Mutex<crate::board::MailBoard>>,
+    /// The outbox delivery, if the board's shape is valid and its outboxes load.
+    delivery: Option<crate::delivery::Delivery>,
     next_conn: AtomicU64,
 }
 
@@ -117,7 +117,7 @@ impl Server {
             .and_then(|g| crate::board::MailBoard::open(backend.as_ref(), g, config.board.1))
             .map_err(|e| tracing::error!("no mail board (outboxes refused): {e}"))
             .ok()
-            .map(std::sync::Mutex::new);
+            .map(|b| crate::delivery::Delivery::new(b, config.board.1));
         let exec = Executor::new(
             backend.clone(),
             commit.clone(),
@@ -134,7 +134,7 @@ impl Server {
                 config,
                 tls,
                 routing,
-                board,
+                delivery: board,
                 next_conn: AtomicU64::new(0),
             }),
         }
@@ -393,25 +393,19 @@ async fn handle(shared: &Arc<Shared>, req: Request, peer: SocketAddr) -> (Respon
             .await
         }
         Request::RoutingKey => return (Response::RoutingKey(shared.routing.public()), false),
-        Request::Outbox(sealed) => {
-            if shared.board.is_none() {
+        Request::Outbox(_)
+        | Request::ReaderKey { .. }
+        | Request::ForgetReader(_)
+        | Request::Round(_)
+        | Request::Answer(_) => {
+            if shared.delivery.is_none() {
                 return (Response::Error(ErrorCode::Internal), false);
             }
-            let sealed_reply = tokio::task::spawn_blocking(move || {
-                let board = s.board.as_ref()?;
-                let difficulty = s.config.new_stores.difficulty;
-                Some(crate::board::serve_outbox(
-                    board,
-                    s.backend.as_ref(),
-                    &s.routing,
-                    difficulty,
-                    &sealed.0,
-                ))
-            })
-            .await;
-            return match sealed_reply {
-                Ok(Some(r)) => (Response::Outbox(shroud_proto::mail::Sealed(r)), false),
-                _ => (Response::Error(ErrorCode::Internal), true),
+            let done = tokio::task::spawn_blocking(move || delivery(&s, req)).await;
+            return match done {
+                Ok(Ok(resp)) => (resp, false),
+                Ok(Err(code)) => (Response::Error(code), matches!(code, ErrorCode::Internal)),
+                Err(_) => (Response::Error(ErrorCode::Internal), true),
             };
         }
         Request::Deposit(envelopes) => {
@@ -453,6 +447,44 @@ async fn handle(shared: &Arc<Shared>, req: Request, peer: SocketAddr) -> (Respon
             (Response::Error(code), close)
         }
         Err(_) => (Response::Error(ErrorCode::Internal), true),
+    }
+}
+
+/// Serves one request of the outbox delivery (blocking: PIR work and sealed pieces).
+fn delivery(s: &Shared, req: Request) -> Result<Response, ErrorCode> {
+    use shroud_proto::board::PirBytes;
+    use shroud_proto::mail::Sealed;
+    let d = s.delivery.as_ref().ok_or(ErrorCode::Internal)?;
+    match req {
+        Request::Outbox(sealed) => Ok(Response::Outbox(Sealed(d.outbox(
+            s.backend.as_ref(),
+            &s.routing,
+            s.config.new_stores.difficulty,
+            &sealed.0,
+        )))),
+        Request::ReaderKey { session, key } => d.keep_key(session, &key.0).map(|()| Response::Kept),
+        Request::ForgetReader(session) => {
+            d.drop_key(&session);
+            Ok(Response::Forgotten)
+        }
+        Request::Round(writes) => {
+            let writes: Vec<Vec<u8>> = writes.into_iter().map(|w| w.0).collect();
+            d.write_round(&s.routing, &writes)
+                .map(|st| Response::Round(st.into_iter().map(Sealed).collect()))
+                .map_err(|e| {
+                    tracing::error!("closing a round: {e}");
+                    ErrorCode::Internal
+                })
+        }
+        Request::Answer(queries) => {
+            let queries: Vec<([u8; 16], Vec<u8>)> = queries
+                .into_iter()
+                .map(|q| (q.session, q.query.0))
+                .collect();
+            d.answer(&queries)
+                .map(|a| Response::Answers(a.into_iter().map(PirBytes).collect()))
+        }
+        _ => Err(ErrorCode::Internal),
     }
 }
 

@@ -35,6 +35,12 @@ pub enum Op {
     Mail,
     /// An outbox made or found again (the request is sealed).
     Outbox,
+    /// A reader's PIR key kept or forgotten.
+    Reader,
+    /// A round's outbox writes.
+    Round,
+    /// PIR queries answered.
+    Answer,
 }
 
 impl std::fmt::Display for Op {
@@ -51,6 +57,9 @@ impl std::fmt::Display for Op {
             Op::Drain => "drain",
             Op::Mail => "mail",
             Op::Outbox => "outbox",
+            Op::Reader => "reader",
+            Op::Round => "round",
+            Op::Answer => "answer",
         })
     }
 }
@@ -144,6 +153,17 @@ impl Entry {
                 e.reads = vec![(0, *ack_through); *max as usize];
             }
             Request::Outbox(_) => e.op = Op::Outbox,
+            Request::ReaderKey { .. } | Request::ForgetReader(_) => e.op = Op::Reader,
+            Request::Round(w) => {
+                e.op = Op::Round;
+                e.writes = (0..w.len() as u32)
+                    .map(|i| (i, 0, w[i as usize].0.len() as u32))
+                    .collect();
+            }
+            Request::Answer(q) => {
+                e.op = Op::Answer;
+                e.reads = (0..q.len() as u32).map(|i| (i, 0)).collect();
+            }
             Request::Mail(m) => {
                 // Every piece is sealed; storage opens them (and so sees which inboxes get
                 // mail and which are drained), but the frame shows only counts and sizes.

@@ -1,0 +1,177 @@
+//! Storage's side of the outbox delivery (issue 13; docs/mail-delivery.md): the mail board
+//! behind its lock, the readers' PIR keys, and the last closed round's board that queries
+//! are answered against.
+//!
+//! A round, from storage's side: the proxy hands in every outbox write of the round at once
+//! ([`Delivery::write_round`]), which closes the round and prepares its board for PIR; then
+//! the round's queries, in as many requests as the frame size needs ([`Delivery::answer`]),
+//! each on every core. A reader's key is kept while its connection lasts
+//! ([`Delivery::keep_key`], [`Delivery::drop_key`]), at most [`MAX_READERS`] at once.
+//!
+//! # Security
+//! Sealed pieces are opened outside the board's lock. A write that does not open is answered
+//! with random bytes of a status's length. Queries name a reader session, never a row.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use rand::Rng;
+use shroud_pir::{Board, ROW_LEN, ReaderKey};
+use shroud_proto::board::{OutboxWrite, WRITE_INFO, WRITE_STATUS_LEN, WriteStatus};
+use shroud_proto::routing::RoutingKey;
+use shroud_proto::{Difficulty, ErrorCode};
+
+use crate::backend::Backend;
+use crate::board::{BoardError, MailBoard, serve_outbox};
+
+/// Reader keys kept at once (a Spiral key is several MiB in memory).
+pub const MAX_READERS: usize = 4096;
+
+/// The board, the readers' keys and the last round's prepared board.
+pub struct Delivery {
+    board: Mutex<MailBoard>,
+    rows_len: usize,
+    readers: Mutex<HashMap<[u8; 16], Arc<ReaderKey>>>,
+    prepared: RwLock<Option<Arc<Board>>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Delivery {
+    /// Serves rounds on `board`, whose outboxes have `rows_per_outbox` rows.
+    pub fn new(board: MailBoard, rows_per_outbox: u32) -> Self {
+        Delivery {
+            board: Mutex::new(board),
+            rows_len: rows_per_outbox as usize * ROW_LEN,
+            readers: Mutex::new(HashMap::new()),
+            prepared: RwLock::new(None),
+        }
+    }
+
+    /// A sealed outbox request's sealed answer (see [`serve_outbox`]).
+    pub fn outbox(
+        &self,
+        backend: &dyn Backend,
+        routing: &RoutingKey,
+        difficulty: Difficulty,
+        sealed: &[u8],
+    ) -> Vec<u8> {
+        serve_outbox(&self.board, backend, routing, difficulty, sealed)
+    }
+
+    /// Keeps a reader's key for `session` (replacing an earlier one of that session).
+    pub fn keep_key(&self, session: [u8; 16], key: &[u8]) -> Result<(), ErrorCode> {
+        let geometry = locked(&self.board).geometry();
+        let key = ReaderKey::decode(geometry, key).map_err(|_| ErrorCode::WrongShape)?;
+        let mut readers = locked(&self.readers);
+        if readers.len() >= MAX_READERS && !readers.contains_key(&session) {
+            return Err(ErrorCode::TooManyConnections);
+        }
+        readers.insert(session, Arc::new(key));
+        Ok(())
+    }
+
+    /// Forgets a session's key.
+    pub fn drop_key(&self, session: &[u8; 16]) {
+        locked(&self.readers).remove(session);
+    }
+
+    /// Takes in a round's sealed writes, closes the round and prepares its board; returns
+    /// one sealed status per write, in order.
+    pub fn write_round(
+        &self,
+        routing: &RoutingKey,
+        writes: &[Vec<u8>],
+    ) -> Result<Vec<Vec<u8>>, BoardError> {
+        let mut rng = rand::rng();
+        // Opened outside the lock.
+        let opened: Vec<_> = writes
+            .iter()
+            .map(|w| {
+                routing
+                    .open_request(WRITE_INFO, w)
+                    .ok()
+                    .and_then(|(plain, responder)| {
+                        OutboxWrite::from_bytes(&plain, self.rows_len).map(|w| (w, responder))
+                    })
+            })
+            .collect();
+        let mut statuses = Vec::with_capacity(writes.len());
+        let board = {
+            let mut board = locked(&self.board);
+            for o in &opened {
+                statuses.push(o.as_ref().map(|(w, _)| {
+                    match board.write(w.outbox, &w.capability, &w.rows) {
+                        Ok(()) => WriteStatus::Written,
+                        Err(BoardError::Twice(_)) => WriteStatus::Twice,
+                        Err(BoardError::Length { .. }) => WriteStatus::Unreadable,
+                        Err(_) => WriteStatus::Unauthorized,
+                    }
+                }));
+            }
+            board.close()?
+        };
+        *self.prepared.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(board));
+        Ok(opened
+            .into_iter()
+            .zip(statuses)
+            .map(|(o, status)| match (o, status) {
+                (Some((_, responder)), Some(s)) => responder.seal(&[s.to_byte()], &mut rng),
+                _ => {
+                    let mut noise = vec![0u8; WRITE_STATUS_LEN];
+                    rng.fill_bytes(&mut noise);
+                    noise
+                }
+            })
+            .collect())
+    }
+
+    /// Answers queries against the last closed round's board, on every core: one answer per
+    /// query, in order. A query of an unknown session, or one the scheme refuses, is
+    /// answered with random bytes of an answer's length.
+    pub fn answer(&self, queries: &[([u8; 16], Vec<u8>)]) -> Result<Vec<Vec<u8>>, ErrorCode> {
+        let Some(board) = self
+            .prepared
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        else {
+            return Err(ErrorCode::WrongShape);
+        };
+        let keys: Vec<Option<Arc<ReaderKey>>> = {
+            let readers = locked(&self.readers);
+            queries
+                .iter()
+                .map(|(s, _)| readers.get(s).cloned())
+                .collect()
+        };
+        let len = board.geometry().answer_len();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut out: Vec<Vec<u8>> = vec![Vec::new(); queries.len()];
+        std::thread::scope(|scope| {
+            for (c, chunk) in out
+                .chunks_mut(queries.len().div_ceil(cores).max(1))
+                .enumerate()
+            {
+                let (board, keys) = (&board, &keys);
+                let start = c * queries.len().div_ceil(cores).max(1);
+                scope.spawn(move || {
+                    let mut rng = rand::rng();
+                    for (i, slot) in chunk.iter_mut().enumerate() {
+                        let answer = keys[start + i]
+                            .as_ref()
+                            .and_then(|k| board.answer(k, &queries[start + i].1).ok());
+                        *slot = answer.unwrap_or_else(|| {
+                            let mut noise = vec![0u8; len];
+                            rng.fill_bytes(&mut noise);
+                            noise
+                        });
+                    }
+                });
+            }
+        });
+        Ok(out)
+    }
+}
