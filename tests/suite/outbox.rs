@@ -223,6 +223,29 @@ async fn a_round_carries_a_row_from_outbox_to_reader_by_pir() {
     };
     assert_eq!(answers[0].0.len(), geometry.answer_len());
     assert_eq!(answers[1].0.len(), geometry.answer_len());
+    // Past its allowance of answers this round, a session gets noise, at no cost.
+    let many: Vec<Query> = (0..shroud_storage::delivery::MAX_QUERIES_PER_ROUND)
+        .map(|_| Query {
+            session,
+            query: PirBytes(reader.query(wanted).expect("query")),
+        })
+        .collect();
+    let extra = match c.call(&Request::Answer(many)).await.expect("answers") {
+        Response::Answers(a) => a,
+        other => panic!("unexpected {other:?}"),
+    };
+    let last = extra.last().expect("answers");
+    let decoded = reader.decode(wanted, &last.0).expect("decode");
+    assert!(
+        row::open(
+            &alice_outbox,
+            &alice_to_bob,
+            Place { round, row: wanted },
+            &decoded
+        )
+        .is_err(),
+        "the ninth answer of a round is noise"
+    );
     let fetched = reader.decode(wanted, &answers[0].0).expect("decode");
     let place = Place { round, row: wanted };
     match row::open(&alice_outbox, &alice_to_bob, place, &fetched).expect("authentic") {

@@ -6,7 +6,8 @@
 //! ([`Delivery::write_round`]), which closes the round and prepares its board for PIR; then
 //! the round's queries, in as many requests as the frame size needs ([`Delivery::answer`]),
 //! each on every core. A reader's key is kept while its connection lasts
-//! ([`Delivery::keep_key`], [`Delivery::drop_key`]), at most [`MAX_READERS`] at once.
+//! ([`Delivery::keep_key`], [`Delivery::drop_key`]), at most [`MAX_READERS`] at once, and each
+//! session gets at most [`MAX_QUERIES_PER_ROUND`] answers a round.
 //!
 //! # Security
 //! Sealed pieces are opened outside the board's lock. A write that does not open is answered
@@ -26,12 +27,18 @@ use crate::board::{BoardError, MailBoard, serve_outbox};
 
 /// Reader keys kept at once (a Spiral key is several MiB in memory).
 pub const MAX_READERS: usize = 4096;
+/// Queries answered per reader session and round; more get random bytes, without work. A
+/// Spiral answer costs a third of a second of one core or more, so this, times the sessions
+/// kept, bounds what a round can make storage do.
+pub const MAX_QUERIES_PER_ROUND: u32 = 8;
 
 /// The board, the readers' keys and the last round's prepared board.
 pub struct Delivery {
     board: Mutex<MailBoard>,
     rows_len: usize,
     readers: Mutex<HashMap<[u8; 16], Arc<ReaderKey>>>,
+    /// Queries answered this round, per session.
+    answered: Mutex<HashMap<[u8; 16], u32>>,
     prepared: RwLock<Option<Arc<Board>>>,
 }
 
@@ -46,6 +53,7 @@ impl Delivery {
             board: Mutex::new(board),
             rows_len: rows_per_outbox as usize * ROW_LEN,
             readers: Mutex::new(HashMap::new()),
+            answered: Mutex::new(HashMap::new()),
             prepared: RwLock::new(None),
         }
     }
@@ -114,6 +122,7 @@ impl Delivery {
             board.close()?
         };
         *self.prepared.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(board));
+        locked(&self.answered).clear();
         Ok(opened
             .into_iter()
             .zip(statuses)
@@ -140,11 +149,19 @@ impl Delivery {
         else {
             return Err(ErrorCode::WrongShape);
         };
+        // Each query's key, or none (noise, no work): an unknown session, or one past its
+        // round's allowance.
         let keys: Vec<Option<Arc<ReaderKey>>> = {
             let readers = locked(&self.readers);
+            let mut answered = locked(&self.answered);
             queries
                 .iter()
-                .map(|(s, _)| readers.get(s).cloned())
+                .map(|(s, _)| {
+                    let key = readers.get(s)?;
+                    let n = answered.entry(*s).or_insert(0);
+                    *n += 1;
+                    (*n <= MAX_QUERIES_PER_ROUND).then(|| key.clone())
+                })
                 .collect()
         };
         let len = board.geometry().answer_len();
