@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use shroud::cmd::storage::{self, ServeOptions};
 use shroud::cmd::tls::{ClientTlsArgs, IdentityArgs, ServerTlsArgs};
@@ -172,6 +172,13 @@ struct StorageArgs {
     /// The most stores (client stores and inboxes) storage holds; more get `StoreLimit`.
     #[arg(long, default_value_t = shroud_storage::new_stores::DEFAULT_MAX_STORES)]
     max_stores: u64,
+    /// Rows of the outbox delivery's mail board (a power of two from 256 to 65536; it fixes
+    /// the PIR parameters and so every reader's key, query and answer size).
+    #[arg(long, default_value_t = shroud_storage::Config::default().board.0)]
+    board_rows: u64,
+    /// Rows of one outbox on the mail board (the board holds board-rows / this outboxes).
+    #[arg(long, default_value_t = shroud_storage::Config::default().board.1)]
+    outbox_rows: u32,
     #[command(flatten)]
     tls: ServerTlsArgs,
     /// PEM CA certificate(s) whose client certificates may connect: only proxies talk to
@@ -436,8 +443,11 @@ fn storage_cmd(args: StorageArgs) -> Result<()> {
             difficulty: shroud_proto::Difficulty(args.store_work_bits),
             max_stores: args.max_stores,
         },
+        board: (args.board_rows, args.outbox_rows),
         ..Default::default()
     };
+    shroud_storage::board::check_shape(args.board_rows, args.outbox_rows)
+        .context("--board-rows and --outbox-rows")?;
     let tls = args.tls.build_mutual(
         args.client_ca.as_deref(),
         args.insecure_plaintext,

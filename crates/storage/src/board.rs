@@ -62,6 +62,19 @@ pub enum BoardError {
     Pir(#[from] PirError),
 }
 
+/// Checks a board shape before a server starts on it: `rows` a power of two from 2^8 to
+/// 2^16, divided into outboxes of `rows_per_outbox` rows.
+pub fn check_shape(rows: u64, rows_per_outbox: u32) -> Result<Geometry, BoardError> {
+    let geometry = Geometry::new(rows)?;
+    if rows_per_outbox == 0 || !rows.is_multiple_of(u64::from(rows_per_outbox)) {
+        return Err(BoardError::Shape {
+            rows_per_outbox,
+            rows,
+        });
+    }
+    Ok(geometry)
+}
+
 /// The outboxes and this round's rows.
 ///
 /// # Security
@@ -86,12 +99,7 @@ impl MailBoard {
         geometry: Geometry,
         rows_per_outbox: u32,
     ) -> Result<Self, BoardError> {
-        if rows_per_outbox == 0 || !geometry.rows().is_multiple_of(u64::from(rows_per_outbox)) {
-            return Err(BoardError::Shape {
-                rows_per_outbox,
-                rows: geometry.rows(),
-            });
-        }
+        check_shape(geometry.rows(), rows_per_outbox)?;
         let mut owners = Vec::new();
         for (i, (index, hash)) in backend.outboxes()?.into_iter().enumerate() {
             if index != i as u64 {
