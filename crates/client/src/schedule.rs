@@ -27,7 +27,8 @@
 //! # When frames leave
 //! An epoch's frames are built while the previous replies are processed, and leave at a fixed
 //! offset after those replies arrived ([`SEND_OFFSET`] of the epoch), not when the work is
-//! done, timed and released by the connection's own thread ([`shroud_net::punctual`]): processing takes longer with real mail (opening against every contact, sealing, a
+//! done, timed and released by the connection's own thread ([`shroud_net::punctual`]):
+//! processing takes longer with real mail (opening against every contact, sealing, a
 //! write-ahead record that grows with the outbox), and a send right after it showed that to
 //! anyone timing the socket (issue 12, finding 3). Work that overruns the offset is counted
 //! (`ClientStats::late_sends`) and logged.

@@ -74,9 +74,6 @@ pub struct Released {
 
 struct Shared {
     state: Mutex<State>,
-    /// The same socket (a duplicated descriptor, non-blocking like the original), for the
-    /// thread's reads and writes.
-    raw: std::net::TcpStream,
 }
 
 #[derive(Default)]
@@ -106,12 +103,13 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Lets the held writes go, as far as the socket takes them without blocking.
-    fn release(&self) {
+    /// Lets the held writes go through `socket` (the thread's copy), as far as it takes them
+    /// without blocking.
+    fn release(&self, socket: &mut mio::net::TcpStream) {
         let mut state = self.lock();
         state.held = false;
         while !state.out.is_empty() {
-            match (&self.raw).write(&state.out) {
+            match socket.write(&state.out) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     state.out.drain(..n);
@@ -156,11 +154,13 @@ impl PunctualTcp {
     /// Wraps a connected stream and starts its thread; returns it and its [`Gate`].
     pub fn new(tcp: TcpStream) -> io::Result<(Self, Gate)> {
         use std::os::fd::AsFd;
-        let raw = std::net::TcpStream::from(tcp.as_fd().try_clone_to_owned()?);
-        let socket = mio::net::TcpStream::from_std(raw.try_clone()?);
+        // The thread's copy of the socket (a duplicated descriptor, non-blocking like the
+        // original), for its reads and its punctual writes.
+        let socket = mio::net::TcpStream::from_std(std::net::TcpStream::from(
+            tcp.as_fd().try_clone_to_owned()?,
+        ));
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
-            raw,
         });
         let thread = Thread::start(shared.clone(), socket)?;
         let gate = Gate {
@@ -216,8 +216,8 @@ impl Gate {
         {
             return r;
         }
-        // The thread is gone (only if it could not run): release here.
-        self.shared.release();
+        // The thread is gone (only if it could not run): the caller's flush writes them.
+        self.shared.lock().held = false;
         Released { late: false }
     }
 }
@@ -334,7 +334,7 @@ fn run(
         loop {
             match rx.try_recv() {
                 Ok(Job::Release { when, done }) => {
-                    let _ = done.send(release(shared, when));
+                    let _ = done.send(release(shared, &mut socket, when));
                 }
                 Ok(Job::Resume) => {
                     if open {
@@ -365,7 +365,7 @@ fn run(
 }
 
 /// One release: wait for its time, let the writes go, and start watching for the reply.
-fn release(shared: &Shared, when: When) -> Released {
+fn release(shared: &Shared, socket: &mut mio::net::TcpStream, when: When) -> Released {
     let now = Instant::now();
     let at = match when {
         When::At(at) => at,
@@ -373,7 +373,7 @@ fn release(shared: &Shared, when: When) -> Released {
     };
     // A precise sleep (the runtime's timer has millisecond steps).
     std::thread::sleep(at.saturating_duration_since(now));
-    shared.release();
+    shared.release(socket);
     let mut state = shared.lock();
     state.reply = None;
     state.awaiting = true;

@@ -13,13 +13,8 @@
 //! which are random bytes to it. It never learns which rows a reader fetches: that is PIR's
 //! job ([`shroud_pir`]).
 
-use rand::Rng;
 use shroud_pir::{Board, Geometry, PirError, ROW_LEN};
-use shroud_proto::board::{
-    OUTBOX_INFO, OUTBOX_REPLY_LEN, OutboxReply, OutboxRequest, OutboxStatus,
-};
-use shroud_proto::routing::RoutingKey;
-use shroud_proto::{Capability, Difficulty};
+use shroud_proto::Capability;
 use subtle::ConstantTimeEq;
 
 use crate::backend::{Backend, BackendError};
@@ -184,16 +179,10 @@ impl MailBoard {
                 want,
             });
         }
-        let expected = usize::try_from(outbox)
-            .ok()
-            .and_then(|i| self.owners.get(i))
-            .copied();
-        let opens: bool = capability::hash(capability)
-            .ct_eq(&expected.unwrap_or([0xA5; 32]))
-            .into();
-        let Some(i) = expected.and(usize::try_from(outbox).ok()).filter(|_| opens) else {
+        let i = usize::try_from(outbox).unwrap_or(usize::MAX);
+        if !capability::opens(self.owners.get(i), capability) {
             return Err(BoardError::Unauthorized);
-        };
+        }
         if self.written[i] {
             return Err(BoardError::Twice(outbox));
         }
@@ -216,49 +205,6 @@ impl MailBoard {
         self.written.fill(false);
         Ok(board)
     }
-}
-
-/// Serves a sealed [`OutboxRequest`]: opened outside the board's lock, the work checked
-/// only for a new outbox; the answer sealed back, or random bytes of the same length if the
-/// request does not open.
-pub fn serve_outbox(
-    board: &std::sync::Mutex<MailBoard>,
-    backend: &dyn Backend,
-    routing: &RoutingKey,
-    difficulty: Difficulty,
-    sealed: &[u8],
-) -> Vec<u8> {
-    let mut rng = rand::rng();
-    let Ok((plain, responder)) = routing.open_request(OUTBOX_INFO, sealed) else {
-        let mut noise = vec![0u8; OUTBOX_REPLY_LEN];
-        rng.fill_bytes(&mut noise);
-        return noise;
-    };
-    let reply = match OutboxRequest::from_bytes(&plain) {
-        None => OutboxReply {
-            status: OutboxStatus::Failed,
-            outbox: 0,
-        },
-        Some(req) => {
-            let mut board = board.lock().unwrap_or_else(|p| p.into_inner());
-            let reply = |status, outbox| OutboxReply { status, outbox };
-            match board.find(&req.capability) {
-                Some(i) => reply(OutboxStatus::Ok, i),
-                None if !req.work.meets(&req.work_id(), difficulty) => {
-                    reply(OutboxStatus::NeedsWork, 0)
-                }
-                None => match board.create(backend, &req.capability) {
-                    Ok(i) => reply(OutboxStatus::Ok, i),
-                    Err(BoardError::Full(_)) => reply(OutboxStatus::Full, 0),
-                    Err(e) => {
-                        tracing::error!("making an outbox: {e}");
-                        reply(OutboxStatus::Failed, 0)
-                    }
-                },
-            }
-        }
-    };
-    responder.seal(&reply.to_bytes(), &mut rng)
 }
 
 #[cfg(test)]

@@ -23,9 +23,16 @@ pub fn hash(capability: &Capability) -> [u8; 32] {
 
 /// True if `capability` opens the store described by `meta` (false if there is none).
 pub fn check(meta: Option<&StoreMeta>, capability: &Capability) -> bool {
-    let expected = meta.map_or([0xA5; 32], |m| m.cap_hash);
-    let matches: bool = hash(capability).ct_eq(&expected).into();
-    matches & meta.is_some()
+    opens(meta.map(|m| &m.cap_hash), capability)
+}
+
+/// True if `capability` hashes to `expected` (false if there is none), on the same path and
+/// in constant time either way.
+pub fn opens(expected: Option<&[u8; 32]>, capability: &Capability) -> bool {
+    let matches: bool = hash(capability)
+        .ct_eq(expected.unwrap_or(&[0xA5; 32]))
+        .into();
+    matches & expected.is_some()
 }
 
 #[cfg(test)]

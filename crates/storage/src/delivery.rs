@@ -18,12 +18,15 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use rand::Rng;
 use shroud_pir::{Board, ROW_LEN, ReaderKey};
-use shroud_proto::board::{OutboxWrite, WRITE_INFO, WRITE_STATUS_LEN, WriteStatus};
+use shroud_proto::board::{
+    OUTBOX_INFO, OUTBOX_REPLY_LEN, OutboxReply, OutboxRequest, OutboxStatus, OutboxWrite,
+    WRITE_INFO, WRITE_STATUS_LEN, WriteStatus,
+};
 use shroud_proto::routing::RoutingKey;
 use shroud_proto::{Difficulty, ErrorCode};
 
 use crate::backend::Backend;
-use crate::board::{BoardError, MailBoard, serve_outbox};
+use crate::board::{BoardError, MailBoard};
 
 /// Reader keys kept at once (a Spiral key is several MiB in memory).
 pub const MAX_READERS: usize = 4096;
@@ -42,6 +45,13 @@ pub struct Delivery {
     prepared: RwLock<Option<Arc<Board>>>,
 }
 
+/// Random bytes: the answer to a piece that does not open, of the size a real one has.
+fn noise(len: usize) -> Vec<u8> {
+    let mut b = vec![0u8; len];
+    rand::rng().fill_bytes(&mut b);
+    b
+}
+
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -58,7 +68,9 @@ impl Delivery {
         }
     }
 
-    /// A sealed outbox request's sealed answer (see [`serve_outbox`]).
+    /// Serves a sealed [`OutboxRequest`]: opened outside the board's lock, the work checked
+    /// only for a new outbox; the answer sealed back, or random bytes of the same length if
+    /// the request does not open.
     pub fn outbox(
         &self,
         backend: &dyn Backend,
@@ -66,7 +78,31 @@ impl Delivery {
         difficulty: Difficulty,
         sealed: &[u8],
     ) -> Vec<u8> {
-        serve_outbox(&self.board, backend, routing, difficulty, sealed)
+        let Ok((plain, responder)) = routing.open_request(OUTBOX_INFO, sealed) else {
+            return noise(OUTBOX_REPLY_LEN);
+        };
+        let reply = |status, outbox| OutboxReply { status, outbox };
+        let reply = match OutboxRequest::from_bytes(&plain) {
+            None => reply(OutboxStatus::Failed, 0),
+            Some(req) => {
+                let mut board = locked(&self.board);
+                match board.find(&req.capability) {
+                    Some(i) => reply(OutboxStatus::Ok, i),
+                    None if !req.work.meets(&req.work_id(), difficulty) => {
+                        reply(OutboxStatus::NeedsWork, 0)
+                    }
+                    None => match board.create(backend, &req.capability) {
+                        Ok(i) => reply(OutboxStatus::Ok, i),
+                        Err(BoardError::Full(_)) => reply(OutboxStatus::Full, 0),
+                        Err(e) => {
+                            tracing::error!("making an outbox: {e}");
+                            reply(OutboxStatus::Failed, 0)
+                        }
+                    },
+                }
+            }
+        };
+        responder.seal(&reply.to_bytes(), &mut rand::rng())
     }
 
     /// Keeps a reader's key for `session` (replacing an earlier one of that session).
@@ -128,11 +164,7 @@ impl Delivery {
             .zip(statuses)
             .map(|(o, status)| match (o, status) {
                 (Some((_, responder)), Some(s)) => responder.seal(&[s.to_byte()], &mut rng),
-                _ => {
-                    let mut noise = vec![0u8; WRITE_STATUS_LEN];
-                    rng.fill_bytes(&mut noise);
-                    noise
-                }
+                _ => noise(WRITE_STATUS_LEN),
             })
             .collect())
     }
@@ -175,16 +207,11 @@ impl Delivery {
                 let (board, keys) = (&board, &keys);
                 let start = c * queries.len().div_ceil(cores).max(1);
                 scope.spawn(move || {
-                    let mut rng = rand::rng();
                     for (i, slot) in chunk.iter_mut().enumerate() {
                         let answer = keys[start + i]
                             .as_ref()
                             .and_then(|k| board.answer(k, &queries[start + i].1).ok());
-                        *slot = answer.unwrap_or_else(|| {
-                            let mut noise = vec![0u8; len];
-                            rng.fill_bytes(&mut noise);
-                            noise
-                        });
+                        *slot = answer.unwrap_or_else(|| noise(len));
                     }
                 });
             }
