@@ -82,13 +82,19 @@ struct ProxyArgs {
     /// Slots every client sends per epoch (K).
     #[arg(long, default_value_t = 1)]
     slots: u32,
-    /// Mailbox envelopes every client deposits per epoch (D); 0 with --drains 0 turns the
-    /// mailbox off.
-    #[arg(long, default_value_t = 1)]
-    deposits: u32,
-    /// Mailbox envelopes every client drains per epoch (M).
-    #[arg(long, default_value_t = 2)]
-    drains: u32,
+    /// Epochs per mail round (every client writes its outbox and sends its PIR queries once
+    /// a round); 0 turns mail off.
+    #[arg(long, default_value_t = Shape::default().round_epochs)]
+    round_epochs: u32,
+    /// PIR queries every client sends per round (Q).
+    #[arg(long, default_value_t = Shape::default().queries_per_round)]
+    queries: u32,
+    /// Rows of storage's mail board: must be the storage server's --board-rows.
+    #[arg(long, default_value_t = shroud_proto::shape::DEFAULT_BOARD.0)]
+    board_rows: u64,
+    /// Rows of one outbox: must be the storage server's --outbox-rows.
+    #[arg(long, default_value_t = shroud_proto::shape::DEFAULT_BOARD.1)]
+    outbox_rows: u32,
     /// Blocks per client store (N).
     #[arg(long, default_value_t = 1 << 14)]
     capacity: u64,
@@ -653,8 +659,15 @@ fn proxy_cmd(args: ProxyArgs) -> Result<()> {
         return Ok(());
     }
     let shape = Shape::new(args.capacity, args.block, args.cached)?
-        .with_schedule(args.slots, args.epoch_ms)?
-        .with_mail(args.deposits, args.drains);
+        .with_schedule(args.slots, args.epoch_ms)?;
+    let shape = if args.round_epochs > 0 && args.queries > 0 {
+        shape
+            .with_board(args.board_rows, args.outbox_rows)
+            .context("--board-rows and --outbox-rows")?
+            .with_mail(args.round_epochs, args.queries)
+    } else {
+        shape.with_mail(0, 0)
+    };
     let identity = IdentityArgs {
         client_cert: args.storage_client_cert,
         client_key: args.storage_client_key,

@@ -1,7 +1,9 @@
 //! 1,000 concurrent clients, each on its own TLS connection to one proxy on loopback, each
-//! running the real schedule (an ORAM store, K slots per epoch, the mail slot) for a bounded
-//! time, against `shroud storage` and `shroud proxy` processes: the schedule holds for those
-//! that keep up, and the proxy's memory per connection is bounded and reported.
+//! running the real schedule (an ORAM store, K slots per epoch) for a bounded time, against
+//! `shroud storage` and `shroud proxy` processes: the schedule holds for those that keep up,
+//! and the proxy's memory per connection is bounded and reported. Mail is off here: each
+//! mail client keeps a PIR key of several MiB at storage, and mail's capacity is what
+//! `shroud bench mail` measures.
 
 mod common;
 
@@ -70,7 +72,7 @@ async fn a_thousand_tls_clients_keep_the_schedule() {
         .expect("shape")
         .with_schedule(1, EPOCH_MS)
         .expect("shape")
-        .with_mail(1, 1);
+        .with_mail(0, 0);
     // Storage and the proxy as their own processes, so that the proxy's memory is its own.
     let dir = tempfile::tempdir().unwrap();
     let certs =
@@ -134,7 +136,6 @@ async fn a_thousand_tls_clients_keep_the_schedule() {
         epochs * CLIENTS as u64
     );
     assert_eq!(at_end.slot_frame_min, at_end.slot_frame_max);
-    assert_eq!(at_end.mail_frame_min, at_end.mail_frame_max);
     assert!(per_conn < 256, "{per_conn} KiB per proxy connection");
     // The test stops itself: every client flushes and stops, then the stack.
     let stop = Instant::now();

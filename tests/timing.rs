@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use shroud_client::mailbox::Identity;
+use shroud_client::mailbox::{Address, Identity};
 use shroud_proto::Shape;
 use shroud_proxy::transcript::Transcript;
 
@@ -35,10 +35,9 @@ fn reply_to_next_frame(stack: &Stack, conn: u64) -> Vec<f64> {
 }
 
 /// Issue 12, finding 3: when a client sends must not depend on its work. An idle client and
-/// one receiving mail in every slot, with 14 contacts each (every drained envelope, or a
-/// stand-in for one not there, is opened against every contact: 56 HPKE opens an epoch),
-/// side by side for 1,100 epochs of 100 ms: the delay from the proxy's reply to the client's
-/// next frame, timed at the proxy's socket, has one distribution (two-sample
+/// one receiving mail in every round it can, with 14 contacts each, side by side for 1,100
+/// epochs of 100 ms (a mail round every 10): the delay from the proxy's reply to the
+/// client's next frame, timed at the proxy's socket, has one distribution (two-sample
 /// Kolmogorov-Smirnov, p > 0.01, over the last 1,000). The 40 ms send offset leaves room for
 /// the epoch's work even with two CPU hogs on this 2-core machine (at 50 ms epochs, 6 to 15%
 /// of epochs' work overran the 20 ms offset there, and an overrun leaves when the work is
@@ -50,7 +49,9 @@ async fn when_a_client_sends_does_not_depend_on_its_work() {
         .expect("shape")
         .with_schedule(1, 100)
         .expect("shape")
-        .with_mail(2, 4);
+        .with_board(256, 2)
+        .expect("board")
+        .with_mail(10, 1);
     let stack = Stack::start(shape).await.expect("stack");
     let mut rng = StdRng::from_rng(&mut rand::rng());
     // Each client runs on a runtime of its own, as it would on its own machine: on one
@@ -78,12 +79,16 @@ async fn when_a_client_sends_does_not_depend_on_its_work() {
         .mail_user_on(sink_rt.handle(), &mut rng)
         .await
         .expect("sink");
-    // Many contacts: each envelope takes real work to open, against every contact. Both
-    // measured clients have the same number (a client's work grows with its contacts, a
-    // fixed property of the account, not its activity).
+    // Many contacts (outboxes nobody writes, past the three in use). Both measured clients
+    // have the same number (a client's work grows with its contacts, a fixed property of
+    // the account, not its activity).
     for i in 0..12 {
         for u in [&idle, &sink] {
-            let stranger = Identity::generate(&mut rng).address();
+            let stranger = Address {
+                public_key: Identity::generate(&mut rng).public_key(),
+                outbox: 100 + i,
+                outbox_key: rand::random(),
+            };
             u.mail
                 .add_contact(&format!("c{i}"), stranger)
                 .await
@@ -94,7 +99,8 @@ async fn when_a_client_sends_does_not_depend_on_its_work() {
         .await
         .expect("contacts");
     let to = sink.address;
-    keep_sending(&sender, to, EPOCHS).await;
+    let rounds = EPOCHS / u64::from(shape.round_epochs);
+    keep_sending(&sender, to, 8, rounds).await;
     let received = sink.stats().mail_received.load(Relaxed);
     // For a closer look: SHROUD_KEEP_TRANSCRIPT=FILE keeps the proxy's transcript.
     if let Some(keep) = std::env::var_os("SHROUD_KEEP_TRANSCRIPT") {
@@ -107,9 +113,12 @@ async fn when_a_client_sends_does_not_depend_on_its_work() {
     for rt in [idle_rt, sender_rt, sink_rt] {
         rt.shutdown_background();
     }
+    // Messages of 8 chunks: the receiver took real chunks (and so did the work of taking
+    // them) through the run. Storage answers about one round a second here, and skips the
+    // others when it falls behind.
     assert!(
-        received * 40 >= EPOCHS,
-        "the sender was not busy: {received} messages"
+        received >= 2,
+        "the sender was not busy: {received} messages in {rounds} rounds"
     );
     // Connections 0 and 2: the idle client and the receiver. Past the first epochs, the same
     // number from each.

@@ -1,9 +1,9 @@
-//! What storage decodes from the network: a request frame, and inside a proxy's mail batch
-//! the routing headers and sealed drain requests it opens.
+//! What storage decodes from the network: a request frame, and inside a round the sealed
+//! outbox requests and writes it opens.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shroud_proto::mail::{DRAIN_INFO, DrainRequest};
+use shroud_proto::board::{OUTBOX_INFO, OutboxRequest, OutboxWrite, WRITE_INFO};
 use shroud_proto::routing::RoutingKey;
 use shroud_proto::{Limits, Request, decode};
 
@@ -13,9 +13,12 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = decode::<Request>(data, limits);
     let key = RoutingKey::from_secret(&[7u8; 32]).expect("key");
-    let _ = key.open(data);
-    if let Ok((plain, _)) = key.open_request(DRAIN_INFO, data) {
-        let _ = DrainRequest::from_bytes(&plain);
+    if let Ok((plain, _)) = key.open_request(OUTBOX_INFO, data) {
+        let _ = OutboxRequest::from_bytes(&plain);
     }
-    let _ = DrainRequest::from_bytes(data);
+    if let Ok((plain, _)) = key.open_request(WRITE_INFO, data) {
+        let _ = OutboxWrite::from_bytes(&plain, 2048);
+    }
+    let _ = OutboxRequest::from_bytes(data);
+    let _ = OutboxWrite::from_bytes(data, data.len().saturating_sub(40));
 });

@@ -195,8 +195,8 @@ pub fn proxy_command(
         .args(["--capacity", &shape.capacity.to_string()])
         .args(["--block", &shape.block_size.to_string()])
         .args(["--cached", &shape.cached_levels.to_string()])
-        .args(["--deposits", &shape.deposits_per_epoch.to_string()])
-        .args(["--drains", &shape.drains_per_epoch.to_string()])
+        .args(["--round-epochs", &shape.round_epochs.to_string()])
+        .args(["--queries", &shape.queries_per_round.to_string()])
         .arg("--tls-cert")
         .arg(&certs.cert)
         .arg("--tls-key")
@@ -207,6 +207,11 @@ pub fn proxy_command(
         .arg(&certs.proxy_cert)
         .arg("--storage-client-key")
         .arg(&certs.proxy_key);
+    if shape.mail() {
+        // Storage's board, which a storage process started by these tests must run too.
+        cmd.args(["--board-rows", &shape.board_rows.to_string()])
+            .args(["--outbox-rows", &shape.outbox_rows.to_string()]);
+    }
     cmd
 }
 
@@ -239,25 +244,27 @@ pub async fn agent_connection(
     Ok(s)
 }
 
-/// Has `sender` mail `to` in every slot (40-envelope messages, back to back) for `epochs`
-/// more epochs.
+/// Has `sender` mail `to` in every round (messages of `chunks` chunks, queued back to back)
+/// for `rounds` more rounds.
 #[allow(dead_code)]
 pub async fn keep_sending(
     sender: &shroud_testkit::stack::MailUser,
     to: shroud_client::mailbox::Address,
-    epochs: u64,
+    chunks: usize,
+    rounds: u64,
 ) {
-    let slots = || {
+    let done = || {
         sender
             .stats()
-            .mail_slots
+            .mail_rounds
             .load(std::sync::atomic::Ordering::Relaxed)
     };
-    let first = slots();
-    let body = vec![0x5a; 40 * shroud_client::mailbox::envelope::CHUNK_LEN];
+    let first = done();
+    let body = vec![0x5a; chunks * shroud_client::mailbox::chunk::PAYLOAD_LEN];
     let busy = async {
-        while slots() < first + epochs {
+        while done() < first + rounds {
             sender.mail.send(&to, &body).await.expect("send");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     };
     tokio::time::timeout(std::time::Duration::from_secs(120), busy)

@@ -25,7 +25,7 @@ fn shape() -> Shape {
         .expect("shape")
         .with_schedule(1, 100)
         .expect("shape")
-        .with_mail(1, 1)
+        .with_mail(0, 0)
 }
 
 /// A process's resident memory, bytes.

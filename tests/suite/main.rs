@@ -11,7 +11,6 @@ mod common;
 
 mod agent;
 mod amplification;
-mod inbox;
 mod indistinguishable;
 mod mail;
 mod oblivious;

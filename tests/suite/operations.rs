@@ -18,7 +18,7 @@ fn shape() -> Shape {
         .expect("shape")
         .with_schedule(1, 200)
         .expect("shape")
-        .with_mail(1, 1)
+        .with_mail(50, 1)
 }
 
 /// Storage and a proxy as processes, with TLS, in `dir`.

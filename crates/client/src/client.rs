@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::durable::{Durable, Meta, Unlock};
 use crate::error::{ClientError, message, source, state_err};
-use crate::link::{Connected, Link, connect, hello};
+use crate::link::{Connected, Link, connect, hello, upload_key};
 use crate::mailbox::Account;
 use crate::mailbox::courier::{self, MailPort, MailState};
 use crate::schedule::{self, Job, Resume, SchedulerTask, Start, Wal};
@@ -118,6 +118,7 @@ impl Client {
         Self::launch(
             config, grant, oram, rng, connected, None, resume, None, account,
         )
+        .await
     }
 
     /// Starts the schedule from the state in `durable` (made by [`Client::create`]):
@@ -184,6 +185,7 @@ impl Client {
             mail,
             account,
         )
+        .await
     }
 
     /// Makes a new store's state under `dir`: asks the proxy for its shape, draws an ORAM key
@@ -212,7 +214,7 @@ impl Client {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn launch(
+    async fn launch(
         config: ClientConfig,
         grant: Grant,
         oram: Oram,
@@ -224,21 +226,26 @@ impl Client {
         account: Option<Account>,
     ) -> Result<(Client, SchedulerTask), ClientError> {
         let Connected {
-            conn,
-            shape,
-            difficulty,
+            mut conn, shape, ..
         } = connected;
         let stats = Arc::new(ClientStats::default());
         let (courier, port) = if shape.mail() {
             let storage_key = config.storage_key.ok_or(ClientError::NoStorageKey)?;
-            let (courier, port) = courier::attach(
-                &shape,
-                difficulty,
-                storage_key,
-                account,
-                stats.clone(),
-                mail.unwrap_or_default(),
-            )?;
+            let (link, stats) = (config.link(), stats.clone());
+            // Making the PIR keys is a fraction of a second of CPU: off the async workers.
+            let (courier, port) = tokio::task::spawn_blocking(move || {
+                courier::attach(
+                    &shape,
+                    link,
+                    storage_key,
+                    account,
+                    stats,
+                    mail.unwrap_or_default(),
+                )
+            })
+            .await
+            .map_err(state_err)??;
+            upload_key(&mut conn, schedule::Rider::key(&courier)).await?;
             (Some(courier), Some(Arc::new(port)))
         } else {
             (None, None)

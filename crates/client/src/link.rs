@@ -9,6 +9,7 @@ use futures::{SinkExt, StreamExt};
 use shroud_net::frame_codec;
 use shroud_net::punctual::Gate;
 use shroud_net::transport::{BoxIo, ClientTls};
+use shroud_proto::board::PirBytes;
 use shroud_proto::proxy::{ClientMsg, ProxyMsg};
 use shroud_proto::{Difficulty, Grant, Hello, Limits, Shape, decode, encode};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -104,6 +105,23 @@ pub(crate) async fn connect(link: &Link, grant: &Grant) -> Result<Connected, Cli
         }),
         ProxyMsg::Error(code) => Err(ClientError::Refused(code)),
         _ => Err(ClientError::Protocol("unexpected reply to register")),
+    }
+}
+
+/// The longest storage may take to keep a PIR key (several MiB).
+const KEY_WAIT: Duration = Duration::from_secs(30);
+
+/// Sends this connection's PIR key (once per connection, before any round frame) and waits
+/// until storage keeps it.
+pub(crate) async fn upload_key(conn: &mut Conn, key: Vec<u8>) -> Result<(), ClientError> {
+    send(conn, &ClientMsg::ReaderKey(PirBytes(key))).await?;
+    let reply = tokio::time::timeout(KEY_WAIT, recv(conn))
+        .await
+        .map_err(|_| ClientError::Protocol("storage did not keep the PIR key within 30 s"))??;
+    match reply {
+        ProxyMsg::ReaderKept => Ok(()),
+        ProxyMsg::Error(code) => Err(ClientError::Refused(code)),
+        _ => Err(ClientError::Protocol("unexpected reply to the PIR key")),
     }
 }
 

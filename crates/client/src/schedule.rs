@@ -47,31 +47,42 @@ use rand::{Rng, SeedableRng};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use shroud_oram::{Op, Oram, Progress};
-use shroud_proto::proxy::{ClientMsg, MailDone, MailSlot, ProxyMsg, Slot, SlotWrite};
+use shroud_proto::proxy::{ClientMsg, ProxyMsg, RoundDone, RoundFrame, Slot, SlotWrite};
 use shroud_proto::{Grant, Shape};
 use tokio::sync::{mpsc, oneshot};
 use zeroize::Zeroize;
 
 use crate::durable::{Durable, StateRecord};
 use crate::error::{ClientError, message, source};
-use crate::link::{Conn, Link, connect, flush, recv, send};
+use crate::link::{Conn, Link, connect, flush, recv, send, upload_key};
 use crate::stats::ClientStats;
 use shroud_net::punctual::When;
 
-/// Whoever rides on the schedule beside the K ORAM slots (the mailbox's courier): one frame
-/// of its own every epoch, real or dummy, and that frame's answer; its state is saved in the
-/// write-ahead record of every batch. The scheduler carries the frames and keeps the
-/// write-ahead rule for them; it knows nothing of what they mean.
+/// Whoever rides on the schedule beside the K ORAM slots (the mailbox's courier): a PIR key
+/// on every new connection, and one round frame of its own in the first epoch of every mail
+/// round, real or dummy, whose answer comes when the proxy has the whole round answered
+/// (epochs later); its state is saved in the write-ahead record of every batch. The
+/// scheduler carries the frames and keeps the write-ahead rule for them; it knows nothing
+/// of what they mean.
 pub(crate) trait Rider: Send + 'static {
     /// What is saved with every batch, and handed back to the rider after a restart.
     type State: Serialize + DeserializeOwned + Clone + Send + 'static;
     /// What the rider keeps while its frame is out.
-    type Flight: Send;
-    /// This epoch's frame, numbered `seq` (`None` if the rider cannot make one this epoch; it
-    /// reports why itself).
-    fn board(&mut self, seq: u64, rng: &mut StdRng) -> Option<(MailSlot, Self::Flight)>;
-    /// The answer to this epoch's frame.
-    fn arrive(&mut self, flight: Self::Flight, answer: MailDone);
+    type Flight: Send + 'static;
+    /// The PIR key its queries are answered with, sent on every new connection.
+    fn key(&self) -> Vec<u8>;
+    /// Called at the start of every epoch (to take requests).
+    fn epoch(&mut self);
+    /// Round `round`'s frame, numbered `seq` (`None` if the rider cannot make one; it reports
+    /// why itself).
+    fn board(
+        &mut self,
+        seq: u64,
+        round: u64,
+        rng: &mut StdRng,
+    ) -> Option<(RoundFrame, Self::Flight)>;
+    /// The answer to a round frame.
+    fn arrive(&mut self, flight: Self::Flight, answer: RoundDone);
     /// The state to save with this batch.
     fn state(&self) -> &Self::State;
     /// The state is saved: what waited on it may go ahead.
@@ -150,6 +161,12 @@ pub(crate) struct Start<R> {
     pub stats: Arc<ClientStats>,
 }
 
+/// Round frames whose answers are waited for at once. The proxy answers every frame it took
+/// (with its answers, or as skipped when storage fell behind), rounds in order; an answer it
+/// could not hand over (a full reply queue) is given up once this many newer frames wait,
+/// and its rows go again.
+const MAX_FLIGHTS: usize = 64;
+
 /// How far into the epoch, after the previous epoch's replies arrived, the next epoch's
 /// frames leave: two fifths, which leaves the rest for the proxy's round trip to storage.
 pub const SEND_OFFSET: (u32, u32) = (2, 5);
@@ -171,6 +188,10 @@ pub(crate) fn spawn<R: Rider>(start: Start<R>) -> (mpsc::Sender<Job>, SchedulerT
         stats: start.stats,
         durable: start.durable,
         rider: start.rider,
+        flights: std::collections::VecDeque::new(),
+        next_epoch: None,
+        landed: None,
+        boarded: None,
         paced: false,
         plan: start.resume.plan,
         closing: false,
@@ -207,6 +228,17 @@ struct Scheduler<R: Rider> {
     durable: Option<Arc<Durable>>,
     /// Whoever rides on the schedule (the mailbox, when the proxy runs one).
     rider: Option<R>,
+    /// Round frames out, oldest first, by `seq`: their answers come epochs later.
+    flights: std::collections::VecDeque<(u64, R::Flight)>,
+    /// The proxy's epoch the next frames will land in, from its last replies: the last
+    /// epoch they landed in plus the epochs between the last two (`None` until a reply on
+    /// this connection said). A client whose frames always land an epoch late (a slow link)
+    /// is then told apart from one that is on time.
+    next_epoch: Option<u64>,
+    /// The epoch the last frames landed in.
+    landed: Option<u64>,
+    /// The last round a frame was made for.
+    boarded: Option<u64>,
     /// The next epoch's frames leave [`SEND_OFFSET`] after the last replies arrived (false:
     /// at once, as on a new connection or for the last write-back).
     paced: bool,
@@ -323,11 +355,23 @@ impl<R: Rider> Scheduler<R> {
         drop(ops);
         let mut acked = false;
         loop {
+            // The round this epoch's frames are for: the next round not yet boarded, if the
+            // frames should land in its window.
+            let round = self
+                .next_epoch
+                .and_then(|e| self.shape.round_of(e))
+                .filter(|&r| self.boarded.is_none_or(|b| r > b));
             let boarded = match self.rider.as_mut() {
-                Some(r) => r.board(self.seq + k as u64, &mut self.rng),
+                Some(r) => {
+                    r.epoch();
+                    match round {
+                        Some(round) => r.board(self.seq + k as u64, round, &mut self.rng),
+                        None => None,
+                    }
+                }
                 None => None,
             };
-            let (slot_mail, flight) = match boarded {
+            let (frame, flight) = match boarded {
                 Some((m, f)) => (Some(m), Some(f)),
                 None => (None, None),
             };
@@ -339,18 +383,19 @@ impl<R: Rider> Scheduler<R> {
                     .collect(),
                 None => Vec::new(),
             };
-            let (replies, mail_done) = self.exchange(reads, slot_mail).await;
-            if let (Some(mut r), Some(f), Some(d)) = (self.rider.take(), flight, mail_done) {
-                // Opening mail is CPU work (an X25519 operation per contact tried): off the
-                // async workers, which other tasks (other clients in one process) need on time.
-                let back = tokio::task::spawn_blocking(move || {
-                    r.arrive(f, d);
-                    r
-                })
-                .await
-                .map_err(|e| ClientError::State(source(e)))?;
-                self.rider = Some(back);
+            let frame_seq = frame.as_ref().map(|f| f.seq);
+            if frame.is_some() {
+                self.boarded = round;
             }
+            let (replies, rounds) = self.exchange(reads, frame).await;
+            if let (Some(seq), Some(f)) = (frame_seq, flight) {
+                self.flights.push_back((seq, f));
+                // An answer the proxy could not hand over is not waited for forever.
+                while self.flights.len() > MAX_FLIGHTS {
+                    self.flights.pop_front();
+                }
+            }
+            self.take_rounds(rounds).await?;
             if !acked {
                 // The write-back this epoch carried is durable: the previous batch's writes
                 // are done.
@@ -438,6 +483,41 @@ impl<R: Rider> Scheduler<R> {
         Ok(next)
     }
 
+    /// Hands the round answers that came to the rider (failed rounds are dropped: their rows
+    /// go again in a later round).
+    async fn take_rounds(&mut self, rounds: Vec<ProxyMsg>) -> Result<(), ClientError> {
+        for msg in rounds {
+            let (seq, done) = match msg {
+                ProxyMsg::RoundDone(d) => (d.seq, Some(d)),
+                ProxyMsg::RoundFailed(seq, code) => {
+                    tracing::debug!("round frame {seq} did not run: {code:?}");
+                    (seq, None)
+                }
+                _ => continue,
+            };
+            let Some(at) = self.flights.iter().position(|(s, _)| *s == seq) else {
+                continue;
+            };
+            let Some((_, flight)) = self.flights.remove(at) else {
+                continue;
+            };
+            let Some(done) = done else { continue };
+            let Some(mut r) = self.rider.take() else {
+                continue;
+            };
+            // Decoding answers and opening rows is CPU work: off the async workers, which
+            // other tasks (other clients in one process) need on time.
+            let back = tokio::task::spawn_blocking(move || {
+                r.arrive(flight, done);
+                r
+            })
+            .await
+            .map_err(|e| ClientError::State(source(e)))?;
+            self.rider = Some(back);
+        }
+        Ok(())
+    }
+
     /// Stores the last write-back (with random reads in the read half, ignored), so that
     /// every acknowledged write is on storage, then stops.
     async fn flush(&mut self) -> Result<(), ClientError> {
@@ -465,13 +545,14 @@ impl<R: Rider> Scheduler<R> {
         Ok(())
     }
 
-    /// Sends this epoch's K slots and waits for their K replies, reconnecting and resending
-    /// the very same slots until they go through.
+    /// Sends this epoch's K slots (and round frame) and waits for their K replies,
+    /// reconnecting and resending the very same frames until they go through. Returns the
+    /// reads, and the round answers (or failures) that came meanwhile.
     async fn exchange(
         &mut self,
         reads: Vec<Vec<u64>>,
-        mail: Option<MailSlot>,
-    ) -> (Vec<Vec<shroud_proto::ReadResult>>, Option<MailDone>) {
+        frame: Option<RoundFrame>,
+    ) -> (Vec<Vec<shroud_proto::ReadResult>>, Vec<ProxyMsg>) {
         let n = self.shape.path_len as usize;
         let zeros = vec![
             SlotWrite {
@@ -496,11 +577,12 @@ impl<R: Rider> Scheduler<R> {
                 reads,
             })
             .collect();
-        self.seq += slots.len() as u64 + u64::from(mail.is_some());
+        self.seq += slots.len() as u64 + u64::from(frame.is_some());
         let mut backoff = Duration::from_millis(50);
+        let mut rounds = Vec::new();
         loop {
-            match self.try_exchange(&slots, mail.as_ref()).await {
-                Ok(r) => return r,
+            match self.try_exchange(&slots, frame.as_ref(), &mut rounds).await {
+                Ok(r) => return (r, rounds),
                 Err(e) => {
                     self.stats.failed_exchanges.fetch_add(1, Relaxed);
                     if matches!(e, ClientError::Refused(_)) {
@@ -511,13 +593,26 @@ impl<R: Rider> Scheduler<R> {
                         tracing::debug!("slot exchange failed ({e}); reconnecting in {backoff:?}");
                     }
                     self.conn = None;
+                    self.next_epoch = None;
+                    self.landed = None;
+                    // Answers to frames sent on the old connection never come.
+                    self.flights.clear();
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(self.link.max_backoff);
-                    if let Ok(c) = connect(&self.link, &self.grant).await
+                    if let Ok(mut c) = connect(&self.link, &self.grant).await
                         && c.shape == self.shape
                     {
-                        self.conn = Some(c.conn);
-                        self.stats.reconnects.fetch_add(1, Relaxed);
+                        let keyed = match self.rider.as_ref().map(Rider::key) {
+                            Some(key) => upload_key(&mut c.conn, key).await,
+                            None => Ok(()),
+                        };
+                        match keyed {
+                            Ok(()) => {
+                                self.conn = Some(c.conn);
+                                self.stats.reconnects.fetch_add(1, Relaxed);
+                            }
+                            Err(e) => tracing::debug!("the PIR key was not kept ({e})"),
+                        }
                     }
                 }
             }
@@ -527,8 +622,9 @@ impl<R: Rider> Scheduler<R> {
     async fn try_exchange(
         &mut self,
         slots: &[Slot],
-        mail: Option<&MailSlot>,
-    ) -> Result<(Vec<Vec<shroud_proto::ReadResult>>, Option<MailDone>), ClientError> {
+        frame: Option<&RoundFrame>,
+        rounds: &mut Vec<ProxyMsg>,
+    ) -> Result<Vec<Vec<shroud_proto::ReadResult>>, ClientError> {
         let conn = self.conn.as_mut().ok_or(ClientError::Closed)?;
         // Leave at the fixed time, however long building this epoch took: the frames are
         // sealed now into the held connection, and a thread that does nothing else, and
@@ -540,8 +636,8 @@ impl<R: Rider> Scheduler<R> {
         for s in slots {
             send(conn, &ClientMsg::Slot(s.clone())).await?;
         }
-        if let Some(m) = mail {
-            send(conn, &ClientMsg::Mail(m.clone())).await?;
+        if let Some(f) = frame {
+            send(conn, &ClientMsg::Round(f.clone())).await?;
         }
         if paced {
             let (num, den) = SEND_OFFSET;
@@ -557,12 +653,13 @@ impl<R: Rider> Scheduler<R> {
             }
             flush(conn).await?;
         }
-        let mut mail_done = None;
         let deadline = Duration::from_millis(u64::from(self.shape.epoch_ms) * 20 + 5_000);
         let mut out: Vec<Option<Vec<shroud_proto::ReadResult>>> = vec![None; slots.len()];
         let first = slots.first().map_or(0, |s| s.seq);
         let mut failed = None;
-        for _ in 0..slots.len() + usize::from(mail.is_some()) {
+        let mut replies = 0;
+        let mut landed = None;
+        while replies < slots.len() {
             let msg = tokio::time::timeout(deadline, recv(conn))
                 .await
                 .map_err(|_| ClientError::Protocol("no reply"))??;
@@ -577,27 +674,32 @@ impl<R: Rider> Scheduler<R> {
                         return Err(ClientError::Protocol("reply of the wrong shape"));
                     }
                     out[i as usize] = Some(d.reads);
+                    landed = landed.max(Some(d.epoch));
+                    replies += 1;
                 }
-                ProxyMsg::Failed(_, code) | ProxyMsg::MailFailed(_, code) => failed = Some(code),
-                ProxyMsg::MailDone(d) if mail.is_some_and(|m| m.seq == d.seq) => {
-                    mail_done = Some(d);
+                ProxyMsg::Failed(_, code) => {
+                    failed = Some(code);
+                    replies += 1;
                 }
+                ProxyMsg::RoundDone(_) | ProxyMsg::RoundFailed(..) => rounds.push(msg),
                 ProxyMsg::Error(code) => return Err(ClientError::Refused(code)),
                 _ => return Err(ClientError::Protocol("unexpected message")),
             }
         }
         self.paced = true;
+        if let Some(now) = landed {
+            let stride = self
+                .landed
+                .map_or(1, |before| now.saturating_sub(before).clamp(1, 2));
+            self.next_epoch = Some(now + stride);
+            self.landed = Some(now);
+        }
         if let Some(code) = failed {
             return Err(ClientError::Refused(code));
         }
-        let reads = out
-            .into_iter()
+        out.into_iter()
             .map(|o| o.ok_or(ClientError::Protocol("missing reply")))
-            .collect::<Result<Vec<_>, _>>()?;
-        if mail.is_some() && mail_done.is_none() {
-            return Err(ClientError::Protocol("missing mail reply"));
-        }
-        Ok((reads, mail_done))
+            .collect()
     }
 }
 

@@ -13,12 +13,12 @@ pub struct ClientStats {
     pub dummy: AtomicU64,
     /// Reconnections.
     pub reconnects: AtomicU64,
-    /// Mail slots sent (one per epoch when the proxy runs a mailbox).
-    pub mail_slots: AtomicU64,
-    /// Drained envelopes refused: altered, replayed, from strangers, or malformed.
+    /// Round frames sent (one per round when the proxy runs mail).
+    pub mail_rounds: AtomicU64,
+    /// Rows, answers or chunks refused: forged, altered, replayed, or malformed.
     pub mail_rejected: AtomicU64,
-    /// Deposits a full inbox pushed back (each retried later).
-    pub mail_full: AtomicU64,
+    /// Messages sent that the recipient acknowledged whole.
+    pub mail_delivered: AtomicU64,
     /// Whole messages received.
     pub mail_received: AtomicU64,
     /// Epochs whose reads failed verification (the server's data was refused, the batch
@@ -26,9 +26,6 @@ pub struct ClientStats {
     pub integrity_failures: AtomicU64,
     /// Epochs the proxy reported failed at storage, or that got no reply: resent.
     pub failed_exchanges: AtomicU64,
-    /// Envelopes a contact sent that never arrived while later ones did (storage dropped
-    /// them), declared missing after a grace period.
-    pub mail_missing: AtomicU64,
     /// Epochs whose frames were ready only after their fixed send time: their timing may
     /// have shown how much work the client did (see `schedule`'s "When frames leave").
     pub late_sends: AtomicU64,

@@ -66,8 +66,8 @@ impl Geometry {
     }
 
     /// Rows in one of the scheme's records (a plaintext holds several rows; a query fetches
-    /// a whole record).
-    pub(crate) fn rows_per_record(&self) -> u64 {
+    /// a whole record, so rows that share a record come back from one query).
+    pub fn rows_per_record(&self) -> u64 {
         (self.params().db_item_size / ROW_LEN) as u64
     }
 

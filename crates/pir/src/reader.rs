@@ -58,14 +58,22 @@ impl Reader {
     /// length always decodes to some bytes: whether they are the row is for the caller's own
     /// authentication to say (a lying server makes garbage, not an error).
     pub fn decode(&self, row: u64, answer: &[u8]) -> Result<Vec<u8>, PirError> {
-        if row >= self.geometry.rows() {
+        self.decode_rows(row, 1, answer)
+    }
+
+    /// The `count` rows from `row` on that `answer` carries, for a query made for `row`: rows
+    /// of one record ([`Geometry::rows_per_record`]) come back from one query. As with
+    /// [`Reader::decode`], a lying server makes garbage, not an error.
+    pub fn decode_rows(&self, row: u64, count: u64, answer: &[u8]) -> Result<Vec<u8>, PirError> {
+        let per = self.geometry.rows_per_record();
+        if row >= self.geometry.rows() || count == 0 || row % per + count > per {
             return Err(PirError::Row(row));
         }
         expect_len("answer", answer.len(), self.geometry.answer_len())?;
         let record = guarded("answer", || self.client.decode_response(answer))?;
-        let at = (row % self.geometry.rows_per_record()) as usize * ROW_LEN;
+        let at = (row % per) as usize * ROW_LEN;
         record
-            .get(at..at + ROW_LEN)
+            .get(at..at + count as usize * ROW_LEN)
             .map(<[u8]>::to_vec)
             .ok_or(PirError::Malformed("answer"))
     }
@@ -107,6 +115,14 @@ mod tests {
             assert_eq!(got, rows[at..at + ROW_LEN], "row {row}");
         }
         assert_eq!(reader.query(256), Err(PirError::Row(256)));
+        // A record's rows come back from one query (an outbox of 2 rows here).
+        let per = g.rows_per_record();
+        let a = prepared
+            .answer(&key, &reader.query(6).expect("query"))
+            .expect("answer");
+        let got = reader.decode_rows(6, per, &a).expect("record");
+        assert_eq!(got, rows[6 * ROW_LEN..(6 + per as usize) * ROW_LEN]);
+        assert_eq!(reader.decode_rows(7, per, &a), Err(PirError::Row(7)));
     }
 
     /// The larger published sets lay the board out the same way (2^12 rows: another

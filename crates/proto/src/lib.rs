@@ -41,7 +41,7 @@ pub use shape::{Shape, ShapeError};
 pub use work::{Difficulty, Work};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The magic bytes that open every hello.
 pub const MAGIC: [u8; 8] = *b"SHROUD\0\x01";

@@ -2,7 +2,7 @@
 //! them sealed and learns nothing from them.
 //!
 //! Each epoch a client sends D envelopes and one drain request (the proxy's
-//! [`MailSlot`](crate::proxy::MailSlot)); the proxy pools every client's into one
+//! mail slot); the proxy pools every client's into one
 //! [`MailBatch`], shuffled. Every piece is sealed to storage ([`crate::sealed`]), and every
 //! answer is sealed back to its requester alone:
 //! - an envelope's routing header names the inbox; its answer is a [`DepositStatus`] byte;

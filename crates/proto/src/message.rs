@@ -396,6 +396,8 @@ pub enum ErrorCode {
     NeedsWork,
     /// Storage holds as many stores as its operator allows: no new one now.
     StoreLimit,
+    /// A round frame outside a round's first epoch, or a second one in a round.
+    OutOfRound,
 }
 
 /// A response.

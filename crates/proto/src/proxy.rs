@@ -9,8 +9,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::Shape;
+use crate::board::PirBytes;
 use crate::mail::Sealed;
-use crate::message::{Envelope, ErrorCode, Grant, Hello, ReadResult};
+use crate::message::{ErrorCode, Grant, Hello, ReadResult};
 
 /// One bucket of a write-back.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,29 +38,34 @@ pub struct Slot {
     pub reads: Vec<u64>,
 }
 
-/// One epoch's mail of one client: exactly D envelopes (real or dummy) and one sealed drain
-/// request (real or dummy), all of fixed sizes.
+/// One client's mail for one round (docs/mail-delivery.md), sent in the first epochs of the
+/// round beside the slots: its outbox write and its PIR queries, real or dummy, of fixed sizes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MailSlot {
-    /// The client's number for this slot; the reply carries it back.
+pub struct RoundFrame {
+    /// The client's number for this frame; the answer carries it back.
     pub seq: u64,
-    /// Exactly D envelopes of `envelope_len` bytes.
-    pub deposits: Vec<Envelope>,
-    /// A sealed [`crate::mail::DrainRequest`] of [`crate::mail::DRAIN_REQUEST_LEN`] bytes.
-    pub drain: Sealed,
+    /// The round it is for (its rows are sealed for it): the proxy takes it only in that
+    /// round's window.
+    pub round: u64,
+    /// A sealed [`crate::board::OutboxWrite`] of the shape's `write_len` bytes.
+    pub write: Sealed,
+    /// Exactly `queries_per_round` queries of `query_len` bytes, answered with the key this
+    /// connection sent.
+    pub queries: Vec<PirBytes>,
 }
 
-/// The reply to a mail slot: storage's sealed answers, which only the client opens.
+/// The answer to a round frame: storage's sealed write status and the PIR answers, which
+/// only the client opens.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MailDone {
-    /// The slot's `seq`.
+pub struct RoundDone {
+    /// The frame's `seq`.
     pub seq: u64,
-    /// The epoch whose batch carried it.
-    pub epoch: u64,
-    /// One sealed status per deposit, in order.
-    pub deposited: Vec<Sealed>,
-    /// The sealed drain reply.
-    pub drained: Sealed,
+    /// The round (its first epoch over `round_epochs`).
+    pub round: u64,
+    /// The sealed [`crate::board::WriteStatus`].
+    pub written: Sealed,
+    /// One answer of `answer_len` bytes per query, in order.
+    pub answers: Vec<PirBytes>,
 }
 
 /// What a client sends.
@@ -72,8 +78,14 @@ pub enum ClientMsg {
     Register(Grant, crate::Work),
     /// An access.
     Slot(Slot),
-    /// The epoch's mail (when the shape has a mailbox): at most one per epoch.
-    Mail(MailSlot),
+    /// This connection's PIR key (when the shape has mail): once, before any round frame.
+    ReaderKey(PirBytes),
+    /// A round's mail, in the round's first epoch (when the shape has mail).
+    Round(RoundFrame),
+    /// Make, or find again, the outbox of a capability: a sealed
+    /// [`crate::board::OutboxRequest`] (paid with work), taken before registration too, so a
+    /// mailbox can be made on a connection of its own.
+    Outbox(Sealed),
     /// The proxy's counters.
     Stats,
 }
@@ -121,12 +133,19 @@ pub struct ProxyStats {
     pub slot_frame_min: u64,
     /// Largest slot frame received, bytes.
     pub slot_frame_max: u64,
-    /// Mail slots sent to storage in total.
-    pub mail_slots: u64,
-    /// Smallest mail frame received, bytes.
-    pub mail_frame_min: u64,
-    /// Largest mail frame received, bytes.
-    pub mail_frame_max: u64,
+    /// Round frames sent to storage in total.
+    pub round_frames: u64,
+    /// Smallest round frame received, bytes.
+    pub round_frame_min: u64,
+    /// Largest round frame received, bytes.
+    pub round_frame_max: u64,
+    /// Rounds run.
+    pub rounds: u64,
+    /// Rounds that started after the next round's first epoch had begun (storage's PIR work
+    /// outlasted a round).
+    pub late_rounds: u64,
+    /// Storage's time for the last round (writes and every answer), microseconds.
+    pub last_round_us: u64,
 }
 
 /// What a proxy sends.
@@ -140,10 +159,16 @@ pub enum ProxyMsg {
     Done(SlotDone),
     /// A slot the storage batch failed for (`seq`); the client resends it.
     Failed(u64, ErrorCode),
-    /// A mail slot's answers.
-    MailDone(MailDone),
-    /// A mail slot storage failed for (`seq`); the client sends its mail again.
-    MailFailed(u64, ErrorCode),
+    /// The connection's PIR key is kept at storage.
+    ReaderKept,
+    /// A round frame's answers (they come when storage has answered the whole round, which
+    /// may be epochs later).
+    RoundDone(RoundDone),
+    /// A round frame that was not run (`seq`): outside a round's first epoch, or storage
+    /// failed. Its rows go again next round.
+    RoundFailed(u64, ErrorCode),
+    /// The sealed [`crate::board::OutboxReply`] to an [`ClientMsg::Outbox`].
+    Outbox(Sealed),
     /// Counters.
     Stats(ProxyStats),
     /// A refusal; the connection closes.

@@ -1,19 +1,20 @@
 //! The stored samples of today's wire format (protocol version [`crate::PROTOCOL_VERSION`]):
 //! one frame of every kind the client, the proxy and storage exchange, byte for byte, in
-//! `samples/frames-v2.txt`. A change to any message shows up here first, and must come with
+//! `samples/frames-v3.txt`. A change to any message shows up here first, and must come with
 //! a new protocol version (which the hello checks) instead of silent breakage. Set
 //! SHROUD_WRITE_SAMPLES=1 to write the file again.
 
 use std::fmt::Write as _;
 
+use crate::board::PirBytes;
 use crate::mail::{MailBatch, MailReply, Sealed};
-use crate::proxy::{ClientMsg, MailDone, MailSlot, ProxyMsg, Slot, SlotDone, SlotWrite};
+use crate::proxy::{ClientMsg, ProxyMsg, RoundDone, RoundFrame, Slot, SlotDone, SlotWrite};
 use crate::{
     Batch, BatchOp, BatchReply, Capability, Difficulty, Envelope, ErrorCode, Geometry, Grant,
     Hello, Limits, ReadResult, Request, Response, Shape, StoreId, Work, decode, encode,
 };
 
-const SAMPLE: &str = "samples/frames-v2.txt";
+const SAMPLE: &str = "samples/frames-v3.txt";
 
 fn grant() -> Grant {
     Grant {
@@ -41,13 +42,19 @@ fn client_messages() -> Vec<(&'static str, ClientMsg)> {
             }),
         ),
         (
-            "mail-slot",
-            ClientMsg::Mail(MailSlot {
+            "client-reader-key",
+            ClientMsg::ReaderKey(PirBytes(vec![8; 5])),
+        ),
+        (
+            "client-round",
+            ClientMsg::Round(RoundFrame {
                 seq: 10,
-                deposits: vec![Envelope(vec![8; 4])],
-                drain: Sealed(vec![9; 3]),
+                round: 3,
+                write: Sealed(vec![9; 3]),
+                queries: vec![PirBytes(vec![8; 4])],
             }),
         ),
+        ("client-outbox", ClientMsg::Outbox(Sealed(vec![7; 3]))),
         ("client-stats", ClientMsg::Stats),
     ]
 }
@@ -74,16 +81,21 @@ fn proxy_messages() -> Vec<(&'static str, ProxyMsg)> {
             }),
         ),
         ("failed", ProxyMsg::Failed(9, ErrorCode::Unavailable)),
+        ("reader-kept", ProxyMsg::ReaderKept),
         (
-            "mail-done",
-            ProxyMsg::MailDone(MailDone {
+            "round-done",
+            ProxyMsg::RoundDone(RoundDone {
                 seq: 10,
-                epoch: 11,
-                deposited: vec![Sealed(vec![13; 2])],
-                drained: Sealed(vec![14; 3]),
+                round: 11,
+                written: Sealed(vec![13; 2]),
+                answers: vec![PirBytes(vec![14; 3])],
             }),
         ),
-        ("mail-failed", ProxyMsg::MailFailed(10, ErrorCode::Internal)),
+        (
+            "round-failed",
+            ProxyMsg::RoundFailed(10, ErrorCode::OutOfRound),
+        ),
+        ("proxy-outbox", ProxyMsg::Outbox(Sealed(vec![12; 3]))),
         ("proxy-error", ProxyMsg::Error(ErrorCode::TooManySlots)),
     ]
 }

@@ -1,12 +1,13 @@
 //! The one store shape and schedule a proxy serves: the geometry every client's ORAM store
-//! has, how many slots each client sends per epoch, and the mail slot's sizes. Every wire
-//! size in it is derived here, once, from the engine's own [`TreeGeometry`], so the proxy,
-//! the client and storage cannot disagree about the length of a path or a bucket.
+//! has, how many slots each client sends per epoch, and the mail rounds' sizes. Every wire
+//! size in it is derived here, once, from the engine's own [`TreeGeometry`] and the PIR
+//! crate's [`shroud_pir::Geometry`], so the proxy, the client and storage cannot disagree
+//! about the length of a path, a bucket or a query.
 
 use serde::{Deserialize, Serialize};
 use shroud_oram::{Config, PositionMap, TreeGeometry};
 
-use crate::mail::ENVELOPE_LEN;
+use crate::board::write_len;
 
 /// Slots per bucket (Z) of every shape: 4, the value for which Path ORAM's stash bound is
 /// proven (Stefanov et al., CCS 2013, section 4).
@@ -40,14 +41,53 @@ pub struct Shape {
     pub slots_per_epoch: u32,
     /// Epoch length, milliseconds (E).
     pub epoch_ms: u32,
-    /// Envelopes every client deposits per epoch (D); 0 with `drains_per_epoch` 0 turns the
-    /// mailbox off.
-    pub deposits_per_epoch: u32,
-    /// Envelopes every client drains per epoch (M).
-    pub drains_per_epoch: u32,
-    /// Bytes of every envelope (derived: [`ENVELOPE_LEN`] with a mailbox, else 0).
-    pub envelope_len: u32,
+    /// Epochs per mail round; 0 turns mail off. Every client sends one round frame in the
+    /// first epoch of every round (docs/mail-delivery.md).
+    pub round_epochs: u32,
+    /// PIR queries every client sends per round (Q).
+    pub queries_per_round: u32,
+    /// Rows of storage's mail board (a power of two from 2^8 to 2^16; storage's own).
+    pub board_rows: u64,
+    /// Rows of every outbox (R; storage's own).
+    pub outbox_rows: u32,
+    /// Bytes of a reader's PIR key, sent once per connection (derived).
+    pub key_len: u32,
+    /// Bytes of every PIR query (derived).
+    pub query_len: u32,
+    /// Bytes of every PIR answer (derived).
+    pub answer_len: u32,
+    /// Bytes of every sealed outbox write (derived).
+    pub write_len: u32,
 }
+
+/// Every mail field off (the store and schedule fields are placeholders, always replaced).
+const MAIL_OFF: Shape = Shape {
+    capacity: 0,
+    block_size: 0,
+    bucket_slots: 0,
+    cached_levels: 0,
+    path_len: 0,
+    bucket_len: 0,
+    buckets: 0,
+    slots_per_epoch: 0,
+    epoch_ms: 0,
+    round_epochs: 0,
+    queries_per_round: 0,
+    board_rows: 0,
+    outbox_rows: 0,
+    key_len: 0,
+    query_len: 0,
+    answer_len: 0,
+    write_len: 0,
+};
+
+/// Epochs at the start of a round in which its round frames are taken; the round's writes
+/// and queries go to storage at the boundary after the last of them.
+pub const ROUND_WINDOW: u64 = 2;
+
+/// The mail board storage runs by default: 2^13 rows of 1 KiB, in outboxes of 4 rows (one
+/// Spiral record each, so one query fetches a whole outbox).
+pub const DEFAULT_BOARD: (u64, u32) = (1 << 13, 4);
 
 /// A shape that cannot be served.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -59,6 +99,15 @@ pub enum ShapeError {
     /// No blocks, or blocks of no bytes.
     #[error("capacity and block size must be positive")]
     EmptyStore,
+    /// A mail board PIR has no parameters for, or outboxes that do not fit one of its
+    /// records.
+    #[error("no mail board of {rows} rows in outboxes of {outbox_rows}")]
+    Board {
+        /// Rows asked for.
+        rows: u64,
+        /// Rows per outbox asked for.
+        outbox_rows: u32,
+    },
     /// More cached levels than the tree has.
     #[error("{cached} cached levels is more than a tree of {capacity} blocks has")]
     TooManyCachedLevels {
@@ -70,20 +119,22 @@ pub enum ShapeError {
 }
 
 impl Default for Shape {
-    /// The defaults the cost table in docs/benchmarks.md argues for: N = 2^14 blocks of
+    /// The defaults the cost tables in docs/benchmarks.md argue for: N = 2^14 blocks of
     /// 1 KiB (16 MiB per user), Z = 4, 8 cached levels (about 1 MiB of client memory), one
-    /// slot every 2 s, one envelope deposited and two drained per epoch.
+    /// slot every 2 s; a mail round every 30 epochs (60 s) with 3 queries, on
+    /// [`DEFAULT_BOARD`].
     fn default() -> Self {
         Shape::new(1 << 14, 1024, 8)
             .and_then(|s| s.with_schedule(1, 2000))
-            .map(|s| s.with_mail(1, 2))
+            .map(|s| s.with_mail(30, 3))
             .expect("the default shape is valid")
     }
 }
 
 impl Shape {
     /// A store of `capacity` blocks of `block_size` bytes, `cached_levels` of them held by
-    /// the client; one slot every 2 s and the default mail slot (1 deposit, 2 drains).
+    /// the client; one slot every 2 s and the default mail rounds (every 30 epochs, 3
+    /// queries, [`DEFAULT_BOARD`]).
     pub fn new(capacity: u64, block_size: u32, cached_levels: u32) -> Result<Shape, ShapeError> {
         if capacity == 0 || block_size == 0 {
             return Err(ShapeError::EmptyStore);
@@ -105,11 +156,9 @@ impl Shape {
             buckets: g.bucket_count(),
             slots_per_epoch: 1,
             epoch_ms: 2000,
-            deposits_per_epoch: 0,
-            drains_per_epoch: 0,
-            envelope_len: 0,
+            ..MAIL_OFF
         }
-        .with_mail(1, 2))
+        .with_mail(30, 3))
     }
 
     /// The same store, `slots` slots every `epoch_ms` milliseconds.
@@ -124,21 +173,91 @@ impl Shape {
         })
     }
 
-    /// The same store and schedule with a mail slot of `deposits` envelopes and `drains`
-    /// drained per epoch (both 0: no mailbox).
-    pub fn with_mail(self, deposits: u32, drains: u32) -> Shape {
-        let mail = deposits > 0 || drains > 0;
-        Shape {
-            deposits_per_epoch: deposits,
-            drains_per_epoch: drains,
-            envelope_len: if mail { ENVELOPE_LEN as u32 } else { 0 },
+    /// The same store and schedule with a mail round every `round_epochs` epochs of
+    /// `queries` queries each (either 0: no mail), on the board this shape names
+    /// ([`DEFAULT_BOARD`] unless [`Shape::with_board`] said otherwise).
+    pub fn with_mail(self, round_epochs: u32, queries: u32) -> Shape {
+        let (rows, outbox_rows) = if self.board_rows == 0 {
+            DEFAULT_BOARD
+        } else {
+            (self.board_rows, self.outbox_rows)
+        };
+        let on = Shape {
+            round_epochs,
+            queries_per_round: queries,
             ..self
+        };
+        match on.with_board(rows, outbox_rows) {
+            Ok(s) if round_epochs > 0 && queries > 0 => s,
+            _ => Shape {
+                capacity: self.capacity,
+                block_size: self.block_size,
+                bucket_slots: self.bucket_slots,
+                cached_levels: self.cached_levels,
+                path_len: self.path_len,
+                bucket_len: self.bucket_len,
+                buckets: self.buckets,
+                slots_per_epoch: self.slots_per_epoch,
+                epoch_ms: self.epoch_ms,
+                ..MAIL_OFF
+            },
         }
     }
 
-    /// True if clients send a mail slot every epoch.
+    /// The same shape on a mail board of `rows` rows in outboxes of `outbox_rows` rows (the
+    /// board storage runs: see `shroud storage --board-rows`). An outbox must fit one PIR
+    /// record, so that one query fetches it whole.
+    pub fn with_board(self, rows: u64, outbox_rows: u32) -> Result<Shape, ShapeError> {
+        let refused = ShapeError::Board { rows, outbox_rows };
+        let g = shroud_pir::Geometry::new(rows).map_err(|_| refused.clone())?;
+        if outbox_rows == 0
+            || !outbox_rows.is_power_of_two()
+            || u64::from(outbox_rows) > g.rows_per_record()
+        {
+            return Err(refused);
+        }
+        let len = |n: usize| u32::try_from(n).map_err(|_| refused.clone());
+        Ok(Shape {
+            board_rows: rows,
+            outbox_rows,
+            key_len: len(g.key_len())?,
+            query_len: len(g.query_len())?,
+            answer_len: len(g.answer_len())?,
+            write_len: len(write_len(outbox_rows, shroud_pir::ROW_LEN as u32))?,
+            ..self
+        })
+    }
+
+    /// True if clients send a round frame every round.
     pub fn mail(&self) -> bool {
-        self.deposits_per_epoch > 0 || self.drains_per_epoch > 0
+        self.round_epochs > 0
+    }
+
+    /// The mail round `epoch` belongs to, if its round frames are taken in it: the first
+    /// [`ROUND_WINDOW`] epochs of every round (a client whose frames land an epoch late still
+    /// makes it).
+    pub fn round_of(&self, epoch: u64) -> Option<u64> {
+        let n = u64::from(self.round_epochs);
+        (self.mail() && epoch % n < self.round_window()).then(|| epoch / n)
+    }
+
+    /// The epochs at the start of a round in which its frames are taken.
+    pub fn round_window(&self) -> u64 {
+        ROUND_WINDOW.min(u64::from(self.round_epochs))
+    }
+
+    /// True if `epoch` is the last epoch of a round's window (whose boundary closes it).
+    pub fn closes_round(&self, epoch: u64) -> bool {
+        self.mail() && epoch % u64::from(self.round_epochs) == self.round_window() - 1
+    }
+
+    /// The outboxes of the board.
+    pub fn outboxes(&self) -> u64 {
+        if self.outbox_rows == 0 {
+            0
+        } else {
+            self.board_rows / u64::from(self.outbox_rows)
+        }
     }
 
     /// The engine configuration of a client store of this shape: a flat position map (the
@@ -194,10 +313,35 @@ mod tests {
     }
 
     #[test]
-    fn mail_off_has_no_envelopes() {
+    fn mail_off_has_no_pir_sizes() {
         let s = Shape::default().with_mail(0, 0);
         assert!(!s.mail());
-        assert_eq!(s.envelope_len, 0);
-        assert_eq!(Shape::default().envelope_len as usize, ENVELOPE_LEN);
+        assert_eq!((s.query_len, s.key_len, s.write_len), (0, 0, 0));
+        let on = Shape::default();
+        assert_eq!(
+            [59, 60, 61, 62].map(|e| on.round_of(e)),
+            [None, Some(2), Some(2), None]
+        );
+        assert!(on.closes_round(61) && !on.closes_round(60));
+        assert_eq!(Shape::default().with_mail(0, 0).round_of(5), None);
+        assert!(!Shape::default().with_mail(0, 0).closes_round(5));
+        let short = on.with_mail(1, 3);
+        assert_eq!(short.round_of(7), Some(7));
+        assert!(short.closes_round(7));
+        assert_eq!(on.board_rows, DEFAULT_BOARD.0);
+        assert!(on.query_len > 0 && on.answer_len > 0 && on.key_len > on.query_len);
+    }
+
+    #[test]
+    fn boards_take_outboxes_that_fit_a_record() {
+        let s = Shape::default();
+        assert!(s.with_board(256, 2).is_ok());
+        assert!(s.with_board(256, 4).is_err(), "2^8 rows: records of 2 rows");
+        assert!(s.with_board(1 << 13, 4).is_ok());
+        assert!(s.with_board(1 << 13, 3).is_err());
+        assert!(s.with_board(1000, 2).is_err());
+        let small = s.with_board(256, 2).unwrap().with_mail(5, 2);
+        assert_eq!((small.board_rows, small.outbox_rows), (256, 2));
+        assert_eq!(small.outboxes(), 128);
     }
 }

@@ -18,7 +18,7 @@ use tokio_util::codec::Framed;
 
 use crate::session::{Input, Session};
 use crate::transcript::FrameKind;
-use crate::{Pending, PendingMail, Shared};
+use crate::{Pending, PendingRound, Shared};
 
 pub(crate) async fn serve(
     shared: Arc<Shared>,
@@ -29,6 +29,9 @@ pub(crate) async fn serve(
     let shape = shared.config.shape;
     let mut session = Session::new(shape);
     let conn = shared.next_conn.fetch_add(1, Relaxed);
+    // The id storage keeps this connection's PIR key under: random, so it says nothing of
+    // the client, and unguessable, so no one else's queries use the key.
+    let reader: [u8; 16] = rand::random();
     let send_now = |msg: ProxyMsg| encode(&msg, Limits::default()).map(Bytes::from);
     // Over the limit: refused before any TLS handshake (whose cost is what a flood of
     // connections would buy); plain TCP still gets a typed refusal.
@@ -121,11 +124,13 @@ pub(crate) async fn serve(
                 st.slot_frame_max.fetch_max(frame.len() as u64, Relaxed);
                 FrameKind::Slot
             }
-            Input::Mail(_) => {
-                st.mail_frame_min.fetch_min(frame.len() as u64, Relaxed);
-                st.mail_frame_max.fetch_max(frame.len() as u64, Relaxed);
-                FrameKind::Mail
+            Input::Round(_) => {
+                st.round_frame_min.fetch_min(frame.len() as u64, Relaxed);
+                st.round_frame_max.fetch_max(frame.len() as u64, Relaxed);
+                FrameKind::Round
             }
+            Input::ReaderKey(_) => FrameKind::ReaderKey,
+            Input::Outbox(_) => FrameKind::Outbox,
         };
         shared.record(conn, true, kind, &frame);
         match input {
@@ -174,20 +179,72 @@ pub(crate) async fn serve(
                     reply: tx.clone(),
                 }));
             }
-            Input::Mail(mail) => {
-                let mut open = shared.open.lock();
-                if let Err(code) = session.admit_mail(open.epoch) {
-                    break Some(code);
+            Input::ReaderKey(key) => {
+                // On the registrar's connection: a key is several MiB, and the epoch clock's
+                // connection must never wait behind one.
+                let r = shared.registrar.lock().await.keep_key(reader, key).await;
+                match r {
+                    Ok(()) => {
+                        let _ = tx.send(session.on_key_kept()).await;
+                    }
+                    Err(shroud_net::conn::ConnError::Refused(code)) => break Some(code),
+                    Err(e) => {
+                        tracing::warn!("client {peer}: storage did not keep its key: {e}");
+                        break Some(ErrorCode::Unavailable);
+                    }
                 }
-                open.mail.push(PendingMail {
-                    mail,
-                    reply: tx.clone(),
-                });
+            }
+            Input::Round(frame) => {
+                let (seq, round) = (frame.seq, frame.round);
+                let refused = {
+                    let mut open = shared.open.lock();
+                    match session.admit_round(open.epoch, round) {
+                        Ok(()) => {
+                            open.rounds.push(PendingRound {
+                                frame,
+                                session: reader,
+                                reply: tx.clone(),
+                            });
+                            None
+                        }
+                        Err(code) => Some(code),
+                    }
+                };
+                if let Some(code) = refused {
+                    // Told after the epoch's slot replies, like any round's outcome.
+                    shared
+                        .answered
+                        .lock()
+                        .push((tx.clone(), ProxyMsg::RoundFailed(seq, code)));
+                }
+            }
+            Input::Outbox(sealed) => {
+                let r = shared.registrar.lock().await.outbox(sealed).await;
+                match r {
+                    Ok(reply) => {
+                        let _ = tx.send(ProxyMsg::Outbox(reply)).await;
+                    }
+                    Err(shroud_net::conn::ConnError::Refused(code)) => break Some(code),
+                    Err(e) => {
+                        tracing::warn!("client {peer}: outbox request failed: {e}");
+                        break Some(ErrorCode::Unavailable);
+                    }
+                }
             }
         }
     };
     if session.is_registered() {
         shared.stats.clients.fetch_sub(1, Relaxed);
+    }
+    if session.has_key() {
+        // Storage forgets the key when its connection ends (best effort: a key left behind
+        // by a failed request is gone when storage restarts).
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = shared.registrar.lock().await.forget_key(reader).await {
+                tracing::debug!("storage did not forget a reader key: {e}");
+            }
+        });
     }
     if let Some(code) = close {
         shared.stats.rejected.fetch_add(1, Relaxed);

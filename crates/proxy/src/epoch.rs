@@ -1,16 +1,16 @@
 //! The epoch clock: at every boundary, one shuffled batch of every slot that arrived in
 //! time, writes first, then reads; replies go back to their owners without waiting on any.
+//! A round's frames are handed to the round task ([`crate::round`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use rand::seq::SliceRandom;
-use shroud_proto::mail::{MailBatch, Sealed};
-use shroud_proto::proxy::{MailDone, ProxyMsg, SlotDone};
+use shroud_proto::proxy::{ProxyMsg, SlotDone};
 use shroud_proto::{Batch, BatchOp, BatchReply, ErrorCode, ReadResult};
 
-use crate::{Pending, PendingMail, Shared};
+use crate::{Pending, Shared};
 
 /// Builds the storage batch for `slots` (already shuffled): one grant per slot, all
 /// write-backs first, then all reads.
@@ -109,82 +109,6 @@ async fn run_epoch(shared: &Shared, epoch: u64, mut slots: Vec<Pending>) {
     dispatch(slots, epoch, result, shared);
 }
 
-/// Runs one epoch's mail: every envelope of every client in one shuffled list, every drain
-/// request in another; each client gets its own sealed answers back.
-async fn run_mail(shared: &Shared, epoch: u64, mail: Vec<PendingMail>) {
-    let shape = shared.config.shape;
-    // Where each pooled envelope came from: (client, index in its slot).
-    let (from, drains) = {
-        let mut rng = rand::rng();
-        let mut from: Vec<(usize, usize)> = mail
-            .iter()
-            .enumerate()
-            .flat_map(|(c, m)| (0..m.mail.deposits.len()).map(move |j| (c, j)))
-            .collect();
-        from.shuffle(&mut rng);
-        let mut drains: Vec<usize> = (0..mail.len()).collect();
-        drains.shuffle(&mut rng);
-        (from, drains)
-    };
-    let batch = MailBatch {
-        envelope_len: shape.envelope_len,
-        drain_max: shape.drains_per_epoch,
-        deposits: from
-            .iter()
-            .map(|&(c, j)| mail[c].mail.deposits[j].clone())
-            .collect(),
-        drains: drains.iter().map(|&c| mail[c].mail.drain.clone()).collect(),
-    };
-    let result = shared.upstream.lock().await.mail(batch).await;
-    shared
-        .stats
-        .mail_slots
-        .fetch_add(mail.len() as u64, Relaxed);
-    match result {
-        Ok(reply) => {
-            let mut deposited: Vec<Vec<Option<Sealed>>> = mail
-                .iter()
-                .map(|m| vec![None; m.mail.deposits.len()])
-                .collect();
-            for (&(c, j), s) in from.iter().zip(reply.deposited) {
-                deposited[c][j] = Some(s);
-            }
-            let mut drained: Vec<Option<Sealed>> = vec![None; mail.len()];
-            for (&c, s) in drains.iter().zip(reply.drained) {
-                drained[c] = Some(s);
-            }
-            for ((m, dep), dr) in mail.into_iter().zip(deposited).zip(drained) {
-                let (Some(deposited), Some(drained)) =
-                    (dep.into_iter().collect::<Option<Vec<_>>>(), dr)
-                else {
-                    let _ = m
-                        .reply
-                        .try_send(ProxyMsg::MailFailed(m.mail.seq, ErrorCode::Internal));
-                    continue;
-                };
-                let _ = m.reply.try_send(ProxyMsg::MailDone(MailDone {
-                    seq: m.mail.seq,
-                    epoch,
-                    deposited,
-                    drained,
-                }));
-            }
-        }
-        Err(e) => {
-            let code = match e {
-                shroud_net::conn::ConnError::Refused(code) => code,
-                other => {
-                    tracing::warn!("storage unreachable for mail: {other}");
-                    ErrorCode::Unavailable
-                }
-            };
-            for m in mail {
-                let _ = m.reply.try_send(ProxyMsg::MailFailed(m.mail.seq, code));
-            }
-        }
-    }
-}
-
 /// The clock: runs until aborted.
 pub(crate) async fn run(shared: Arc<Shared>) {
     let period = Duration::from_millis(u64::from(shared.config.shape.epoch_ms.max(1)));
@@ -192,24 +116,32 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     let mut next = tokio::time::Instant::now() + period;
     loop {
         tokio::time::sleep_until(next).await;
-        let (epoch, slots, mail) = {
+        let (epoch, slots, rounds) = {
             let mut open = shared.open.lock();
             let e = open.epoch;
             open.epoch += 1;
-            (
-                e,
-                std::mem::take(&mut open.slots),
-                std::mem::take(&mut open.mail),
-            )
+            // A round's frames gather over its window; its last epoch's boundary closes it.
+            let rounds = if shared.config.shape.closes_round(e) {
+                std::mem::take(&mut open.rounds)
+            } else {
+                Vec::new()
+            };
+            (e, std::mem::take(&mut open.slots), rounds)
         };
+        if !rounds.is_empty() {
+            // The round's PIR work runs on its own task: the clock never waits for it.
+            let _ = shared.round_tx.send((epoch, rounds));
+        }
         let clients = shared.stats.clients.load(Relaxed);
         let n = slots.len() as u64;
         let start = Instant::now();
         if n > 0 {
             run_epoch(&shared, epoch, slots).await;
         }
-        if !mail.is_empty() {
-            run_mail(&shared, epoch, mail).await;
+        // Answered rounds go out after the slot replies.
+        let answered = std::mem::take(&mut *shared.answered.lock());
+        for (reply, msg) in answered {
+            let _ = reply.try_send(msg);
         }
         let us = start.elapsed().as_micros() as u64;
         let s = &shared.stats;

@@ -21,14 +21,16 @@
 //!   the same path again, which reveals only that this was a retry.
 //!
 //! # Mail
-//! When the shape has a mailbox (D deposits and M drains per epoch), every client also sends
-//! one [`MailSlot`](shroud_proto::proxy::MailSlot) per epoch: D envelopes and one drain
-//! request, real or dummy, all sealed to storage and of fixed sizes. The proxy pools every
-//! client's envelopes into one shuffled list and the drain requests into another, sends them
-//! as one request after the epoch's slot batch, and hands each client its sealed answers. It
-//! cannot tell a real envelope from a dummy, where an envelope goes, whose inbox a drain
-//! names, or which drained envelope was which deposit: the answers are sealed afresh for the
-//! requester alone.
+//! When the shape has mail (docs/mail-delivery.md), every client sends its PIR key once per
+//! connection (kept at storage under a session id the proxy draws, forgotten when the
+//! connection ends), and one [`RoundFrame`](shroud_proto::proxy::RoundFrame) in the first
+//! epoch of every round: its outbox write, sealed to storage, and Q PIR queries, all of
+//! fixed sizes, real or dummy. At that epoch's boundary the proxy hands the round to its own
+//! task (PIR answers take seconds; the epoch clock never waits for them), which sends storage
+//! every write of the round in one shuffled request, then every query, shuffled, tagged only
+//! with its session; once the whole round is answered, the clock hands every client its
+//! answers at the next epoch boundary, right after the slot replies. The proxy cannot tell a real write or query from a dummy, or which
+//! rows a query reads.
 //!
 //! # Stateless
 //! Nothing is written to disk; per-client state (the registered grant, the slot count of the
@@ -47,6 +49,7 @@
 
 mod connection;
 mod epoch;
+mod round;
 pub mod session;
 mod stats;
 pub mod transcript;
@@ -63,6 +66,9 @@ use shroud_proto::Shape;
 use tokio::net::TcpListener;
 
 pub use stats::{FetchStatsError, Stats, fetch_stats};
+
+/// The longest storage may take over one request of a round (a batch of PIR answers).
+const ROUND_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Proxy settings.
 #[derive(Clone, Copy, Debug)]
@@ -102,25 +108,45 @@ pub(crate) struct Pending {
     pub reply: tokio::sync::mpsc::Sender<shroud_proto::proxy::ProxyMsg>,
 }
 
-/// A mail slot waiting for its epoch's batch.
-pub(crate) struct PendingMail {
-    pub mail: shroud_proto::proxy::MailSlot,
+/// A round frame waiting for its round, the session whose key answers its queries, and
+/// where its answers go.
+pub(crate) struct PendingRound {
+    pub frame: shroud_proto::proxy::RoundFrame,
+    pub session: [u8; 16],
     pub reply: tokio::sync::mpsc::Sender<shroud_proto::proxy::ProxyMsg>,
 }
 
-/// The open epoch: its number and the slots that arrived in it.
+/// A round handed from the epoch clock to the round task: its closing epoch and its frames.
+pub(crate) type ClosedRound = (u64, Vec<PendingRound>);
+
+/// A reply the epoch clock hands out at the next boundary, and where it goes.
+pub(crate) type Deferred = (
+    tokio::sync::mpsc::Sender<shroud_proto::proxy::ProxyMsg>,
+    shroud_proto::proxy::ProxyMsg,
+);
+
+/// The open epoch: its number and the slots (and round frames) that arrived in it.
 pub(crate) struct Open {
     pub epoch: u64,
     pub slots: Vec<Pending>,
-    pub mail: Vec<PendingMail>,
+    pub rounds: Vec<PendingRound>,
 }
 
 pub(crate) struct Shared {
     pub config: Config,
     pub open: Mutex<Open>,
     pub stats: Stats,
-    /// The epoch clock's connection to storage: batches and mail only.
+    /// The epoch clock's connection to storage: batches only.
     pub upstream: tokio::sync::Mutex<upstream::Upstream>,
+    /// The round task's connection to storage: rounds' writes and queries.
+    pub round_upstream: tokio::sync::Mutex<upstream::Upstream>,
+    /// Where the epoch clock hands each round to the round task.
+    pub round_tx: tokio::sync::mpsc::UnboundedSender<ClosedRound>,
+    pub round_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<ClosedRound>>>,
+    /// A round's answers, handed out by the epoch clock right after the next epoch's slot
+    /// replies: a client's replies then always open with its slot replies, which its send
+    /// time is anchored on, and every client gets its answers at the same boundary.
+    pub answered: Mutex<Vec<Deferred>>,
     /// Registrations' own connection to storage, off the clock's path: a slow or flooded
     /// registration never delays an epoch.
     pub registrar: tokio::sync::Mutex<upstream::Upstream>,
@@ -179,21 +205,34 @@ impl Proxy {
         );
         let registrar = upstream::Upstream::new(
             storage,
-            storage_tls,
+            storage_tls.clone(),
             config.storage_limits,
             config.storage_timeout,
             difficulty.clone(),
         );
+        // PIR answers to a whole round take seconds: the round connection waits longer.
+        let round_upstream = upstream::Upstream::new(
+            storage,
+            storage_tls,
+            config.storage_limits,
+            config.storage_timeout.max(ROUND_TIMEOUT),
+            difficulty.clone(),
+        );
+        let (round_tx, round_rx) = tokio::sync::mpsc::unbounded_channel();
         Proxy {
             shared: Arc::new(Shared {
                 config,
                 open: Mutex::new(Open {
                     epoch: 0,
                     slots: Vec::new(),
-                    mail: Vec::new(),
+                    rounds: Vec::new(),
                 }),
                 stats: Stats::default(),
                 upstream: tokio::sync::Mutex::new(upstream),
+                round_upstream: tokio::sync::Mutex::new(round_upstream),
+                round_tx,
+                round_rx: Mutex::new(Some(round_rx)),
+                answered: Mutex::new(Vec::new()),
                 registrar: tokio::sync::Mutex::new(registrar),
                 refused: Mutex::new(std::collections::HashSet::new()),
                 difficulty,
@@ -223,6 +262,9 @@ impl Proxy {
         // dying) takes them all with it: nothing outlives the proxy.
         let mut clock = tokio::task::JoinSet::new();
         clock.spawn(epoch::run(shared.clone()));
+        if let Some(rx) = shared.round_rx.lock().take() {
+            clock.spawn(round::run(shared.clone(), rx));
+        }
         let max = shared.config.max_connections;
         let mut tasks =
             shroud_net::accept::accept_loop(&listener, max, shutdown, |stream, peer, permit| {

@@ -6,15 +6,18 @@
 //! - the first frame is a hello with our magic and version ([`Hello::check`]); a second
 //!   hello closes the session;
 //! - slots and mail need a registration, and a slot must carry the registered grant;
-//! - a slot has exactly the shape's sizes and stays inside the store; a mail slot has exactly
-//!   the shape's envelope count and sizes, and only a shape with a mailbox takes one;
+//! - a slot has exactly the shape's sizes and stays inside the store;
+//! - only a shape with mail takes mail: one PIR key per connection, of the shape's key size,
+//!   before any round frame; a round frame has exactly the shape's write and query sizes; at
+//!   most one outbox request per connection (each may make storage check work and write);
 //! - a client's K slots enter an epoch together, when the K-th has arrived (frames that
 //!   straddle an epoch's boundary would otherwise split a turn across two batches, which
-//!   storage would see); at most K slots and one mail slot per epoch;
+//!   storage would see); at most K slots per epoch and one round frame per round;
 //! - any malformed or oversized frame closes the session with a typed [`ErrorCode`].
 
-use shroud_proto::mail::DRAIN_REQUEST_LEN;
-use shroud_proto::proxy::{ClientMsg, MailSlot, ProxyMsg, Slot};
+use shroud_proto::board::{OUTBOX_REQUEST_LEN, PirBytes};
+use shroud_proto::mail::Sealed;
+use shroud_proto::proxy::{ClientMsg, ProxyMsg, RoundFrame, Slot};
 use shroud_proto::{Difficulty, ErrorCode, Geometry, Grant, Hello, Limits, Shape, Work, decode};
 
 /// What a session asks its driver to do with a frame that passed every rule.
@@ -30,8 +33,13 @@ pub enum Input {
     /// turn, for the open epoch: admit it with [`Session::admit_slots`] while holding the
     /// epoch, so that the count and the epoch cannot part.
     Slots(Vec<Slot>),
-    /// A mail slot for the open epoch; admit it with [`Session::admit_mail`].
-    Mail(MailSlot),
+    /// Keep this connection's PIR key at storage, then report back with
+    /// [`Session::on_key_kept`].
+    ReaderKey(PirBytes),
+    /// A round frame for the open epoch; admit it with [`Session::admit_round`].
+    Round(RoundFrame),
+    /// Forward a sealed outbox request to storage and its sealed reply back.
+    Outbox(Sealed),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,7 +54,7 @@ enum Phase {
 /// # Security
 /// Every frame from a client is untrusted: it is decoded under a frame limit derived from
 /// the shape, and anything that breaks a rule ends the session with a typed error. The
-/// session never lets one client put more than its K slots (and one mail slot) into an
+/// session never lets one client put more than its K slots (and one round frame) into an
 /// epoch, which is what keeps every client's share of a batch the same size.
 #[derive(Debug)]
 pub struct Session {
@@ -61,18 +69,24 @@ pub struct Session {
     turn: Vec<Slot>,
     slot_epoch: Option<u64>,
     slots_in_epoch: u32,
-    mail_epoch: Option<u64>,
+    /// A PIR key was sent (one per connection), and storage kept it.
+    key_sent: bool,
+    key_kept: bool,
+    /// An outbox request was sent (one per connection).
+    outbox_sent: bool,
+    /// The last round a frame was taken for.
+    round_taken: Option<u64>,
 }
 
-/// The largest frame a client may send: one slot or one mail slot of this shape, with room
-/// to spare.
+/// The largest frame a client may send: one slot, PIR key or round frame of this shape,
+/// with room to spare.
 pub fn client_limits(shape: &Shape) -> Limits {
     let slot = shape.path_len as usize * (16 + 8 + shape.bucket_len as usize)
         + shape.path_len as usize * 8;
-    let mail =
-        shape.deposits_per_epoch as usize * (8 + shape.envelope_len as usize) + DRAIN_REQUEST_LEN;
+    let round = shape.write_len as usize
+        + shape.queries_per_round as usize * (8 + shape.query_len as usize);
     Limits {
-        max_frame: slot.max(mail) + 4096,
+        max_frame: slot.max(round).max(shape.key_len as usize) + 4096,
     }
 }
 
@@ -88,15 +102,15 @@ fn slot_fits(slot: &Slot, shape: &Shape) -> bool {
         && slot.reads.iter().all(|&b| b < shape.buckets)
 }
 
-/// True if `mail` has exactly the shape's counts and sizes.
-fn mail_fits(mail: &MailSlot, shape: &Shape) -> bool {
+/// True if `round` has exactly the shape's counts and sizes.
+fn round_fits(round: &RoundFrame, shape: &Shape) -> bool {
     shape.mail()
-        && mail.deposits.len() == shape.deposits_per_epoch as usize
-        && mail
-            .deposits
+        && round.write.0.len() == shape.write_len as usize
+        && round.queries.len() == shape.queries_per_round as usize
+        && round
+            .queries
             .iter()
-            .all(|e| e.0.len() == shape.envelope_len as usize)
-        && mail.drain.0.len() == DRAIN_REQUEST_LEN
+            .all(|q| q.0.len() == shape.query_len as usize)
 }
 
 impl Session {
@@ -111,7 +125,10 @@ impl Session {
             turn: Vec::new(),
             slot_epoch: None,
             slots_in_epoch: 0,
-            mail_epoch: None,
+            key_sent: false,
+            key_kept: false,
+            outbox_sent: false,
+            round_taken: None,
         }
     }
 
@@ -201,16 +218,49 @@ impl Session {
                 }
                 Ok(Input::Slots(std::mem::take(&mut self.turn)))
             }
-            ClientMsg::Mail(mail) => {
-                if self.registered.is_none() {
+            ClientMsg::ReaderKey(key) => {
+                if self.registered.is_none() || self.key_sent {
                     return self.close(ErrorCode::Unauthorized);
                 }
-                if !mail_fits(&mail, &self.shape) {
+                if !self.shape.mail() || key.0.len() != self.shape.key_len as usize {
                     return self.close(ErrorCode::WrongShape);
                 }
-                Ok(Input::Mail(mail))
+                self.key_sent = true;
+                Ok(Input::ReaderKey(key))
+            }
+            ClientMsg::Round(round) => {
+                if self.registered.is_none() || !self.key_kept {
+                    return self.close(ErrorCode::Unauthorized);
+                }
+                if !round_fits(&round, &self.shape) {
+                    return self.close(ErrorCode::WrongShape);
+                }
+                Ok(Input::Round(round))
+            }
+            ClientMsg::Outbox(sealed) => {
+                if self.outbox_sent {
+                    return self.close(ErrorCode::Unauthorized);
+                }
+                if !self.shape.mail() || sealed.0.len() != OUTBOX_REQUEST_LEN {
+                    return self.close(ErrorCode::WrongShape);
+                }
+                self.outbox_sent = true;
+                Ok(Input::Outbox(sealed))
             }
         }
+    }
+
+    /// Storage keeps this connection's PIR key: the reply to send. Round frames are taken
+    /// from now on.
+    pub fn on_key_kept(&mut self) -> ProxyMsg {
+        self.key_kept = true;
+        ProxyMsg::ReaderKept
+    }
+
+    /// True once storage keeps this connection's PIR key (it must forget it when the
+    /// connection ends).
+    pub fn has_key(&self) -> bool {
+        self.key_kept
     }
 
     /// Storage created (or confirmed) `grant`'s store: the reply to send. Returns also
@@ -235,12 +285,14 @@ impl Session {
         Ok(())
     }
 
-    /// Admits the mail slot of epoch `epoch`, or refuses a second one.
-    pub fn admit_mail(&mut self, epoch: u64) -> Result<(), ErrorCode> {
-        if self.mail_epoch == Some(epoch) {
-            return self.close(ErrorCode::TooManySlots);
+    /// Admits a round frame for `round` into epoch `epoch`: refused (the session stays open:
+    /// a client that fell behind sends its frame late) outside that round's window or for a
+    /// second frame in one round.
+    pub fn admit_round(&mut self, epoch: u64, round: u64) -> Result<(), ErrorCode> {
+        if self.shape.round_of(epoch) != Some(round) || self.round_taken == Some(round) {
+            return Err(ErrorCode::OutOfRound);
         }
-        self.mail_epoch = Some(epoch);
+        self.round_taken = Some(round);
         Ok(())
     }
 }
@@ -248,9 +300,8 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shroud_proto::mail::Sealed;
     use shroud_proto::proxy::SlotWrite;
-    use shroud_proto::{Capability, Envelope, StoreId, encode};
+    use shroud_proto::{Capability, StoreId, encode};
 
     const K: u32 = 2;
 
@@ -259,7 +310,7 @@ mod tests {
             .and_then(|s| s.with_schedule(K, 100))
             .expect("shape");
         if mail {
-            s.with_mail(1, 2)
+            s.with_board(256, 2).expect("board").with_mail(3, 2)
         } else {
             s.with_mail(0, 0)
         }
@@ -293,15 +344,31 @@ mod tests {
         }
     }
 
-    fn mail(shape: &Shape) -> MailSlot {
-        MailSlot {
+    fn round(shape: &Shape) -> RoundFrame {
+        RoundFrame {
             seq: 0,
-            deposits: vec![
-                Envelope(vec![0; shape.envelope_len as usize]);
-                shape.deposits_per_epoch as usize
+            round: 0,
+            write: Sealed(vec![0; shape.write_len as usize]),
+            queries: vec![
+                PirBytes(vec![0; shape.query_len as usize]);
+                shape.queries_per_round as usize
             ],
-            drain: Sealed(vec![0; DRAIN_REQUEST_LEN]),
         }
+    }
+
+    fn key(shape: &Shape) -> ClientMsg {
+        ClientMsg::ReaderKey(PirBytes(vec![0; shape.key_len as usize]))
+    }
+
+    /// A registered session whose key storage kept.
+    fn keyed(shape: Shape) -> Session {
+        let mut s = open(shape);
+        assert_eq!(
+            s.on_frame(&frame(&key(&shape))),
+            Ok(Input::ReaderKey(PirBytes(vec![0; shape.key_len as usize])))
+        );
+        assert_eq!(s.on_key_kept(), ProxyMsg::ReaderKept);
+        s
     }
 
     /// A session past its hello and registered with `grant(1)`.
@@ -529,65 +596,120 @@ mod tests {
     }
 
     #[test]
-    fn mail_needs_a_registration() {
+    fn a_key_needs_a_registration_and_comes_once() {
         let sh = shape(true);
         let mut s = Session::new(sh);
         s.on_hello(&frame(&ClientMsg::Hello(Hello::current())), Difficulty(3))
             .expect("hello");
+        assert_eq!(s.on_frame(&frame(&key(&sh))), Err(ErrorCode::Unauthorized));
+        let mut s = keyed(sh);
+        assert!(s.has_key());
+        assert_eq!(s.on_frame(&frame(&key(&sh))), Err(ErrorCode::Unauthorized));
+        let mut short = open(sh);
         assert_eq!(
-            s.on_frame(&frame(&ClientMsg::Mail(mail(&sh)))),
-            Err(ErrorCode::Unauthorized)
+            short.on_frame(&frame(&ClientMsg::ReaderKey(PirBytes(vec![0; 9])))),
+            Err(ErrorCode::WrongShape)
+        );
+        let mut none = open(shape(false));
+        assert_eq!(
+            none.on_frame(&frame(&ClientMsg::ReaderKey(PirBytes(vec![0; 9])))),
+            Err(ErrorCode::WrongShape),
+            "no mail, no key"
         );
     }
 
     #[test]
-    fn mail_must_have_the_shape() {
+    fn a_round_needs_a_kept_key() {
         let sh = shape(true);
-        let mut too_many = mail(&sh);
-        too_many.deposits.push(too_many.deposits[0].clone());
-        let mut short_envelope = mail(&sh);
-        short_envelope.deposits[0].0.pop();
-        let mut short_drain = mail(&sh);
-        short_drain.drain.0.pop();
-        for bad in [too_many, short_envelope, short_drain] {
-            let mut s = open(sh);
+        let mut s = open(sh);
+        assert_eq!(
+            s.on_frame(&frame(&ClientMsg::Round(round(&sh)))),
+            Err(ErrorCode::Unauthorized)
+        );
+        let mut s = open(sh);
+        s.on_frame(&frame(&key(&sh))).expect("key");
+        assert_eq!(
+            s.on_frame(&frame(&ClientMsg::Round(round(&sh)))),
+            Err(ErrorCode::Unauthorized),
+            "sent but not kept yet"
+        );
+    }
+
+    #[test]
+    fn a_round_must_have_the_shape() {
+        let sh = shape(true);
+        let mut too_many = round(&sh);
+        too_many.queries.push(too_many.queries[0].clone());
+        let mut short_query = round(&sh);
+        short_query.queries[0].0.pop();
+        let mut short_write = round(&sh);
+        short_write.write.0.pop();
+        for bad in [too_many, short_query, short_write] {
+            let mut s = keyed(sh);
             assert_eq!(
-                s.on_frame(&frame(&ClientMsg::Mail(bad))),
+                s.on_frame(&frame(&ClientMsg::Round(bad))),
                 Err(ErrorCode::WrongShape)
             );
         }
-        let mut s = open(sh);
+        let mut s = keyed(sh);
         assert_eq!(
-            s.on_frame(&frame(&ClientMsg::Mail(mail(&sh)))),
-            Ok(Input::Mail(mail(&sh)))
+            s.on_frame(&frame(&ClientMsg::Round(round(&sh)))),
+            Ok(Input::Round(round(&sh)))
         );
     }
 
     #[test]
-    fn no_mail_without_a_mailbox() {
-        let with = shape(true);
-        let mut s = open(shape(false));
+    fn one_round_frame_per_round_and_only_in_its_window() {
+        // Rounds of 3 epochs, frames taken in the first two.
+        let mut s = keyed(shape(true));
+        assert_eq!(s.admit_round(3, 1), Ok(()));
+        assert_eq!(s.admit_round(4, 1), Err(ErrorCode::OutOfRound), "twice");
+        assert_eq!(s.admit_round(5, 1), Err(ErrorCode::OutOfRound));
+        assert_eq!(s.admit_round(7, 2), Ok(()), "an epoch late");
         assert_eq!(
-            s.on_frame(&frame(&ClientMsg::Mail(mail(&with)))),
+            s.admit_round(9, 2),
+            Err(ErrorCode::OutOfRound),
+            "a round late"
+        );
+        assert_eq!(
+            s.admit_round(9, 4),
+            Err(ErrorCode::OutOfRound),
+            "a round early"
+        );
+        assert_eq!(s.admit_round(9, 3), Ok(()));
+        // Refused, not closed: the next frame is still taken.
+        assert_eq!(s.on_frame(&frame(&ClientMsg::Stats)), Ok(Input::Stats));
+    }
+
+    #[test]
+    fn one_outbox_request_per_connection_of_the_right_size() {
+        let sh = shape(true);
+        let mut s = Session::new(sh);
+        s.on_hello(&frame(&ClientMsg::Hello(Hello::current())), Difficulty(3))
+            .expect("hello");
+        let req = Sealed(vec![1; OUTBOX_REQUEST_LEN]);
+        assert_eq!(
+            s.on_frame(&frame(&ClientMsg::Outbox(req.clone()))),
+            Ok(Input::Outbox(req.clone())),
+            "no registration needed"
+        );
+        assert_eq!(
+            s.on_frame(&frame(&ClientMsg::Outbox(req))),
+            Err(ErrorCode::Unauthorized)
+        );
+        let mut s = open(sh);
+        assert_eq!(
+            s.on_frame(&frame(&ClientMsg::Outbox(Sealed(vec![1; 3])))),
             Err(ErrorCode::WrongShape)
         );
     }
 
     #[test]
-    fn one_mail_slot_per_epoch() {
-        let mut s = open(shape(true));
-        assert_eq!(s.admit_mail(3), Ok(()));
-        assert_eq!(s.admit_mail(3), Err(ErrorCode::TooManySlots));
-        let mut s = open(shape(true));
-        assert_eq!(s.admit_mail(3), Ok(()));
-        assert_eq!(s.admit_mail(4), Ok(()));
-    }
-
-    #[test]
-    fn the_frame_limit_fits_a_slot_and_a_mail_slot() {
+    fn the_frame_limit_fits_a_slot_a_key_and_a_round() {
         let sh = shape(true);
         let limits = client_limits(&sh);
         assert!(frame(&ClientMsg::Slot(slot(&sh, grant(1)))).len() <= limits.max_frame);
-        assert!(frame(&ClientMsg::Mail(mail(&sh))).len() <= limits.max_frame);
+        assert!(frame(&ClientMsg::Round(round(&sh))).len() <= limits.max_frame);
+        assert!(frame(&key(&sh)).len() <= limits.max_frame);
     }
 }

@@ -86,12 +86,18 @@ pub struct Stats {
     pub slot_frame_min: AtomicU64,
     /// The largest slot frame seen, bytes.
     pub slot_frame_max: AtomicU64,
-    /// Mail slots forwarded.
-    pub mail_slots: AtomicU64,
-    /// The smallest mail frame seen, bytes.
-    pub mail_frame_min: AtomicU64,
-    /// The largest mail frame seen, bytes.
-    pub mail_frame_max: AtomicU64,
+    /// Round frames forwarded.
+    pub round_frames: AtomicU64,
+    /// The smallest round frame seen, bytes.
+    pub round_frame_min: AtomicU64,
+    /// The largest round frame seen, bytes.
+    pub round_frame_max: AtomicU64,
+    /// Rounds run.
+    pub rounds: AtomicU64,
+    /// Rounds that started after the next round's first epoch had begun.
+    pub late_rounds: AtomicU64,
+    /// Storage's time for the last round, microseconds.
+    pub last_round_us: AtomicU64,
 }
 
 impl Stats {
@@ -115,12 +121,15 @@ impl Stats {
                 v => v,
             },
             slot_frame_max: self.slot_frame_max.load(Relaxed),
-            mail_slots: self.mail_slots.load(Relaxed),
-            mail_frame_min: match self.mail_frame_min.load(Relaxed) {
+            round_frames: self.round_frames.load(Relaxed),
+            round_frame_min: match self.round_frame_min.load(Relaxed) {
                 u64::MAX => 0,
                 v => v,
             },
-            mail_frame_max: self.mail_frame_max.load(Relaxed),
+            round_frame_max: self.round_frame_max.load(Relaxed),
+            rounds: self.rounds.load(Relaxed),
+            late_rounds: self.late_rounds.load(Relaxed),
+            last_round_us: self.last_round_us.load(Relaxed),
         }
     }
 }
@@ -142,9 +151,12 @@ impl Default for Stats {
             rejected: AtomicU64::new(0),
             slot_frame_min: AtomicU64::new(u64::MAX),
             slot_frame_max: AtomicU64::new(0),
-            mail_slots: AtomicU64::new(0),
-            mail_frame_min: AtomicU64::new(u64::MAX),
-            mail_frame_max: AtomicU64::new(0),
+            round_frames: AtomicU64::new(0),
+            round_frame_min: AtomicU64::new(u64::MAX),
+            round_frame_max: AtomicU64::new(0),
+            rounds: AtomicU64::new(0),
+            late_rounds: AtomicU64::new(0),
+            last_round_us: AtomicU64::new(0),
         }
     }
 }

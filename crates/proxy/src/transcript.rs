@@ -23,8 +23,12 @@ pub enum FrameKind {
     Register,
     /// A client's slot.
     Slot,
-    /// A client's mail slot.
-    Mail,
+    /// A client's PIR key (once per connection).
+    ReaderKey,
+    /// A client's round frame.
+    Round,
+    /// A client's outbox request, or its reply.
+    Outbox,
     /// A stats request or reply.
     Stats,
     /// The proxy confirms a registration.
@@ -33,10 +37,12 @@ pub enum FrameKind {
     Done,
     /// A slot storage failed for.
     Failed,
-    /// A mail slot's answers.
-    MailDone,
-    /// A mail slot storage failed for.
-    MailFailed,
+    /// Storage keeps the PIR key.
+    ReaderKept,
+    /// A round frame's answers.
+    RoundDone,
+    /// A round frame that did not run.
+    RoundFailed,
     /// A refusal, after which the connection closes.
     Error,
 }
@@ -49,8 +55,10 @@ impl FrameKind {
             ProxyMsg::Registered => FrameKind::Registered,
             ProxyMsg::Done(_) => FrameKind::Done,
             ProxyMsg::Failed(..) => FrameKind::Failed,
-            ProxyMsg::MailDone(_) => FrameKind::MailDone,
-            ProxyMsg::MailFailed(..) => FrameKind::MailFailed,
+            ProxyMsg::ReaderKept => FrameKind::ReaderKept,
+            ProxyMsg::RoundDone(_) => FrameKind::RoundDone,
+            ProxyMsg::RoundFailed(..) => FrameKind::RoundFailed,
+            ProxyMsg::Outbox(_) => FrameKind::Outbox,
             ProxyMsg::Stats(_) => FrameKind::Stats,
             ProxyMsg::Error(_) => FrameKind::Error,
         }
@@ -66,7 +74,7 @@ pub struct Entry {
     pub conn: u64,
     /// True for a frame from the client, false for one to it.
     pub inbound: bool,
-    /// What kind of frame (serialized as `hello`, `slot`, `mail-done`, ...).
+    /// What kind of frame (serialized as `hello`, `slot`, `round-done`, ...).
     pub kind: FrameKind,
     /// Bytes of the frame.
     pub bytes: u64,

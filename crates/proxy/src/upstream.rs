@@ -7,8 +7,11 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use shroud_net::conn::{ConnError, Connection};
 use shroud_net::transport::ClientTls;
-use shroud_proto::mail::{MailBatch, MailReply};
-use shroud_proto::{Batch, BatchReply, Difficulty, Geometry, Grant, Limits, Work};
+use shroud_proto::board::{PirBytes, Query};
+use shroud_proto::mail::Sealed;
+use shroud_proto::{
+    Batch, BatchReply, Difficulty, Geometry, Grant, Limits, Request, Response, Work,
+};
 
 pub(crate) struct Upstream {
     addr: SocketAddr,
@@ -102,8 +105,70 @@ impl Upstream {
         self.with(|c| Box::pin(c.batch_per_grant(batch))).await
     }
 
-    pub async fn mail(&mut self, batch: MailBatch) -> Result<MailReply, ConnError> {
-        self.with(|c| Box::pin(c.mail(batch))).await
+    /// One request whose answer must be `expect`'s kind (a refusal is
+    /// [`ConnError::Refused`]).
+    async fn call<T>(
+        &mut self,
+        req: Request,
+        expect: impl FnOnce(Response) -> Option<T> + Send + 'static,
+    ) -> Result<T, ConnError>
+    where
+        T: Send + 'static,
+    {
+        self.with(move |c| {
+            Box::pin(async move {
+                match c.call(&req).await? {
+                    Response::Error(code) => Err(ConnError::Refused(code)),
+                    other => expect(other).ok_or(ConnError::Unexpected),
+                }
+            })
+        })
+        .await
+    }
+
+    /// Keeps a session's PIR key at storage.
+    pub async fn keep_key(&mut self, session: [u8; 16], key: PirBytes) -> Result<(), ConnError> {
+        self.call(Request::ReaderKey { session, key }, |r| {
+            matches!(r, Response::Kept).then_some(())
+        })
+        .await
+    }
+
+    /// Forgets a session's PIR key.
+    pub async fn forget_key(&mut self, session: [u8; 16]) -> Result<(), ConnError> {
+        self.call(Request::ForgetReader(session), |r| {
+            matches!(r, Response::Forgotten).then_some(())
+        })
+        .await
+    }
+
+    /// Forwards a sealed outbox request; returns the sealed reply.
+    pub async fn outbox(&mut self, sealed: Sealed) -> Result<Sealed, ConnError> {
+        self.call(Request::Outbox(sealed), |r| match r {
+            Response::Outbox(s) => Some(s),
+            _ => None,
+        })
+        .await
+    }
+
+    /// A round's writes: one sealed status each, in order.
+    pub async fn round(&mut self, writes: Vec<Sealed>) -> Result<Vec<Sealed>, ConnError> {
+        let n = writes.len();
+        self.call(Request::Round(writes), move |r| match r {
+            Response::Round(s) if s.len() == n => Some(s),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Queries against the round's board: one answer each, in order.
+    pub async fn answer(&mut self, queries: Vec<Query>) -> Result<Vec<PirBytes>, ConnError> {
+        let n = queries.len();
+        self.call(Request::Answer(queries), move |r| match r {
+            Response::Answers(a) if a.len() == n => Some(a),
+            _ => None,
+        })
+        .await
     }
 
     pub async fn create(

@@ -98,14 +98,37 @@ impl Stack {
         Self::start_with(shape, backend, crate::fixtures::storage_config(), dir).await
     }
 
+    /// [`Stack::start`] with a proxy whose transcript keeps every frame's bytes from the
+    /// first ([`Stack::proxy_frames`]).
+    pub async fn start_keeping_frames(shape: Shape) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let backend = Arc::new(SledBackend::open(&dir.path().join("db"))?);
+        let config = crate::fixtures::storage_config();
+        Self::start_inner(shape, backend, config, dir, true).await
+    }
+
     /// [`Stack::start`] over any backend (a test's hostile one, say) and storage settings;
-    /// `dir` holds the transcript and is deleted with the stack.
+    /// `dir` holds the transcript and is deleted with the stack. Storage runs the mail board
+    /// the shape names.
     pub async fn start_with(
         shape: Shape,
         backend: Arc<dyn Backend>,
         config: Config,
         dir: tempfile::TempDir,
     ) -> Result<Self> {
+        Self::start_inner(shape, backend, config, dir, false).await
+    }
+
+    async fn start_inner(
+        shape: Shape,
+        backend: Arc<dyn Backend>,
+        mut config: Config,
+        dir: tempfile::TempDir,
+        proxy_frames: bool,
+    ) -> Result<Self> {
+        if shape.mail() {
+            config.board = (shape.board_rows, shape.outbox_rows);
+        }
         let tls = Tls::new()?;
         let transcript = dir.path().join("transcript.jsonl");
         let t = Transcript::create(&transcript)?;
@@ -125,7 +148,7 @@ impl Stack {
             dir,
             storage_key,
             storage_timeout: std::time::Duration::from_secs(10),
-            proxy_frames: false,
+            proxy_frames,
             storage_task,
             proxy_task: None,
         };
@@ -215,9 +238,8 @@ impl MailUser {
         let (client, task) = shroud_client::Client::start(config, key, grant).await?;
         let kv = shroud_client::Kv::new(client, shroud_client::kv::DEFAULT_MAX_VALUE);
         let mail = shroud_client::mailbox::Mailbox::open(kv.clone(), None).await?;
-        let address = mail
-            .address()
-            .ok_or_else(|| anyhow::anyhow!("no account"))?;
+        // Makes the account's outbox at storage, if it has none yet.
+        let address = mail.init().await?;
         Ok(MailUser {
             kv,
             mail,
@@ -282,6 +304,24 @@ impl Stack {
             shroud_client::random_grant(rng),
         );
         runtime.spawn(MailUser::start(config, key, grant)).await?
+    }
+
+    /// Starts a mailbox user with a fresh account that reaches the proxy through `via` (a
+    /// test's relay in front of it).
+    pub async fn mail_user_through<R: rand::CryptoRng>(
+        &self,
+        via: SocketAddr,
+        rng: &mut R,
+    ) -> Result<MailUser> {
+        let config = shroud_client::ClientConfig::new(via, self.tls.client()?)
+            .with_storage_key(self.storage_key)
+            .with_account(shroud_client::mailbox::Account::generate(rng));
+        MailUser::start(
+            config,
+            shroud_oram::Key::generate(rng),
+            shroud_client::random_grant(rng),
+        )
+        .await
     }
 
     /// Starts a mailbox user with a fresh account.

@@ -1,24 +1,25 @@
-//! An account as the client state keeps it: the identity's secret and the capability of its
-//! inbox. The inbox id (public, in the address) is the one the capability names
-//! ([`StoreId::of`]); storage creates the inbox on its owner's first drain, and only under that
-//! id, so someone who knows the address cannot create it first.
+//! An account as the client state keeps it: the identity's secret, the capability of its
+//! outbox, the outbox key, and the outbox's number once storage has made it
+//! ([`super::outbox`]). The address exists only once the number is known.
 
 use serde::{Deserialize, Serialize};
-use shroud_proto::{Capability, Grant, StoreId};
+use shroud_proto::Capability;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use super::identity::{AddressError, Identity};
+use super::identity::{Address, Identity};
+use super::row::OutboxKey;
 
 /// The secret half of a mailbox account.
 ///
 /// # Security
-/// Whoever holds it reads this account's mail and sends as it. Wiped on drop; kept only in the
-/// encrypted client state.
+/// Whoever holds it reads this account's mail, writes its outbox and sends as it. Wiped on
+/// drop; kept only in the encrypted client state.
 #[derive(Clone, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 pub struct Account {
-    #[serde(with = "serde_bytes")]
-    identity: Vec<u8>,
+    identity: [u8; 32],
     capability: [u8; 32],
+    outbox_key: [u8; 32],
+    outbox: Option<u32>,
 }
 
 impl std::fmt::Debug for Account {
@@ -32,35 +33,52 @@ impl crate::durable::StateRecord for Account {
 }
 
 impl Account {
-    /// A fresh account.
+    /// A fresh account, without an outbox yet.
     pub fn generate<R: rand::CryptoRng + ?Sized>(rng: &mut R) -> Self {
-        let mut capability = [0u8; 32];
-        rng.fill_bytes(&mut capability);
-        let id = Identity::generate(rng).with_inbox(StoreId::of(&Capability(capability)).0);
-        Account {
-            identity: id.to_secret().to_vec(),
-            capability,
-        }
+        let mut a = Account {
+            identity: [0; 32],
+            capability: [0; 32],
+            outbox_key: [0; 32],
+            outbox: None,
+        };
+        rng.fill_bytes(&mut a.identity);
+        rng.fill_bytes(&mut a.capability);
+        rng.fill_bytes(&mut a.outbox_key);
+        a
     }
 
     /// The identity.
-    pub fn identity(&self) -> Result<Identity, AddressError> {
-        let bytes: [u8; 48] = self
-            .identity
-            .as_slice()
-            .try_into()
-            .map_err(|_| AddressError::Key)?;
-        let id = Identity::from_secret(&bytes);
-        let mut bytes = bytes;
-        bytes.zeroize();
-        id
+    pub fn identity(&self) -> Identity {
+        Identity::from_secret(&self.identity)
     }
 
-    /// The inbox and its capability.
-    pub fn inbox(&self) -> Result<Grant, AddressError> {
-        Ok(Grant {
-            store: StoreId(self.identity()?.address().inbox),
-            capability: Capability(self.capability),
+    /// The capability that writes the outbox.
+    pub fn capability(&self) -> Capability {
+        Capability(self.capability)
+    }
+
+    /// The outbox key.
+    pub fn outbox_key(&self) -> OutboxKey {
+        OutboxKey::from_bytes(self.outbox_key)
+    }
+
+    /// The outbox's number, once storage made it.
+    pub fn outbox(&self) -> Option<u32> {
+        self.outbox
+    }
+
+    /// The account with its outbox made, as number `outbox`.
+    pub fn with_outbox(mut self, outbox: u32) -> Self {
+        self.outbox = Some(outbox);
+        self
+    }
+
+    /// The shareable address, once the outbox is made.
+    pub fn address(&self) -> Option<Address> {
+        Some(Address {
+            public_key: self.identity().public_key(),
+            outbox: self.outbox?,
+            outbox_key: self.outbox_key,
         })
     }
 }
@@ -70,16 +88,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_account_round_trips_and_owns_its_inbox() {
+    fn an_account_round_trips_and_has_an_address_once_its_outbox_is_made() {
         let a = Account::generate(&mut rand::rng());
-        let id = a.identity().unwrap();
-        assert_eq!(a.inbox().unwrap().store.0, id.address().inbox);
-        assert!(
-            a.inbox().unwrap().names_its_store(),
-            "the id its capability names"
-        );
+        assert_eq!(a.address(), None);
+        let a = a.with_outbox(12);
+        let address = a.address().expect("address");
+        assert_eq!(address.outbox, 12);
+        assert_eq!(address.public_key, a.identity().public_key());
         let b: Account = bincode::deserialize(&bincode::serialize(&a).unwrap()).unwrap();
-        assert_eq!(b.identity().unwrap().address(), id.address());
+        assert_eq!(b.address(), Some(address));
         assert_eq!(format!("{a:?}"), "Account(<redacted>)");
     }
 }

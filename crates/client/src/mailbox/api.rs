@@ -66,7 +66,7 @@ fn encode_record(r: &Record) -> Result<Vec<u8>, MailError> {
 /// use futures::StreamExt;
 /// let mail = shroud_client::mailbox::Mailbox::open(kv, None).await?;
 /// mail.add_contact("bob", bob).await?;
-/// mail.send(&bob, b"lunch at noon?").await?; // returns once queued in Bob's inbox
+/// mail.send(&bob, b"lunch at noon?").await?; // returns once queued, durably
 /// let mut incoming = Box::pin(mail.recv());
 /// if let Some(m) = incoming.next().await {
 ///     println!("{} says {:?}", m.peer, String::from_utf8_lossy(&m.body));
@@ -80,6 +80,8 @@ pub struct Mailbox {
     port: Arc<MailPort>,
     durable: Option<Arc<Durable>>,
     events: broadcast::Sender<Record>,
+    /// One `init` at a time (each may make an outbox).
+    init_lock: Arc<tokio::sync::Mutex<()>>,
     _stop: Arc<DropGuard>,
 }
 
@@ -105,16 +107,11 @@ impl Mailbox {
             port,
             durable,
             events,
+            init_lock: Arc::new(tokio::sync::Mutex::new(())),
             _stop: Arc::new(stop.clone().drop_guard()),
         };
         let contacts = mailbox.contacts().await?;
         *mailbox.port.contacts.write() = contacts.into_iter().map(|(_, a)| a).collect();
-        // Now the courier may drain: everything it fetches can be opened.
-        mailbox
-            .port
-            .jobs
-            .send(MailJob::Contacts)
-            .map_err(|_| MailError::Closed)?;
         tokio::spawn(store_loop(
             mailbox.kv.clone(),
             mailbox.port.clone(),
@@ -130,14 +127,40 @@ impl Mailbox {
         *self.port.address.read()
     }
 
-    /// Makes an account if there is none (kept in the client state), and returns its
-    /// address. Storage opens the inbox on the next epoch's drain.
+    /// Makes an account if there is none (kept in the client state) and its outbox at
+    /// storage (paid with work), and returns its address. An account whose outbox was not
+    /// made (storage was unreachable) gets it on the next call.
     pub async fn init(&self) -> Result<Address, MailError> {
         if let Some(a) = self.address() {
             return Ok(a);
         }
-        let account = Account::generate(&mut rand::rng());
-        let address = account.identity().map_err(store_err)?.address();
+        let _one_at_a_time = self.init_lock.lock().await;
+        if let Some(a) = self.address() {
+            return Ok(a);
+        }
+        let known = self.port.account.lock().clone();
+        let account = match known {
+            Some(a) => a,
+            None => {
+                let a = Account::generate(&mut rand::rng());
+                self.save_account(&a).await?;
+                a
+            }
+        };
+        let outbox = super::outbox::make(&self.port.link, &self.port.storage_key, &account).await?;
+        let account = account.with_outbox(outbox);
+        self.save_account(&account).await?;
+        let address = account.address().ok_or(MailError::NoAccount)?;
+        self.port
+            .jobs
+            .send(MailJob::Account(Box::new(account)))
+            .map_err(|_| MailError::Closed)?;
+        *self.port.address.write() = Some(address);
+        Ok(address)
+    }
+
+    /// Keeps the account in the client state (if the client keeps one) and in the port.
+    async fn save_account(&self, account: &Account) -> Result<(), MailError> {
         if let Some(d) = self.durable.clone() {
             let a = account.clone();
             tokio::task::spawn_blocking(move || d.save(&a))
@@ -145,12 +168,8 @@ impl Mailbox {
                 .map_err(store_err)?
                 .map_err(store_err)?;
         }
-        self.port
-            .jobs
-            .send(MailJob::Account(Box::new(account)))
-            .map_err(|_| MailError::Closed)?;
-        *self.port.address.write() = Some(address);
-        Ok(address)
+        *self.port.account.lock() = Some(account.clone());
+        Ok(())
     }
 
     /// Adds (or renames) a contact. Mail is accepted only from contacts.
@@ -167,16 +186,11 @@ impl Mailbox {
             )
             .await
             .map_err(store_err)?;
-        {
-            let mut c = self.port.contacts.write();
-            if !c.contains(&address) {
-                c.push(address);
-            }
+        let mut c = self.port.contacts.write();
+        if !c.contains(&address) {
+            c.push(address);
         }
-        self.port
-            .jobs
-            .send(MailJob::Contacts)
-            .map_err(|_| MailError::Closed)
+        Ok(())
     }
 
     /// Every contact, by name.
@@ -206,8 +220,10 @@ impl Mailbox {
         String::from_utf8_lossy(&v).parse().map_err(store_err)
     }
 
-    /// Sends `bytes` to `to`; returns once every envelope is queued in the recipient's inbox
-    /// at storage (durably). A full inbox delays it; it is never dropped. The sent message
+    /// Sends `bytes` to `to` (a contact); returns once the message is queued in the client
+    /// state (durably). It goes out chunk by chunk in the coming rounds and stays queued
+    /// until `to` acknowledges every chunk, across restarts of either side
+    /// (`ClientStats::mail_delivered` counts messages acknowledged whole). The sent message
     /// joins the history.
     pub async fn send(&self, to: &Address, bytes: &[u8]) -> Result<(), MailError> {
         if bytes.len() > MAX_MESSAGE {

@@ -6,7 +6,7 @@
 //! | `MAIL.ADDRESS` | the address |
 //! | `MAIL.ADD-CONTACT name address` | `OK` |
 //! | `MAIL.CONTACTS` | `name address` lines |
-//! | `MAIL.SEND name-or-address message` | `OK` once queued in the recipient's inbox |
+//! | `MAIL.SEND name-or-address message` | `OK` once queued (durably) |
 //! | `MAIL.INBOX` | `name-or-address count` per conversation |
 //! | `MAIL.READ name-or-address` | `time-ms in/out message` per message, oldest first |
 

@@ -1,52 +1,65 @@
-//! Accounts: an X25519 identity key pair and an inbox id, and the shareable address that
-//! names them.
+//! Identities and addresses: an X25519 identity key pair, and the shareable address that
+//! names it, its outbox on storage's mail board, and the outbox key its rows are tagged with.
 //!
 //! An address is `shroud:` followed by base32 (RFC 4648, no padding) of
-//! `public key (32) || inbox id (16) || checksum (4)`, the checksum being the first four bytes
-//! of SHA-256 over the rest: a mistyped address fails to parse (a random error slips through
-//! with probability 2^-32).
+//! `public key (32) || outbox number (4, big-endian) || outbox key (32) || checksum (4)`, the
+//! checksum being the first four bytes of SHA-256 over the rest: a mistyped address fails to
+//! parse (a random error slips through with probability 2^-32).
+//!
+//! Two contacts share a **pair key** per direction, from their identity keys alone: X25519
+//! (RFC 7748) between one's secret and the other's public key, through HKDF-SHA256 (RFC
+//! 5869) with both public keys, writer first, in the info (the static-static exchange of
+//! NaCl's `crypto_box` and Noise's `ss`). Nothing travels to set it up, so no server learns
+//! who adds whom. It has no forward secrecy: the ratchet that adds it is the next step
+//! (docs/mail-delivery.md).
 
 use std::fmt;
 use std::str::FromStr;
 
 use data_encoding::BASE32_NOPAD;
-use hpke::kem::X25519HkdfSha256;
-use hpke::{Deserializable, Kem as _, Serializable};
+use hkdf::Hkdf;
 use rand::CryptoRng;
 use sha2::{Digest, Sha256};
+use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
-pub(crate) type Kem = X25519HkdfSha256;
+use super::row::{OutboxKey, PairKey};
 
 const PREFIX: &str = "shroud:";
+const RAW_LEN: usize = 32 + 4 + 32;
+const PAIR_SALT: &[u8] = b"shroud-pair-v1";
 
 /// A bad address string.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AddressError {
-    /// Not `shroud:` and base32.
+    /// Not `shroud:` and base32 of the right length.
     #[error("not a shroud address")]
     Format,
     /// The checksum does not match: a typo.
     #[error("address checksum mismatch (a typo?)")]
     Checksum,
-    /// The key is not a valid X25519 public key.
+    /// The key is not usable: a low-order point, whose exchange gives no secret.
     #[error("bad public key in address")]
     Key,
 }
 
-/// Who someone is and where their mail goes.
+/// Who someone is and where their mail is.
 ///
 /// # Security
-/// Public by design: share it to be reachable. It names the inbox storage files mail under.
+/// Public by design: share it with contacts to be reachable. It names the outbox its owner
+/// writes, and holds the outbox key: whoever has it can tell the owner's authentic rows
+/// from forged ones (and could forge their tags, not their contents, which need a pair key).
 #[derive(
     Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 pub struct Address {
     /// The X25519 identity public key.
     pub public_key: [u8; 32],
-    /// The inbox id.
-    pub inbox: [u8; 16],
+    /// The outbox's number on storage's board.
+    pub outbox: u32,
+    /// The key of the outbox's row tags.
+    pub outbox_key: [u8; 32],
 }
 
 fn checksum(body: &[u8]) -> [u8; 4] {
@@ -54,11 +67,24 @@ fn checksum(body: &[u8]) -> [u8; 4] {
     [d[0], d[1], d[2], d[3]]
 }
 
+impl Address {
+    /// The outbox key, for checking this contact's rows.
+    pub fn outbox_key(&self) -> OutboxKey {
+        OutboxKey::from_bytes(self.outbox_key)
+    }
+
+    fn raw(&self) -> [u8; RAW_LEN] {
+        let mut raw = [0u8; RAW_LEN];
+        raw[..32].copy_from_slice(&self.public_key);
+        raw[32..36].copy_from_slice(&self.outbox.to_be_bytes());
+        raw[36..].copy_from_slice(&self.outbox_key);
+        raw
+    }
+}
+
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut raw = Vec::with_capacity(52);
-        raw.extend_from_slice(&self.public_key);
-        raw.extend_from_slice(&self.inbox);
+        let mut raw = self.raw().to_vec();
         let c = checksum(&raw);
         raw.extend_from_slice(&c);
         write!(f, "{PREFIX}{}", BASE32_NOPAD.encode(&raw).to_lowercase())
@@ -79,87 +105,116 @@ impl FromStr for Address {
         let raw = BASE32_NOPAD
             .decode(body.to_uppercase().as_bytes())
             .map_err(|_| AddressError::Format)?;
-        if raw.len() != 52 {
+        if raw.len() != RAW_LEN + 4 {
             return Err(AddressError::Format);
         }
-        if checksum(&raw[..48]) != raw[48..] {
+        if checksum(&raw[..RAW_LEN]) != raw[RAW_LEN..] {
             return Err(AddressError::Checksum);
         }
         let mut public_key = [0u8; 32];
         public_key.copy_from_slice(&raw[..32]);
-        <Kem as hpke::Kem>::PublicKey::from_bytes(&public_key).map_err(|_| AddressError::Key)?;
-        let mut inbox = [0u8; 16];
-        inbox.copy_from_slice(&raw[32..48]);
-        Ok(Address { public_key, inbox })
+        let mut outbox_key = [0u8; 32];
+        outbox_key.copy_from_slice(&raw[36..RAW_LEN]);
+        let address = Address {
+            public_key,
+            outbox: u32::from_be_bytes([raw[32], raw[33], raw[34], raw[35]]),
+            outbox_key,
+        };
+        // A low-order point would make every pair key with it public.
+        let probe = StaticSecret::from([7u8; 32]);
+        if !probe
+            .diffie_hellman(&PublicKey::from(public_key))
+            .was_contributory()
+        {
+            return Err(AddressError::Key);
+        }
+        Ok(address)
     }
 }
 
-/// An account: the identity key pair and the inbox id.
+/// An identity key pair.
 ///
 /// # Security
-/// The private key is the account: whoever holds it reads the mail and sends as this address.
-/// It is wiped on drop.
+/// The private key is the account: whoever holds it reads the mail sent to it and sends as
+/// it. Wiped on drop (`x25519-dalek`'s `zeroize`).
 pub struct Identity {
-    pub(crate) sk: <Kem as hpke::Kem>::PrivateKey,
-    pub(crate) pk: <Kem as hpke::Kem>::PublicKey,
-    inbox: [u8; 16],
+    sk: StaticSecret,
+    pk: PublicKey,
 }
 
 impl Identity {
-    /// A fresh account.
+    /// A fresh identity.
     pub fn generate<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
-        let mut ikm = Zeroizing::new([0u8; 32]);
-        rng.fill_bytes(&mut ikm[..]);
-        let mut inbox = [0u8; 16];
-        rng.fill_bytes(&mut inbox);
-        let (sk, pk) = Kem::derive_keypair(&ikm[..]);
-        Identity { sk, pk, inbox }
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(bytes.as_mut());
+        Identity::from_secret(&bytes)
     }
 
-    /// This identity with another inbox id (an account's: the id its capability names).
-    pub(crate) fn with_inbox(mut self, inbox: [u8; 16]) -> Self {
-        self.inbox = inbox;
-        self
+    /// The identity of a kept secret.
+    pub fn from_secret(bytes: &[u8; 32]) -> Self {
+        let sk = StaticSecret::from(*bytes);
+        let pk = PublicKey::from(&sk);
+        Identity { sk, pk }
     }
 
-    /// The secret bytes (private key, inbox id) to keep in the client state.
-    pub fn to_secret(&self) -> Zeroizing<[u8; 48]> {
-        let mut out = Zeroizing::new([0u8; 48]);
-        out[..32].copy_from_slice(&self.sk.to_bytes());
-        out[32..].copy_from_slice(&self.inbox);
-        out
+    /// The secret to keep in the client state.
+    pub fn to_secret(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.sk.to_bytes())
     }
 
-    /// Back from [`Identity::to_secret`].
-    pub fn from_secret(bytes: &[u8; 48]) -> Result<Self, AddressError> {
-        let sk = <Kem as hpke::Kem>::PrivateKey::from_bytes(&bytes[..32])
-            .map_err(|_| AddressError::Key)?;
-        let pk = Kem::sk_to_pk(&sk);
-        let mut inbox = [0u8; 16];
-        inbox.copy_from_slice(&bytes[32..]);
-        Ok(Identity { sk, pk, inbox })
+    /// The public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.pk.to_bytes()
     }
 
-    /// The shareable address.
-    pub fn address(&self) -> Address {
-        let mut public_key = [0u8; 32];
-        public_key.copy_from_slice(&self.pk.to_bytes());
-        Address {
-            public_key,
-            inbox: self.inbox,
+    /// The key of rows from `writer` to `reader` (one of them this identity, the other a
+    /// contact's public key), or `None` for a contact whose key gives no secret.
+    fn pair_key(&self, other: &[u8; 32], writer: &[u8; 32], reader: &[u8; 32]) -> Option<PairKey> {
+        let shared = self.sk.diffie_hellman(&PublicKey::from(*other));
+        if !shared.was_contributory() {
+            return None;
         }
+        let mut info = [0u8; 64];
+        info[..32].copy_from_slice(writer);
+        info[32..].copy_from_slice(reader);
+        let mut key = Zeroizing::new([0u8; 32]);
+        Hkdf::<Sha256>::new(Some(PAIR_SALT), shared.as_bytes())
+            .expand(&info, key.as_mut())
+            .ok()?;
+        Some(PairKey::from_bytes(*key))
+    }
+
+    /// The key of the rows this identity writes to `contact`.
+    pub fn key_to(&self, contact: &Address) -> Option<PairKey> {
+        let me = self.public_key();
+        self.pair_key(&contact.public_key, &me, &contact.public_key)
+    }
+
+    /// The key of the rows `contact` writes to this identity.
+    pub fn key_from(&self, contact: &Address) -> Option<PairKey> {
+        let me = self.public_key();
+        self.pair_key(&contact.public_key, &contact.public_key, &me)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mailbox::row::{self, CHUNK_LEN, Opened, Place};
+
+    fn address(id: &Identity, outbox: u32) -> Address {
+        Address {
+            public_key: id.public_key(),
+            outbox,
+            outbox_key: [outbox as u8; 32],
+        }
+    }
 
     #[test]
     fn addresses_round_trip_and_catch_typos() {
         let mut rng = rand::rng();
         let id = Identity::generate(&mut rng);
-        let a = id.address();
+        let a = address(&id, 77_000);
         let s = a.to_string();
         assert!(s.starts_with("shroud:"));
         assert_eq!(s.parse::<Address>().unwrap(), a);
@@ -171,15 +226,69 @@ mod tests {
             a
         );
         // Every single-character substitution is caught.
-        let body_start = PREFIX.len();
-        for i in body_start..s.len() {
+        for i in PREFIX.len()..s.len() {
             let mut t: Vec<char> = s.chars().collect();
             t[i] = if t[i] == 'a' { 'b' } else { 'a' };
             let t: String = t.into_iter().collect();
             assert!(t.parse::<Address>().is_err(), "typo at {i} accepted");
         }
         assert_eq!("nope".parse::<Address>(), Err(AddressError::Format));
-        let back = Identity::from_secret(&id.to_secret()).unwrap();
-        assert_eq!(back.address(), a);
+        let back = Identity::from_secret(&id.to_secret());
+        assert_eq!(back.public_key(), id.public_key());
+        // A low-order key is refused, checksum or not.
+        let zero = Address {
+            public_key: [0; 32],
+            ..a
+        };
+        assert_eq!(zero.to_string().parse::<Address>(), Err(AddressError::Key));
+    }
+
+    /// Both ends of a pair derive the same key per direction, the two directions differ, and
+    /// a third party's keys open nothing of theirs.
+    #[test]
+    fn pair_keys_agree_per_direction() {
+        let mut rng = rand::rng();
+        let (alice, bob, carol) = (
+            Identity::generate(&mut rng),
+            Identity::generate(&mut rng),
+            Identity::generate(&mut rng),
+        );
+        let (a, b) = (address(&alice, 1), address(&bob, 2));
+        let place = Place { round: 5, row: 2 };
+        let chunk = [9u8; CHUNK_LEN];
+        let row = row::seal(
+            &a.outbox_key(),
+            &alice.key_to(&b).unwrap(),
+            place,
+            &chunk,
+            &mut rng,
+        );
+        let opened = |reader: &Identity, from: &Address| {
+            row::open(
+                &from.outbox_key(),
+                &reader.key_from(from).unwrap(),
+                place,
+                &row[..],
+            )
+        };
+        assert!(matches!(opened(&bob, &a), Ok(Opened::Mine(_))));
+        assert_eq!(opened(&carol, &a), Ok(Opened::NotMine));
+        // Bob's key to Alice is another key.
+        let back = row::seal(
+            &b.outbox_key(),
+            &bob.key_to(&a).unwrap(),
+            place,
+            &chunk,
+            &mut rng,
+        );
+        assert_eq!(
+            row::open(
+                &b.outbox_key(),
+                &bob.key_from(&a).unwrap(),
+                place,
+                &back[..]
+            ),
+            Ok(Opened::NotMine)
+        );
     }
 }

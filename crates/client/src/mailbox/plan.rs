@@ -85,10 +85,10 @@ impl Plan {
     }
 
     /// This round's reads: exactly `queries` entries, a contact's outbox or `None` (a random
-    /// row).
+    /// row). The active conversation first, if there is one; the round robin fills the rest.
     pub fn reads(&mut self, round: u64) -> Vec<Option<Contact>> {
         let active = self.active(round);
-        let mut out = vec![active];
+        let mut out: Vec<Option<Contact>> = active.into_iter().map(Some).collect();
         // Contacts the round robin may read this round: all but the active one.
         let mut left = self.contacts - usize::from(active.is_some());
         while out.len() < self.queries {
@@ -109,7 +109,9 @@ impl Plan {
 
     /// This round's writes: exactly `rows` entries, a contact or `None` (a dummy row), from
     /// the contacts owed something (`owed`). The active conversation first, then the owed
-    /// contacts written to least recently, so that every one of them gets rows in turn.
+    /// contacts written to least recently, so that every one of them gets rows in turn; rows
+    /// left over go round the same order again (a long message to one contact moves several
+    /// chunks a round), and are dummies only when nobody is owed anything.
     pub fn writes(&mut self, owed: &[Contact], round: u64) -> Vec<Option<Contact>> {
         let active = self.active(round);
         let mut ranked: Vec<Contact> = owed
@@ -126,7 +128,13 @@ impl Plan {
             Some(c) == active && !(others && self.written[c] == Some(round.wrapping_sub(1)))
         };
         ranked.sort_by_key(|&c| (!first(c), self.written[c], c));
-        let mut out: Vec<Option<Contact>> = ranked.into_iter().take(self.rows).map(Some).collect();
+        let mut out: Vec<Option<Contact>> = ranked
+            .iter()
+            .copied()
+            .cycle()
+            .take(self.rows)
+            .map(Some)
+            .collect();
         for c in out.iter().flatten() {
             if let Some(w) = self.written.get_mut(*c) {
                 *w = Some(round);
@@ -148,15 +156,35 @@ mod tests {
     fn reads_are_the_active_one_then_a_round_robin() {
         let mut p = Plan::new(3, 1);
         p.set_contacts(5);
-        assert_eq!(p.reads(0), vec![None, Some(0), Some(1)]);
+        assert_eq!(p.reads(0), vec![Some(0), Some(1), Some(2)]);
         p.exchanged(3, 1);
-        assert_eq!(p.reads(2), vec![Some(3), Some(2), Some(4)]);
-        assert_eq!(p.reads(3), vec![Some(3), Some(0), Some(1)]);
-        // The conversation goes quiet: the query reads a random row again.
-        assert_eq!(p.reads(1 + ACTIVE_ROUNDS + 1)[0], None);
+        assert_eq!(p.reads(2), vec![Some(3), Some(4), Some(0)]);
+        assert_eq!(p.reads(3), vec![Some(3), Some(1), Some(2)]);
+        // The conversation goes quiet: every query goes round robin again.
+        assert_eq!(
+            p.reads(1 + ACTIVE_ROUNDS + 1),
+            vec![Some(3), Some(4), Some(0)]
+        );
         let mut few = Plan::new(4, 1);
         few.set_contacts(2);
-        assert_eq!(few.reads(0), vec![None, Some(0), Some(1), None]);
+        assert_eq!(few.reads(0), vec![Some(0), Some(1), None, None]);
+        // One query a round still reaches every contact in turn.
+        let mut one = Plan::new(1, 1);
+        one.set_contacts(3);
+        let turns: Vec<_> = (0..3).map(|r| one.reads(r)).collect();
+        assert_eq!(turns, vec![vec![Some(0)], vec![Some(1)], vec![Some(2)]]);
+    }
+
+    #[test]
+    fn spare_rows_go_round_the_owed_contacts_again() {
+        let mut p = Plan::new(1, 4);
+        p.set_contacts(5);
+        assert_eq!(p.writes(&[], 0), vec![None; 4]);
+        let w = p.writes(&[2], 1);
+        assert_eq!(w, vec![Some(2); 4]);
+        let w = p.writes(&[1, 3], 2);
+        assert_eq!(w.iter().flatten().count(), 4);
+        assert_eq!(w.iter().filter(|c| **c == Some(1)).count(), 2);
     }
 
     /// One chunk on its way from a writer to a reader, in the simulation.
@@ -244,7 +272,7 @@ mod tests {
 
         fn round(&mut self, r: u64) {
             let users = self.plans.len();
-            let mut board: BTreeMap<(usize, usize), Row> = BTreeMap::new();
+            let mut board: BTreeMap<(usize, usize), Vec<Row>> = BTreeMap::new();
             for w in 0..users {
                 let owed: Vec<Contact> = (0..users)
                     .filter(|&o| o != w)
@@ -287,38 +315,40 @@ mod tests {
                     }
                     let back = self.pairs.entry((o, w)).or_default();
                     let acks = back.got.iter().copied().collect();
-                    board.insert((w, o), Row { chunk, acks });
+                    board.entry((w, o)).or_default().push(Row { chunk, acks });
                 }
             }
             for u in 0..users {
                 for c in self.plans[u].reads(r).into_iter().flatten() {
                     let w = Self::user(u, c);
-                    let Some(row) = board.get(&(w, u)) else {
+                    let Some(rows) = board.get(&(w, u)) else {
                         // The writer has nothing for us: it has our acknowledgement.
                         if let Some(p) = self.pairs.get_mut(&(w, u)) {
                             p.ack_owed = None;
                         }
                         continue;
                     };
-                    if let Some((id, queued)) = row.chunk {
-                        let pair = self.pairs.entry((w, u)).or_default();
-                        // A chunk seen again means our acknowledgement was missed: owe it
-                        // again.
-                        pair.ack_owed.get_or_insert(r);
-                        if pair.got.insert(id) {
-                            let m = self.messages.get_mut(&(id / 1_000)).expect("message");
-                            self.delivered.push((m.2, r - queued + 1));
-                            m.1 += 1;
-                            if m.1 == m.0 {
-                                m.4 = r - m.3 + 1;
+                    for row in rows {
+                        if let Some((id, queued)) = row.chunk {
+                            let pair = self.pairs.entry((w, u)).or_default();
+                            // A chunk seen again means our acknowledgement was missed: owe it
+                            // again.
+                            pair.ack_owed.get_or_insert(r);
+                            if pair.got.insert(id) {
+                                let m = self.messages.get_mut(&(id / 1_000)).expect("message");
+                                self.delivered.push((m.2, r - queued + 1));
+                                m.1 += 1;
+                                if m.1 == m.0 {
+                                    m.4 = r - m.3 + 1;
+                                }
+                                self.plans[u].exchanged(c, r);
                             }
-                            self.plans[u].exchanged(c, r);
                         }
-                    }
-                    let mine = self.pairs.entry((u, w)).or_default();
-                    for chunk in mine.out.iter_mut() {
-                        if row.acks.contains(&chunk.id) {
-                            chunk.acked = true;
+                        let mine = self.pairs.entry((u, w)).or_default();
+                        for chunk in mine.out.iter_mut() {
+                            if row.acks.contains(&chunk.id) {
+                                chunk.acked = true;
+                            }
                         }
                     }
                 }

@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use super::observe::{ConnView, Frame, StoreView};
 use crate::stats;
+use shroud_proxy::transcript::FrameKind;
 
 /// One test's outcome.
 #[derive(Clone, Debug, Serialize)]
@@ -105,8 +106,10 @@ pub fn storage(a: &StoreView, b: &StoreView) -> [Verdict; 2] {
 /// its replies came late, or it took too long) equally often on both sides, at
 /// significance `alpha` (a two-sample chi-squared test on missed and kept epochs). Which
 /// epoch a frame falls in is timing, which varies from run to run with storage's batches;
-/// `tests/timing.rs` measures the client's own part of it at the socket.
-pub fn proxy(a: &ConnView, b: &ConnView, alpha: f64) -> [Verdict; 3] {
+/// `tests/timing.rs` measures the client's own part of it at the socket. The mail rounds
+/// are compared apart: every round frame of one size, and every round's answers of one
+/// size, on both sides, and as many round frames per turn.
+pub fn proxy(a: &ConnView, b: &ConnView, alpha: f64) -> [Verdict; 4] {
     // Each side's last two turns are out (stopping: the final write-back goes alone).
     let compared = a.turns.len().min(b.turns.len()).saturating_sub(2);
     let turns = |v: &ConnView| v.turns[..compared].to_vec();
@@ -148,9 +151,43 @@ pub fn proxy(a: &ConnView, b: &ConnView, alpha: f64) -> [Verdict; 3] {
             "turns",
         ),
         missed_epochs(a, b, alpha),
+        round_answers(a, b),
     ];
     verdicts[1].detail.push_str(&example);
     verdicts
+}
+
+/// The round frames and round answers each side had: each of one size, the same on both,
+/// and round frames as often per turn on both sides (within one: where the runs started on
+/// the round clock); a run without mail has none on either side.
+fn round_answers(a: &ConnView, b: &ConnView) -> Verdict {
+    let sizes = |v: &ConnView, kind| -> std::collections::BTreeSet<u64> {
+        v.rounds
+            .iter()
+            .filter(|f| f.1 == kind)
+            .map(|f| f.2)
+            .collect()
+    };
+    let count = |v: &ConnView| v.rounds.iter().filter(|f| f.1 == FrameKind::Round).count();
+    let (fa, fb) = (sizes(a, FrameKind::Round), sizes(b, FrameKind::Round));
+    let (da, db) = (
+        sizes(a, FrameKind::RoundDone),
+        sizes(b, FrameKind::RoundDone),
+    );
+    let turns = a.turns.len().min(b.turns.len()).max(1);
+    // Round frames per turn, scaled to the shorter side's turns.
+    let per = |v: &ConnView| count(v) as f64 * turns as f64 / v.turns.len().max(1) as f64;
+    let alike = (per(a) - per(b)).abs() <= 1.5;
+    Verdict {
+        test: "proxy: round frames and answers of one size each, as often, on both sides".into(),
+        pass: fa == fb && da == db && fa.len() <= 1 && da.len() <= 1 && alike,
+        p_value: None,
+        detail: format!(
+            "{} and {} round frames, sizes {fa:?} vs {fb:?}; answers of sizes {da:?} vs {db:?}",
+            count(a),
+            count(b)
+        ),
+    }
 }
 
 /// Epochs of the steady window in which the client sent no frame, as often on both sides.
@@ -268,21 +305,45 @@ mod tests {
         let pass = |v: &[Verdict]| v.iter().map(|v| v.pass).collect::<Vec<_>>();
         assert_eq!(
             pass(&proxy(&conn(false, &[]), &conn(false, &[]), 1e-3)),
-            [true; 3]
+            [true; 4]
         );
         let v = proxy(&conn(false, &[]), &conn(true, &[]), 1e-3);
-        assert_eq!(pass(&v), [true, false, true], "same count, another size");
+        assert_eq!(
+            pass(&v),
+            [true, false, true, true],
+            "same count, another size"
+        );
         // A frame fewer in one turn.
         let mut fewer = conn(false, &[]);
         fewer.turns[5].pop();
         let v = proxy(&conn(false, &[]), &fewer, 1e-3);
-        assert_eq!(pass(&v), [false, false, true]);
+        assert_eq!(pass(&v), [false, false, true, true]);
         // Late once: the same turns, an epoch skipped; late every other epoch: a difference.
         let v = proxy(&conn(false, &[]), &conn(false, &[7]), 1e-3);
-        assert_eq!(pass(&v), [true; 3], "{v:?}");
+        assert_eq!(pass(&v), [true; 4], "{v:?}");
         let often: Vec<u64> = (0..40).filter(|e| e % 2 == 1).collect();
         let v = proxy(&conn(false, &[]), &conn(false, &often), 1e-3);
-        assert_eq!(pass(&v), [true, true, false], "{v:?}");
+        assert_eq!(pass(&v), [true, true, false, true], "{v:?}");
+        // Mail rounds: a round frame or an answer of another size, or round frames half as
+        // often, fail the rounds' test and nothing else.
+        use shroud_proxy::transcript::FrameKind::{Round, RoundDone};
+        let rounds = |frame: u64, answer: u64, every: u64| {
+            let mut v = conn(false, &[]);
+            for _ in (0..20).step_by(every as usize) {
+                v.rounds.push((true, Round, frame));
+                v.rounds.push((false, RoundDone, answer));
+            }
+            v
+        };
+        let base = rounds(500, 300, 4);
+        assert!(pass(&proxy(&base, &rounds(500, 300, 4), 1e-3))[3]);
+        for other in [
+            rounds(501, 300, 4),
+            rounds(500, 299, 4),
+            rounds(500, 300, 8),
+        ] {
+            assert_eq!(pass(&proxy(&base, &other, 1e-3)), [true, true, true, false]);
+        }
 
         // Skewed leaves fail the uniformity and two-sample tests.
         let uniform: Vec<u64> = (0..20_000u64).map(|i| (i * 7919) % 1024).collect();

@@ -109,7 +109,7 @@ pub struct Report {
 }
 
 /// The shape the audit runs: N = 2^12 blocks of 64 bytes, K = 48 slots every 150 ms, mail
-/// on. A client sends its next frames a fixed 2/5 of an epoch after the replies arrive, so
+/// on (a round every 10 epochs, 2 queries, a board of 2^8 rows in outboxes of 2). A client sends its next frames a fixed 2/5 of an epoch after the replies arrive, so
 /// a batch that storage answers later than 3/5 of an epoch (a slow fsync: tens of
 /// milliseconds here) pushes them into the next epoch, in whichever run it happens, and the
 /// exact per-epoch comparison counts that as a difference. At 100 ms epochs that happened in
@@ -117,7 +117,8 @@ pub struct Report {
 pub fn shape() -> Result<Shape> {
     Ok(Shape::new(1 << 12, 64, 4)?
         .with_schedule(48, 150)?
-        .with_mail(1, 2))
+        .with_board(256, 2)?
+        .with_mail(10, 2))
 }
 
 /// How long a side must run to read `accesses` paths at K slots per epoch, with margin.
@@ -264,7 +265,11 @@ async fn mail_pair(opts: &Options) -> Result<PairReport> {
             observe::stores(&r.stack.transcript, &r.stack.shape)?,
             observe::connections(&r.stack.proxy_transcript)?,
             created(&r.stack)?,
-            crate::audit::sizes::storage(&r.stack.transcript, 3)?,
+            crate::audit::sizes::storage(
+                &r.stack.transcript,
+                3,
+                r.stack.shape.queries_per_round as usize,
+            )?,
         ))
     };
     let (sb, cb, ib, vb) = load(&bob)?;
@@ -289,7 +294,11 @@ async fn mail_pair(opts: &Options) -> Result<PairReport> {
             v
         })
         .collect();
-    for op in [shroud_storage::Op::Batch, shroud_storage::Op::Mail] {
+    for op in [
+        shroud_storage::Op::Batch,
+        shroud_storage::Op::Round,
+        shroud_storage::Op::Answer,
+    ] {
         let (x, y) = (
             crate::audit::sizes::usual(&vb, op),
             crate::audit::sizes::usual(&vc, op),

@@ -75,11 +75,18 @@ pub struct ConnView {
     /// the replies, and with them the next frames, into the next epoch in one run and not
     /// another, which says nothing of the workload.
     pub turns: Vec<Vec<Frame>>,
+    /// The mail rounds' frames, in order: the client's round frames (one per round, in the
+    /// turn whose epoch opens a round: which turn that is depends on where in the round
+    /// clock a run started) and their outcomes (answers, or a round that did not run, on
+    /// storage's timing). Compared apart from the turns.
+    pub rounds: Vec<Frame>,
 }
 
-/// The proxy's view of every connection, in accept order.
+/// The proxy's view of every client connection (one that registered a store), in accept
+/// order, numbered from 0. Connections that only made an outbox (`mail init`) are left out.
 pub fn connections(transcript: &Path) -> std::io::Result<BTreeMap<u64, ConnView>> {
     let mut out: BTreeMap<u64, ConnView> = BTreeMap::new();
+    let mut clients = std::collections::BTreeSet::new();
     for ProxyEntry {
         epoch,
         conn,
@@ -92,7 +99,17 @@ pub fn connections(transcript: &Path) -> std::io::Result<BTreeMap<u64, ConnView>
         if kind == FrameKind::Stats {
             continue;
         }
+        if kind == FrameKind::Register {
+            clients.insert(conn);
+        }
         let view = out.entry(conn).or_default();
+        if matches!(
+            kind,
+            FrameKind::Round | FrameKind::RoundDone | FrameKind::RoundFailed
+        ) {
+            view.rounds.push((inbound, kind, bytes));
+            continue;
+        }
         view.epochs
             .entry(epoch)
             .or_default()
@@ -112,7 +129,12 @@ pub fn connections(transcript: &Path) -> std::io::Result<BTreeMap<u64, ConnView>
         view.epochs.values_mut().for_each(|f| f.sort());
         view.turns.iter_mut().for_each(|f| f.sort());
     }
-    Ok(out)
+    Ok(out
+        .into_iter()
+        .filter(|(c, _)| clients.contains(c))
+        .enumerate()
+        .map(|(i, (_, v))| (i as u64, v))
+        .collect())
 }
 
 /// The leaves as a histogram of `bins` equal bins over `leaves` leaves.

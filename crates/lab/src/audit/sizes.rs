@@ -12,8 +12,13 @@ use shroud_storage::{Op, Transcript};
 pub type RequestSize = (Op, u64, u64);
 
 /// Storage's view: how many requests of each shape, counting only those with `clients`
-/// participants (distinct stores of a batch, drains of a mail request).
-pub fn storage(transcript: &Path, clients: usize) -> std::io::Result<BTreeMap<RequestSize, usize>> {
+/// participants (distinct stores of a batch, writes of a round, queries of an answer request
+/// over `queries` per client).
+pub fn storage(
+    transcript: &Path,
+    clients: usize,
+    queries: usize,
+) -> std::io::Result<BTreeMap<RequestSize, usize>> {
     let mut view = BTreeMap::new();
     for e in Transcript::read(transcript)? {
         let n = match e.op {
@@ -22,7 +27,8 @@ pub fn storage(transcript: &Path, clients: usize) -> std::io::Result<BTreeMap<Re
                 .iter()
                 .collect::<std::collections::BTreeSet<_>>()
                 .len(),
-            Op::Mail => e.reads.len(),
+            Op::Round => e.writes.len(),
+            Op::Answer => e.reads.len() / queries.max(1),
             _ => continue,
         };
         if n == clients {
@@ -44,12 +50,12 @@ pub fn usual(view: &BTreeMap<RequestSize, usize>, op: Op) -> Option<(RequestSize
     Some((**shape, **n, others))
 }
 
-/// The proxy's view: (slot frame min, max, mail frame min, max), in bytes.
+/// The proxy's view: (slot frame min, max, round frame min, max), in bytes.
 pub fn proxy(stats: &ProxyStats) -> [u64; 4] {
     [
         stats.slot_frame_min,
         stats.slot_frame_max,
-        stats.mail_frame_min,
-        stats.mail_frame_max,
+        stats.round_frame_min,
+        stats.round_frame_max,
     ]
 }

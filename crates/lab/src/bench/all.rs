@@ -75,7 +75,7 @@ pub fn run(quick: bool) -> Result<AllReport> {
         eprintln!("kv: N = {n}, T = {cached} ...");
         kv_reports.push(kv::run(n, 1024, cached, ops)?);
     }
-    let shape = Shape::default().with_schedule(1, 100)?;
+    let shape = Shape::default().with_schedule(1, 100)?.with_mail(0, 0);
     let (counts, secs): (&[usize], f64) = if quick {
         (&[16, 64], 8.0)
     } else {

@@ -104,7 +104,7 @@ pub fn settings() -> Result<Vec<Shape>> {
     let every = |ms| d.with_schedule(d.slots_per_epoch, ms);
     let store = |capacity, block, cached| {
         Shape::new(capacity, block, cached)
-            .map(|s| s.with_mail(d.deposits_per_epoch, d.drains_per_epoch))
+            .map(|s| s.with_mail(d.round_epochs, d.queries_per_round))
     };
     Ok(vec![
         d,

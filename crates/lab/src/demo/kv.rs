@@ -63,7 +63,7 @@ pub async fn run(seconds: f64) -> Result<()> {
     let started = Instant::now();
     let shape = Shape::new(1 << 12, 1024, 4)?
         .with_schedule(1, 100)?
-        .with_mail(1, 2);
+        .with_mail(0, 0);
     crate::outln!(
         "shroud demo: storage (sled, temp dir) + proxy + two agents, TLS on every link, in one process"
     );

@@ -16,12 +16,13 @@ struct Run {
     label: &'static str,
     took: Duration,
     batch: (RequestSize, usize, usize),
-    mail: (RequestSize, usize, usize),
+    round: (RequestSize, usize, usize),
+    answer: (RequestSize, usize, usize),
     proxy: [u64; 4],
 }
 
 async fn wait_for(u: &MailUser, from: &shroud_client::mailbox::Address, n: usize) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let got = u.mail.conversation(from).await?.len();
         if got >= n {
@@ -59,7 +60,7 @@ async fn run_once(shape: Shape, to_carol: bool, seconds: f64) -> Result<Run> {
     for u in [alice, bob, carol] {
         u.stop().await;
     }
-    let seen = sizes::storage(&stack.transcript, 3)?;
+    let seen = sizes::storage(&stack.transcript, 3, shape.queries_per_round as usize)?;
     Ok(Run {
         label: if to_carol {
             "alice->carol"
@@ -68,7 +69,8 @@ async fn run_once(shape: Shape, to_carol: bool, seconds: f64) -> Result<Run> {
         },
         took,
         batch: sizes::usual(&seen, shroud_storage::Op::Batch).context("no batches")?,
-        mail: sizes::usual(&seen, shroud_storage::Op::Mail).context("no mail")?,
+        round: sizes::usual(&seen, shroud_storage::Op::Round).context("no rounds")?,
+        answer: sizes::usual(&seen, shroud_storage::Op::Answer).context("no answers")?,
         proxy: sizes::proxy(&stats),
     })
 }
@@ -77,12 +79,13 @@ async fn run_once(shape: Shape, to_carol: bool, seconds: f64) -> Result<Run> {
 pub async fn run(seconds: f64) -> Result<()> {
     let shape = Shape::new(1 << 10, 1024, 3)?
         .with_schedule(1, 100)?
-        .with_mail(1, 2);
+        .with_board(256, 2)?
+        .with_mail(20, 2);
     crate::outln!(
-        "\nMail: Alice, Bob and Carol on one proxy and one storage server; each sends {} envelope(s) and drains {} every {} ms, real or dummy.",
-        shape.deposits_per_epoch,
-        shape.drains_per_epoch,
-        shape.epoch_ms
+        "\nMail: Alice, Bob and Carol on one proxy and one storage server; every {} ms each writes its own outbox ({} rows of 1 KiB) and sends {} PIR queries, real or dummy.",
+        shape.epoch_ms * shape.round_epochs,
+        shape.outbox_rows,
+        shape.queries_per_round
     );
     let mut runs = Vec::new();
     for to_carol in [false, true] {
@@ -96,40 +99,43 @@ pub async fn run(seconds: f64) -> Result<()> {
     }
     crate::outln!("\nWhat the operators saw of each run (epochs with all three connected):");
     crate::outln!(
-        "  {:<13} {:>7} {:>22} {:>22} {:>12} {:>12}",
+        "  {:<13} {:>7} {:>22} {:>22} {:>24} {:>12} {:>14}",
         "run",
-        "epochs",
+        "rounds",
         "storage batch in/out",
-        "storage mail in/out",
+        "storage round in/out",
+        "storage answers in/out",
         "proxy slot",
-        "proxy mail"
+        "proxy round"
     );
     for r in &runs {
         crate::outln!(
-            "  {:<13} {:>7} {:>22} {:>22} {:>12} {:>12}",
+            "  {:<13} {:>7} {:>22} {:>22} {:>24} {:>12} {:>14}",
             r.label,
-            r.mail.1,
+            r.round.1,
             format!("{} / {} B", r.batch.0.1, r.batch.0.2),
-            format!("{} / {} B", r.mail.0.1, r.mail.0.2),
+            format!("{} / {} B", r.round.0.1, r.round.0.2),
+            format!("{} / {} B", r.answer.0.1, r.answer.0.2),
             format!("{} B", r.proxy[0]),
             format!("{} B", r.proxy[2]),
         );
     }
     let same = runs[0].batch.0 == runs[1].batch.0
-        && runs[0].mail.0 == runs[1].mail.0
+        && runs[0].round.0 == runs[1].round.0
+        && runs[0].answer.0 == runs[1].answer.0
         && runs[0].proxy == runs[1].proxy
         && runs
             .iter()
             .all(|r| r.proxy[0] == r.proxy[1] && r.proxy[2] == r.proxy[3]);
     crate::outln!(
-        "  Same shape: {} (one batch and one mail request per epoch, every request, response and client frame of one size; \
-         {} and {} epochs of other sizes at the edges, when clients connected).",
+        "  Same shape: {} (one batch per epoch, one round of writes and one of queries per round, every request, response and client frame of one size; \
+         {} and {} requests of other sizes at the edges, when clients connected).",
         if same { "yes" } else { "NO" },
-        runs[0].mail.2 + runs[0].batch.2,
-        runs[1].mail.2 + runs[1].batch.2
+        runs[0].round.2 + runs[0].answer.2 + runs[0].batch.2,
+        runs[1].round.2 + runs[1].answer.2 + runs[1].batch.2
     );
     crate::outln!(
-        "  What storage does learn: the inboxes it filed envelopes in (Bob's in one run, Carol's in the other), not who sent them. See docs/threat-model.md."
+        "  What storage does learn: which outboxes were written each round (whose owners were online), never whom a row is for or which rows a query read. See docs/mail-delivery.md."
     );
     ensure!(same, "the two runs looked different");
     Ok(())
