@@ -4,28 +4,48 @@
 
 mod common;
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use shroud_client::mailbox::{Address, Identity};
+use rand::seq::SliceRandom;
+use shroud_client::mailbox::{Address, Identity, chunk::PAYLOAD_LEN};
 use shroud_proto::Shape;
-use shroud_proxy::transcript::Transcript;
+use shroud_proxy::transcript::{Entry, FrameKind, Transcript};
+use shroud_testkit::stack::MailUser;
 
-use common::{Stack, keep_sending};
+use common::Stack;
 
-/// The delays, microseconds, from the proxy's last reply to a connection to that
-/// connection's next frame, as the proxy's transcript timed them at its socket.
-fn reply_to_next_frame(stack: &Stack, conn: u64) -> Vec<f64> {
-    let mut out = Vec::new();
+/// Blocks of time, each with one of the two measured clients receiving.
+const PHASES: usize = 18;
+/// Epochs of a phase (six mail rounds).
+const PHASE_EPOCHS: u64 = 60;
+/// Chunks of the message a phase's receiver gets (fits in the phase's rows).
+const CHUNKS: usize = 6;
+
+/// The epoch the proxy is in, from its transcript's last whole line (the file grows while
+/// it is read).
+fn proxy_epoch(transcript: &Path) -> u64 {
+    let text = std::fs::read_to_string(transcript).expect("transcript");
+    text.lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Entry>(l).ok())
+        .map_or(0, |e| e.epoch)
+}
+
+/// Per epoch, the delay, microseconds, from the proxy's last reply to a connection to that
+/// connection's next frame (sent in that epoch), as the proxy's transcript timed them at
+/// its socket.
+fn reply_to_next_frame(entries: &[Entry], conn: u64) -> BTreeMap<u64, f64> {
+    let mut out = BTreeMap::new();
     let mut last_reply: Option<u64> = None;
-    for e in Transcript::read(&stack.proxy_transcript).expect("transcript") {
-        if e.conn != conn {
-            continue;
-        }
+    for e in entries.iter().filter(|e| e.conn == conn) {
         if e.inbound {
             if let Some(t) = last_reply.take() {
-                out.push(e.micros.saturating_sub(t) as f64);
+                out.insert(e.epoch, e.micros.saturating_sub(t) as f64);
             }
         } else {
             last_reply = Some(e.micros);
@@ -34,17 +54,33 @@ fn reply_to_next_frame(stack: &Stack, conn: u64) -> Vec<f64> {
     out
 }
 
-/// Issue 12, finding 3: when a client sends must not depend on its work. An idle client and
-/// one receiving mail in every round it can, with 14 contacts each, side by side for 1,100
-/// epochs of 100 ms (a mail round every 10): the delay from the proxy's reply to the
-/// client's next frame, timed at the proxy's socket, has one distribution (two-sample
-/// Kolmogorov-Smirnov, p > 0.01, over the last 1,000). The 40 ms send offset leaves room for
-/// the epoch's work even with two CPU hogs on this 2-core machine (at 50 ms epochs, 6 to 15%
-/// of epochs' work overran the 20 ms offset there, and an overrun leaves when the work is
-/// done, which the test rightly catches).
+/// Waits until `user` has received `n` messages.
+async fn received(user: &MailUser, n: u64) {
+    let wait = async {
+        while user.stats().mail_received.load(Relaxed) < n {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), wait)
+        .await
+        .expect("a message was not delivered");
+}
+
+/// Issue 12, finding 3: when a client sends must not depend on its work. Two clients with 14
+/// contacts each and a third that writes to them, for 18 phases of 60 epochs of 100 ms (a
+/// mail round every 10): in each phase one of the two receives a message, which one drawn
+/// at random (a shuffle of nine phases each). The delay from the proxy's reply to a
+/// client's next frame, timed at the proxy's socket, must not tell the phases a client
+/// received in from those it did not: the statistic is the two-sample KS distance between
+/// them, summed over both clients (each client compared with itself, so what sets two
+/// clients apart, such as when their threads started, cancels out), and its p-value comes
+/// from reshuffling the phases (a randomization test: exact although the machine's noise
+/// comes in bursts that the KS p-value would take for differences). The 40 ms send offset
+/// leaves room for the epoch's work even with two CPU hogs on this 2-core machine (at 50 ms
+/// epochs, 6 to 15% of epochs' work overran the 20 ms offset there, and an overrun leaves
+/// when the work is done, which the test rightly catches).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_a_client_sends_does_not_depend_on_its_work() {
-    const EPOCHS: u64 = 1100;
     let shape = Shape::new(256, 256, 2)
         .expect("shape")
         .with_schedule(1, 100)
@@ -65,25 +101,22 @@ async fn when_a_client_sends_does_not_depend_on_its_work() {
             .build()
             .expect("runtime")
     };
-    let (idle_rt, sender_rt, sink_rt) = (own(), own(), own());
-    let idle = stack
-        .mail_user_on(idle_rt.handle(), &mut rng)
-        .await
-        .expect("idle");
-    // The sender too, off the runtime of the proxy, whose transcript times the frames.
-    let sender = stack
-        .mail_user_on(sender_rt.handle(), &mut rng)
-        .await
-        .expect("sender");
-    let sink = stack
-        .mail_user_on(sink_rt.handle(), &mut rng)
-        .await
-        .expect("sink");
-    // Many contacts (outboxes nobody writes, past the three in use). Both measured clients
+    let runtimes = [own(), own(), own()];
+    let mut users = Vec::new();
+    for rt in &runtimes {
+        users.push(
+            stack
+                .mail_user_on(rt.handle(), &mut rng)
+                .await
+                .expect("user"),
+        );
+    }
+    let [a, b, sender]: [MailUser; 3] = users.try_into().ok().expect("three users");
+    // Many contacts (outboxes nobody writes, past the two in use). Both measured clients
     // have the same number (a client's work grows with its contacts, a fixed property of
     // the account, not its activity).
     for i in 0..12 {
-        for u in [&idle, &sink] {
+        for u in [&a, &b] {
             let stranger = Address {
                 public_key: Identity::generate(&mut rng).public_key(),
                 outbox: 100 + i,
@@ -95,65 +128,108 @@ async fn when_a_client_sends_does_not_depend_on_its_work() {
                 .expect("contact");
         }
     }
-    shroud_testkit::stack::befriend(&[("idle", &idle), ("sender", &sender), ("sink", &sink)])
+    shroud_testkit::stack::befriend(&[("a", &a), ("b", &b), ("sender", &sender)])
         .await
         .expect("contacts");
-    let to = sink.address;
-    let rounds = EPOCHS / u64::from(shape.round_epochs);
-    keep_sending(&sender, to, 8, rounds).await;
-    let received = sink.stats().mail_received.load(Relaxed);
+    let body = vec![0x5a; CHUNKS * PAYLOAD_LEN];
+    // A first message each: both conversations are open before the measured phases.
+    for u in [&a, &b] {
+        sender.mail.send(&u.address, &body).await.expect("send");
+        received(u, 1).await;
+    }
+    // true: `a` receives in that phase.
+    let mut labels: Vec<bool> = (0..PHASES).map(|i| i % 2 == 0).collect();
+    labels.shuffle(&mut rng);
+    let mut starts = Vec::new();
+    for &to_a in &labels {
+        starts.push(proxy_epoch(&stack.proxy_transcript));
+        let to = if to_a { &a } else { &b };
+        sender.mail.send(&to.address, &body).await.expect("send");
+        tokio::time::sleep(Duration::from_millis(
+            PHASE_EPOCHS * u64::from(shape.epoch_ms),
+        ))
+        .await;
+    }
+    starts.push(proxy_epoch(&stack.proxy_transcript));
     // For a closer look: SHROUD_KEEP_TRANSCRIPT=FILE keeps the proxy's transcript.
     if let Some(keep) = std::env::var_os("SHROUD_KEEP_TRANSCRIPT") {
         std::fs::copy(&stack.proxy_transcript, keep).expect("keep the transcript");
     }
-    let late = [&idle, &sink].map(|u| u.stats().late_sends.load(Relaxed));
-    for u in [idle, sender, sink] {
+    let got = [&a, &b].map(|u| u.stats().mail_received.load(Relaxed));
+    let late = [&a, &b].map(|u| u.stats().late_sends.load(Relaxed));
+    for u in [a, b, sender] {
         u.stop().await;
     }
-    for rt in [idle_rt, sender_rt, sink_rt] {
+    for rt in runtimes {
         rt.shutdown_background();
     }
-    // Messages of 8 chunks: the receiver took real chunks (and so did the work of taking
-    // them) through the run. Storage answers about one round a second here, and skips the
-    // others when it falls behind.
+    // The receivers took real chunks (and so did the work of taking them) through the run.
     assert!(
-        received >= 2,
-        "the sender was not busy: {received} messages in {rounds} rounds"
+        got.iter().all(|&n| n > PHASES as u64 / 4),
+        "messages received {got:?} in {PHASES} phases"
     );
-    // Connections 0 and 2: the idle client and the receiver. Past the first epochs, the same
-    // number from each.
-    let (mut a, mut b) = (
-        reply_to_next_frame(&stack, 0),
-        reply_to_next_frame(&stack, 2),
-    );
-    let n = a.len().min(b.len());
-    assert!(n > 1000, "only {n} epochs");
-    let (mut a, mut b): (Vec<f64>, Vec<f64>) = (
-        a.drain(n - 1000..n).collect(),
-        b.drain(n - 1000..n).collect(),
-    );
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+    let entries = Transcript::read(&stack.proxy_transcript).expect("transcript");
+    // The clients' connections, in the order they registered (a, b, the sender); their
+    // outbox requests came on connections of their own.
+    let conns: Vec<u64> = entries
+        .iter()
+        .filter(|e| e.inbound && e.kind == FrameKind::Register)
+        .map(|e| e.conn)
+        .collect();
+    let delays = [conns[0], conns[1]].map(|c| reply_to_next_frame(&entries, c));
+    // A phase's message reaches its receiver from the next round on: its samples are the
+    // phase's epochs, one round later.
+    let lag = u64::from(shape.round_epochs);
+    let phase = |p: usize, client: usize| -> Vec<f64> {
+        delays[client]
+            .range(starts[p] + lag..starts[p + 1] + lag)
+            .map(|(_, &d)| d)
+            .collect()
     };
-    let (ma, mb) = (median(&mut a), median(&mut b));
-    let q = |v: &Vec<f64>| {
-        [5, 25, 50, 75, 95, 99].map(|p| (v[v.len() * p / 100] / 100.0).round() / 10.0)
+    // Per client, its delays in the phases it received in and in the others.
+    let split = |l: &[bool], client: usize| -> (Vec<f64>, Vec<f64>) {
+        let (mut got, mut not) = (Vec::new(), Vec::new());
+        for (p, &to_a) in l.iter().enumerate() {
+            let receiving = to_a == (client == 0);
+            if receiving { &mut got } else { &mut not }.extend(phase(p, client));
+        }
+        (got, not)
     };
-    println!("quantiles idle {:?} receiving {:?}", q(&a), q(&b));
-    let ks = shroud_lab::stats::ks_two_sample(&mut a, &mut b);
+    let statistic = |l: &[bool]| -> f64 {
+        (0..2)
+            .map(|c| {
+                let (mut got, mut not) = split(l, c);
+                shroud_lab::stats::ks_two_sample(&mut got, &mut not).statistic
+            })
+            .sum()
+    };
+    for c in 0..2 {
+        let (mut got, mut not) = split(&labels, c);
+        assert!(
+            got.len() > 400 && not.len() > 400,
+            "client {c}: {} and {} epochs",
+            got.len(),
+            not.len()
+        );
+        let q = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            [5, 25, 50, 75, 95, 99].map(|p| (v[v.len() * p / 100] / 100.0).round() / 10.0)
+        };
+        println!(
+            "client {c}: reply to next frame, ms, receiving {:?}, not {:?}",
+            q(&mut got),
+            q(&mut not)
+        );
+    }
+    let test = shroud_lab::stats::randomization_test(&labels, 999, &mut rng, statistic);
     println!(
-        "reply to next frame: idle median {:.2} ms, receiving {:.2} ms; KS D {:.3}, p {:.3}; late sends {late:?}",
-        ma / 1000.0,
-        mb / 1000.0,
-        ks.statistic,
-        ks.p_value
+        "KS distances summed {:.3}, p {:.3}; messages {got:?}; late sends {late:?}",
+        test.statistic, test.p_value
     );
     assert!(
-        ks.p_value > 0.01,
-        "the send delay tells a mail-receiving client from an idle one: medians {:.2} vs {:.2} ms, KS p {:.2e}",
-        ma / 1000.0,
-        mb / 1000.0,
-        ks.p_value
+        test.p_value > 0.01,
+        "the send delay tells the phases a client received mail in: summed KS distance {:.3}, p {:.3}",
+        test.statistic,
+        test.p_value
     );
 }

@@ -1,7 +1,8 @@
 //! Statistical tests used to check that what the server sees does not depend on the
 //! workload: Pearson's chi-squared goodness-of-fit and homogeneity tests, and the two-sample
 //! Kolmogorov-Smirnov test (as in Press et al., "Numerical Recipes", 3rd ed., sections 14.3
-//! and 6.14). The special functions come from `puruspe`.
+//! and 6.14), and a randomization test for measurements whose noise comes in bursts. The
+//! special functions come from `puruspe`.
 
 /// A test statistic and its p-value (the probability, under the null hypothesis, of a
 /// statistic at least this extreme).
@@ -75,6 +76,39 @@ pub fn ks_two_sample(a: &mut [f64], b: &mut [f64]) -> TestResult {
         statistic: d,
         df: ne,
         p_value: ks_sf(lambda),
+    }
+}
+
+/// A randomization test (Fisher's; Edgington and Onghena, "Randomization Tests", 4th ed.,
+/// ch. 1): `labels` is a treatment the experiment assigned at random by shuffling (which of
+/// two conditions each block of time ran under), `statistic` measures how much the
+/// measurements differ between the conditions under a labelling. The p-value is the share
+/// of `shuffles` reshuffled labellings (plus the observed one) whose statistic is at least
+/// the observed one.
+///
+/// Unlike the KS p-value, this one stays exact when the noise is autocorrelated (a busy
+/// second shifts every sample in it): the test assumes nothing about the samples, only that
+/// the labels were drawn by this same shuffle, independently of the measurements.
+pub fn randomization_test<R: rand::Rng + ?Sized>(
+    labels: &[bool],
+    shuffles: usize,
+    rng: &mut R,
+    statistic: impl Fn(&[bool]) -> f64,
+) -> TestResult {
+    use rand::seq::SliceRandom;
+    let observed = statistic(labels);
+    let mut shuffled = labels.to_vec();
+    let mut as_extreme = 1usize;
+    for _ in 0..shuffles {
+        shuffled.shuffle(rng);
+        if statistic(&shuffled) >= observed {
+            as_extreme += 1;
+        }
+    }
+    TestResult {
+        statistic: observed,
+        df: shuffles as f64,
+        p_value: as_extreme as f64 / (shuffles + 1) as f64,
     }
 }
 
@@ -244,5 +278,54 @@ mod tests {
         assert!(ks_two_sample(&mut a, &mut b).p_value > 0.9);
         let mut c: Vec<f64> = (0..1000).map(|i| i as f64 + 300.0).collect();
         assert!(ks_two_sample(&mut a, &mut c).p_value < 1e-6);
+    }
+
+    /// Blocks of samples that share a burst of noise: the KS p-value, which takes the samples
+    /// as independent, is fooled by the bursts; the randomization test over blocks is not,
+    /// and still finds a real shift.
+    #[test]
+    fn randomization_test_holds_under_bursts_and_finds_shifts() {
+        use rand::seq::SliceRandom;
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let (blocks, per) = (20, 50);
+        // Block b's samples: its burst (shared by all of them) plus their own noise.
+        let bursts: Vec<f64> = (0..blocks).map(|_| rng.random::<f64>() * 5.0).collect();
+        let samples = |shift: f64, treated: &[bool], rng: &mut rand::rngs::StdRng| {
+            (0..blocks)
+                .map(|b| {
+                    let s = if treated[b] { shift } else { 0.0 };
+                    (0..per)
+                        .map(|_| bursts[b] + s + rng.random::<f64>())
+                        .collect::<Vec<f64>>()
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut labels: Vec<bool> = (0..blocks).map(|b| b % 2 == 0).collect();
+        labels.shuffle(&mut rng);
+        let d = |data: &[Vec<f64>], l: &[bool]| {
+            let pick = |want: bool| -> Vec<f64> {
+                (0..blocks)
+                    .filter(|&b| l[b] == want)
+                    .flat_map(|b| data[b].iter().copied())
+                    .collect()
+            };
+            ks_two_sample(&mut pick(true), &mut pick(false)).statistic
+        };
+        let null = samples(0.0, &labels, &mut rng);
+        let naive = d(&null, &labels);
+        let (mut t, mut u) = (Vec::new(), Vec::new());
+        for b in 0..blocks {
+            if labels[b] { &mut t } else { &mut u }.extend(&null[b]);
+        }
+        assert!(
+            ks_two_sample(&mut t, &mut u).p_value < 0.01,
+            "the bursts fool KS (D {naive})"
+        );
+        let p = randomization_test(&labels, 999, &mut rng, |l| d(&null, l)).p_value;
+        assert!(p > 0.01, "no effect, p {p}");
+        let shifted = samples(5.0, &labels, &mut rng);
+        let p = randomization_test(&labels, 999, &mut rng, |l| d(&shifted, l)).p_value;
+        assert!(p < 0.01, "a shift of 5, p {p}");
     }
 }
