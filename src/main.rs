@@ -175,7 +175,7 @@ struct StorageArgs {
     #[arg(long, default_value_t = shroud_storage::new_stores::DEFAULT_DIFFICULTY.0,
           value_parser = clap::value_parser!(u8).range(0..=i64::from(shroud_proto::work::MAX_DIFFICULTY)))]
     store_work_bits: u8,
-    /// The most stores (client stores and inboxes) storage holds; more get `StoreLimit`.
+    /// The most stores storage holds; more get `StoreLimit`.
     #[arg(long, default_value_t = shroud_storage::new_stores::DEFAULT_MAX_STORES)]
     max_stores: u64,
     /// Rows of the outbox delivery's mail board (a power of two from 256 to 65536; it fixes
@@ -185,6 +185,10 @@ struct StorageArgs {
     /// Rows of one outbox on the mail board (the board holds board-rows / this outboxes).
     #[arg(long, default_value_t = shroud_storage::Config::default().board.1)]
     outbox_rows: u32,
+    /// Readers' PIR keys kept at once (one per client connection with mail; each takes about
+    /// 21 MiB of memory at the default board, see docs/operations.md); more are refused.
+    #[arg(long, default_value_t = shroud_storage::Config::default().max_readers)]
+    max_readers: usize,
     #[command(flatten)]
     tls: ServerTlsArgs,
     /// PEM CA certificate(s) whose client certificates may connect: only proxies talk to
@@ -450,6 +454,7 @@ fn storage_cmd(args: StorageArgs) -> Result<()> {
             max_stores: args.max_stores,
         },
         board: (args.board_rows, args.outbox_rows),
+        max_readers: args.max_readers,
         ..Default::default()
     };
     shroud_storage::board::check_shape(args.board_rows, args.outbox_rows)

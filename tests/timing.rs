@@ -12,7 +12,7 @@ use std::time::Duration;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use shroud_client::mailbox::{Address, Identity, chunk::PAYLOAD_LEN};
+use shroud_client::mailbox::{Address, chunk::PAYLOAD_LEN};
 use shroud_proto::Shape;
 use shroud_proxy::transcript::{Entry, FrameKind, Transcript};
 use shroud_testkit::stack::MailUser;
@@ -118,9 +118,11 @@ async fn when_a_client_sends_does_not_depend_on_its_work() {
     for i in 0..12 {
         for u in [&a, &b] {
             let stranger = Address {
-                public_key: Identity::generate(&mut rng).public_key(),
                 outbox: 100 + i,
-                outbox_key: rand::random(),
+                ..shroud_client::mailbox::Account::generate(&mut rng)
+                    .with_outbox(0)
+                    .address()
+                    .expect("address")
             };
             u.mail
                 .add_contact(&format!("c{i}"), stranger)

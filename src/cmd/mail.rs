@@ -30,17 +30,28 @@ pub struct MailArgs {
 pub enum MailCommand {
     /// Make this client's mailbox account (once) and print its address.
     Init,
-    /// Print the address to share (public key, inbox id, checksum).
+    /// Print the address to share (public key, outbox number and key, checksum).
     Address,
-    /// Add a contact by address; mail is accepted only from contacts.
+    /// Add a contact by address (mail is accepted only from contacts), and print the safety
+    /// number to compare with them. A name that has other keys already is refused, unless
+    /// `--replace` (after comparing the new number with them).
     AddContact {
         /// A name for them.
         name: String,
         /// Their address (`shroud:...`).
         address: String,
+        /// Take the address even if the name had other keys.
+        #[arg(long)]
+        replace: bool,
     },
-    /// Send MESSAGE to a contact (by name) or an address; returns once it is queued in
-    /// their inbox.
+    /// Print the safety number with a contact: the same 60 digits on both sides when each
+    /// holds the other's real address.
+    Safety {
+        /// The contact's name.
+        name: String,
+    },
+    /// Send MESSAGE to a contact (by name) or an address; returns once it is queued here,
+    /// to go out in the next rounds (`inbox` shows what arrived).
     Send {
         /// Name or address.
         to: String,
@@ -84,11 +95,21 @@ async fn command(target: &mut Target, command: MailCommand) -> Result<()> {
     let reply = match &command {
         MailCommand::Init => target.call(&[b"MAIL.INIT"]).await?,
         MailCommand::Address => target.call(&[b"MAIL.ADDRESS"]).await?,
-        MailCommand::AddContact { name, address } => {
+        MailCommand::AddContact {
+            name,
+            address,
+            replace,
+        } => {
+            let verb: &[u8] = if *replace {
+                b"MAIL.REPLACE-CONTACT"
+            } else {
+                b"MAIL.ADD-CONTACT"
+            };
             target
-                .call(&[b"MAIL.ADD-CONTACT", name.as_bytes(), address.as_bytes()])
+                .call(&[verb, name.as_bytes(), address.as_bytes()])
                 .await?
         }
+        MailCommand::Safety { name } => target.call(&[b"MAIL.SAFETY", name.as_bytes()]).await?,
         MailCommand::Send { to, message } => {
             target
                 .call(&[b"MAIL.SEND", to.as_bytes(), message.as_bytes()])

@@ -735,6 +735,32 @@ async fn the_shroud_mail_cli_works_through_the_agent() {
         "a mistyped address is refused"
     );
     alice.mail.add_contact("bob", bob).await.unwrap();
+    // Both sides read the same safety number.
+    let number = alice.mail.safety_number("bob").await.unwrap();
+    assert_eq!(
+        cli(s(&["safety", "alice"])).await.unwrap().trim(),
+        format!("safety number {number}")
+    );
+    // Another address under a name that has one is refused (a changed key is shown, with
+    // both numbers), unless replaced on purpose; then the number changes.
+    let other = shroud_client::mailbox::Account::generate(&mut rng)
+        .with_outbox(77)
+        .address()
+        .expect("address");
+    let refused = cli(s(&["add-contact", "alice", &other.to_string()])).await;
+    assert!(refused.is_err(), "a changed key was taken silently");
+    cli(s(&["add-contact", "mallory", &other.to_string()]))
+        .await
+        .unwrap();
+    let replaced = cli(s(&[
+        "add-contact",
+        "--replace",
+        "mallory",
+        &alice.address.to_string(),
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(replaced.trim(), format!("safety number {number}"));
     alice.mail.send(&bob, b"hello from alice").await.unwrap();
     cli(s(&["send", "alice", "hello back"])).await.unwrap();
     wait_incoming(&alice.mail, &bob, 1, MAIL_WAIT).await;

@@ -8,8 +8,8 @@ use shroud_net::transport::ClientTls;
 use shroud_proto::board::{
     OUTBOX_INFO, OUTBOX_REPLY_LEN, OUTBOX_REQUEST_LEN, OutboxReply, OutboxRequest, OutboxStatus,
 };
-use shroud_proto::mail::Sealed;
 use shroud_proto::routing::RoutingKey;
+use shroud_proto::sealed::Sealed;
 use shroud_proto::sealed::seal_request;
 use shroud_proto::{Capability, ErrorCode, Limits, Request, Response, StoreId, Work};
 

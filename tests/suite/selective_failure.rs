@@ -13,7 +13,6 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rand::RngExt;
 use shroud_proto::{Shape, StoreId};
-use shroud_storage::backend::QueueOp;
 use shroud_storage::{Backend, BackendError, Put, SledBackend, StoreMeta, Usage};
 
 /// Leaf reads of each store between two corruptions of it.
@@ -62,20 +61,6 @@ impl<H: OnRead> Backend for Tapped<H> {
     }
     fn apply(&self, puts: &[Put<'_>]) -> Result<(), BackendError> {
         self.inner.apply(puts)
-    }
-    fn queue_state(&self, store: &StoreId) -> Result<(u64, u64), BackendError> {
-        self.inner.queue_state(store)
-    }
-    fn queue_read(
-        &self,
-        store: &StoreId,
-        from: u64,
-        max: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, BackendError> {
-        self.inner.queue_read(store, from, max)
-    }
-    fn apply_queue(&self, ops: &[QueueOp<'_>]) -> Result<(), BackendError> {
-        self.inner.apply_queue(ops)
     }
     fn outbox_create(&self, index: u64, cap_hash: &[u8; 32]) -> Result<bool, BackendError> {
         self.inner.outbox_create(index, cap_hash)

@@ -7,7 +7,7 @@
 //! - `wal`: the engine snapshot (stash, position map, root digest, nonce counter, cached
 //!   levels) and the write-back it owes the server, rewritten and flushed once per epoch;
 //! - `index`: the key map of the KV store, rewritten and flushed on every put and delete;
-//! - `account`: the mailbox identity and inbox capability (the mailbox's outbox, spool and
+//! - `account`: the mailbox identity and outbox capability (the mailbox's outbox, spool and
 //!   counters ride in `wal`, so they follow the write-ahead rule).
 //!
 //! The state key comes from a key file (32 random bytes, mode 0600, at a path the user names,
@@ -41,11 +41,13 @@ use shroud_proto::Grant;
 use shroud_proto::Shape;
 use zeroize::{Zeroize, Zeroizing};
 
-/// The state's format version, kept in `meta`: 3 since mail moved to outboxes and PIR
+/// The state's format version, kept in `meta`: 4 since mail has Olm sessions (the account
+/// holds an Olm account, the courier's state its sessions; version 3 states do not open); 3
+/// since mail moved to outboxes and PIR
 /// (issue 13: the shape, the courier's state and the account changed; version 2 states do
 /// not open, and neither would the inbox protocol they were made for); 2 since every record
 /// carries a stamp of its generation (version 1 states do not open).
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 const NONCE: usize = 24;
 const TAG: usize = 16;
 
@@ -790,7 +792,7 @@ mod tests {
     /// The stored sample of today's state records (format version 2): the state key and
     /// the sealed `meta`, `wal`, `index` and `account` records. Set SHROUD_WRITE_SAMPLES=1
     /// to write it again (only with a new version, and a migration for the old one).
-    const SAMPLE: &str = "samples/state-v3.txt";
+    const SAMPLE: &str = "samples/state-v4.txt";
 
     fn stamp(generation: u64, saw: &[(&str, u64)]) -> Stamp {
         Stamp {
@@ -808,7 +810,7 @@ mod tests {
     }
 
     #[test]
-    fn reads_the_stored_sample_of_state_v3() {
+    fn reads_the_stored_sample_of_state_v4() {
         use crate::kv::Entry;
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(SAMPLE);
         if std::env::var_os("SHROUD_WRITE_SAMPLES").is_some() {

@@ -192,6 +192,7 @@ pub(crate) fn spawn<R: Rider>(start: Start<R>) -> (mpsc::Sender<Job>, SchedulerT
         next_epoch: None,
         landed: None,
         boarded: None,
+        ready: None,
         paced: false,
         plan: start.resume.plan,
         closing: false,
@@ -239,6 +240,8 @@ struct Scheduler<R: Rider> {
     landed: Option<u64>,
     /// The last round a frame was made for.
     boarded: Option<u64>,
+    /// The round frame made for the next epoch, saved with the last batch.
+    ready: Option<(RoundFrame, R::Flight)>,
     /// The next epoch's frames leave [`SEND_OFFSET`] after the last replies arrived (false:
     /// at once, as on a new connection or for the last write-back).
     paced: bool,
@@ -294,6 +297,27 @@ impl<R: Rider> Scheduler<R> {
                     None => None,
                 })
                 .collect(),
+        }
+    }
+
+    /// Makes the next epoch's round frame, if its frames should land in the window of a
+    /// round not yet boarded: before the state is saved, so that whatever making it changed
+    /// in the rider (chunks sent, a session's ratchet advanced) is on disk before the frame
+    /// leaves, and no key is used twice after a crash.
+    fn board_next(&mut self) {
+        let round = self
+            .next_epoch
+            .and_then(|e| self.shape.round_of(e))
+            .filter(|&r| self.boarded.is_none_or(|b| r > b));
+        let (Some(round), Some(r)) = (round, self.rider.as_mut()) else {
+            return;
+        };
+        let seq = self.seq + u64::from(self.shape.slots_per_epoch);
+        // What was asked of the rider meanwhile goes in this frame.
+        r.epoch();
+        if let Some(made) = r.board(seq, round, &mut self.rng) {
+            self.boarded = Some(round);
+            self.ready = Some(made);
         }
     }
 
@@ -355,25 +379,15 @@ impl<R: Rider> Scheduler<R> {
         drop(ops);
         let mut acked = false;
         loop {
-            // The round this epoch's frames are for: the next round not yet boarded, if the
-            // frames should land in its window.
-            let round = self
-                .next_epoch
-                .and_then(|e| self.shape.round_of(e))
-                .filter(|&r| self.boarded.is_none_or(|b| r > b));
-            let boarded = match self.rider.as_mut() {
-                Some(r) => {
-                    r.epoch();
-                    match round {
-                        Some(round) => r.board(self.seq + k as u64, round, &mut self.rng),
-                        None => None,
-                    }
-                }
-                None => None,
-            };
-            let (frame, flight) = match boarded {
-                Some((m, f)) => (Some(m), Some(f)),
-                None => (None, None),
+            if let Some(r) = self.rider.as_mut() {
+                r.epoch();
+            }
+            // The round frame made at the end of the last epoch and saved with it, if it is
+            // still this epoch's to send.
+            let next_seq = self.seq + k as u64;
+            let (frame, flight) = match self.ready.take() {
+                Some((f, flight)) if f.seq == next_seq => (Some(f), Some(flight)),
+                _ => (None, None),
             };
             let reads: Vec<Vec<u64>> = match self.oram.fetch() {
                 Some(f) => f
@@ -384,9 +398,6 @@ impl<R: Rider> Scheduler<R> {
                 None => Vec::new(),
             };
             let frame_seq = frame.as_ref().map(|f| f.seq);
-            if frame.is_some() {
-                self.boarded = round;
-            }
             let (replies, rounds) = self.exchange(reads, frame).await;
             if let (Some(seq), Some(f)) = (frame_seq, flight) {
                 self.flights.push_back((seq, f));
@@ -457,7 +468,9 @@ impl<R: Rider> Scheduler<R> {
         // The next batch is fixed now and saved with this one, before its reads leave.
         let next = self.take_jobs();
         self.plan = Some(self.plan_for(&next));
-        // Write-ahead: nothing below (answers, the next slots) may happen before this is on disk.
+        self.board_next();
+        // Write-ahead: nothing below (answers, the next slots, the next round frame) may
+        // happen before this is on disk.
         if let Err(e) = self.save().await {
             tracing::error!("cannot save the client state, stopping: {e}");
             fail(jobs, e.clone());

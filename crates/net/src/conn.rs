@@ -171,48 +171,6 @@ impl Connection {
         Ok(reply)
     }
 
-    /// Files mailbox envelopes; one status each.
-    pub async fn deposit(
-        &mut self,
-        envelopes: Vec<shroud_proto::Envelope>,
-    ) -> Result<Vec<shroud_proto::DepositStatus>, ConnError> {
-        let n = envelopes.len();
-        match self.call(&Request::Deposit(envelopes)).await? {
-            Response::Deposited(s) if s.len() == n => Ok(s),
-            _ => Err(ConnError::Unexpected),
-        }
-    }
-
-    /// Acknowledges an inbox's envelopes up to `ack_through` and fetches the next `max`.
-    pub async fn drain(
-        &mut self,
-        grant: &Grant,
-        ack_through: u64,
-        max: u32,
-    ) -> Result<Vec<shroud_proto::Drained>, ConnError> {
-        let req = Request::Drain {
-            grant: grant.clone(),
-            ack_through,
-            max,
-        };
-        match self.call(&req).await? {
-            Response::Drained(d) if d.len() == max as usize => Ok(d),
-            _ => Err(ConnError::Unexpected),
-        }
-    }
-
-    /// Sends an epoch's pooled mail; the answers come back in order, one per piece.
-    pub async fn mail(
-        &mut self,
-        batch: shroud_proto::mail::MailBatch,
-    ) -> Result<shroud_proto::mail::MailReply, ConnError> {
-        let (d, m) = (batch.deposits.len(), batch.drains.len());
-        match self.call(&Request::Mail(batch)).await? {
-            Response::Mail(r) if r.deposited.len() == d && r.drained.len() == m => Ok(r),
-            _ => Err(ConnError::Unexpected),
-        }
-    }
-
     /// Storage's routing public key (pin it; do not trust this answer alone).
     pub async fn routing_key(&mut self) -> Result<[u8; 32], ConnError> {
         match self.call(&Request::RoutingKey).await? {

@@ -22,7 +22,6 @@
 
 pub mod board;
 mod codec;
-pub mod mail;
 mod message;
 pub mod proxy;
 pub mod routing;
@@ -34,14 +33,14 @@ pub mod work;
 
 pub use codec::{CodecError, Limits, decode, encode};
 pub use message::{
-    Batch, BatchOp, BatchReply, Capability, DepositStatus, Drained, Envelope, ErrorCode, Geometry,
-    Grant, Hello, ReadResult, Request, Response, StatsReply, StoreId,
+    Batch, BatchOp, BatchReply, Capability, ErrorCode, Geometry, Grant, Hello, ReadResult, Request,
+    Response, StatsReply, StoreId,
 };
 pub use shape::{Shape, ShapeError};
 pub use work::{Difficulty, Work};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The magic bytes that open every hello.
 pub const MAGIC: [u8; 8] = *b"SHROUD\0\x01";

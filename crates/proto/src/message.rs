@@ -14,8 +14,8 @@ impl StoreId {
     ///
     /// # Security
     /// Storage creates a store only under the id of the capability that comes with the
-    /// request, so knowing an id (an inbox id is public in its owner's address) does not let
-    /// anyone create that store first and then drain, count or delete what it receives
+    /// request, so knowing an id does not let anyone create that store first and then
+    /// count, read or delete what its owner writes
     /// (issue 12, finding 6). Finding a capability for a given id is a second preimage of
     /// 128 bits of SHA-256.
     pub fn of(capability: &Capability) -> StoreId {
@@ -215,27 +215,12 @@ pub enum Request {
     Batch(Batch),
     /// Server counters.
     Stats,
-    /// File mailbox envelopes: each opens with a routing header sealed to storage's routing
-    /// key (see [`crate::routing`]) naming the inbox, a store used as a queue.
-    Deposit(Vec<Envelope>),
-    /// Drain an inbox its owner names: first delete every envelope up to `ack_through`
-    /// (which the owner has stored safely), then return the next `max`, padded.
-    Drain {
-        /// The inbox and its capability.
-        grant: Grant,
-        /// Envelopes up to this sequence number may be deleted (0: none).
-        ack_through: u64,
-        /// How many to return.
-        max: u32,
-    },
     /// Storage's routing public key (clients should pin it, not trust this answer).
     RoutingKey,
-    /// One epoch's pooled mail from a proxy: deposits first, then drains, atomically.
-    Mail(crate::mail::MailBatch),
     /// Make, or find again, the outbox of a capability on the mail board of the outbox
     /// delivery: a sealed [`crate::board::OutboxRequest`] of
     /// [`crate::board::OUTBOX_REQUEST_LEN`] bytes, answered by [`Response::Outbox`].
-    Outbox(crate::mail::Sealed),
+    Outbox(crate::sealed::Sealed),
     /// Keep a reader session's PIR key (the session's id is the proxy's; the key's size is
     /// fixed by the board), answered by [`Response::Kept`].
     ReaderKey {
@@ -250,45 +235,9 @@ pub enum Request {
     /// A round's outbox writes, each a sealed [`crate::board::OutboxWrite`]: they make the
     /// round's board, which the round's queries are answered against. Answered by
     /// [`Response::Round`].
-    Round(Vec<crate::mail::Sealed>),
+    Round(Vec<crate::sealed::Sealed>),
     /// PIR queries against the last round's board, answered by [`Response::Answers`].
     Answer(Vec<crate::board::Query>),
-}
-
-/// One mailbox envelope, opaque to the proxy; storage reads only its routing header.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Envelope(#[serde(with = "serde_bytes")] pub Vec<u8>);
-
-impl AsRef<[u8]> for Envelope {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-/// What became of one deposited envelope.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum DepositStatus {
-    /// Queued in its inbox.
-    Delivered,
-    /// The inbox is full: nothing was queued; send it again later.
-    Full,
-    /// No such inbox (or an envelope of the wrong size for it).
-    NoInbox,
-    /// For the null inbox: a dummy, dropped.
-    Dropped,
-    /// The routing header does not open with storage's key.
-    Unreadable,
-}
-
-/// One drained envelope slot: `present = false` pads the reply to `max`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Drained {
-    /// False for padding.
-    pub present: bool,
-    /// Its sequence number in the inbox (to acknowledge).
-    pub seq: u64,
-    /// The envelope, or zeros.
-    pub envelope: Envelope,
 }
 
 /// Storage's answer to a batch: which grants it refused, and the reads of the others.
@@ -415,23 +364,17 @@ pub enum Response {
     Stats(StatsReply),
     /// A refusal.
     Error(ErrorCode),
-    /// One status per deposited envelope, in order.
-    Deposited(Vec<DepositStatus>),
-    /// Exactly `max` slots, the present ones first, oldest first.
-    Drained(Vec<Drained>),
     /// Storage's routing public key.
     RoutingKey([u8; 32]),
-    /// The sealed answers to a [`Request::Mail`].
-    Mail(crate::mail::MailReply),
     /// A sealed [`crate::board::OutboxReply`] of [`crate::board::OUTBOX_REPLY_LEN`] bytes
     /// (random bytes of that length if the request did not open).
-    Outbox(crate::mail::Sealed),
+    Outbox(crate::sealed::Sealed),
     /// The reader's key is kept.
     Kept,
     /// The reader's key is forgotten.
     Forgotten,
     /// One sealed [`crate::board::WriteStatus`] per write, in order.
-    Round(Vec<crate::mail::Sealed>),
+    Round(Vec<crate::sealed::Sealed>),
     /// One answer per query, in order.
     Answers(Vec<crate::board::PirBytes>),
 }

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::Shape;
 use crate::board::PirBytes;
-use crate::mail::Sealed;
 use crate::message::{ErrorCode, Grant, Hello, ReadResult};
+use crate::sealed::Sealed;
 
 /// One bucket of a write-back.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

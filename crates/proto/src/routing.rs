@@ -1,35 +1,20 @@
-//! Mailbox routing headers: the recipient's inbox id, sealed to the storage server's public
-//! key with HPKE (RFC 9180, base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
-//! ChaCha20-Poly1305), as a [`crate::sealed`] request whose response is the deposit's status
-//! for the sender alone. The proxy and the network carry it but cannot read it; storage opens it
-//! to file the envelope, and never learns the sender (batches come shuffled, from the proxy).
-//!
-//! Clients pin storage's routing public key; a header sealed to any other key is unreadable
-//! to storage, so a substituted key is caught at once (deliveries fail).
+//! Storage's routing key: the X25519 key pair that clients seal their outbox requests and
+//! outbox writes to ([`crate::sealed`], HPKE per RFC 9180), so that the proxy carrying them
+//! reads neither. Clients pin its public half; a request sealed to any other key does not
+//! open at storage, so a substituted key is caught at once.
 
 use hpke::kem::X25519HkdfSha256;
 use hpke::{Deserializable, Kem as _, Serializable};
-
-use crate::sealed::{Responder, seal_request};
 use rand::CryptoRng;
 
 type Kem = X25519HkdfSha256;
 
-const INFO: &[u8] = b"shroud-routing-v1";
-
-/// Bytes of an inbox id.
-pub const INBOX_LEN: usize = 16;
-/// Bytes of a sealed routing header: encapsulated key, inbox id, tag.
-pub const ROUTING_LEN: usize = 32 + INBOX_LEN + 16;
-/// The inbox that dummy envelopes go to; storage drops what it receives.
-pub const NULL_INBOX: [u8; INBOX_LEN] = [0; INBOX_LEN];
-
-/// A routing-header failure.
+/// A routing-key failure.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RoutingError {
-    /// Not a header sealed to this key (or altered).
-    #[error("routing header does not open")]
+    /// Not sealed to this key (or altered).
+    #[error("sealed request does not open")]
     Open,
     /// A key of the wrong form.
     #[error("bad routing key")]
@@ -39,7 +24,8 @@ pub enum RoutingError {
 /// Storage's routing key pair.
 ///
 /// # Security
-/// The private half is storage's own secret (it reveals inbox ids, which storage sees anyway).
+/// The private half is storage's own secret: it opens what clients seal to storage (which
+/// outbox a client makes, the rows it writes), never shown to the proxy.
 pub struct RoutingKey {
     sk: <Kem as hpke::Kem>::PrivateKey,
     pk: <Kem as hpke::Kem>::PublicKey,
@@ -76,31 +62,9 @@ impl RoutingKey {
         out
     }
 
-    /// Opens a header: the inbox id, and what seals the deposit's status for its sender.
-    pub fn open(&self, header: &[u8]) -> Result<([u8; INBOX_LEN], Responder), RoutingError> {
-        if header.len() != ROUTING_LEN {
-            return Err(RoutingError::Open);
-        }
-        let (plain, responder) = self.open_request(INFO, header)?;
-        let inbox = plain[..].try_into().map_err(|_| RoutingError::Open)?;
-        Ok((inbox, responder))
-    }
-
     pub(crate) fn private(&self) -> &<Kem as hpke::Kem>::PrivateKey {
         &self.sk
     }
-}
-
-/// Seals `inbox` to storage's routing public key; returns the header and what opens
-/// storage's sealed answer about it.
-pub fn seal<R: CryptoRng>(
-    storage_pk: &[u8; 32],
-    inbox: &[u8; INBOX_LEN],
-    rng: &mut R,
-) -> Result<([u8; ROUTING_LEN], Responder), RoutingError> {
-    let (bytes, responder) = seal_request(storage_pk, INFO, inbox, rng)?;
-    let header = bytes.try_into().map_err(|_| RoutingError::Key)?;
-    Ok((header, responder))
 }
 
 #[cfg(test)]
@@ -108,21 +72,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_storage_reads_the_inbox() {
+    fn a_stored_key_is_the_same_key() {
         let mut rng = rand::rng();
         let storage = RoutingKey::generate(&mut rng);
-        let other = RoutingKey::generate(&mut rng);
-        let (h, _) = seal(&storage.public(), &[7; INBOX_LEN], &mut rng).unwrap();
-        assert_eq!(storage.open(&h).unwrap().0, [7; INBOX_LEN]);
-        assert!(other.open(&h).is_err());
-        let mut bad = h;
-        bad[40] ^= 1;
-        assert!(storage.open(&bad).is_err());
         let again = RoutingKey::from_secret(&storage.secret()).unwrap();
         assert_eq!(again.public(), storage.public());
-        assert_eq!(again.open(&h).unwrap().0, [7; INBOX_LEN]);
-        // Two headers for one inbox share nothing.
-        let (h2, _) = seal(&storage.public(), &[7; INBOX_LEN], &mut rng).unwrap();
-        assert_ne!(h, h2);
+        assert_ne!(RoutingKey::generate(&mut rng).public(), storage.public());
+        assert!(RoutingKey::from_secret(&[0; 7]).is_err());
     }
 }

@@ -1,20 +1,20 @@
 //! The stored samples of today's wire format (protocol version [`crate::PROTOCOL_VERSION`]):
 //! one frame of every kind the client, the proxy and storage exchange, byte for byte, in
-//! `samples/frames-v3.txt`. A change to any message shows up here first, and must come with
+//! `samples/frames-v4.txt`. A change to any message shows up here first, and must come with
 //! a new protocol version (which the hello checks) instead of silent breakage. Set
 //! SHROUD_WRITE_SAMPLES=1 to write the file again.
 
 use std::fmt::Write as _;
 
 use crate::board::PirBytes;
-use crate::mail::{MailBatch, MailReply, Sealed};
 use crate::proxy::{ClientMsg, ProxyMsg, RoundDone, RoundFrame, Slot, SlotDone, SlotWrite};
+use crate::sealed::Sealed;
 use crate::{
-    Batch, BatchOp, BatchReply, Capability, Difficulty, Envelope, ErrorCode, Geometry, Grant,
-    Hello, Limits, ReadResult, Request, Response, Shape, StoreId, Work, decode, encode,
+    Batch, BatchOp, BatchReply, Capability, Difficulty, ErrorCode, Geometry, Grant, Hello, Limits,
+    ReadResult, Request, Response, Shape, StoreId, Work, decode, encode,
 };
 
-const SAMPLE: &str = "samples/frames-v3.txt";
+const SAMPLE: &str = "samples/frames-v4.txt";
 
 fn grant() -> Grant {
     Grant {
@@ -132,15 +132,6 @@ fn storage_requests() -> Vec<(&'static str, Request)> {
                 ],
             }),
         ),
-        (
-            "mail",
-            Request::Mail(MailBatch {
-                envelope_len: 4,
-                drain_max: 2,
-                deposits: vec![Envelope(vec![5; 4])],
-                drains: vec![Sealed(vec![6; 3])],
-            }),
-        ),
         ("outbox", Request::Outbox(Sealed(vec![7; 5]))),
         (
             "reader-key",
@@ -176,13 +167,6 @@ fn storage_responses() -> Vec<(&'static str, Response)> {
                     present: false,
                     data: vec![0; 4],
                 }],
-            }),
-        ),
-        (
-            "mail-reply",
-            Response::Mail(MailReply {
-                deposited: vec![Sealed(vec![7; 2])],
-                drained: vec![Sealed(vec![8; 3])],
             }),
         ),
         ("outbox-reply", Response::Outbox(Sealed(vec![9; 4]))),

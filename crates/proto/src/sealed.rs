@@ -40,6 +40,11 @@ pub const REQUEST_OVERHEAD: usize = 32 + TAG;
 /// Bytes a sealed response adds to its plaintext: the response nonce and the tag.
 pub const RESPONSE_OVERHEAD: usize = NONCE_LEN + TAG;
 
+/// Sealed bytes, opaque to whoever carries them: a request or response of this module, or a
+/// row sealed under a client's own key.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Sealed(#[serde(with = "serde_bytes")] pub Vec<u8>);
+
 /// What seals (at storage) or opens (at the requester) the one response to a request.
 ///
 /// # Security
@@ -175,10 +180,11 @@ mod tests {
     fn only_the_requester_opens_the_response() {
         let mut rng = rand::rng();
         let storage = RoutingKey::generate(&mut rng);
-        let (req, mine) = seal_request(&storage.public(), b"t", b"drain me", &mut rng).unwrap();
-        assert_eq!(req.len(), 8 + REQUEST_OVERHEAD);
+        let (req, mine) =
+            seal_request(&storage.public(), b"t", b"make my outbox", &mut rng).unwrap();
+        assert_eq!(req.len(), 14 + REQUEST_OVERHEAD);
         let (plain, theirs) = storage.open_request(b"t", &req).unwrap();
-        assert_eq!(&plain[..], b"drain me");
+        assert_eq!(&plain[..], b"make my outbox");
         // The wrong label, the wrong key or one flipped bit: refused.
         assert!(storage.open_request(b"u", &req).is_err());
         let other = RoutingKey::generate(&mut rng);

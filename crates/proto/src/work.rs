@@ -1,7 +1,7 @@
 //! The proof of work that pays for a new store (issue 12, finding 5).
 //!
-//! Storage creates a store (a client's ORAM store at registration, an inbox on its first
-//! drain) only with a [`Work`] for that store's id that meets storage's [`Difficulty`]. It is
+//! Storage creates a store (a client's ORAM store at registration) or an outbox only with a
+//! [`Work`] for its id that meets storage's [`Difficulty`]. It is
 //! hashcash (A. Back, "Hashcash - A Denial of Service Counter-Measure", 2002) over SHA-256:
 //! the work is a nonce such that `SHA-256("shroud-store-work-v1" || store id || nonce)` starts
 //! with at least `bits` zero bits, which takes about 2^bits hashes to find and one to check.

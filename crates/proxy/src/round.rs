@@ -17,8 +17,8 @@ use rand::seq::SliceRandom;
 use shroud_net::conn::ConnError;
 use shroud_proto::ErrorCode;
 use shroud_proto::board::{PirBytes, Query};
-use shroud_proto::mail::Sealed;
 use shroud_proto::proxy::{ProxyMsg, RoundDone};
+use shroud_proto::sealed::Sealed;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::{ClosedRound, PendingRound, Shared};

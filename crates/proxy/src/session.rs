@@ -16,8 +16,8 @@
 //! - any malformed or oversized frame closes the session with a typed [`ErrorCode`].
 
 use shroud_proto::board::{OUTBOX_REQUEST_LEN, PirBytes};
-use shroud_proto::mail::Sealed;
 use shroud_proto::proxy::{ClientMsg, ProxyMsg, RoundFrame, Slot};
+use shroud_proto::sealed::Sealed;
 use shroud_proto::{Difficulty, ErrorCode, Geometry, Grant, Hello, Limits, Shape, Work, decode};
 
 /// What a session asks its driver to do with a frame that passed every rule.

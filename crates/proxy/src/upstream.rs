@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use shroud_net::conn::{ConnError, Connection};
 use shroud_net::transport::ClientTls;
 use shroud_proto::board::{PirBytes, Query};
-use shroud_proto::mail::Sealed;
+use shroud_proto::sealed::Sealed;
 use shroud_proto::{
     Batch, BatchReply, Difficulty, Geometry, Grant, Limits, Request, Response, Work,
 };

@@ -24,36 +24,6 @@ pub struct Put<'a> {
     pub data: &'a [u8],
 }
 
-/// One change to an inbox queue (a store used as a queue of envelopes).
-#[derive(Clone, Copy, Debug)]
-pub enum QueueOp<'a> {
-    /// Append `data` at sequence number `seq`.
-    Push {
-        /// The inbox.
-        store: StoreId,
-        /// Its sequence number.
-        seq: u64,
-        /// The envelope.
-        data: &'a [u8],
-    },
-    /// Delete the entry at `seq`.
-    Pop {
-        /// The inbox.
-        store: StoreId,
-        /// The entry.
-        seq: u64,
-    },
-    /// Record that the queue holds `head..tail`.
-    SetState {
-        /// The inbox.
-        store: StoreId,
-        /// The oldest entry kept.
-        head: u64,
-        /// The next sequence number.
-        tail: u64,
-    },
-}
-
 /// What is stored, for the startup log and stats.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -98,7 +68,7 @@ pub trait Backend: Send + Sync + 'static {
     fn meta(&self, store: &StoreId) -> Result<Option<StoreMeta>, BackendError>;
     /// Creates a store; `false` if the id is taken (nothing changes then).
     fn create(&self, store: &StoreId, meta: &StoreMeta) -> Result<bool, BackendError>;
-    /// Deletes a store and all its buckets and queue entries, atomically; returns the bytes
+    /// Deletes a store and all its buckets, atomically; returns the bytes
     /// removed.
     fn delete(&self, store: &StoreId) -> Result<u64, BackendError>;
     /// Copies a bucket into `out`; `false` if it was never written.
@@ -107,17 +77,6 @@ pub trait Backend: Send + Sync + 'static {
     fn contains(&self, store: &StoreId, bucket: u64) -> Result<bool, BackendError>;
     /// Applies all puts or none, atomically (also across a crash).
     fn apply(&self, puts: &[Put<'_>]) -> Result<(), BackendError>;
-    /// A queue's `(head, tail)`: it holds entries `head..tail`; `(1, 1)` when empty and new.
-    fn queue_state(&self, store: &StoreId) -> Result<(u64, u64), BackendError>;
-    /// Up to `max` entries from `from` on, in order.
-    fn queue_read(
-        &self,
-        store: &StoreId,
-        from: u64,
-        max: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, BackendError>;
-    /// Applies all queue changes or none, atomically (also across a crash).
-    fn apply_queue(&self, ops: &[QueueOp<'_>]) -> Result<(), BackendError>;
     /// Records outbox `index` as owned by the capability hashed to `cap_hash`; `false` if
     /// the number is taken (nothing changes then). Durable after [`Backend::flush`].
     fn outbox_create(&self, index: u64, cap_hash: &[u8; 32]) -> Result<bool, BackendError>;

@@ -6,7 +6,7 @@
 //! ([`Delivery::write_round`]), which closes the round and prepares its board for PIR; then
 //! the round's queries, in as many requests as the frame size needs ([`Delivery::answer`]),
 //! each on every core. A reader's key is kept while its connection lasts
-//! ([`Delivery::keep_key`], [`Delivery::drop_key`]), at most [`MAX_READERS`] at once, and each
+//! ([`Delivery::keep_key`], [`Delivery::drop_key`]), at most `max_readers` at once, and each
 //! session gets at most [`MAX_QUERIES_PER_ROUND`] answers a round.
 //!
 //! # Security
@@ -28,8 +28,6 @@ use shroud_proto::{Difficulty, ErrorCode};
 use crate::backend::Backend;
 use crate::board::{BoardError, MailBoard};
 
-/// Reader keys kept at once (a Spiral key is several MiB in memory).
-pub const MAX_READERS: usize = 4096;
 /// Queries answered per reader session and round; more get random bytes, without work. A
 /// Spiral answer costs a third of a second of one core or more, so this, times the sessions
 /// kept, bounds what a round can make storage do.
@@ -40,6 +38,8 @@ pub struct Delivery {
     board: Mutex<MailBoard>,
     rows_len: usize,
     readers: Mutex<HashMap<[u8; 16], Arc<ReaderKey>>>,
+    /// Keys kept at most (a Spiral key takes about 21 MiB of memory at 2^13 rows).
+    max_readers: usize,
     /// Queries answered this round, per session.
     answered: Mutex<HashMap<[u8; 16], u32>>,
     prepared: RwLock<Option<Arc<Board>>>,
@@ -57,12 +57,14 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Delivery {
-    /// Serves rounds on `board`, whose outboxes have `rows_per_outbox` rows.
-    pub fn new(board: MailBoard, rows_per_outbox: u32) -> Self {
+    /// Serves rounds on `board`, whose outboxes have `rows_per_outbox` rows, keeping at most
+    /// `max_readers` readers' keys.
+    pub fn new(board: MailBoard, rows_per_outbox: u32, max_readers: usize) -> Self {
         Delivery {
             board: Mutex::new(board),
             rows_len: rows_per_outbox as usize * ROW_LEN,
             readers: Mutex::new(HashMap::new()),
+            max_readers,
             answered: Mutex::new(HashMap::new()),
             prepared: RwLock::new(None),
         }
@@ -110,7 +112,7 @@ impl Delivery {
         let geometry = locked(&self.board).geometry();
         let key = ReaderKey::decode(geometry, key).map_err(|_| ErrorCode::WrongShape)?;
         let mut readers = locked(&self.readers);
-        if readers.len() >= MAX_READERS && !readers.contains_key(&session) {
+        if readers.len() >= self.max_readers && !readers.contains_key(&session) {
             return Err(ErrorCode::TooManyConnections);
         }
         readers.insert(session, Arc::new(key));
@@ -143,6 +145,13 @@ impl Delivery {
             })
             .collect();
         let mut statuses = Vec::with_capacity(writes.len());
+        // The last round's prepared board goes before the next is made (answers still
+        // running keep their own reference): one prepared board in memory, not two (a
+        // board of 2^13 rows is 128 MiB in the form answers use).
+        self.prepared
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         let board = {
             let mut board = locked(&self.board);
             for o in &opened {

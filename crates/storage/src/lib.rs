@@ -30,7 +30,6 @@ pub mod board;
 pub mod capability;
 mod commit;
 pub mod delivery;
-mod inbox;
 pub mod keys;
 pub mod new_stores;
 mod server;
@@ -40,7 +39,6 @@ pub mod transcript;
 
 pub use admission::MAX_BUCKET_LEN;
 pub use backend::{Backend, BackendError, Put, StoreMeta, Usage};
-pub use inbox::{MAX_DRAIN, MAX_ENVELOPE_LEN};
 pub use new_stores::NewStores;
 pub use server::{Config, Server};
 pub use sled_backend::SledBackend;

@@ -2,7 +2,7 @@
 //!
 //! Without a price, anyone a proxy serves could create stores in a loop and fill the disk:
 //! each store's size is bounded by its geometry (the proxy's shape), but their number was
-//! not. Storage now creates a store (at registration, or an inbox on its first drain) only
+//! not. Storage now creates a store (at registration) or an outbox (at `mail init`) only
 //! with a proof of work for its id ([`shroud_proto::work`]) that meets [`NewStores::difficulty`],
 //! and never more than [`NewStores::max_stores`] of them. Confirming a store that exists
 //! (an owner's reconnection) costs nothing.
@@ -26,8 +26,8 @@ pub const DEFAULT_MAX_STORES: u64 = 1 << 20;
 /// The rule for making new stores.
 ///
 /// # Security
-/// Public: the difficulty is in storage's hello. `max_stores` counts every store, inboxes
-/// included; once reached, nobody (honest or not) gets a new store until some are deleted.
+/// Public: the difficulty is in storage's hello. `max_stores` counts every store; once
+/// reached, nobody (honest or not) gets a new store until some are deleted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NewStores {
     /// The zero bits a new store's work must have.

@@ -34,14 +34,15 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Frame size limit.
     pub limits: Limits,
-    /// Envelopes an inbox holds when it is made by its owner's first drain; deposits past
-    /// it are refused (`Full`) until the owner drains.
-    pub inbox_capacity: u64,
     /// What a new store costs, and how many there may be.
     pub new_stores: crate::NewStores,
     /// The mail board of the outbox delivery (issue 13): its rows (a power of two from 2^8
     /// to 2^16) and the rows of one outbox.
     pub board: (u64, u32),
+    /// Readers' PIR keys kept at once: each is large in memory (at a board of 2^13 rows, a
+    /// key of 5.25 MiB on the wire takes 20.75 MiB in the NTT form answers need), so this
+    /// bounds what readers can make storage hold.
+    pub max_readers: usize,
 }
 
 impl Default for Config {
@@ -52,9 +53,9 @@ impl Default for Config {
             hello_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             limits: Limits::default(),
-            inbox_capacity: 1024,
             new_stores: crate::NewStores::default(),
             board: (1 << 13, 4),
+            max_readers: 256,
         }
     }
 }
@@ -97,7 +98,7 @@ impl Server {
         Ok(Self::new(backend, routing, config, tls, transcript))
     }
 
-    /// A server over `backend`, opening mailbox routing headers with `routing`, accepting
+    /// A server over `backend`, opening what clients seal to it with `routing`, accepting
     /// connections as `tls` says; `transcript` logs every request.
     pub fn new(
         backend: Arc<dyn Backend>,
@@ -117,7 +118,7 @@ impl Server {
             .and_then(|g| crate::board::MailBoard::open(backend.as_ref(), g, config.board.1))
             .map_err(|e| tracing::error!("no mail board (outboxes refused): {e}"))
             .ok()
-            .map(|b| crate::delivery::Delivery::new(b, config.board.1));
+            .map(|b| crate::delivery::Delivery::new(b, config.board.1, config.max_readers));
         let exec = Executor::new(
             backend.clone(),
             commit.clone(),
@@ -342,8 +343,8 @@ async fn reject(shared: &Shared, framed: &mut Conn, code: ErrorCode, peer: Socke
 
 /// Runs one request; returns the response and whether to close the connection.
 /// Whether a peer may read the counters: the operator, on the storage host itself. The
-/// counters tell how much real mail storage filed and when inboxes appear, which clients and
-/// proxies must not learn (issue 12, finding 4).
+/// counters tell when stores appear and how much is stored, which clients and proxies must
+/// not learn (issue 12, finding 4).
 pub(crate) fn stats_allowed(peer: SocketAddr) -> bool {
     peer.ip().is_loopback()
 }
@@ -408,34 +409,6 @@ async fn handle(shared: &Arc<Shared>, req: Request, peer: SocketAddr) -> (Respon
                 Err(_) => (Response::Error(ErrorCode::Internal), true),
             };
         }
-        Request::Deposit(envelopes) => {
-            tokio::task::spawn_blocking(move || {
-                s.exec
-                    .deposit(&envelopes, &s.routing, &s.stats)
-                    .map(|o| (Response::Deposited(o.value), o.seq))
-            })
-            .await
-        }
-        Request::Mail(batch) => {
-            tokio::task::spawn_blocking(move || {
-                s.exec
-                    .mail(&batch, &s.routing, s.config.inbox_capacity, &s.stats)
-                    .map(|o| (Response::Mail(o.value), o.seq))
-            })
-            .await
-        }
-        Request::Drain {
-            grant,
-            ack_through,
-            max,
-        } => {
-            tokio::task::spawn_blocking(move || {
-                s.exec
-                    .drain(&grant, ack_through, max, &s.stats)
-                    .map(|o| (Response::Drained(o.value), o.seq))
-            })
-            .await
-        }
     };
     match result {
         Ok(Ok((resp, seq))) => match shared.commit.durable(seq).await {
@@ -453,7 +426,7 @@ async fn handle(shared: &Arc<Shared>, req: Request, peer: SocketAddr) -> (Respon
 /// Serves one request of the outbox delivery (blocking: PIR work and sealed pieces).
 fn delivery(s: &Shared, req: Request) -> Result<Response, ErrorCode> {
     use shroud_proto::board::PirBytes;
-    use shroud_proto::mail::Sealed;
+    use shroud_proto::sealed::Sealed;
     let d = s.delivery.as_ref().ok_or(ErrorCode::Internal)?;
     match req {
         Request::Outbox(sealed) => Ok(Response::Outbox(Sealed(d.outbox(

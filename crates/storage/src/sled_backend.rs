@@ -16,7 +16,7 @@ use std::path::Path;
 
 use shroud_proto::{Geometry, StoreId};
 
-use crate::backend::{Backend, BackendError, Put, QueueOp, StoreMeta, Usage};
+use crate::backend::{Backend, BackendError, Put, StoreMeta, Usage};
 
 /// The format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -34,8 +34,8 @@ fn outbox_key(index: u64) -> [u8; 14] {
 
 const META: u8 = 0;
 const BUCKET: u8 = 1;
-const QUEUE: u8 = 2;
-const QUEUE_STATE: u8 = 3;
+// Kinds 2 and 3 held inbox queues before protocol version 4: no longer written; deleting
+// their store removes them with it.
 
 fn key(store: &StoreId, kind: u8, index: u64) -> [u8; 25] {
     let mut k = [0u8; 25];
@@ -154,66 +154,6 @@ impl Backend for SledBackend {
         let mut batch = sled::Batch::default();
         for p in puts {
             batch.insert(&key(&p.store, BUCKET, p.bucket)[..], p.data);
-        }
-        self.db.apply_batch(batch).map_err(engine)
-    }
-
-    fn queue_state(&self, store: &StoreId) -> Result<(u64, u64), BackendError> {
-        match self.db.get(key(store, QUEUE_STATE, 0)).map_err(engine)? {
-            Some(v) if v.len() == 16 => {
-                let head = u64::from_be_bytes(
-                    v[..8]
-                        .try_into()
-                        .map_err(|_| BackendError::CorruptMeta(*store))?,
-                );
-                let tail = u64::from_be_bytes(
-                    v[8..]
-                        .try_into()
-                        .map_err(|_| BackendError::CorruptMeta(*store))?,
-                );
-                Ok((head, tail))
-            }
-            Some(_) => Err(BackendError::CorruptMeta(*store)),
-            None => Ok((1, 1)),
-        }
-    }
-
-    fn queue_read(
-        &self,
-        store: &StoreId,
-        from: u64,
-        max: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, BackendError> {
-        let start = key(store, QUEUE, from);
-        let end = key(store, QUEUE, u64::MAX);
-        let mut out = Vec::new();
-        for kv in self.db.range(start..=end).take(max) {
-            let (k, v) = kv.map_err(engine)?;
-            let seq = u64::from_be_bytes(
-                k[17..25]
-                    .try_into()
-                    .map_err(|_| BackendError::CorruptMeta(*store))?,
-            );
-            out.push((seq, v.to_vec()));
-        }
-        Ok(out)
-    }
-
-    fn apply_queue(&self, ops: &[QueueOp<'_>]) -> Result<(), BackendError> {
-        let mut batch = sled::Batch::default();
-        for op in ops {
-            match *op {
-                QueueOp::Push { store, seq, data } => {
-                    batch.insert(&key(&store, QUEUE, seq)[..], data)
-                }
-                QueueOp::Pop { store, seq } => batch.remove(&key(&store, QUEUE, seq)[..]),
-                QueueOp::SetState { store, head, tail } => {
-                    let mut v = [0u8; 16];
-                    v[..8].copy_from_slice(&head.to_be_bytes());
-                    v[8..].copy_from_slice(&tail.to_be_bytes());
-                    batch.insert(&key(&store, QUEUE_STATE, 0)[..], &v[..]);
-                }
-            }
         }
         self.db.apply_batch(batch).map_err(engine)
     }

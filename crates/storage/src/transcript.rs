@@ -25,14 +25,8 @@ pub enum Op {
     Batch,
     /// The operator's counters.
     Stats,
-    /// The mailbox routing key asked for.
+    /// Storage's routing key asked for.
     RoutingKey,
-    /// Envelopes deposited directly.
-    Deposit,
-    /// An inbox drained directly.
-    Drain,
-    /// One epoch's pooled mail (deposits and drains) from a proxy.
-    Mail,
     /// An outbox made or found again (the request is sealed).
     Outbox,
     /// A reader's PIR key kept or forgotten.
@@ -53,9 +47,6 @@ impl std::fmt::Display for Op {
             Op::Batch => "batch",
             Op::Stats => "stats",
             Op::RoutingKey => "routing-key",
-            Op::Deposit => "deposit",
-            Op::Drain => "drain",
-            Op::Mail => "mail",
             Op::Outbox => "outbox",
             Op::Reader => "reader",
             Op::Round => "round",
@@ -134,24 +125,6 @@ impl Entry {
             }
             Request::Stats => e.op = Op::Stats,
             Request::RoutingKey => e.op = Op::RoutingKey,
-            Request::Deposit(envs) => {
-                e.op = Op::Deposit;
-                // Storage opens each routing header to file it: the inbox is visible to it.
-                e.writes = envs
-                    .iter()
-                    .enumerate()
-                    .map(|(i, env)| (i as u32, 0, env.0.len() as u32))
-                    .collect();
-            }
-            Request::Drain {
-                grant,
-                ack_through,
-                max,
-            } => {
-                e.op = Op::Drain;
-                e.stores.push(grant.store.to_string());
-                e.reads = vec![(0, *ack_through); *max as usize];
-            }
             Request::Outbox(_) => e.op = Op::Outbox,
             Request::ReaderKey { .. } | Request::ForgetReader(_) => e.op = Op::Reader,
             Request::Round(w) => {
@@ -163,18 +136,6 @@ impl Entry {
             Request::Answer(q) => {
                 e.op = Op::Answer;
                 e.reads = (0..q.len() as u32).map(|i| (i, 0)).collect();
-            }
-            Request::Mail(m) => {
-                // Every piece is sealed; storage opens them (and so sees which inboxes get
-                // mail and which are drained), but the frame shows only counts and sizes.
-                e.op = Op::Mail;
-                e.writes = m
-                    .deposits
-                    .iter()
-                    .enumerate()
-                    .map(|(i, env)| (i as u32, 0, env.0.len() as u32))
-                    .collect();
-                e.reads = (0..m.drains.len() as u32).map(|i| (i, 0)).collect();
             }
         }
         e
@@ -216,9 +177,10 @@ mod tests {
             Op::Batch,
             Op::Stats,
             Op::RoutingKey,
-            Op::Deposit,
-            Op::Drain,
-            Op::Mail,
+            Op::Outbox,
+            Op::Reader,
+            Op::Round,
+            Op::Answer,
         ] {
             let json = serde_json::to_string(&op).unwrap();
             assert_eq!(json, format!("\"{op}\""));

@@ -20,7 +20,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use super::account::Account;
 use super::courier::MailPort;
 use super::courier::{MAX_MESSAGE, MailError, MailJob, Record};
-use super::identity::Address;
+use super::identity::{Address, safety_number};
 use crate::durable::Durable;
 use crate::kv::Kv;
 
@@ -172,12 +172,49 @@ impl Mailbox {
         Ok(())
     }
 
-    /// Adds (or renames) a contact. Mail is accepted only from contacts.
+    /// Adds a contact (or another name for one). Mail is accepted only from contacts. A name
+    /// that already holds an address with other keys is refused with
+    /// [`MailError::KeyChanged`], showing both safety numbers: a changed key is never taken
+    /// silently ([`Mailbox::replace_contact`] takes it, once the new number is checked).
     pub async fn add_contact(&self, name: &str, address: Address) -> Result<(), MailError> {
+        self.set_contact(name, address, false).await
+    }
+
+    /// Gives `name` a new address, whatever it held (after comparing the new safety number
+    /// with the contact over a channel you trust).
+    pub async fn replace_contact(&self, name: &str, address: Address) -> Result<(), MailError> {
+        self.set_contact(name, address, true).await
+    }
+
+    async fn set_contact(
+        &self,
+        name: &str,
+        address: Address,
+        replace: bool,
+    ) -> Result<(), MailError> {
         if name.is_empty() || name.contains('/') || name.len() > 128 {
             return Err(MailError::Store(
                 "contact names are 1 to 128 bytes, without '/'".into(),
             ));
+        }
+        let old = match self.contact(name).await {
+            Ok(a) => Some(a),
+            Err(MailError::UnknownContact(_)) => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(old) = old.filter(|o| *o != address) {
+            if !replace {
+                let number = |a: &Address| {
+                    self.address()
+                        .map_or_else(|| "(no address yet)".into(), |me| safety_number(&me, a))
+                };
+                return Err(MailError::KeyChanged {
+                    name: name.into(),
+                    was: number(&old),
+                    now: number(&address),
+                });
+            }
+            self.port.contacts.write().retain(|a| *a != old);
         }
         self.kv
             .put(
@@ -191,6 +228,13 @@ impl Mailbox {
             c.push(address);
         }
         Ok(())
+    }
+
+    /// The safety number of this account and the contact named `name`: 60 digits, the same
+    /// on both sides ([`safety_number`]).
+    pub async fn safety_number(&self, name: &str) -> Result<String, MailError> {
+        let me = self.address().ok_or(MailError::NoAccount)?;
+        Ok(safety_number(&me, &self.contact(name).await?))
     }
 
     /// Every contact, by name.

@@ -4,7 +4,9 @@
 //! |---|---|
 //! | `MAIL.INIT` | the address (made on first use) |
 //! | `MAIL.ADDRESS` | the address |
-//! | `MAIL.ADD-CONTACT name address` | `OK` |
+//! | `MAIL.ADD-CONTACT name address` | the safety number (refused if `name` has other keys) |
+//! | `MAIL.REPLACE-CONTACT name address` | the safety number (the keys of `name` replaced) |
+//! | `MAIL.SAFETY name` | the safety number with that contact |
 //! | `MAIL.CONTACTS` | `name address` lines |
 //! | `MAIL.SEND name-or-address message` | `OK` once queued (durably) |
 //! | `MAIL.INBOX` | `name-or-address count` per conversation |
@@ -47,6 +49,15 @@ async fn name_of(mail: &Mailbox, a: &Address) -> String {
     }
 }
 
+/// The safety number with `name`, or a note that it comes once this account has an address.
+async fn safety(mail: &Mailbox, name: &str) -> OwnedFrame {
+    match mail.safety_number(name).await {
+        Ok(n) => bulk(format!("safety number {n}")),
+        Err(MailError::NoAccount) => bulk("safety number: run `mail init` first".into()),
+        Err(e) => err(e),
+    }
+}
+
 /// Runs one `MAIL.*` command (`name` upper-cased, `a` its arguments).
 pub async fn execute(mail: Option<&Mailbox>, name: &str, a: &[Vec<u8>]) -> OwnedFrame {
     let Some(mail) = mail else {
@@ -56,14 +67,20 @@ pub async fn execute(mail: Option<&Mailbox>, name: &str, a: &[Vec<u8>]) -> Owned
         Ok(match (name, a.len()) {
             ("MAIL.INIT", 0) => bulk(mail.init().await?.to_string()),
             ("MAIL.ADDRESS", 0) => bulk(mail.address().ok_or(MailError::NoAccount)?.to_string()),
-            ("MAIL.ADD-CONTACT", 2) => {
+            (verb @ ("MAIL.ADD-CONTACT" | "MAIL.REPLACE-CONTACT"), 2) => {
                 let address: Address = text(&a[1])?
                     .trim()
                     .parse()
                     .map_err(|e| MailError::Store(format!("{e}")))?;
-                mail.add_contact(text(&a[0])?, address).await?;
-                OwnedFrame::SimpleString(b"OK".to_vec())
+                let name = text(&a[0])?;
+                if verb == "MAIL.ADD-CONTACT" {
+                    mail.add_contact(name, address).await?;
+                } else {
+                    mail.replace_contact(name, address).await?;
+                }
+                safety(mail, name).await
             }
+            ("MAIL.SAFETY", 1) => safety(mail, text(&a[0])?).await,
             ("MAIL.CONTACTS", 0) => OwnedFrame::Array(
                 mail.contacts()
                     .await?

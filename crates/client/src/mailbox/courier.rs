@@ -30,16 +30,17 @@ use serde::{Deserialize, Serialize};
 use shroud_pir::Reader;
 use shroud_proto::Shape;
 use shroud_proto::board::{OutboxWrite, PirBytes, WRITE_INFO, WriteStatus};
-use shroud_proto::mail::Sealed;
 use shroud_proto::proxy::{RoundDone, RoundFrame};
+use shroud_proto::sealed::Sealed;
 use shroud_proto::sealed::{Responder, seal_request};
 use tokio::sync::{mpsc, oneshot};
 
 use super::account::Account;
-use super::chunk::Chunk;
+use super::chunk::{Chunk, Content};
 use super::identity::{Address, Identity};
 use super::plan::Plan;
 use super::row::{self, Opened, OutboxKey, Place, ROW_LEN, RowError};
+use super::session::{SessionError, Sessions};
 use super::stream::Stream;
 use crate::error::ClientError;
 use crate::link::Link;
@@ -50,6 +51,8 @@ use crate::stats::ClientStats;
 pub const MAX_MESSAGE: usize = 60 * 1024;
 /// Rounds of answers that do not open before the mailbox gives up on this storage server.
 const MAX_UNREADABLE: u32 = 3;
+/// The ticket of session confirmations (no send waits on them).
+const CONFIRMATION: u64 = u64::MAX;
 
 /// A mailbox failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,6 +70,18 @@ pub enum MailError {
     /// No contact by that name, or a recipient who is not a contact.
     #[error("unknown contact {0:?}")]
     UnknownContact(String),
+    /// A contact's name given an address with other keys: not taken.
+    #[error(
+        "the keys of contact {name:?} changed: safety number was {was}, would be {now}; compare the new one with them, then replace the contact"
+    )]
+    KeyChanged {
+        /// The contact's name.
+        name: String,
+        /// The safety number with the address it has.
+        was: String,
+        /// The safety number with the address offered.
+        now: String,
+    },
     /// Storage's answers do not open with the pinned storage key: a different server, or
     /// tampering on the way.
     #[error("storage's answers do not open: it does not hold the pinned storage key")]
@@ -107,6 +122,8 @@ pub struct MailState {
     next_id: u64,
     /// Per contact (by public key), both streams of chunks.
     streams: BTreeMap<[u8; 32], Stream>,
+    /// Per contact (by public key), the Olm sessions.
+    sessions: BTreeMap<[u8; 32], Sessions>,
     /// Per send (ticket), its chunks not yet acknowledged.
     tickets: BTreeMap<u64, u32>,
     /// Whole messages not yet stored in the history.
@@ -184,6 +201,7 @@ struct Me {
     identity: Identity,
     account: Account,
     outbox_key: OutboxKey,
+    olm: vodozemac::olm::Account,
 }
 
 /// What a round frame in flight needs to read its answers.
@@ -267,10 +285,16 @@ impl Courier {
     }
 
     fn set_account(&mut self, account: Account) {
+        let Some(olm) = account.olm() else {
+            tracing::error!("the account's Olm record does not parse: mail stops");
+            self.fatal = Some(MailError::NoAccount);
+            return;
+        };
         self.me = Some(Me {
             identity: account.identity(),
             outbox_key: account.outbox_key(),
             account,
+            olm,
         });
     }
 
@@ -316,14 +340,26 @@ impl Courier {
         }
         let ticket = self.next_id();
         let message = rand::random::<u64>();
-        let chunks = self
-            .state
+        let contents = Content::split(message, &body).ok_or(MailError::TooLong(body.len()))?;
+        let me = self.me.as_ref().ok_or(MailError::NoAccount)?;
+        // Each chunk's content is encrypted once, now: the state that holds the Olm
+        // messages and the advanced session is saved before any of them leaves.
+        let sessions = self.state.sessions.entry(to.public_key).or_default();
+        let mut olm = Vec::with_capacity(contents.len());
+        for c in &contents {
+            let plain = c.to_bytes().ok_or(MailError::TooLong(body.len()))?;
+            let sealed = sessions
+                .encrypt(&me.olm, &to, &plain)
+                .map_err(|e| MailError::Unavailable(format!("the contact's keys: {e}")))?;
+            olm.push(sealed);
+        }
+        let chunks = contents.len();
+        self.state
             .streams
             .entry(to.public_key)
             .or_default()
-            .queue(ticket, message, &body)
-            .ok_or(MailError::TooLong(body.len()))?;
-        self.state.tickets.insert(ticket, u32::from(chunks));
+            .queue(ticket, olm);
+        self.state.tickets.insert(ticket, chunks as u32);
         let id = self.next_id();
         self.state.spool.insert(
             id,
@@ -549,16 +585,50 @@ impl Courier {
         }
     }
 
-    /// Takes a chunk from a contact.
+    /// Takes a chunk from a contact: its content decrypted in the pair's sessions if it is
+    /// new; a session the contact started is confirmed with a chunk back.
     fn take(&mut self, from: &Address, round: u64, chunk: Chunk) {
-        let got = self
-            .state
-            .streams
-            .entry(from.public_key)
-            .or_default()
-            .receive(chunk);
-        if got.refused {
-            self.reject(format!("a chunk from {from} does not fit its stream"));
+        let Some(me) = self.me.as_mut() else {
+            return;
+        };
+        let MailState {
+            streams, sessions, ..
+        } = &mut self.state;
+        let sessions = sessions.entry(from.public_key).or_default();
+        let stream = streams.entry(from.public_key).or_default();
+        let (mut started, mut failed) = (false, None);
+        let got = stream.receive(&chunk, |olm| {
+            match sessions.decrypt(&mut me.olm, from, olm) {
+                Ok(d) => {
+                    started = d.started;
+                    Content::from_bytes(&d.plain)
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    None
+                }
+            }
+        });
+        if started {
+            // The ratchet turns when we answer on the new session: answer at once.
+            let confirmed = Content::confirmation()
+                .to_bytes()
+                .ok_or(SessionError::Undecryptable)
+                .and_then(|plain| sessions.encrypt(&me.olm, from, &plain));
+            match confirmed {
+                Ok(olm) => stream.queue(CONFIRMATION, vec![olm]),
+                Err(e) => tracing::warn!("cannot confirm {from}'s session: {e}"),
+            }
+        }
+        match failed {
+            Some(SessionError::KeyChanged) => self.reject(format!(
+                "{from} wrote with another identity key than its address has: refused (compare safety numbers)"
+            )),
+            Some(e) => self.reject(format!("a chunk from {from} does not open: {e}")),
+            None if got.refused => {
+                self.reject(format!("a chunk from {from} does not fit its stream"))
+            }
+            None => {}
         }
         if got.new
             && let Some(c) = self.contacts.read().iter().position(|a| a == from)

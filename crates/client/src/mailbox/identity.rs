@@ -1,17 +1,22 @@
 //! Identities and addresses: an X25519 identity key pair, and the shareable address that
-//! names it, its outbox on storage's mail board, and the outbox key its rows are tagged with.
+//! names it, its outbox on storage's mail board, the outbox key its rows are tagged with, and
+//! the Olm identity key and pre-key that start sessions with it ([`super::session`]).
 //!
 //! An address is `shroud:` followed by base32 (RFC 4648, no padding) of
-//! `public key (32) || outbox number (4, big-endian) || outbox key (32) || checksum (4)`, the
-//! checksum being the first four bytes of SHA-256 over the rest: a mistyped address fails to
-//! parse (a random error slips through with probability 2^-32).
+//! `public key (32) || outbox number (4, big-endian) || outbox key (32) || Olm identity key
+//! (32) || Olm pre-key (32) || checksum (4)`, the checksum being the first four bytes of
+//! SHA-256 over the rest: a mistyped address fails to parse (a random error slips through
+//! with probability 2^-32).
+//!
+//! Two contacts compare a **safety number** ([`safety_number`]) to know that the addresses
+//! they exchanged are the ones their contacts made.
 //!
 //! Two contacts share a **pair key** per direction, from their identity keys alone: X25519
 //! (RFC 7748) between one's secret and the other's public key, through HKDF-SHA256 (RFC
 //! 5869) with both public keys, writer first, in the info (the static-static exchange of
 //! NaCl's `crypto_box` and Noise's `ss`). Nothing travels to set it up, so no server learns
-//! who adds whom. It has no forward secrecy: the ratchet that adds it is the next step
-//! (docs/mail-delivery.md).
+//! who adds whom. It has no forward secrecy, and it protects only how chunks are numbered and
+//! acknowledged: what they say is also encrypted in the pair's Olm session, which has.
 
 use std::fmt;
 use std::str::FromStr;
@@ -26,7 +31,7 @@ use zeroize::Zeroizing;
 use super::row::{OutboxKey, PairKey};
 
 const PREFIX: &str = "shroud:";
-const RAW_LEN: usize = 32 + 4 + 32;
+const RAW_LEN: usize = 32 + 4 + 32 + 32 + 32;
 const PAIR_SALT: &[u8] = b"shroud-pair-v1";
 
 /// A bad address string.
@@ -60,6 +65,10 @@ pub struct Address {
     pub outbox: u32,
     /// The key of the outbox's row tags.
     pub outbox_key: [u8; 32],
+    /// The Olm identity key (Curve25519).
+    pub olm_key: [u8; 32],
+    /// The Olm pre-key its sessions start on (vodozemac's fallback key).
+    pub prekey: [u8; 32],
 }
 
 fn checksum(body: &[u8]) -> [u8; 4] {
@@ -77,7 +86,9 @@ impl Address {
         let mut raw = [0u8; RAW_LEN];
         raw[..32].copy_from_slice(&self.public_key);
         raw[32..36].copy_from_slice(&self.outbox.to_be_bytes());
-        raw[36..].copy_from_slice(&self.outbox_key);
+        raw[36..68].copy_from_slice(&self.outbox_key);
+        raw[68..100].copy_from_slice(&self.olm_key);
+        raw[100..].copy_from_slice(&self.prekey);
         raw
     }
 }
@@ -111,25 +122,83 @@ impl FromStr for Address {
         if checksum(&raw[..RAW_LEN]) != raw[RAW_LEN..] {
             return Err(AddressError::Checksum);
         }
-        let mut public_key = [0u8; 32];
-        public_key.copy_from_slice(&raw[..32]);
-        let mut outbox_key = [0u8; 32];
-        outbox_key.copy_from_slice(&raw[36..RAW_LEN]);
-        let address = Address {
-            public_key,
-            outbox: u32::from_be_bytes([raw[32], raw[33], raw[34], raw[35]]),
-            outbox_key,
+        let key_at = |i: usize| -> [u8; 32] {
+            let mut k = [0u8; 32];
+            k.copy_from_slice(&raw[i..i + 32]);
+            k
         };
-        // A low-order point would make every pair key with it public.
+        let address = Address {
+            public_key: key_at(0),
+            outbox: u32::from_be_bytes([raw[32], raw[33], raw[34], raw[35]]),
+            outbox_key: key_at(36),
+            olm_key: key_at(68),
+            prekey: key_at(100),
+        };
+        // A low-order point would make every key exchange with it public.
         let probe = StaticSecret::from([7u8; 32]);
-        if !probe
-            .diffie_hellman(&PublicKey::from(public_key))
-            .was_contributory()
-        {
-            return Err(AddressError::Key);
+        for k in [address.public_key, address.olm_key, address.prekey] {
+            if !probe.diffie_hellman(&PublicKey::from(k)).was_contributory() {
+                return Err(AddressError::Key);
+            }
         }
         Ok(address)
     }
+}
+
+/// Iterations of Signal's numeric fingerprint (libsignal `NumericFingerprintGenerator`: 5200
+/// gives more than 112 bits against finding a second address with the same number).
+const FINGERPRINT_ITERATIONS: usize = 5200;
+
+/// The 30 digits of one party, as Signal's numeric fingerprint computes them (libsignal
+/// `rust/protocol/src/fingerprint.rs`): `h = SHA-512(0x0000 || key || id || key)`, then
+/// `h = SHA-512(h || key)` 5,199 more times; six 5-byte big-endian chunks of `h`, each mod
+/// 100,000.
+fn fingerprint_digits(key: &[u8], id: &[u8]) -> String {
+    use sha2::Sha512;
+    let mut h = Sha512::new();
+    h.update([0u8, 0]);
+    h.update(key);
+    h.update(id);
+    h.update(key);
+    let mut digest = h.finalize();
+    for _ in 1..FINGERPRINT_ITERATIONS {
+        let mut h = Sha512::new();
+        h.update(digest);
+        h.update(key);
+        digest = h.finalize();
+    }
+    (0..6)
+        .map(|i| {
+            let chunk = digest[i * 5..i * 5 + 5]
+                .iter()
+                .fold(0u64, |n, &b| (n << 8) | u64::from(b));
+            format!("{:05}", chunk % 100_000)
+        })
+        .collect()
+}
+
+/// The safety number of two addresses: 60 digits, the same on both sides, shown in 12
+/// groups of 5. Signal's numeric fingerprint, over each address's identity key (as Signal's
+/// `0x05 || key`) with the rest of the address (outbox, outbox key, Olm keys) as the stable
+/// id: two people who read the same number over a channel they trust hold each other's
+/// real addresses, every key in them included.
+pub fn safety_number(a: &Address, b: &Address) -> String {
+    let digits = |x: &Address| {
+        let mut key = [0u8; 33];
+        key[0] = 0x05;
+        key[1..].copy_from_slice(&x.public_key);
+        fingerprint_digits(&key, &x.raw()[32..])
+    };
+    let (mut x, mut y) = (digits(a), digits(b));
+    if y < x {
+        std::mem::swap(&mut x, &mut y);
+    }
+    let all = x + &y;
+    all.as_bytes()
+        .chunks(5)
+        .map(|g| String::from_utf8_lossy(g).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// An identity key pair.
@@ -207,6 +276,56 @@ mod tests {
             public_key: id.public_key(),
             outbox,
             outbox_key: [outbox as u8; 32],
+            olm_key: Identity::generate(&mut rand::rng()).public_key(),
+            prekey: Identity::generate(&mut rand::rng()).public_key(),
+        }
+    }
+
+    /// libsignal's own test vector for its numeric fingerprint (`fingerprint.rs`), then the
+    /// properties of ours: the same on both sides, and any key of either address changes it.
+    #[test]
+    fn safety_numbers_follow_signal_and_see_every_key() {
+        let hex = |s: &str| data_encoding::HEXLOWER.decode(s.as_bytes()).unwrap();
+        let alice = hex("0506863bc66d02b40d27b8d49ca7c09e9239236f9d7d25d6fcca5ce13c7064d868");
+        let bob = hex("05f781b6fb32fed9ba1cf2de978d4d5da28dc34046ae814402b5c0dbd96fda907b");
+        let (x, y) = (
+            fingerprint_digits(&alice, b"+14152222222"),
+            fingerprint_digits(&bob, b"+14153333333"),
+        );
+        let (lo, hi) = if x < y { (x, y) } else { (y, x) };
+        assert_eq!(
+            lo + &hi,
+            "300354477692869396892869876765458257569162576843440918079131"
+        );
+        let mut rng = rand::rng();
+        let (a, b) = (
+            address(&Identity::generate(&mut rng), 1),
+            address(&Identity::generate(&mut rng), 2),
+        );
+        let n = safety_number(&a, &b);
+        assert_eq!(n, safety_number(&b, &a));
+        assert_eq!(n.split(' ').count(), 12);
+        assert!(n.split(' ').all(|g| g.len() == 5));
+        for changed in [
+            Address {
+                olm_key: address(&Identity::generate(&mut rng), 1).olm_key,
+                ..b
+            },
+            Address {
+                prekey: address(&Identity::generate(&mut rng), 1).prekey,
+                ..b
+            },
+            Address {
+                outbox_key: [9; 32],
+                ..b
+            },
+            Address { outbox: 3, ..b },
+            Address {
+                public_key: Identity::generate(&mut rng).public_key(),
+                ..b
+            },
+        ] {
+            assert_ne!(safety_number(&a, &changed), n);
         }
     }
 
@@ -235,12 +354,23 @@ mod tests {
         assert_eq!("nope".parse::<Address>(), Err(AddressError::Format));
         let back = Identity::from_secret(&id.to_secret());
         assert_eq!(back.public_key(), id.public_key());
-        // A low-order key is refused, checksum or not.
-        let zero = Address {
-            public_key: [0; 32],
-            ..a
-        };
-        assert_eq!(zero.to_string().parse::<Address>(), Err(AddressError::Key));
+        // A low-order key is refused, checksum or not, wherever it is.
+        for zero in [
+            Address {
+                public_key: [0; 32],
+                ..a
+            },
+            Address {
+                olm_key: [0; 32],
+                ..a
+            },
+            Address {
+                prekey: [0; 32],
+                ..a
+            },
+        ] {
+            assert_eq!(zero.to_string().parse::<Address>(), Err(AddressError::Key));
+        }
     }
 
     /// Both ends of a pair derive the same key per direction, the two directions differ, and

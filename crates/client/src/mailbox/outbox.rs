@@ -9,8 +9,8 @@
 
 use shroud_net::conn::find_work;
 use shroud_proto::board::{OUTBOX_INFO, OutboxReply, OutboxRequest, OutboxStatus};
-use shroud_proto::mail::Sealed;
 use shroud_proto::proxy::{ClientMsg, ProxyMsg};
+use shroud_proto::sealed::Sealed;
 use shroud_proto::sealed::seal_request;
 use shroud_proto::{StoreId, Work};
 

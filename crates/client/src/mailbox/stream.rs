@@ -6,7 +6,9 @@
 //!   acknowledged again (round robin over them), and always our acknowledgement;
 //! - we owe the contact a row while we have chunks it has not acknowledged, or since a chunk
 //!   of its arrived (a chunk seen again means it missed our acknowledgement);
-//! - a chunk is taken once (by number), however often it comes.
+//! - a chunk is taken once (by number), however often it comes; its content is decrypted
+//!   only then (a chunk's Olm message is made once, when its message is queued, and sent
+//!   again as it is: a message key opens it once).
 //!
 //! Everything here is saved in the write-ahead record with the rest of the courier's state.
 
@@ -14,14 +16,12 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use super::chunk::{Chunk, PAYLOAD_LEN};
+use super::chunk::{Chunk, Content, MAX_CHUNKS, OlmBytes};
 
 /// Chunks past the first missing one we keep track of (a contact cannot make us hold more).
 pub const MAX_AHEAD: u64 = 1024;
 /// Messages being reassembled at once, per contact.
 pub const MAX_PARTIAL: usize = 64;
-/// Most chunks of one message.
-pub const MAX_CHUNKS: u16 = 128;
 
 /// A chunk we sent and the contact has not acknowledged.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -29,11 +29,8 @@ struct Outgoing {
     seq: u64,
     /// The send it belongs to (the courier's number).
     ticket: u64,
-    message: u64,
-    index: u16,
-    count: u16,
-    #[serde(with = "serde_bytes")]
-    payload: Vec<u8>,
+    /// Its content, encrypted once.
+    olm: OlmBytes,
 }
 
 /// A message being reassembled.
@@ -52,7 +49,8 @@ pub struct Received {
     pub new: bool,
     /// A message it completed: its id and body.
     pub message: Option<(u64, Vec<u8>)>,
-    /// True if the chunk was refused (too far ahead, or not fitting its message).
+    /// True if the chunk was refused (too far ahead, not opening, or not fitting its
+    /// message).
     pub refused: bool,
 }
 
@@ -77,29 +75,16 @@ pub struct Stream {
 }
 
 impl Stream {
-    /// Splits `body` into chunks of message `message` and queues them; `None` if it needs
-    /// more than [`MAX_CHUNKS`].
-    pub fn queue(&mut self, ticket: u64, message: u64, body: &[u8]) -> Option<u16> {
-        let parts: Vec<&[u8]> = if body.is_empty() {
-            vec![&[][..]]
-        } else {
-            body.chunks(PAYLOAD_LEN).collect()
-        };
-        let count = u16::try_from(parts.len())
-            .ok()
-            .filter(|&c| c <= MAX_CHUNKS)?;
-        for (i, part) in parts.into_iter().enumerate() {
+    /// Queues the chunks of one send (`ticket`), their contents already encrypted, in order.
+    pub fn queue(&mut self, ticket: u64, chunks: Vec<OlmBytes>) {
+        for olm in chunks {
             self.last_seq += 1;
             self.out.push_back(Outgoing {
                 seq: self.last_seq,
                 ticket,
-                message,
-                index: i as u16,
-                count,
-                payload: part.to_vec(),
+                olm,
             });
         }
-        Some(count)
     }
 
     /// True if we owe the contact a row: chunks it has not acknowledged, or an
@@ -138,25 +123,11 @@ impl Stream {
                 (again, false)
             }
         };
-        let chunk = match pick {
-            Some(o) => Chunk {
-                seq: o.seq,
-                ack,
-                sack,
-                message: o.message,
-                index: o.index,
-                count: o.count,
-                payload: o.payload.clone(),
-            },
-            None => Chunk {
-                seq: 0,
-                ack,
-                sack,
-                message: 0,
-                index: 0,
-                count: 0,
-                payload: Vec::new(),
-            },
+        let chunk = Chunk {
+            seq: pick.map_or(0, |o| o.seq),
+            ack,
+            sack,
+            olm: pick.map(|o| o.olm.clone()),
         };
         if chunk.seq > 0 {
             if new {
@@ -169,8 +140,13 @@ impl Stream {
         (chunk, new)
     }
 
-    /// Takes a chunk from the contact (already authenticated under its pair key).
-    pub fn receive(&mut self, c: Chunk) -> Received {
+    /// Takes a chunk from the contact (already authenticated under its pair key); `open`
+    /// decrypts its content, and is called only for a chunk not taken before.
+    pub fn receive(
+        &mut self,
+        c: &Chunk,
+        open: impl FnOnce(&OlmBytes) -> Option<Content>,
+    ) -> Received {
         let mut r = Received::default();
         // Its acknowledgement of ours.
         let acked = |seq: u64| {
@@ -183,19 +159,27 @@ impl Stream {
             }
             !gone
         });
-        if c.seq == 0 {
+        let Some(olm) = c.olm.as_ref().filter(|_| c.seq > 0) else {
             return r;
-        }
+        };
         self.ack_owed = true;
         if c.seq <= self.in_through || self.ahead.contains(&c.seq) {
             return r;
         }
-        let fits = c.count > 0 && c.count <= MAX_CHUNKS && c.index < c.count;
-        let partial_ok = match self.partial.get(&c.message) {
-            Some(p) => p.count == c.count,
-            None => self.partial.len() < MAX_PARTIAL || c.count == 1,
+        if c.seq > self.in_through + MAX_AHEAD {
+            r.refused = true;
+            return r;
+        }
+        let Some(content) = open(olm) else {
+            r.refused = true;
+            return r;
         };
-        if c.seq > self.in_through + MAX_AHEAD || !fits || !partial_ok {
+        let fits = content.count <= MAX_CHUNKS;
+        let partial_ok = match self.partial.get(&content.message) {
+            Some(p) => p.count == content.count,
+            None => self.partial.len() < MAX_PARTIAL || content.count <= 1,
+        };
+        if !fits || !partial_ok {
             r.refused = true;
             return r;
         }
@@ -204,13 +188,17 @@ impl Stream {
         while self.ahead.remove(&(self.in_through + 1)) {
             self.in_through += 1;
         }
-        let p = self.partial.entry(c.message).or_default();
-        p.count = c.count;
-        p.parts.insert(c.index, c.payload);
+        // A session's confirmation: taken (and acknowledged), no message.
+        if content.count == 0 {
+            return r;
+        }
+        let p = self.partial.entry(content.message).or_default();
+        p.count = content.count;
+        p.parts.insert(content.index, content.payload);
         if p.parts.len() == usize::from(p.count)
-            && let Some(p) = self.partial.remove(&c.message)
+            && let Some(p) = self.partial.remove(&content.message)
         {
-            r.message = Some((c.message, p.parts.into_values().flatten().collect()));
+            r.message = Some((content.message, p.parts.into_values().flatten().collect()));
         }
         r
     }
@@ -219,7 +207,26 @@ impl Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mailbox::chunk::PAYLOAD_LEN;
     use proptest::prelude::*;
+
+    /// Queues `body` with its contents as they are (these tests are about numbering and
+    /// acknowledgements; encryption is the session's).
+    fn queue(s: &mut Stream, ticket: u64, message: u64, body: &[u8]) {
+        let chunks = Content::split(message, body)
+            .expect("fits")
+            .iter()
+            .map(|c| OlmBytes {
+                pre_key: false,
+                bytes: c.to_bytes().expect("fits").to_vec(),
+            })
+            .collect();
+        s.queue(ticket, chunks);
+    }
+
+    fn take(s: &mut Stream, c: &Chunk) -> Received {
+        s.receive(c, |o| Content::from_bytes(&o.bytes))
+    }
 
     /// One direction, Alice to Bob, through a channel that loses each row with probability
     /// `loss` (seeded): every message arrives whole, once, whatever is lost or sent again.
@@ -228,7 +235,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let (mut alice, mut bob) = (Stream::default(), Stream::default());
         for (i, b) in bodies.iter().enumerate() {
-            alice.queue(i as u64, 100 + i as u64, b).expect("queued");
+            queue(&mut alice, i as u64, 100 + i as u64, b);
         }
         let mut got = Vec::new();
         let mut rounds = 0;
@@ -238,7 +245,7 @@ mod tests {
             if alice.owed() {
                 let (c, _) = alice.next_row();
                 if !rng.random_bool(loss) {
-                    let r = bob.receive(c);
+                    let r = take(&mut bob, &c);
                     assert!(!r.refused);
                     got.extend(r.message.map(|(_, b)| b));
                 }
@@ -246,7 +253,7 @@ mod tests {
             if bob.owed() {
                 let (ack, _) = bob.next_row();
                 if !rng.random_bool(loss) {
-                    alice.receive(ack);
+                    take(&mut alice, &ack);
                 }
             }
         }
@@ -281,63 +288,80 @@ mod tests {
     #[test]
     fn a_duplicate_is_acknowledged_again_but_taken_once() {
         let (mut alice, mut bob) = (Stream::default(), Stream::default());
-        alice.queue(1, 9, b"hi").expect("queued");
+        queue(&mut alice, 1, 9, b"hi");
         let (c, new) = alice.next_row();
         assert!(new);
-        assert_eq!(bob.receive(c.clone()).message, Some((9, b"hi".to_vec())));
+        assert_eq!(take(&mut bob, &c).message, Some((9, b"hi".to_vec())));
         let (_, _) = bob.next_row();
         assert!(!bob.owed());
-        let again = bob.receive(c);
+        let again = bob.receive(&c, |_| {
+            panic!("a chunk taken before is not decrypted again")
+        });
         assert!(again.message.is_none() && !again.new);
         assert!(bob.owed(), "the writer missed the acknowledgement");
         let (ack, _) = bob.next_row();
-        assert_eq!(alice.receive(ack).acked, vec![1]);
+        assert_eq!(take(&mut alice, &ack).acked, vec![1]);
         assert!(!alice.owed());
     }
 
     #[test]
     fn a_contact_cannot_make_us_hold_too_much() {
         let mut bob = Stream::default();
-        let far = Chunk {
-            seq: MAX_AHEAD + 2,
-            ack: 0,
-            sack: 0,
-            message: 1,
-            index: 0,
-            count: 1,
-            payload: vec![],
-        };
-        assert!(bob.receive(far).refused);
-        let mut open = 0;
-        for m in 0..(MAX_PARTIAL as u64 + 5) {
-            let r = bob.receive(Chunk {
-                seq: m + 1,
+        let chunk = |seq: u64, message: u64, count: u16| {
+            let content = Content {
+                message,
+                index: 0,
+                count,
+                payload: vec![1],
+            };
+            Chunk {
+                seq,
                 ack: 0,
                 sack: 0,
-                message: m,
-                index: 0,
-                count: 2,
-                payload: vec![1],
-            });
+                olm: Some(OlmBytes {
+                    pre_key: false,
+                    bytes: content.to_bytes().expect("fits").to_vec(),
+                }),
+            }
+        };
+        assert!(take(&mut bob, &chunk(MAX_AHEAD + 2, 1, 1)).refused);
+        let mut open = 0;
+        for m in 0..(MAX_PARTIAL as u64 + 5) {
+            let r = take(&mut bob, &chunk(m + 1, m, 2));
             open += usize::from(!r.refused);
         }
         assert_eq!(open, MAX_PARTIAL);
+        // A chunk that does not open is refused, and not taken: it may come again.
+        let mut carol = Stream::default();
+        let c = chunk(1, 1, 1);
+        assert!(carol.receive(&c, |_| None).refused);
+        assert!(take(&mut carol, &c).message.is_some());
+        // A confirmation is taken and acknowledged, and is no message.
+        let mut dave = Stream::default();
+        let confirm = Chunk {
+            olm: Some(OlmBytes {
+                pre_key: false,
+                bytes: Content::confirmation().to_bytes().expect("fits").to_vec(),
+            }),
+            ..c
+        };
+        let r = take(&mut dave, &confirm);
+        assert!(r.new && r.message.is_none() && !r.refused);
+        assert_eq!(dave.next_row().0.ack, 1);
     }
 
     #[test]
     fn selective_acknowledgements_spare_resends() {
         let (mut alice, mut bob) = (Stream::default(), Stream::default());
-        alice
-            .queue(1, 5, &vec![0; 3 * PAYLOAD_LEN])
-            .expect("queued");
+        queue(&mut alice, 1, 5, &vec![0; 3 * PAYLOAD_LEN]);
         let (first, _) = alice.next_row();
         let (_, _) = alice.next_row(); // lost
         let (third, _) = alice.next_row();
-        bob.receive(first);
-        bob.receive(third);
+        take(&mut bob, &first);
+        take(&mut bob, &third);
         let (ack, _) = bob.next_row();
         assert_eq!((ack.ack, ack.sack), (1, 0b10));
-        assert_eq!(alice.receive(ack).acked.len(), 2);
+        assert_eq!(take(&mut alice, &ack).acked.len(), 2);
         assert_eq!(alice.unacknowledged(), 1);
         let (again, new) = alice.next_row();
         assert_eq!((again.seq, new), (2, false));
