@@ -186,7 +186,7 @@ struct StorageArgs {
     #[arg(long, default_value_t = shroud_storage::Config::default().board.1)]
     outbox_rows: u32,
     /// Readers' PIR keys kept at once (one per client connection with mail; each takes about
-    /// 21 MiB of memory at the default board, see docs/operations.md); more are refused.
+    /// 41 MiB of memory at the default board, see docs/operations.md); more are refused.
     #[arg(long, default_value_t = shroud_storage::Config::default().max_readers)]
     max_readers: usize,
     #[command(flatten)]
@@ -269,6 +269,25 @@ enum Bench {
     /// Single-server PIR candidates for mail delivery (YPIR-SP and Spiral) side by side on
     /// boards of 1 KiB rows: server time per query and per batch, bytes, key material.
     Pir(PirArgs),
+    /// Mail delivery at the default shape: storage's work per round against users, the most
+    /// users each round length sustains, message latency, and bytes per client per day.
+    Mail(MailBenchArgs),
+}
+
+#[derive(Args)]
+struct MailBenchArgs {
+    /// Print one JSON object per round length.
+    #[arg(long)]
+    json: bool,
+    /// User counts whose rounds storage runs (each user's PIR key takes about 29 MiB).
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 4, 8, 16])]
+    users: Vec<usize>,
+    /// Messages of the live conversation that measures latency.
+    #[arg(long, default_value_t = 20)]
+    messages: usize,
+    /// Round lengths to report, seconds.
+    #[arg(long, value_delimiter = ',', default_values_t = [5u64, 30, 60])]
+    round_seconds: Vec<u64>,
 }
 
 #[derive(Args)]
@@ -383,6 +402,7 @@ fn main() -> Result<()> {
         Command::Bench(Bench::E2e(args)) => bench_e2e(args),
         Command::Bench(Bench::Cost { json }) => bench_cost(json),
         Command::Bench(Bench::Pir(args)) => bench_pir(args),
+        Command::Bench(Bench::Mail(args)) => bench_mail(args),
         Command::Bench(Bench::Kv { json, ops, seconds }) => bench_kv(json, ops, seconds),
         Command::Bench(Bench::All { report, quick }) => {
             let r = shroud_lab::bench::all::run(quick)?;
@@ -819,6 +839,42 @@ fn bench_pir(args: PirArgs) -> Result<()> {
                     r.client_decode_ms
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+fn bench_mail(args: MailBenchArgs) -> Result<()> {
+    let rounds: Vec<u64> = args.round_seconds.iter().map(|s| s * 1000).collect();
+    let reports = runtime()?.block_on(shroud_lab::bench::mail::run(
+        &args.users,
+        args.messages,
+        &rounds,
+    ))?;
+    if !args.json {
+        shroud_lab::outln!(
+            "\n| round | users sustained | storage per round (wall / CPU) | latency p50 / p99 | bytes per client per day up / down |"
+        );
+        shroud_lab::outln!("|---|---|---|---|---|");
+    }
+    for r in reports {
+        if args.json {
+            shroud_lab::outln!("{}", serde_json::to_string(&r)?);
+        } else {
+            shroud_lab::outln!(
+                "| {} s | {} (measured up to {}) | {:.1} / {:.1} s | {:.2} / {:.2} rounds, {:.0} / {:.0} s | {:.0} / {:.0} MB |",
+                r.round_ms / 1000,
+                r.users,
+                r.measured_up_to,
+                r.server_round_ms / 1e3,
+                r.server_cpu_ms / 1e3,
+                r.latency_p50_rounds,
+                r.latency_p99_rounds,
+                r.latency_p50_s,
+                r.latency_p99_s,
+                r.client_bytes_per_day_up as f64 / 1e6,
+                r.client_bytes_per_day_down as f64 / 1e6
+            );
         }
     }
     Ok(())

@@ -38,7 +38,7 @@ pub struct Delivery {
     board: Mutex<MailBoard>,
     rows_len: usize,
     readers: Mutex<HashMap<[u8; 16], Arc<ReaderKey>>>,
-    /// Keys kept at most (a Spiral key takes about 21 MiB of memory at 2^13 rows).
+    /// Keys kept at most (a Spiral key takes about 41 MiB of memory at 2^13 rows).
     max_readers: usize,
     /// Queries answered this round, per session.
     answered: Mutex<HashMap<[u8; 16], u32>>,
@@ -147,7 +147,7 @@ impl Delivery {
         let mut statuses = Vec::with_capacity(writes.len());
         // The last round's prepared board goes before the next is made (answers still
         // running keep their own reference): one prepared board in memory, not two (a
-        // board of 2^13 rows is 128 MiB in the form answers use).
+        // board of 2^13 rows is 256 MiB in the form answers use).
         self.prepared
             .write()
             .unwrap_or_else(|p| p.into_inner())

@@ -5,5 +5,6 @@ pub mod cost;
 pub mod e2e;
 pub mod engine;
 pub mod kv;
+pub mod mail;
 pub mod pir;
 pub mod storage;
