@@ -1,9 +1,10 @@
 //! Outbox rows, chunks and addresses at the client: checking and opening any bytes as a
-//! row, parsing any bytes as a chunk, any string as an address.
+//! row, parsing any bytes as a chunk or as a chunk's decrypted content, any string as an
+//! address.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shroud_client::mailbox::chunk::Chunk;
+use shroud_client::mailbox::chunk::{Chunk, Content};
 use shroud_client::mailbox::row::{self, OutboxKey, PairKey, Place};
 use shroud_client::mailbox::Address;
 
@@ -16,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
         data,
     );
     let _ = Chunk::from_bytes(data);
+    let _ = Content::from_bytes(data);
     if let Ok(s) = std::str::from_utf8(data) {
         let _ = s.parse::<Address>();
     }

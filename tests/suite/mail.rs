@@ -375,10 +375,9 @@ async fn lying_operators_are_caught_and_lose_nothing() {
         let rounds = stat(&bob, |s| s.mail_rounds.load(Relaxed));
         wait_stat(&bob, |s| s.mail_rounds.load(Relaxed), rounds + 4).await;
         if refuses {
-            assert!(
-                stat(&bob, rejected) > before,
-                "mode {mode}: nothing refused"
-            );
+            // Rounds storage skipped (it falls behind when the machine is busy) carry no
+            // answers to refuse: wait, while the relay still lies, for the first refusal.
+            wait_stat(&bob, rejected, before + 1).await;
         }
         let got = bob.mail.conversation(&alice.address).await.unwrap();
         assert_eq!(got.len(), want.len(), "mode {mode}: a message got through");
