@@ -176,17 +176,17 @@ async fn amplifying_requests_are_refused_and_nobody_else_notices() {
         refusal(storage_addr, &proxy_tls, &round((1 << 16) + 1, 16)).await,
         ErrorCode::TooLarge
     );
-    let queries = |n: usize, len: usize| {
+    let queries = |n: usize, len: usize, session: u8| {
         Request::Answer(vec![
             Query {
-                session: [9; 16],
+                session: [session; 16],
                 query: PirBytes(vec![0x5a; len]),
             };
             n
         ])
     };
     assert_eq!(
-        refusal(storage_addr, &proxy_tls, &queries(1025, 16)).await,
+        refusal(storage_addr, &proxy_tls, &queries(1025, 16, 9)).await,
         ErrorCode::TooLarge
     );
     let board = Shape::default();
@@ -232,13 +232,10 @@ async fn amplifying_requests_are_refused_and_nobody_else_notices() {
         }
     }
     for session in [200u8, 0] {
-        let mut q = queries(1024, board.query_len as usize);
-        if let Request::Answer(qs) = &mut q {
-            for x in qs.iter_mut() {
-                x.session = [session; 16];
-            }
-        }
-        match c.call(&q).await {
+        match c
+            .call(&queries(1024, board.query_len as usize, session))
+            .await
+        {
             Ok(Response::Answers(a)) => assert_eq!(a.len(), 1024),
             Ok(Response::Error(code)) => panic!("queries refused: {code:?}"),
             other => panic!("queries: {other:?}"),

@@ -347,9 +347,8 @@ impl Courier {
         let sessions = self.state.sessions.entry(to.public_key).or_default();
         let mut olm = Vec::with_capacity(contents.len());
         for c in &contents {
-            let plain = c.to_bytes().ok_or(MailError::TooLong(body.len()))?;
             let sealed = sessions
-                .encrypt(&me.olm, &to, &plain)
+                .encrypt_content(&me.olm, &to, c)
                 .map_err(|e| MailError::Unavailable(format!("the contact's keys: {e}")))?;
             olm.push(sealed);
         }
@@ -611,11 +610,7 @@ impl Courier {
         });
         if started {
             // The ratchet turns when we answer on the new session: answer at once.
-            let confirmed = Content::confirmation()
-                .to_bytes()
-                .ok_or(SessionError::Undecryptable)
-                .and_then(|plain| sessions.encrypt(&me.olm, from, &plain));
-            match confirmed {
+            match sessions.encrypt_content(&me.olm, from, &Content::confirmation()) {
                 Ok(olm) => stream.queue(CONFIRMATION, vec![olm]),
                 Err(e) => tracing::warn!("cannot confirm {from}'s session: {e}"),
             }

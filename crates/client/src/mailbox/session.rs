@@ -27,7 +27,7 @@ use vodozemac::Curve25519PublicKey;
 use vodozemac::olm::{Account, OlmMessage, PreKeyMessage, Session, SessionConfig, SessionPickle};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use super::chunk::OlmBytes;
+use super::chunk::{Content, OlmBytes};
 use super::identity::Address;
 
 /// Sessions kept per contact (the oldest that is not the sending one goes first).
@@ -112,25 +112,28 @@ impl Sessions {
         self.list.is_empty()
     }
 
-    /// The session both sides send on (see the module's rule), given our identity key.
-    fn sending(&self, mine: &[u8; 32], theirs: &[u8; 32]) -> Result<Option<usize>, SessionError> {
+    /// The session both sides send on (see the module's rule), given our identity key, and
+    /// its index.
+    fn sending(
+        &self,
+        mine: &[u8; 32],
+        theirs: &[u8; 32],
+    ) -> Result<Option<(usize, Session)>, SessionError> {
         let they_are_smaller = theirs < mine;
-        let mut answered = None;
-        for (i, s) in self.list.iter().enumerate() {
-            if s.load()?.has_received_message() {
-                let by_smaller = s.theirs == they_are_smaller;
-                if answered.is_none() || by_smaller {
-                    answered = Some((i, by_smaller));
-                }
-                if by_smaller {
-                    break;
-                }
-            }
-        }
-        Ok(match answered {
-            Some((i, _)) => Some(i),
-            None => self.list.len().checked_sub(1),
-        })
+        let loaded = self
+            .list
+            .iter()
+            .map(Saved::load)
+            .collect::<Result<Vec<_>, _>>()?;
+        let answered = |by_smaller: bool| {
+            loaded.iter().zip(&self.list).position(|(s, saved)| {
+                s.has_received_message() && (!by_smaller || saved.theirs == they_are_smaller)
+            })
+        };
+        let at = answered(true)
+            .or_else(|| answered(false))
+            .or(self.list.len().checked_sub(1));
+        Ok(at.and_then(|i| loaded.into_iter().nth(i).map(|s| (i, s))))
     }
 
     /// Encrypts `content` for `contact`, starting a session from `account` (ours) on the
@@ -142,30 +145,44 @@ impl Sessions {
         content: &[u8],
     ) -> Result<OlmBytes, SessionError> {
         let me = account.curve25519_key().to_bytes();
-        let at = match self.sending(&me, &contact.olm_key)? {
-            Some(i) => i,
+        let (at, mut session) = match self.sending(&me, &contact.olm_key)? {
+            Some((i, s)) => (Some(i), s),
             None => {
-                let session = account
+                let made = account
                     .create_outbound_session(
                         SessionConfig::version_1(),
                         key(contact.olm_key),
                         key(contact.prekey),
                     )
                     .map_err(|e| SessionError::Bad(e.to_string()))?;
-                self.keep(Saved::save(&session, false)?);
-                self.list.len() - 1
+                (None, made)
             }
         };
-        let mut session = self.list[at].load()?;
         let message = session
             .encrypt(content)
             .map_err(|e| SessionError::Bad(e.to_string()))?;
-        self.list[at] = Saved::save(&session, self.list[at].theirs)?;
+        match at {
+            Some(i) => self.list[i] = Saved::save(&session, self.list[i].theirs)?,
+            None => self.keep(Saved::save(&session, false)?),
+        }
         let (kind, bytes) = message.to_parts();
         Ok(OlmBytes {
             pre_key: kind == 0,
             bytes,
         })
+    }
+
+    /// Encrypts one chunk's content for `contact` ([`Sessions::encrypt`] of its bytes).
+    pub fn encrypt_content(
+        &mut self,
+        account: &Account,
+        contact: &Address,
+        content: &Content,
+    ) -> Result<OlmBytes, SessionError> {
+        let plain = content
+            .to_bytes()
+            .ok_or_else(|| SessionError::Bad("a content longer than a chunk holds".into()))?;
+        self.encrypt(account, contact, &plain)
     }
 
     /// Decrypts a chunk's content from `contact`. A pre-key message for no session we have
@@ -394,17 +411,16 @@ mod tests {
             last = (m, n);
         }
         assert!(!last.0.pre_key && !last.1.pre_key);
-        let (ia, ib) = (
-            a.sending(&alice.address.olm_key, &bob.address.olm_key)
+        let sending = |s: &Sessions, mine: &Peer, theirs: &Peer| {
+            s.sending(&mine.address.olm_key, &theirs.address.olm_key)
                 .expect("load")
-                .expect("one"),
-            b.sending(&bob.address.olm_key, &alice.address.olm_key)
-                .expect("load")
-                .expect("one"),
-        );
+                .expect("one")
+                .1
+                .session_id()
+        };
         assert_eq!(
-            a.list[ia].load().expect("load").session_id(),
-            b.list[ib].load().expect("load").session_id(),
+            sending(&a, &alice, &bob),
+            sending(&b, &bob, &alice),
             "both send on the same session"
         );
     }
