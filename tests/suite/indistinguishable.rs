@@ -94,25 +94,46 @@ fn shape() -> Shape {
 /// Frames of one connection and kind, in order, with their epochs.
 type Frames = BTreeMap<(u64, FrameKind), Vec<(u64, Vec<u8>)>>;
 
+/// What [`inbound_frames`] took out of the frames, per connection, to check on its own.
+#[derive(Default)]
+struct Blanked {
+    /// Each write slot's bucket nonce counters.
+    counters: BTreeMap<u64, Vec<Vec<u64>>>,
+    /// The `seq` of every slot and round frame, in the order sent.
+    seqs: BTreeMap<u64, Vec<u64>>,
+}
+
 /// The frames clients sent, as the proxy read them, with the fields that name a client
-/// blanked: a slot's grant (the proxy must know whose store it serves) and each written
+/// blanked: a slot's grant (the proxy must know whose store it serves), each written
 /// bucket's lineage and nonce, `lineage || lineage prefix || counter` (the lineage names the
 /// client's run; the counter is returned per connection, to check that it only counts
-/// writes). Every other bit is kept.
-fn inbound_frames(stack: &Stack) -> (Frames, BTreeMap<u64, Vec<Vec<u64>>>) {
+/// writes), and the `seq` of slots and round frames (the client's count of the frames it has
+/// sent, so it differs between any two clients by when each started; returned, to check
+/// that it only counts). Every other bit is kept.
+fn inbound_frames(stack: &Stack) -> (Frames, Blanked) {
     let mut out = Frames::new();
-    let mut counters: BTreeMap<u64, Vec<Vec<u64>>> = BTreeMap::new();
+    let mut blanked = Blanked::default();
+    let limits = shroud_proto::Limits::default();
     for e in Transcript::read(&stack.proxy_transcript).expect("transcript") {
         if !e.inbound {
             continue;
         }
         let Some(hex) = e.frame else { continue };
         let mut bytes = data_encoding::HEXLOWER.decode(hex.as_bytes()).expect("hex");
+        if e.kind == FrameKind::Round {
+            let Ok(ClientMsg::Round(mut frame)) = shroud_proto::decode(&bytes, limits) else {
+                panic!("a round frame that is not one");
+            };
+            blanked.seqs.entry(e.conn).or_default().push(frame.seq);
+            frame.seq = 0;
+            bytes = shroud_proto::encode(&ClientMsg::Round(frame), limits).expect("encode");
+        }
         if e.kind == FrameKind::Slot {
-            let limits = shroud_proto::Limits::default();
             let Ok(ClientMsg::Slot(mut slot)) = shroud_proto::decode(&bytes, limits) else {
                 panic!("a slot frame that is not a slot");
             };
+            blanked.seqs.entry(e.conn).or_default().push(slot.seq);
+            slot.seq = 0;
             slot.grant = Grant {
                 store: StoreId([0; 16]),
                 capability: Capability([0; 32]),
@@ -125,7 +146,7 @@ fn inbound_frames(stack: &Stack) -> (Frames, BTreeMap<u64, Vec<Vec<u64>>>) {
                     cs.push(u64::from_be_bytes(counter));
                     w.data[..44].fill(0);
                 }
-                counters.entry(e.conn).or_default().push(cs);
+                blanked.counters.entry(e.conn).or_default().push(cs);
             }
             bytes = shroud_proto::encode(&ClientMsg::Slot(slot), limits).expect("encode");
         }
@@ -133,7 +154,22 @@ fn inbound_frames(stack: &Stack) -> (Frames, BTreeMap<u64, Vec<Vec<u64>>>) {
             .or_default()
             .push((e.epoch, bytes));
     }
-    (out, counters)
+    (out, blanked)
+}
+
+/// A connection's frame numbers count its slot and round frames and nothing else: each
+/// new frame takes the next number (a batch resent after a failure repeats its own).
+fn seqs_only_count(conn: u64, seqs: &[u64]) {
+    let mut top = None;
+    for &seq in seqs {
+        if let Some(t) = top {
+            assert!(
+                seq == t + 1 || seq <= t,
+                "connection {conn}: frame number {seq} after {t}"
+            );
+        }
+        top = Some(top.map_or(seq, |t: u64| t.max(seq)));
+    }
 }
 
 /// A connection's nonce counters count its bucket writes and nothing else: each round's K
@@ -183,9 +219,12 @@ async fn a_sending_client_and_an_idle_one_send_the_same_bits() {
     for u in [idle, sender, sink] {
         u.stop().await;
     }
-    let (frames, counters) = inbound_frames(&stack);
-    for (conn, cs) in &counters {
+    let (frames, blanked) = inbound_frames(&stack);
+    for (conn, cs) in &blanked.counters {
         counters_only_count(*conn, cs, shape().slots_per_epoch as usize);
+    }
+    for (conn, seqs) in &blanked.seqs {
+        seqs_only_count(*conn, seqs);
     }
     // Storage answers a round here in about a second (most rounds are skipped): some of the
     // sender's one-chunk messages arrive.
