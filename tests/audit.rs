@@ -15,7 +15,7 @@ fn the_short_audit_detects_no_difference_and_writes_its_report() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON report");
     let pairs = report["pairs"].as_array().expect("pairs");
-    assert_eq!(pairs.len(), 4);
+    assert_eq!(pairs.len(), 7);
     // Every failed verdict, with its detail (the sizes verdict names the first epoch that
     // differs and its frames).
     let failed: Vec<String> = pairs

@@ -4,7 +4,6 @@
 //! The harness (per-bit two-sample z tests, [`shroud_lab::stats::bit_difference`], over
 //! byte strings the operator sees) is what later delivery protocols are checked with too.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -12,9 +11,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
 use shroud_client::mailbox::Address;
 use shroud_lab::stats::{bit_difference, bonferroni_z};
-use shroud_proto::proxy::ClientMsg;
-use shroud_proto::{Capability, Grant, Shape, StoreId};
-use shroud_proxy::transcript::{FrameKind, Transcript};
+use shroud_proto::Shape;
+use shroud_proxy::transcript::FrameKind;
 
 use crate::common::Stack;
 
@@ -91,113 +89,6 @@ fn shape() -> Shape {
         .with_mail(8, 1)
 }
 
-/// Frames of one connection and kind, in order, with their epochs.
-type Frames = BTreeMap<(u64, FrameKind), Vec<(u64, Vec<u8>)>>;
-
-/// What [`inbound_frames`] took out of the frames, per connection, to check on its own.
-#[derive(Default)]
-struct Blanked {
-    /// Each write slot's bucket nonce counters.
-    counters: BTreeMap<u64, Vec<Vec<u64>>>,
-    /// The `seq` of every slot and round frame, in the order sent.
-    seqs: BTreeMap<u64, Vec<u64>>,
-}
-
-/// The frames clients sent, as the proxy read them, with the fields that name a client
-/// blanked: a slot's grant (the proxy must know whose store it serves), each written
-/// bucket's lineage and nonce, `lineage || lineage prefix || counter` (the lineage names the
-/// client's run; the counter is returned per connection, to check that it only counts
-/// writes), and the `seq` of slots and round frames (the client's count of the frames it has
-/// sent, so it differs between any two clients by when each started; returned, to check
-/// that it only counts). Every other bit is kept.
-fn inbound_frames(stack: &Stack) -> (Frames, Blanked) {
-    let mut out = Frames::new();
-    let mut blanked = Blanked::default();
-    let limits = shroud_proto::Limits::default();
-    for e in Transcript::read(&stack.proxy_transcript).expect("transcript") {
-        if !e.inbound {
-            continue;
-        }
-        let Some(hex) = e.frame else { continue };
-        let mut bytes = data_encoding::HEXLOWER.decode(hex.as_bytes()).expect("hex");
-        if e.kind == FrameKind::Round {
-            let Ok(ClientMsg::Round(mut frame)) = shroud_proto::decode(&bytes, limits) else {
-                panic!("a round frame that is not one");
-            };
-            blanked.seqs.entry(e.conn).or_default().push(frame.seq);
-            frame.seq = 0;
-            bytes = shroud_proto::encode(&ClientMsg::Round(frame), limits).expect("encode");
-        }
-        if e.kind == FrameKind::Slot {
-            let Ok(ClientMsg::Slot(mut slot)) = shroud_proto::decode(&bytes, limits) else {
-                panic!("a slot frame that is not a slot");
-            };
-            blanked.seqs.entry(e.conn).or_default().push(slot.seq);
-            slot.seq = 0;
-            slot.grant = Grant {
-                store: StoreId([0; 16]),
-                capability: Capability([0; 32]),
-            };
-            if slot.write {
-                let mut cs = Vec::new();
-                for w in &mut slot.writes {
-                    // lineage (32) || nonce: lineage prefix (4) || counter (8, big-endian).
-                    let counter: [u8; 8] = w.data[36..44].try_into().expect("a nonce");
-                    cs.push(u64::from_be_bytes(counter));
-                    w.data[..44].fill(0);
-                }
-                blanked.counters.entry(e.conn).or_default().push(cs);
-            }
-            bytes = shroud_proto::encode(&ClientMsg::Slot(slot), limits).expect("encode");
-        }
-        out.entry((e.conn, e.kind))
-            .or_default()
-            .push((e.epoch, bytes));
-    }
-    (out, blanked)
-}
-
-/// A connection's frame numbers count its slot and round frames and nothing else: each
-/// new frame takes the next number (a batch resent after a failure repeats its own).
-fn seqs_only_count(conn: u64, seqs: &[u64]) {
-    let mut top = None;
-    for &seq in seqs {
-        if let Some(t) = top {
-            assert!(
-                seq == t + 1 || seq <= t,
-                "connection {conn}: frame number {seq} after {t}"
-            );
-        }
-        top = Some(top.map_or(seq, |t: u64| t.max(seq)));
-    }
-}
-
-/// A connection's nonce counters count its bucket writes and nothing else: each round's K
-/// write-backs (sent one after the other) take the next consecutive values. (Two paths of a
-/// round share their top buckets, which both slots carry with the same sealed bytes.)
-fn counters_only_count(conn: u64, frames: &[Vec<u64>], k: usize) {
-    let mut next = None;
-    for round in frames.chunks_exact(k) {
-        let values: std::collections::BTreeSet<u64> = round.iter().flatten().copied().collect();
-        let (first, last) = (values.first().copied(), values.last().copied());
-        let (Some(first), Some(last)) = (first, last) else {
-            continue;
-        };
-        if let Some(n) = next {
-            assert_eq!(
-                first, n,
-                "connection {conn}: a gap or a reuse in its nonce counters"
-            );
-        }
-        assert_eq!(
-            last - first + 1,
-            values.len() as u64,
-            "connection {conn}: a round's counters are not consecutive"
-        );
-        next = Some(last + 1);
-    }
-}
-
 /// An idle client and one that sends mail in every round, side by side: over every frame
 /// kind the client sends, whole frames as the proxy reads them, no bit position differs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,12 +110,11 @@ async fn a_sending_client_and_an_idle_one_send_the_same_bits() {
     for u in [idle, sender, sink] {
         u.stop().await;
     }
-    let (frames, blanked) = inbound_frames(&stack);
-    for (conn, cs) in &blanked.counters {
-        counters_only_count(*conn, cs, shape().slots_per_epoch as usize);
-    }
-    for (conn, seqs) in &blanked.seqs {
-        seqs_only_count(*conn, seqs);
+    // Whole frames, with what names a client by design blanked and checked on its own.
+    let (frames, blanked) =
+        shroud_lab::audit::frames::inbound(&stack.proxy_transcript).expect("the proxy's frames");
+    if let Err(e) = blanked.check(shape().slots_per_epoch as usize) {
+        panic!("{e}");
     }
     // Storage answers a round here in about a second (most rounds are skipped): some of the
     // sender's one-chunk messages arrive.
@@ -241,11 +131,7 @@ async fn a_sending_client_and_an_idle_one_send_the_same_bits() {
     assert_eq!(conns.len(), 3, "a client reconnected: {conns:?}");
     // The idle client, the sender and the sink, in start order (each also opened a
     // connection of its own to make its outbox, which registers nothing).
-    let clients: Vec<u64> = frames
-        .keys()
-        .filter(|(_, k)| *k == FrameKind::Register)
-        .map(|(c, _)| *c)
-        .collect();
+    let clients = shroud_lab::audit::frames::clients(&frames);
     assert_eq!(clients.len(), 3, "{clients:?}");
     let kinds = [
         FrameKind::Hello,
@@ -276,9 +162,14 @@ async fn a_sending_client_and_an_idle_one_send_the_same_bits() {
         }
         // The epochs both were in, past the sender's start: the same number of frames each.
         let from = b.iter().map(|(e, _)| *e).min().unwrap_or(0).max(a[0].0) + 4;
+        // One slot frame per epoch: an epoch's paths share their top buckets, sent with the
+        // same sealed bytes in each slot that carries them, so its slots are not
+        // independent samples; epochs are.
         let pick = |x: &[(u64, Vec<u8>)]| -> Vec<Vec<u8>> {
+            let mut last = None;
             x.iter()
                 .filter(|(e, _)| *e >= from)
+                .filter(|(e, _)| kind != FrameKind::Slot || last.replace(*e) != Some(*e))
                 .map(|(_, f)| f.clone())
                 .collect()
         };

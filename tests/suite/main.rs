@@ -12,6 +12,7 @@ mod common;
 mod agent;
 mod amplification;
 mod indistinguishable;
+mod intersection;
 mod mail;
 mod oblivious;
 mod operations;

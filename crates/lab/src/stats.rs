@@ -116,8 +116,12 @@ pub fn randomization_test<R: rand::Rng + ?Sized>(
 /// two-sample z statistic of the proportions of ones (pooled variance), and the largest |z|.
 ///
 /// Strings are compared position by position up to the shortest string's length (callers
-/// check lengths on their own). A position constant and equal in both sets has z = 0; one
-/// constant in each but different has an infinite |z|.
+/// check lengths on their own). A position constant and equal in both sets has z = 0.
+///
+/// With few strings a side the z test cannot reach a family-wise threshold, however
+/// different a position is; `opposite` is the exact test for that case: a position
+/// constant in each set but with different values (a flag that marks one workload), which
+/// a fair coin does by chance with probability [`BitDifference::opposite_chance`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BitDifference {
     /// The largest |z| over all positions.
@@ -126,6 +130,20 @@ pub struct BitDifference {
     pub position: usize,
     /// Bit positions compared.
     pub positions: usize,
+    /// The first position constant in each set with a different value, if any.
+    pub opposite: Option<usize>,
+    /// Strings compared, per side.
+    pub samples: [usize; 2],
+}
+
+impl BitDifference {
+    /// The chance that some position is constant in each set with a different value when
+    /// no position differs (each bit is a coin of one bias in both sets; a fair one is the
+    /// worst case): at most `positions * 2 * 2^-(na + nb)`, capped at 1.
+    pub fn opposite_chance(&self) -> f64 {
+        let n = (self.samples[0] + self.samples[1]) as i32;
+        (self.positions as f64 * 2.0 * 0.5f64.powi(n)).min(1.0)
+    }
 }
 
 /// The per-bit two-sample test of [`BitDifference`] over `a` and `b` (both non-empty).
@@ -154,8 +172,16 @@ pub fn bit_difference<A: AsRef<[u8]>, B: AsRef<[u8]>>(a: &[A], b: &[B]) -> BitDi
         max_z: 0.0,
         position: 0,
         positions: len * 8,
+        opposite: None,
+        samples: [a.len(), b.len()],
     };
     for (i, (&x, &y)) in ca.iter().zip(&cb).enumerate() {
+        let (xa, yb) = (f64::from(x), f64::from(y));
+        let constant_a = x == 0 || xa == na;
+        let constant_b = y == 0 || yb == nb;
+        if out.opposite.is_none() && constant_a && constant_b && (x == 0) != (y == 0) {
+            out.opposite = Some(i);
+        }
         let (pa, pb) = (f64::from(x) / na, f64::from(y) / nb);
         let p = (f64::from(x) + f64::from(y)) / (na + nb);
         let se = (p * (1.0 - p) * (1.0 / na + 1.0 / nb)).sqrt();
@@ -228,6 +254,7 @@ fn ks_sf(lambda: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
 
     #[test]
     fn chi2_known_values() {
@@ -265,6 +292,33 @@ mod tests {
         let d = bit_difference(&a, &b);
         assert_eq!(d.position, 3 * 8 + 7);
         assert!(d.max_z > 20.0, "{d:?}");
+        assert_eq!(same.opposite, None);
+        // Twelve strings a side, 1,000 bytes each: a flag bit (set in every b) is past what
+        // the z test can show at that family size, and the exact test finds it.
+        let mut seeded = rand::rngs::StdRng::seed_from_u64(5);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..12 {
+            a.push(
+                (0..1_000)
+                    .map(|_| seeded.random::<u8>())
+                    .collect::<Vec<u8>>(),
+            );
+            b.push(
+                (0..1_000)
+                    .map(|_| seeded.random::<u8>())
+                    .collect::<Vec<u8>>(),
+            );
+        }
+        let same = bit_difference(&a, &b);
+        assert_eq!(same.opposite, None, "{same:?}");
+        assert!(same.opposite_chance() < 1e-3);
+        for (x, y) in a.iter_mut().zip(&mut b) {
+            x[432] &= !0x10;
+            y[432] |= 0x10;
+        }
+        let d = bit_difference(&a, &b);
+        assert!(d.max_z < bonferroni_z(d.positions, 1e-3, 5.0), "{d:?}");
+        assert_eq!(d.opposite, Some(432 * 8 + 4));
         assert!((bonferroni_z(1, 0.05, 0.0) - 1.96).abs() < 0.01);
         assert!(bonferroni_z(100_000, 1e-4, 5.0) > 6.0);
     }

@@ -9,5 +9,6 @@
 
 pub mod fixtures;
 pub mod stack;
+pub mod switch;
 
 pub use stack::{MailUser, Stack, befriend};

@@ -81,6 +81,9 @@ pub struct Stack {
     pub dir: tempfile::TempDir,
     /// Storage's mailbox routing public key (clients pin it).
     pub storage_key: [u8; 32],
+    /// Its secret half: storage's own, which tests playing storage and the proxy together
+    /// use to open what storage opens (the outbox writes).
+    pub storage_secret: [u8; 32],
     /// How long the proxy waits for storage (applies from the next [`Stack::start_proxy`]).
     pub storage_timeout: std::time::Duration,
     /// Whether the proxy's transcript keeps every frame's bytes (applies from the next
@@ -135,6 +138,7 @@ impl Stack {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let storage = listener.local_addr()?;
         let routing = shroud_proto::routing::RoutingKey::generate(&mut rand::rng());
+        let storage_secret = routing.secret();
         let server = Server::new(backend, routing, config, tls.storage_server()?, Some(t));
         let storage_key = server.routing_public_key();
         let storage_task = tokio::spawn(server.run(listener, std::future::pending()));
@@ -147,6 +151,7 @@ impl Stack {
             shape,
             dir,
             storage_key,
+            storage_secret,
             storage_timeout: std::time::Duration::from_secs(10),
             proxy_frames,
             storage_task,
@@ -314,8 +319,17 @@ impl Stack {
         rng: &mut R,
     ) -> Result<MailUser> {
         let config = shroud_client::ClientConfig::new(via, self.tls.client()?)
-            .with_storage_key(self.storage_key)
-            .with_account(shroud_client::mailbox::Account::generate(rng));
+            .with_storage_key(self.storage_key);
+        self.mail_user_configured(config, rng).await
+    }
+
+    /// Starts a mailbox user with a fresh account and `config` (a relay, a backoff).
+    pub async fn mail_user_configured<R: rand::CryptoRng>(
+        &self,
+        config: shroud_client::ClientConfig,
+        rng: &mut R,
+    ) -> Result<MailUser> {
+        let config = config.with_account(shroud_client::mailbox::Account::generate(rng));
         MailUser::start(
             config,
             shroud_oram::Key::generate(rng),

@@ -2,8 +2,10 @@
 //! checks that what the operators see does not tell them apart.
 //!
 //! Pairs: idle vs busy, one hot key vs uniform keys, small vs large values (two clients side
-//! by side on one stack each), and Alice→Bob vs Alice→Carol (two runs of three mailbox users).
-//! For each pair, from storage's transcript and the proxy's:
+//! by side on one stack each), and the collusion view of mail ([`collusion`]: four runs of
+//! three mailbox users, nobody sending, Alice writing to Bob, to Carol, to both, with both
+//! operators' transcripts joined per client and bit tests of what they read).
+//! For each key-value pair, from storage's transcript and the proxy's:
 //! - counts: the same slots at storage epoch by epoch, and the same frames at the proxy turn
 //!   by turn (a turn is what the client sent and the replies to it) (exact);
 //! - sizes: the same bytes per epoch at storage, and the same frame kinds and sizes per turn
@@ -17,7 +19,10 @@
 //! The first epoch a client is seen in and its last two (its last two turns at the proxy) are
 //! left out: that is when it connects and stops, which every party sees anyway (presence).
 
+pub mod collusion;
 pub mod compare;
+pub mod frames;
+pub mod intersection;
 pub mod observe;
 pub mod sizes;
 pub mod svg;
@@ -33,7 +38,7 @@ use serde::Serialize;
 
 use compare::Verdict;
 use shroud_proto::Shape;
-use shroud_testkit::stack::{MailUser, Stack};
+use shroud_testkit::stack::Stack;
 use workload::Workload;
 
 /// How much to run.
@@ -215,116 +220,6 @@ async fn kv_pair(opts: &Options, a: Workload, b: Workload) -> Result<PairReport>
     ))
 }
 
-/// One mail run: Alice writes to Bob (or Carol) as fast as delivery allows.
-struct MailRun {
-    stack: Stack,
-    sent: u64,
-}
-
-async fn mail_run(opts: &Options, to_carol: bool) -> Result<MailRun> {
-    let s = shape()?;
-    let stack = Stack::start(s).await.context("starting the stack")?;
-    let mut rng = StdRng::from_rng(&mut rand::rng());
-    let users: Vec<MailUser> = vec![
-        stack.mail_user(&mut rng).await?,
-        stack.mail_user(&mut rng).await?,
-        stack.mail_user(&mut rng).await?,
-    ];
-    shroud_testkit::stack::befriend(&[
-        ("alice", &users[0]),
-        ("bob", &users[1]),
-        ("carol", &users[2]),
-    ])
-    .await?;
-    let to = users[if to_carol { 2 } else { 1 }].address;
-    let until = Instant::now() + duration(opts, &s);
-    let mut sent = 0u64;
-    while Instant::now() < until {
-        let body = format!("message {sent}: {}", "x".repeat((sent % 7) as usize * 200));
-        let send = users[0].mail.send(&to, body.as_bytes());
-        if tokio::time::timeout(until.saturating_duration_since(Instant::now()), send)
-            .await
-            .is_ok()
-        {
-            sent += 1;
-        }
-    }
-    for u in users {
-        u.stop().await;
-    }
-    Ok(MailRun { stack, sent })
-}
-
-/// Alice→Bob vs Alice→Carol: the recipient of one run against the recipient of the other,
-/// and Alice against herself.
-async fn mail_pair(opts: &Options) -> Result<PairReport> {
-    let bob = mail_run(opts, false).await?;
-    let carol = mail_run(opts, true).await?;
-    let load = |r: &MailRun| -> Result<_> {
-        Ok((
-            observe::stores(&r.stack.transcript, &r.stack.shape)?,
-            observe::connections(&r.stack.proxy_transcript)?,
-            created(&r.stack)?,
-            crate::audit::sizes::storage(
-                &r.stack.transcript,
-                3,
-                r.stack.shape.queries_per_round as usize,
-            )?,
-        ))
-    };
-    let (sb, cb, ib, vb) = load(&bob)?;
-    let (sc, cc, ic, vc) = load(&carol)?;
-    let pick = |stores: &'_ std::collections::BTreeMap<String, observe::StoreView>,
-                ids: &[String],
-                i: usize|
-     -> Result<observe::StoreView> {
-        let id = ids.get(i).context("store not created")?;
-        stores.get(id).cloned().context("no batches for a store")
-    };
-    let conn = |c: &std::collections::BTreeMap<u64, observe::ConnView>, i: u64| {
-        c.get(&i).cloned().context("no frames for a client")
-    };
-    let (bob_store, carol_store) = (pick(&sb, &ib, 1)?, pick(&sc, &ic, 2)?);
-    let (bob_conn, carol_conn) = (conn(&cb, 1)?, conn(&cc, 2)?);
-    // Alice herself, run against run.
-    let mut extra: Vec<Verdict> = compare::proxy(&conn(&cb, 0)?, &conn(&cc, 0)?, opts.alpha)
-        .into_iter()
-        .map(|mut v| {
-            v.test = format!("sender's {}", v.test);
-            v
-        })
-        .collect();
-    for op in [
-        shroud_storage::Op::Batch,
-        shroud_storage::Op::Round,
-        shroud_storage::Op::Answer,
-    ] {
-        let (x, y) = (
-            crate::audit::sizes::usual(&vb, op),
-            crate::audit::sizes::usual(&vc, op),
-        );
-        extra.push(Verdict {
-            test: format!("storage: every {op} request and response of one size in both runs"),
-            pass: x.is_some() && x.as_ref().map(|x| &x.0) == y.as_ref().map(|y| &y.0),
-            p_value: None,
-            detail: format!("{x:?} vs {y:?}"),
-        });
-    }
-    let shape = bob.stack.shape;
-    let r = judge(
-        opts,
-        &shape,
-        ("Alice→Bob: Bob", "Alice→Carol: Carol"),
-        [bob.sent, carol.sent],
-        Sides {
-            a: (&bob_store, &bob_conn),
-            b: (&carol_store, &carol_conn),
-        },
-        extra,
-    );
-    Ok(r)
-}
-
 /// Runs every pair.
 pub async fn run(opts: &Options, mut progress: impl FnMut(&PairReport)) -> Result<Report> {
     let started = Instant::now();
@@ -338,9 +233,18 @@ pub async fn run(opts: &Options, mut progress: impl FnMut(&PairReport)) -> Resul
         progress(&p);
         pairs.push(p);
     }
-    let p = mail_pair(opts).await?;
-    progress(&p);
-    pairs.push(p);
+    // The collusion view: four mail runs, each against the one where nobody sends, and
+    // Alice→Bob against Alice→Carol.
+    let mut runs = Vec::new();
+    for scenario in collusion::Scenario::ALL {
+        runs.push(collusion::run(opts, scenario).await?);
+    }
+    let s = shape()?;
+    for (x, y) in [(0, 1), (0, 2), (0, 3), (1, 2)] {
+        let p = collusion::pair(opts, &s, &runs[x], &runs[y]);
+        progress(&p);
+        pairs.push(p);
+    }
     let pass = pairs.iter().all(|p| p.verdicts.iter().all(|v| v.pass));
     Ok(Report {
         shape: shape()?,
