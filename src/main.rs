@@ -50,7 +50,7 @@ enum Command {
     /// The leakage audit: pairs of workloads against an embedded stack, compared as the
     /// operators see them; exits non-zero if any test detects a difference.
     Audit {
-        /// The CI version: 10^4 paths per side instead of 10^5.
+        /// The CI version: 6,000 paths per side instead of 10^5.
         #[arg(long)]
         short: bool,
         /// Paths per side (overrides the default of the mode).
