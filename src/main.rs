@@ -272,6 +272,31 @@ enum Bench {
     /// Mail delivery at the default shape: storage's work per round against users, the most
     /// users each round length sustains, message latency, and bytes per client per day.
     Mail(MailBenchArgs),
+    /// Mail with many contacts, live: an active conversation and other contacts writing now
+    /// and then to one user with 32 contacts, latency in rounds; then long messages.
+    Contacts(ContactsBenchArgs),
+}
+
+#[derive(Args)]
+struct ContactsBenchArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// The recipient's contacts in all.
+    #[arg(long, default_value_t = 32)]
+    contacts: usize,
+    /// Of them, those who write to him now and then (besides his active conversation).
+    #[arg(long, default_value_t = 4)]
+    senders: usize,
+    /// Rounds of the many-contacts phase.
+    #[arg(long, default_value_t = 90)]
+    rounds: u64,
+    /// A round's length, ms (storage answers every user's 3 queries within it).
+    #[arg(long, default_value_t = 5000)]
+    round_ms: u64,
+    /// Chunk counts of the long messages sent after it.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 4, 8, 16])]
+    long: Vec<usize>,
 }
 
 #[derive(Args)]
@@ -403,6 +428,7 @@ fn main() -> Result<()> {
         Command::Bench(Bench::Cost { json }) => bench_cost(json),
         Command::Bench(Bench::Pir(args)) => bench_pir(args),
         Command::Bench(Bench::Mail(args)) => bench_mail(args),
+        Command::Bench(Bench::Contacts(args)) => bench_contacts(args),
         Command::Bench(Bench::Kv { json, ops, seconds }) => bench_kv(json, ops, seconds),
         Command::Bench(Bench::All { report, quick }) => {
             let r = shroud_lab::bench::all::run(quick)?;
@@ -840,6 +866,46 @@ fn bench_pir(args: PirArgs) -> Result<()> {
                 );
             }
         }
+    }
+    Ok(())
+}
+
+fn bench_contacts(args: ContactsBenchArgs) -> Result<()> {
+    let opts = shroud_lab::bench::contacts::Options {
+        contacts: args.contacts,
+        senders: args.senders,
+        rounds: args.rounds,
+        round_ms: args.round_ms,
+        long: args.long,
+    };
+    let r = runtime()?.block_on(shroud_lab::bench::contacts::run(&opts))?;
+    if args.json {
+        shroud_lab::outln!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    shroud_lab::outln!(
+        "{} contacts, {} writing now and then, Q = {}, R = {}, rounds of {:.1} s:",
+        r.contacts,
+        r.senders,
+        r.queries,
+        r.outbox_rows,
+        r.round_ms as f64 / 1e3
+    );
+    shroud_lab::outln!(
+        "  active conversation: {} messages, p50 {:.2} rounds, p99 {:.2}",
+        r.active_messages,
+        r.active_p50_rounds,
+        r.active_p99_rounds
+    );
+    shroud_lab::outln!(
+        "  other contacts: {} messages, p50 {:.2} rounds, p99 {:.2}, slowest {:.2}",
+        r.other_messages,
+        r.other_p50_rounds,
+        r.other_p99_rounds,
+        r.other_max_rounds
+    );
+    for (k, rounds) in &r.long {
+        shroud_lab::outln!("  a message of {k} chunks: {rounds:.2} rounds");
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Benchmarks behind `shroud bench`: the same functions the criterion benches call.
 
 pub mod all;
+pub mod contacts;
 pub mod cost;
 pub mod e2e;
 pub mod engine;
