@@ -296,18 +296,24 @@ mod tests {
     use rand::rngs::StdRng;
 
     /// Six episodes of six rounds: a recipient (client 0) always online, five candidates
-    /// online each round with probability 1/2, a random sender per episode.
+    /// online each round with probability 1/2, and in every episode both online and offline
+    /// at least once (as `tests/suite/intersection.rs` scripts them); a random sender per
+    /// episode.
     fn world(rng: &mut StdRng) -> (Observed, Vec<Episode>, Vec<Option<usize>>) {
         let rounds = 36;
         let mut obs = Observed {
             rounds: vec![vec![Some(7); rounds]],
         };
         for _ in 0..5 {
-            obs.rounds.push(
-                (0..rounds)
-                    .map(|_| rng.random_bool(0.5).then_some(7))
-                    .collect(),
-            );
+            let mut row = Vec::new();
+            while row.len() < rounds {
+                let p: Vec<Option<u64>> =
+                    (0..6).map(|_| rng.random_bool(0.5).then_some(7)).collect();
+                if p.contains(&None) && p.contains(&Some(7)) {
+                    row.extend(p);
+                }
+            }
+            obs.rounds.push(row);
         }
         let mut episodes = Vec::new();
         let mut senders = vec![None; rounds];
