@@ -175,9 +175,12 @@ fn round_answers(a: &ConnView, b: &ConnView) -> Verdict {
         sizes(b, FrameKind::RoundDone),
     );
     let turns = a.turns.len().min(b.turns.len()).max(1);
-    // Round frames per turn, scaled to the shorter side's turns.
+    // Round frames per turn, scaled to the shorter side's turns: alike within one and a
+    // half (where the runs started on the round clock), or a tenth (the turns counted
+    // include each run's setup, whose length varies: 22 against 24 round frames over 23
+    // rounds was seen on clean-clone CI between two runs of one idle user).
     let per = |v: &ConnView| count(v) as f64 * turns as f64 / v.turns.len().max(1) as f64;
-    let alike = (per(a) - per(b)).abs() <= 1.5;
+    let alike = (per(a) - per(b)).abs() <= (0.1 * per(a).max(per(b))).max(1.5);
     Verdict {
         test: "proxy: round frames and answers of one size each, as often, on both sides".into(),
         pass: fa == fb && da == db && fa.len() <= 1 && da.len() <= 1 && alike,
