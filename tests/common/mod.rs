@@ -271,3 +271,14 @@ pub async fn keep_sending(
         .await
         .expect("the sender's epochs");
 }
+
+/// The epochs a proxy has run since it started (its counters, over a connection of their
+/// own).
+#[allow(dead_code)]
+pub async fn proxy_epochs(stack: &shroud_testkit::stack::Stack) -> u64 {
+    let tls = stack.tls.client().expect("tls");
+    shroud_proxy::fetch_stats(stack.proxy, &tls)
+        .await
+        .expect("proxy stats")
+        .epochs
+}

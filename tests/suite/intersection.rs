@@ -44,18 +44,9 @@ fn shape() -> Shape {
         .with_mail(30, 1)
 }
 
-/// The epoch the proxy is in.
-async fn proxy_epoch(stack: &Stack) -> u64 {
-    let tls = stack.tls.client().expect("tls");
-    shroud_proxy::fetch_stats(stack.proxy, &tls)
-        .await
-        .expect("proxy stats")
-        .epochs
-}
-
 /// Waits until the proxy reaches epoch `e`.
 async fn until_epoch(stack: &Stack, e: u64) {
-    while proxy_epoch(stack).await < e {
+    while crate::common::proxy_epochs(stack).await < e {
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
 }
@@ -113,7 +104,7 @@ async fn the_operators_intersection_attack_does_no_better_than_online_times() {
         .map(|_| rng.random_range(0..CANDIDATES))
         .collect();
     let round_epochs = u64::from(shape.round_epochs);
-    let first = proxy_epoch(&stack).await / round_epochs + 2;
+    let first = crate::common::proxy_epochs(&stack).await / round_epochs + 2;
     for (i, now) in online.iter().enumerate() {
         // Links go off two epochs before the round (a client cut then sends nothing in
         // it) and come back as it begins (a client let in earlier would show in the round

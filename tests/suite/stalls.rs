@@ -106,7 +106,7 @@ async fn registrations_store_creation_and_a_deleted_store_stall_nobody() {
         .iter()
         .map(|s| (s.epochs.load(Relaxed), s.failed_exchanges.load(Relaxed)))
         .collect();
-    let proxy_before = proxy_epochs(&stack).await;
+    let proxy_before = crate::common::proxy_epochs(&stack).await;
     let started = Instant::now();
     // 200 connections registering in a loop, without paying for the store.
     let stop = Arc::new(AtomicBool::new(false));
@@ -175,7 +175,7 @@ async fn registrations_store_creation_and_a_deleted_store_stall_nobody() {
         .iter()
         .map(|s| (s.epochs.load(Relaxed), s.failed_exchanges.load(Relaxed)))
         .collect();
-    let ran = proxy_epochs(&stack).await - proxy_before;
+    let ran = crate::common::proxy_epochs(&stack).await - proxy_before;
     drop(rogue);
     let _ = tokio::time::timeout(Duration::from_secs(2), rogue_task).await;
     for (c, t) in honest {
@@ -230,13 +230,4 @@ async fn registrations_store_creation_and_a_deleted_store_stall_nobody() {
             a.0 - b.0
         );
     }
-}
-
-/// The epochs the proxy has run since it started.
-async fn proxy_epochs(stack: &shroud_testkit::stack::Stack) -> u64 {
-    let tls = stack.tls.client().expect("tls");
-    shroud_proxy::fetch_stats(stack.proxy, &tls)
-        .await
-        .expect("proxy stats")
-        .epochs
 }
