@@ -400,7 +400,22 @@ struct EngineArgs {
     recursive: bool,
 }
 
+/// Refuses to run on a CPU without the instructions this build was compiled for
+/// (.cargo/config.toml), with a message, rather than dying of an illegal instruction later.
+fn cpu_check() -> Result<()> {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+    if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
+        anyhow::bail!(
+            "this shroud was built for x86-64-v3 (AVX2, FMA) and this CPU lacks them: \
+             rebuild with RUSTFLAGS=\"-C target-cpu=x86-64\" (PIR answers then take 2.4 times \
+             as long)"
+        );
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
+    cpu_check()?;
     let cli = Cli::parse();
     // The demo and the benches print their own report; services log at info.
     let quiet = matches!(

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use rand::Rng;
+use rayon::prelude::*;
 use shroud_pir::{Board, ROW_LEN, ReaderKey};
 use shroud_proto::board::{
     OUTBOX_INFO, OUTBOX_REPLY_LEN, OutboxReply, OutboxRequest, OutboxStatus, OutboxWrite,
@@ -206,25 +207,18 @@ impl Delivery {
                 .collect()
         };
         let len = board.geometry().answer_len();
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut out: Vec<Vec<u8>> = vec![Vec::new(); queries.len()];
-        std::thread::scope(|scope| {
-            for (c, chunk) in out
-                .chunks_mut(queries.len().div_ceil(cores).max(1))
-                .enumerate()
-            {
-                let (board, keys) = (&board, &keys);
-                let start = c * queries.len().div_ceil(cores).max(1);
-                scope.spawn(move || {
-                    for (i, slot) in chunk.iter_mut().enumerate() {
-                        let answer = keys[start + i]
-                            .as_ref()
-                            .and_then(|k| board.answer(k, &queries[start + i].1).ok());
-                        *slot = answer.unwrap_or_else(|| noise(len));
-                    }
-                });
-            }
-        });
+        // One pool for everything: spiral-rs runs parts of each answer on rayon's global pool,
+        // so the queries go there too (threads of our own beside it would oversubscribe the
+        // cores and cost a third more CPU per answer).
+        let out = queries
+            .par_iter()
+            .zip(keys.par_iter())
+            .map(|((_, query), key)| {
+                key.as_ref()
+                    .and_then(|k| board.answer(k, query).ok())
+                    .unwrap_or_else(|| noise(len))
+            })
+            .collect();
         Ok(out)
     }
 }
