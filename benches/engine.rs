@@ -18,6 +18,7 @@ fn bench(c: &mut Criterion) {
                     block,
                     cached_levels,
                     position_map: PositionMap::Flat,
+                    batch: 1,
                 };
                 let mut group =
                     c.benchmark_group(format!("access/n={n}/b={block}/t={cached_levels}"));

@@ -398,6 +398,10 @@ struct EngineArgs {
     /// Use the recursive position map.
     #[arg(long)]
     recursive: bool,
+    /// Accesses per batch (a client's slots per epoch): the batch's paths are fetched,
+    /// verified and sealed together.
+    #[arg(long, default_value_t = 1)]
+    batch: u32,
 }
 
 /// Refuses to run on a CPU without the instructions this build was compiled for
@@ -575,6 +579,7 @@ fn bench_engine(args: EngineArgs) -> Result<()> {
                         block,
                         cached_levels: cached,
                         position_map,
+                        batch: args.batch,
                     },
                     args.accesses,
                     oram_crate,

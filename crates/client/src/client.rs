@@ -28,6 +28,9 @@ pub struct ClientConfig {
     pub proxy: SocketAddr,
     /// TLS towards the proxy.
     pub tls: ClientTls,
+    /// The first wait before reconnecting after a failed exchange; it doubles per failure
+    /// up to `max_backoff`.
+    pub min_backoff: Duration,
     /// The longest wait between reconnection attempts.
     pub max_backoff: Duration,
     /// Storage's mailbox routing key, pinned (needed when the proxy runs a mailbox; answers
@@ -38,11 +41,12 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// Reconnection backoff up to 2 s.
+    /// Reconnection backoff from 50 ms up to 2 s.
     pub fn new(proxy: SocketAddr, tls: ClientTls) -> Self {
         ClientConfig {
             proxy,
             tls,
+            min_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(2),
             storage_key: None,
             account: None,
@@ -60,6 +64,7 @@ impl ClientConfig {
         Link {
             proxy: self.proxy,
             tls: self.tls.clone(),
+            min_backoff: self.min_backoff,
             max_backoff: self.max_backoff,
         }
     }

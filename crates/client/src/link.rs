@@ -23,6 +23,8 @@ pub(crate) struct Link {
     pub proxy: SocketAddr,
     /// TLS towards the proxy.
     pub tls: ClientTls,
+    /// The first wait before reconnecting.
+    pub min_backoff: Duration,
     /// The longest wait between reconnection attempts.
     pub max_backoff: Duration,
 }

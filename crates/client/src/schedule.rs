@@ -591,7 +591,7 @@ impl<R: Rider> Scheduler<R> {
             })
             .collect();
         self.seq += slots.len() as u64 + u64::from(frame.is_some());
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = self.link.min_backoff;
         let mut rounds = Vec::new();
         loop {
             match self.try_exchange(&slots, frame.as_ref(), &mut rounds).await {

@@ -51,6 +51,7 @@
 //! timing finer than a round trip.
 
 mod access;
+pub mod aead;
 pub mod bucket;
 mod eager_init;
 mod engine;

@@ -30,13 +30,12 @@
 //!   bound (sigma^2 / 2^129 with sigma blocks) is then about 2^-33. Rotate the key well
 //!   before that for higher margins.
 
-use aes_gcm::aead::{Nonce, Tag};
-use aes_gcm::{AeadInOut, Aes256Gcm, KeyInit};
 use hkdf::Hkdf;
 use rand::{CryptoRng, TryRng};
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use crate::aead::Aes256Gcm;
 use crate::bucket::{LINEAGE_LEN, NONCE_AT, NONCE_LEN, PLAIN_AT, TAG_LEN};
 use crate::integrity::{self, Digest, IntegrityError};
 use crate::{BucketId, Error};
@@ -92,7 +91,7 @@ fn lineage_cipher(key: &Key, store_id: &[u8; 16], lineage: &[u8; LINEAGE_LEN]) -
     let mut subkey = Zeroizing::new([0u8; 32]);
     // 32 bytes is far below HKDF-SHA256's 255 * 32-byte limit: this cannot fail.
     let _ = hk.expand(&info, &mut subkey[..]);
-    Aes256Gcm::new(&(*subkey).into())
+    Aes256Gcm::new(&subkey)
 }
 
 /// Seals and opens buckets of one store: seals under this lineage's subkey, opens under
@@ -101,7 +100,7 @@ pub(crate) struct Sealer {
     key: Key,
     store_id: [u8; 16],
     lineage: [u8; LINEAGE_LEN],
-    /// aes-gcm's `zeroize` feature wipes the expanded key schedule on drop.
+    /// Wiped on drop (see [`Aes256Gcm`]).
     cipher: Aes256Gcm,
 }
 
@@ -154,11 +153,7 @@ impl Sealer {
         let aad = self.aad(id);
         let tag = self
             .cipher
-            .encrypt_inout_detached(
-                &Nonce::<Aes256Gcm>::from(nonce),
-                &aad,
-                (&mut buf[PLAIN_AT..n - TAG_LEN]).into(),
-            )
+            .seal(&nonce, &aad, &mut buf[PLAIN_AT..n - TAG_LEN])
             .map_err(|_| Error::Crypto)?;
         buf[n - TAG_LEN..].copy_from_slice(&tag);
         Ok(integrity::digest_of(buf))
@@ -174,6 +169,12 @@ impl Sealer {
         if !integrity::matches(buf, expected) {
             return Err(IntegrityError::Tampered(id));
         }
+        self.decrypt(id, buf)
+    }
+
+    /// Checks `buf`'s tag under its own nonce and decrypts it in place (`open` has checked
+    /// that the nonce and tag are the ones the client last wrote).
+    fn decrypt(&self, id: BucketId, buf: &mut [u8]) -> Result<(), IntegrityError> {
         let n = buf.len();
         let mut nonce = [0u8; NONCE_LEN];
         nonce.copy_from_slice(&buf[NONCE_AT..PLAIN_AT]);
@@ -191,12 +192,7 @@ impl Sealer {
             &earlier
         };
         cipher
-            .decrypt_inout_detached(
-                &Nonce::<Aes256Gcm>::from(nonce),
-                &aad,
-                (&mut buf[PLAIN_AT..n - TAG_LEN]).into(),
-                &Tag::<Aes256Gcm>::from(tag),
-            )
+            .open(&nonce, &aad, &mut buf[PLAIN_AT..n - TAG_LEN], &tag)
             .map_err(|_| IntegrityError::Tampered(id))
     }
 }

@@ -52,6 +52,7 @@ pub fn run(quick: bool) -> Result<AllReport> {
                 block: 1024,
                 cached_levels: 0,
                 position_map: PositionMap::Flat,
+                batch: 1,
             },
             accesses,
             oram_crate,

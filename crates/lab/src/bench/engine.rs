@@ -9,11 +9,10 @@
 use std::convert::Infallible;
 use std::time::Instant;
 
-use aes_gcm::aead::{Nonce, Tag};
-use aes_gcm::{AeadInOut, Aes256Gcm, KeyInit};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
+use shroud_oram::aead::Aes256Gcm;
 use shroud_oram::{Config, Key, MemoryStore, Op, Oram, PositionMap};
 
 /// One configuration to measure.
@@ -27,6 +26,9 @@ pub struct Case {
     pub cached_levels: u32,
     /// Position-map mode.
     pub position_map: PositionMap,
+    /// Accesses per batch (the engine's `max_batch`; a client batches its K slots of an
+    /// epoch).
+    pub batch: u32,
 }
 
 /// One line of `shroud bench engine --json`.
@@ -46,12 +48,17 @@ pub struct Report {
     pub formatted: bool,
     /// Accesses measured.
     pub accesses: u64,
-    /// Engine accesses per second.
+    /// Engine accesses per second (one core: see docs/benchmarks.md on why not two).
     pub accesses_per_s: f64,
+    /// Accesses per batch.
+    pub batch: u32,
     /// The `oram` crate on the same case (only with the `peer` feature).
     pub oram_crate_accesses_per_s: Option<f64>,
     /// The AES-GCM bound: accesses per second if sealing and opening were all the work.
     pub crypto_bound_accesses_per_s: f64,
+    /// The same bound with the pure-Rust `aes-gcm` crate (the engine's `portable` build), for
+    /// the two AEADs' ratio in one run.
+    pub portable_bound_accesses_per_s: f64,
     /// `accesses_per_s / oram_crate_accesses_per_s`.
     pub vs_oram_crate: Option<f64>,
     /// `accesses_per_s / crypto_bound_accesses_per_s`.
@@ -84,6 +91,7 @@ pub fn setup(case: Case, warmup: u64, seed: u64) -> (Oram, MemoryStore, StdRng) 
     let config = Config {
         cached_levels: case.cached_levels,
         position_map: case.position_map,
+        max_batch: case.batch,
         ..Config::new(case.n, case.block)
     };
     let mut oram =
@@ -106,16 +114,22 @@ pub fn setup(case: Case, warmup: u64, seed: u64) -> (Oram, MemoryStore, StdRng) 
     (oram, store, rng)
 }
 
-/// One access: a read or a write of a random block, half and half.
+/// One batch of the engine's `max_batch` accesses: reads and writes of random blocks, half
+/// and half. `i` numbers the batch's first access.
 pub fn access(oram: &mut Oram, store: &mut MemoryStore, rng: &mut StdRng, data: &mut [u8], i: u64) {
-    let a = rng.random_range(0..oram.config().capacity);
-    if i.is_multiple_of(2) {
-        data[..8].copy_from_slice(&i.to_le_bytes());
-        oram.run(store, &[Op::Write(a, data)], rng)
-            .expect("honest store");
-    } else {
-        oram.run(store, &[Op::Read(a)], rng).expect("honest store");
-    }
+    let k = u64::from(oram.config().max_batch);
+    data[..8].copy_from_slice(&i.to_le_bytes());
+    let ops: Vec<Op<'_>> = (i..i + k)
+        .map(|j| {
+            let a = rng.random_range(0..oram.config().capacity);
+            if j.is_multiple_of(2) {
+                Op::Write(a, data)
+            } else {
+                Op::Read(a)
+            }
+        })
+        .collect();
+    oram.run(store, &ops, rng).expect("honest store");
 }
 
 /// Times `accesses` accesses of the engine; returns accesses per second.
@@ -126,14 +140,16 @@ pub fn measure_shroud(
     accesses: u64,
 ) -> f64 {
     let mut data = vec![0u8; oram.config().block_size as usize];
+    let k = u64::from(oram.config().max_batch);
     let start = Instant::now();
-    for i in 0..accesses {
+    for i in (0..accesses).step_by(k as usize) {
         access(oram, store, rng, &mut data, i);
     }
-    accesses as f64 / start.elapsed().as_secs_f64()
+    accesses.div_ceil(k) as f64 * k as f64 / start.elapsed().as_secs_f64()
 }
 
-/// AES-256-GCM work of one access: decrypt and re-encrypt the body of each bucket it moves.
+/// AES-256-GCM work of one access: decrypt and re-encrypt the body of each bucket it moves,
+/// with the implementation the engine seals buckets with.
 pub struct CryptoBound {
     cipher: Aes256Gcm,
     /// One buffer per fetched bucket, sized like that bucket's body.
@@ -143,15 +159,12 @@ pub struct CryptoBound {
 impl CryptoBound {
     /// For the buckets `oram` fetches per access (every tree's path, minus cached levels).
     pub fn for_engine(oram: &Oram) -> Self {
-        let sizes = oram
-            .trees()
-            .flat_map(|t| std::iter::repeat_n(t.ciphertext_len(), t.fetched_levels()));
-        Self::new(sizes)
+        Self::new(bucket_sizes(oram))
     }
 
     /// For buckets of the given sealed sizes.
     pub fn new(bucket_bytes: impl IntoIterator<Item = usize>) -> Self {
-        let cipher = Aes256Gcm::new(&[7u8; 32].into());
+        let cipher = Aes256Gcm::new(&[7u8; 32]);
         let bufs = bucket_bytes
             .into_iter()
             .map(|b| vec![1u8; b - 28])
@@ -165,15 +178,8 @@ impl CryptoBound {
         for (b, buf) in self.bufs.iter_mut().enumerate() {
             nonce[..8].copy_from_slice(&i.to_le_bytes());
             nonce[8..].copy_from_slice(&(b as u32).to_le_bytes());
-            let n = Nonce::<Aes256Gcm>::from(nonce);
-            let tag = self
-                .cipher
-                .encrypt_inout_detached(&n, b"aad", (&mut buf[..]).into())
-                .expect("aead");
-            let tag = Tag::<Aes256Gcm>::from(<[u8; 16]>::from(tag));
-            self.cipher
-                .decrypt_inout_detached(&n, b"aad", (&mut buf[..]).into(), &tag)
-                .expect("aead");
+            let tag = self.cipher.seal(&nonce, b"aad", buf).expect("aead");
+            self.cipher.open(&nonce, b"aad", buf, &tag).expect("aead");
         }
     }
 
@@ -185,6 +191,40 @@ impl CryptoBound {
         }
         accesses as f64 / start.elapsed().as_secs_f64()
     }
+}
+
+/// The sealed size of every bucket one access fetches (every tree's path, minus cached
+/// levels).
+pub fn bucket_sizes(oram: &Oram) -> Vec<usize> {
+    oram.trees()
+        .flat_map(|t| std::iter::repeat_n(t.ciphertext_len(), t.fetched_levels()))
+        .collect()
+}
+
+/// [`CryptoBound`] with the RustCrypto `aes-gcm` crate instead: accesses per second for
+/// buckets of the given sealed sizes.
+pub fn portable_bound(bucket_bytes: impl IntoIterator<Item = usize>, accesses: u64) -> f64 {
+    use aes_gcm::{AeadInOut, KeyInit};
+    let cipher = aes_gcm::Aes256Gcm::new(&[7u8; 32].into());
+    let mut bufs: Vec<Vec<u8>> = bucket_bytes
+        .into_iter()
+        .map(|b| vec![1u8; b - 28])
+        .collect();
+    let start = Instant::now();
+    for i in 0..accesses {
+        let mut nonce = [0u8; 12];
+        for (b, buf) in bufs.iter_mut().enumerate() {
+            nonce[..8].copy_from_slice(&i.to_le_bytes());
+            nonce[8..].copy_from_slice(&(b as u32).to_le_bytes());
+            let tag = cipher
+                .encrypt_inout_detached(&nonce.into(), b"aad", buf.as_mut_slice().into())
+                .expect("aead");
+            cipher
+                .decrypt_inout_detached(&nonce.into(), b"aad", buf.as_mut_slice().into(), &tag)
+                .expect("aead");
+        }
+    }
+    accesses as f64 / start.elapsed().as_secs_f64()
 }
 
 /// The `oram` crate's Path ORAM (Z = 4) at the same N and B, for side-by-side timing.
@@ -307,10 +347,12 @@ pub fn run_case(case: Case, accesses: u64, oram_crate: Option<f64>) -> Report {
     let bucket_bytes = oram.trees().next().map_or(0, |t| t.ciphertext_len());
     let max_stash = oram.max_stash();
     let client_memory_bytes = oram.memory();
-    let mut bound = CryptoBound::for_engine(&oram);
+    let sizes = bucket_sizes(&oram);
+    let mut bound = CryptoBound::new(sizes.iter().copied());
     drop(store);
     drop(oram);
     let crypto = bound.measure(accesses);
+    let portable = portable_bound(sizes, accesses);
     Report {
         n: case.n,
         block: case.block,
@@ -323,8 +365,10 @@ pub fn run_case(case: Case, accesses: u64, oram_crate: Option<f64>) -> Report {
         formatted,
         accesses,
         accesses_per_s: per_s,
+        batch: case.batch,
         oram_crate_accesses_per_s: oram_crate,
         crypto_bound_accesses_per_s: crypto,
+        portable_bound_accesses_per_s: portable,
         vs_oram_crate: oram_crate.map(|o| per_s / o),
         fraction_of_crypto_bound: per_s / crypto,
         max_stash,
