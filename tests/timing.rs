@@ -20,7 +20,7 @@ use shroud_testkit::stack::MailUser;
 use common::Stack;
 
 /// Blocks of time, each with one of the two measured clients receiving.
-const PHASES: usize = 18;
+const PHASES: usize = 14;
 /// Epochs of a phase (six mail rounds).
 const PHASE_EPOCHS: u64 = 60;
 /// Chunks of the message a phase's receiver gets (fits in the phase's rows).
@@ -67,9 +67,9 @@ async fn received(user: &MailUser, n: u64) {
 }
 
 /// Issue 12, finding 3: when a client sends must not depend on its work. Two clients with 14
-/// contacts each and a third that writes to them, for 18 phases of 60 epochs of 100 ms (a
+/// contacts each and a third that writes to them, for 14 phases of 60 epochs of 100 ms (a
 /// mail round every 10): in each phase one of the two receives a message, which one drawn
-/// at random (a shuffle of nine phases each). The delay from the proxy's reply to a
+/// at random (a shuffle of seven phases each: 3,432 orders, so p-values down to 0.001). The delay from the proxy's reply to a
 /// client's next frame, timed at the proxy's socket, must not tell the phases a client
 /// received in from those it did not: the statistic is the two-sample KS distance between
 /// them, summed over both clients (each client compared with itself, so what sets two
@@ -208,7 +208,7 @@ async fn when_a_client_sends_does_not_depend_on_its_work() {
     for c in 0..2 {
         let (mut got, mut not) = split(&labels, c);
         assert!(
-            got.len() > 400 && not.len() > 400,
+            got.len() > 350 && not.len() > 350,
             "client {c}: {} and {} epochs",
             got.len(),
             not.len()

@@ -114,7 +114,7 @@ pub struct Report {
 }
 
 /// The shape the audit runs: N = 2^12 blocks of 64 bytes, K = 48 slots every 150 ms, mail
-/// on (a round every 10 epochs, 2 queries, a board of 2^8 rows in outboxes of 2). A client sends its next frames a fixed 2/5 of an epoch after the replies arrive, so
+/// on (a round every 7 epochs, 2 queries, a board of 2^8 rows in outboxes of 2). A client sends its next frames a fixed 2/5 of an epoch after the replies arrive, so
 /// a batch that storage answers later than 3/5 of an epoch (a slow fsync: tens of
 /// milliseconds here) pushes them into the next epoch, in whichever run it happens, and the
 /// exact per-epoch comparison counts that as a difference. At 100 ms epochs that happened in
@@ -123,7 +123,7 @@ pub fn shape() -> Result<Shape> {
     Ok(Shape::new(1 << 12, 64, 4)?
         .with_schedule(48, 150)?
         .with_board(256, 2)?
-        .with_mail(10, 2))
+        .with_mail(7, 2))
 }
 
 /// How long a side must run to read `accesses` paths at K slots per epoch, with margin.
