@@ -726,7 +726,10 @@ fn proxy_cmd(args: ProxyArgs) -> Result<()> {
     {
         let tls = tls.build(insecure_plaintext, "stats")?;
         let stats = rt.block_on(proxy::stats(addr, &tls))?;
-        shroud_lab::outln!("{}", serde_json::to_string_pretty(&stats)?);
+        shroud_lab::outln!(
+            "{}",
+            serde_json::to_string_pretty(&proxy::readable(&stats)?)?
+        );
         return Ok(());
     }
     let shape = Shape::new(args.capacity, args.block, args.cached)?
@@ -771,7 +774,7 @@ fn bench_e2e(args: E2eArgs) -> Result<()> {
         .with_schedule(args.slots, args.epoch_ms)?;
     if !args.json {
         shroud_lab::outln!(
-            "{:>7} {:>9} {:>7} {:>5} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>10}",
+            "{:>7} {:>9} {:>7} {:>5} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
             "clients",
             "sustained",
             "epochs",
@@ -780,6 +783,8 @@ fn bench_e2e(args: E2eArgs) -> Result<()> {
             "p50(ep)",
             "p99(ep)",
             "batch ms",
+            "p99 ms",
+            "p99.9 ms",
             "max ms",
             "fsync ms",
             "crypto ms"
@@ -795,7 +800,7 @@ fn bench_e2e(args: E2eArgs) -> Result<()> {
                 shroud_lab::outln!("{}", serde_json::to_string(r).unwrap_or_default());
             } else {
                 shroud_lab::outln!(
-                    "{:>7} {:>9} {:>7} {:>5} {:>8} {:>8.2} {:>8.2} {:>9.1} {:>9.1} {:>9.2} {:>10.1}",
+                    "{:>7} {:>9} {:>7} {:>5} {:>8} {:>8.2} {:>8.2} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.2} {:>10.1}",
                     r.clients,
                     r.sustained,
                     r.epochs,
@@ -804,6 +809,8 @@ fn bench_e2e(args: E2eArgs) -> Result<()> {
                     r.p50_latency_epochs,
                     r.p99_latency_epochs,
                     r.mean_batch_ms,
+                    r.p99_batch_ms,
+                    r.p999_batch_ms,
                     r.max_batch_ms,
                     r.mean_flush_ms,
                     r.client_crypto_ms_per_epoch

@@ -58,6 +58,31 @@ pub async fn serve(
     Ok(())
 }
 
+/// The counters as `shroud proxy stats` prints them: the batch histogram as its nonzero
+/// classes (each class's upper edge in microseconds, and its count), and its quantiles.
+pub fn readable(stats: &ProxyStats) -> Result<serde_json::Value> {
+    use shroud_proto::histogram::{quantile_us, upper_us};
+    let mut v = serde_json::to_value(stats)?;
+    let h = &stats.batch_histogram;
+    if let Some(o) = v.as_object_mut() {
+        let classes: serde_json::Map<String, serde_json::Value> = h
+            .iter()
+            .enumerate()
+            .filter(|&(_, &n)| n > 0)
+            .map(|(i, &n)| (format!("<{}", upper_us(i)), n.into()))
+            .collect();
+        o.insert("batch_histogram".into(), classes.into());
+        for (name, q) in [
+            ("batch_p50_us", 0.5),
+            ("batch_p99_us", 0.99),
+            ("batch_p999_us", 0.999),
+        ] {
+            o.insert(name.into(), quantile_us(h, q).into());
+        }
+    }
+    Ok(v)
+}
+
 /// Fetches a running proxy's counters.
 pub async fn stats(addr: SocketAddr, tls: &ClientTls) -> Result<ProxyStats> {
     Ok(shroud_proxy::fetch_stats(addr, tls).await?)

@@ -249,3 +249,34 @@ fn a_closed_stdout_ends_a_command_quietly() {
         assert!(!err.contains("panicked"), "{what}: {err}");
     }
 }
+
+/// `shroud proxy stats` prints the counters and the batch round trips' tail: the histogram
+/// as its nonzero classes, and its quantiles (none yet on an idle proxy).
+#[test]
+fn proxy_stats_print_the_batch_tail() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = Servers::start(dir.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_shroud"))
+        .args(["proxy", "stats", &s.proxy_addr.to_string(), "--ca"])
+        .arg(&s.certs.ca)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(v["epochs"].is_u64(), "{v}");
+    assert!(v["batch_histogram"].is_object(), "{v}");
+    for q in ["batch_p50_us", "batch_p99_us", "batch_p999_us"] {
+        assert!(v[q].is_null() || v[q].is_u64(), "{q}: {v}");
+    }
+    let counted: u64 = v["batch_histogram"]
+        .as_object()
+        .expect("object")
+        .values()
+        .map(|n| n.as_u64().expect("a count"))
+        .sum();
+    assert_eq!(v["batch_p99_us"].is_null(), counted == 0, "{v}");
+}

@@ -22,6 +22,7 @@
 
 pub mod board;
 mod codec;
+pub mod histogram;
 mod message;
 pub mod proxy;
 pub mod routing;

@@ -146,6 +146,10 @@ pub struct ProxyStats {
     pub late_rounds: u64,
     /// Storage's time for the last round (writes and every answer), microseconds.
     pub last_round_us: u64,
+    /// Batches by round trip: entry `i` counts those in time class `i` of
+    /// [`crate::histogram`] ([`crate::histogram::CLASSES`] entries), so that two snapshots
+    /// give any window's tail.
+    pub batch_histogram: Vec<u64>,
 }
 
 /// What a proxy sends.

@@ -154,6 +154,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         s.batch_total_us.fetch_add(us, Relaxed);
         s.last_batch_us.store(us, Relaxed);
         s.max_batch_us.fetch_max(us, Relaxed);
+        s.batch_histogram[shroud_proto::histogram::class(us)].fetch_add(1, Relaxed);
         tracing::debug!(
             epoch,
             clients,

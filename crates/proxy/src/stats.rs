@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use shroud_net::frame_codec;
 use shroud_net::transport::ClientTls;
+use shroud_proto::histogram;
 use shroud_proto::proxy::{ClientMsg, ProxyMsg, ProxyStats};
 use shroud_proto::{CodecError, Hello, Limits, decode, encode};
 use tokio_util::codec::Framed;
@@ -98,6 +99,8 @@ pub struct Stats {
     pub late_rounds: AtomicU64,
     /// Storage's time for the last round, microseconds.
     pub last_round_us: AtomicU64,
+    /// Batches per round-trip class ([`shroud_proto::histogram`]).
+    pub batch_histogram: Vec<AtomicU64>,
 }
 
 impl Stats {
@@ -130,6 +133,11 @@ impl Stats {
             rounds: self.rounds.load(Relaxed),
             late_rounds: self.late_rounds.load(Relaxed),
             last_round_us: self.last_round_us.load(Relaxed),
+            batch_histogram: self
+                .batch_histogram
+                .iter()
+                .map(|c| c.load(Relaxed))
+                .collect(),
         }
     }
 }
@@ -157,6 +165,7 @@ impl Default for Stats {
             rounds: AtomicU64::new(0),
             late_rounds: AtomicU64::new(0),
             last_round_us: AtomicU64::new(0),
+            batch_histogram: (0..histogram::CLASSES).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 }

@@ -242,6 +242,10 @@ pub fn write(r: &AllReport, dir: &Path) -> Result<Vec<std::path::PathBuf>> {
                     values: r.e2e.iter().map(|c| c.mean_batch_ms).collect(),
                 },
                 Series {
+                    name: "p99.9 batch",
+                    values: r.e2e.iter().map(|c| c.p999_batch_ms).collect(),
+                },
+                Series {
                     name: "slowest batch",
                     values: r.e2e.iter().map(|c| c.max_batch_ms).collect(),
                 },
