@@ -169,12 +169,6 @@ impl Sealer {
         if !integrity::matches(buf, expected) {
             return Err(IntegrityError::Tampered(id));
         }
-        self.decrypt(id, buf)
-    }
-
-    /// Checks `buf`'s tag under its own nonce and decrypts it in place (`open` has checked
-    /// that the nonce and tag are the ones the client last wrote).
-    fn decrypt(&self, id: BucketId, buf: &mut [u8]) -> Result<(), IntegrityError> {
         let n = buf.len();
         let mut nonce = [0u8; NONCE_LEN];
         nonce.copy_from_slice(&buf[NONCE_AT..PLAIN_AT]);

@@ -208,8 +208,8 @@ impl Delivery {
         };
         let len = board.geometry().answer_len();
         // One pool for everything: spiral-rs runs parts of each answer on rayon's global pool,
-        // so the queries go there too (threads of our own beside it would oversubscribe the
-        // cores and cost a third more CPU per answer).
+        // so the queries go there too rather than on threads of our own beside it (measured:
+        // the same users per round either way, docs/benchmarks.md; this is the simpler).
         let out = queries
             .par_iter()
             .zip(keys.par_iter())

@@ -165,22 +165,19 @@ impl CryptoBound {
     /// For buckets of the given sealed sizes.
     pub fn new(bucket_bytes: impl IntoIterator<Item = usize>) -> Self {
         let cipher = Aes256Gcm::new(&[7u8; 32]);
-        let bufs = bucket_bytes
-            .into_iter()
-            .map(|b| vec![1u8; b - 28])
-            .collect();
-        CryptoBound { cipher, bufs }
+        CryptoBound {
+            cipher,
+            bufs: bodies(bucket_bytes),
+        }
     }
 
     /// The crypto of one access.
     pub fn access(&mut self, i: u64) {
-        let mut nonce = [0u8; 12];
-        for (b, buf) in self.bufs.iter_mut().enumerate() {
-            nonce[..8].copy_from_slice(&i.to_le_bytes());
-            nonce[8..].copy_from_slice(&(b as u32).to_le_bytes());
-            let tag = self.cipher.seal(&nonce, b"aad", buf).expect("aead");
-            self.cipher.open(&nonce, b"aad", buf, &tag).expect("aead");
-        }
+        let cipher = &self.cipher;
+        each_bucket(&mut self.bufs, i, |nonce, buf| {
+            let tag = cipher.seal(nonce, b"aad", buf).expect("aead");
+            cipher.open(nonce, b"aad", buf, &tag).expect("aead");
+        });
     }
 
     /// Accesses per second.
@@ -206,25 +203,37 @@ pub fn bucket_sizes(oram: &Oram) -> Vec<usize> {
 pub fn portable_bound(bucket_bytes: impl IntoIterator<Item = usize>, accesses: u64) -> f64 {
     use aes_gcm::{AeadInOut, KeyInit};
     let cipher = aes_gcm::Aes256Gcm::new(&[7u8; 32].into());
-    let mut bufs: Vec<Vec<u8>> = bucket_bytes
-        .into_iter()
-        .map(|b| vec![1u8; b - 28])
-        .collect();
+    let mut bufs = bodies(bucket_bytes);
     let start = Instant::now();
     for i in 0..accesses {
-        let mut nonce = [0u8; 12];
-        for (b, buf) in bufs.iter_mut().enumerate() {
-            nonce[..8].copy_from_slice(&i.to_le_bytes());
-            nonce[8..].copy_from_slice(&(b as u32).to_le_bytes());
+        each_bucket(&mut bufs, i, |nonce, buf| {
             let tag = cipher
-                .encrypt_inout_detached(&nonce.into(), b"aad", buf.as_mut_slice().into())
+                .encrypt_inout_detached(&(*nonce).into(), b"aad", buf.into())
                 .expect("aead");
             cipher
-                .decrypt_inout_detached(&nonce.into(), b"aad", buf.as_mut_slice().into(), &tag)
+                .decrypt_inout_detached(&(*nonce).into(), b"aad", buf.into(), &tag)
                 .expect("aead");
-        }
+        });
     }
     accesses as f64 / start.elapsed().as_secs_f64()
+}
+
+/// One buffer per bucket, sized like that bucket's sealed body.
+fn bodies(bucket_bytes: impl IntoIterator<Item = usize>) -> Vec<Vec<u8>> {
+    bucket_bytes
+        .into_iter()
+        .map(|b| vec![1u8; b - 28])
+        .collect()
+}
+
+/// Runs `f` on every bucket body of access `i`, each with a nonce of its own.
+fn each_bucket(bufs: &mut [Vec<u8>], i: u64, mut f: impl FnMut(&[u8; 12], &mut [u8])) {
+    let mut nonce = [0u8; 12];
+    for (b, buf) in bufs.iter_mut().enumerate() {
+        nonce[..8].copy_from_slice(&i.to_le_bytes());
+        nonce[8..].copy_from_slice(&(b as u32).to_le_bytes());
+        f(&nonce, buf);
+    }
 }
 
 /// The `oram` crate's Path ORAM (Z = 4) at the same N and B, for side-by-side timing.
