@@ -33,7 +33,10 @@ const ALPHA: f64 = 1e-3;
 
 /// 100 ms epochs, a round every 30 (3 s: storage answers six clients' queries, and the
 /// keys of those reconnecting, within most rounds; at 2 s it skipped most rounds and Bob
-/// received 3 or 4 messages).
+/// received 3 or 4 messages). Two queries a round: with one, Bob reads only his active
+/// conversation while he has one (for up to `ACTIVE_ROUNDS` after it, longer than an
+/// episode), and otherwise one of five contacts, each online half the time (an offline
+/// writer's rows are blank), so about one run in 30 delivered nothing at all.
 fn shape() -> Shape {
     Shape::new(1024, 512, 3)
         .expect("shape")
@@ -41,7 +44,7 @@ fn shape() -> Shape {
         .expect("shape")
         .with_board(256, 2)
         .expect("board")
-        .with_mail(30, 1)
+        .with_mail(30, 2)
 }
 
 /// Waits until the proxy reaches epoch `e`.
