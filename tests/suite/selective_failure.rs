@@ -42,6 +42,27 @@ struct Tapped<H> {
     hook: H,
 }
 
+/// A stack over sled storage whose reads go through `hook`.
+async fn tapped<H: OnRead>(
+    shape: Shape,
+    hook: H,
+) -> (Arc<Tapped<H>>, shroud_testkit::stack::Stack) {
+    let dir = tempfile::tempdir().expect("dir");
+    let backend = Arc::new(Tapped {
+        inner: SledBackend::open(&dir.path().join("db")).expect("sled"),
+        hook,
+    });
+    let stack = shroud_testkit::stack::Stack::start_with(
+        shape,
+        backend.clone(),
+        shroud_testkit::fixtures::storage_config(),
+        dir,
+    )
+    .await
+    .expect("stack");
+    (backend, stack)
+}
+
 impl<H: OnRead> Backend for Tapped<H> {
     fn meta(&self, store: &StoreId) -> Result<Option<StoreMeta>, BackendError> {
         self.inner.meta(store)
@@ -125,23 +146,15 @@ async fn a_corrupted_reply_is_followed_by_the_same_reads_for_real_and_dummy_acce
     const TRIALS: u64 = 1000;
     let s = shape();
     let height = s.path_len + s.cached_levels - 1;
-    let dir = tempfile::tempdir().expect("dir");
-    let backend = Arc::new(Tapped {
-        inner: SledBackend::open(&dir.path().join("db")).expect("sled"),
-        hook: Corrupting {
+    let (backend, stack) = tapped(
+        s,
+        Corrupting {
             first_leaf: (1u64 << height) - 1,
             on: AtomicBool::new(true),
             leaves: Mutex::default(),
         },
-    });
-    let stack = shroud_testkit::stack::Stack::start_with(
-        s,
-        backend.clone(),
-        shroud_testkit::fixtures::storage_config(),
-        dir,
     )
-    .await
-    .expect("stack");
+    .await;
     let mut rng = rand::rng();
     let mut busy = Vec::new();
     let mut idle = Vec::new();
@@ -286,24 +299,16 @@ async fn a_client_killed_mid_batch_replays_the_same_paths() {
         .with_schedule(1, 50)
         .expect("shape")
         .with_mail(0, 0);
-    let dir = tempfile::tempdir().expect("dir");
     let state_dir = tempfile::tempdir().expect("state dir");
-    let backend = Arc::new(Tapped {
-        inner: SledBackend::open(&dir.path().join("db")).expect("sled"),
-        hook: Stalling {
+    let (backend, mut stack) = tapped(
+        s,
+        Stalling {
             target: Mutex::default(),
             armed: AtomicBool::new(false),
             held: AtomicBool::new(false),
         },
-    });
-    let mut stack = shroud_testkit::stack::Stack::start_with(
-        s,
-        backend.clone(),
-        shroud_testkit::fixtures::storage_config(),
-        dir,
     )
-    .await
-    .expect("stack");
+    .await;
     let (state, unlock) = (
         state_dir.path().join("state"),
         Unlock::KeyFile(state_dir.path().join("key")),
@@ -382,4 +387,77 @@ async fn a_client_killed_mid_batch_replays_the_same_paths() {
         held_batch, first_after,
         "the restarted client read other paths than its interrupted batch"
     );
+}
+
+/// Corrupts one read of one store, once armed.
+struct CorruptOnce {
+    target: Mutex<Option<StoreId>>,
+    armed: AtomicBool,
+}
+
+impl OnRead for CorruptOnce {
+    fn on_read(&self, store: &StoreId, _bucket: u64, present: bool, out: &mut [u8]) -> bool {
+        if present && *self.target.lock() == Some(*store) && self.armed.swap(false, Relaxed) {
+            out[out.len() / 2] ^= 0x01;
+        }
+        present
+    }
+}
+
+/// A client with saved state and a mailbox saves what its mailbox read in the epoch whose
+/// ORAM reply failed verification (while that batch is still out, to be sent again), and
+/// carries on: it used to stop there, since the engine cannot be saved mid-batch, so that
+/// one corrupted reply took a mail user offline, which the operators see.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_client_with_saved_state_carries_on_after_a_corrupted_reply() {
+    use shroud_client::durable::{Durable, Unlock};
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = Shape::new(256, 64, 1)
+        .expect("shape")
+        .with_schedule(1, 40)
+        .expect("shape")
+        .with_board(256, 2)
+        .expect("board")
+        .with_mail(10, 1);
+    let state_dir = tempfile::tempdir().expect("state dir");
+    let (backend, stack) = tapped(
+        s,
+        CorruptOnce {
+            target: Mutex::default(),
+            armed: AtomicBool::new(false),
+        },
+    )
+    .await;
+    let config = stack.client_config().expect("config");
+    let (state, unlock) = (
+        state_dir.path().join("state"),
+        Unlock::KeyFile(state_dir.path().join("key")),
+    );
+    shroud_client::Client::create(&config, &state, &unlock)
+        .await
+        .expect("create");
+    let (durable, meta) = Durable::open(&state, &unlock).expect("open");
+    let (client, task) = shroud_client::Client::open(config, Arc::new(durable), &meta)
+        .await
+        .expect("client");
+    client.write(3, vec![3; 64]).await.expect("write");
+    *backend.hook.target.lock() = Some(meta.grant.store);
+    backend.hook.armed.store(true, Relaxed);
+    let waited = std::time::Instant::now();
+    while client.stats().integrity_failures.load(Relaxed) == 0
+        && waited.elapsed() < Duration::from_secs(20)
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(client.stats().integrity_failures.load(Relaxed), 1);
+    let epochs = client.stats().epochs.load(Relaxed);
+    client
+        .write(4, vec![4; 64])
+        .await
+        .expect("write after the failure");
+    assert_eq!(client.read(3).await.expect("read"), vec![3u8; 64]);
+    assert!(client.stats().epochs.load(Relaxed) > epochs);
+    assert!(!task.is_finished(), "the scheduler stopped");
+    drop(client);
+    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
 }

@@ -13,12 +13,12 @@ use shroud_oram::{Key, Oram};
 use shroud_proto::{Grant, Shape};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::durable::{Durable, Meta, Unlock};
+use crate::durable::{Durable, Meta, Unlock, decode_page};
 use crate::error::{ClientError, message, source, state_err};
 use crate::link::{Connected, Link, connect, hello, upload_key};
 use crate::mailbox::Account;
 use crate::mailbox::courier::{self, MailPort, MailState};
-use crate::schedule::{self, Job, Resume, SchedulerTask, Start, Wal};
+use crate::schedule::{self, Job, ORAM_PAGES, RIDER_PAGE, Resume, SchedulerTask, Start, Wal};
 use crate::stats::ClientStats;
 
 /// Where and how to reach the proxy.
@@ -118,6 +118,7 @@ impl Client {
             pending: None,
             seq: 0,
             plan: None,
+            rider: None,
         };
         let account = config.account.clone();
         Self::launch(
@@ -147,20 +148,31 @@ impl Client {
         let mut rng = StdRng::from_rng(&mut rand::rng());
         let key = Key::from_bytes(meta.oram_key);
         let d = durable.clone();
-        let wal = tokio::task::spawn_blocking(move || d.load::<Wal<MailState>>())
-            .await
-            .map_err(state_err)?
-            .map_err(state_err)?;
+        let (wal, pages) = tokio::task::spawn_blocking(move || {
+            Ok::<_, crate::durable::StateError>((d.load::<Wal>()?, d.load_pages()?))
+        })
+        .await
+        .map_err(state_err)?
+        .map_err(state_err)?;
         let (oram, resume, mail) = match wal {
-            Some(w) => (
-                Oram::restore(&w.snapshot, key).map_err(state_err)?,
-                Resume {
-                    pending: w.pending.clone(),
-                    seq: w.seq,
-                    plan: w.plan.clone(),
-                },
-                w.rider.clone(),
-            ),
+            Some(w) => {
+                let page = |name: &str| pages.get(&format!("{ORAM_PAGES}{name}")).map(|p| &p[..]);
+                let rider = pages.get(RIDER_PAGE).cloned();
+                let mail = match rider.as_ref() {
+                    Some(bytes) => Some(decode_page::<MailState>(bytes).map_err(state_err)?),
+                    None => None,
+                };
+                (
+                    Oram::from_pages(page, key).map_err(state_err)?,
+                    Resume {
+                        pending: w.pending.clone(),
+                        seq: w.seq,
+                        plan: w.plan.clone(),
+                        rider,
+                    },
+                    mail,
+                )
+            }
             None => (
                 Oram::new(shape.engine_config(), key, &mut rng)
                     .map_err(|e| ClientError::WrongShape(source(e)))?,
@@ -168,6 +180,7 @@ impl Client {
                     pending: None,
                     seq: 0,
                     plan: None,
+                    rider: None,
                 },
                 None,
             ),

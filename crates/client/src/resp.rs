@@ -241,7 +241,8 @@ pub async fn execute_with_mail(
             let text = format!(
                 "# Server\r\nredis_version:7.0.0-shroud\r\nshroud_epoch_ms:{}\r\nshroud_slots_per_epoch:{}\r\n\
                  # Keyspace\r\nkeys:{}\r\nblocks:{}\r\nblock_size:{}\r\n\
-                 # Schedule\r\nepochs:{}\r\nreal_accesses:{}\r\ndummy_accesses:{}\r\nreconnects:{}\r\n",
+                 # Schedule\r\nepochs:{}\r\nreal_accesses:{}\r\ndummy_accesses:{}\r\nreconnects:{}\r\n\
+                 # Disk\r\nstate_bytes_written:{}\r\n",
                 s.epoch_ms,
                 s.slots_per_epoch,
                 kv.len().await,
@@ -250,7 +251,8 @@ pub async fn execute_with_mail(
                 st.epochs.load(Relaxed),
                 st.real.load(Relaxed),
                 st.dummy.load(Relaxed),
-                st.reconnects.load(Relaxed)
+                st.reconnects.load(Relaxed),
+                st.state_bytes.load(Relaxed)
             );
             OwnedFrame::BulkString(text.into_bytes())
         }

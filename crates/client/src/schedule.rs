@@ -50,10 +50,10 @@ use shroud_oram::{Op, Oram, Progress};
 use shroud_proto::proxy::{ClientMsg, ProxyMsg, RoundDone, RoundFrame, Slot, SlotWrite};
 use shroud_proto::{Grant, Shape};
 use tokio::sync::{mpsc, oneshot};
-use zeroize::Zeroize;
+use zeroize::Zeroizing;
 
-use crate::durable::{Durable, StateRecord};
-use crate::error::{ClientError, message, source};
+use crate::durable::{Durable, Pages, StateRecord};
+use crate::error::{ClientError, message, source, state_err};
 use crate::link::{Conn, Link, connect, flush, recv, send, upload_key};
 use crate::stats::ClientStats;
 use shroud_net::punctual::When;
@@ -89,21 +89,23 @@ pub(crate) trait Rider: Send + 'static {
     fn saved(&mut self);
 }
 
-/// The write-ahead record of one finished batch (the rule is in [`crate::durable`]).
+/// The write-ahead record of one finished batch (the rule is in [`crate::durable`]). It is
+/// saved with the pages that changed in the batch: the engine's, named `oram/NAME`
+/// ([`shroud_oram::pages`]), and the rider's state, [`RIDER_PAGE`].
 #[derive(Clone, Serialize, Deserialize)]
-pub struct Wal<S> {
-    /// `Oram::snapshot` after the batch.
-    #[serde(with = "serde_bytes")]
-    pub snapshot: Vec<u8>,
+pub struct Wal {
     /// The write-back the server is owed, one path per slot.
     pub pending: Option<Vec<Vec<SlotWrite>>>,
     /// The next slot sequence number.
     pub seq: u64,
-    /// The rider's state (the mailbox's outbox, spool and counters).
-    pub rider: Option<S>,
     /// The next batch, fixed before its reads leave (see "Spent leaves").
     pub plan: Option<Plan>,
 }
+
+/// The page of the rider's state (the mailbox's outbox, spool, sessions and counters).
+pub const RIDER_PAGE: &str = "rider";
+/// The prefix of the engine's pages.
+pub const ORAM_PAGES: &str = "oram/";
 
 /// A batch fixed before its reads leave: its randomness and its accesses, so that a restarted
 /// client fetches the same paths again instead of revealing a block's old leaf.
@@ -115,13 +117,7 @@ pub struct Plan {
     pub reads: Vec<Option<u64>>,
 }
 
-impl<S> Drop for Wal<S> {
-    fn drop(&mut self) {
-        self.snapshot.zeroize();
-    }
-}
-
-impl<S: Serialize + DeserializeOwned> StateRecord for Wal<S> {
+impl StateRecord for Wal {
     const NAME: &'static str = "wal";
 }
 
@@ -196,6 +192,8 @@ pub(crate) fn spawn<R: Rider>(start: Start<R>) -> (mpsc::Sender<Job>, SchedulerT
         paced: false,
         plan: start.resume.plan,
         closing: false,
+        unsaved: Pages::new(),
+        rider_saved: start.resume.rider,
     };
     (tx, tokio::spawn(sched.run()))
 }
@@ -208,6 +206,8 @@ pub(crate) struct Resume {
     pub seq: u64,
     /// The batch planned before a crash, replayed first.
     pub plan: Option<Plan>,
+    /// The rider's state as saved (its page's bytes).
+    pub rider: Option<Zeroizing<Vec<u8>>>,
 }
 
 /// The task that owns the engine and keeps the schedule.
@@ -249,6 +249,10 @@ struct Scheduler<R: Rider> {
     plan: Option<Plan>,
     /// Every handle is gone: store the last write-back and stop.
     closing: bool,
+    /// Pages changed and not yet saved (a save that failed keeps them for the next).
+    unsaved: Pages,
+    /// The rider's state as last saved.
+    rider_saved: Option<Zeroizing<Vec<u8>>>,
 }
 
 impl<R: Rider> Scheduler<R> {
@@ -321,27 +325,53 @@ impl<R: Rider> Scheduler<R> {
         }
     }
 
-    /// Saves the engine and its owed write-back (the write-ahead rule in
-    /// [`crate::durable`]).
+    /// Saves the owed write-back with the pages of the engine and the rider that changed
+    /// (the write-ahead rule in [`crate::durable`]). While a batch is fetching (saving what
+    /// the rider read after a failed verification) the engine has nothing new to save.
     async fn save(&mut self) -> Result<(), ClientError> {
         let Some(d) = self.durable.clone() else {
             return Ok(());
         };
-        let snapshot = self
-            .oram
-            .snapshot()
-            .map_err(|e| ClientError::State(source(e)))?;
+        if !self.oram.in_flight() {
+            for (name, page) in self.oram.changed_pages().map_err(state_err)? {
+                self.unsaved.insert(format!("{ORAM_PAGES}{name}"), page);
+            }
+        }
+        let rider = match self.rider.as_ref() {
+            Some(r) => Some(crate::durable::encode_page(r.state()).map_err(state_err)?),
+            None => None,
+        };
+        if let Some(bytes) = rider
+            .as_ref()
+            .filter(|b| self.rider_saved.as_ref() != Some(*b))
+        {
+            self.unsaved.insert(RIDER_PAGE.into(), bytes.clone());
+        }
         let wal = Wal {
-            snapshot: snapshot.to_vec(),
             pending: self.pending.clone(),
             seq: self.seq,
-            rider: self.rider.as_ref().map(|c| c.state().clone()),
             plan: self.plan.clone(),
         };
-        tokio::task::spawn_blocking(move || d.save(&wal))
-            .await
-            .map_err(|e| ClientError::State(source(e)))?
-            .map_err(|e| ClientError::State(source(e)))
+        let pages = std::mem::take(&mut self.unsaved);
+        let disk = d.clone();
+        let (saved, pages) = tokio::task::spawn_blocking(move || {
+            let saved = disk.save_with_pages(&wal, &pages);
+            (saved, pages)
+        })
+        .await
+        .map_err(state_err)?;
+        if let Err(e) = saved {
+            // Kept for the next save, under anything changed since.
+            for (name, page) in pages {
+                self.unsaved.entry(name).or_insert(page);
+            }
+            return Err(state_err(e));
+        }
+        if rider.is_some() {
+            self.rider_saved = rider;
+        }
+        self.stats.state_bytes.store(d.bytes_written(), Relaxed);
+        Ok(())
     }
 
     /// One epoch: the planned batch of K accesses (`jobs`, real ones first, or a replayed

@@ -29,4 +29,7 @@ pub struct ClientStats {
     /// Epochs whose frames were ready only after their fixed send time: their timing may
     /// have shown how much work the client did (see `schedule`'s "When frames leave").
     pub late_sends: AtomicU64,
+    /// Bytes of client state written to local disk since the state was opened (sealed
+    /// records and pages handed to the state database).
+    pub state_bytes: AtomicU64,
 }

@@ -340,9 +340,10 @@ impl Oram {
     }
 
     fn commit(&mut self) {
-        for tree in &mut self.trees {
+        for (t, tree) in self.trees.iter_mut().enumerate() {
             std::mem::swap(&mut tree.stash, &mut tree.round.staged);
-            tree.round.commit_cache(&mut tree.cache);
+            tree.round
+                .commit_cache(&mut tree.cache, |i, r| self.dirty.cache(t, i, r));
             if tree.round.geom.cached_levels == 0 {
                 tree.root = tree.round.new_root;
             }
@@ -350,6 +351,7 @@ impl Oram {
         }
         for &(a, e) in &self.batch.top_updates {
             self.top[a] = e;
+            self.dirty.top(a);
         }
         self.batch.phase = Phase::Done;
     }

@@ -88,6 +88,7 @@ impl Oram {
             }
             tree.root = if top == 0 { below[0] } else { EMPTY };
         }
+        self.dirty.everything();
         Ok(())
     }
 }

@@ -5,6 +5,7 @@ use rand::CryptoRng;
 use crate::access::Batch;
 use crate::geometry::TreeGeometry;
 use crate::integrity::{Digest, EMPTY};
+use crate::pages::Dirty;
 use crate::round::Round;
 use crate::seal::{Key, Sealer};
 use crate::stash::Stash;
@@ -50,6 +51,8 @@ pub struct Oram {
     pub(crate) top: Vec<u32>,
     pub(crate) batch: Batch,
     pub(crate) max_stash: usize,
+    /// What changed since [`Oram::changed_pages`] was last called.
+    pub(crate) dirty: Dirty,
 }
 
 impl Oram {
@@ -82,7 +85,10 @@ impl Oram {
             .map(|(i, g)| Tree::new(*g, i as u8, &config))
             .collect();
         let top_len = geoms.last().map_or(0, |g| g.blocks) as usize;
+        let mut dirty = Dirty::clean(trees.len());
+        dirty.everything();
         Ok(Oram {
+            dirty,
             sealer,
             store_id,
             counter,

@@ -57,6 +57,7 @@ mod eager_init;
 mod engine;
 pub mod geometry;
 pub mod integrity;
+pub mod pages;
 pub mod position;
 mod round;
 pub mod seal;

@@ -480,15 +480,26 @@ impl Round {
         self.tail[p] = to;
     }
 
-    /// Copies the new cached buckets into the tree-top cache.
-    pub fn commit_cache(&self, cache: &mut [u8]) {
+    /// Copies the new cached buckets into the tree-top cache, and names the regions
+    /// ([`crate::pages::region`]) of each that changed.
+    pub fn commit_cache(&self, cache: &mut [u8], mut changed: impl FnMut(usize, usize)) {
         let (levels, clen) = (self.levels(), self.clen);
         for j in 0..self.k {
             for d in 0..self.geom.cached_levels as usize {
                 let p = j * levels + d;
                 if self.first[p] as usize == p {
-                    let at = self.geom.bucket_index(d, self.leaves[j]) as usize * clen;
-                    cache[at..at + clen].copy_from_slice(&self.output[p * clen..(p + 1) * clen]);
+                    let index = self.geom.bucket_index(d, self.leaves[j]) as usize;
+                    let (old, new) = (
+                        &mut cache[index * clen..(index + 1) * clen],
+                        &self.output[p * clen..(p + 1) * clen],
+                    );
+                    for r in 0..crate::pages::regions(&self.geom) {
+                        let range = crate::pages::region(&self.geom, r);
+                        if old[range.clone()] != new[range] {
+                            changed(index, r);
+                        }
+                    }
+                    old.copy_from_slice(new);
                 }
             }
         }

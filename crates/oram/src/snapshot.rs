@@ -16,7 +16,7 @@ use bincode::Options;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::engine::Oram;
+use crate::engine::{Oram, Tree};
 use crate::integrity::Digest;
 use crate::seal::Key;
 use crate::{Config, Error};
@@ -43,14 +43,14 @@ struct TreeSnapshot {
 }
 
 #[derive(Serialize, Deserialize)]
-struct StashEntry {
+pub(crate) struct StashEntry {
     addr: u64,
     leaf: u32,
     #[serde(with = "serde_bytes")]
     data: Vec<u8>,
 }
 
-fn options() -> impl Options {
+pub(crate) fn options() -> impl Options {
     bincode::DefaultOptions::new()
         .with_fixint_encoding()
         .reject_trailing_bytes()
@@ -83,13 +83,7 @@ impl Oram {
             .map(|t| TreeSnapshot {
                 root: t.root,
                 cache: t.cache.clone(),
-                stash: (0..t.stash.len())
-                    .map(|i| StashEntry {
-                        addr: t.stash.addr(i),
-                        leaf: t.stash.leaf(i),
-                        data: t.stash.data(i).to_vec(),
-                    })
-                    .collect(),
+                stash: save_stash(t),
             })
             .collect();
         let snap = Zeroizing::new(Snapshot {
@@ -119,43 +113,73 @@ impl Oram {
         if snap.version != VERSION {
             return Err(bad("unknown version"));
         }
-        if snap.counter == 0 {
-            return Err(bad("nonce counter must be at least 1"));
-        }
-        // Check the sizes the snapshot implies before allocating anything for them: hostile
-        // bytes must not make us reserve gigabytes (found by the `bucket` fuzz target).
-        snap.config.validate()?;
-        if preallocation(&snap.config) > MAX_RESTORE_BYTES {
-            return Err(bad(
-                "the snapshot's config needs more client memory than allowed",
-            ));
-        }
-        let mut oram = Oram::with_state(snap.config, key, snap.store_id, snap.counter)?;
+        let mut oram = rebuild(&snap.config, key, snap.store_id, snap.counter)?;
         if snap.top.len() != oram.top.len() || snap.trees.len() != oram.trees.len() {
             return Err(bad("position map or tree count does not match the config"));
         }
         oram.top.copy_from_slice(&snap.top);
         for (tree, ts) in oram.trees.iter_mut().zip(snap.trees.iter()) {
-            let geom = tree.round.geom;
             if ts.cache.len() != tree.cache.len() {
                 return Err(bad("cache size does not match the config"));
             }
             tree.root = ts.root;
             tree.cache.copy_from_slice(&ts.cache);
-            for e in &ts.stash {
-                if e.data.len() != geom.block_size as usize
-                    || u64::from(e.leaf) >= geom.leaves()
-                    || e.addr >= geom.blocks
-                {
-                    return Err(bad("stash entry does not fit its tree"));
-                }
-                if !tree.stash.push(e.addr, e.leaf, &e.data) {
-                    return Err(bad("stash exceeds its limit"));
-                }
-            }
+            load_stash(tree, &ts.stash)?;
         }
         Ok(oram)
     }
+}
+
+/// An engine for restored state, once the sizes its config implies are checked: hostile bytes
+/// must not make us reserve gigabytes (found by the `bucket` fuzz target).
+pub(crate) fn rebuild(
+    config: &Config,
+    key: Key,
+    store_id: [u8; 16],
+    counter: u64,
+) -> Result<Oram, Error> {
+    if counter == 0 {
+        return Err(Error::BadSnapshot(
+            "nonce counter must be at least 1".into(),
+        ));
+    }
+    config.validate()?;
+    if preallocation(config) > MAX_RESTORE_BYTES {
+        return Err(Error::BadSnapshot(
+            "the snapshot's config needs more client memory than allowed".into(),
+        ));
+    }
+    Oram::with_state(*config, key, store_id, counter)
+}
+
+/// Puts saved stash entries back, each checked against its tree.
+pub(crate) fn load_stash(tree: &mut Tree, entries: &[StashEntry]) -> Result<(), Error> {
+    let geom = tree.round.geom;
+    for e in entries {
+        if e.data.len() != geom.block_size as usize
+            || u64::from(e.leaf) >= geom.leaves()
+            || e.addr >= geom.blocks
+        {
+            return Err(Error::BadSnapshot(
+                "stash entry does not fit its tree".into(),
+            ));
+        }
+        if !tree.stash.push(e.addr, e.leaf, &e.data) {
+            return Err(Error::BadSnapshot("stash exceeds its limit".into()));
+        }
+    }
+    Ok(())
+}
+
+/// A tree's stash as saved entries.
+pub(crate) fn save_stash(tree: &Tree) -> Vec<StashEntry> {
+    (0..tree.stash.len())
+        .map(|i| StashEntry {
+            addr: tree.stash.addr(i),
+            leaf: tree.stash.leaf(i),
+            data: tree.stash.data(i).to_vec(),
+        })
+        .collect()
 }
 
 /// The most client memory a restored snapshot may make the engine preallocate (1 GiB).
@@ -184,9 +208,13 @@ impl zeroize::Zeroize for Snapshot {
         self.top.zeroize();
         for t in &mut self.trees {
             t.cache.zeroize();
-            for e in &mut t.stash {
-                e.data.zeroize();
-            }
+            t.stash.zeroize();
         }
+    }
+}
+
+impl zeroize::Zeroize for StashEntry {
+    fn zeroize(&mut self) {
+        self.data.zeroize();
     }
 }

@@ -8,5 +8,6 @@ mod common;
 
 mod integrity;
 mod model;
+mod pages;
 mod stash;
 mod state;

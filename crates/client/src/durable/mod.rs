@@ -4,11 +4,18 @@
 //! nonces, so the nonce space needs no counter; the record name is the associated data, so
 //! records cannot be swapped) under a 256-bit state key:
 //! - `meta`: the proxy shape, the store's grant (id and capability) and the ORAM key;
-//! - `wal`: the engine snapshot (stash, position map, root digest, nonce counter, cached
-//!   levels) and the write-back it owes the server, rewritten and flushed once per epoch;
+//! - `wal`: the write-back the client owes the server, its next sequence number and its
+//!   next batch's plan, rewritten and flushed once per epoch;
+//! - `page/NAME`: the engine's state (its `core` of stash, roots and nonce counter, its cached
+//!   buckets, its position map; [`shroud_oram::pages`]) and the mailbox's (`rider`: its
+//!   outbox, spool, sessions and counters), in pages of which an epoch rewrites only those
+//!   that changed; `pages` names each page's generation (see [`Durable::save_with_pages`]);
 //! - `index`: the key map of the KV store, rewritten and flushed on every put and delete;
 //! - `account`: the mailbox identity and outbox capability (the mailbox's outbox, spool and
-//!   counters ride in `wal`, so they follow the write-ahead rule).
+//!   counters are the `rider` page, saved with `wal`, so they follow the write-ahead rule).
+//!
+//! An idle client at the default shape writes about 60 KB an epoch (docs/benchmarks.md,
+//! "The client's own disk"), where rewriting the whole engine state was about 1.2 MB.
 //!
 //! The state key comes from a key file (32 random bytes, mode 0600, at a path the user names,
 //! never inside the state directory) or from a passphrase through Argon2id (RFC 9106,
@@ -27,8 +34,8 @@
 //! last saved `wal` names a state the server reaches by applying the saved write-back, which the
 //! scheduler resends first (rewriting the same bytes is idempotent). So every acknowledged write
 //! is recovered, a batch whose `wal` was not saved had nothing acknowledged, the digests match
-//! the server, and no nonce the server has seen is reused (the engine's counter is in the
-//! snapshot, and a fresh salt covers the sealed-but-never-sent buckets of a lost batch).
+//! the server, and no nonce the server has seen is reused (the engine's counter is in its
+//! `core` page, and a fresh salt covers the sealed-but-never-sent buckets of a lost batch).
 
 use std::path::Path;
 
@@ -41,13 +48,16 @@ use shroud_proto::Grant;
 use shroud_proto::Shape;
 use zeroize::{Zeroize, Zeroizing};
 
-/// The state's format version, kept in `meta`: 4 since mail has Olm sessions (the account
+mod pages;
+
+/// The state's format version, kept in `meta`: 5 since the engine and the mailbox are saved
+/// as pages (issue 14; version 4 states do not open); 4 since mail has Olm sessions (the account
 /// holds an Olm account, the courier's state its sessions; version 3 states do not open); 3
 /// since mail moved to outboxes and PIR
 /// (issue 13: the shape, the courier's state and the account changed; version 2 states do
 /// not open, and neither would the inbox protocol they were made for); 2 since every record
 /// carries a stamp of its generation (version 1 states do not open).
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 const NONCE: usize = 24;
 const TAG: usize = 16;
 
@@ -64,6 +74,12 @@ pub enum StateError {
     /// A record did not decode.
     #[error("corrupt state record {0}")]
     Corrupt(&'static str),
+    /// The pages are not those the last save left: one of another time (an older copy put
+    /// back), or one added or removed.
+    #[error(
+        "the state's pages are not those its last save left (a page of another time, added or removed)"
+    )]
+    Pages,
     /// Records of different times, mixed (see [`Durable`]'s checks).
     #[error(
         "the state mixes records of different times: {record} saw {other} at generation {saw}, but {other} is at {found}"
@@ -160,7 +176,13 @@ pub struct Durable {
     cipher: XChaCha20Poly1305,
     /// Every record's generation as stored, and the next generation to give.
     stamps: parking_lot::Mutex<(std::collections::BTreeMap<String, u64>, u64)>,
+    /// The pages as stored (see [`pages`]).
+    pages: parking_lot::Mutex<pages::Stored>,
+    /// Bytes handed to the database (sealed records and pages) since opening.
+    written: std::sync::atomic::AtomicU64,
 }
+
+pub use pages::Pages;
 
 fn options() -> impl bincode::Options {
     use bincode::Options;
@@ -325,6 +347,40 @@ fn seal_bytes(
     Ok(record)
 }
 
+/// The stamp of a save of record `name` at `generation`, having seen `current`.
+fn stamp_for(
+    current: &std::collections::BTreeMap<String, u64>,
+    name: &str,
+    generation: u64,
+) -> Stamp {
+    Stamp {
+        generation,
+        saw: current
+            .iter()
+            .filter(|(other, _)| other.as_str() != name)
+            .map(|(o, g)| (o.clone(), *g))
+            .collect(),
+    }
+}
+
+/// A value as a page's bytes (bincode 1.3, fixed-width integers, as every record).
+pub fn encode_page<T: Serialize>(value: &T) -> Result<Zeroizing<Vec<u8>>, StateError> {
+    use bincode::Options;
+    options()
+        .serialize(value)
+        .map(Zeroizing::new)
+        .map_err(|_| StateError::Corrupt("page"))
+}
+
+/// A page's bytes as a value, within the page's length.
+pub fn decode_page<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StateError> {
+    use bincode::Options;
+    options()
+        .with_limit(bytes.len() as u64)
+        .deserialize(bytes)
+        .map_err(|_| StateError::Corrupt("page"))
+}
+
 /// Opens a record that [`seal_record`] made under the same name.
 fn open_record<T: serde::de::DeserializeOwned>(
     cipher: &XChaCha20Poly1305,
@@ -406,6 +462,8 @@ impl Durable {
                 cipher: XChaCha20Poly1305::new(&(*derived.key).into()),
                 db,
                 stamps: parking_lot::Mutex::new((Default::default(), 1)),
+                pages: Default::default(),
+                written: Default::default(),
             };
             s.save(meta)?;
         }
@@ -429,9 +487,12 @@ impl Durable {
             cipher: XChaCha20Poly1305::new(&(*derived.key).into()),
             db,
             stamps: parking_lot::Mutex::new((Default::default(), 1)),
+            pages: Default::default(),
+            written: Default::default(),
         };
         s.check_stamps()?;
         let meta: Meta = s.load()?.ok_or(StateError::Corrupt("meta"))?;
+        s.check_pages()?;
         if let Some((key, salt)) = derived.rekey {
             s.rekey(&key, &salt)?;
         }
@@ -448,7 +509,11 @@ impl Durable {
         let mut stamps = Vec::new();
         for entry in self.db.iter() {
             let (name, record) = entry?;
-            if name.as_ref() == KDF_SALT.as_bytes() || name.as_ref() == KDF_PARAMS.as_bytes() {
+            if name.as_ref() == KDF_SALT.as_bytes()
+                || name.as_ref() == KDF_PARAMS.as_bytes()
+                || name.starts_with(pages::PREFIX.as_bytes())
+            {
+                // Pages are checked against their accumulator instead.
                 continue;
             }
             let name = String::from_utf8(name.to_vec()).map_err(|_| StateError::Corrupt("name"))?;
@@ -501,20 +566,20 @@ impl Durable {
         // One save at a time: the stamps must follow the order of the saves.
         let mut stamps = self.stamps.lock();
         let (current, next) = &mut *stamps;
-        let stamp = Stamp {
-            generation: *next,
-            saw: current
-                .iter()
-                .filter(|(other, _)| other.as_str() != name)
-                .map(|(o, g)| (o.clone(), *g))
-                .collect(),
-        };
-        let record = seal_record(&self.cipher, name, &stamp, value)?;
+        let record = seal_record(&self.cipher, name, &stamp_for(current, name, *next), value)?;
+        self.written
+            .fetch_add(record.len() as u64, std::sync::atomic::Ordering::Relaxed);
         self.db.insert(name, record)?;
         self.db.flush()?;
         current.insert(name.to_string(), *next);
         *next += 1;
         Ok(())
+    }
+
+    /// Bytes handed to the database since the state was opened (sealed records and pages;
+    /// the database's own log and metadata come on top).
+    pub fn bytes_written(&self) -> u64 {
+        self.written.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn get<T: serde::de::DeserializeOwned>(
@@ -538,6 +603,11 @@ impl Durable {
     }
 }
 
+/// sled's log segment. At its default (512 KiB) an epoch's save of about 30 KB of pages
+/// and records made sled write about ten times that (node rewrites and segment cleaning);
+/// from 4 MiB up, about what was saved (measured with `tests/disk.rs`).
+const SEGMENT: usize = 8 << 20;
+
 /// How long opening waits for the file lock of a handle this process just dropped.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -548,7 +618,7 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 fn open_db(path: &Path) -> Result<sled::Db, StateError> {
     let started = std::time::Instant::now();
     loop {
-        match sled::Config::new().path(path).open() {
+        match sled::Config::new().path(path).segment_size(SEGMENT).open() {
             Err(sled::Error::Io(e))
                 if e.to_string().contains("could not acquire lock")
                     && started.elapsed() < LOCK_WAIT =>
@@ -597,11 +667,9 @@ mod tests {
         let unlock = Unlock::KeyFile(keyfile.clone());
         {
             let s = Durable::create(&state, &unlock, &meta()).unwrap();
-            s.save(&Wal::<()> {
-                snapshot: vec![9; 100],
+            s.save(&Wal {
                 pending: None,
                 seq: 7,
-                rider: None,
                 plan: None,
             })
             .unwrap();
@@ -609,7 +677,7 @@ mod tests {
         }
         let (s, m) = Durable::open(&state, &unlock).unwrap();
         assert_eq!(m.oram_key, [3; 32]);
-        assert_eq!(s.load::<Wal<()>>().unwrap().unwrap().seq, 7);
+        assert_eq!(s.load::<Wal>().unwrap().unwrap().seq, 7);
         drop(s);
         // The plaintext is nowhere in the database files.
         for f in std::fs::read_dir(state.join("state.db")).unwrap() {
@@ -670,11 +738,9 @@ mod tests {
                 seal_record(&cipher, "meta", &stamp(1, &[]), &meta()).unwrap(),
             )
             .unwrap();
-            let wal = Wal::<()> {
-                snapshot: vec![1; 10],
+            let wal = Wal {
                 pending: None,
                 seq: 3,
-                rider: None,
                 plan: None,
             };
             db.insert(
@@ -686,7 +752,7 @@ mod tests {
         }
         let (s, m) = Durable::open(&old, &pass).unwrap();
         assert_eq!(m.oram_key, [3; 32]);
-        assert_eq!(s.load::<Wal<()>>().unwrap().unwrap().seq, 3);
+        assert_eq!(s.load::<Wal>().unwrap().unwrap().seq, 3);
         drop(s);
         {
             let db = open_db(&old.join("state.db"));
@@ -695,7 +761,7 @@ mod tests {
             assert_ne!(db.get(KDF_SALT).unwrap().unwrap().as_ref(), &[5u8; 16]);
         }
         let (s, _) = Durable::open(&old, &pass).unwrap();
-        assert_eq!(s.load::<Wal<()>>().unwrap().unwrap().seq, 3);
+        assert_eq!(s.load::<Wal>().unwrap().unwrap().seq, 3);
         let bad = Unlock::Passphrase(Zeroizing::new("battery staple".into()));
         drop(s);
         assert!(matches!(
@@ -726,6 +792,79 @@ mod tests {
         assert_eq!(m.oram_key, [3; 32]);
     }
 
+    /// Pages: a save writes only the pages given, loading returns the latest of each, and
+    /// a page copied back from an earlier save, or removed, is refused.
+    #[test]
+    fn pages_save_what_changed_and_refuse_an_older_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("s");
+        let unlock = Unlock::KeyFile(dir.path().join("k"));
+        let wal = |seq| Wal {
+            pending: None,
+            seq,
+            plan: None,
+        };
+        let pages = |items: &[(&str, u8)]| -> Pages {
+            items
+                .iter()
+                .map(|(n, b)| (n.to_string(), Zeroizing::new(vec![*b; 100])))
+                .collect()
+        };
+        let old_a;
+        {
+            let s = Durable::create(&state, &unlock, &meta()).unwrap();
+            let before = s.bytes_written();
+            s.save_with_pages(&wal(1), &pages(&[("a", 1), ("b", 2), ("c", 3)]))
+                .unwrap();
+            let all = s.bytes_written() - before;
+            old_a = s.db.get("page/a").unwrap().unwrap().to_vec();
+            s.save_with_pages(&wal(2), &pages(&[("a", 4)])).unwrap();
+            let one = s.bytes_written() - before - all;
+            assert!(
+                one < all - 200,
+                "one page written ({one} bytes), not three ({all})"
+            );
+            assert_eq!(
+                s.load_pages().unwrap(),
+                pages(&[("a", 4), ("b", 2), ("c", 3)])
+            );
+        }
+        let (s, _) = Durable::open(&state, &unlock).unwrap();
+        assert_eq!(s.load::<Wal>().unwrap().unwrap().seq, 2);
+        assert_eq!(
+            s.load_pages().unwrap(),
+            pages(&[("a", 4), ("b", 2), ("c", 3)])
+        );
+        s.save_with_pages(&wal(3), &pages(&[("b", 5)])).unwrap();
+        drop(s);
+        let (s, _) = Durable::open(&state, &unlock).unwrap();
+        assert_eq!(
+            s.load_pages().unwrap(),
+            pages(&[("a", 4), ("b", 5), ("c", 3)])
+        );
+        drop(s);
+        // Page `a` as the first save wrote it, put back.
+        {
+            let db = open_db(&state.join("state.db"));
+            db.insert("page/a", old_a).unwrap();
+            db.flush().unwrap();
+        }
+        assert!(matches!(
+            Durable::open(&state, &unlock),
+            Err(StateError::Pages)
+        ));
+        // And a page removed.
+        {
+            let db = open_db(&state.join("state.db"));
+            db.remove("page/a").unwrap();
+            db.flush().unwrap();
+        }
+        assert!(matches!(
+            Durable::open(&state, &unlock),
+            Err(StateError::Pages)
+        ));
+    }
+
     /// Issue 12, finding 7: an index and a write-ahead record that never coexisted (an
     /// older one copied back beside a newer one) are refused; any pair that did coexist opens.
     #[test]
@@ -733,11 +872,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("s");
         let unlock = Unlock::KeyFile(dir.path().join("k"));
-        let wal = |seq| Wal::<()> {
-            snapshot: vec![1; 4],
+        let wal = |seq| Wal {
             pending: None,
             seq,
-            rider: None,
             plan: None,
         };
         let raw = |name: &str| -> Vec<u8> {
@@ -785,14 +922,15 @@ mod tests {
         // The state as it was: opens, and its records are the newest.
         put_raw("index", &new_index);
         let (s, _) = Durable::open(&state, &unlock).unwrap();
-        assert_eq!(s.load::<Wal<()>>().unwrap().unwrap().seq, 3);
+        assert_eq!(s.load::<Wal>().unwrap().unwrap().seq, 3);
         assert_eq!(s.load::<Index>().unwrap().unwrap().next, 9);
     }
 
-    /// The stored sample of today's state records (format version 2): the state key and
-    /// the sealed `meta`, `wal`, `index` and `account` records. Set SHROUD_WRITE_SAMPLES=1
-    /// to write it again (only with a new version, and a migration for the old one).
-    const SAMPLE: &str = "samples/state-v4.txt";
+    /// The stored sample of today's state records (format version 5): the state key and
+    /// the sealed `meta`, `wal`, `pages`, `page/rider`, `index` and `account` records. Set
+    /// SHROUD_WRITE_SAMPLES=1 to write it again (only with a new version, and a migration
+    /// for the old one).
+    const SAMPLE: &str = "samples/state-v5.txt";
 
     fn stamp(generation: u64, saw: &[(&str, u64)]) -> Stamp {
         Stamp {
@@ -810,8 +948,9 @@ mod tests {
     }
 
     #[test]
-    fn reads_the_stored_sample_of_state_v4() {
+    fn reads_the_stored_sample_of_state_v5() {
         use crate::kv::Entry;
+        use bincode::Options;
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(SAMPLE);
         if std::env::var_os("SHROUD_WRITE_SAMPLES").is_some() {
             let key = [0x42u8; 32];
@@ -826,24 +965,41 @@ mod tests {
             );
             index.next = 1;
             let wal = Wal {
-                snapshot: vec![9; 10],
                 pending: Some(vec![vec![SlotWrite {
                     bucket: 2,
                     data: vec![3; 4],
                 }]]),
                 seq: 7,
-                rider: Some(MailState::default()),
                 plan: Some(crate::schedule::Plan {
                     seed: [5; 32],
                     reads: vec![Some(3), None],
                 }),
             };
+            let accumulator = pages::Accumulator {
+                key: [7; 32],
+                mac: pages::term(&[7; 32], "rider", 5),
+            };
+            let rider = encode_page(&MailState::default()).unwrap();
+            let page = options()
+                .serialize(&(5u64, serde_bytes::Bytes::new(&rider)))
+                .unwrap();
             let account = Account::generate(&mut rand::rng());
             let text = format!(
-                "key {}\nmeta {}\nwal {}\nindex {}\naccount {}\n",
+                "key {}\nmeta {}\nwal {}\npages {}\npage/rider {}\nindex {}\naccount {}\n",
                 hex(&key),
                 hex(&seal_record(&cipher, "meta", &stamp(1, &[]), &meta()).unwrap()),
-                hex(&seal_record(&cipher, "wal", &stamp(3, &[("meta", 1)]), &wal).unwrap()),
+                hex(&seal_record(
+                    &cipher,
+                    "wal",
+                    &stamp(6, &[("meta", 1), ("pages", 5)]),
+                    &wal
+                )
+                .unwrap()),
+                hex(
+                    &seal_record(&cipher, "pages", &stamp(5, &[("meta", 1)]), &accumulator)
+                        .unwrap()
+                ),
+                hex(&seal_bytes(&cipher, "page/rider", Zeroizing::new(page)).unwrap()),
                 hex(&seal_record(&cipher, "index", &stamp(2, &[("meta", 1)]), &index).unwrap()),
                 hex(
                     &seal_record(&cipher, "account", &stamp(4, &[("index", 2)]), &account).unwrap()
@@ -866,14 +1022,22 @@ mod tests {
         assert_eq!(m.version, VERSION);
         assert_eq!(m.shape, meta().shape);
         assert_eq!(m.grant, meta().grant);
-        let (st, w): (Stamp, Wal<MailState>) = open_record(&cipher, "wal", &field("wal")).unwrap();
-        assert_eq!(st, stamp(3, &[("meta", 1)]));
-        assert_eq!((w.seq, w.snapshot.clone()), (7, vec![9; 10]));
+        let (st, w): (Stamp, Wal) = open_record(&cipher, "wal", &field("wal")).unwrap();
+        assert_eq!(st, stamp(6, &[("meta", 1), ("pages", 5)]));
+        assert_eq!(w.seq, 7);
         assert_eq!(
             w.plan.as_ref().map(|p| (p.seed, p.reads.clone())),
             Some(([5; 32], vec![Some(3), None]))
         );
-        assert!(w.rider.is_some());
+        let (_, a): (Stamp, pages::Accumulator) =
+            open_record(&cipher, "pages", &field("pages")).unwrap();
+        assert_eq!(a.mac, pages::term(&a.key, "rider", 5));
+        let page = open_bytes(&cipher, "page/rider", &field("page/rider")).unwrap();
+        let (generation, rider): (u64, serde_bytes::ByteBuf) =
+            options().deserialize(&page).unwrap();
+        assert_eq!(generation, 5);
+        let rider: MailState = decode_page(&rider).unwrap();
+        assert_eq!(rider.rounds, 0);
         let (_, i): (Stamp, Index) = open_record(&cipher, "index", &field("index")).unwrap();
         assert_eq!(i.next, 1);
         assert_eq!(i.keys[&b"note".to_vec()].blocks, vec![0]);
@@ -885,7 +1049,7 @@ mod tests {
         );
         // A record is bound to its name.
         assert!(matches!(
-            open_record::<Wal<MailState>>(&cipher, "index", &field("wal")),
+            open_record::<Wal>(&cipher, "index", &field("wal")),
             Err(StateError::Decrypt)
         ));
     }
