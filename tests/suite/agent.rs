@@ -437,3 +437,89 @@ async fn limits_are_typed_and_harmless() {
     kv.put(b"more", &[3u8; 64 * 4]).await.unwrap();
     assert_eq!(kv.len().await, 3);
 }
+
+/// Operations run concurrently (their block accesses share epochs) and stay linearizable:
+/// readers of a key that writers keep overwriting, while other writers take the blocks those
+/// overwrites free, only ever see whole values that were put, in order; and concurrent
+/// operations finish in fewer epochs than one after another. (When freed blocks may be
+/// reused is `kv`'s unit test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_operations_share_epochs_and_read_only_values_put() {
+    let shape = Shape::new(64, 64, 1)
+        .expect("shape")
+        .with_schedule(4, 20)
+        .expect("shape")
+        .with_mail(0, 0);
+    let stack = Stack::start(shape).await.expect("stack");
+    let mut rng = StdRng::seed_from_u64(3);
+    let (client, _task) = shroud_client::Client::start(
+        stack.client_config().unwrap(),
+        shroud_oram::Key::generate(&mut rng),
+        shroud_client::random_grant(&mut rng),
+    )
+    .await
+    .unwrap();
+    let kv = shroud_client::Kv::new(client, 1024);
+    // A value of three blocks, each block naming the version and its part.
+    let value = |key: u8, version: u32| -> Vec<u8> {
+        (0..3u8)
+            .flat_map(|part| {
+                let mut block = vec![key; 64];
+                block[..4].copy_from_slice(&version.to_le_bytes());
+                block[4] = part;
+                block
+            })
+            .collect()
+    };
+    kv.put(b"hot", &value(1, 0)).await.unwrap();
+    let epochs = || {
+        kv.client()
+            .stats()
+            .epochs
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let start = epochs();
+    let writer = |key: u8, times: u32| {
+        let kv = kv.clone();
+        async move {
+            for version in 1..=times {
+                let k = if key == 1 { b"hot".to_vec() } else { vec![key] };
+                kv.put(&k, &value(key, version)).await.unwrap();
+            }
+        }
+    };
+    let reader = || {
+        let kv = kv.clone();
+        async move {
+            let mut last = 0;
+            for _ in 0..12 {
+                let v = kv.get(b"hot").await.unwrap().expect("hot is there");
+                let version = u32::from_le_bytes(v[..4].try_into().unwrap());
+                assert_eq!(v, value(1, version), "a torn or foreign value");
+                assert!(version >= last, "went back from {last} to {version}");
+                last = version;
+            }
+        }
+    };
+    tokio::join!(
+        writer(1, 12),
+        writer(2, 12),
+        writer(3, 12),
+        reader(),
+        reader()
+    );
+    let concurrent = epochs() - start;
+    // The same operations one after another.
+    let start = epochs();
+    writer(1, 12).await;
+    writer(2, 12).await;
+    writer(3, 12).await;
+    reader().await;
+    reader().await;
+    let serial = epochs() - start;
+    println!("epochs: concurrent {concurrent}, one after another {serial}");
+    assert!(
+        concurrent * 2 < serial,
+        "concurrent {concurrent} epochs, serial {serial}"
+    );
+}

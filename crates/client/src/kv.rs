@@ -18,13 +18,19 @@
 //! 10-byte value from a 60 KiB one.
 //!
 //! # Consistency
-//! Operations are serialized by one lock (linearizable); the block accesses of one operation are
-//! submitted together, and the scheduler runs them K per epoch.
+//! Operations are linearizable, and run concurrently: each holds the key map's lock only to
+//! read or change the map, never across block accesses, so the block accesses of
+//! concurrent operations share epochs (the scheduler runs K per epoch). A put writes its new
+//! blocks, then switches the key in one step under the lock, where it linearizes; a get
+//! linearizes where it reads the key's entry. A value's blocks are never rewritten while a
+//! get may still read them: blocks freed by a put or delete wait until every get begun
+//! before has finished before they are used again. Every change of the map is saved (and
+//! fsynced) before the operation returns; concurrent operations may share one save.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tokio::sync::Mutex;
+use parking_lot::Mutex;
 
 use crate::durable::Durable;
 use crate::durable::StateRecord;
@@ -107,6 +113,67 @@ impl Index {
     }
 }
 
+/// The key map with what concurrent gets hold (see "Consistency").
+#[derive(Default)]
+struct Shared {
+    index: Index,
+    /// Changes of the map so far.
+    version: u64,
+    /// The next get's ticket.
+    next_get: u64,
+    /// Tickets of the gets under way.
+    gets: std::collections::BTreeSet<u64>,
+    /// Freed blocks not yet free: the gets with tickets below each tag may still read them.
+    held: Vec<(u64, Vec<u64>)>,
+}
+
+impl Shared {
+    /// Frees `blocks` once no get under way can read them.
+    fn free(&mut self, blocks: Vec<u64>) {
+        if self.gets.is_empty() {
+            self.index.free.extend(blocks);
+        } else {
+            self.held.push((self.next_get, blocks));
+        }
+    }
+
+    /// Frees what no get under way holds any more.
+    fn release(&mut self) {
+        let oldest = self.gets.first().copied().unwrap_or(u64::MAX);
+        let (done, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|(tag, _)| *tag <= oldest);
+        self.held = keep;
+        for (_, blocks) in done {
+            self.index.free.extend(blocks);
+        }
+    }
+
+    /// The map as it is to be saved: held blocks count as free (after a restart no get is
+    /// under way).
+    fn saved(&self) -> Index {
+        let mut index = self.index.clone();
+        for (_, blocks) in &self.held {
+            index.free.extend(blocks);
+        }
+        index
+    }
+}
+
+/// A get under way: its ticket, given back when it ends (or is cancelled).
+struct GetTicket<'a> {
+    shared: &'a Mutex<Shared>,
+    ticket: u64,
+}
+
+impl Drop for GetTicket<'_> {
+    fn drop(&mut self) {
+        let mut s = self.shared.lock();
+        s.gets.remove(&self.ticket);
+        s.release();
+    }
+}
+
 /// The key-value store. `Send + Sync + Clone`: share it between tasks.
 ///
 /// # Security
@@ -115,19 +182,33 @@ impl Index {
 #[derive(Clone)]
 pub struct Kv {
     client: Client,
-    index: Arc<Mutex<Index>>,
+    shared: Arc<Mutex<Shared>>,
+    /// The version of the map last saved; held while saving, so saves are in order.
+    saved: Arc<tokio::sync::Mutex<u64>>,
     max_value: usize,
     durable: Option<Arc<Durable>>,
+}
+
+fn state_error(e: impl std::error::Error + Send + Sync + 'static) -> KvError {
+    KvError::Client(ClientError::State(crate::error::source(e)))
 }
 
 impl Kv {
     /// A store over `client`'s blocks, empty, kept in memory only.
     pub fn new(client: Client, max_value: usize) -> Self {
+        Self::with(client, Index::default(), max_value, None)
+    }
+
+    fn with(client: Client, index: Index, max_value: usize, durable: Option<Arc<Durable>>) -> Self {
         Kv {
             client,
-            index: Arc::new(Mutex::new(Index::default())),
+            shared: Arc::new(Mutex::new(Shared {
+                index,
+                ..Shared::default()
+            })),
+            saved: Arc::default(),
             max_value,
-            durable: None,
+            durable,
         }
     }
 
@@ -141,27 +222,44 @@ impl Kv {
         let d = durable.clone();
         let index = tokio::task::spawn_blocking(move || d.load::<Index>())
             .await
-            .map_err(|e| KvError::Client(ClientError::State(crate::error::source(e))))?
-            .map_err(|e| KvError::Client(ClientError::State(crate::error::source(e))))?
+            .map_err(state_error)?
+            .map_err(state_error)?
             .unwrap_or_default();
-        Ok(Kv {
-            client,
-            index: Arc::new(Mutex::new(index)),
-            max_value,
-            durable: Some(durable),
-        })
+        Ok(Self::with(client, index, max_value, Some(durable)))
     }
 
-    /// Saves the key map, if this store is durable.
-    async fn save(&self, index: &Index) -> Result<(), KvError> {
+    /// Changes the map with `f` (one step, under the lock), then returns once the map with
+    /// that change is saved, if this store is durable.
+    async fn change<T>(&self, f: impl FnOnce(&mut Shared) -> T) -> Result<T, KvError> {
+        let (out, version) = {
+            let mut s = self.shared.lock();
+            let out = f(&mut s);
+            s.version += 1;
+            (out, s.version)
+        };
+        self.save(version).await?;
+        Ok(out)
+    }
+
+    /// Saves the map, unless a save of `version` or later is done already.
+    async fn save(&self, version: u64) -> Result<(), KvError> {
         let Some(d) = self.durable.clone() else {
             return Ok(());
         };
-        let copy = index.clone();
-        tokio::task::spawn_blocking(move || d.save(&copy))
+        let mut saved = self.saved.lock().await;
+        if *saved >= version {
+            return Ok(());
+        }
+        let (index, now) = {
+            let s = self.shared.lock();
+            (s.saved(), s.version)
+        };
+        tokio::task::spawn_blocking(move || d.save(&index))
             .await
-            .map_err(|e| KvError::Client(ClientError::State(crate::error::source(e))))?
-            .map_err(|e| KvError::Client(ClientError::State(crate::error::source(e))))
+            .map_err(state_error)?
+            .map_err(state_error)?;
+        *saved = now;
+        Ok(())
     }
 
     /// The block store.
@@ -177,58 +275,45 @@ impl Kv {
         }
     }
 
-    /// The value of `key`.
-    pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
-        Self::check_key(key)?;
-        let index = self.index.lock().await;
-        let Some(e) = index.keys.get(key) else {
-            return Ok(None);
-        };
-        let reads = e.blocks.iter().map(|&b| self.client.read(b));
-        let blocks = futures::future::try_join_all(reads).await?;
-        let mut v: Vec<u8> = blocks.concat();
-        v.truncate(e.len as usize);
-        Ok(Some(v))
-    }
-
-    /// Sets `key` to `value`; returns once the value is durable at storage.
-    pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), KvError> {
-        Self::check_key(key)?;
+    fn check_value(&self, value: &[u8]) -> Result<(), KvError> {
         if value.len() > self.max_value {
             return Err(KvError::ValueTooLarge {
                 got: value.len(),
                 max: self.max_value,
             });
         }
-        let b = self.client.shape().block_size as usize;
-        let capacity = self.client.shape().capacity;
-        let mut index = self.index.lock().await;
-        let needed = value.len().div_ceil(b);
-        let free = index.free_blocks(capacity);
-        if needed > free {
-            return Err(KvError::Full { needed, free });
-        }
-        let blocks = index.allocate(needed);
-        let writes = blocks.iter().zip(value.chunks(b)).map(|(&addr, chunk)| {
-            let mut block = chunk.to_vec();
-            block.resize(b, 0);
-            self.client.write(addr, block)
-        });
-        if let Err(e) = futures::future::try_join_all(writes).await {
-            index.free.extend(blocks);
-            return Err(e.into());
-        }
-        let old = index.keys.insert(
-            key.to_vec(),
-            Entry {
-                len: value.len() as u32,
-                blocks,
-            },
-        );
-        if let Some(old) = old {
-            index.free.extend(old.blocks);
-        }
-        self.save(&index).await
+        Ok(())
+    }
+
+    /// The value of `key`.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        Self::check_key(key)?;
+        let (entry, _ticket) = {
+            let mut s = self.shared.lock();
+            let Some(e) = s.index.keys.get(key).cloned() else {
+                return Ok(None);
+            };
+            let ticket = s.next_get;
+            s.next_get += 1;
+            s.gets.insert(ticket);
+            (
+                e,
+                GetTicket {
+                    shared: &self.shared,
+                    ticket,
+                },
+            )
+        };
+        let reads = entry.blocks.iter().map(|&b| self.client.read(b));
+        let blocks = futures::future::try_join_all(reads).await?;
+        let mut v: Vec<u8> = blocks.concat();
+        v.truncate(entry.len as usize);
+        Ok(Some(v))
+    }
+
+    /// Sets `key` to `value`; returns once the value is durable at storage.
+    pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), KvError> {
+        self.put_many(&[(key.to_vec(), value.to_vec())]).await
     }
 
     /// Sets several keys at once: all of them or, on failure, none (the new blocks are
@@ -236,25 +321,22 @@ impl Kv {
     pub async fn put_many(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<(), KvError> {
         for (k, v) in pairs {
             Self::check_key(k)?;
-            if v.len() > self.max_value {
-                return Err(KvError::ValueTooLarge {
-                    got: v.len(),
-                    max: self.max_value,
-                });
-            }
+            self.check_value(v)?;
         }
         let b = self.client.shape().block_size as usize;
         let capacity = self.client.shape().capacity;
-        let mut index = self.index.lock().await;
-        let needed: usize = pairs.iter().map(|(_, v)| v.len().div_ceil(b)).sum();
-        let free = index.free_blocks(capacity);
-        if needed > free {
-            return Err(KvError::Full { needed, free });
-        }
-        let placed: Vec<Vec<u64>> = pairs
-            .iter()
-            .map(|(_, v)| index.allocate(v.len().div_ceil(b)))
-            .collect();
+        let placed: Vec<Vec<u64>> = {
+            let mut s = self.shared.lock();
+            let needed: usize = pairs.iter().map(|(_, v)| v.len().div_ceil(b)).sum();
+            let free = s.index.free_blocks(capacity);
+            if needed > free {
+                return Err(KvError::Full { needed, free });
+            }
+            pairs
+                .iter()
+                .map(|(_, v)| s.index.allocate(v.len().div_ceil(b)))
+                .collect()
+        };
         let writes = pairs.iter().zip(&placed).flat_map(|((_, v), blocks)| {
             blocks.iter().zip(v.chunks(b)).map(|(&addr, chunk)| {
                 let mut block = chunk.to_vec();
@@ -263,60 +345,115 @@ impl Kv {
             })
         });
         if let Err(e) = futures::future::try_join_all(writes).await {
-            index.free.extend(placed.into_iter().flatten());
+            // Never referenced: free at once.
+            self.shared
+                .lock()
+                .index
+                .free
+                .extend(placed.into_iter().flatten());
             return Err(e.into());
         }
-        for ((k, v), blocks) in pairs.iter().zip(placed) {
-            if let Some(old) = index.keys.insert(
-                k.clone(),
-                Entry {
+        self.change(|s| {
+            for ((k, v), blocks) in pairs.iter().zip(placed) {
+                let entry = Entry {
                     len: v.len() as u32,
                     blocks,
-                },
-            ) {
-                index.free.extend(old.blocks);
+                };
+                if let Some(old) = s.index.keys.insert(k.clone(), entry) {
+                    s.free(old.blocks);
+                }
             }
-        }
-        self.save(&index).await
+        })
+        .await
     }
 
     /// Removes `key`; true if it was there.
     pub async fn delete(&self, key: &[u8]) -> Result<bool, KvError> {
         Self::check_key(key)?;
-        let mut index = self.index.lock().await;
-        match index.keys.remove(key) {
-            Some(e) => {
-                index.free.extend(e.blocks);
-                self.save(&index).await?;
-                Ok(true)
-            }
-            None => Ok(false),
+        if !self.shared.lock().index.keys.contains_key(key) {
+            return Ok(false);
         }
+        self.change(|s| match s.index.keys.remove(key) {
+            Some(e) => {
+                s.free(e.blocks);
+                true
+            }
+            None => false,
+        })
+        .await
     }
 
     /// True if `key` has a value.
     pub async fn contains(&self, key: &[u8]) -> Result<bool, KvError> {
         Self::check_key(key)?;
-        Ok(self.index.lock().await.keys.contains_key(key))
+        Ok(self.shared.lock().index.keys.contains_key(key))
     }
 
     /// Number of keys.
     pub async fn len(&self) -> usize {
-        self.index.lock().await.keys.len()
+        self.shared.lock().index.keys.len()
     }
 
     /// True if there are no keys.
     pub async fn is_empty(&self) -> bool {
-        self.index.lock().await.keys.is_empty()
+        self.shared.lock().index.keys.is_empty()
     }
 
     /// All keys, in order (from client-local state: no server traffic).
     pub async fn keys(&self) -> Vec<Vec<u8>> {
-        self.index.lock().await.keys.keys().cloned().collect()
+        self.shared.lock().index.keys.keys().cloned().collect()
     }
 
     /// A copy of the key map, for persistence.
     pub async fn index(&self) -> Index {
-        self.index.lock().await.clone()
+        self.shared.lock().saved()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Blocks freed while a get is under way are reused only after every get begun before
+    /// the free has ended (or was cancelled), and count as free when saved.
+    #[test]
+    fn freed_blocks_wait_for_the_gets_begun_before() {
+        let shared = Mutex::new(Shared::default());
+        let begin = || {
+            let mut s = shared.lock();
+            let ticket = s.next_get;
+            s.next_get += 1;
+            s.gets.insert(ticket);
+            GetTicket {
+                shared: &shared,
+                ticket,
+            }
+        };
+        shared.lock().free(vec![1]);
+        assert_eq!(shared.lock().index.free, vec![1], "no get: free at once");
+        let first = begin();
+        shared.lock().free(vec![2, 3]);
+        let second = begin();
+        shared.lock().free(vec![4]);
+        assert_eq!(shared.lock().index.free, vec![1]);
+        assert_eq!(shared.lock().saved().free, vec![1, 2, 3, 4]);
+        drop(second);
+        assert_eq!(
+            shared.lock().index.free,
+            vec![1],
+            "the first get may read 2, 3, 4"
+        );
+        drop(first);
+        assert_eq!(shared.lock().index.free, vec![1, 2, 3, 4]);
+        let third = begin();
+        shared.lock().free(vec![5]);
+        let fourth = begin();
+        drop(third);
+        assert_eq!(
+            shared.lock().index.free,
+            vec![1, 2, 3, 4, 5],
+            "the fourth began after 5 was freed"
+        );
+        drop(fourth);
     }
 }
