@@ -633,7 +633,16 @@ fn open_db(path: &Path) -> Result<sled::Db, StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kv::Index;
+
+    /// A record of the tests' own.
+    #[derive(Default, Serialize, Deserialize)]
+    struct Note {
+        next: u64,
+    }
+
+    impl StateRecord for Note {
+        const NAME: &'static str = "index";
+    }
     use crate::mailbox::{Account, MailState};
     use crate::schedule::Wal;
     use shroud_proto::proxy::SlotWrite;
@@ -890,16 +899,12 @@ mod tests {
         {
             let s = Durable::create(&state, &unlock, &meta()).unwrap();
             s.save(&wal(1)).unwrap();
-            s.save(&Index::default()).unwrap();
+            s.save(&Note::default()).unwrap();
             drop(s);
             (old_wal, old_index) = (raw("wal"), raw("index"));
             let (s, _) = Durable::open(&state, &unlock).unwrap();
             s.save(&wal(2)).unwrap();
-            let index = Index {
-                next: 9,
-                ..Index::default()
-            };
-            s.save(&index).unwrap();
+            s.save(&Note { next: 9 }).unwrap();
             s.save(&wal(3)).unwrap();
         }
         new_index = raw("index");
@@ -923,11 +928,12 @@ mod tests {
         put_raw("index", &new_index);
         let (s, _) = Durable::open(&state, &unlock).unwrap();
         assert_eq!(s.load::<Wal>().unwrap().unwrap().seq, 3);
-        assert_eq!(s.load::<Index>().unwrap().unwrap().next, 9);
+        assert_eq!(s.load::<Note>().unwrap().unwrap().next, 9);
     }
 
     /// The stored sample of today's state records (format version 5): the state key and
-    /// the sealed `meta`, `wal`, `pages`, `page/rider`, `index` and `account` records. Set
+    /// the sealed `meta`, `wal`, `pages` and `account` records, and pages (`page/rider`, the
+    /// key map's `page/kv/...`). Set
     /// SHROUD_WRITE_SAMPLES=1 to write it again (only with a new version, and a migration
     /// for the old one).
     const SAMPLE: &str = "samples/state-v5.txt";
@@ -955,15 +961,10 @@ mod tests {
         if std::env::var_os("SHROUD_WRITE_SAMPLES").is_some() {
             let key = [0x42u8; 32];
             let cipher = XChaCha20Poly1305::new(&key.into());
-            let mut index = Index::default();
-            index.keys.insert(
-                b"note".to_vec(),
-                Entry {
-                    len: 3,
-                    blocks: vec![0],
-                },
-            );
-            index.next = 1;
+            let mut index = crate::kv::Index::new(64);
+            let blocks = index.allocate(1);
+            index.insert(b"note".to_vec(), Entry { len: 3, blocks });
+            let kv = index.changed_pages().unwrap();
             let wal = Wal {
                 pending: Some(vec![vec![SlotWrite {
                     bucket: 2,
@@ -975,17 +976,28 @@ mod tests {
                     reads: vec![Some(3), None],
                 }),
             };
-            let accumulator = pages::Accumulator {
-                key: [7; 32],
-                mac: pages::term(&[7; 32], "rider", 5),
-            };
+            let mut mac = pages::term(&[7; 32], "rider", 5);
+            let mut page_lines = String::new();
             let rider = encode_page(&MailState::default()).unwrap();
-            let page = options()
-                .serialize(&(5u64, serde_bytes::Bytes::new(&rider)))
-                .unwrap();
+            for (name, bytes) in kv.iter().chain([(&"rider".to_string(), &rider)]) {
+                if name != "rider" {
+                    for (m, t) in mac.iter_mut().zip(pages::term(&[7; 32], name, 5)) {
+                        *m ^= t;
+                    }
+                }
+                let plain = options()
+                    .serialize(&(5u64, serde_bytes::Bytes::new(bytes)))
+                    .unwrap();
+                let key = format!("page/{name}");
+                page_lines += &format!(
+                    "{key} {}\n",
+                    hex(&seal_bytes(&cipher, &key, Zeroizing::new(plain)).unwrap())
+                );
+            }
+            let accumulator = pages::Accumulator { key: [7; 32], mac };
             let account = Account::generate(&mut rand::rng());
             let text = format!(
-                "key {}\nmeta {}\nwal {}\npages {}\npage/rider {}\nindex {}\naccount {}\n",
+                "key {}\nmeta {}\nwal {}\npages {}\n{page_lines}account {}\n",
                 hex(&key),
                 hex(&seal_record(&cipher, "meta", &stamp(1, &[]), &meta()).unwrap()),
                 hex(&seal_record(
@@ -999,10 +1011,8 @@ mod tests {
                     &seal_record(&cipher, "pages", &stamp(5, &[("meta", 1)]), &accumulator)
                         .unwrap()
                 ),
-                hex(&seal_bytes(&cipher, "page/rider", Zeroizing::new(page)).unwrap()),
-                hex(&seal_record(&cipher, "index", &stamp(2, &[("meta", 1)]), &index).unwrap()),
                 hex(
-                    &seal_record(&cipher, "account", &stamp(4, &[("index", 2)]), &account).unwrap()
+                    &seal_record(&cipher, "account", &stamp(4, &[("pages", 5)]), &account).unwrap()
                 ),
             );
             std::fs::write(&path, text).unwrap();
@@ -1031,16 +1041,26 @@ mod tests {
         );
         let (_, a): (Stamp, pages::Accumulator) =
             open_record(&cipher, "pages", &field("pages")).unwrap();
-        assert_eq!(a.mac, pages::term(&a.key, "rider", 5));
-        let page = open_bytes(&cipher, "page/rider", &field("page/rider")).unwrap();
-        let (generation, rider): (u64, serde_bytes::ByteBuf) =
-            options().deserialize(&page).unwrap();
-        assert_eq!(generation, 5);
-        let rider: MailState = decode_page(&rider).unwrap();
+        // Every page in the sample, opened and summed into the accumulator.
+        let mut loaded = Pages::new();
+        let mut mac = [0u8; 32];
+        for line in text.lines().filter(|l| l.starts_with("page/")) {
+            let (key, record) = line.split_once(' ').unwrap();
+            let plain = open_bytes(&cipher, key, &unhex(record)).unwrap();
+            let (generation, page): (u64, serde_bytes::ByteBuf) =
+                options().deserialize(&plain).unwrap();
+            let name = key.strip_prefix("page/").unwrap();
+            for (m, t) in mac.iter_mut().zip(pages::term(&a.key, name, generation)) {
+                *m ^= t;
+            }
+            loaded.insert(name.to_string(), Zeroizing::new(page.into_vec()));
+        }
+        assert_eq!(a.mac, mac);
+        let rider: MailState = decode_page(&loaded["rider"]).unwrap();
         assert_eq!(rider.rounds, 0);
-        let (_, i): (Stamp, Index) = open_record(&cipher, "index", &field("index")).unwrap();
-        assert_eq!(i.next, 1);
-        assert_eq!(i.keys[&b"note".to_vec()].blocks, vec![0]);
+        let index = crate::kv::Index::from_pages(&loaded, 64).unwrap();
+        assert_eq!(index.keys(), vec![b"note".to_vec()]);
+        assert_eq!(index.get(b"note").unwrap().blocks, vec![0]);
         let (_, a): (Stamp, Account) = open_record(&cipher, "account", &field("account")).unwrap();
         assert_eq!(
             a.address(),

@@ -127,6 +127,19 @@ impl Durable {
         record: &R,
         pages: &Pages,
     ) -> Result<(), StateError> {
+        self.save_batch(Some(record), pages)
+    }
+
+    /// Saves `pages` (as [`Durable::save_with_pages`], without a record).
+    pub fn save_pages(&self, pages: &Pages) -> Result<(), StateError> {
+        self.save_batch::<Accumulator>(None, pages)
+    }
+
+    fn save_batch<R: StateRecord>(
+        &self,
+        record: Option<&R>,
+        pages: &Pages,
+    ) -> Result<(), StateError> {
         use bincode::Options;
         let mut stamps = self.stamps.lock();
         let mut stored = self.pages.lock();
@@ -170,21 +183,25 @@ impl Durable {
             )?,
         );
         saw.insert(RECORD.to_string(), generation);
-        insert(
-            R::NAME.as_bytes(),
-            seal_record(
-                &self.cipher,
-                R::NAME,
-                &stamp_for(&saw, R::NAME, generation + 1),
-                record,
-            )?,
-        );
+        if let Some(record) = record {
+            insert(
+                R::NAME.as_bytes(),
+                seal_record(
+                    &self.cipher,
+                    R::NAME,
+                    &stamp_for(&saw, R::NAME, generation + 1),
+                    record,
+                )?,
+            );
+        }
         self.db.apply_batch(batch)?;
         self.db.flush()?;
         self.written
             .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         current.insert(RECORD.to_string(), generation);
-        current.insert(R::NAME.to_string(), generation + 1);
+        if record.is_some() {
+            current.insert(R::NAME.to_string(), generation + 1);
+        }
         *next += 2;
         for name in pages.keys() {
             stored.generations.insert(name.clone(), generation);

@@ -2,13 +2,14 @@
 //! scheduler keeps on its fixed schedule.
 //!
 //! # The key map is client-local
-//! Which blocks hold which key's value is kept in client memory (a `BTreeMap` from key to the
-//! value's length and block addresses, plus a free list), not in the ORAM. The server never
+//! Which blocks hold which key's value is kept in client memory ([`Index`]: maps from key to
+//! the value's length and block addresses, plus a free list), not in the ORAM. The server never
 //! sees it, so it learns nothing from it; putting it in the ORAM would cost extra oblivious
 //! accesses on every operation for no gain in what the server learns, since the client is
 //! trusted with its own keys anyway. The price is client memory proportional to the number of
 //! keys and blocks (about 60 bytes per key plus 8 per block), and that the map must be
-//! persisted with the rest of the client state.
+//! persisted with the rest of the client state: in pages, of which a put or delete rewrites
+//! one ([`index`]).
 //!
 //! # Values are split into blocks
 //! A value of `n` bytes takes `ceil(n / B)` blocks. A put writes the new blocks (taken from the
@@ -27,13 +28,11 @@
 //! before has finished before they are used again. Every change of the map is saved (and
 //! fsynced) before the operation returns; concurrent operations may share one save.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use crate::durable::Durable;
-use crate::durable::StateRecord;
 use crate::{Client, ClientError};
 
 /// Longest key, bytes.
@@ -69,52 +68,11 @@ pub enum KvError {
     Client(#[from] ClientError),
 }
 
-/// Where a value lives.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Entry {
-    /// Bytes of the value.
-    pub len: u32,
-    /// Its blocks, in order.
-    pub blocks: Vec<u64>,
-}
+mod index;
 
-/// The client-local key map and block allocator.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Index {
-    /// Key to value location.
-    pub keys: BTreeMap<Vec<u8>, Entry>,
-    /// Blocks freed by deletes and overwrites.
-    pub free: Vec<u64>,
-    /// Blocks `next..capacity` were never used.
-    pub next: u64,
-}
-
-impl StateRecord for Index {
-    const NAME: &'static str = "index";
-}
-
-impl Index {
-    fn free_blocks(&self, capacity: u64) -> usize {
-        self.free.len() + (capacity - self.next) as usize
-    }
-
-    fn allocate(&mut self, n: usize) -> Vec<u64> {
-        let mut out = Vec::with_capacity(n);
-        while out.len() < n {
-            match self.free.pop() {
-                Some(b) => out.push(b),
-                None => {
-                    out.push(self.next);
-                    self.next += 1;
-                }
-            }
-        }
-        out
-    }
-}
+pub use index::{Entry, Index};
 
 /// The key map with what concurrent gets hold (see "Consistency").
-#[derive(Default)]
 struct Shared {
     index: Index,
     /// Changes of the map so far.
@@ -131,7 +89,7 @@ impl Shared {
     /// Frees `blocks` once no get under way can read them.
     fn free(&mut self, blocks: Vec<u64>) {
         if self.gets.is_empty() {
-            self.index.free.extend(blocks);
+            self.index.release(blocks);
         } else {
             self.held.push((self.next_get, blocks));
         }
@@ -145,18 +103,8 @@ impl Shared {
             .partition(|(tag, _)| *tag <= oldest);
         self.held = keep;
         for (_, blocks) in done {
-            self.index.free.extend(blocks);
+            self.index.release(blocks);
         }
-    }
-
-    /// The map as it is to be saved: held blocks count as free (after a restart no get is
-    /// under way).
-    fn saved(&self) -> Index {
-        let mut index = self.index.clone();
-        for (_, blocks) in &self.held {
-            index.free.extend(blocks);
-        }
-        index
     }
 }
 
@@ -196,7 +144,8 @@ fn state_error(e: impl std::error::Error + Send + Sync + 'static) -> KvError {
 impl Kv {
     /// A store over `client`'s blocks, empty, kept in memory only.
     pub fn new(client: Client, max_value: usize) -> Self {
-        Self::with(client, Index::default(), max_value, None)
+        let capacity = client.shape().capacity;
+        Self::with(client, Index::new(capacity), max_value, None)
     }
 
     fn with(client: Client, index: Index, max_value: usize, durable: Option<Arc<Durable>>) -> Self {
@@ -204,7 +153,10 @@ impl Kv {
             client,
             shared: Arc::new(Mutex::new(Shared {
                 index,
-                ..Shared::default()
+                version: 0,
+                next_get: 0,
+                gets: Default::default(),
+                held: Vec::new(),
             })),
             saved: Arc::default(),
             max_value,
@@ -220,11 +172,12 @@ impl Kv {
         durable: Arc<Durable>,
     ) -> Result<Self, KvError> {
         let d = durable.clone();
-        let index = tokio::task::spawn_blocking(move || d.load::<Index>())
-            .await
-            .map_err(state_error)?
-            .map_err(state_error)?
-            .unwrap_or_default();
+        let capacity = client.shape().capacity;
+        let index =
+            tokio::task::spawn_blocking(move || Index::from_pages(&d.load_pages()?, capacity))
+                .await
+                .map_err(state_error)?
+                .map_err(state_error)?;
         Ok(Self::with(client, index, max_value, Some(durable)))
     }
 
@@ -250,14 +203,19 @@ impl Kv {
         if *saved >= version {
             return Ok(());
         }
-        let (index, now) = {
-            let s = self.shared.lock();
-            (s.saved(), s.version)
+        let (pages, now) = {
+            let mut s = self.shared.lock();
+            (s.index.changed_pages().map_err(state_error)?, s.version)
         };
-        tokio::task::spawn_blocking(move || d.save(&index))
+        let done = tokio::task::spawn_blocking(move || d.save_pages(&pages))
             .await
-            .map_err(state_error)?
-            .map_err(state_error)?;
+            .map_err(state_error)
+            .and_then(|r| r.map_err(state_error));
+        if done.is_err() {
+            // Its pages were taken: the next save writes them all.
+            self.shared.lock().index.all_changed();
+        }
+        done?;
         *saved = now;
         Ok(())
     }
@@ -290,7 +248,7 @@ impl Kv {
         Self::check_key(key)?;
         let (entry, _ticket) = {
             let mut s = self.shared.lock();
-            let Some(e) = s.index.keys.get(key).cloned() else {
+            let Some(e) = s.index.get(key).cloned() else {
                 return Ok(None);
             };
             let ticket = s.next_get;
@@ -324,11 +282,10 @@ impl Kv {
             self.check_value(v)?;
         }
         let b = self.client.shape().block_size as usize;
-        let capacity = self.client.shape().capacity;
         let placed: Vec<Vec<u64>> = {
             let mut s = self.shared.lock();
             let needed: usize = pairs.iter().map(|(_, v)| v.len().div_ceil(b)).sum();
-            let free = s.index.free_blocks(capacity);
+            let free = s.index.free_blocks();
             if needed > free {
                 return Err(KvError::Full { needed, free });
             }
@@ -349,8 +306,7 @@ impl Kv {
             self.shared
                 .lock()
                 .index
-                .free
-                .extend(placed.into_iter().flatten());
+                .release(placed.into_iter().flatten());
             return Err(e.into());
         }
         self.change(|s| {
@@ -359,7 +315,7 @@ impl Kv {
                     len: v.len() as u32,
                     blocks,
                 };
-                if let Some(old) = s.index.keys.insert(k.clone(), entry) {
+                if let Some(old) = s.index.insert(k.clone(), entry) {
                     s.free(old.blocks);
                 }
             }
@@ -370,10 +326,10 @@ impl Kv {
     /// Removes `key`; true if it was there.
     pub async fn delete(&self, key: &[u8]) -> Result<bool, KvError> {
         Self::check_key(key)?;
-        if !self.shared.lock().index.keys.contains_key(key) {
+        if self.shared.lock().index.get(key).is_none() {
             return Ok(false);
         }
-        self.change(|s| match s.index.keys.remove(key) {
+        self.change(|s| match s.index.remove(key) {
             Some(e) => {
                 s.free(e.blocks);
                 true
@@ -386,27 +342,22 @@ impl Kv {
     /// True if `key` has a value.
     pub async fn contains(&self, key: &[u8]) -> Result<bool, KvError> {
         Self::check_key(key)?;
-        Ok(self.shared.lock().index.keys.contains_key(key))
+        Ok(self.shared.lock().index.get(key).is_some())
     }
 
     /// Number of keys.
     pub async fn len(&self) -> usize {
-        self.shared.lock().index.keys.len()
+        self.shared.lock().index.len()
     }
 
     /// True if there are no keys.
     pub async fn is_empty(&self) -> bool {
-        self.shared.lock().index.keys.is_empty()
+        self.shared.lock().index.is_empty()
     }
 
     /// All keys, in order (from client-local state: no server traffic).
     pub async fn keys(&self) -> Vec<Vec<u8>> {
-        self.shared.lock().index.keys.keys().cloned().collect()
-    }
-
-    /// A copy of the key map, for persistence.
-    pub async fn index(&self) -> Index {
-        self.shared.lock().saved()
+        self.shared.lock().index.keys()
     }
 }
 
@@ -415,10 +366,22 @@ mod tests {
     use super::*;
 
     /// Blocks freed while a get is under way are reused only after every get begun before
-    /// the free has ended (or was cancelled), and count as free when saved.
+    /// the free has ended (or was cancelled).
     #[test]
     fn freed_blocks_wait_for_the_gets_begun_before() {
-        let shared = Mutex::new(Shared::default());
+        let shared = Mutex::new(Shared {
+            index: Index::new(16),
+            version: 0,
+            next_get: 0,
+            gets: Default::default(),
+            held: Vec::new(),
+        });
+        let free = |s: &Mutex<Shared>| {
+            let mut i = s.lock().index.clone();
+            let mut out = i.allocate(i.free_blocks() - 16);
+            out.sort_unstable();
+            out
+        };
         let begin = || {
             let mut s = shared.lock();
             let ticket = s.next_get;
@@ -430,27 +393,22 @@ mod tests {
             }
         };
         shared.lock().free(vec![1]);
-        assert_eq!(shared.lock().index.free, vec![1], "no get: free at once");
+        assert_eq!(free(&shared), vec![1], "no get: free at once");
         let first = begin();
         shared.lock().free(vec![2, 3]);
         let second = begin();
         shared.lock().free(vec![4]);
-        assert_eq!(shared.lock().index.free, vec![1]);
-        assert_eq!(shared.lock().saved().free, vec![1, 2, 3, 4]);
+        assert_eq!(free(&shared), vec![1]);
         drop(second);
-        assert_eq!(
-            shared.lock().index.free,
-            vec![1],
-            "the first get may read 2, 3, 4"
-        );
+        assert_eq!(free(&shared), vec![1], "the first get may read 2, 3, 4");
         drop(first);
-        assert_eq!(shared.lock().index.free, vec![1, 2, 3, 4]);
+        assert_eq!(free(&shared), vec![1, 2, 3, 4]);
         let third = begin();
         shared.lock().free(vec![5]);
         let fourth = begin();
         drop(third);
         assert_eq!(
-            shared.lock().index.free,
+            free(&shared),
             vec![1, 2, 3, 4, 5],
             "the fourth began after 5 was freed"
         );
