@@ -266,6 +266,19 @@ enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// Bytes a `shroud agent` process writes to its own disk per epoch, idle and busy, for
+    /// the default and a few other stores (from /proc/PID/io), and per day at 2 s epochs.
+    Disk {
+        /// Print one JSON object per store.
+        #[arg(long)]
+        json: bool,
+        /// Epochs measured idle, then busy.
+        #[arg(long, default_value_t = 200)]
+        epochs: u64,
+        /// Where the agent's state goes (a real disk: a tmpfs counts nothing).
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
+    },
     /// Single-server PIR candidates for mail delivery (YPIR-SP and Spiral) side by side on
     /// boards of 1 KiB rows: server time per query and per batch, bytes, key material.
     Pir(PirArgs),
@@ -445,6 +458,7 @@ fn main() -> Result<()> {
         Command::Bench(Bench::Storage(args)) => bench_storage(args),
         Command::Bench(Bench::E2e(args)) => bench_e2e(args),
         Command::Bench(Bench::Cost { json }) => bench_cost(json),
+        Command::Bench(Bench::Disk { json, epochs, dir }) => bench_disk(json, epochs, &dir),
         Command::Bench(Bench::Pir(args)) => bench_pir(args),
         Command::Bench(Bench::Mail(args)) => bench_mail(args),
         Command::Bench(Bench::Contacts(args)) => bench_contacts(args),
@@ -967,6 +981,40 @@ fn bench_mail(args: MailBenchArgs) -> Result<()> {
                 r.latency_p99_s,
                 r.client_bytes_per_day_up as f64 / 1e6,
                 r.client_bytes_per_day_down as f64 / 1e6
+            );
+        }
+    }
+    Ok(())
+}
+
+fn bench_disk(json: bool, epochs: u64, dir: &std::path::Path) -> Result<()> {
+    let exe = std::env::current_exe()?;
+    let rt = runtime()?;
+    if !json {
+        shroud_lab::outln!(
+            "| K | N | B | T | first save | per epoch idle | per epoch busy (SETs) | handed to the database, busy | per day at E = 2 s, idle | busy |"
+        );
+        shroud_lab::outln!("|---|---|---|---|---|---|---|---|---|---|");
+    }
+    for shape in shroud_lab::bench::disk::settings()? {
+        let d = rt.block_on(shroud_lab::bench::disk::measure(&exe, shape, epochs, dir))?;
+        if json {
+            shroud_lab::outln!("{}", serde_json::to_string(&d)?);
+        } else {
+            let kb = |b: u64| b as f64 / 1e3;
+            shroud_lab::outln!(
+                "| {} | 2^{} | {} | {} | {:.0} KB | {:.1} KB | {:.1} KB ({}) | {:.1} KB | {:.0} MB | {:.0} MB |",
+                d.slots,
+                d.capacity.trailing_zeros(),
+                d.block,
+                d.cached_levels,
+                kb(d.first),
+                kb(d.idle_per_epoch),
+                kb(d.busy_per_epoch),
+                d.sets,
+                kb(d.saved_per_epoch_busy),
+                d.idle_per_day as f64 / 1e6,
+                d.busy_per_day as f64 / 1e6
             );
         }
     }

@@ -3,6 +3,7 @@
 pub mod all;
 pub mod contacts;
 pub mod cost;
+pub mod disk;
 pub mod e2e;
 pub mod engine;
 pub mod kv;
