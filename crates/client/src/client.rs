@@ -149,7 +149,9 @@ impl Client {
         let key = Key::from_bytes(meta.oram_key);
         let d = durable.clone();
         let (wal, pages) = tokio::task::spawn_blocking(move || {
-            Ok::<_, crate::durable::StateError>((d.load::<Wal>()?, d.load_pages()?))
+            let mut pages = d.load_pages(ORAM_PAGES)?;
+            pages.extend(d.load_pages(RIDER_PAGE)?);
+            Ok::<_, crate::durable::StateError>((d.load::<Wal>()?, pages))
         })
         .await
         .map_err(state_err)?

@@ -47,7 +47,8 @@ pub(crate) struct Layout {
 }
 
 impl Layout {
-    fn slot_offset(&self, slot: usize) -> usize {
+    /// Where slot `slot` starts in a sealed-bucket buffer.
+    pub(crate) fn slot_offset(&self, slot: usize) -> usize {
         PLAIN_AT + DIGESTS_LEN + slot * (SLOT_HEADER_LEN + self.block)
     }
 

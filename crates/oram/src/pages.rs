@@ -29,7 +29,7 @@ use bincode::Options;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::bucket::{DIGESTS_LEN, PLAIN_AT, SLOT_HEADER_LEN};
+use crate::bucket::Layout;
 use crate::engine::Oram;
 use crate::geometry::TreeGeometry;
 use crate::integrity::Digest;
@@ -119,7 +119,10 @@ pub(crate) fn regions(geom: &TreeGeometry) -> usize {
 /// The bytes of region `r` within a cached bucket's `ciphertext_len` bytes: the header
 /// (with the bytes before the plaintext), each slot, the last with the bytes after it.
 pub(crate) fn region(geom: &TreeGeometry, r: usize) -> Range<usize> {
-    let slot = |s: usize| PLAIN_AT + DIGESTS_LEN + s * (SLOT_HEADER_LEN + geom.block_size as usize);
+    let layout = Layout {
+        block: geom.block_size as usize,
+    };
+    let slot = |s: usize| layout.slot_offset(s);
     let start = if r == 0 { 0 } else { slot(r - 1) };
     let end = if r == regions(geom) - 1 {
         geom.ciphertext_len()

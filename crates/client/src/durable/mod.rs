@@ -834,21 +834,21 @@ mod tests {
                 "one page written ({one} bytes), not three ({all})"
             );
             assert_eq!(
-                s.load_pages().unwrap(),
+                s.load_pages("").unwrap(),
                 pages(&[("a", 4), ("b", 2), ("c", 3)])
             );
         }
         let (s, _) = Durable::open(&state, &unlock).unwrap();
         assert_eq!(s.load::<Wal>().unwrap().unwrap().seq, 2);
         assert_eq!(
-            s.load_pages().unwrap(),
+            s.load_pages("").unwrap(),
             pages(&[("a", 4), ("b", 2), ("c", 3)])
         );
         s.save_with_pages(&wal(3), &pages(&[("b", 5)])).unwrap();
         drop(s);
         let (s, _) = Durable::open(&state, &unlock).unwrap();
         assert_eq!(
-            s.load_pages().unwrap(),
+            s.load_pages("").unwrap(),
             pages(&[("a", 4), ("b", 5), ("c", 3)])
         );
         drop(s);

@@ -210,11 +210,16 @@ impl Durable {
         Ok(())
     }
 
-    /// Every page, as the last save left it (checked when the state was opened).
-    pub fn load_pages(&self) -> Result<Pages, StateError> {
+    /// Every page whose name starts with `prefix`, as the last save left it (checked when
+    /// the state was opened).
+    pub fn load_pages(&self, prefix: &str) -> Result<Pages, StateError> {
         let stored = self.pages.lock();
         let mut pages = Pages::new();
-        for (name, &generation) in &stored.generations {
+        let under = stored
+            .generations
+            .range(prefix.to_string()..)
+            .take_while(|(name, _)| name.starts_with(prefix));
+        for (name, &generation) in under {
             let key = format!("{PREFIX}{name}");
             let record = self.db.get(&key)?.ok_or(StateError::Pages)?;
             let (found, page) = open_page(self, &key, &record)?;

@@ -173,11 +173,12 @@ impl Kv {
     ) -> Result<Self, KvError> {
         let d = durable.clone();
         let capacity = client.shape().capacity;
-        let index =
-            tokio::task::spawn_blocking(move || Index::from_pages(&d.load_pages()?, capacity))
-                .await
-                .map_err(state_error)?
-                .map_err(state_error)?;
+        let index = tokio::task::spawn_blocking(move || {
+            Index::from_pages(&d.load_pages(index::PREFIX)?, capacity)
+        })
+        .await
+        .map_err(state_error)?
+        .map_err(state_error)?;
         Ok(Self::with(client, index, max_value, Some(durable)))
     }
 
