@@ -266,6 +266,23 @@ enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// Ring ORAM against Path ORAM on the same N, B and cached levels: bytes per access
+    /// each way, stash, client memory and accesses per second, in one run.
+    Ring {
+        /// Print one JSON object per case.
+        #[arg(long)]
+        json: bool,
+        /// Accesses measured per engine and case (after a warm-up writing every block).
+        #[arg(long, default_value_t = 40_000)]
+        accesses: u64,
+        /// Ring ORAM's Z, S and A.
+        #[arg(long, value_delimiter = ',', default_values_t = [
+            shroud_oram::ring::DEFAULT_Z,
+            shroud_oram::ring::DEFAULT_S,
+            shroud_oram::ring::DEFAULT_A,
+        ])]
+        zsa: Vec<u32>,
+    },
     /// Bytes a `shroud agent` process writes to its own disk per epoch, idle and busy, for
     /// the default and a few other stores (from /proc/PID/io), and per day at 2 s epochs.
     Disk {
@@ -459,6 +476,11 @@ fn main() -> Result<()> {
         Command::Bench(Bench::E2e(args)) => bench_e2e(args),
         Command::Bench(Bench::Cost { json }) => bench_cost(json),
         Command::Bench(Bench::Disk { json, epochs, dir }) => bench_disk(json, epochs, &dir),
+        Command::Bench(Bench::Ring {
+            json,
+            accesses,
+            zsa,
+        }) => bench_ring(json, accesses, &zsa),
         Command::Bench(Bench::Pir(args)) => bench_pir(args),
         Command::Bench(Bench::Mail(args)) => bench_mail(args),
         Command::Bench(Bench::Contacts(args)) => bench_contacts(args),
@@ -981,6 +1003,51 @@ fn bench_mail(args: MailBenchArgs) -> Result<()> {
                 r.latency_p99_s,
                 r.client_bytes_per_day_up as f64 / 1e6,
                 r.client_bytes_per_day_down as f64 / 1e6
+            );
+        }
+    }
+    Ok(())
+}
+
+fn bench_ring(json: bool, accesses: u64, zsa: &[u32]) -> Result<()> {
+    let [z, s, a] = zsa else {
+        anyhow::bail!("--zsa takes three numbers: Z,S,A");
+    };
+    if !json {
+        shroud_lab::outln!(
+            "| N | B | T | Path ORAM up / down per access | Ring ORAM (Z, S, A) up / down | Path / Ring | early reshuffles per access | max stash Path / Ring | memory Path / Ring | accesses/s Path / Ring | Ring MB/day each way at E = 2 s |"
+        );
+        shroud_lab::outln!("|---|---|---|---|---|---|---|---|---|---|---|");
+    }
+    for (n, block, cached) in shroud_lab::bench::ring::cases() {
+        let r = shroud_lab::bench::ring::measure(n, block, cached, [*z, *s, *a], accesses)?;
+        if json {
+            shroud_lab::outln!("{}", serde_json::to_string(&r)?);
+        } else {
+            let kb = |b: f64| b / 1e3;
+            let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
+            shroud_lab::outln!(
+                "| 2^{} | {} | {} | {:.1} / {:.1} KB | ({}, {}, {}) {:.1} / {:.1} KB | {:.2} | {:.3} | {} / {} | {:.1} / {:.1} MiB | {:.0} / {:.0} | {:.0} / {:.0} |",
+                r.n.trailing_zeros(),
+                r.block,
+                r.cached_levels,
+                kb(r.path_up),
+                kb(r.path_down),
+                r.ring_zsa[0],
+                r.ring_zsa[1],
+                r.ring_zsa[2],
+                kb(r.ring_up),
+                kb(r.ring_down),
+                r.ratio,
+                r.reshuffles_per_access,
+                r.max_stash[0],
+                r.max_stash[1],
+                mib(r.memory[0]),
+                mib(r.memory[1]),
+                r.accesses_per_s[0],
+                r.accesses_per_s[1],
+                r.ring_mb_per_day[0],
+                r.ring_mb_per_day[1]
             );
         }
     }

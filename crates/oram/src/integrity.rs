@@ -76,6 +76,10 @@ pub enum IntegrityError {
     /// The same bucket was requested twice in one round and the copies differ.
     #[error("two copies of bucket {0} differ")]
     Inconsistent(BucketId),
+    /// Ring ORAM: the XOR of the slots read on the path through this bucket (its first
+    /// fetched bucket) is not the one the client expects.
+    #[error("the combined slots of the path through bucket {0} failed authentication")]
+    Combined(BucketId),
     /// The position map places a block on a path that does not hold it.
     #[error("block {0} is not on its path")]
     BlockMissing(u64),

@@ -20,6 +20,10 @@
 //!   and Ren et al., "Constants Count", USENIX Security 2015, use the same treetop caching);
 //! - batches of several accesses per round, correct when their paths overlap.
 //!
+//! The [`ring`] module is a second engine over the same sealing and keys: Ring ORAM (Ren et
+//! al., USENIX Security 2015), which reads one slot per bucket and moves about a third of
+//! the bytes (docs/benchmarks.md).
+//!
 //! # Sans-IO
 //! The engine never touches a socket or a disk. [`Oram::begin`] plans a batch; [`Oram::fetch`]
 //! names the buckets to read and takes their bytes; [`Oram::advance`] verifies them and either
@@ -59,6 +63,7 @@ pub mod geometry;
 pub mod integrity;
 pub mod pages;
 pub mod position;
+pub mod ring;
 mod round;
 pub mod seal;
 mod snapshot;
@@ -283,4 +288,7 @@ pub enum Error {
     /// A snapshot that does not decode or does not fit its config.
     #[error("bad snapshot: {0}")]
     BadSnapshot(String),
+    /// The engine's own bookkeeping broke a rule it keeps (a bug, never the server's doing).
+    #[error("internal invariant broken: {0}")]
+    Invariant(&'static str),
 }

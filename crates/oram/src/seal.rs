@@ -83,7 +83,11 @@ impl std::fmt::Debug for Key {
 const LINEAGE_INFO: &[u8] = b"shroud-oram-lineage-v1";
 
 /// The AES-256-GCM cipher of one lineage's subkey (see the module docs).
-fn lineage_cipher(key: &Key, store_id: &[u8; 16], lineage: &[u8; LINEAGE_LEN]) -> Aes256Gcm {
+pub(crate) fn lineage_cipher(
+    key: &Key,
+    store_id: &[u8; 16],
+    lineage: &[u8; LINEAGE_LEN],
+) -> Aes256Gcm {
     let hk = Hkdf::<Sha256>::new(Some(lineage), &key.0);
     let mut info = [0u8; LINEAGE_INFO.len() + 16];
     info[..LINEAGE_INFO.len()].copy_from_slice(LINEAGE_INFO);
@@ -92,6 +96,15 @@ fn lineage_cipher(key: &Key, store_id: &[u8; 16], lineage: &[u8; LINEAGE_LEN]) -
     // 32 bytes is far below HKDF-SHA256's 255 * 32-byte limit: this cannot fail.
     let _ = hk.expand(&info, &mut subkey[..]);
     Aes256Gcm::new(&subkey)
+}
+
+/// A new lineage id, from the operating system's generator (see the module docs).
+pub(crate) fn fresh_lineage() -> Result<[u8; LINEAGE_LEN], Error> {
+    let mut lineage = [0u8; LINEAGE_LEN];
+    rand::rngs::SysRng
+        .try_fill_bytes(&mut lineage)
+        .map_err(|_| Error::Entropy)?;
+    Ok(lineage)
 }
 
 /// Seals and opens buckets of one store: seals under this lineage's subkey, opens under
@@ -107,11 +120,7 @@ pub(crate) struct Sealer {
 impl Sealer {
     /// A sealer for a new lineage, its id drawn from the operating system.
     pub fn new(key: &Key, store_id: [u8; 16]) -> Result<Self, Error> {
-        let mut lineage = [0u8; LINEAGE_LEN];
-        rand::rngs::SysRng
-            .try_fill_bytes(&mut lineage)
-            .map_err(|_| Error::Entropy)?;
-        Ok(Self::with_lineage(key, store_id, lineage))
+        Ok(Self::with_lineage(key, store_id, fresh_lineage()?))
     }
 
     /// A sealer for the given lineage (tests).

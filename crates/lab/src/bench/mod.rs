@@ -9,4 +9,5 @@ pub mod engine;
 pub mod kv;
 pub mod mail;
 pub mod pir;
+pub mod ring;
 pub mod storage;

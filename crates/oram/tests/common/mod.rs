@@ -1,6 +1,7 @@
 //! Helpers shared by the engine's integration tests.
 #![allow(dead_code)]
 
+use proptest::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use shroud_oram::{Config, Key, MemoryStore, Op, Oram, PositionMap};
@@ -49,4 +50,42 @@ pub fn batch(
     (0..ops.len())
         .map(|j| oram.result(j).map(<[u8]>::to_vec))
         .collect()
+}
+
+/// One operation of a model test: the value written is a seed for [`block`].
+#[derive(Clone, Debug)]
+pub enum M {
+    Read(u64),
+    Write(u64, u64),
+    Dummy,
+}
+
+/// `len` random operations on a store of `n` blocks.
+pub fn ops(n: u64, len: std::ops::Range<usize>) -> impl Strategy<Value = Vec<M>> {
+    // Few distinct addresses make repeats (and overlapping batches) common.
+    let hot = n.clamp(1, 6);
+    let addr = prop_oneof![0..n, 0..hot];
+    proptest::collection::vec(
+        prop_oneof![
+            addr.clone().prop_map(M::Read),
+            (addr, any::<u64>()).prop_map(|(a, v)| M::Write(a, v)),
+            Just(M::Dummy)
+        ],
+        len,
+    )
+}
+
+/// How a malicious server misbehaves in the integrity tests.
+#[derive(Clone, Copy, Debug)]
+pub enum Attack {
+    /// Flip a bit of a bucket read.
+    Flip,
+    /// Put another bucket's bytes in place of one read.
+    Swap,
+    /// Give an older version of a bucket read.
+    Replay,
+    /// Drop a bucket read.
+    Delete,
+    /// Make up a bucket that was never written.
+    Invent,
 }

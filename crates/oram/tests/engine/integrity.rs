@@ -14,14 +14,7 @@ use shroud_oram::{
     BucketId, BucketStore, Config, Error, IntegrityError, MemoryStore, Op, Oram, Progress,
 };
 
-#[derive(Clone, Copy, Debug)]
-enum Attack {
-    Flip,
-    Swap,
-    Replay,
-    Delete,
-    Invent,
-}
+use crate::common::Attack;
 
 /// A store that remembers every version of every bucket, for replays.
 #[derive(Default)]

@@ -6,12 +6,7 @@ use std::collections::HashMap;
 use proptest::prelude::*;
 use shroud_oram::{Config, Op, PositionMap};
 
-#[derive(Clone, Debug)]
-enum M {
-    Read(u64),
-    Write(u64, u64),
-    Dummy,
-}
+use crate::common::{M, ops};
 
 fn config() -> impl Strategy<Value = Config> {
     (
@@ -47,25 +42,11 @@ fn config() -> impl Strategy<Value = Config> {
         })
 }
 
-fn ops(n: u64) -> impl Strategy<Value = Vec<M>> {
-    // Few distinct addresses make repeats (and overlapping batches) common.
-    let hot = n.clamp(1, 6);
-    let addr = prop_oneof![0..n, 0..hot];
-    proptest::collection::vec(
-        prop_oneof![
-            addr.clone().prop_map(M::Read),
-            (addr, any::<u64>()).prop_map(|(a, v)| M::Write(a, v)),
-            Just(M::Dummy)
-        ],
-        1..120,
-    )
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
-    fn agrees_with_hashmap((config, ops, seed) in config().prop_flat_map(|c| (Just(c), ops(c.capacity), any::<u64>()))) {
+    fn agrees_with_hashmap((config, ops, seed) in config().prop_flat_map(|c| (Just(c), ops(c.capacity, 1..120), any::<u64>()))) {
         let (mut oram, mut store, mut rng) = crate::common::oram(config, seed);
         let b = config.block_size as usize;
         let mut model: HashMap<u64, Vec<u8>> = HashMap::new();

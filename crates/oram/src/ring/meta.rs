@@ -1,0 +1,182 @@
+//! Bucket metadata, held by the client: what each slot holds, which slots were read since
+//! the bucket was written, how many times, and the nonces it was sealed with.
+//!
+//! # Security
+//! Client-side only (see the module docs of [`crate::ring`]). Read counts and which slots
+//! were read are public anyway (storage sees every read); what each slot holds is secret.
+
+use rand::{CryptoRng, RngExt};
+
+use super::slot::NonceAt;
+
+/// The address of a slot holding no block.
+pub(crate) const DUMMY: u32 = u32::MAX;
+
+/// The metadata of every bucket of one tree, by heap index.
+pub(crate) struct Meta {
+    slots: usize,
+    /// Per bucket, per slot: the address held, or [`DUMMY`].
+    held: Vec<u32>,
+    /// Per bucket: bit `j` set while slot `j` is unread since the bucket was written.
+    unread: Vec<u64>,
+    /// Per bucket: slots read since the bucket was written.
+    count: Vec<u8>,
+    /// Per bucket: the lineage and nonce counter of slot 0 at its last write; counter 0 for
+    /// a bucket never written (storage holds nothing; the engine's counter starts at 1).
+    written: Vec<NonceAt>,
+}
+
+impl Meta {
+    /// Metadata of `buckets` buckets of `slots` slots, none written.
+    pub fn new(buckets: usize, slots: usize) -> Self {
+        Meta {
+            slots,
+            held: vec![DUMMY; buckets * slots],
+            unread: vec![full(slots); buckets],
+            count: vec![0; buckets],
+            written: vec![
+                NonceAt {
+                    lineage: 0,
+                    counter: 0
+                };
+                buckets
+            ],
+        }
+    }
+
+    fn held(&self, b: usize) -> &[u32] {
+        &self.held[b * self.slots..(b + 1) * self.slots]
+    }
+
+    /// The unread slot of bucket `b` holding `addr`.
+    pub fn find(&self, b: usize, addr: u32) -> Option<u16> {
+        self.held(b)
+            .iter()
+            .enumerate()
+            .find(|&(j, &a)| a == addr && self.unread[b] >> j & 1 == 1)
+            .map(|(j, _)| j as u16)
+    }
+
+    /// A uniformly random unread dummy slot of bucket `b` (`None` if every dummy was read,
+    /// which the engine's reshuffles rule out).
+    pub fn random_dummy<R: CryptoRng + ?Sized>(&self, b: usize, rng: &mut R) -> Option<u16> {
+        let dummies: Vec<u16> = self.unread_where(b, |a| a == DUMMY).collect();
+        (!dummies.is_empty()).then(|| dummies[rng.random_range(0..dummies.len())])
+    }
+
+    /// `count` slots to read from bucket `b` for a reshuffle or an eviction: every unread
+    /// slot holding a block, then uniformly random unread dummies up to `count`. The
+    /// blocks' addresses come with their slots (`DUMMY` for a dummy).
+    pub fn pick<R: CryptoRng + ?Sized>(
+        &self,
+        b: usize,
+        count: usize,
+        rng: &mut R,
+    ) -> Vec<(u16, u32)> {
+        let held = self.held(b);
+        let mut out: Vec<(u16, u32)> = self
+            .unread_where(b, |a| a != DUMMY)
+            .map(|j| (j, held[usize::from(j)]))
+            .collect();
+        let mut dummies: Vec<u16> = self.unread_where(b, |a| a == DUMMY).collect();
+        while out.len() < count && !dummies.is_empty() {
+            let j = dummies.swap_remove(rng.random_range(0..dummies.len()));
+            out.push((j, DUMMY));
+        }
+        out
+    }
+
+    fn unread_where(&self, b: usize, keep: impl Fn(u32) -> bool) -> impl Iterator<Item = u16> {
+        let (held, unread) = (self.held(b), self.unread[b]);
+        (0..self.slots)
+            .filter(move |&j| unread >> j & 1 == 1 && keep(held[j]))
+            .map(|j| j as u16)
+    }
+
+    /// The block unread in slot `j` of bucket `b`, if any.
+    #[cfg(test)]
+    pub fn holds(&self, b: usize, j: u16) -> Option<u32> {
+        let a = self.held(b)[usize::from(j)];
+        (a != DUMMY && self.unread[b] >> j & 1 == 1).then_some(a)
+    }
+
+    /// Marks slot `j` of bucket `b` read.
+    pub fn read(&mut self, b: usize, j: u16) {
+        self.unread[b] &= !(1u64 << j);
+        self.count[b] = self.count[b].saturating_add(1);
+    }
+
+    /// Reads of bucket `b` since it was written.
+    pub fn count(&self, b: usize) -> u32 {
+        u32::from(self.count[b])
+    }
+
+    /// The nonce slot `j` of bucket `b` was sealed with, or `None` if the bucket was
+    /// never written.
+    pub fn nonce(&self, b: usize, j: u16) -> Option<NonceAt> {
+        let w = self.written[b];
+        (w.counter != 0).then_some(NonceAt {
+            lineage: w.lineage,
+            counter: w.counter + u64::from(j),
+        })
+    }
+
+    /// Records a rewrite of bucket `b`: `held[j]` in slot `j`, sealed from nonce `first`.
+    pub fn write(&mut self, b: usize, held: &[u32], first: NonceAt) {
+        self.held[b * self.slots..(b + 1) * self.slots].copy_from_slice(held);
+        self.unread[b] = full(self.slots);
+        self.count[b] = 0;
+        self.written[b] = first;
+    }
+
+    /// Bytes of client memory held.
+    pub fn memory(&self) -> usize {
+        self.held.capacity() * 4
+            + self.unread.capacity() * 8
+            + self.count.capacity()
+            + self.written.capacity() * std::mem::size_of::<NonceAt>()
+    }
+}
+
+/// The mask of `slots` unread slots.
+fn full(slots: usize) -> u64 {
+    if slots >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << slots) - 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_consume_slots_and_a_write_restores_them() {
+        let mut rng = rand::rng();
+        let mut m = Meta::new(3, 6);
+        assert_eq!(m.nonce(1, 0), None);
+        let held = [DUMMY, 7, DUMMY, DUMMY, 9, DUMMY];
+        let first = NonceAt {
+            lineage: 0,
+            counter: 11,
+        };
+        m.write(1, &held, first);
+        assert_eq!(m.find(1, 9), Some(4));
+        assert_eq!(m.nonce(1, 4).map(|n| n.counter), Some(15));
+        m.read(1, 4);
+        assert_eq!((m.find(1, 9), m.count(1)), (None, 1));
+        for _ in 0..4 {
+            let d = m.random_dummy(1, &mut rng).unwrap();
+            assert_eq!(held[usize::from(d)], DUMMY);
+            m.read(1, d);
+        }
+        assert_eq!(m.random_dummy(1, &mut rng), None);
+        // One block left unread, no dummy: a pick of 2 returns just the block.
+        assert_eq!(m.pick(1, 2, &mut rng), vec![(1, 7)]);
+        m.write(1, &held, first);
+        let p = m.pick(1, 3, &mut rng);
+        assert_eq!(p.len(), 3);
+        assert_eq!(&p[..2], &[(1, 7), (4, 9)]);
+    }
+}

@@ -1,0 +1,235 @@
+//! Ring ORAM: a tree ORAM whose access reads one slot per bucket, beside Path ORAM.
+//!
+//! # The algorithm
+//! Ring ORAM (Ren, Fletcher, Kwon, Stefanov, Shi, van Dijk and Devadas, "Constants Count:
+//! Practical Improvements to Oblivious RAM", USENIX Security 2015) keeps every block on the
+//! path of its leaf, as Path ORAM does, but in buckets of Z real and S dummy slots, each slot
+//! sealed on its own, in an order only the client knows. Per access:
+//! - **ReadPath**: one slot of each bucket on the block's path: the block where it lies, a
+//!   random unread dummy everywhere else. Storage XORs the slots into one (the "XOR trick":
+//!   the client recomputes every dummy it asked for and removes them), so one slot travels
+//!   back. The block is remapped to a fresh random leaf and kept in the stash.
+//! - **EvictPath**, every A-th access: Z slots of each bucket on the next path in
+//!   reverse-lexicographic order (the real blocks still unread, padded with unread dummies)
+//!   come back; every bucket of that path is rewritten with Z + S fresh slots, blocks pushed
+//!   from the stash as deep as they may go.
+//! - **EarlyReshuffle**: a bucket read S times since its last write has no unread dummy left;
+//!   it is read (Z slots) and rewritten in the same access with the blocks it held, in a
+//!   fresh order with fresh dummies (it takes no block from the stash, so the blocks'
+//!   places are what evictions alone make them, as the paper's stash analysis assumes;
+//!   filling it from the stash instead was measured to fatten the stash's tail: at
+//!   N = 2^16, Z = 32, S = 32, A = 46 the largest stash in 20,000 accesses was 437 blocks
+//!   against 123).
+//!
+//! Which buckets, slots and paths an access touches depends only on the access count and
+//! on uniformly random leaves, never on the data or the operation.
+//!
+//! # Parameters
+//! Z = 16 real slots and A = 20 accesses per eviction, with L = ceil(log2(2N / A)) levels
+//! below the root: the paper's pair for Z = 16 (the pair Obladi, OSDI 2018, also runs in its
+//! Ring ORAM tests) and its tree height. (The paper's table could not be read again from
+//! this machine; the values agree with Obladi's code, which cites it.) S sets how often a
+//! bucket must be reshuffled early, not where blocks go: a bucket is read A times between
+//! evictions on average, and S = 28 (about A + 2 sqrt(A)) moved the fewest bytes per access
+//! of S = 20, 24, 28, 32 and 36 (`shroud bench ring --zsa 16,S,20`; docs/benchmarks.md).
+//! The stash is measured in `tests/ring/stash.rs` and by `shroud bench ring`.
+//!
+//! # Where this engine departs from the paper
+//! - **Bucket metadata stays with the client.** The paper stores each bucket's metadata
+//!   (which slot holds which block, which were read, how many times) encrypted beside the
+//!   bucket, and reads it before every access. Here the client keeps it (about 4 bytes per
+//!   slot: 0.8 MB at N = 2^14), so an access is one round trip, as in the slot schedule, and
+//!   the metadata never leaves the client: there is nothing of it to tamper with or roll
+//!   back.
+//! - **Freshness without a digest tree.** The metadata records each bucket's lineage and
+//!   first nonce, so the client opens every slot with the nonce it expects: a flipped byte,
+//!   a slot moved to another bucket or position (the associated data names them) or an
+//!   older version (another nonce) fails authentication at the first read.
+//! - **Tree-top cache.** The top T levels are held by the client as plain buckets of at
+//!   most Z blocks: never fetched, never reshuffled, written by eviction like the rest.
+//! - **One access per round trip, and a flat position map.** The rewritten buckets of an
+//!   access travel in the next request, before its reads (storage applies writes first).
+//!
+//! # Security
+//! What leaves the engine per access: the previous access's rewritten buckets (the
+//! eviction path, fixed by the access count, and the buckets whose public read counts
+//! reached S), one slot of each fetched bucket of a uniformly random path (a uniformly
+//! random slot among those not read since the bucket's last write, whether it holds the
+//! block or a dummy), and on eviction Z such slots of each bucket of the eviction path.
+//! Every slot has the same length. Read, write and dummy accesses are alike. The engine is
+//! not constant-time; the client is trusted.
+
+mod engine;
+mod meta;
+mod slot;
+mod store;
+
+use serde::{Deserialize, Serialize};
+
+use crate::geometry::ceil_log2;
+use crate::{BucketId, Error, MAX_BLOCK, MIN_BLOCK};
+
+pub use engine::RingOram;
+pub use slot::SLOT_OVERHEAD;
+pub use store::RingStore;
+
+/// Z: real slots per bucket (Ren et al. 2015, the Z = 16 row).
+pub const DEFAULT_Z: u32 = 16;
+/// A: accesses per eviction, the paper's largest for Z = 16.
+pub const DEFAULT_A: u32 = 20;
+/// S: dummy slots per bucket (see the module docs).
+pub const DEFAULT_S: u32 = 28;
+
+/// The parameters of a Ring ORAM store, fixed at creation.
+///
+/// # Security
+/// All public: the server sees the slot count, slot length, tree height and eviction rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingConfig {
+    /// N: how many blocks, 1 to 2^31.
+    pub capacity: u64,
+    /// B: bytes per block, 16 to 65,536.
+    pub block_size: u32,
+    /// Z: real slots per bucket.
+    pub z: u32,
+    /// S: dummy slots per bucket.
+    pub s: u32,
+    /// A: accesses per eviction.
+    pub a: u32,
+    /// T: top levels held by the client (capped at the tree's height).
+    pub cached_levels: u32,
+    /// The most blocks the stash may hold after an access.
+    pub stash_limit: u32,
+}
+
+impl RingConfig {
+    /// `capacity` blocks of `block_size` bytes with the default Z, S and A, no cached
+    /// levels and a stash bound of 256 blocks.
+    pub fn new(capacity: u64, block_size: u32) -> Self {
+        RingConfig {
+            capacity,
+            block_size,
+            z: DEFAULT_Z,
+            s: DEFAULT_S,
+            a: DEFAULT_A,
+            cached_levels: 0,
+            stash_limit: 256,
+        }
+    }
+
+    /// Checks the ranges documented on each field.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.capacity == 0 || self.capacity > 1 << 31 {
+            return Err(Error::InvalidConfig("capacity must be 1 to 2^31"));
+        }
+        if !(MIN_BLOCK..=MAX_BLOCK).contains(&self.block_size) {
+            return Err(Error::InvalidConfig("block size must be 16 to 65536 bytes"));
+        }
+        if self.z == 0 || self.s == 0 || self.z + self.s > 64 {
+            return Err(Error::InvalidConfig(
+                "Z and S must be at least 1, and Z + S at most 64",
+            ));
+        }
+        if !(1..=1 << 16).contains(&self.a) {
+            return Err(Error::InvalidConfig("A must be 1 to 65536"));
+        }
+        if !(1..=1 << 20).contains(&self.stash_limit) {
+            return Err(Error::InvalidConfig("stash limit must be 1 to 2^20"));
+        }
+        if self.cached_levels > 24 {
+            return Err(Error::InvalidConfig("at most 24 cached levels"));
+        }
+        Ok(())
+    }
+
+    /// L: levels below the root, ceil(log2(2N / A)) (at least 1).
+    pub fn height(&self) -> u32 {
+        let leaves = (2 * self.capacity).div_ceil(u64::from(self.a));
+        ceil_log2(leaves).clamp(1, 30)
+    }
+
+    /// Levels held by the client: T, capped so that at least one level is fetched.
+    pub fn cached(&self) -> u32 {
+        self.cached_levels.min(self.height())
+    }
+
+    /// Slots per bucket, Z + S.
+    pub fn slots(&self) -> usize {
+        (self.z + self.s) as usize
+    }
+
+    /// Bytes of one sealed slot on the wire and at storage.
+    pub fn slot_len(&self) -> usize {
+        self.block_size as usize + SLOT_OVERHEAD
+    }
+
+    /// Bytes of one stored bucket: Z + S sealed slots.
+    pub fn bucket_len(&self) -> usize {
+        self.slots() * self.slot_len()
+    }
+
+    /// Buckets in the whole tree, 2^(L+1) - 1.
+    pub fn buckets(&self) -> u64 {
+        (1u64 << (self.height() + 1)) - 1
+    }
+}
+
+/// One slot of one bucket at storage.
+///
+/// # Security
+/// Public: the server sees every slot the client reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SlotId {
+    /// The bucket.
+    pub bucket: BucketId,
+    /// The slot, `0..Z + S`.
+    pub slot: u16,
+}
+
+/// What one access asks of storage, applied in this order: write the buckets, then read.
+///
+/// # Security
+/// Public: see the module docs for why none of it depends on the data.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RingRequest {
+    /// Buckets to overwrite whole (Z + S sealed slots each, concatenated): the previous
+    /// access's evicted and reshuffled buckets.
+    pub writes: Vec<(BucketId, Vec<u8>)>,
+    /// The online read: one slot per fetched bucket of a path, XORed into one slot (a
+    /// bucket never written counts as zeros).
+    pub online: Vec<SlotId>,
+    /// Slots to return one by one: the eviction's and the early reshuffles' reads.
+    pub reads: Vec<SlotId>,
+}
+
+impl RingRequest {
+    /// Bytes sent to storage: the written buckets and 10 bytes per slot id.
+    pub fn up_bytes(&self) -> usize {
+        let ids = 10 * (self.online.len() + self.reads.len());
+        ids + self.writes.iter().map(|(_, b)| 8 + b.len()).sum::<usize>()
+    }
+}
+
+/// Storage's answer to a [`RingRequest`].
+///
+/// # Security
+/// Untrusted: the engine verifies all of it before use.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RingReply {
+    /// The XOR of the online slots.
+    pub online: Vec<u8>,
+    /// Each of the request's `reads`, in order; `None` for a bucket never written.
+    pub reads: Vec<Option<Vec<u8>>>,
+}
+
+impl RingReply {
+    /// Bytes received from storage.
+    pub fn down_bytes(&self) -> usize {
+        self.online.len()
+            + self
+                .reads
+                .iter()
+                .map(|r| r.as_ref().map_or(1, Vec::len))
+                .sum::<usize>()
+    }
+}
