@@ -144,7 +144,8 @@ fn read_ids(req: &Request) -> Option<Vec<(StoreId, u64)>> {
                 BatchOp::Read { grant, bucket } => {
                     Some((b.grants.get(*grant as usize)?.store, *bucket))
                 }
-                BatchOp::Write { .. } => None,
+                // The proxy sends Path ORAM slots: no slot reads.
+                BatchOp::Write { .. } | BatchOp::ReadSlots { .. } => None,
             })
             .collect(),
     )

@@ -620,3 +620,136 @@ async fn oram_traffic_has_constant_shape() {
     assert_eq!(reads.len(), 1, "{reads:?}");
     assert_eq!(writes.len(), 1, "{writes:?}");
 }
+
+/// Ring ORAM (issue 14) against the real server: slot reads, XORed online reads and whole
+/// bucket rewrites, checked against a `HashMap`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ring_oram_over_storage_agrees_with_a_model() {
+    use shroud_client::direct::DirectRingStore;
+    use shroud_oram::ring::{RingConfig, RingOram};
+    let server = TestServer::start(shroud_testkit::fixtures::storage_config(), false).await;
+    let mut rng = StdRng::seed_from_u64(14);
+    let config = RingConfig {
+        cached_levels: 1,
+        ..RingConfig::new(200, 32)
+    };
+    let mut oram = RingOram::new(config, Key::generate(&mut rng), &mut rng).unwrap();
+    let mut remote = DirectRingStore::create(
+        connect(server.addr).await,
+        &oram,
+        shroud_client::random_grant(&mut rng),
+    )
+    .await
+    .unwrap();
+    let mut model: HashMap<u64, Vec<u8>> = HashMap::new();
+    for i in 0..600usize {
+        let a = rng.random_range(0..config.capacity);
+        if rng.random_bool(0.5) {
+            let d: Vec<u8> = (0..32).map(|j| (i + j) as u8).collect();
+            remote
+                .run(&mut oram, Op::Write(a, &d), &mut rng)
+                .await
+                .unwrap();
+            model.insert(a, d);
+        } else {
+            let got = remote.run(&mut oram, Op::Read(a), &mut rng).await.unwrap();
+            let want = model.get(&a).cloned().unwrap_or_else(|| vec![0; 32]);
+            assert_eq!(got, want, "read {a} after {i} ops");
+        }
+    }
+    let stats = connect(server.addr).await.stats().await.unwrap();
+    assert!(stats.buckets_written > 0, "evictions rewrote buckets");
+}
+
+/// Slot reads: one by one or XORed, a write earlier in the batch seen, a bucket never
+/// written answered as absent zeros; a slot outside its bucket, a zero slot length and an
+/// answer past the frame refused with a typed error, the connection still serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slot_reads_are_checked_and_bounded() {
+    use shroud_proto::SlotRef;
+    let server = TestServer::start(shroud_testkit::fixtures::storage_config(), false).await;
+    let geometry = Geometry {
+        bucket_len: 40,
+        buckets: 4,
+    };
+    let g = grant(3, 3);
+    let mut c = connect(server.addr).await;
+    c.create_store(&g, geometry).await.unwrap();
+    let bucket: Vec<u8> = (0..40).collect();
+    let slot = |bucket, slot| SlotRef { bucket, slot };
+    let reads = |xor, slot_len, slots| BatchOp::ReadSlots {
+        grant: 0,
+        slot_len,
+        xor,
+        slots,
+    };
+    let got = c
+        .batch(Batch {
+            grants: vec![g.clone()],
+            ops: vec![
+                BatchOp::Write {
+                    grant: 0,
+                    bucket: 1,
+                    data: bucket.clone(),
+                },
+                reads(false, 8, vec![slot(1, 0), slot(1, 4), slot(2, 1)]),
+                reads(true, 8, vec![slot(1, 1), slot(1, 2), slot(3, 0)]),
+            ],
+        })
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 4);
+    assert_eq!((got[0].present, &got[0].data[..]), (true, &bucket[0..8]));
+    assert_eq!(&got[1].data[..], &bucket[32..40]);
+    assert_eq!((got[2].present, &got[2].data[..]), (false, &[0u8; 8][..]));
+    let xor: Vec<u8> = (8..16).zip(16..24).map(|(a, b)| a ^ b).collect();
+    assert_eq!((got[3].present, &got[3].data), (true, &xor));
+    // From the stored bucket, in a later batch.
+    let later = c
+        .batch(Batch {
+            grants: vec![g.clone()],
+            ops: vec![reads(true, 20, vec![slot(1, 0), slot(1, 1)])],
+        })
+        .await
+        .unwrap();
+    let xor: Vec<u8> = (0..20).zip(20..40).map(|(a, b)| a ^ b).collect();
+    assert_eq!(later[0].data, xor);
+    // Outside the bucket, a zero length, and more answer than a frame holds.
+    for (op, code) in [
+        (
+            reads(false, 8, vec![slot(1, 5)]),
+            ErrorCode::BucketOutOfRange,
+        ),
+        (
+            reads(true, 8, vec![slot(4, 0)]),
+            ErrorCode::BucketOutOfRange,
+        ),
+        (
+            reads(true, 0, vec![slot(1, 0)]),
+            ErrorCode::BucketOutOfRange,
+        ),
+        (
+            reads(true, 40, vec![slot(1, 0); 1_800_000]),
+            ErrorCode::TooLarge,
+        ),
+    ] {
+        let refused = c
+            .batch(Batch {
+                grants: vec![g.clone()],
+                ops: vec![op],
+            })
+            .await;
+        assert!(
+            matches!(refused, Err(ConnError::Refused(c)) if c == code),
+            "{refused:?}"
+        );
+    }
+    let again = c
+        .batch(Batch {
+            grants: vec![g],
+            ops: vec![reads(false, 40, vec![slot(1, 0)])],
+        })
+        .await
+        .unwrap();
+    assert_eq!(again[0].data, bucket);
+}

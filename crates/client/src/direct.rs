@@ -13,8 +13,9 @@
 
 use rand::CryptoRng;
 use shroud_net::conn::{ConnError, Connection};
+use shroud_oram::ring::{RingOram, RingReply, RingRequest};
 use shroud_oram::{Op, Oram, Progress};
-use shroud_proto::{Batch, BatchOp, Geometry, Grant};
+use shroud_proto::{Batch, BatchOp, Geometry, Grant, SlotRef};
 
 /// A failure of an ORAM batch over the storage protocol.
 #[derive(Debug, thiserror::Error)]
@@ -153,5 +154,117 @@ impl DirectStore {
             .collect::<Result<_, _>>()?;
         self.conn.batch(Batch { grants, ops }).await?;
         Ok(())
+    }
+}
+
+/// A Ring ORAM store on the server ([`shroud_oram::ring`]): one store whose buckets are
+/// Z + S slots, each access one batch (the previous access's rewritten buckets, then one
+/// XORed read of the online slots and the maintenance reads slot by slot).
+///
+/// # Security
+/// As for [`DirectStore`]: the server sees the shape the engine documents, and everything
+/// it returns is verified before use. The capability is a secret held here.
+pub struct DirectRingStore {
+    conn: Connection,
+    grant: Grant,
+}
+
+impl DirectRingStore {
+    /// Creates the store of `oram` on the server, under `grant`.
+    pub async fn create(
+        mut conn: Connection,
+        oram: &RingOram,
+        grant: Grant,
+    ) -> Result<Self, DirectError> {
+        let c = oram.config();
+        let geometry = Geometry {
+            bucket_len: c.bucket_len() as u32,
+            buckets: c.buckets(),
+        };
+        conn.create_store(&grant, geometry).await?;
+        Ok(DirectRingStore { conn, grant })
+    }
+
+    /// The connection, for other requests.
+    pub fn connection(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    /// Runs one access and returns what it read (zeros for a block never written, nothing
+    /// for a dummy). After an integrity error the access stays in flight: call
+    /// [`DirectRingStore::resend`] once the server behaves.
+    pub async fn run<R: CryptoRng + ?Sized>(
+        &mut self,
+        oram: &mut RingOram,
+        op: Op<'_>,
+        rng: &mut R,
+    ) -> Result<Vec<u8>, DirectError> {
+        let req = oram.begin(op, rng)?.clone();
+        self.complete(oram, &req, rng).await
+    }
+
+    /// Sends the access in flight again (its slots are spent: the very same request).
+    pub async fn resend<R: CryptoRng + ?Sized>(
+        &mut self,
+        oram: &mut RingOram,
+        rng: &mut R,
+    ) -> Result<Vec<u8>, DirectError> {
+        let req = oram.request().ok_or(ConnError::Unexpected)?.clone();
+        self.complete(oram, &req, rng).await
+    }
+
+    async fn complete<R: CryptoRng + ?Sized>(
+        &mut self,
+        oram: &mut RingOram,
+        req: &RingRequest,
+        rng: &mut R,
+    ) -> Result<Vec<u8>, DirectError> {
+        let slot_len = oram.config().slot_len() as u32;
+        let slots = |ids: &[shroud_oram::ring::SlotId]| {
+            ids.iter()
+                .map(|s| SlotRef {
+                    bucket: s.bucket.index,
+                    slot: s.slot,
+                })
+                .collect()
+        };
+        let mut ops: Vec<BatchOp> = req
+            .writes
+            .iter()
+            .map(|(id, data)| BatchOp::Write {
+                grant: 0,
+                bucket: id.index,
+                data: data.clone(),
+            })
+            .collect();
+        ops.push(BatchOp::ReadSlots {
+            grant: 0,
+            slot_len,
+            xor: true,
+            slots: slots(&req.online),
+        });
+        if !req.reads.is_empty() {
+            ops.push(BatchOp::ReadSlots {
+                grant: 0,
+                slot_len,
+                xor: false,
+                slots: slots(&req.reads),
+            });
+        }
+        let mut reads = self
+            .conn
+            .batch(Batch {
+                grants: vec![self.grant.clone()],
+                ops,
+            })
+            .await?
+            .into_iter();
+        let online = reads.next().ok_or(ConnError::Unexpected)?.data;
+        let reply = RingReply {
+            online,
+            reads: reads.map(|r| r.present.then_some(r.data)).collect(),
+        };
+        oram.finish(&reply, rng)?;
+        Ok(oram.result().to_vec())
     }
 }

@@ -10,7 +10,7 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use crate::frame_codec;
 use crate::transport::{BoxIo, ClientTls};
 use shroud_proto::{
-    Batch, BatchOp, BatchReply, CodecError, Difficulty, ErrorCode, Geometry, Grant, Hello, Limits,
+    Batch, BatchReply, CodecError, Difficulty, ErrorCode, Geometry, Grant, Hello, Limits,
     ReadResult, Request, Response, StatsReply, StoreId, Work, decode, encode,
 };
 
@@ -144,10 +144,8 @@ impl Connection {
     pub async fn batch_per_grant(&mut self, batch: Batch) -> Result<BatchReply, ConnError> {
         let mut reads_of = vec![0usize; batch.grants.len()];
         for op in &batch.ops {
-            if let BatchOp::Read { grant, .. } = op
-                && let Some(n) = reads_of.get_mut(*grant as usize)
-            {
-                *n += 1;
+            if let Some(n) = reads_of.get_mut(op.grant() as usize) {
+                *n += op.answers();
             }
         }
         let reply = match self.call(&Request::Batch(batch)).await? {

@@ -35,13 +35,13 @@ pub mod work;
 pub use codec::{CodecError, Limits, decode, encode};
 pub use message::{
     Batch, BatchOp, BatchReply, Capability, ErrorCode, Geometry, Grant, Hello, ReadResult, Request,
-    Response, StatsReply, StoreId,
+    Response, SlotRef, StatsReply, StoreId,
 };
 pub use shape::{Shape, ShapeError};
 pub use work::{Difficulty, Work};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The magic bytes that open every hello.
 pub const MAGIC: [u8; 8] = *b"SHROUD\0\x01";

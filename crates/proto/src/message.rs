@@ -147,6 +147,49 @@ pub enum BatchOp {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
+    /// Read slots of buckets, a slot being `slot_len` bytes at `slot * slot_len` in its
+    /// bucket (Ring ORAM's reads): one [`ReadResult`] holding their XOR (`xor`, a bucket
+    /// never written counting as zeros), or one per slot.
+    ReadSlots {
+        /// Index into [`Batch::grants`].
+        grant: u32,
+        /// Bytes of a slot; every slot read must lie inside its bucket.
+        slot_len: u32,
+        /// One XORed answer, or one answer per slot.
+        xor: bool,
+        /// The slots, in order.
+        slots: Vec<SlotRef>,
+    },
+}
+
+impl BatchOp {
+    /// The grant the operation uses.
+    pub fn grant(&self) -> u32 {
+        match self {
+            BatchOp::Read { grant, .. }
+            | BatchOp::Write { grant, .. }
+            | BatchOp::ReadSlots { grant, .. } => *grant,
+        }
+    }
+
+    /// How many [`ReadResult`]s the operation adds to the reply.
+    pub fn answers(&self) -> usize {
+        match self {
+            BatchOp::Read { .. } => 1,
+            BatchOp::Write { .. } => 0,
+            BatchOp::ReadSlots { xor: true, .. } => 1,
+            BatchOp::ReadSlots { slots, .. } => slots.len(),
+        }
+    }
+}
+
+/// One slot of one bucket ([`BatchOp::ReadSlots`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotRef {
+    /// Bucket index.
+    pub bucket: u64,
+    /// Slot index within the bucket.
+    pub slot: u16,
 }
 
 /// The one data operation: an ordered list of bucket reads and writes across stores.

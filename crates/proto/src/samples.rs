@@ -1,6 +1,6 @@
 //! The stored samples of today's wire format (protocol version [`crate::PROTOCOL_VERSION`]):
 //! one frame of every kind the client, the proxy and storage exchange, byte for byte, in
-//! `samples/frames-v4.txt`. A change to any message shows up here first, and must come with
+//! `samples/frames-v5.txt`. A change to any message shows up here first, and must come with
 //! a new protocol version (which the hello checks) instead of silent breakage. Set
 //! SHROUD_WRITE_SAMPLES=1 to write the file again.
 
@@ -14,7 +14,7 @@ use crate::{
     ReadResult, Request, Response, Shape, StoreId, Work, decode, encode,
 };
 
-const SAMPLE: &str = "samples/frames-v4.txt";
+const SAMPLE: &str = "samples/frames-v5.txt";
 
 fn grant() -> Grant {
     Grant {
@@ -128,6 +128,15 @@ fn storage_requests() -> Vec<(&'static str, Request)> {
                     BatchOp::Read {
                         grant: 0,
                         bucket: 4,
+                    },
+                    BatchOp::ReadSlots {
+                        grant: 0,
+                        slot_len: 5,
+                        xor: true,
+                        slots: vec![
+                            crate::SlotRef { bucket: 6, slot: 7 },
+                            crate::SlotRef { bucket: 8, slot: 9 },
+                        ],
                     },
                 ],
             }),

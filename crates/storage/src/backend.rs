@@ -58,6 +58,20 @@ pub enum BackendError {
     /// The outboxes stored are not numbered 0, 1, 2, ... as they are made.
     #[error("corrupt outbox table at outbox {0}")]
     CorruptOutboxes(u64),
+    /// A stored bucket does not have its store's length.
+    #[error("corrupt bucket: {0}")]
+    Corrupt(&'static str),
+}
+
+/// `out ^= bucket[offset..offset + out.len()]`.
+pub(crate) fn xor_part(bucket: &[u8], offset: usize, out: &mut [u8]) -> Result<(), BackendError> {
+    let part = bucket
+        .get(offset..offset.saturating_add(out.len()))
+        .ok_or(BackendError::Corrupt("a bucket shorter than its store's"))?;
+    for (o, b) in out.iter_mut().zip(part) {
+        *o ^= b;
+    }
+    Ok(())
 }
 
 /// An embedded key-value engine holding stores and buckets.
@@ -73,6 +87,24 @@ pub trait Backend: Send + Sync + 'static {
     fn delete(&self, store: &StoreId) -> Result<u64, BackendError>;
     /// Copies a bucket into `out`; `false` if it was never written.
     fn read(&self, store: &StoreId, bucket: u64, out: &mut Vec<u8>) -> Result<bool, BackendError>;
+    /// XORs `out.len()` bytes of a bucket, from `offset`, into `out` (a slot of a Ring
+    /// ORAM bucket); `false` (and `out` unchanged) if the bucket was never written. The
+    /// caller has checked that the range lies inside the store's buckets; a stored bucket
+    /// too short for it is the engine's corruption.
+    fn xor_range(
+        &self,
+        store: &StoreId,
+        bucket: u64,
+        offset: usize,
+        out: &mut [u8],
+    ) -> Result<bool, BackendError> {
+        let mut all = Vec::new();
+        if !self.read(store, bucket, &mut all)? {
+            return Ok(false);
+        }
+        xor_part(&all, offset, out)?;
+        Ok(true)
+    }
     /// True if the bucket exists.
     fn contains(&self, store: &StoreId, bucket: u64) -> Result<bool, BackendError>;
     /// Applies all puts or none, atomically (also across a crash).

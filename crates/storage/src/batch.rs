@@ -24,6 +24,39 @@ pub struct Outcome<T> {
     pub seq: u64,
 }
 
+/// Checks one operation against its store's geometry.
+fn check(op: &BatchOp, geometry: &Geometry) -> Result<(), ErrorCode> {
+    match op {
+        BatchOp::Read { bucket, .. } if *bucket >= geometry.buckets => {
+            Err(ErrorCode::BucketOutOfRange)
+        }
+        BatchOp::Write { bucket, data, .. } => {
+            if *bucket >= geometry.buckets {
+                Err(ErrorCode::BucketOutOfRange)
+            } else if data.len() != geometry.bucket_len as usize {
+                Err(ErrorCode::WrongBucketSize)
+            } else {
+                Ok(())
+            }
+        }
+        BatchOp::ReadSlots {
+            slot_len, slots, ..
+        } => {
+            let fits = |s: &shroud_proto::SlotRef| {
+                s.bucket < geometry.buckets
+                    && (u64::from(s.slot) + 1) * u64::from(*slot_len)
+                        <= u64::from(geometry.bucket_len)
+            };
+            if *slot_len == 0 || !slots.iter().all(fits) {
+                Err(ErrorCode::BucketOutOfRange)
+            } else {
+                Ok(())
+            }
+        }
+        BatchOp::Read { .. } => Ok(()),
+    }
+}
+
 /// Runs requests against a backend, one at a time.
 pub struct Executor {
     pub(crate) backend: std::sync::Arc<dyn Backend>,
@@ -153,26 +186,18 @@ impl Executor {
             });
         }
         for op in &batch.ops {
-            let (grant, bucket) = match op {
-                BatchOp::Read { grant, bucket } | BatchOp::Write { grant, bucket, .. } => {
-                    (*grant, *bucket)
-                }
-            };
             // An operation naming no grant is malformed: the whole batch is refused.
             let entry = metas
-                .get_mut(grant as usize)
+                .get_mut(op.grant() as usize)
                 .ok_or(ErrorCode::BucketOutOfRange)?;
             let Ok(meta) = entry else { continue };
-            if bucket >= meta.geometry.buckets {
-                *entry = Err(ErrorCode::BucketOutOfRange);
-            } else if let BatchOp::Write { data, .. } = op
-                && data.len() != meta.geometry.bucket_len as usize
-            {
-                *entry = Err(ErrorCode::WrongBucketSize);
+            if let Err(code) = check(op, &meta.geometry) {
+                *entry = Err(code);
             }
         }
         let admitted = |grant: u32| metas[grant as usize].as_ref().ok();
-        // The answer's size, bounded before any read allocates it.
+        // The answer's size and the bytes read to make it, bounded before any read: a
+        // slot XORed into one answer costs its read all the same.
         let reply: usize = batch
             .ops
             .iter()
@@ -181,6 +206,14 @@ impl Executor {
                     admitted(*grant).map_or(0, |m| m.geometry.bucket_len as usize + 9)
                 }
                 BatchOp::Write { .. } => 0,
+                BatchOp::ReadSlots {
+                    grant,
+                    slot_len,
+                    slots,
+                    ..
+                } => admitted(*grant).map_or(0, |_| {
+                    (*slot_len as usize + 9).saturating_mul(slots.len()) + 9
+                }),
             })
             .fold(0usize, usize::saturating_add)
             .saturating_add(batch.grants.len().saturating_mul(8));
@@ -195,11 +228,50 @@ impl Executor {
         let mut reads = Vec::new();
         let mut new_bytes = 0u64;
         for op in &batch.ops {
-            let (BatchOp::Read { grant, .. } | BatchOp::Write { grant, .. }) = op;
-            let Some(meta) = admitted(*grant) else {
+            let Some(meta) = admitted(op.grant()) else {
                 continue;
             };
             match op {
+                BatchOp::ReadSlots {
+                    grant,
+                    slot_len,
+                    xor,
+                    slots,
+                } => {
+                    let store = batch.grants[*grant as usize].store;
+                    let len = *slot_len as usize;
+                    let mut acc = ReadResult {
+                        present: false,
+                        data: vec![0; len],
+                    };
+                    for s in slots {
+                        let offset = usize::from(s.slot) * len;
+                        let present = match pending.get(&(store, s.bucket)) {
+                            Some(&i) => {
+                                crate::backend::xor_part(puts[i].data, offset, &mut acc.data)
+                                    .map_err(internal)?;
+                                true
+                            }
+                            None => self
+                                .backend
+                                .xor_range(&store, s.bucket, offset, &mut acc.data)
+                                .map_err(internal)?,
+                        };
+                        acc.present |= present;
+                        if !xor {
+                            reads.push(std::mem::replace(
+                                &mut acc,
+                                ReadResult {
+                                    present: false,
+                                    data: vec![0; len],
+                                },
+                            ));
+                        }
+                    }
+                    if *xor {
+                        reads.push(acc);
+                    }
+                }
                 BatchOp::Read { grant, bucket } => {
                     let len = meta.geometry.bucket_len as usize;
                     let store = batch.grants[*grant as usize].store;

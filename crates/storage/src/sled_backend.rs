@@ -144,6 +144,21 @@ impl Backend for SledBackend {
         }
     }
 
+    /// Reads the slot out of sled's own copy of the value (no copy of the whole bucket).
+    fn xor_range(
+        &self,
+        store: &StoreId,
+        bucket: u64,
+        offset: usize,
+        out: &mut [u8],
+    ) -> Result<bool, BackendError> {
+        let Some(v) = self.db.get(key(store, BUCKET, bucket)).map_err(engine)? else {
+            return Ok(false);
+        };
+        crate::backend::xor_part(&v, offset, out)?;
+        Ok(true)
+    }
+
     fn contains(&self, store: &StoreId, bucket: u64) -> Result<bool, BackendError> {
         self.db
             .contains_key(key(store, BUCKET, bucket))

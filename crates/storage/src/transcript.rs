@@ -120,6 +120,9 @@ impl Entry {
                             bucket,
                             data,
                         } => e.writes.push((*grant, *bucket, data.len() as u32)),
+                        BatchOp::ReadSlots { grant, slots, .. } => {
+                            e.reads.extend(slots.iter().map(|s| (*grant, s.bucket)));
+                        }
                     }
                 }
             }
