@@ -76,27 +76,27 @@ struct Flight {
 /// emits depends only on the configuration, the access count and uniformly random leaves
 /// (see the module docs).
 pub struct RingOram {
-    config: RingConfig,
-    geom: TreeGeometry,
-    slots: Slots,
+    pub(super) config: RingConfig,
+    pub(super) geom: TreeGeometry,
+    pub(super) slots: Slots,
     /// The next nonce counter value.
-    counter: u64,
-    meta: Meta,
-    pos: Vec<u32>,
+    pub(super) counter: u64,
+    pub(super) meta: Meta,
+    pub(super) pos: Vec<u32>,
     /// The data of every block the client holds: the stash and the cached levels.
-    local: HashMap<u32, Zeroizing<Vec<u8>>>,
+    pub(super) local: HashMap<u32, Zeroizing<Vec<u8>>>,
     /// Addresses in the stash.
-    stash: BTreeSet<u32>,
+    pub(super) stash: BTreeSet<u32>,
     /// Addresses in each cached bucket, by heap index.
-    cache: Vec<Vec<u32>>,
-    accesses: u64,
-    evictions: u64,
+    pub(super) cache: Vec<Vec<u32>>,
+    pub(super) accesses: u64,
+    pub(super) evictions: u64,
     /// Sealed rewrites of the last access, sent before the next access's reads.
-    pending: Vec<(BucketId, Vec<u8>)>,
+    pub(super) pending: Vec<(BucketId, Vec<u8>)>,
     flight: Option<Flight>,
     request: RingRequest,
     result: Zeroizing<Vec<u8>>,
-    max_stash: usize,
+    pub(super) max_stash: usize,
 }
 
 impl RingOram {
@@ -106,9 +106,20 @@ impl RingOram {
         key: Key,
         rng: &mut R,
     ) -> Result<Self, Error> {
-        config.validate()?;
         let mut store_id = [0u8; 16];
         rng.fill_bytes(&mut store_id);
+        Self::with_lineages(config, &key, store_id, &[])
+    }
+
+    /// An empty engine whose buckets may have been sealed by the `earlier` lineages, in a
+    /// new lineage of its own (drawn from the operating system: see [`crate::seal`]).
+    pub(super) fn with_lineages(
+        config: RingConfig,
+        key: &Key,
+        store_id: [u8; 16],
+        earlier: &[[u8; 32]],
+    ) -> Result<Self, Error> {
+        config.validate()?;
         let geom = TreeGeometry {
             height: config.height(),
             slots: config.z,
@@ -117,8 +128,11 @@ impl RingOram {
             blocks: config.capacity,
         };
         let mut slots = Slots::new(store_id);
+        for lineage in earlier {
+            slots.push_lineage(*lineage, lineage_cipher(key, &store_id, lineage));
+        }
         let lineage = fresh_lineage()?;
-        slots.push_lineage(lineage, lineage_cipher(&key, &store_id, &lineage));
+        slots.push_lineage(lineage, lineage_cipher(key, &store_id, &lineage));
         Ok(RingOram {
             geom,
             slots,

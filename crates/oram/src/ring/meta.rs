@@ -44,6 +44,36 @@ impl Meta {
         }
     }
 
+    /// The tables, for a snapshot: what each slot holds, the unread masks, the read
+    /// counts and the nonces of the last writes.
+    pub fn parts(&self) -> (&[u32], &[u64], &[u8], &[NonceAt]) {
+        (&self.held, &self.unread, &self.count, &self.written)
+    }
+
+    /// Metadata from [`Meta::parts`] of `buckets` buckets of `slots` slots, `None` if the
+    /// lengths do not fit.
+    pub fn from_parts(
+        buckets: usize,
+        slots: usize,
+        held: Vec<u32>,
+        unread: Vec<u64>,
+        count: Vec<u8>,
+        written: Vec<NonceAt>,
+    ) -> Option<Self> {
+        let fits = held.len() == buckets.checked_mul(slots)?
+            && unread.len() == buckets
+            && count.len() == buckets
+            && written.len() == buckets
+            && unread.iter().all(|&u| u & !full(slots) == 0);
+        fits.then_some(Meta {
+            slots,
+            held,
+            unread,
+            count,
+            written,
+        })
+    }
+
     fn held(&self, b: usize) -> &[u32] {
         &self.held[b * self.slots..(b + 1) * self.slots]
     }
@@ -94,7 +124,6 @@ impl Meta {
     }
 
     /// The block unread in slot `j` of bucket `b`, if any.
-    #[cfg(test)]
     pub fn holds(&self, b: usize, j: u16) -> Option<u32> {
         let a = self.held(b)[usize::from(j)];
         (a != DUMMY && self.unread[b] >> j & 1 == 1).then_some(a)

@@ -62,6 +62,7 @@
 mod engine;
 mod meta;
 mod slot;
+mod snapshot;
 mod store;
 
 use serde::{Deserialize, Serialize};

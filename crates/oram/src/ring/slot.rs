@@ -32,7 +32,7 @@ pub(crate) struct Slots {
 }
 
 /// Where a slot's nonce comes from: the lineage (an index into [`Slots`]) and counter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct NonceAt {
     pub lineage: u32,
     pub counter: u64,
@@ -52,6 +52,16 @@ impl Slots {
         self.lineages.push(lineage);
         self.ciphers.push(cipher);
         (self.lineages.len() - 1) as u32
+    }
+
+    /// The store id bound into every slot.
+    pub fn store_id(&self) -> [u8; 16] {
+        self.store_id
+    }
+
+    /// Every lineage id, oldest first.
+    pub fn lineages(&self) -> &[[u8; LINEAGE_LEN]] {
+        &self.lineages
     }
 
     /// This run's lineage index.

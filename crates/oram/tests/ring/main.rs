@@ -9,6 +9,7 @@ mod integrity;
 mod model;
 mod oblivious;
 mod stash;
+mod state;
 
 use rand_chacha::ChaCha20Rng;
 use shroud_oram::Key;

@@ -1,0 +1,160 @@
+//! Snapshots: an engine restored at any point between accesses carries on exactly (the
+//! buckets it owes storage included), in a new lineage; hostile snapshot bytes are refused
+//! without a panic.
+
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+use shroud_oram::ring::{RingConfig, RingOram, RingStore};
+use shroud_oram::{Key, MemoryStore, Op};
+
+use crate::common::{M, block, ops};
+
+fn config() -> impl Strategy<Value = RingConfig> {
+    (
+        prop_oneof![Just(1u64), Just(7), 8u64..60, Just(300)],
+        1u32..=6,
+        1u32..=6,
+        1u32..=6,
+        0u32..=2,
+    )
+        .prop_map(|(n, z, s, a, t)| RingConfig {
+            z,
+            s,
+            a,
+            cached_levels: t,
+            stash_limit: 1 << 20,
+            ..RingConfig::new(n, 16)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn a_restored_engine_carries_on_exactly(
+        (config, ops, restore_every, seed) in config().prop_flat_map(|c| {
+            (Just(c), ops(c.capacity, 1..200), 1usize..20, any::<u64>())
+        })
+    ) {
+        let mut rng = crate::common::rng(seed);
+        let key = Key::from_bytes([7; 32]);
+        let mut oram = RingOram::new(config, key.clone(), &mut rng).expect("config");
+        let mut store = MemoryStore::new();
+        let mut model: HashMap<u64, Vec<u8>> = HashMap::new();
+        let zeros = vec![0u8; 16];
+        for (i, op) in ops.iter().enumerate() {
+            if i % restore_every == 0 {
+                let saved = oram.snapshot().expect("snapshot");
+                oram = RingOram::restore(&saved, key.clone()).expect("restore");
+            }
+            match *op {
+                M::Read(a) => {
+                    let got = oram.run(&mut store, Op::Read(a), &mut rng).expect("read");
+                    prop_assert_eq!(&got, model.get(&a).unwrap_or(&zeros));
+                }
+                M::Write(a, v) => {
+                    let b = block(16, a, v);
+                    oram.run(&mut store, Op::Write(a, &b), &mut rng).expect("write");
+                    model.insert(a, b);
+                }
+                M::Dummy => {
+                    oram.run(&mut store, Op::Dummy, &mut rng).expect("dummy");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_snapshots_are_refused_without_a_panic(
+        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+        cut in any::<usize>(),
+    ) {
+        let config = RingConfig { z: 3, s: 2, a: 2, cached_levels: 1, ..RingConfig::new(40, 16) };
+        let (mut oram, mut rng) = crate::engine(config, 5);
+        let mut store = MemoryStore::new();
+        for a in 0..40u64 {
+            oram.run(&mut store, Op::Write(a, &block(16, a, 1)), &mut rng).expect("write");
+        }
+        let saved = oram.snapshot().expect("snapshot");
+        let key = Key::from_bytes([1; 32]);
+        let mut bytes = saved.to_vec();
+        for (at, x) in flips {
+            let n = bytes.len();
+            bytes[at % n] ^= x | 1;
+        }
+        // Decoding may succeed (a flipped data byte is still a state); it must not panic.
+        let _ = RingOram::restore(&bytes, key.clone());
+        let short = &saved[..cut % saved.len()];
+        prop_assert!(RingOram::restore(short, key).is_err());
+    }
+}
+
+/// The write-ahead rule: a snapshot taken before an access's request is sent holds the
+/// buckets that request owes storage, so an engine restored after a crash (the request
+/// lost) sends them again and reads everything back.
+#[test]
+fn owed_buckets_survive_a_crash_before_they_reach_storage() {
+    let config = RingConfig {
+        z: 4,
+        s: 3,
+        a: 2,
+        ..RingConfig::new(64, 16)
+    };
+    let key = Key::from_bytes([3; 32]);
+    let mut rng = crate::common::rng(11);
+    let mut oram = RingOram::new(config, key.clone(), &mut rng).expect("config");
+    let mut store = MemoryStore::new();
+    let mut lost = 0;
+    for a in 0..64u64 {
+        oram.run(&mut store, Op::Write(a, &block(16, a, 2)), &mut rng)
+            .expect("write");
+        // Saved, then the next request is built and lost with the process.
+        let saved = oram.snapshot().expect("snapshot");
+        let req = oram.begin(Op::Read(a), &mut rng).expect("begin").clone();
+        lost += usize::from(!req.writes.is_empty());
+        oram = RingOram::restore(&saved, key.clone()).expect("restore");
+    }
+    assert!(lost > 10, "only {lost} lost requests owed buckets");
+    for a in 0..64u64 {
+        let got = oram.run(&mut store, Op::Read(a), &mut rng).expect("read");
+        assert_eq!(got, block(16, a, 2), "block {a}");
+    }
+    // Storage holds what the engine's metadata says, sealed under lineages it kept.
+    let req = oram.flush();
+    store.exchange(&req, config.slot_len()).expect("flush");
+}
+
+/// Two restores of one snapshot seal under two lineages: the same bucket rewritten by
+/// both never repeats a (key, nonce) pair.
+#[test]
+fn restoring_one_snapshot_twice_seals_differently() {
+    let config = RingConfig {
+        z: 2,
+        s: 2,
+        a: 1,
+        ..RingConfig::new(8, 16)
+    };
+    let key = Key::from_bytes([4; 32]);
+    let mut rng = crate::common::rng(12);
+    let mut oram = RingOram::new(config, key.clone(), &mut rng).expect("config");
+    let mut store = MemoryStore::new();
+    oram.run(&mut store, Op::Write(1, &block(16, 1, 1)), &mut rng)
+        .expect("write");
+    let saved = oram.snapshot().expect("snapshot");
+    let mut outs = Vec::new();
+    for _ in 0..2 {
+        let mut o = RingOram::restore(&saved, key.clone()).expect("restore");
+        let mut r = crate::common::rng(99);
+        let mut s = store.clone();
+        o.run(&mut s, Op::Write(1, &block(16, 1, 2)), &mut r)
+            .expect("write");
+        outs.push(o.flush());
+    }
+    assert!(!outs[0].writes.is_empty());
+    assert_eq!(outs[0].writes.len(), outs[1].writes.len());
+    for (a, b) in outs[0].writes.iter().zip(&outs[1].writes) {
+        assert_eq!(a.0, b.0, "same buckets, same seeds");
+        assert_ne!(a.1, b.1, "sealed under another lineage's key");
+    }
+}
