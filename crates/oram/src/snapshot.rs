@@ -56,6 +56,25 @@ pub(crate) fn options() -> impl Options {
         .reject_trailing_bytes()
 }
 
+/// A snapshot's bytes, wiped when dropped.
+pub(crate) fn encode<T: Serialize>(snap: &T) -> Result<Zeroizing<Vec<u8>>, Error> {
+    options()
+        .serialize(snap)
+        .map(Zeroizing::new)
+        .map_err(|e| Error::BadSnapshot(e.to_string()))
+}
+
+/// Decodes untrusted snapshot bytes, no more than their own length allocated.
+pub(crate) fn decode<T: serde::de::DeserializeOwned + zeroize::Zeroize>(
+    bytes: &[u8],
+) -> Result<Zeroizing<T>, Error> {
+    options()
+        .with_limit(bytes.len() as u64)
+        .deserialize(bytes)
+        .map(Zeroizing::new)
+        .map_err(|e| Error::BadSnapshot(e.to_string()))
+}
+
 impl Oram {
     /// Serializes the full client-side state. Only between batches: fails with
     /// [`Error::Busy`] while a batch is fetching.
@@ -94,10 +113,7 @@ impl Oram {
             top: self.top.clone(),
             trees,
         });
-        options()
-            .serialize(&*snap)
-            .map(Zeroizing::new)
-            .map_err(|e| Error::BadSnapshot(e.to_string()))
+        encode(&*snap)
     }
 
     /// Rebuilds an engine from [`Oram::snapshot`] bytes and the store's key, in a new lineage
@@ -105,11 +121,7 @@ impl Oram {
     /// cloned process or VM, never seals two buckets under one key and nonce).
     pub fn restore(bytes: &[u8], key: Key) -> Result<Self, Error> {
         let bad = |m: &str| Error::BadSnapshot(m.to_string());
-        let snap: Snapshot = options()
-            .with_limit(bytes.len() as u64)
-            .deserialize(bytes)
-            .map_err(|e| Error::BadSnapshot(e.to_string()))?;
-        let snap = Zeroizing::new(snap);
+        let snap: Zeroizing<Snapshot> = decode(bytes)?;
         if snap.version != VERSION {
             return Err(bad("unknown version"));
         }

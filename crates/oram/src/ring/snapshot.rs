@@ -13,7 +13,6 @@
 //! checked against the config before use, and the memory the config implies bounded before
 //! anything is allocated.
 
-use bincode::Options;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -21,7 +20,7 @@ use super::RingConfig;
 use super::engine::RingOram;
 use super::meta::Meta;
 use super::slot::NonceAt;
-use crate::snapshot::{MAX_RESTORE_BYTES, options};
+use crate::snapshot::{MAX_RESTORE_BYTES, decode, encode};
 use crate::{BucketId, Error, Key};
 
 /// The format of [`RingOram::snapshot`].
@@ -113,10 +112,7 @@ impl RingOram {
                 .map(|(id, b)| (id.index, serde_bytes::ByteBuf::from(b.clone())))
                 .collect(),
         });
-        options()
-            .serialize(&*snap)
-            .map(Zeroizing::new)
-            .map_err(|e| Error::BadSnapshot(e.to_string()))
+        encode(&*snap)
     }
 
     /// Rebuilds an engine from [`RingOram::snapshot`] bytes and the store's key, in a new
@@ -124,11 +120,7 @@ impl RingOram {
     /// or put a block in two places.
     pub fn restore(bytes: &[u8], key: Key) -> Result<Self, Error> {
         let bad = |m: &str| Error::BadSnapshot(m.to_string());
-        let snap: Snapshot = options()
-            .with_limit(bytes.len() as u64)
-            .deserialize(bytes)
-            .map_err(|e| Error::BadSnapshot(e.to_string()))?;
-        let mut snap = Zeroizing::new(snap);
+        let mut snap: Zeroizing<Snapshot> = decode(bytes)?;
         if snap.version != VERSION {
             return Err(bad("unknown version"));
         }
