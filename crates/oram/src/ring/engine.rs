@@ -422,6 +422,17 @@ impl RingOram {
                         self.slots.open(at, id, r.slot, &mut data)?;
                         data.truncate(self.config.block_size as usize);
                         blocks.push((r.held, data));
+                    } else {
+                        // A dummy is checked too: were tampering with a dummy let pass, a
+                        // server could tell dummies from blocks by whether the client
+                        // complains (a selective failure).
+                        let mut expect = Zeroizing::new(vec![0u8; slot_len]);
+                        self.slots
+                            .xor_dummy(at, id, r.slot, &mut scratch, &mut expect)
+                            .map_err(|_| IntegrityError::Tampered(id))?;
+                        if !bool::from(expect.ct_eq(&bytes[..])) {
+                            return Err(IntegrityError::Tampered(id));
+                        }
                     }
                 }
             }

@@ -45,6 +45,9 @@
 //!   first nonce, so the client opens every slot with the nonce it expects: a flipped byte,
 //!   a slot moved to another bucket or position (the associated data names them) or an
 //!   older version (another nonce) fails authentication at the first read.
+//! - **Every slot read is checked**, dummies included (the client recomputes a dummy and
+//!   compares it in constant time): a change to any slot an access reads fails it the same
+//!   way, so tampering cannot tell a block from a dummy by whether the client complains.
 //! - **Tree-top cache.** The top T levels are held by the client as plain buckets of at
 //!   most Z blocks: never fetched, never reshuffled, written by eviction like the rest.
 //! - **One access per round trip, and a flat position map.** The rewritten buckets of an

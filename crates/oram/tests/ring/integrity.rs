@@ -135,19 +135,18 @@ fn every_attack_is_caught_at_the_first_read_and_the_access_then_completes() {
             let (reply, tampered) = exchange_with(&mut store, &old, &req, slot_len, attack, i);
             let outcome = oram.finish(&reply, &mut rng);
             if tampered {
-                // A change to a slot the access does not use (a dummy read one by one) is
-                // harmless and may pass; anything it uses must not.
-                if let Err(e) = outcome {
-                    tried += 1;
-                    assert!(
-                        matches!(e, Error::Integrity(_)),
-                        "{attack:?}: unexpected {e}"
-                    );
-                    assert_eq!(oram.request(), Some(&req), "the access stays in flight");
-                    // Honest again: the same request completes.
-                    let reply = store.exchange(&req, slot_len).expect("honest");
-                    oram.finish(&reply, &mut rng).expect("honest answer");
-                }
+                // Every slot read is checked, a dummy's as a block's: a change to any of
+                // them fails the access, so failures tell nothing of what a slot held.
+                let e = outcome.expect_err("a tampered answer was accepted");
+                tried += 1;
+                assert!(
+                    matches!(e, Error::Integrity(_)),
+                    "{attack:?}: unexpected {e}"
+                );
+                assert_eq!(oram.request(), Some(&req), "the access stays in flight");
+                // Honest again: the same request completes.
+                let reply = store.exchange(&req, slot_len).expect("honest");
+                oram.finish(&reply, &mut rng).expect("honest answer");
             } else {
                 outcome.expect("honest answer");
             }
@@ -222,4 +221,59 @@ fn a_made_up_bucket_is_caught() {
         }
     }
     assert!(tried >= 100, "only {tried} made-up buckets");
+}
+
+/// Selective failure: a server that changes one slot of an eviction's reads, whichever it
+/// is (a block or a dummy), always gets the same answer: the access fails.
+#[test]
+fn a_change_to_any_slot_read_fails_the_access() {
+    let config = RingConfig {
+        z: 4,
+        s: 3,
+        a: 4,
+        ..RingConfig::new(64, 16)
+    };
+    let key = shroud_oram::Key::from_bytes([5; 32]);
+    let mut rng = crate::common::rng(21);
+    let mut oram = RingOram::new(config, key.clone(), &mut rng).expect("config");
+    let mut store = MemoryStore::new();
+    for a in 0..64u64 {
+        oram.run(&mut store, Op::Write(a, &block(16, a, 0)), &mut rng)
+            .expect("write");
+    }
+    let mut checked = 0;
+    for round in 0..8u64 {
+        // Up to the next eviction.
+        while oram.accesses() % u64::from(config.a) != u64::from(config.a) - 1 {
+            oram.run(&mut store, Op::Read(round), &mut rng)
+                .expect("read");
+        }
+        let saved = oram.snapshot().expect("snapshot");
+        let seed = rng.clone();
+        let reads = oram
+            .begin(Op::Read(round), &mut rng)
+            .expect("begin")
+            .reads
+            .len();
+        assert_eq!(reads % config.z as usize, 0);
+        for k in 0..reads {
+            let mut o = RingOram::restore(&saved, key.clone()).expect("restore");
+            let mut r = seed.clone();
+            let req = o.begin(Op::Read(round), &mut r).expect("begin").clone();
+            let mut evil = store.clone();
+            let mut reply = evil.exchange(&req, config.slot_len()).expect("reply");
+            if let Some(bytes) = reply.reads[k].as_mut() {
+                bytes[3] ^= 0x10;
+                assert!(
+                    matches!(o.finish(&reply, &mut r), Err(Error::Integrity(_))),
+                    "slot {k} of the eviction's reads changed and accepted"
+                );
+                checked += 1;
+            }
+        }
+        let reply = store.exchange(oram.request().expect("in flight"), config.slot_len());
+        oram.finish(&reply.expect("reply"), &mut rng)
+            .expect("honest");
+    }
+    assert!(checked >= 8 * 4, "only {checked} slots checked");
 }
