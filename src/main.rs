@@ -282,6 +282,9 @@ enum Bench {
             shroud_oram::ring::DEFAULT_A,
         ])]
         zsa: Vec<u32>,
+        /// Evictions per scheduled reshuffle (0: the paper's early reshuffles only).
+        #[arg(long, default_value_t = shroud_oram::ring::DEFAULT_RESHUFFLE_EVERY)]
+        every: u32,
     },
     /// Bytes a `shroud agent` process writes to its own disk per epoch, idle and busy, for
     /// the default and a few other stores (from /proc/PID/io), and per day at 2 s epochs.
@@ -480,7 +483,8 @@ fn main() -> Result<()> {
             json,
             accesses,
             zsa,
-        }) => bench_ring(json, accesses, &zsa),
+            every,
+        }) => bench_ring(json, accesses, &zsa, every),
         Command::Bench(Bench::Pir(args)) => bench_pir(args),
         Command::Bench(Bench::Mail(args)) => bench_mail(args),
         Command::Bench(Bench::Contacts(args)) => bench_contacts(args),
@@ -1009,25 +1013,25 @@ fn bench_mail(args: MailBenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn bench_ring(json: bool, accesses: u64, zsa: &[u32]) -> Result<()> {
+fn bench_ring(json: bool, accesses: u64, zsa: &[u32], every: u32) -> Result<()> {
     let [z, s, a] = zsa else {
         anyhow::bail!("--zsa takes three numbers: Z,S,A");
     };
     if !json {
         shroud_lab::outln!(
-            "| N | B | T | Path ORAM up / down per access | Ring ORAM (Z, S, A) up / down | Path / Ring | early reshuffles per access | max stash Path / Ring | memory Path / Ring | accesses/s Path / Ring | Ring MB/day each way at E = 2 s |"
+            "| N | B | T | Path ORAM up / down per access | Ring ORAM (Z, S, A) up / down | Path / Ring | reshuffles per access (unscheduled) | max stash Path / Ring | memory Path / Ring | accesses/s Path / Ring | Ring MB/day each way at E = 2 s |"
         );
         shroud_lab::outln!("|---|---|---|---|---|---|---|---|---|---|---|");
     }
     for (n, block, cached) in shroud_lab::bench::ring::cases() {
-        let r = shroud_lab::bench::ring::measure(n, block, cached, [*z, *s, *a], accesses)?;
+        let r = shroud_lab::bench::ring::measure(n, block, cached, [*z, *s, *a], every, accesses)?;
         if json {
             shroud_lab::outln!("{}", serde_json::to_string(&r)?);
         } else {
             let kb = |b: f64| b / 1e3;
             let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
             shroud_lab::outln!(
-                "| 2^{} | {} | {} | {:.1} / {:.1} KB | ({}, {}, {}) {:.1} / {:.1} KB | {:.2} | {:.3} | {} / {} | {:.1} / {:.1} MiB | {:.0} / {:.0} | {:.0} / {:.0} |",
+                "| 2^{} | {} | {} | {:.1} / {:.1} KB | ({}, {}, {}) {:.1} / {:.1} KB | {:.2} | {:.3} ({:.4}) | {} / {} | {:.1} / {:.1} MiB | {:.0} / {:.0} | {:.0} / {:.0} |",
                 r.n.trailing_zeros(),
                 r.block,
                 r.cached_levels,
@@ -1040,6 +1044,7 @@ fn bench_ring(json: bool, accesses: u64, zsa: &[u32]) -> Result<()> {
                 kb(r.ring_down),
                 r.ratio,
                 r.reshuffles_per_access,
+                r.unscheduled_per_access,
                 r.max_stash[0],
                 r.max_stash[1],
                 mib(r.memory[0]),

@@ -38,8 +38,13 @@ pub struct Report {
     pub ring_down: f64,
     /// Path ORAM's bytes per access over Ring ORAM's (both ways together).
     pub ratio: f64,
-    /// Ring ORAM's early reshuffles per access.
+    /// Evictions per scheduled reshuffle (0: the paper's early reshuffles only).
+    pub reshuffle_every: u32,
+    /// Ring ORAM's reshuffles per access, scheduled or early.
     pub reshuffles_per_access: f64,
+    /// Early reshuffles the schedule did not make, per access (each changes its request's
+    /// shape).
+    pub unscheduled_per_access: f64,
     /// Largest stash seen, Path ORAM and Ring ORAM.
     pub max_stash: [usize; 2],
     /// Client memory of each engine, bytes.
@@ -81,7 +86,14 @@ impl BucketStore for Counting {
 /// store of `block`-byte blocks, `cached` levels held by the client, Ring ORAM at
 /// `zsa` = (Z, S, A), after a warm-up that
 /// writes every block once (the steady state, every bucket stored).
-pub fn measure(n: u64, block: u32, cached: u32, zsa: [u32; 3], accesses: u64) -> Result<Report> {
+pub fn measure(
+    n: u64,
+    block: u32,
+    cached: u32,
+    zsa: [u32; 3],
+    reshuffle_every: u32,
+    accesses: u64,
+) -> Result<Report> {
     let mut rng = StdRng::seed_from_u64(n ^ u64::from(block));
     let data = vec![7u8; block as usize];
     let ops: Vec<(bool, u64)> = (0..accesses)
@@ -116,6 +128,7 @@ pub fn measure(n: u64, block: u32, cached: u32, zsa: [u32; 3], accesses: u64) ->
         z: zsa[0],
         s: zsa[1],
         a: zsa[2],
+        reshuffle_every,
         // Measured, not enforced: the report gives the largest stash seen.
         stash_limit: 1 << 20,
         ..RingConfig::new(n, block)
@@ -154,7 +167,9 @@ pub fn measure(n: u64, block: u32, cached: u32, zsa: [u32; 3], accesses: u64) ->
         ring_up: per(up),
         ring_down: per(down),
         ratio: (store.up + store.down) as f64 / (up + down) as f64,
+        reshuffle_every,
         reshuffles_per_access: reshuffles as f64 / accesses as f64,
+        unscheduled_per_access: ring.unscheduled_reshuffles() as f64 / accesses as f64,
         max_stash: [path.max_stash(), ring.max_stash()],
         memory: [path.memory(), ring.memory()],
         accesses_per_s: [path_rate, ring_rate],

@@ -97,6 +97,8 @@ pub struct RingOram {
     request: RingRequest,
     result: Zeroizing<Vec<u8>>,
     pub(super) max_stash: usize,
+    /// Early reshuffles the schedule did not make (see [`RingConfig::reshuffle_every`]).
+    pub(super) unscheduled: u64,
 }
 
 impl RingOram {
@@ -149,6 +151,7 @@ impl RingOram {
             request: RingRequest::default(),
             result: Zeroizing::new(Vec::new()),
             max_stash: 0,
+            unscheduled: 0,
             config,
         })
     }
@@ -171,6 +174,13 @@ impl RingOram {
     /// The largest stash seen after an access.
     pub fn max_stash(&self) -> usize {
         self.max_stash
+    }
+
+    /// Early reshuffles the schedule did not make: reshuffles of a bucket read S times,
+    /// which change their access's request shape (by public read counts only). Zero with
+    /// no schedule counts nothing.
+    pub fn unscheduled_reshuffles(&self) -> u64 {
+        self.unscheduled
     }
 
     /// Accesses finished so far.
@@ -263,14 +273,38 @@ impl RingOram {
                 self.plan_reads(self.geom.bucket_index(d, e), z, &mut reads, rng);
             }
         }
+        let on_eviction_path =
+            |d: usize, b: u64| evict.is_some_and(|e| self.geom.bucket_index(d, e) == b);
         let mut reshuffle = Vec::new();
-        for d in t..=l {
-            let b = self.geom.bucket_index(d, leaf);
-            let evicted = evict.is_some_and(|e| self.geom.bucket_index(d, e) == b);
-            if !evicted && self.meta.count(b as usize) >= self.config.s {
-                self.plan_reads(b, z, &mut reads, rng);
+        // The scheduled reshuffle: on every `reshuffle_every`-th eviction, the fetched
+        // bucket read most often since its last write (public counts; the lowest index on
+        // a tie), wherever it is.
+        let every = u64::from(self.config.reshuffle_every);
+        if every > 0 && evict.is_some() && self.evictions.is_multiple_of(every) {
+            let first = (1u64 << t) - 1;
+            let chosen = (first..self.geom.bucket_count())
+                .map(|b| (b, (b + 1).ilog2() as usize))
+                .filter(|&(b, d)| !on_eviction_path(d, b))
+                .max_by_key(|&(b, _)| (self.meta.count(b as usize), std::cmp::Reverse(b)));
+            if let Some((b, d)) = chosen {
                 reshuffle.push((d, b));
             }
+        }
+        // The paper's early reshuffle, of a bucket on this path read S times: with a
+        // schedule, only when the schedule did not keep up (counted: it changes this
+        // request's shape, by public counts only).
+        for d in t..=l {
+            let b = self.geom.bucket_index(d, leaf);
+            if !on_eviction_path(d, b)
+                && !reshuffle.contains(&(d, b))
+                && self.meta.count(b as usize) >= self.config.s
+            {
+                reshuffle.push((d, b));
+                self.unscheduled += u64::from(every > 0);
+            }
+        }
+        for &(_, b) in &reshuffle {
+            self.plan_reads(b, z, &mut reads, rng);
         }
         self.request = RingRequest {
             writes: std::mem::take(&mut self.pending),
@@ -474,6 +508,19 @@ impl RingOram {
             self.local.insert(a, data);
             self.stash.insert(a);
         }
+        for &(d, b) in &f.reshuffle {
+            // A reshuffle refreshes the bucket's dummies and order: it writes back the
+            // blocks it read, no others, and before the eviction (which would otherwise
+            // pull them into the eviction path's upper buckets, where every block
+            // competes for room: measured, that tripled the stash's tail).
+            let own: Vec<u32> = f
+                .reads
+                .iter()
+                .filter(|r| r.bucket == b && r.held != DUMMY)
+                .map(|r| r.held)
+                .collect();
+            self.write_bucket(d, b, Some(&own), rng)?;
+        }
         if let Some(e) = f.evict {
             self.evictions += 1;
             for d in 0..self.geom.cached_levels as usize {
@@ -483,17 +530,6 @@ impl RingOram {
             for d in (0..=self.geom.height as usize).rev() {
                 self.write_bucket(d, self.geom.bucket_index(d, e), None, rng)?;
             }
-        }
-        for &(d, b) in &f.reshuffle {
-            // A reshuffle refreshes the bucket's dummies and order: it writes back the
-            // blocks it read (those an eviction of this access did not place), no others.
-            let own: Vec<u32> = f
-                .reads
-                .iter()
-                .filter(|r| r.bucket == b && r.held != DUMMY && self.stash.contains(&r.held))
-                .map(|r| r.held)
-                .collect();
-            self.write_bucket(d, b, Some(&own), rng)?;
         }
         self.max_stash = self.max_stash.max(self.stash.len());
         if self.stash.len() > self.config.stash_limit as usize {

@@ -15,11 +15,10 @@
 //!   from the stash as deep as they may go.
 //! - **EarlyReshuffle**: a bucket read S times since its last write has no unread dummy left;
 //!   it is read (Z slots) and rewritten in the same access with the blocks it held, in a
-//!   fresh order with fresh dummies (it takes no block from the stash, so the blocks'
-//!   places are what evictions alone make them, as the paper's stash analysis assumes;
-//!   filling it from the stash instead was measured to fatten the stash's tail: at
-//!   N = 2^16, Z = 32, S = 32, A = 46 the largest stash in 20,000 accesses was 437 blocks
-//!   against 123).
+//!   fresh order with fresh dummies. It takes no block from the stash, and is written
+//!   before the access's eviction, which would otherwise pull its blocks into the eviction
+//!   path's upper buckets, where every block competes for room (measured: either change
+//!   tripled the stash's tail), so the blocks' places are what evictions alone make them.
 //!
 //! Which buckets, slots and paths an access touches depends only on the access count and
 //! on uniformly random leaves, never on the data or the operation.
@@ -29,10 +28,26 @@
 //! below the root: the paper's pair for Z = 16 (the pair Obladi, OSDI 2018, also runs in its
 //! Ring ORAM tests) and its tree height. (The paper's table could not be read again from
 //! this machine; the values agree with Obladi's code, which cites it.) S sets how often a
-//! bucket must be reshuffled early, not where blocks go: a bucket is read A times between
-//! evictions on average, and S = 28 (about A + 2 sqrt(A)) moved the fewest bytes per access
-//! of S = 20, 24, 28, 32 and 36 (`shroud bench ring --zsa 16,S,20`; docs/benchmarks.md).
-//! The stash is measured in `tests/ring/stash.rs` and by `shroud bench ring`.
+//! bucket must be reshuffled, not where blocks go: a bucket is read A times between
+//! evictions on average. S = 32 with the schedule below (docs/benchmarks.md has the sweep).
+//!
+//! # Scheduled reshuffles: a request shape fixed by the access count
+//! The paper reshuffles a bucket in the access that reads it the S-th time, so how many
+//! buckets an access rewrites depends on the read counts of the paths it happened to
+//! read. Those counts are public (storage sees every read), so this leaks nothing storage
+//! does not know; but a slot schedule wants every client's frames alike whatever its
+//! random paths. So the engine also reshuffles on a fixed schedule: on every
+//! `reshuffle_every`-th eviction (3 by default) it reshuffles the fetched bucket read most
+//! since its last write (the lowest index on a tie), a choice made from public counts
+//! alone. Requests then have one shape per access count: the online slots every access,
+//! and on every A-th access the eviction's Z slots per fetched bucket, plus Z more on
+//! every third. A bucket that still reaches S reads is reshuffled at once, as in the paper,
+//! and counted ([`RingOram::unscheduled_reshuffles`]): its request has Z more slots, by
+//! public counts only. This schedule is this project's, not the paper's; no published
+//! deamortization of Ring ORAM's early reshuffles could be read here. Its cost and how
+//! often it falls back were measured: at N = 2^14, T = 8 no bucket passed 31 reads in a
+//! simulation of 20 million accesses (460 days at 2 s epochs), at T = 6 about two
+//! fallbacks per million accesses; bytes per access in docs/benchmarks.md.
 //!
 //! # Where this engine departs from the paper
 //! - **Bucket metadata stays with the client.** The paper stores each bucket's metadata
@@ -82,7 +97,9 @@ pub const DEFAULT_Z: u32 = 16;
 /// A: accesses per eviction, the paper's largest for Z = 16.
 pub const DEFAULT_A: u32 = 20;
 /// S: dummy slots per bucket (see the module docs).
-pub const DEFAULT_S: u32 = 28;
+pub const DEFAULT_S: u32 = 32;
+/// Evictions per scheduled reshuffle (see the module docs).
+pub const DEFAULT_RESHUFFLE_EVERY: u32 = 3;
 
 /// The parameters of a Ring ORAM store, fixed at creation.
 ///
@@ -100,6 +117,9 @@ pub struct RingConfig {
     pub s: u32,
     /// A: accesses per eviction.
     pub a: u32,
+    /// One scheduled reshuffle every this many evictions (0: none, the paper's early
+    /// reshuffles only): see the module docs.
+    pub reshuffle_every: u32,
     /// T: top levels held by the client (capped at the tree's height).
     pub cached_levels: u32,
     /// The most blocks the stash may hold after an access.
@@ -116,6 +136,7 @@ impl RingConfig {
             z: DEFAULT_Z,
             s: DEFAULT_S,
             a: DEFAULT_A,
+            reshuffle_every: DEFAULT_RESHUFFLE_EVERY,
             cached_levels: 0,
             stash_limit: 256,
         }

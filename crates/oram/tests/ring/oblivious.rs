@@ -98,6 +98,9 @@ fn storage_sees_the_same_thing_whatever_the_workload() {
         let mut expected_ranks = vec![0f64; 10];
         let mut evictions = Vec::new();
         let mut reshuffles = 0u64;
+        let mut unscheduled = 0u64;
+        let mut shapes = Vec::with_capacity(ACCESSES);
+        let mut last_unscheduled = false;
         let mut pending_writes: Vec<u64> = Vec::new();
         for (i, req) in reqs.iter().enumerate() {
             // Writes: exactly the buckets storage was told to expect.
@@ -149,12 +152,34 @@ fn storage_sees_the_same_thing_whatever_the_workload() {
             } else {
                 Vec::new()
             };
+            // The scheduled reshuffle: the fetched bucket read most since its last write
+            // (lowest index on a tie), off the eviction path, every `reshuffle_every`-th
+            // eviction.
+            let every = config.reshuffle_every as usize;
+            let scheduled: Vec<u64> = if evict && every > 0 && g % every == 0 {
+                let total = (2u64 << height) - 1;
+                ((1u64 << t) - 1..total)
+                    .filter(|b| !evict_path.contains(b))
+                    .max_by_key(|&b| (view.count(b), std::cmp::Reverse(b)))
+                    .into_iter()
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let due: Vec<u64> = path
                 .iter()
                 .map(|b| b.index)
-                .filter(|b| !evict_path.contains(b) && view.count(*b) >= s)
+                .filter(|b| {
+                    !evict_path.contains(b) && !scheduled.contains(b) && view.count(*b) >= s
+                })
                 .collect();
-            let expected: Vec<u64> = evict_path.iter().chain(&due).copied().collect();
+            unscheduled += due.len() as u64;
+            let expected: Vec<u64> = evict_path
+                .iter()
+                .chain(&scheduled)
+                .chain(&due)
+                .copied()
+                .collect();
             let mut got: Vec<u64> = req.reads.iter().map(|r| r.bucket.index).collect();
             got.dedup();
             assert_eq!(got, expected, "access {i}: maintenance as predicted");
@@ -171,7 +196,12 @@ fn storage_sees_the_same_thing_whatever_the_workload() {
             if evict {
                 evictions.push(evict_path[evict_path.len() - 1]);
             }
-            reshuffles += due.len() as u64;
+            reshuffles += (scheduled.len() + due.len()) as u64;
+            // The shape, unless an unscheduled reshuffle (now, or owed from the last
+            // access) changed it.
+            let fixed = due.is_empty() && !last_unscheduled;
+            shapes.push(fixed.then_some((req.writes.len(), req.online.len(), req.reads.len())));
+            last_unscheduled = !due.is_empty();
             pending_writes = expected;
             pending_writes.sort_unstable();
         }
@@ -180,7 +210,8 @@ fn storage_sees_the_same_thing_whatever_the_workload() {
         let rank_chi = chi_square(&ranks, &expected_ranks);
         println!(
             "hot {hot}: leaf chi-square {leaf_chi:.0} ({} bins), slot-rank chi-square \
-             {rank_chi:.1} (10 bins), {} evictions, {reshuffles} early reshuffles",
+             {rank_chi:.1} (10 bins), {} evictions, {reshuffles} reshuffles \
+             ({unscheduled} unscheduled)",
             leaves.len(),
             evictions.len()
         );
@@ -191,6 +222,23 @@ fn storage_sees_the_same_thing_whatever_the_workload() {
         assert!(
             rank_chi < threshold(9),
             "slot ranks not uniform: {rank_chi}"
+        );
+        // With the schedule, a request's shape is the access count's: the eviction's Z
+        // slots a bucket on every A-th access, and the scheduled reshuffle's on every
+        // `reshuffle_every`-th of those.
+        let every = config.reshuffle_every as usize;
+        for (i, shape) in shapes.iter().enumerate() {
+            if let Some((_, online, reads)) = *shape {
+                let evicting = (i + 1) % a == 0;
+                let scheduled = evicting && ((i + 1) / a - 1) % every == 0;
+                let buckets = if evicting { fetched } else { 0 } + usize::from(scheduled);
+                assert_eq!(online, fetched, "access {i}");
+                assert_eq!(reads, z * buckets, "access {i}");
+            }
+        }
+        assert!(
+            unscheduled * 100 <= ACCESSES as u64,
+            "{unscheduled} unscheduled reshuffles"
         );
         summaries.push((evictions, ranks, reshuffles));
     }

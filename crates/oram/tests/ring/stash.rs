@@ -55,7 +55,7 @@ fn the_stash_stays_small_and_bytes_beat_path_oram() {
         let (max_stash, reshuffles, per_access) = run(config, accesses, capacity);
         let path = path_oram_bytes(capacity, 1024, cached) as f64;
         println!(
-            "N {capacity}, T {cached}: max stash {max_stash}, {:.3} early reshuffles per \
+            "N {capacity}, T {cached}: max stash {max_stash}, {:.3} reshuffles per \
              access, {per_access:.0} bytes per access (Path ORAM {path:.0}, ratio 1/{:.2})",
             reshuffles as f64 / accesses as f64,
             path / per_access
