@@ -46,6 +46,26 @@ const VERSION: u32 = 1;
 /// Pages by name, as [`Oram::changed_pages`] returns them and [`Oram::from_pages`] takes them.
 pub type Pages = BTreeMap<String, Zeroizing<Vec<u8>>>;
 
+/// A page of position-map entries, little-endian.
+pub(crate) fn positions_page(entries: &[u32]) -> Zeroizing<Vec<u8>> {
+    Zeroizing::new(entries.iter().flat_map(|e| e.to_le_bytes()).collect())
+}
+
+/// Reads page `name` of position-map entries into `entries`; its length must match.
+pub(crate) fn read_positions(name: &str, bytes: &[u8], entries: &mut [u32]) -> Result<(), Error> {
+    if bytes.len() != entries.len() * 4 {
+        return Err(Error::BadSnapshot(format!(
+            "page {name} has the wrong length"
+        )));
+    }
+    for (e, b) in entries.iter_mut().zip(bytes.chunks_exact(4)) {
+        let mut le = [0u8; 4];
+        le.copy_from_slice(b);
+        *e = u32::from_le_bytes(le);
+    }
+    Ok(())
+}
+
 /// What changed since pages were last taken.
 pub(crate) struct Dirty {
     /// Everything: the engine was just made, restored or formatted.
@@ -205,8 +225,7 @@ impl Oram {
         };
         for p in top_pages {
             let entries = &self.top[p * TOP_PAGE..((p + 1) * TOP_PAGE).min(self.top.len())];
-            let bytes = entries.iter().flat_map(|e| e.to_le_bytes()).collect();
-            pages.insert(top_name(p), Zeroizing::new(bytes));
+            pages.insert(top_name(p), positions_page(entries));
         }
         Ok(pages)
     }
@@ -255,14 +274,7 @@ impl Oram {
             let name = top_name(p);
             let bytes = need(&name)?;
             let entries = &mut oram.top[p * TOP_PAGE..((p + 1) * TOP_PAGE).min(len)];
-            if bytes.len() != entries.len() * 4 {
-                return Err(bad(format!("page {name} has the wrong length")));
-            }
-            for (e, b) in entries.iter_mut().zip(bytes.chunks_exact(4)) {
-                let mut le = [0u8; 4];
-                le.copy_from_slice(b);
-                *e = u32::from_le_bytes(le);
-            }
+            read_positions(&name, bytes, entries)?;
         }
         // The state is exactly what the caller holds: nothing to save yet.
         oram.dirty.all = false;

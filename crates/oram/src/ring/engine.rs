@@ -8,6 +8,7 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::meta::{DUMMY, Meta};
+use super::pages::Dirty;
 use super::slot::{NonceAt, Slots};
 use super::store::RingStore;
 use super::{RingConfig, RingReply, RingRequest, SlotId};
@@ -99,6 +100,8 @@ pub struct RingOram {
     pub(super) max_stash: usize,
     /// Early reshuffles the schedule did not make (see [`RingConfig::reshuffle_every`]).
     pub(super) unscheduled: u64,
+    /// What changed since pages were last taken.
+    pub(super) dirty: Dirty,
 }
 
 impl RingOram {
@@ -152,6 +155,7 @@ impl RingOram {
             result: Zeroizing::new(Vec::new()),
             max_stash: 0,
             unscheduled: 0,
+            dirty: Dirty::everything(),
             config,
         })
     }
@@ -258,6 +262,7 @@ impl RingOram {
             };
             online.push((b, slot, self.meta.nonce(b as usize, slot)));
             self.meta.read(b as usize, slot);
+            self.dirty.meta(b);
         }
         if mapped != UNMAPPED && target == Target::None {
             return Err(IntegrityError::BlockMissing(u64::from(addr.unwrap_or(0))).into());
@@ -367,6 +372,7 @@ impl RingOram {
             });
             self.meta.read(bucket as usize, slot);
         }
+        self.dirty.meta(bucket);
     }
 
     /// Verifies storage's answer to the request in flight and completes the access: the
@@ -486,8 +492,9 @@ impl RingOram {
         if let Some(a) = f.addr {
             let held = match f.target {
                 Target::Local => {
-                    for c in &mut self.cache {
-                        c.retain(|&x| x != a);
+                    if let Some(b) = self.cache.iter().position(|c| c.contains(&a)) {
+                        self.cache[b].retain(|&x| x != a);
+                        self.dirty.cache(b);
                     }
                     self.local.remove(&a)
                 }
@@ -500,6 +507,7 @@ impl RingOram {
                 self.local.insert(a, data);
                 self.stash.insert(a);
                 self.pos[a as usize] = f.new_leaf;
+                self.dirty.pos(a);
             }
         } else {
             self.result = Zeroizing::new(Vec::new());
@@ -526,6 +534,7 @@ impl RingOram {
             for d in 0..self.geom.cached_levels as usize {
                 let b = self.geom.bucket_index(d, e) as usize;
                 self.stash.extend(self.cache[b].drain(..));
+                self.dirty.cache(b);
             }
             for d in (0..=self.geom.height as usize).rev() {
                 self.write_bucket(d, self.geom.bucket_index(d, e), None, rng)?;
@@ -567,6 +576,7 @@ impl RingOram {
         }
         if d < self.geom.cached_levels as usize {
             self.cache[b as usize] = chosen;
+            self.dirty.cache(b as usize);
             return Ok(());
         }
         let n = self.config.slots();
@@ -601,6 +611,7 @@ impl RingOram {
             self.slots.seal(at, bucket_id(b), j as u16, out)?;
         }
         self.meta.write(b as usize, &held, first);
+        self.dirty.meta(b);
         self.pending.push((bucket_id(b), bytes));
         Ok(())
     }

@@ -79,6 +79,7 @@
 
 mod engine;
 mod meta;
+pub mod pages;
 mod slot;
 mod snapshot;
 mod store;

@@ -10,6 +10,32 @@ use shroud_oram::{Key, MemoryStore, Op};
 
 use crate::common::{M, block, ops};
 
+/// Runs `op` and checks a read against `model`.
+fn apply(
+    oram: &mut RingOram,
+    store: &mut MemoryStore,
+    model: &mut HashMap<u64, Vec<u8>>,
+    op: &M,
+    rng: &mut rand_chacha::ChaCha20Rng,
+) -> Result<(), TestCaseError> {
+    match *op {
+        M::Read(a) => {
+            let got = oram.run(store, Op::Read(a), rng).expect("read");
+            let zeros = vec![0u8; 16];
+            prop_assert_eq!(&got, model.get(&a).unwrap_or(&zeros));
+        }
+        M::Write(a, v) => {
+            let b = block(16, a, v);
+            oram.run(store, Op::Write(a, &b), rng).expect("write");
+            model.insert(a, b);
+        }
+        M::Dummy => {
+            oram.run(store, Op::Dummy, rng).expect("dummy");
+        }
+    }
+    Ok(())
+}
+
 fn config() -> impl Strategy<Value = RingConfig> {
     (
         prop_oneof![Just(1u64), Just(7), 8u64..60, Just(300)],
@@ -42,26 +68,50 @@ proptest! {
         let mut oram = RingOram::new(config, key.clone(), &mut rng).expect("config");
         let mut store = MemoryStore::new();
         let mut model: HashMap<u64, Vec<u8>> = HashMap::new();
-        let zeros = vec![0u8; 16];
         for (i, op) in ops.iter().enumerate() {
             if i % restore_every == 0 {
                 let saved = oram.snapshot().expect("snapshot");
                 oram = RingOram::restore(&saved, key.clone()).expect("restore");
             }
-            match *op {
-                M::Read(a) => {
-                    let got = oram.run(&mut store, Op::Read(a), &mut rng).expect("read");
-                    prop_assert_eq!(&got, model.get(&a).unwrap_or(&zeros));
-                }
-                M::Write(a, v) => {
-                    let b = block(16, a, v);
-                    oram.run(&mut store, Op::Write(a, &b), &mut rng).expect("write");
-                    model.insert(a, b);
-                }
-                M::Dummy => {
-                    oram.run(&mut store, Op::Dummy, &mut rng).expect("dummy");
-                }
+            apply(&mut oram, &mut store, &mut model, op, &mut rng)?;
+        }
+    }
+
+    #[test]
+    fn an_engine_rebuilt_from_its_pages_carries_on_exactly(
+        (config, ops, rebuild_every, seed) in config().prop_flat_map(|c| {
+            (Just(c), ops(c.capacity, 1..200), 1usize..20, any::<u64>())
+        })
+    ) {
+        let mut rng = crate::common::rng(seed);
+        let key = Key::from_bytes([8; 32]);
+        let mut oram = RingOram::new(config, key.clone(), &mut rng).expect("config");
+        let mut saved = oram.changed_pages().expect("pages");
+        let mut store = MemoryStore::new();
+        let mut model: HashMap<u64, Vec<u8>> = HashMap::new();
+        let zeros = vec![0u8; 16];
+        for (i, op) in ops.iter().enumerate() {
+            if i % rebuild_every == 0 {
+                oram = RingOram::from_pages(|n| saved.get(n).map(|p| &p[..]), key.clone())
+                    .expect("rebuild");
+                // A rebuilt engine owes little to save until it changes: its core (a new
+                // lineage), or everything if it dropped a lineage nothing uses.
+                saved.extend(oram.changed_pages().expect("pages"));
             }
+            apply(&mut oram, &mut store, &mut model, op, &mut rng)?;
+            saved.extend(oram.changed_pages().expect("pages"));
+        }
+        // The pages saved are the whole state: rebuilt from them, and from a snapshot, the
+        // engine reads everything back alike.
+        let mut whole = RingOram::restore(&oram.snapshot().expect("snapshot"), key.clone())
+            .expect("restore");
+        let mut pages = RingOram::from_pages(|n| saved.get(n).map(|p| &p[..]), key)
+            .expect("rebuild");
+        let (mut s1, mut s2) = (store.clone(), store);
+        for a in 0..config.capacity {
+            let want = model.get(&a).unwrap_or(&zeros);
+            prop_assert_eq!(&whole.run(&mut s1, Op::Read(a), &mut rng).expect("read"), want);
+            prop_assert_eq!(&pages.run(&mut s2, Op::Read(a), &mut rng).expect("read"), want);
         }
     }
 
@@ -157,4 +207,49 @@ fn restoring_one_snapshot_twice_seals_differently() {
         assert_eq!(a.0, b.0, "same buckets, same seeds");
         assert_ne!(a.1, b.1, "sealed under another lineage's key");
     }
+}
+
+/// An access saves little: the core (counters, stash, and on an eviction the buckets owed
+/// to storage), the metadata pages of the buckets it read or wrote, one position page, and
+/// the cached buckets an eviction changed; never the whole state.
+#[test]
+fn an_access_changes_few_pages() {
+    let config = RingConfig {
+        cached_levels: 6,
+        ..RingConfig::new(1 << 14, 1024)
+    };
+    let key = Key::from_bytes([9; 32]);
+    let mut rng = crate::common::rng(13);
+    let mut oram = RingOram::new(config, key, &mut rng).expect("config");
+    let all = oram.changed_pages().expect("pages");
+    let whole: usize = all.values().map(|p| p.len()).sum();
+    let mut store = MemoryStore::new();
+    let data = vec![1u8; 1024];
+    let (mut most, mut total) = (0usize, 0usize);
+    let fetched = (config.height() + 1 - config.cached()) as usize;
+    for i in 0..2000u64 {
+        oram.run(&mut store, Op::Write(i % 4096, &data), &mut rng)
+            .expect("write");
+        let pages = oram.changed_pages().expect("pages");
+        let metas = pages.keys().filter(|n| n.starts_with("meta/")).count();
+        let positions = pages.keys().filter(|n| n.starts_with("pos/")).count();
+        // Online reads and up to two buckets rewritten per level.
+        assert!(
+            metas <= 3 * fetched + 2,
+            "access {i}: {metas} metadata pages"
+        );
+        assert!(positions <= 1, "access {i}: {positions} position pages");
+        let bytes: usize = pages.values().map(|p| p.len()).sum();
+        most = most.max(bytes);
+        total += bytes;
+    }
+    println!(
+        "whole state {whole} bytes; an access saves {} on average, {most} at most",
+        total / 2000
+    );
+    assert!(
+        total / 2000 * 10 < whole,
+        "an access saved {} of {whole} bytes on average",
+        total / 2000
+    );
 }

@@ -1,0 +1,412 @@
+//! A Ring ORAM client's state as pages, so that a caller saves what an access changed
+//! instead of the whole state, as for Path ORAM ([`crate::pages`]):
+//! - `core`: version, config, store id, nonce counter, lineages, access and eviction
+//!   counts, the stash, and the rewritten buckets still owed to storage (in every call);
+//! - `meta/P`: the metadata of buckets `P * 16 ..` (what each slot holds, which were read,
+//!   how often, and their nonces), changed by every read and write of those buckets;
+//! - `pos/P`: entries `P * 256 ..` of the position map (1 KiB a page);
+//! - `cache/I`: cached bucket `I` (heap order): its blocks, as plaintext.
+//!
+//! A caller keeps the latest bytes of every page (the first call after [`RingOram::new`]
+//! or a restore returns them all), stores an access's pages together (atomically), and
+//! encrypts them at rest; [`RingOram::from_pages`] rebuilds the engine in a new lineage,
+//! treating every page as untrusted: lengths and indices checked against the config before
+//! use, and every block in exactly one place.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use zeroize::{Zeroize, Zeroizing};
+
+use super::RingConfig;
+use super::engine::RingOram;
+use super::meta::Meta;
+use super::slot::NonceAt;
+use crate::pages::{Pages, positions_page, read_positions};
+use crate::snapshot::{MAX_RESTORE_BYTES, decode, encode};
+use crate::{BucketId, Error, Key};
+
+/// Buckets per `meta/P` page.
+pub const META_PAGE: usize = 16;
+/// Position-map entries per `pos/P` page.
+pub const POS_PAGE: usize = 256;
+
+/// The format of the `core` page.
+const VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct Core {
+    version: u32,
+    config: RingConfig,
+    store_id: [u8; 16],
+    counter: u64,
+    lineages: Vec<[u8; 32]>,
+    accesses: u64,
+    evictions: u64,
+    stash: Vec<(u32, ByteBuf)>,
+    pending: Vec<(u64, ByteBuf)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MetaPage {
+    held: Vec<u32>,
+    unread: Vec<u64>,
+    count: Vec<u8>,
+    written: Vec<NonceAt>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CachePage {
+    blocks: Vec<(u32, ByteBuf)>,
+}
+
+impl Zeroize for Core {
+    fn zeroize(&mut self) {
+        for (a, d) in &mut self.stash {
+            a.zeroize();
+            d.as_mut_slice().zeroize();
+        }
+    }
+}
+
+impl Zeroize for MetaPage {
+    fn zeroize(&mut self) {
+        self.held.zeroize();
+    }
+}
+
+impl Zeroize for CachePage {
+    fn zeroize(&mut self) {
+        for (a, d) in &mut self.blocks {
+            a.zeroize();
+            d.as_mut_slice().zeroize();
+        }
+    }
+}
+
+/// What changed since pages were last taken.
+#[derive(Default)]
+pub(crate) struct Dirty {
+    all: bool,
+    meta: BTreeSet<usize>,
+    pos: BTreeSet<usize>,
+    cache: BTreeSet<usize>,
+}
+
+impl Dirty {
+    /// Everything: the engine was just made or rebuilt.
+    pub fn everything() -> Self {
+        Dirty {
+            all: true,
+            ..Dirty::default()
+        }
+    }
+
+    /// Bucket `b`'s metadata changed.
+    pub fn meta(&mut self, b: u64) {
+        self.meta.insert(b as usize / META_PAGE);
+    }
+
+    /// Block `a`'s position changed.
+    pub fn pos(&mut self, a: u32) {
+        self.pos.insert(a as usize / POS_PAGE);
+    }
+
+    /// Cached bucket `b` changed.
+    pub fn cache(&mut self, b: usize) {
+        self.cache.insert(b);
+    }
+}
+
+fn meta_name(p: usize) -> String {
+    format!("meta/{p}")
+}
+
+fn pos_name(p: usize) -> String {
+    format!("pos/{p}")
+}
+
+fn cache_name(b: usize) -> String {
+    format!("cache/{b}")
+}
+
+impl RingOram {
+    /// The pages that changed since the last call (all of them after `new` or a rebuild).
+    /// Only between accesses: [`Error::Busy`] while one is in flight.
+    ///
+    /// ```
+    /// use shroud_oram::ring::{RingConfig, RingOram};
+    /// use shroud_oram::{Key, MemoryStore, Op};
+    /// let mut rng = rand::rng();
+    /// let key = Key::generate(&mut rng);
+    /// let mut oram = RingOram::new(RingConfig::new(4096, 16), key.clone(), &mut rng)?;
+    /// let mut saved = oram.changed_pages()?;
+    /// let mut store = MemoryStore::new();
+    /// oram.run(&mut store, Op::Write(3, &[9; 16]), &mut rng)?;
+    /// let changed = oram.changed_pages()?;
+    /// assert!(changed.len() < saved.len());
+    /// saved.extend(changed);
+    /// let mut back = RingOram::from_pages(|name| saved.get(name).map(|p| &p[..]), key)?;
+    /// assert_eq!(back.run(&mut store, Op::Read(3), &mut rng)?, [9u8; 16]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn changed_pages(&mut self) -> Result<Pages, Error> {
+        if self.request().is_some() {
+            return Err(Error::Busy);
+        }
+        let dirty = std::mem::take(&mut self.dirty);
+        self.pages(dirty)
+    }
+
+    /// The pages `dirty` names, and `core`.
+    pub(super) fn pages(&self, dirty: Dirty) -> Result<Pages, Error> {
+        let mut pages = Pages::new();
+        let held = |a: &u32| -> (u32, ByteBuf) {
+            let data = self.local.get(a).map_or_else(Vec::new, |d| d.to_vec());
+            (*a, ByteBuf::from(data))
+        };
+        let core = Zeroizing::new(Core {
+            version: VERSION,
+            config: self.config,
+            store_id: self.slots.store_id(),
+            counter: self.counter,
+            lineages: self.slots.lineages().to_vec(),
+            accesses: self.accesses,
+            evictions: self.evictions,
+            stash: self.stash.iter().map(held).collect(),
+            pending: self
+                .pending
+                .iter()
+                .map(|(id, b)| (id.index, ByteBuf::from(b.clone())))
+                .collect(),
+        });
+        pages.insert("core".into(), encode(&*core)?);
+        let buckets = self.geom.bucket_count() as usize;
+        let metas: Vec<usize> = if dirty.all {
+            (0..buckets.div_ceil(META_PAGE)).collect()
+        } else {
+            dirty.meta.into_iter().collect()
+        };
+        let (held_all, unread, count, written) = self.meta.parts();
+        let slots = self.config.slots();
+        for p in metas {
+            let r = p * META_PAGE..((p + 1) * META_PAGE).min(buckets);
+            let page = Zeroizing::new(MetaPage {
+                held: held_all[r.start * slots..r.end * slots].to_vec(),
+                unread: unread[r.clone()].to_vec(),
+                count: count[r.clone()].to_vec(),
+                written: written[r].to_vec(),
+            });
+            pages.insert(meta_name(p), encode(&*page)?);
+        }
+        let positions: Vec<usize> = if dirty.all {
+            (0..self.pos.len().div_ceil(POS_PAGE)).collect()
+        } else {
+            dirty.pos.into_iter().collect()
+        };
+        for p in positions {
+            let entries = &self.pos[p * POS_PAGE..((p + 1) * POS_PAGE).min(self.pos.len())];
+            pages.insert(pos_name(p), positions_page(entries));
+        }
+        let cached: Vec<usize> = if dirty.all {
+            (0..self.cache.len()).collect()
+        } else {
+            dirty.cache.into_iter().collect()
+        };
+        for b in cached {
+            let page = Zeroizing::new(CachePage {
+                blocks: self.cache[b].iter().map(held).collect(),
+            });
+            pages.insert(cache_name(b), encode(&*page)?);
+        }
+        Ok(pages)
+    }
+
+    /// Rebuilds an engine from the latest bytes of every page, looked up by name, and the
+    /// store's key, in a new lineage (keeping only the lineages that sealed a bucket still
+    /// held). Refuses (never panics on) a page missing, of the wrong size or content, or a
+    /// state that puts a block in two places.
+    pub fn from_pages<'a>(
+        page: impl Fn(&str) -> Option<&'a [u8]>,
+        key: Key,
+    ) -> Result<Self, Error> {
+        let bad = |m: String| Error::BadSnapshot(m);
+        let need = |name: &str| page(name).ok_or_else(|| bad(format!("page {name} is missing")));
+        let mut core: Zeroizing<Core> = decode(need("core")?)?;
+        if core.version != VERSION {
+            return Err(bad("unknown version of the core page".into()));
+        }
+        let c = core.config;
+        c.validate()?;
+        let buckets = c.buckets() as usize;
+        let memory = (buckets as u64)
+            .saturating_mul(c.slots() as u64 * 4 + 32)
+            .saturating_add(c.capacity.saturating_mul(4));
+        if memory > MAX_RESTORE_BYTES {
+            return Err(bad(
+                "the config needs more client memory than allowed".into()
+            ));
+        }
+        if core.counter == 0 {
+            return Err(bad("nonce counter must be at least 1".into()));
+        }
+        let slots = c.slots();
+        let (mut held, mut unread, mut count, mut written) = (
+            Vec::with_capacity(buckets * slots),
+            Vec::with_capacity(buckets),
+            Vec::with_capacity(buckets),
+            Vec::with_capacity(buckets),
+        );
+        for p in 0..buckets.div_ceil(META_PAGE) {
+            let mut m: Zeroizing<MetaPage> = decode(need(&meta_name(p))?)?;
+            let n = META_PAGE.min(buckets - p * META_PAGE);
+            if m.held.len() != n * slots
+                || m.unread.len() != n
+                || m.count.len() != n
+                || m.written.len() != n
+            {
+                return Err(bad(format!("page {} has the wrong size", meta_name(p))));
+            }
+            held.append(&mut m.held);
+            unread.append(&mut m.unread);
+            count.append(&mut m.count);
+            written.append(&mut m.written);
+        }
+        // Keep only the lineages that sealed a bucket still held, renumbered.
+        let n = core.lineages.len();
+        let mut used = vec![false; n];
+        for w in &written {
+            if w.counter != 0 {
+                *used
+                    .get_mut(w.lineage as usize)
+                    .ok_or_else(|| bad("a bucket names an unknown lineage".into()))? = true;
+            }
+            if w.counter >= core.counter {
+                return Err(bad("a bucket was sealed past the nonce counter".into()));
+            }
+        }
+        let mut renumber = vec![0u32; n];
+        let mut kept = Vec::new();
+        for (i, l) in core.lineages.iter().enumerate() {
+            if used[i] {
+                renumber[i] = kept.len() as u32;
+                kept.push(*l);
+            }
+        }
+        for w in written.iter_mut().filter(|w| w.counter != 0) {
+            w.lineage = renumber[w.lineage as usize];
+        }
+        let mut o = RingOram::with_lineages(c, &key, core.store_id, &kept)?;
+        o.counter = core.counter;
+        o.accesses = core.accesses;
+        o.evictions = core.evictions;
+        o.meta = Meta::from_parts(buckets, slots, held, unread, count, written)
+            .ok_or_else(|| bad("bucket metadata does not fit the config".into()))?;
+        let leaves = o.geom.leaves();
+        let len = o.pos.len();
+        for p in 0..len.div_ceil(POS_PAGE) {
+            let name = pos_name(p);
+            let bytes = need(&name)?;
+            let entries = &mut o.pos[p * POS_PAGE..((p + 1) * POS_PAGE).min(len)];
+            read_positions(&name, bytes, entries)?;
+            if entries
+                .iter()
+                .any(|&e| e != u32::MAX && u64::from(e) >= leaves)
+            {
+                return Err(bad(format!("page {name} names a leaf past the tree")));
+            }
+        }
+        let hold = |o: &mut RingOram, a: u32, data: ByteBuf| -> Result<(), Error> {
+            if data.len() != c.block_size as usize || u64::from(a) >= c.capacity {
+                return Err(bad("a held block does not fit the config".into()));
+            }
+            if o.local.insert(a, Zeroizing::new(data.into_vec())).is_some() {
+                return Err(bad("a block held twice".into()));
+            }
+            Ok(())
+        };
+        for (a, data) in std::mem::take(&mut core.stash) {
+            o.stash.insert(a);
+            hold(&mut o, a, data)?;
+        }
+        for b in 0..o.cache.len() {
+            let mut page: Zeroizing<CachePage> = decode(need(&cache_name(b))?)?;
+            if page.blocks.len() > c.z as usize {
+                return Err(bad(format!("page {} holds too many blocks", cache_name(b))));
+            }
+            for (a, data) in std::mem::take(&mut page.blocks) {
+                o.cache[b].push(a);
+                hold(&mut o, a, data)?;
+            }
+        }
+        for (index, bytes) in &core.pending {
+            if *index >= buckets as u64 || bytes.len() != c.bucket_len() {
+                return Err(bad("an owed bucket does not fit the config".into()));
+            }
+            o.pending.push((
+                BucketId {
+                    tree: 0,
+                    index: *index,
+                },
+                bytes.to_vec(),
+            ));
+        }
+        o.check_places()?;
+        o.max_stash = o.stash.len();
+        // The state is what the caller holds, so nothing is to be saved yet; unless a
+        // lineage was dropped, which renumbered every bucket's: then all of it.
+        o.dirty = if kept.len() == n {
+            Dirty::default()
+        } else {
+            Dirty::everything()
+        };
+        Ok(o)
+    }
+
+    /// Every mapped block is in exactly one place (the stash, a cached bucket, or an unread
+    /// slot of a bucket on its path).
+    fn check_places(&self) -> Result<(), Error> {
+        let bad = |m: &str| Error::BadSnapshot(m.to_string());
+        let mut seen = vec![false; self.pos.len()];
+        let mut place = |a: u32, b: Option<usize>| -> Result<(), Error> {
+            let leaf = *self
+                .pos
+                .get(a as usize)
+                .ok_or_else(|| bad("unknown block"))?;
+            if leaf == u32::MAX {
+                return Err(bad("a block held has no position"));
+            }
+            if let Some(b) = b {
+                let depth = (b + 1).ilog2() as usize;
+                if self.geom.bucket_index(depth, leaf) != b as u64 {
+                    return Err(bad("a block off its path"));
+                }
+            }
+            if std::mem::replace(&mut seen[a as usize], true) {
+                return Err(bad("a block in two places"));
+            }
+            Ok(())
+        };
+        for &a in &self.stash {
+            place(a, None)?;
+        }
+        for (b, c) in self.cache.iter().enumerate() {
+            for &a in c {
+                place(a, Some(b))?;
+            }
+        }
+        for b in 0..self.geom.bucket_count() as usize {
+            for j in 0..self.config.slots() as u16 {
+                if let Some(a) = self.meta.holds(b, j) {
+                    place(a, Some(b))?;
+                }
+            }
+        }
+        let mapped = self.pos.iter().filter(|&&l| l != u32::MAX).count();
+        if seen.iter().filter(|&&s| s).count() != mapped {
+            return Err(bad("blocks held and positions disagree"));
+        }
+        Ok(())
+    }
+}
