@@ -631,6 +631,7 @@ async fn ring_oram_over_storage_agrees_with_a_model() {
     let mut rng = StdRng::seed_from_u64(14);
     let config = RingConfig {
         cached_levels: 1,
+        max_batch: 3,
         ..RingConfig::new(200, 32)
     };
     let mut oram = RingOram::new(config, Key::generate(&mut rng), &mut rng).unwrap();
@@ -651,6 +652,21 @@ async fn ring_oram_over_storage_agrees_with_a_model() {
                 .await
                 .unwrap();
             model.insert(a, d);
+        } else if i % 3 == 0 {
+            // A batch of three: the block, another, and the block again.
+            let b = rng.random_range(0..config.capacity);
+            let got = remote
+                .run_batch(
+                    &mut oram,
+                    &[Op::Read(a), Op::Read(b), Op::Read(a)],
+                    &mut rng,
+                )
+                .await
+                .unwrap();
+            for (x, g) in [a, b, a].iter().zip(&got) {
+                let want = model.get(x).cloned().unwrap_or_else(|| vec![0; 32]);
+                assert_eq!(g, &want, "batched read {x} after {i} ops");
+            }
         } else {
             let got = remote.run(&mut oram, Op::Read(a), &mut rng).await.unwrap();
             let want = model.get(&a).cloned().unwrap_or_else(|| vec![0; 32]);

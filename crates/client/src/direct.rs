@@ -158,8 +158,9 @@ impl DirectStore {
 }
 
 /// A Ring ORAM store on the server ([`shroud_oram::ring`]): one store whose buckets are
-/// Z + S slots, each access one batch (the previous access's rewritten buckets, then one
-/// XORed read of the online slots and the maintenance reads slot by slot).
+/// Z + S slots, each engine batch one storage batch (the previous batch's rewritten
+/// buckets, then one XORed read of each access's online slots, and the maintenance reads
+/// slot by slot).
 ///
 /// # Security
 /// As for [`DirectStore`]: the server sees the shape the engine documents, and everything
@@ -203,6 +204,19 @@ impl DirectRingStore {
         self.complete(oram, &req, rng).await
     }
 
+    /// Runs a batch of accesses (at most the store's `max_batch`) in one storage batch;
+    /// returns what each read.
+    pub async fn run_batch<R: CryptoRng + ?Sized>(
+        &mut self,
+        oram: &mut RingOram,
+        ops: &[Op<'_>],
+        rng: &mut R,
+    ) -> Result<Vec<Vec<u8>>, DirectError> {
+        let req = oram.begin_batch(ops, rng)?.clone();
+        self.complete(oram, &req, rng).await?;
+        Ok(oram.results().map(<[u8]>::to_vec).collect())
+    }
+
     /// Sends the access in flight again (its slots are spent: the very same request).
     pub async fn resend<R: CryptoRng + ?Sized>(
         &mut self,
@@ -237,12 +251,12 @@ impl DirectRingStore {
                 data: data.clone(),
             })
             .collect();
-        ops.push(BatchOp::ReadSlots {
+        ops.extend(req.online.iter().map(|ids| BatchOp::ReadSlots {
             grant: 0,
             slot_len,
             xor: true,
-            slots: slots(&req.online),
-        });
+            slots: slots(ids),
+        }));
         if !req.reads.is_empty() {
             ops.push(BatchOp::ReadSlots {
                 grant: 0,
@@ -259,7 +273,11 @@ impl DirectRingStore {
             })
             .await?
             .into_iter();
-        let online = reads.next().ok_or(ConnError::Unexpected)?.data;
+        let online = reads
+            .by_ref()
+            .take(req.online.len())
+            .map(|r| r.data)
+            .collect();
         let reply = RingReply {
             online,
             reads: reads.map(|r| r.present.then_some(r.data)).collect(),

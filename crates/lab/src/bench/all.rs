@@ -9,7 +9,7 @@ use anyhow::Result;
 use serde::Serialize;
 use shroud_oram::PositionMap;
 
-use super::{e2e, engine, kv, storage};
+use super::{e2e, engine, kv, ring, storage};
 use crate::plot::{Series, bars, lines};
 use shroud_proto::Shape;
 
@@ -20,6 +20,8 @@ pub struct AllReport {
     pub quick: bool,
     /// The engine at each N (B = 1 KiB, T = 0), with the `oram` crate and the crypto bound.
     pub engine: Vec<engine::Report>,
+    /// Ring ORAM against Path ORAM: bytes per access on the same N, B and T.
+    pub ring: Vec<ring::Report>,
     /// The storage server against raw sled, per writer count.
     pub storage: Vec<storage::Report>,
     /// The KV store against a plain sealed KV.
@@ -58,6 +60,19 @@ pub fn run(quick: bool) -> Result<AllReport> {
             oram_crate,
         ));
     }
+    let mut ring_reports = Vec::new();
+    for (n, block, cached) in ring::cases() {
+        let n = if quick { n.min(1 << 12) } else { n };
+        eprintln!("ring: N = 2^{}, T = {cached} ...", n.trailing_zeros());
+        let zsa = [
+            shroud_oram::ring::DEFAULT_Z,
+            shroud_oram::ring::DEFAULT_S,
+            shroud_oram::ring::DEFAULT_A,
+        ];
+        let every = shroud_oram::ring::DEFAULT_RESHUFFLE_EVERY;
+        let ring_accesses = if quick { 4_000 } else { 40_000 };
+        ring_reports.push(ring::measure(n, block, cached, zsa, every, ring_accesses)?);
+    }
     eprintln!("storage ...");
     let (writers, secs): (&[usize], u64) = if quick {
         (&[1, 4, 16], 2)
@@ -92,6 +107,7 @@ pub fn run(quick: bool) -> Result<AllReport> {
     Ok(AllReport {
         quick,
         engine: engine_reports,
+        ring: ring_reports,
         storage: storage_reports,
         kv: kv_reports,
         e2e: e2e_reports,
@@ -142,6 +158,29 @@ pub fn write(r: &AllReport, dir: &Path) -> Result<Vec<std::path::PathBuf>> {
                         .iter()
                         .map(|e| e.crypto_bound_accesses_per_s)
                         .collect(),
+                },
+            ],
+        ),
+    )?;
+    let rs: Vec<String> = r
+        .ring
+        .iter()
+        .map(|x| format!("N=2^{} T={}", x.n.trailing_zeros(), x.cached_levels))
+        .collect();
+    put(
+        "ring_vs_path.svg",
+        bars(
+            "Bytes per access, both ways: Ring ORAM vs Path ORAM (B = 1 KiB)",
+            "bytes per access",
+            &rs,
+            &[
+                Series {
+                    name: "Path ORAM (Z = 4)",
+                    values: r.ring.iter().map(|x| x.path_up + x.path_down).collect(),
+                },
+                Series {
+                    name: "Ring ORAM (Z = 16, S = 32, A = 20)",
+                    values: r.ring.iter().map(|x| x.ring_up + x.ring_down).collect(),
                 },
             ],
         ),

@@ -1,7 +1,7 @@
 //! The Ring ORAM client: plans an access ([`RingOram::begin`]), verifies storage's answer
 //! and evicts ([`RingOram::finish`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use rand::{CryptoRng, RngExt};
 use subtle::ConstantTimeEq;
@@ -40,18 +40,29 @@ struct Read {
     nonce: Option<NonceAt>,
 }
 
-/// An access between `begin` and a verified `finish`.
-struct Flight {
+/// One access of a batch, as planned: its operation and its online read.
+struct Access {
     addr: Option<u32>,
     write: Option<Zeroizing<Vec<u8>>>,
     target: Target,
     new_leaf: u32,
-    /// Online slots: bucket, slot, nonce (`None`: never written), holds the target.
+    /// Online slots: bucket, slot, nonce (`None`: never written).
     online: Vec<(u64, u16, Option<NonceAt>)>,
+}
+
+/// A batch's maintenance, planned after all its online reads: the slots it reads one by
+/// one, the eviction (its leaf) and the buckets to reshuffle (with their depth).
+#[derive(Default)]
+struct Maintenance {
     reads: Vec<Read>,
     evict: Option<u32>,
-    /// Buckets to reshuffle, with their depth.
     reshuffle: Vec<(usize, u64)>,
+}
+
+/// A batch between `begin_batch` and a verified `finish`.
+struct Flight {
+    accesses: Vec<Access>,
+    maintenance: Maintenance,
 }
 
 /// A Ring ORAM client over one tree with a flat position map.
@@ -96,7 +107,7 @@ pub struct RingOram {
     pub(super) pending: Vec<(BucketId, Vec<u8>)>,
     flight: Option<Flight>,
     request: RingRequest,
-    result: Zeroizing<Vec<u8>>,
+    results: Vec<Zeroizing<Vec<u8>>>,
     pub(super) max_stash: usize,
     /// Early reshuffles the schedule did not make (see [`RingConfig::reshuffle_every`]).
     pub(super) unscheduled: u64,
@@ -152,7 +163,7 @@ impl RingOram {
             pending: Vec::new(),
             flight: None,
             request: RingRequest::default(),
-            result: Zeroizing::new(Vec::new()),
+            results: Vec::new(),
             max_stash: 0,
             unscheduled: 0,
             dirty: Dirty::everything(),
@@ -211,43 +222,111 @@ impl RingOram {
         op: Op<'_>,
         rng: &mut R,
     ) -> Result<&RingRequest, Error> {
+        self.begin_batch(&[op], rng)
+    }
+
+    /// Plans a batch of accesses sent in one request (at most `max_batch`), in order: each
+    /// reads one path; a block an earlier access of the batch reads or writes is then read
+    /// from the client, on a fresh random path. The batch's maintenance (the eviction of
+    /// its A-th access, reshuffles) comes after all its online reads.
+    pub fn begin_batch<R: CryptoRng + ?Sized>(
+        &mut self,
+        ops: &[Op<'_>],
+        rng: &mut R,
+    ) -> Result<&RingRequest, Error> {
         if self.flight.is_some() {
             return Err(Error::Busy);
         }
-        let (addr, write) = match op {
-            Op::Read(a) => (Some(self.check_addr(a)?), None),
-            Op::Write(a, data) => {
-                if data.len() != self.config.block_size as usize {
-                    return Err(Error::WrongBlockSize {
-                        got: data.len(),
-                        expected: self.config.block_size as usize,
-                    });
+        let max = self.config.max_batch as usize;
+        if ops.is_empty() || ops.len() > max {
+            return Err(Error::BatchSize {
+                got: ops.len(),
+                max,
+            });
+        }
+        // Every operation checked before anything changes.
+        let mut checked = Vec::with_capacity(ops.len());
+        for op in ops {
+            checked.push(match *op {
+                Op::Read(a) => (Some(self.check_addr(a)?), None),
+                Op::Write(a, data) => {
+                    if data.len() != self.config.block_size as usize {
+                        return Err(Error::WrongBlockSize {
+                            got: data.len(),
+                            expected: self.config.block_size as usize,
+                        });
+                    }
+                    (
+                        Some(self.check_addr(a)?),
+                        Some(Zeroizing::new(data.to_vec())),
+                    )
                 }
-                (
-                    Some(self.check_addr(a)?),
-                    Some(Zeroizing::new(data.to_vec())),
-                )
+                Op::Dummy => (None, None),
+            });
+        }
+        let mut coming = HashSet::new();
+        let mut accesses = Vec::with_capacity(ops.len());
+        for (addr, write) in checked {
+            let access = self.plan_online(addr, write, &coming, rng)?;
+            if let Some(a) = access.addr
+                && (access.target != Target::None || access.write.is_some())
+            {
+                coming.insert(a);
             }
-            Op::Dummy => (None, None),
+            accesses.push(access);
+        }
+        let maintenance = self.plan_maintenance(&accesses, rng);
+        self.request = RingRequest {
+            writes: std::mem::take(&mut self.pending),
+            online: accesses
+                .iter()
+                .map(|p| p.online.iter().map(|&(b, s, _)| slot_id(b, s)).collect())
+                .collect(),
+            reads: maintenance
+                .reads
+                .iter()
+                .map(|r| slot_id(r.bucket, r.slot))
+                .collect(),
         };
+        self.flight = Some(Flight {
+            accesses,
+            maintenance,
+        });
+        Ok(&self.request)
+    }
+
+    /// Plans one access's online read: `coming` holds the blocks earlier accesses of the
+    /// batch read or write.
+    fn plan_online<R: CryptoRng + ?Sized>(
+        &mut self,
+        addr: Option<u32>,
+        write: Option<Zeroizing<Vec<u8>>>,
+        coming: &HashSet<u32>,
+        rng: &mut R,
+    ) -> Result<Access, Error> {
         let leaves = self.geom.leaves() as u32;
-        let mapped = addr.map_or(UNMAPPED, |a| self.pos[a as usize]);
+        let mut target = match addr {
+            Some(a) if self.local.contains_key(&a) || coming.contains(&a) => Target::Local,
+            _ => Target::None,
+        };
+        let mapped = match (addr, target) {
+            (Some(a), Target::None) => self.pos[a as usize],
+            _ => UNMAPPED,
+        };
         let leaf = if mapped == UNMAPPED {
             rng.random_range(0..leaves)
         } else {
             mapped
         };
         let new_leaf = rng.random_range(0..leaves);
-        let mut target = match addr {
-            Some(a) if self.local.contains_key(&a) => Target::Local,
-            _ => Target::None,
-        };
         let (t, l) = (self.geom.cached_levels as usize, self.geom.height as usize);
         let mut online = Vec::with_capacity(l + 1 - t);
         for d in t..=l {
             let b = self.geom.bucket_index(d, leaf);
-            let found = match (addr, target) {
-                (Some(a), Target::None) if mapped != UNMAPPED => self.meta.find(b as usize, a),
+            let found = match addr {
+                Some(a) if mapped != UNMAPPED && target == Target::None => {
+                    self.meta.find(b as usize, a)
+                }
                 _ => None,
             };
             let slot = match found {
@@ -267,66 +346,75 @@ impl RingOram {
         if mapped != UNMAPPED && target == Target::None {
             return Err(IntegrityError::BlockMissing(u64::from(addr.unwrap_or(0))).into());
         }
-        // Maintenance, fixed by the access count and the (public) read counts.
-        let mut reads = Vec::new();
+        Ok(Access {
+            addr,
+            write,
+            target,
+            new_leaf,
+            online,
+        })
+    }
+
+    /// Plans a batch's maintenance, fixed by the access count and the (public) read counts:
+    /// the eviction if the batch holds an A-th access (at most one: `max_batch <= A`), the
+    /// scheduled reshuffle on every `reshuffle_every`-th eviction, and the reshuffle of
+    /// every bucket the batch read that the next batch could read past its dummies.
+    fn plan_maintenance<R: CryptoRng + ?Sized>(
+        &mut self,
+        accesses: &[Access],
+        rng: &mut R,
+    ) -> Maintenance {
+        let mut m = Maintenance::default();
+        let (t, l) = (self.geom.cached_levels as usize, self.geom.height as usize);
         let z = self.config.z as usize;
-        let evict = (self.accesses + 1)
-            .is_multiple_of(u64::from(self.config.a))
-            .then(|| reverse_lexicographic(self.evictions, self.geom.height));
-        if let Some(e) = evict {
+        let a = u64::from(self.config.a);
+        let evicts = (1..=accesses.len() as u64).any(|i| (self.accesses + i).is_multiple_of(a));
+        m.evict = evicts.then(|| reverse_lexicographic(self.evictions, self.geom.height));
+        if let Some(e) = m.evict {
             for d in t..=l {
-                self.plan_reads(self.geom.bucket_index(d, e), z, &mut reads, rng);
+                self.plan_reads(self.geom.bucket_index(d, e), z, &mut m.reads, rng);
             }
         }
+        let evict = m.evict;
         let on_eviction_path =
             |d: usize, b: u64| evict.is_some_and(|e| self.geom.bucket_index(d, e) == b);
-        let mut reshuffle = Vec::new();
         // The scheduled reshuffle: on every `reshuffle_every`-th eviction, the fetched
         // bucket read most often since its last write (public counts; the lowest index on
         // a tie), wherever it is.
         let every = u64::from(self.config.reshuffle_every);
-        if every > 0 && evict.is_some() && self.evictions.is_multiple_of(every) {
+        if every > 0 && evicts && self.evictions.is_multiple_of(every) {
             let first = (1u64 << t) - 1;
             let chosen = (first..self.geom.bucket_count())
                 .map(|b| (b, (b + 1).ilog2() as usize))
                 .filter(|&(b, d)| !on_eviction_path(d, b))
                 .max_by_key(|&(b, _)| (self.meta.count(b as usize), std::cmp::Reverse(b)));
             if let Some((b, d)) = chosen {
-                reshuffle.push((d, b));
+                m.reshuffle.push((d, b));
             }
         }
-        // The paper's early reshuffle, of a bucket on this path read S times: with a
-        // schedule, only when the schedule did not keep up (counted: it changes this
-        // request's shape, by public counts only).
-        for d in t..=l {
-            let b = self.geom.bucket_index(d, leaf);
-            if !on_eviction_path(d, b)
-                && !reshuffle.contains(&(d, b))
-                && self.meta.count(b as usize) >= self.config.s
-            {
-                reshuffle.push((d, b));
-                self.unscheduled += u64::from(every > 0);
+        // The paper's early reshuffle, of a bucket read so often that the next batch could
+        // find no unread dummy in it (S reads with batches of one): with a schedule, only
+        // when the schedule did not keep up (counted: it changes this request's shape, by
+        // public counts only).
+        let limit = self.config.s + 1 - self.config.max_batch;
+        for p in accesses {
+            for (i, &(b, _, _)) in p.online.iter().enumerate() {
+                let d = t + i;
+                if !on_eviction_path(d, b)
+                    && !m.reshuffle.contains(&(d, b))
+                    && self.meta.count(b as usize) >= limit
+                {
+                    m.reshuffle.push((d, b));
+                    self.unscheduled += u64::from(every > 0);
+                }
             }
         }
-        for &(_, b) in &reshuffle {
+        let mut reads = std::mem::take(&mut m.reads);
+        for &(_, b) in &m.reshuffle {
             self.plan_reads(b, z, &mut reads, rng);
         }
-        self.request = RingRequest {
-            writes: std::mem::take(&mut self.pending),
-            online: online.iter().map(|&(b, s, _)| slot_id(b, s)).collect(),
-            reads: reads.iter().map(|r| slot_id(r.bucket, r.slot)).collect(),
-        };
-        self.flight = Some(Flight {
-            addr,
-            write,
-            target,
-            new_leaf,
-            online,
-            reads,
-            evict,
-            reshuffle,
-        });
-        Ok(&self.request)
+        m.reads = reads;
+        m
     }
 
     /// The request in flight (to send again after a reply that did not verify).
@@ -375,11 +463,11 @@ impl RingOram {
         self.dirty.meta(bucket);
     }
 
-    /// Verifies storage's answer to the request in flight and completes the access: the
-    /// block read (or zeros) is then [`RingOram::result`].
+    /// Verifies storage's answer to the request in flight and completes its accesses: what
+    /// each read (or zeros) is then [`RingOram::results`].
     ///
-    /// On an [`IntegrityError`] nothing changes and the access stays in flight: send the
-    /// same request again. After a [`Error::StashOverflow`] the access is complete and no
+    /// On an [`IntegrityError`] nothing changes and the accesses stay in flight: send the
+    /// same request again. After a [`Error::StashOverflow`] the accesses are complete and no
     /// block is lost (the stash grew past its bound; the error reports it).
     pub fn finish<R: CryptoRng + ?Sized>(
         &mut self,
@@ -389,61 +477,96 @@ impl RingOram {
         let Some(flight) = self.flight.take() else {
             return Err(Error::NotFetching);
         };
-        match self.verify(&flight, reply) {
-            Ok((found, blocks)) => self.commit(flight, found, blocks, rng),
+        let checked = self.verify(&flight, reply);
+        let (found, blocks) = match checked {
+            Ok(v) => v,
             Err(e) => {
                 self.flight = Some(flight);
-                Err(e.into())
+                return Err(e.into());
             }
+        };
+        let Flight {
+            accesses,
+            maintenance,
+        } = flight;
+        self.results.clear();
+        for (access, found) in accesses.into_iter().zip(found) {
+            self.commit(access, found);
         }
+        self.maintain(maintenance, blocks, rng)?;
+        self.max_stash = self.max_stash.max(self.stash.len());
+        if self.stash.len() > self.config.stash_limit as usize {
+            return Err(Error::StashOverflow {
+                limit: self.config.stash_limit as usize,
+            });
+        }
+        Ok(())
     }
 
-    /// Checks every slot of the reply that the access uses; returns the target's data (if
-    /// it was fetched) and the blocks the maintenance reads brought back.
+    /// Checks every slot of the reply (each access's XORed online slot, and the reads);
+    /// returns each access's block (if fetched) and the blocks the reads brought back.
     #[allow(clippy::type_complexity)]
     fn verify(
         &self,
         f: &Flight,
         reply: &RingReply,
-    ) -> Result<(Option<Zeroizing<Vec<u8>>>, Vec<(u32, Zeroizing<Vec<u8>>)>), IntegrityError> {
+    ) -> Result<
+        (
+            Vec<Option<Zeroizing<Vec<u8>>>>,
+            Vec<(u32, Zeroizing<Vec<u8>>)>,
+        ),
+        IntegrityError,
+    > {
         let slot_len = self.config.slot_len();
-        let first = bucket_id(f.online[0].0);
-        if reply.online.len() != slot_len || reply.reads.len() != f.reads.len() {
+        let first = bucket_id(f.accesses[0].online[0].0);
+        if reply.online.len() != f.accesses.len() || reply.reads.len() != f.maintenance.reads.len()
+        {
             return Err(IntegrityError::WrongLength {
                 id: first,
-                got: reply.online.len(),
-                expected: slot_len,
+                got: reply.reads.len(),
+                expected: f.maintenance.reads.len(),
             });
         }
-        let mut acc = Zeroizing::new(reply.online.clone());
         let mut scratch = Zeroizing::new(vec![0u8; slot_len]);
-        for (i, &(b, slot, nonce)) in f.online.iter().enumerate() {
-            if let (Some(at), false) = (nonce, f.target == Target::Online(i)) {
-                self.slots
-                    .xor_dummy(at, bucket_id(b), slot, &mut scratch, &mut acc)
-                    .map_err(|_| IntegrityError::Tampered(bucket_id(b)))?;
+        let mut found = Vec::with_capacity(f.accesses.len());
+        for (p, online) in f.accesses.iter().zip(&reply.online) {
+            let first = bucket_id(p.online[0].0);
+            if online.len() != slot_len {
+                return Err(IntegrityError::WrongLength {
+                    id: first,
+                    got: online.len(),
+                    expected: slot_len,
+                });
             }
-        }
-        let found = match f.target {
-            Target::Online(i) => {
-                let (b, slot, nonce) = f.online[i];
-                let at =
-                    nonce.ok_or(IntegrityError::BlockMissing(u64::from(f.addr.unwrap_or(0))))?;
-                self.slots
-                    .open(at, bucket_id(b), slot, &mut acc)
-                    .map_err(|_| IntegrityError::Combined(first))?;
-                acc.truncate(self.config.block_size as usize);
-                Some(acc)
-            }
-            _ => {
-                if !bool::from(acc.ct_eq(&vec![0u8; slot_len][..])) {
-                    return Err(IntegrityError::Combined(first));
+            let mut acc = Zeroizing::new(online.clone());
+            for (i, &(b, slot, nonce)) in p.online.iter().enumerate() {
+                if let (Some(at), false) = (nonce, p.target == Target::Online(i)) {
+                    self.slots
+                        .xor_dummy(at, bucket_id(b), slot, &mut scratch, &mut acc)
+                        .map_err(|_| IntegrityError::Tampered(bucket_id(b)))?;
                 }
-                None
             }
-        };
+            found.push(match p.target {
+                Target::Online(i) => {
+                    let (b, slot, nonce) = p.online[i];
+                    let at = nonce
+                        .ok_or(IntegrityError::BlockMissing(u64::from(p.addr.unwrap_or(0))))?;
+                    self.slots
+                        .open(at, bucket_id(b), slot, &mut acc)
+                        .map_err(|_| IntegrityError::Combined(first))?;
+                    acc.truncate(self.config.block_size as usize);
+                    Some(acc)
+                }
+                _ => {
+                    if !bool::from(acc.ct_eq(&vec![0u8; slot_len][..])) {
+                        return Err(IntegrityError::Combined(first));
+                    }
+                    None
+                }
+            });
+        }
         let mut blocks = Vec::new();
-        for (r, got) in f.reads.iter().zip(&reply.reads) {
+        for (r, got) in f.maintenance.reads.iter().zip(&reply.reads) {
             let id = bucket_id(r.bucket);
             match (r.nonce, got) {
                 (None, None) => {}
@@ -480,48 +603,52 @@ impl RingOram {
         Ok((found, blocks))
     }
 
-    fn commit<R: CryptoRng + ?Sized>(
+    /// Completes one verified access's operation: its block, remapped, into the stash.
+    fn commit(&mut self, f: Access, found: Option<Zeroizing<Vec<u8>>>) {
+        self.accesses += 1;
+        let Some(a) = f.addr else {
+            self.results.push(Zeroizing::new(Vec::new()));
+            return;
+        };
+        let held = match f.target {
+            Target::Local => {
+                if let Some(b) = self.cache.iter().position(|c| c.contains(&a)) {
+                    self.cache[b].retain(|&x| x != a);
+                    self.dirty.cache(b);
+                }
+                self.local.remove(&a)
+            }
+            _ => found,
+        };
+        let zeros = || Zeroizing::new(vec![0; self.config.block_size as usize]);
+        self.results.push(held.clone().unwrap_or_else(zeros));
+        if let Some(data) = f.write.or(held) {
+            self.local.insert(a, data);
+            self.stash.insert(a);
+            self.pos[a as usize] = f.new_leaf;
+            self.dirty.pos(a);
+        }
+    }
+
+    /// Completes a verified batch's maintenance: the blocks it read into the stash, its
+    /// reshuffles, then its eviction.
+    fn maintain<R: CryptoRng + ?Sized>(
         &mut self,
-        f: Flight,
-        found: Option<Zeroizing<Vec<u8>>>,
+        m: Maintenance,
         blocks: Vec<(u32, Zeroizing<Vec<u8>>)>,
         rng: &mut R,
     ) -> Result<(), Error> {
-        self.accesses += 1;
-        let block = self.config.block_size as usize;
-        if let Some(a) = f.addr {
-            let held = match f.target {
-                Target::Local => {
-                    if let Some(b) = self.cache.iter().position(|c| c.contains(&a)) {
-                        self.cache[b].retain(|&x| x != a);
-                        self.dirty.cache(b);
-                    }
-                    self.local.remove(&a)
-                }
-                _ => found,
-            };
-            self.result = held
-                .clone()
-                .unwrap_or_else(|| Zeroizing::new(vec![0; block]));
-            if let Some(data) = f.write.or(held) {
-                self.local.insert(a, data);
-                self.stash.insert(a);
-                self.pos[a as usize] = f.new_leaf;
-                self.dirty.pos(a);
-            }
-        } else {
-            self.result = Zeroizing::new(Vec::new());
-        }
         for (a, data) in blocks {
             self.local.insert(a, data);
             self.stash.insert(a);
         }
-        for &(d, b) in &f.reshuffle {
+        for &(d, b) in &m.reshuffle {
             // A reshuffle refreshes the bucket's dummies and order: it writes back the
             // blocks it read, no others, and before the eviction (which would otherwise
             // pull them into the eviction path's upper buckets, where every block
-            // competes for room: measured, that tripled the stash's tail).
-            let own: Vec<u32> = f
+            // competes for room: measured, that tripled the stash's tail). A block it read
+            // that an access of the batch has since remapped stays in the stash.
+            let own: Vec<u32> = m
                 .reads
                 .iter()
                 .filter(|r| r.bucket == b && r.held != DUMMY)
@@ -529,7 +656,7 @@ impl RingOram {
                 .collect();
             self.write_bucket(d, b, Some(&own), rng)?;
         }
-        if let Some(e) = f.evict {
+        if let Some(e) = m.evict {
             self.evictions += 1;
             for d in 0..self.geom.cached_levels as usize {
                 let b = self.geom.bucket_index(d, e) as usize;
@@ -539,12 +666,6 @@ impl RingOram {
             for d in (0..=self.geom.height as usize).rev() {
                 self.write_bucket(d, self.geom.bucket_index(d, e), None, rng)?;
             }
-        }
-        self.max_stash = self.max_stash.max(self.stash.len());
-        if self.stash.len() > self.config.stash_limit as usize {
-            return Err(Error::StashOverflow {
-                limit: self.config.stash_limit as usize,
-            });
         }
         Ok(())
     }
@@ -560,15 +681,20 @@ impl RingOram {
         rng: &mut R,
     ) -> Result<(), Error> {
         let prefix = b + 1 - (1u64 << d);
-        let z = self.config.z as usize;
+        let eligible = |a: u32| u64::from(self.geom.prefix(d, self.pos[a as usize])) == prefix;
         let chosen: Vec<u32> = match only {
-            Some(own) => own.to_vec(),
+            // A reshuffle's own blocks, less any an access of the batch remapped.
+            Some(own) => own
+                .iter()
+                .copied()
+                .filter(|&a| self.stash.contains(&a) && eligible(a))
+                .collect(),
             None => self
                 .stash
                 .iter()
-                .filter(|&&a| u64::from(self.geom.prefix(d, self.pos[a as usize])) == prefix)
-                .take(z)
                 .copied()
+                .filter(|&a| eligible(a))
+                .take(self.config.z as usize)
                 .collect(),
         };
         for a in &chosen {
@@ -616,10 +742,15 @@ impl RingOram {
         Ok(())
     }
 
-    /// What the last finished access read: the block (zeros if never written), or empty
-    /// after a dummy.
+    /// What the first access of the last finished batch read: the block (zeros if never
+    /// written), or empty after a dummy.
     pub fn result(&self) -> &[u8] {
-        &self.result
+        self.results.first().map_or(&[], |r| &r[..])
+    }
+
+    /// What each access of the last finished batch read, in order.
+    pub fn results(&self) -> impl Iterator<Item = &[u8]> {
+        self.results.iter().map(|r| &r[..])
     }
 
     /// Runs one access to completion against `store` and returns what it read.
@@ -629,11 +760,21 @@ impl RingOram {
         op: Op<'_>,
         rng: &mut R,
     ) -> Result<Vec<u8>, DriverError<S::Error>> {
+        Ok(self.run_batch(store, &[op], rng)?.remove(0))
+    }
+
+    /// Runs a batch of accesses in one exchange and returns what each read.
+    pub fn run_batch<S: RingStore, R: CryptoRng + ?Sized>(
+        &mut self,
+        store: &mut S,
+        ops: &[Op<'_>],
+        rng: &mut R,
+    ) -> Result<Vec<Vec<u8>>, DriverError<S::Error>> {
         let slot_len = self.config.slot_len();
-        let req = self.begin(op, rng)?;
+        let req = self.begin_batch(ops, rng)?;
         let reply = store.exchange(req, slot_len).map_err(DriverError::Store)?;
         self.finish(&reply, rng)?;
-        Ok(self.result.to_vec())
+        Ok(self.results().map(<[u8]>::to_vec).collect())
     }
 }
 
@@ -693,31 +834,42 @@ mod tests {
     #[test]
     fn every_block_is_in_exactly_one_place() {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
-        for (z, s, a, t) in [(16, 14, 20, 0), (4, 2, 3, 1), (16, 28, 20, 2)] {
+        for (z, s, a, t, k) in [
+            (16, 14, 20, 0, 1),
+            (4, 2, 3, 1, 1),
+            (16, 28, 20, 2, 1),
+            (16, 32, 20, 2, 4),
+            (4, 3, 3, 1, 3),
+        ] {
             let config = RingConfig {
                 z,
                 s,
                 a,
                 cached_levels: t,
                 stash_limit: 1 << 20,
+                max_batch: k,
                 ..RingConfig::new(1 << 10, 16)
             };
             let mut o = RingOram::new(config, Key::generate(&mut rng), &mut rng).unwrap();
             let mut store = MemoryStore::new();
             let data = [1u8; 16];
-            for i in 0..20_000u64 {
-                let addr = rng.random_range(0..1u64 << 10);
-                let op = if i % 2 == 0 {
-                    Op::Write(addr, &data)
-                } else {
-                    Op::Read(addr)
-                };
-                o.run(&mut store, op, &mut rng).unwrap();
+            for i in 0..10_000u64 {
+                let ops: Vec<Op<'_>> = (0..k)
+                    .map(|j| {
+                        let addr = rng.random_range(0..1u64 << 10);
+                        if (i + u64::from(j)) % 2 == 0 {
+                            Op::Write(addr, &data)
+                        } else {
+                            Op::Read(addr)
+                        }
+                    })
+                    .collect();
+                o.run_batch(&mut store, &ops, &mut rng).unwrap();
                 if i % 997 == 0 {
                     census(&o);
                 }
             }
-            println!("Z {z} S {s} A {a} T {t}: max stash {}", o.max_stash());
+            println!("Z {z} S {s} A {a} T {t} K {k}: max stash {}", o.max_stash());
         }
     }
 

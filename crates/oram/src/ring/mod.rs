@@ -65,8 +65,14 @@
 //!   way, so tampering cannot tell a block from a dummy by whether the client complains.
 //! - **Tree-top cache.** The top T levels are held by the client as plain buckets of at
 //!   most Z blocks: never fetched, never reshuffled, written by eviction like the rest.
-//! - **One access per round trip, and a flat position map.** The rewritten buckets of an
-//!   access travel in the next request, before its reads (storage applies writes first).
+//! - **Batches, one round trip each, and a flat position map.** A batch of up to K
+//!   accesses (`max_batch`, at most A and S) reads one path each; a block an earlier
+//!   access of the batch brings in is read from the client, on a fresh random path. The
+//!   batch's maintenance (the eviction of its A-th access, reshuffles) is planned after
+//!   all its online reads and applied after all its operations, and a bucket is
+//!   reshuffled once the next batch could find no unread dummy in it (after S + 1 - K
+//!   reads; S with batches of one, as in the paper). The rewritten buckets travel in the
+//!   next request, before its reads (storage applies writes first).
 //!
 //! # Security
 //! What leaves the engine per access: the previous access's rewritten buckets (the
@@ -125,11 +131,15 @@ pub struct RingConfig {
     pub cached_levels: u32,
     /// The most blocks the stash may hold after an access.
     pub stash_limit: u32,
+    /// The most accesses one batch may hold (K): at most A (so a batch has at most one
+    /// eviction) and at most S (a bucket is reshuffled once the next batch could find no
+    /// unread dummy in it: after S + 1 - K reads).
+    pub max_batch: u32,
 }
 
 impl RingConfig {
     /// `capacity` blocks of `block_size` bytes with the default Z, S and A, no cached
-    /// levels and a stash bound of 256 blocks.
+    /// levels, a stash bound of 256 blocks and batches of one access.
     pub fn new(capacity: u64, block_size: u32) -> Self {
         RingConfig {
             capacity,
@@ -140,6 +150,7 @@ impl RingConfig {
             reshuffle_every: DEFAULT_RESHUFFLE_EVERY,
             cached_levels: 0,
             stash_limit: 256,
+            max_batch: 1,
         }
     }
 
@@ -158,6 +169,9 @@ impl RingConfig {
         }
         if !(1..=1 << 16).contains(&self.a) {
             return Err(Error::InvalidConfig("A must be 1 to 65536"));
+        }
+        if self.max_batch == 0 || self.max_batch > self.a.min(self.s).min(64) {
+            return Err(Error::InvalidConfig("max batch must be 1 to min(A, S, 64)"));
         }
         if !(1..=1 << 20).contains(&self.stash_limit) {
             return Err(Error::InvalidConfig("stash limit must be 1 to 2^20"));
@@ -221,9 +235,9 @@ pub struct RingRequest {
     /// Buckets to overwrite whole (Z + S sealed slots each, concatenated): the previous
     /// access's evicted and reshuffled buckets.
     pub writes: Vec<(BucketId, Vec<u8>)>,
-    /// The online read: one slot per fetched bucket of a path, XORed into one slot (a
-    /// bucket never written counts as zeros).
-    pub online: Vec<SlotId>,
+    /// The online reads, one per access of the batch: one slot per fetched bucket of a
+    /// path, XORed into one slot (a bucket never written counts as zeros).
+    pub online: Vec<Vec<SlotId>>,
     /// Slots to return one by one: the eviction's and the early reshuffles' reads.
     pub reads: Vec<SlotId>,
 }
@@ -231,7 +245,8 @@ pub struct RingRequest {
 impl RingRequest {
     /// Bytes sent to storage: the written buckets and 10 bytes per slot id.
     pub fn up_bytes(&self) -> usize {
-        let ids = 10 * (self.online.len() + self.reads.len());
+        let online: usize = self.online.iter().map(Vec::len).sum();
+        let ids = 10 * (online + self.reads.len());
         ids + self.writes.iter().map(|(_, b)| 8 + b.len()).sum::<usize>()
     }
 }
@@ -242,8 +257,8 @@ impl RingRequest {
 /// Untrusted: the engine verifies all of it before use.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RingReply {
-    /// The XOR of the online slots.
-    pub online: Vec<u8>,
+    /// The XOR of each access's online slots.
+    pub online: Vec<Vec<u8>>,
     /// Each of the request's `reads`, in order; `None` for a bucket never written.
     pub reads: Vec<Option<Vec<u8>>>,
 }
@@ -251,7 +266,7 @@ pub struct RingReply {
 impl RingReply {
     /// Bytes received from storage.
     pub fn down_bytes(&self) -> usize {
-        self.online.len()
+        self.online.iter().map(Vec::len).sum::<usize>()
             + self
                 .reads
                 .iter()

@@ -32,12 +32,19 @@ impl RingStore for MemoryStore {
         for (id, bytes) in &req.writes {
             self.insert(*id, bytes.clone());
         }
-        let mut online = vec![0u8; slot_len];
-        for id in &req.online {
-            if let Some(s) = slot(self, *id, slot_len) {
-                xor_into(&mut online, s);
-            }
-        }
+        let online = req
+            .online
+            .iter()
+            .map(|ids| {
+                let mut acc = vec![0u8; slot_len];
+                for id in ids {
+                    if let Some(s) = slot(self, *id, slot_len) {
+                        xor_into(&mut acc, s);
+                    }
+                }
+                acc
+            })
+            .collect();
         let reads = req
             .reads
             .iter()

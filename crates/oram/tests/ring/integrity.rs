@@ -44,6 +44,7 @@ fn exchange_with(
     let targets: Vec<_> = req
         .online
         .iter()
+        .flatten()
         .chain(&req.reads)
         .filter(|s| honest.get(s.bucket).is_some())
         .copied()
@@ -91,6 +92,7 @@ fn exchange_with(
         let absent = req
             .online
             .iter()
+            .flatten()
             .chain(&req.reads)
             .map(|s| s.bucket)
             .find(|b| honest.get(*b).is_none());
@@ -170,19 +172,19 @@ fn a_wrong_length_or_a_bucket_that_should_be_absent_is_refused() {
     let mut store = MemoryStore::new();
     let req = oram.begin(Op::Read(3), &mut rng).expect("begin").clone();
     let mut reply = store.exchange(&req, config.slot_len()).expect("reply");
-    reply.online.push(0);
+    reply.online[0].push(0);
     assert!(matches!(
         oram.finish(&reply, &mut rng),
         Err(Error::Integrity(IntegrityError::WrongLength { .. }))
     ));
     // Nothing was ever written: any non-zero answer is made up.
-    reply.online.pop();
-    reply.online[0] = 1;
+    reply.online[0].pop();
+    reply.online[0][0] = 1;
     assert!(matches!(
         oram.finish(&reply, &mut rng),
         Err(Error::Integrity(IntegrityError::Combined(_)))
     ));
-    reply.online[0] = 0;
+    reply.online[0][0] = 0;
     oram.finish(&reply, &mut rng).expect("honest");
     assert_eq!(oram.result(), vec![0u8; 16]);
 }

@@ -1,5 +1,6 @@
 //! Random sequences of Read, Write and Dummy agree with a `HashMap` model, across many
-//! values of N, B, Z, S, A and T.
+//! values of N, B, Z, S, A and T, in batches of one to twelve accesses (at most A and S;
+//! repeats of one block in a batch included).
 
 use std::collections::HashMap;
 
@@ -36,30 +37,51 @@ fn config() -> impl Strategy<Value = RingConfig> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(96))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn ring_oram_agrees_with_a_map(
-        (config, ops, seed) in config().prop_flat_map(|c| (Just(c), ops(c.capacity, 1..300), any::<u64>()))
+        (config, ops, batch, seed) in config().prop_flat_map(|c| {
+            (Just(c), ops(c.capacity, 1..300), 1usize..=12, any::<u64>())
+        })
     ) {
+        let batch = batch.min(config.a as usize).min(config.s as usize);
+        let config = RingConfig {
+            max_batch: batch as u32,
+            ..config
+        };
         let (mut oram, mut rng) = crate::engine(config, seed);
         let mut store = MemoryStore::new();
         let mut model: HashMap<u64, Vec<u8>> = HashMap::new();
         let zeros = vec![0u8; config.block_size as usize];
-        for op in &ops {
-            match *op {
-                M::Read(a) => {
-                    let got = oram.run(&mut store, Op::Read(a), &mut rng).expect("read");
-                    prop_assert_eq!(&got, model.get(&a).unwrap_or(&zeros), "read {}", a);
-                }
-                M::Write(a, v) => {
-                    let b = block(config.block_size as usize, a, v);
-                    oram.run(&mut store, Op::Write(a, &b), &mut rng).expect("write");
-                    model.insert(a, b);
-                }
-                M::Dummy => {
-                    let got = oram.run(&mut store, Op::Dummy, &mut rng).expect("dummy");
-                    prop_assert!(got.is_empty());
+        let len = config.block_size as usize;
+        for chunk in ops.chunks(batch) {
+            // A batch's accesses take effect in order: a read sees the writes before it.
+            let datas: Vec<Vec<u8>> = chunk
+                .iter()
+                .map(|m| match *m {
+                    M::Write(a, v) => block(len, a, v),
+                    _ => Vec::new(),
+                })
+                .collect();
+            let engine_ops: Vec<Op<'_>> = chunk
+                .iter()
+                .zip(&datas)
+                .map(|(m, d)| match *m {
+                    M::Read(a) => Op::Read(a),
+                    M::Write(a, _) => Op::Write(a, d),
+                    M::Dummy => Op::Dummy,
+                })
+                .collect();
+            let got = oram.run_batch(&mut store, &engine_ops, &mut rng).expect("batch");
+            prop_assert_eq!(got.len(), chunk.len());
+            for ((m, d), g) in chunk.iter().zip(&datas).zip(&got) {
+                match *m {
+                    M::Read(a) => prop_assert_eq!(g, model.get(&a).unwrap_or(&zeros), "read {}", a),
+                    M::Write(a, _) => {
+                        model.insert(a, d.clone());
+                    }
+                    M::Dummy => prop_assert!(g.is_empty()),
                 }
             }
         }

@@ -112,7 +112,8 @@ fn storage_sees_the_same_thing_whatever_the_workload() {
                 view.read.remove(&b.index);
             }
             // The online read: one slot of each fetched bucket of one path.
-            let path: Vec<BucketId> = req.online.iter().map(|s| s.bucket).collect();
+            assert_eq!(req.online.len(), 1, "one access a request");
+            let path: Vec<BucketId> = req.online[0].iter().map(|s| s.bucket).collect();
             assert_eq!(path.len(), fetched);
             for (d, pair) in path.windows(2).enumerate() {
                 let parent = pair[0].index;
@@ -127,7 +128,7 @@ fn storage_sees_the_same_thing_whatever_the_workload() {
                 "access {i}: first fetched level"
             );
             leaves[leaf_of(&path, height) as usize] += 1;
-            for slot in &req.online {
+            for slot in &req.online[0] {
                 let b = slot.bucket.index;
                 let read = view.read.entry(b).or_default();
                 assert!(!read.contains(&slot.slot), "access {i}: a slot read twice");
@@ -200,7 +201,7 @@ fn storage_sees_the_same_thing_whatever_the_workload() {
             // The shape, unless an unscheduled reshuffle (now, or owed from the last
             // access) changed it.
             let fixed = due.is_empty() && !last_unscheduled;
-            shapes.push(fixed.then_some((req.writes.len(), req.online.len(), req.reads.len())));
+            shapes.push(fixed.then_some((req.writes.len(), req.online[0].len(), req.reads.len())));
             last_unscheduled = !due.is_empty();
             pending_writes = expected;
             pending_writes.sort_unstable();
