@@ -1,5 +1,5 @@
-//! The Ring ORAM client: plans an access ([`RingOram::begin`]), verifies storage's answer
-//! and evicts ([`RingOram::finish`]).
+//! The Ring ORAM client: plans a batch of accesses ([`RingOram::begin_batch`]), verifies
+//! storage's answer, completes the accesses and evicts ([`RingOram::finish`]).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -83,10 +83,10 @@ struct Flight {
 /// ```
 ///
 /// # Security
-/// Holds every secret of the store: the key (zeroized on drop), the position map, the
-/// bucket metadata, the stash and the cached levels (block data zeroized on drop). What it
-/// emits depends only on the configuration, the access count and uniformly random leaves
-/// (see the module docs).
+/// Holds every secret of the store: the lineage subkeys derived from the key (wiped on
+/// drop; the key itself is not kept), the position map, the bucket metadata, the stash
+/// and the cached levels (block data wiped on drop). What it emits depends only on the
+/// configuration, the access count and uniformly random leaves (see the module docs).
 pub struct RingOram {
     pub(super) config: RingConfig,
     pub(super) geom: TreeGeometry,
@@ -103,7 +103,7 @@ pub struct RingOram {
     pub(super) cache: Vec<Vec<u32>>,
     pub(super) accesses: u64,
     pub(super) evictions: u64,
-    /// Sealed rewrites of the last access, sent before the next access's reads.
+    /// Sealed rewrites of the last batch, sent before the next batch's reads.
     pub(super) pending: Vec<(BucketId, Vec<u8>)>,
     flight: Option<Flight>,
     request: RingRequest,
