@@ -17,6 +17,7 @@ mod mail;
 mod oblivious;
 mod operations;
 mod outbox;
+mod redis_cluster;
 mod selective_failure;
 mod stalls;
 mod storage;

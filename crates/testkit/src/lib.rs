@@ -8,6 +8,7 @@
 //! the certificate authority is a throwaway one.
 
 pub mod fixtures;
+pub mod redis_cluster;
 pub mod stack;
 pub mod switch;
 
