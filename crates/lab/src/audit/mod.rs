@@ -62,11 +62,11 @@ impl Options {
         }
     }
 
-    /// The CI version: 6,000 paths per side, and a smaller alpha so that 28 tests rarely
+    /// The CI version: 5,000 paths per side, and a smaller alpha so that 28 tests rarely
     /// fail by chance (about 0.3% of runs).
     pub fn short() -> Self {
         Options {
-            accesses: 6_000,
+            accesses: 5_000,
             alpha: 1e-4,
             bins: 32,
         }

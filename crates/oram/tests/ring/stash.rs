@@ -67,3 +67,39 @@ fn the_stash_stays_small_and_bytes_beat_path_oram() {
         );
     }
 }
+
+/// The reshuffle schedule keeps up: at the defaults (N = 2^14, T = 8, S = 32, a scheduled
+/// reshuffle every third eviction), no bucket is read S times between its writes, so no
+/// request changes shape. Long: `SHROUD_RING_ACCESSES` accesses (2,000,000 by default),
+/// with 16-byte blocks to go fast (the schedule does not depend on B):
+/// `cargo test --release -p shroud-oram --test ring -- --ignored --nocapture`.
+#[test]
+#[ignore = "long: SHROUD_RING_ACCESSES accesses (default 2,000,000)"]
+fn the_reshuffle_schedule_keeps_up() {
+    let accesses: u64 = std::env::var("SHROUD_RING_ACCESSES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000_000);
+    let config = RingConfig {
+        cached_levels: 8,
+        ..RingConfig::new(1 << 14, 16)
+    };
+    let (mut oram, mut rng) = crate::engine(config, 77);
+    let mut store = MemoryStore::new();
+    let block = [3u8; 16];
+    for i in 0..accesses {
+        let a = rng.random_range(0..config.capacity);
+        let op = if i % 2 == 0 {
+            Op::Write(a, &block)
+        } else {
+            Op::Read(a)
+        };
+        oram.run(&mut store, op, &mut rng).expect("access");
+    }
+    println!(
+        "{accesses} accesses: {} unscheduled reshuffles, largest stash {}",
+        oram.unscheduled_reshuffles(),
+        oram.max_stash()
+    );
+    assert_eq!(oram.unscheduled_reshuffles(), 0);
+}
