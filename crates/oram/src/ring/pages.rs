@@ -366,7 +366,7 @@ impl RingOram {
 
     /// Every mapped block is in exactly one place (the stash, a cached bucket, or an unread
     /// slot of a bucket on its path).
-    fn check_places(&self) -> Result<(), Error> {
+    pub(super) fn check_places(&self) -> Result<(), Error> {
         let bad = |m: &str| Error::BadSnapshot(m.to_string());
         let mut seen = vec![false; self.pos.len()];
         let mut place = |a: u32, b: Option<usize>| -> Result<(), Error> {
