@@ -104,6 +104,10 @@ struct ProxyArgs {
     /// Top tree levels every client caches (T).
     #[arg(long, default_value_t = 8)]
     cached: u32,
+    /// The tree ORAM every client store runs: `path` (Z = 4) or `ring` (Z = 16, S = 32,
+    /// A = 20; fewer bytes per slot, docs/benchmarks.md).
+    #[arg(long, value_enum, default_value_t = OramMode::Path)]
+    oram: OramMode,
     /// Clients served at once.
     #[arg(long, default_value_t = 1024)]
     max_connections: usize,
@@ -390,6 +394,28 @@ struct E2eArgs {
     /// Cached levels.
     #[arg(long, default_value_t = 6)]
     cached: u32,
+    /// The tree ORAM of every client store.
+    #[arg(long, value_enum, default_value_t = OramMode::Path)]
+    oram: OramMode,
+}
+
+/// The tree ORAM of a shape's stores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum OramMode {
+    /// Path ORAM.
+    Path,
+    /// Ring ORAM.
+    Ring,
+}
+
+impl OramMode {
+    /// The store shape of this mode (one slot every 2 s until a schedule is set).
+    fn shape(self, capacity: u64, block: u32, cached: u32) -> Result<Shape> {
+        Ok(match self {
+            OramMode::Path => Shape::new(capacity, block, cached)?,
+            OramMode::Ring => Shape::ring(capacity, block, cached)?,
+        })
+    }
 }
 
 #[derive(Args)]
@@ -772,7 +798,9 @@ fn proxy_cmd(args: ProxyArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let shape = Shape::new(args.capacity, args.block, args.cached)?
+    let shape = args
+        .oram
+        .shape(args.capacity, args.block, args.cached)?
         .with_schedule(args.slots, args.epoch_ms)?;
     let shape = if args.round_epochs > 0 && args.queries > 0 {
         shape
@@ -810,7 +838,9 @@ fn proxy_cmd(args: ProxyArgs) -> Result<()> {
 }
 
 fn bench_e2e(args: E2eArgs) -> Result<()> {
-    let shape = Shape::new(args.capacity, args.block, args.cached)?
+    let shape = args
+        .oram
+        .shape(args.capacity, args.block, args.cached)?
         .with_schedule(args.slots, args.epoch_ms)?;
     if !args.json {
         shroud_lab::outln!(
@@ -866,9 +896,9 @@ fn bench_cost(json: bool) -> Result<()> {
     let mb = |b: u64| b as f64 / 1e6;
     if !json {
         shroud_lab::outln!(
-            "| E (ms) | K | N | B | T | path x bucket | client cache | up per day | down per day |"
+            "| mode | E (ms) | K | N | B | T | path x bucket | client cache | up per day | down per day |"
         );
-        shroud_lab::outln!("|---|---|---|---|---|---|---|---|---|");
+        shroud_lab::outln!("|---|---|---|---|---|---|---|---|---|---|");
     }
     for o in shroud_lab::bench::cost::settings()? {
         let c = shroud_lab::bench::cost::cost(o)?;
@@ -876,7 +906,8 @@ fn bench_cost(json: bool) -> Result<()> {
             shroud_lab::outln!("{}", serde_json::to_string(&c)?);
         } else {
             shroud_lab::outln!(
-                "| {} | {} | 2^{} | {} | {} | {} x {} B | {:.0} KiB | {:.0} MB | {:.0} MB |",
+                "| {} | {} | {} | 2^{} | {} | {} | {} x {} B | {:.0} KiB | {:.0} MB | {:.0} MB |",
+                c.mode,
                 c.epoch_ms,
                 c.slots,
                 c.capacity.trailing_zeros(),

@@ -311,7 +311,7 @@ async fn misbehaving_clients_do_not_disturb_the_schedule() {
     use bytes::Bytes;
     use futures::{SinkExt, StreamExt};
     use shroud_net::frame_codec;
-    use shroud_proto::proxy::{ClientMsg, ProxyMsg, Slot, SlotWrite};
+    use shroud_proto::proxy::{ClientMsg, ProxyMsg, Reads, Slot, SlotWrite};
     use shroud_proto::{ErrorCode, Hello, Limits, decode, encode};
 
     let stack = Stack::start(small(40)).await.expect("stack");
@@ -350,9 +350,11 @@ async fn misbehaving_clients_do_not_disturb_the_schedule() {
             };
             shape.path_len as usize
         ],
-        reads: (0..shape.path_len as u64)
-            .map(|d| (1 << (d + 1)) - 1)
-            .collect(),
+        reads: Reads::Buckets(
+            (0..shape.path_len as u64)
+                .map(|d| (1 << (d + 1)) - 1)
+                .collect(),
+        ),
     };
     // Three turns at once: at least two of them fall in one epoch, whatever its boundary.
     for seq in 0..3 * u64::from(shape.slots_per_epoch) {
@@ -378,7 +380,7 @@ async fn misbehaving_clients_do_not_disturb_the_schedule() {
     // A slot of the wrong shape.
     let mut c = registered(&tls, stack.proxy, &g).await;
     let mut bad = slot(9);
-    bad.reads.pop();
+    bad.writes.pop();
     c.send(Bytes::from(
         encode(&ClientMsg::Slot(bad), Limits::default()).unwrap(),
     ))

@@ -36,10 +36,11 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     let s = opts.shape;
     tracing::info!(
-        "proxy: listening on {addr}, storage at {}; epochs of {} ms, {} slot(s) per client; slot = {} buckets x {} bytes (N = {}, B = {}, Z = {}, T = {})",
+        "proxy: listening on {addr}, storage at {}; epochs of {} ms, {} slot(s) per client; {:?} ORAM, paths of {} buckets x {} bytes (N = {}, B = {}, Z = {}, T = {})",
         opts.storage,
         s.epoch_ms,
         s.slots_per_epoch,
+        s.mode,
         s.path_len,
         s.bucket_len,
         s.capacity,

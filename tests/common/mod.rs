@@ -207,6 +207,9 @@ pub fn proxy_command(
         .arg(&certs.proxy_cert)
         .arg("--storage-client-key")
         .arg(&certs.proxy_key);
+    if shape.is_ring() {
+        cmd.args(["--oram", "ring"]);
+    }
     if shape.mail() {
         // Storage's board, which a storage process started by these tests must run too.
         cmd.args(["--board-rows", &shape.board_rows.to_string()])

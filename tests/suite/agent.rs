@@ -27,6 +27,15 @@ fn shape() -> Shape {
         .with_mail(0, 0)
 }
 
+/// The same store in Ring ORAM (an eviction every 20 accesses: every 10th epoch).
+fn ring_shape() -> Shape {
+    Shape::ring(512, 64, 2)
+        .expect("shape")
+        .with_schedule(2, 20)
+        .expect("shape")
+        .with_mail(0, 0)
+}
+
 /// A minimal RESP client.
 struct Resp(TcpStream);
 
@@ -93,8 +102,8 @@ fn kill9(a: Agent) {
     drop(a);
 }
 
-async fn crash_loop(iters: usize, seed: u64) {
-    let stack = Stack::start(shape()).await.expect("stack");
+async fn crash_loop(iters: usize, seed: u64, shape: Shape) {
+    let stack = Stack::start(shape).await.expect("stack");
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let mut rng = StdRng::seed_from_u64(seed);
@@ -173,14 +182,26 @@ async fn crash_loop(iters: usize, seed: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_kill_9_keeps_every_acknowledged_write() {
-    crash_loop(30, 1).await;
+    crash_loop(30, 1, shape()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_kill_9_keeps_every_acknowledged_write_in_ring_oram() {
+    crash_loop(30, 3, ring_shape()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long: SHROUD_CRASH_ITERS kills (default 200)"]
 async fn agent_kill_9_long() {
     let iters = crate::common::env_count("SHROUD_CRASH_ITERS", 200);
-    crash_loop(iters, 2).await;
+    crash_loop(iters, 2, shape()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: SHROUD_CRASH_ITERS kills (default 200)"]
+async fn agent_kill_9_long_in_ring_oram() {
+    let iters = crate::common::env_count("SHROUD_CRASH_ITERS", 200);
+    crash_loop(iters, 4, ring_shape()).await;
 }
 
 #[derive(Clone, Debug)]
@@ -204,13 +225,22 @@ fn kv_ops() -> impl Strategy<Value = Vec<KvOp>> {
 
 #[test]
 fn kv_through_the_full_stack_agrees_with_a_btreemap() {
+    kv_model(shape());
+}
+
+#[test]
+fn kv_through_the_full_stack_agrees_with_a_btreemap_in_ring_oram() {
+    kv_model(ring_shape());
+}
+
+fn kv_model(shape: Shape) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let (stack, agent, _dir) = rt.block_on(async {
-        let stack = Stack::start(shape()).await.expect("stack");
+        let stack = Stack::start(shape).await.expect("stack");
         let dir = tempfile::tempdir().unwrap();
         let settings = shroud::cmd::agent::AgentSettings {
             proxy: Some(stack.proxy),

@@ -9,12 +9,13 @@ use std::time::Duration;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use shroud_net::transport::ClientTls;
-use shroud_oram::{Key, Oram};
+use shroud_oram::Key;
 use shroud_proto::{Grant, Shape};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::durable::{Durable, Meta, Unlock, decode_page};
-use crate::error::{ClientError, message, source, state_err};
+use crate::engine::Engine;
+use crate::error::{ClientError, message, state_err};
 use crate::link::{Connected, Link, connect, hello, upload_key};
 use crate::mailbox::Account;
 use crate::mailbox::courier::{self, MailPort, MailState};
@@ -85,21 +86,6 @@ pub struct Client {
     mail: Option<Arc<MailPort>>,
 }
 
-fn check_shape(oram: &Oram, shape: &Shape) -> Result<(), ClientError> {
-    let trees: Vec<_> = oram.trees().collect();
-    match trees.as_slice() {
-        [g] if g.fetched_levels() == shape.path_len as usize
-            && g.ciphertext_len() == shape.bucket_len as usize
-            && g.bucket_count() == shape.buckets =>
-        {
-            Ok(())
-        }
-        _ => Err(ClientError::WrongShape(message(format!(
-            "{trees:?} vs {shape:?}"
-        )))),
-    }
-}
-
 impl Client {
     /// Connects to the proxy, registers the store named by `grant`, and starts the schedule
     /// with a fresh engine under `key`, keeping no state on disk (tests, demos).
@@ -111,9 +97,7 @@ impl Client {
         let connected = connect(&config.link(), &grant).await?;
         let shape = connected.shape;
         let mut rng = StdRng::from_rng(&mut rand::rng());
-        let oram = Oram::new(shape.engine_config(), key, &mut rng)
-            .map_err(|e| ClientError::WrongShape(source(e)))?;
-        check_shape(&oram, &shape)?;
+        let engine = Engine::new(&shape, key, &mut rng)?;
         let resume = Resume {
             pending: None,
             seq: 0,
@@ -122,7 +106,7 @@ impl Client {
         };
         let account = config.account.clone();
         Self::launch(
-            config, grant, oram, rng, connected, None, resume, None, account,
+            config, grant, engine, rng, connected, None, resume, None, account,
         )
         .await
     }
@@ -156,7 +140,7 @@ impl Client {
         .await
         .map_err(state_err)?
         .map_err(state_err)?;
-        let (oram, resume, mail) = match wal {
+        let (engine, resume, mail) = match wal {
             Some(w) => {
                 let page = |name: &str| pages.get(&format!("{ORAM_PAGES}{name}")).map(|p| &p[..]);
                 let rider = pages.get(RIDER_PAGE).cloned();
@@ -165,7 +149,7 @@ impl Client {
                     None => None,
                 };
                 (
-                    Oram::from_pages(page, key).map_err(state_err)?,
+                    Engine::from_pages(&shape, page, key).map_err(state_err)?,
                     Resume {
                         pending: w.pending.clone(),
                         seq: w.seq,
@@ -176,8 +160,7 @@ impl Client {
                 )
             }
             None => (
-                Oram::new(shape.engine_config(), key, &mut rng)
-                    .map_err(|e| ClientError::WrongShape(source(e)))?,
+                Engine::new(&shape, key, &mut rng)?,
                 Resume {
                     pending: None,
                     seq: 0,
@@ -187,7 +170,7 @@ impl Client {
                 None,
             ),
         };
-        check_shape(&oram, &shape)?;
+        engine.check_shape(&shape)?;
         let d = durable.clone();
         let stored = tokio::task::spawn_blocking(move || d.load::<Account>())
             .await
@@ -197,7 +180,7 @@ impl Client {
         Self::launch(
             config,
             meta.grant.clone(),
-            oram,
+            engine,
             rng,
             connected,
             Some(durable),
@@ -237,7 +220,7 @@ impl Client {
     async fn launch(
         config: ClientConfig,
         grant: Grant,
-        oram: Oram,
+        engine: Engine,
         rng: StdRng,
         connected: Connected,
         durable: Option<Arc<Durable>>,
@@ -274,7 +257,7 @@ impl Client {
             link: config.link(),
             grant,
             shape,
-            oram,
+            engine,
             rng,
             conn,
             durable,
@@ -324,7 +307,9 @@ impl Client {
         rx.await.map_err(|_| ClientError::Closed)?
     }
 
-    /// Writes block `addr`; returns once the write is durable at storage.
+    /// Writes block `addr`; returns once the write is durable: in Path ORAM at storage (the
+    /// write-back that carries it is stored); in Ring ORAM once the client's state holding
+    /// the block is saved (the block reaches storage at a later eviction).
     pub async fn write(&self, addr: u64, data: Vec<u8>) -> Result<(), ClientError> {
         if addr >= self.shape.capacity || data.len() != self.shape.block_size as usize {
             return Err(ClientError::BadRequest(message(format!(

@@ -8,6 +8,7 @@ pub mod agent;
 mod client;
 pub mod direct;
 pub mod durable;
+mod engine;
 mod error;
 mod fsutil;
 pub mod kv;

@@ -46,14 +46,15 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use shroud_oram::{Op, Oram, Progress};
-use shroud_proto::proxy::{ClientMsg, ProxyMsg, RoundDone, RoundFrame, Slot, SlotWrite};
+use shroud_oram::Op;
+use shroud_proto::proxy::{ClientMsg, ProxyMsg, Reads, RoundDone, RoundFrame, Slot, SlotWrite};
 use shroud_proto::{Grant, Shape};
 use tokio::sync::{mpsc, oneshot};
 use zeroize::Zeroizing;
 
 use crate::durable::{Durable, Pages, StateRecord};
-use crate::error::{ClientError, message, source, state_err};
+use crate::engine::{Engine, SlotBody, Verified};
+use crate::error::{ClientError, source, state_err};
 use crate::link::{Conn, Link, connect, flush, recv, send, upload_key};
 use crate::stats::ClientStats;
 use shroud_net::punctual::When;
@@ -142,7 +143,7 @@ pub(crate) struct Start<R> {
     /// The proxy's shape.
     pub shape: Shape,
     /// The engine.
-    pub oram: Oram,
+    pub engine: Engine,
     /// The engine's randomness.
     pub rng: StdRng,
     /// The registered connection.
@@ -174,7 +175,7 @@ pub(crate) fn spawn<R: Rider>(start: Start<R>) -> (mpsc::Sender<Job>, SchedulerT
         link: start.link,
         grant: start.grant,
         shape: start.shape,
-        oram: start.oram,
+        engine: start.engine,
         rng: start.rng,
         conn: Some(start.conn),
         jobs: rx,
@@ -215,7 +216,7 @@ struct Scheduler<R: Rider> {
     link: Link,
     grant: Grant,
     shape: Shape,
-    oram: Oram,
+    engine: Engine,
     rng: StdRng,
     conn: Option<Conn>,
     jobs: mpsc::Receiver<Job>,
@@ -332,8 +333,8 @@ impl<R: Rider> Scheduler<R> {
         let Some(d) = self.durable.clone() else {
             return Ok(());
         };
-        if !self.oram.in_flight() {
-            for (name, page) in self.oram.changed_pages().map_err(state_err)? {
+        if !self.engine.in_flight() {
+            for (name, page) in self.engine.changed_pages().map_err(state_err)? {
                 self.unsaved.insert(format!("{ORAM_PAGES}{name}"), page);
             }
         }
@@ -398,9 +399,14 @@ impl<R: Rider> Scheduler<R> {
         self.stats.real.fetch_add(jobs.len() as u64, Relaxed);
         self.stats.dummy.fetch_add((k - jobs.len()) as u64, Relaxed);
         let mut batch_rng = StdRng::from_seed(plan.seed);
-        if let Err(e) = self.oram.begin(&ops, &mut batch_rng) {
+        if let Err(e) = self.engine.begin(&ops, &mut batch_rng) {
+            if matches!(e, ClientError::State(_)) {
+                tracing::error!("the engine cannot plan a batch, stopping: {e}");
+                fail(jobs, e.clone());
+                return Err(e);
+            }
             // Refused before anything left (a bad address): nothing was revealed.
-            fail(jobs, ClientError::BadRequest(source(e)));
+            fail(jobs, e);
             self.plan = None;
             let next = self.take_jobs();
             self.plan = Some(self.plan_for(&next));
@@ -419,16 +425,9 @@ impl<R: Rider> Scheduler<R> {
                 Some((f, flight)) if f.seq == next_seq => (Some(f), Some(flight)),
                 _ => (None, None),
             };
-            let reads: Vec<Vec<u64>> = match self.oram.fetch() {
-                Some(f) => f
-                    .ids()
-                    .chunks(self.shape.path_len as usize)
-                    .map(|p| p.iter().map(|id| id.index).collect())
-                    .collect(),
-                None => Vec::new(),
-            };
+            let bodies = self.engine.slots(&self.shape, self.pending.as_ref());
             let frame_seq = frame.as_ref().map(|f| f.seq);
-            let (replies, rounds) = self.exchange(reads, frame).await;
+            let (replies, rounds) = self.exchange(bodies, frame).await;
             if let (Some(seq), Some(f)) = (frame_seq, flight) {
                 self.flights.push_back((seq, f));
                 // An answer the proxy could not hand over is not waited for forever.
@@ -445,14 +444,9 @@ impl<R: Rider> Scheduler<R> {
                 }
                 acked = true;
             }
-            if let Some(mut fetch) = self.oram.fetch() {
-                for (i, r) in replies.iter().flatten().enumerate() {
-                    let _ = fetch.supply(i, r.present.then_some(&r.data[..]));
-                }
-            }
-            match self.oram.advance() {
-                Ok(Progress::Done) => break,
-                Err(shroud_oram::Error::Integrity(e)) => {
+            match self.engine.supply(&replies, &mut self.rng) {
+                Verified::Done => break,
+                Verified::Tampered(e) => {
                     // The batch stays as it is; the same slots go again next epoch.
                     tracing::error!(
                         "epoch batch failed verification ({e}); sending the same slots again"
@@ -467,14 +461,15 @@ impl<R: Rider> Scheduler<R> {
                         }
                     }
                 }
-                other => {
-                    self.oram.abort();
-                    let why = match other {
-                        Err(e) => source(e),
-                        Ok(_) => message("more rounds than a flat map needs"),
-                    };
-                    tracing::error!("epoch batch failed: {why}");
-                    fail(jobs, ClientError::Integrity(why));
+                Verified::Failed(e @ ClientError::State(_)) => {
+                    // The engine's state is not one a batch can continue from.
+                    tracing::error!("epoch batch failed, stopping: {e}");
+                    fail(jobs, e.clone());
+                    return Err(e);
+                }
+                Verified::Failed(e) => {
+                    tracing::error!("epoch batch failed: {e}");
+                    fail(jobs, e);
                     self.plan = None;
                     let next = self.take_jobs();
                     self.plan = Some(self.plan_for(&next));
@@ -482,19 +477,7 @@ impl<R: Rider> Scheduler<R> {
                 }
             }
         }
-        self.pending = self.oram.write_back().map(|wb| {
-            let items: Vec<SlotWrite> = wb
-                .iter()
-                .map(|(id, b)| SlotWrite {
-                    bucket: id.index,
-                    data: b.to_vec(),
-                })
-                .collect();
-            items
-                .chunks(self.shape.path_len as usize)
-                .map(<[SlotWrite]>::to_vec)
-                .collect()
-        });
+        self.pending = self.engine.write_back(self.shape.path_len);
         // The next batch is fixed now and saved with this one, before its reads leave.
         let next = self.take_jobs();
         self.plan = Some(self.plan_for(&next));
@@ -510,14 +493,16 @@ impl<R: Rider> Scheduler<R> {
         if let Some(r) = self.rider.as_mut() {
             r.saved();
         }
+        let ring = matches!(self.engine, Engine::Ring(_));
         for (j, job) in jobs.into_iter().enumerate() {
             match job {
                 Job::Read(_, done) => {
-                    let _ = done.send(Ok(self
-                        .oram
-                        .result(j)
-                        .map(<[u8]>::to_vec)
-                        .unwrap_or_default()));
+                    let _ = done.send(Ok(self.engine.result(j)));
+                }
+                // Ring ORAM keeps a written block in the stash, saved above, until an
+                // eviction places it: the write is as durable now as it will be.
+                Job::Write(_, _, done) if ring => {
+                    let _ = done.send(Ok(()));
                 }
                 Job::Write(_, _, done) => self.waiting.push(done),
             }
@@ -562,7 +547,8 @@ impl<R: Rider> Scheduler<R> {
     }
 
     /// Stores the last write-back (with random reads in the read half, ignored), so that
-    /// every acknowledged write is on storage, then stops.
+    /// every acknowledged write is on storage, then stops. (Ring ORAM owes nothing here:
+    /// its rewrites wait in its saved state for its next request.)
     async fn flush(&mut self) -> Result<(), ClientError> {
         if self.pending.is_none() {
             return Ok(());
@@ -570,16 +556,19 @@ impl<R: Rider> Scheduler<R> {
         // Stopping shows anyway (the connection closes): store the last write-back at once.
         self.paced = false;
         let leaves = 1u64 << (self.shape.path_len + self.shape.cached_levels - 1);
-        let reads = (0..self.shape.slots_per_epoch)
-            .map(|_| {
+        let pending = self.pending.clone().unwrap_or_default();
+        let bodies = pending
+            .into_iter()
+            .map(|writes| {
                 let leaf = u64::from(self.rng.next_u32()) % leaves;
                 let levels = u64::from(self.shape.path_len + self.shape.cached_levels);
-                (u64::from(self.shape.cached_levels)..levels)
+                let reads = (u64::from(self.shape.cached_levels)..levels)
                     .map(|d| (1u64 << d) - 1 + (leaf >> (levels - 1 - d)))
-                    .collect()
+                    .collect();
+                (true, writes, Reads::Buckets(reads))
             })
             .collect();
-        self.exchange(reads, None).await;
+        self.exchange(bodies, None).await;
         self.pending = None;
         self.save().await?;
         for w in self.waiting.drain(..) {
@@ -593,30 +582,18 @@ impl<R: Rider> Scheduler<R> {
     /// reads, and the round answers (or failures) that came meanwhile.
     async fn exchange(
         &mut self,
-        reads: Vec<Vec<u64>>,
+        bodies: Vec<SlotBody>,
         frame: Option<RoundFrame>,
     ) -> (Vec<Vec<shroud_proto::ReadResult>>, Vec<ProxyMsg>) {
-        let n = self.shape.path_len as usize;
-        let zeros = vec![
-            SlotWrite {
-                bucket: 0,
-                data: vec![0u8; self.shape.bucket_len as usize]
-            };
-            n
-        ];
         let first = self.seq;
-        let slots: Vec<Slot> = reads
+        let slots: Vec<Slot> = bodies
             .into_iter()
             .enumerate()
-            .map(|(j, reads)| Slot {
+            .map(|(j, (write, writes, reads))| Slot {
                 seq: first + j as u64,
                 grant: self.grant.clone(),
-                write: self.pending.is_some(),
-                writes: self
-                    .pending
-                    .as_ref()
-                    .and_then(|p| p.get(j).cloned())
-                    .unwrap_or_else(|| zeros.clone()),
+                write,
+                writes,
                 reads,
             })
             .collect();
@@ -713,7 +690,7 @@ impl<R: Rider> Scheduler<R> {
                         .checked_sub(first)
                         .filter(|&i| (i as usize) < slots.len())
                         .ok_or(ClientError::Protocol("stray reply"))?;
-                    if d.reads.len() != self.shape.path_len as usize {
+                    if d.reads.len() != slots[i as usize].reads.answers() {
                         return Err(ClientError::Protocol("reply of the wrong shape"));
                     }
                     out[i as usize] = Some(d.reads);

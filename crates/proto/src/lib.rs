@@ -37,11 +37,11 @@ pub use message::{
     Batch, BatchOp, BatchReply, Capability, ErrorCode, Geometry, Grant, Hello, ReadResult, Request,
     Response, SlotRef, StatsReply, StoreId,
 };
-pub use shape::{Shape, ShapeError};
+pub use shape::{Mode, Shape, ShapeError};
 pub use work::{Difficulty, Work};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// The magic bytes that open every hello.
 pub const MAGIC: [u8; 8] = *b"SHROUD\0\x01";

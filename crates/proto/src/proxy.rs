@@ -2,15 +2,20 @@
 //!
 //! Every client of a proxy uses one store shape, the proxy's [`Shape`](crate::Shape), and sends exactly
 //! `slots_per_epoch` [`Slot`]s per epoch. A slot is one complete ORAM access in two halves:
-//! the write-back of an earlier access (`path_len` buckets, or `write = false` and zeros when
-//! there is none yet) and the read of the next (`path_len` bucket ids). Every slot message has
-//! the same size, and so does every [`SlotDone`] reply.
+//! the write-back of an earlier access and the read of the next.
+//! - Path ORAM: `path_len` buckets written (or `write = false` and zeros when there is none
+//!   yet) and `path_len` bucket ids read. Every slot message has the same size, and so does
+//!   every [`SlotDone`] reply.
+//! - Ring ORAM: `path_len` slots read and answered as their XOR; the first slot of an epoch
+//!   also carries the buckets the store's last batch rewrote and the slots this batch's
+//!   maintenance reads, in counts fixed by the store's access count
+//!   ([`Shape::ring_maintenance`](crate::Shape::ring_maintenance)).
 
 use serde::{Deserialize, Serialize};
 
 use crate::Shape;
 use crate::board::PirBytes;
-use crate::message::{ErrorCode, Grant, Hello, ReadResult};
+use crate::message::{ErrorCode, Grant, Hello, ReadResult, SlotRef};
 use crate::sealed::Sealed;
 
 /// One bucket of a write-back.
@@ -30,12 +35,40 @@ pub struct Slot {
     pub seq: u64,
     /// The client's store.
     pub grant: Grant,
-    /// False when `writes` is padding (a client's first slot).
+    /// False when `writes` is padding (a Path ORAM client's first slot); in Ring ORAM,
+    /// true exactly when there are writes.
     pub write: bool,
-    /// Exactly `path_len` buckets.
+    /// Path ORAM: exactly `path_len` buckets. Ring ORAM: the buckets to rewrite (at most
+    /// [`Shape::max_slot_writes`](crate::Shape::max_slot_writes)).
     pub writes: Vec<SlotWrite>,
-    /// Exactly `path_len` bucket ids.
-    pub reads: Vec<u64>,
+    /// What to read after every write of the epoch.
+    pub reads: Reads,
+}
+
+/// What a slot reads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reads {
+    /// Path ORAM: exactly `path_len` whole buckets, one answer each.
+    Buckets(Vec<u64>),
+    /// Ring ORAM: one slot of each of `path_len` buckets, answered as one XOR of them, then
+    /// the maintenance slots (at most [`Shape::max_slot_reads`](crate::Shape::max_slot_reads)),
+    /// one answer each.
+    Slots {
+        /// The online read.
+        online: Vec<SlotRef>,
+        /// Slots read one by one.
+        each: Vec<SlotRef>,
+    },
+}
+
+impl Reads {
+    /// How many [`ReadResult`]s answer these reads.
+    pub fn answers(&self) -> usize {
+        match self {
+            Reads::Buckets(b) => b.len(),
+            Reads::Slots { each, .. } => 1 + each.len(),
+        }
+    }
 }
 
 /// One client's mail for one round (docs/mail-delivery.md), sent in the first epochs of the
@@ -97,7 +130,7 @@ pub struct SlotDone {
     pub seq: u64,
     /// The epoch whose batch carried it.
     pub epoch: u64,
-    /// Exactly `path_len` reads, in the slot's order.
+    /// The slot's [`Reads::answers`] reads, in its order.
     pub reads: Vec<ReadResult>,
 }
 

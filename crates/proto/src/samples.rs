@@ -1,20 +1,20 @@
 //! The stored samples of today's wire format (protocol version [`crate::PROTOCOL_VERSION`]):
 //! one frame of every kind the client, the proxy and storage exchange, byte for byte, in
-//! `samples/frames-v5.txt`. A change to any message shows up here first, and must come with
+//! `samples/frames-v6.txt`. A change to any message shows up here first, and must come with
 //! a new protocol version (which the hello checks) instead of silent breakage. Set
 //! SHROUD_WRITE_SAMPLES=1 to write the file again.
 
 use std::fmt::Write as _;
 
 use crate::board::PirBytes;
-use crate::proxy::{ClientMsg, ProxyMsg, RoundDone, RoundFrame, Slot, SlotDone, SlotWrite};
+use crate::proxy::{ClientMsg, ProxyMsg, Reads, RoundDone, RoundFrame, Slot, SlotDone, SlotWrite};
 use crate::sealed::Sealed;
 use crate::{
     Batch, BatchOp, BatchReply, Capability, Difficulty, ErrorCode, Geometry, Grant, Hello, Limits,
     ReadResult, Request, Response, Shape, StoreId, Work, decode, encode,
 };
 
-const SAMPLE: &str = "samples/frames-v5.txt";
+const SAMPLE: &str = "samples/frames-v6.txt";
 
 fn grant() -> Grant {
     Grant {
@@ -38,7 +38,20 @@ fn client_messages() -> Vec<(&'static str, ClientMsg)> {
                     bucket: 3,
                     data: vec![4; 5],
                 }],
-                reads: vec![6, 7],
+                reads: Reads::Buckets(vec![6, 7]),
+            }),
+        ),
+        (
+            "ring-slot",
+            ClientMsg::Slot(Slot {
+                seq: 10,
+                grant: grant(),
+                write: false,
+                writes: Vec::new(),
+                reads: Reads::Slots {
+                    online: vec![crate::SlotRef { bucket: 5, slot: 6 }],
+                    each: vec![crate::SlotRef { bucket: 7, slot: 8 }],
+                },
             }),
         ),
         (
@@ -63,10 +76,17 @@ fn proxy_messages() -> Vec<(&'static str, ProxyMsg)> {
     let shape = Shape::new(64, 32, 1)
         .and_then(|s| s.with_schedule(2, 100))
         .expect("shape");
+    let ring = Shape::ring(64, 32, 1)
+        .and_then(|s| s.with_schedule(2, 100))
+        .expect("ring shape");
     vec![
         (
             "proxy-hello",
             ProxyMsg::Hello(Hello::current(), shape, Difficulty(22)),
+        ),
+        (
+            "proxy-hello-ring",
+            ProxyMsg::Hello(Hello::current(), ring, Difficulty(22)),
         ),
         ("registered", ProxyMsg::Registered),
         (

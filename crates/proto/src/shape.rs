@@ -5,6 +5,7 @@
 //! about the length of a path, a bucket or a query.
 
 use serde::{Deserialize, Serialize};
+use shroud_oram::ring::RingConfig;
 use shroud_oram::{Config, PositionMap, TreeGeometry};
 
 use crate::board::write_len;
@@ -13,9 +14,31 @@ use crate::board::write_len;
 /// proven (Stefanov et al., CCS 2013, section 4).
 pub const BUCKET_SLOTS: u32 = 4;
 
+/// Which tree ORAM every store of a shape runs.
+///
+/// # Security
+/// Public, like the whole shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mode {
+    /// Path ORAM: every slot reads a whole path and writes an earlier one back.
+    Path,
+    /// Ring ORAM ([`shroud_oram::ring`]): buckets of Z real and S dummy slots; every slot
+    /// reads one slot of each bucket of a path, XORed into one; every A-th access evicts
+    /// (its slots read one by one, its buckets rewritten by the next batch), and every
+    /// `reshuffle_every`-th eviction also reshuffles one bucket.
+    Ring {
+        /// S: dummy slots per bucket.
+        dummy_slots: u32,
+        /// A: accesses per eviction.
+        evict_every: u32,
+        /// Evictions per scheduled reshuffle.
+        reshuffle_every: u32,
+    },
+}
+
 /// The one store shape and schedule a proxy serves, sent to every client in its hello.
 ///
-/// Build one with [`Shape::new`] (and [`Shape::with_schedule`], [`Shape::with_mail`]); the
+/// Build one with [`Shape::new`] or [`Shape::ring`] (and [`Shape::with_schedule`], [`Shape::with_mail`]); the
 /// fields after the chosen ones are derived and never set by hand.
 ///
 /// # Security
@@ -23,6 +46,8 @@ pub const BUCKET_SLOTS: u32 = 4;
 /// what makes every client's traffic the same size: a shape is the same for everyone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shape {
+    /// Path or Ring ORAM.
+    pub mode: Mode,
     /// Blocks per store (N).
     pub capacity: u64,
     /// Bytes per block (B).
@@ -35,6 +60,8 @@ pub struct Shape {
     pub path_len: u32,
     /// Bytes of every sealed bucket (derived).
     pub bucket_len: u32,
+    /// Bytes of every sealed slot in Ring ORAM, 0 in Path ORAM (derived).
+    pub slot_len: u32,
     /// Buckets of every store (derived).
     pub buckets: u64,
     /// Slots every client sends per epoch (K).
@@ -62,12 +89,14 @@ pub struct Shape {
 
 /// Every mail field off (the store and schedule fields are placeholders, always replaced).
 const MAIL_OFF: Shape = Shape {
+    mode: Mode::Path,
     capacity: 0,
     block_size: 0,
     bucket_slots: 0,
     cached_levels: 0,
     path_len: 0,
     bucket_len: 0,
+    slot_len: 0,
     buckets: 0,
     slots_per_epoch: 0,
     epoch_ms: 0,
@@ -107,6 +136,17 @@ pub enum ShapeError {
         rows: u64,
         /// Rows per outbox asked for.
         outbox_rows: u32,
+    },
+    /// Ring ORAM parameters the engine refuses.
+    #[error("Ring ORAM parameters refused: {0}")]
+    Ring(&'static str),
+    /// More slots per epoch than one Ring ORAM batch may hold (at most A and S).
+    #[error("{slots} slots per epoch is more than a Ring ORAM batch of at most {max}")]
+    BatchTooLarge {
+        /// Slots asked for.
+        slots: u32,
+        /// The most this Ring ORAM shape takes.
+        max: u32,
     },
     /// More cached levels than the tree has.
     #[error("{cached} cached levels is more than a tree of {capacity} blocks has")]
@@ -161,10 +201,72 @@ impl Shape {
         .with_mail(30, 3))
     }
 
+    /// A Ring ORAM store of `capacity` blocks of `block_size` bytes, `cached_levels` of
+    /// them held by the client, with the engine's Z, S, A and reshuffle schedule
+    /// ([`shroud_oram::ring`] argues for them); the schedule and mail as in [`Shape::new`].
+    pub fn ring(capacity: u64, block_size: u32, cached_levels: u32) -> Result<Shape, ShapeError> {
+        let c = RingConfig {
+            cached_levels,
+            ..RingConfig::new(capacity, block_size)
+        };
+        Shape::with_ring(c)
+    }
+
+    /// A Ring ORAM store of the configuration `c` (its batch size is the schedule's, set
+    /// by [`Shape::with_schedule`]).
+    pub fn with_ring(c: RingConfig) -> Result<Shape, ShapeError> {
+        if c.capacity == 0 || c.block_size == 0 {
+            return Err(ShapeError::EmptyStore);
+        }
+        RingConfig { max_batch: 1, ..c }
+            .validate()
+            .map_err(|e| match e {
+                shroud_oram::Error::InvalidConfig(why) => ShapeError::Ring(why),
+                _ => ShapeError::Ring("invalid"),
+            })?;
+        if c.cached_levels > c.height() {
+            return Err(ShapeError::TooManyCachedLevels {
+                cached: c.cached_levels,
+                capacity: c.capacity,
+            });
+        }
+        let len = |n: usize| u32::try_from(n).map_err(|_| ShapeError::Ring("buckets too long"));
+        Ok(Shape {
+            mode: Mode::Ring {
+                dummy_slots: c.s,
+                evict_every: c.a,
+                reshuffle_every: c.reshuffle_every,
+            },
+            capacity: c.capacity,
+            block_size: c.block_size,
+            bucket_slots: c.z,
+            cached_levels: c.cached_levels,
+            path_len: c.height() + 1 - c.cached(),
+            bucket_len: len(c.bucket_len())?,
+            slot_len: len(c.slot_len())?,
+            buckets: c.buckets(),
+            slots_per_epoch: 1,
+            epoch_ms: 2000,
+            ..MAIL_OFF
+        }
+        .with_mail(30, 3))
+    }
+
     /// The same store, `slots` slots every `epoch_ms` milliseconds.
     pub fn with_schedule(self, slots: u32, epoch_ms: u32) -> Result<Shape, ShapeError> {
         if slots == 0 || epoch_ms == 0 {
             return Err(ShapeError::EmptySchedule);
+        }
+        if let Mode::Ring {
+            dummy_slots,
+            evict_every,
+            ..
+        } = self.mode
+        {
+            let max = evict_every.min(dummy_slots).min(64);
+            if slots > max {
+                return Err(ShapeError::BatchTooLarge { slots, max });
+            }
         }
         Ok(Shape {
             slots_per_epoch: slots,
@@ -190,12 +292,14 @@ impl Shape {
         match on.with_board(rows, outbox_rows) {
             Ok(s) if round_epochs > 0 && queries > 0 => s,
             _ => Shape {
+                mode: self.mode,
                 capacity: self.capacity,
                 block_size: self.block_size,
                 bucket_slots: self.bucket_slots,
                 cached_levels: self.cached_levels,
                 path_len: self.path_len,
                 bucket_len: self.bucket_len,
+                slot_len: self.slot_len,
                 buckets: self.buckets,
                 slots_per_epoch: self.slots_per_epoch,
                 epoch_ms: self.epoch_ms,
@@ -274,6 +378,78 @@ impl Shape {
         }
     }
 
+    /// The Ring ORAM configuration of a client store of this shape (`None` in Path ORAM
+    /// mode): batches of one epoch's slots.
+    pub fn ring_config(&self) -> Option<RingConfig> {
+        let Mode::Ring {
+            dummy_slots,
+            evict_every,
+            reshuffle_every,
+        } = self.mode
+        else {
+            return None;
+        };
+        Some(RingConfig {
+            z: self.bucket_slots,
+            s: dummy_slots,
+            a: evict_every,
+            reshuffle_every,
+            cached_levels: self.cached_levels,
+            max_batch: self.slots_per_epoch,
+            ..RingConfig::new(self.capacity, self.block_size)
+        })
+    }
+
+    /// True in Ring ORAM mode.
+    pub fn is_ring(&self) -> bool {
+        matches!(self.mode, Mode::Ring { .. })
+    }
+
+    /// The most buckets one slot may write: a path (Path ORAM); in Ring ORAM, the first
+    /// slot of an epoch carries the last batch's rewritten buckets: an eviction path, the
+    /// scheduled reshuffle, and at most every bucket the batch read reshuffled early.
+    pub fn max_slot_writes(&self) -> usize {
+        let n = self.path_len as usize;
+        match self.mode {
+            Mode::Path => n,
+            Mode::Ring { .. } => n + 1 + n * self.slots_per_epoch as usize,
+        }
+    }
+
+    /// The most slots one Ring ORAM slot may read one by one: Z of each bucket it
+    /// rewrites ([`Shape::max_slot_writes`]); 0 in Path ORAM.
+    pub fn max_slot_reads(&self) -> usize {
+        match self.mode {
+            Mode::Path => 0,
+            Mode::Ring { .. } => self.max_slot_writes() * self.bucket_slots as usize,
+        }
+    }
+
+    /// Ring ORAM's fixed public pattern: the buckets rewritten and the slots read one by
+    /// one by the store's `batch`-th batch (0 from its creation; K accesses each), when the
+    /// reshuffle schedule keeps up (a bucket that still reaches S reads adds one bucket
+    /// and Z slots, by public read counts: [`shroud_oram::ring`]). `(0, 0)` in Path ORAM.
+    pub fn ring_maintenance(&self, batch: u64) -> (usize, usize) {
+        let Mode::Ring {
+            evict_every,
+            reshuffle_every,
+            ..
+        } = self.mode
+        else {
+            return (0, 0);
+        };
+        let (k, a) = (u64::from(self.slots_per_epoch), u64::from(evict_every));
+        let before = batch * k;
+        if (before + k) / a == before / a {
+            return (0, 0);
+        }
+        let evictions = before / a;
+        let every = u64::from(reshuffle_every);
+        let buckets =
+            self.path_len as usize + usize::from(every > 0 && evictions.is_multiple_of(every));
+        (buckets, buckets * self.bucket_slots as usize)
+    }
+
     /// The tree every store of this shape has.
     pub fn geometry(&self) -> TreeGeometry {
         TreeGeometry::for_blocks(
@@ -297,6 +473,57 @@ mod tests {
         assert_eq!(s.bucket_len as usize, g.ciphertext_len());
         assert_eq!(s.buckets, g.bucket_count());
         assert_eq!(s.geometry(), g);
+    }
+
+    #[test]
+    fn ring_shapes_are_the_engines() {
+        let s = Shape::ring(1 << 14, 1024, 8).unwrap();
+        let c = s.ring_config().unwrap();
+        assert!(s.is_ring() && !Shape::default().is_ring());
+        assert_eq!(Shape::default().ring_config(), None);
+        assert_eq!((c.z, c.s, c.a, c.max_batch), (16, 32, 20, 1));
+        assert_eq!(s.path_len, c.height() + 1 - 8);
+        assert_eq!(s.bucket_len as usize, c.bucket_len());
+        assert_eq!(s.slot_len as usize, c.slot_len());
+        assert_eq!(s.buckets, c.buckets());
+        assert_eq!(
+            s.with_schedule(4, 100)
+                .unwrap()
+                .ring_config()
+                .unwrap()
+                .max_batch,
+            4
+        );
+        assert_eq!(
+            s.with_schedule(21, 100),
+            Err(ShapeError::BatchTooLarge { slots: 21, max: 20 })
+        );
+        assert!(matches!(
+            Shape::ring(16, 64, 10),
+            Err(ShapeError::TooManyCachedLevels { .. })
+        ));
+        assert!(matches!(Shape::ring(16, 8, 0), Err(ShapeError::Ring(_))));
+    }
+
+    #[test]
+    fn the_ring_pattern_follows_the_access_count() {
+        // K = 1, A = 20: batches 19, 39, 59... evict; every third eviction (the 1st, 4th,
+        // ...) adds the scheduled reshuffle.
+        let s = Shape::ring(1 << 14, 1024, 8).unwrap();
+        let (n, z) = (s.path_len as usize, 16);
+        let evicting: Vec<u64> = (0..200)
+            .filter(|&b| s.ring_maintenance(b) != (0, 0))
+            .collect();
+        assert_eq!(evicting, (0..10).map(|e| 20 * e + 19).collect::<Vec<_>>());
+        assert_eq!(s.ring_maintenance(19), (n + 1, (n + 1) * z));
+        assert_eq!(s.ring_maintenance(39), (n, n * z));
+        assert_eq!(s.ring_maintenance(79), (n + 1, (n + 1) * z));
+        // K = 3: the batch holding access 20 (accesses 19..21) is batch 6.
+        let k3 = s.with_schedule(3, 100).unwrap();
+        assert_eq!(k3.ring_maintenance(6), (n + 1, (n + 1) * z));
+        assert_eq!(k3.ring_maintenance(5), (0, 0));
+        assert_eq!(Shape::default().ring_maintenance(19), (0, 0));
+        assert!(k3.max_slot_writes() >= n + 1 + 3 * n);
     }
 
     #[test]

@@ -7,14 +7,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use rand::seq::SliceRandom;
-use shroud_proto::proxy::{ProxyMsg, SlotDone};
+use shroud_proto::proxy::{ProxyMsg, Reads, SlotDone};
 use shroud_proto::{Batch, BatchOp, BatchReply, ErrorCode, ReadResult};
 
 use crate::{Pending, Shared};
 
 /// Builds the storage batch for `slots` (already shuffled): one grant per slot, all
-/// write-backs first, then all reads.
-fn batch(slots: &[Pending]) -> Batch {
+/// write-backs first, then all reads (Ring ORAM slots of `slot_len` bytes).
+fn batch(slots: &[Pending], slot_len: u32) -> Batch {
     let grants = slots.iter().map(|p| p.slot.grant.clone()).collect();
     let mut ops = Vec::new();
     for (g, p) in slots.iter().enumerate() {
@@ -29,17 +29,37 @@ fn batch(slots: &[Pending]) -> Batch {
         }
     }
     for (g, p) in slots.iter().enumerate() {
-        for &bucket in &p.slot.reads {
-            ops.push(BatchOp::Read {
-                grant: g as u32,
-                bucket,
-            });
+        let grant = g as u32;
+        match &p.slot.reads {
+            Reads::Buckets(buckets) => {
+                ops.extend(
+                    buckets
+                        .iter()
+                        .map(|&bucket| BatchOp::Read { grant, bucket }),
+                );
+            }
+            Reads::Slots { online, each } => {
+                ops.push(BatchOp::ReadSlots {
+                    grant,
+                    slot_len,
+                    xor: true,
+                    slots: online.clone(),
+                });
+                if !each.is_empty() {
+                    ops.push(BatchOp::ReadSlots {
+                        grant,
+                        slot_len,
+                        xor: false,
+                        slots: each.clone(),
+                    });
+                }
+            }
         }
     }
     Batch { grants, ops }
 }
 
-/// Sends each slot its reads (`path_len` each, in slot order), or its failure: a slot whose
+/// Sends each slot its reads (its [`Reads::answers`], in slot order), or its failure: a slot whose
 /// grant storage refused fails alone, and a refused store is closed out at the door from
 /// then on.
 fn dispatch(
@@ -65,7 +85,7 @@ fn dispatch(
                     let _ = p.reply.try_send(ProxyMsg::Failed(p.slot.seq, code));
                     continue;
                 }
-                let mine: Vec<ReadResult> = reads.by_ref().take(p.slot.reads.len()).collect();
+                let mine: Vec<ReadResult> = reads.by_ref().take(p.slot.reads.answers()).collect();
                 let _ = p.reply.try_send(ProxyMsg::Done(SlotDone {
                     seq: p.slot.seq,
                     epoch,
@@ -87,13 +107,15 @@ fn dispatch(
 
 async fn send(shared: &Shared, slots: &[Pending]) -> Result<BatchReply, ErrorCode> {
     let mut up = shared.upstream.lock().await;
-    up.batch(batch(slots)).await.map_err(|e| match e {
-        shroud_net::conn::ConnError::Refused(code) => code,
-        other => {
-            tracing::warn!("storage unreachable: {other}");
-            ErrorCode::Unavailable
-        }
-    })
+    up.batch(batch(slots, shared.config.shape.slot_len))
+        .await
+        .map_err(|e| match e {
+            shroud_net::conn::ConnError::Refused(code) => code,
+            other => {
+                tracing::warn!("storage unreachable: {other}");
+                ErrorCode::Unavailable
+            }
+        })
 }
 
 /// Runs one epoch's slots in one batch. Storage refuses grants one by one, so one client's

@@ -16,9 +16,10 @@
 //! - any malformed or oversized frame closes the session with a typed [`ErrorCode`].
 
 use shroud_proto::board::{OUTBOX_REQUEST_LEN, PirBytes};
-use shroud_proto::proxy::{ClientMsg, ProxyMsg, RoundFrame, Slot};
+use shroud_proto::proxy::{ClientMsg, ProxyMsg, Reads, RoundFrame, Slot};
 use shroud_proto::sealed::Sealed;
 use shroud_proto::{Difficulty, ErrorCode, Geometry, Grant, Hello, Limits, Shape, Work, decode};
+use shroud_proto::{Mode, SlotRef};
 
 /// What a session asks its driver to do with a frame that passed every rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,8 +82,9 @@ pub struct Session {
 /// The largest frame a client may send: one slot, PIR key or round frame of this shape,
 /// with room to spare.
 pub fn client_limits(shape: &Shape) -> Limits {
-    let slot = shape.path_len as usize * (16 + 8 + shape.bucket_len as usize)
-        + shape.path_len as usize * 8;
+    // A slot's writes, and its reads: bucket ids, or slot ids (10 bytes each).
+    let slot = shape.max_slot_writes() * (16 + 8 + shape.bucket_len as usize)
+        + (shape.path_len as usize + shape.max_slot_reads()) * 10;
     let round = shape.write_len as usize
         + shape.queries_per_round as usize * (8 + shape.query_len as usize);
     Limits {
@@ -90,16 +92,40 @@ pub fn client_limits(shape: &Shape) -> Limits {
     }
 }
 
-/// True if `slot` has exactly the shape's sizes and stays inside the store.
+/// True if `slot` has the shape's sizes and stays inside the store: in Path ORAM exactly
+/// a path written and a path read; in Ring ORAM a path's slots read, and writes and
+/// maintenance reads within the shape's bounds (their exact counts follow the client's
+/// access count, which the proxy does not know).
 fn slot_fits(slot: &Slot, shape: &Shape) -> bool {
     let n = shape.path_len as usize;
-    slot.writes.len() == n
-        && slot.reads.len() == n
-        && slot
-            .writes
-            .iter()
-            .all(|w| w.data.len() == shape.bucket_len as usize && w.bucket < shape.buckets)
-        && slot.reads.iter().all(|&b| b < shape.buckets)
+    let bucket = |b: u64| b < shape.buckets;
+    let in_store = |s: &SlotRef| bucket(s.bucket) && u32::from(s.slot) < slots_per_bucket(shape);
+    let writes_fit = slot
+        .writes
+        .iter()
+        .all(|w| w.data.len() == shape.bucket_len as usize && bucket(w.bucket));
+    writes_fit
+        && match (&slot.reads, shape.mode) {
+            (Reads::Buckets(reads), Mode::Path) => {
+                slot.writes.len() == n && reads.len() == n && reads.iter().all(|&b| bucket(b))
+            }
+            (Reads::Slots { online, each }, Mode::Ring { .. }) => {
+                slot.write != slot.writes.is_empty()
+                    && slot.writes.len() <= shape.max_slot_writes()
+                    && online.len() == n
+                    && each.len() <= shape.max_slot_reads()
+                    && online.iter().chain(each).all(in_store)
+            }
+            _ => false,
+        }
+}
+
+/// Slots per Ring ORAM bucket, Z + S (0 in Path ORAM).
+fn slots_per_bucket(shape: &Shape) -> u32 {
+    match shape.mode {
+        Mode::Ring { dummy_slots, .. } => shape.bucket_slots + dummy_slots,
+        Mode::Path => 0,
+    }
 }
 
 /// True if `round` has exactly the shape's counts and sizes.
@@ -340,7 +366,7 @@ mod tests {
                 };
                 n
             ],
-            reads: vec![0; n],
+            reads: Reads::Buckets(vec![0; n]),
         }
     }
 
@@ -526,15 +552,28 @@ mod tests {
     fn a_slot_must_have_the_shape() {
         let sh = shape(false);
         let good = slot(&sh, grant(1));
-        let mut short_path = good.clone();
-        short_path.reads.pop();
+        let n = sh.path_len as usize;
+        let with_reads = |reads| Slot {
+            reads,
+            ..good.clone()
+        };
+        let short_path = with_reads(Reads::Buckets(vec![0; n - 1]));
         let mut short_bucket = good.clone();
         short_bucket.writes[0].data.pop();
-        let mut past_the_end = good.clone();
-        past_the_end.reads[0] = sh.buckets;
+        let past_the_end = with_reads(Reads::Buckets(vec![sh.buckets; n]));
         let mut write_past_the_end = good.clone();
         write_past_the_end.writes[0].bucket = sh.buckets;
-        for bad in [short_path, short_bucket, past_the_end, write_past_the_end] {
+        let ring_reads = with_reads(Reads::Slots {
+            online: vec![SlotRef { bucket: 0, slot: 0 }; n],
+            each: Vec::new(),
+        });
+        for bad in [
+            short_path,
+            short_bucket,
+            past_the_end,
+            write_past_the_end,
+            ring_reads,
+        ] {
             let mut s = open(sh);
             assert_eq!(
                 s.on_frame(&frame(&ClientMsg::Slot(bad))),
@@ -546,6 +585,66 @@ mod tests {
             s.on_frame(&frame(&ClientMsg::Slot(good.clone()))),
             Ok(Input::Slots(Vec::new()))
         );
+    }
+
+    #[test]
+    fn a_ring_slot_must_have_the_shape() {
+        let sh = Shape::ring(1 << 10, 64, 2)
+            .and_then(|s| s.with_schedule(K, 100))
+            .expect("ring shape")
+            .with_mail(0, 0);
+        let n = sh.path_len as usize;
+        let slots = (sh.bucket_slots + 32) as u16;
+        let at = |bucket, slot| SlotRef { bucket, slot };
+        let bucket = |b| SlotWrite {
+            bucket: b,
+            data: vec![0; sh.bucket_len as usize],
+        };
+        let ring = |writes: Vec<SlotWrite>, online: Vec<SlotRef>, each: Vec<SlotRef>| Slot {
+            seq: 1,
+            grant: grant(1),
+            write: !writes.is_empty(),
+            writes,
+            reads: Reads::Slots { online, each },
+        };
+        let online = vec![at(3, 0); n];
+        let most = sh.max_slot_writes();
+        let good = [
+            ring(Vec::new(), online.clone(), Vec::new()),
+            ring(
+                vec![bucket(1); most],
+                online.clone(),
+                vec![at(4, 1); most * 16],
+            ),
+        ];
+        let mut flagged = good[0].clone();
+        flagged.write = true;
+        let bad = [
+            ring(Vec::new(), vec![at(3, 0); n + 1], Vec::new()),
+            ring(Vec::new(), vec![at(3, slots); n], Vec::new()),
+            ring(Vec::new(), vec![at(sh.buckets, 0); n], Vec::new()),
+            ring(vec![bucket(1); most + 1], online.clone(), Vec::new()),
+            ring(Vec::new(), online.clone(), vec![at(4, 1); most * 16 + 1]),
+            ring(vec![bucket(sh.buckets)], online.clone(), Vec::new()),
+            flagged,
+            Slot {
+                reads: Reads::Buckets(vec![0; n]),
+                ..good[0].clone()
+            },
+        ];
+        for slot in good {
+            let mut s = open(sh);
+            assert!(s.on_frame(&frame(&ClientMsg::Slot(slot))).is_ok());
+        }
+        for slot in bad {
+            let mut s = open(sh);
+            assert_eq!(
+                s.on_frame(&frame(&ClientMsg::Slot(slot))),
+                Err(ErrorCode::WrongShape)
+            );
+        }
+        let biggest = ring(vec![bucket(1); most], online, vec![at(4, 1); most * 16]);
+        assert!(frame(&ClientMsg::Slot(biggest)).len() <= client_limits(&sh).max_frame);
     }
 
     #[test]

@@ -48,16 +48,18 @@ use shroud_proto::Grant;
 use shroud_proto::Shape;
 use zeroize::{Zeroize, Zeroizing};
 
+mod migrate;
 mod pages;
 
-/// The state's format version, kept in `meta`: 5 since the engine and the mailbox are saved
+/// The state's format version, kept in `meta`: 6 since the shape names its ORAM mode
+/// (Path or Ring; version 5 states open and are converted: [`migrate`]); 5 since the engine and the mailbox are saved
 /// as pages (issue 14; version 4 states do not open); 4 since mail has Olm sessions (the account
 /// holds an Olm account, the courier's state its sessions; version 3 states do not open); 3
 /// since mail moved to outboxes and PIR
 /// (issue 13: the shape, the courier's state and the account changed; version 2 states do
 /// not open, and neither would the inbox protocol they were made for); 2 since every record
 /// carries a stamp of its generation (version 1 states do not open).
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 const NONCE: usize = 24;
 const TAG: usize = 16;
 
@@ -491,7 +493,16 @@ impl Durable {
             written: Default::default(),
         };
         s.check_stamps()?;
-        let meta: Meta = s.load()?.ok_or(StateError::Corrupt("meta"))?;
+        let meta: Meta = match s.load() {
+            Err(StateError::Corrupt(_)) => {
+                // An earlier format's `meta`, converted and saved as today's.
+                let old: migrate::MetaV5 = s.load()?.ok_or(StateError::Corrupt("meta"))?;
+                let meta = old.upgrade().ok_or(StateError::OldFormat)?;
+                s.save(&meta)?;
+                meta
+            }
+            loaded => loaded?.ok_or(StateError::Corrupt("meta"))?,
+        };
         s.check_pages()?;
         if let Some((key, salt)) = derived.rekey {
             s.rekey(&key, &salt)?;
@@ -931,12 +942,41 @@ mod tests {
         assert_eq!(s.load::<Note>().unwrap().unwrap().next, 9);
     }
 
-    /// The stored sample of today's state records (format version 5): the state key and
+    /// The stored sample of today's state records (format version 6): the state key and
     /// the sealed `meta`, `wal`, `pages` and `account` records, and pages (`page/rider`, the
     /// key map's `page/kv/...`). Set
     /// SHROUD_WRITE_SAMPLES=1 to write it again (only with a new version, and a migration
     /// for the old one).
-    const SAMPLE: &str = "samples/state-v5.txt";
+    const SAMPLE: &str = "samples/state-v6.txt";
+
+    /// The sample of version 5, whose `meta` opens converted ([`migrate`]).
+    const SAMPLE_V5: &str = "samples/state-v5.txt";
+
+    #[test]
+    fn a_version_5_meta_opens_as_a_path_oram_shape() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(SAMPLE_V5);
+        let text = std::fs::read_to_string(&path).expect("the stored sample");
+        let field = |name: &str| {
+            unhex(
+                text.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                    .expect("field"),
+            )
+        };
+        let key: [u8; 32] = field("key").try_into().unwrap();
+        let cipher = XChaCha20Poly1305::new(&key.into());
+        assert!(
+            open_record::<Meta>(&cipher, "meta", &field("meta")).is_err(),
+            "today's layout does not read it"
+        );
+        let (_, old): (Stamp, migrate::MetaV5) =
+            open_record(&cipher, "meta", &field("meta")).unwrap();
+        let m = old.upgrade().expect("a version 5 record");
+        assert_eq!(m.version, VERSION);
+        assert_eq!(m.shape, meta().shape);
+        assert_eq!(m.grant, meta().grant);
+        assert_eq!(m.oram_key, [3; 32]);
+    }
 
     fn stamp(generation: u64, saw: &[(&str, u64)]) -> Stamp {
         Stamp {
@@ -954,7 +994,7 @@ mod tests {
     }
 
     #[test]
-    fn reads_the_stored_sample_of_state_v5() {
+    fn reads_the_stored_sample_of_state_v6() {
         use crate::kv::Entry;
         use bincode::Options;
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(SAMPLE);
