@@ -18,6 +18,7 @@ mod oblivious;
 mod operations;
 mod outbox;
 mod redis_cluster;
+mod ring_wire;
 mod selective_failure;
 mod stalls;
 mod storage;

@@ -3,7 +3,7 @@
 //! client by design, and those fields returned, to be checked on their own.
 //!
 //! Blanked: a slot's grant (the proxy must know whose store it serves); each written
-//! bucket's lineage and nonce, `lineage || lineage prefix || counter` (the lineage names the
+//! Path ORAM bucket's lineage and nonce (Ring ORAM sends none), `lineage || lineage prefix || counter` (the lineage names the
 //! client's run; the counter counts its bucket writes); and the `seq` of slots and round
 //! frames (the client's count of the frames it has sent, so two clients' differ by when each
 //! started). [`Blanked::check`] checks that the counters and numbers only count. Every other
@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use shroud_proto::proxy::ClientMsg;
+use shroud_proto::proxy::{ClientMsg, Reads};
 use shroud_proto::{Capability, Grant, Limits, StoreId};
 use shroud_proxy::transcript::{FrameKind, Transcript};
 
@@ -98,7 +98,9 @@ pub fn inbound(transcript: &Path) -> Result<(Frames, Blanked)> {
                     store: StoreId([0; 16]),
                     capability: Capability([0; 32]),
                 };
-                if slot.write {
+                // Path ORAM buckets carry their nonce; Ring ORAM slots carry only
+                // ciphertext and tag (the client keeps the nonces), so nothing to blank.
+                if slot.write && matches!(slot.reads, Reads::Buckets(_)) {
                     let mut cs = Vec::new();
                     for w in &mut slot.writes {
                         // lineage (32) || nonce: lineage prefix (4) || counter (8, big-endian).
