@@ -1,8 +1,10 @@
 //! A malicious storage server, as a man in the middle between the proxy and the real one
 //! (it terminates the proxy's TLS with storage's certificate, as storage's operator could).
-//! Each attack is tried many times, each time on one bucket of one response at a random
-//! position: flip a byte, swap two buckets, replay an older version of a bucket, return a
-//! bucket as absent, truncate a bucket, reorder a response's buckets, drop a response.
+//! Each attack is tried many times, each time on one answer of one response at a random
+//! position: flip a byte, swap two answers, replay an older version of an answer, return
+//! an answer as absent, truncate one, reorder a response's answers, drop a response. An
+//! answer is a bucket (Path ORAM), or a slot or an XOR of slots (Ring ORAM): both modes
+//! are attacked, side by side.
 //!
 //! Every try must be detected at the first read (the client refuses the epoch:
 //! `ClientStats::integrity_failures`, or for a dropped response the proxy's timeout and the
@@ -44,8 +46,12 @@ const ATTACKS: [&str; 7] = [
 ];
 const DROP: u8 = 6;
 
-/// Every version of every bucket served so far.
-type Versions = HashMap<(StoreId, u64), Vec<Vec<u8>>>;
+/// What one answer of a batch is of: a bucket, a slot, or an online read (an XOR of
+/// slots), with its store.
+type AnswerId = (StoreId, u64, u32);
+
+/// Every version of every answer served so far.
+type Versions = HashMap<AnswerId, Vec<Vec<u8>>>;
 
 /// The man in the middle.
 #[derive(Default)]
@@ -58,7 +64,7 @@ struct Mitm {
 
 impl Mitm {
     /// Tampers with `reads` (of buckets `ids`); false if this response offers no target.
-    fn tamper(&self, reads: &mut [ReadResult], ids: &[(StoreId, u64)], rng: &mut StdRng) -> bool {
+    fn tamper(&self, reads: &mut [ReadResult], ids: &[AnswerId], rng: &mut StdRng) -> bool {
         let present: Vec<usize> = (0..reads.len()).filter(|&i| reads[i].present).collect();
         if present.is_empty() {
             return false;
@@ -121,7 +127,7 @@ impl Mitm {
         true
     }
 
-    fn remember(&self, reads: &[ReadResult], ids: &[(StoreId, u64)]) {
+    fn remember(&self, reads: &[ReadResult], ids: &[AnswerId]) {
         let mut seen = self.seen.lock();
         for (r, id) in reads.iter().zip(ids) {
             if r.present {
@@ -134,21 +140,29 @@ impl Mitm {
     }
 }
 
-/// The read buckets of a batch, in order.
-fn read_ids(req: &Request) -> Option<Vec<(StoreId, u64)>> {
+/// What each answer of a batch is of, in order: a bucket `(store, bucket, u32::MAX)`, a
+/// slot `(store, bucket, slot)`, or an online read `(store, first bucket, u32::MAX - 1)`.
+fn read_ids(req: &Request) -> Option<Vec<AnswerId>> {
     let Request::Batch(b) = req else { return None };
-    Some(
-        b.ops
-            .iter()
-            .filter_map(|op| match op {
-                BatchOp::Read { grant, bucket } => {
-                    Some((b.grants.get(*grant as usize)?.store, *bucket))
-                }
-                // The proxy sends Path ORAM slots: no slot reads.
-                BatchOp::Write { .. } | BatchOp::ReadSlots { .. } => None,
-            })
-            .collect(),
-    )
+    let mut ids = Vec::new();
+    for op in &b.ops {
+        let store = |g: u32| b.grants.get(g as usize).map(|g| g.store);
+        match op {
+            BatchOp::Read { grant, bucket } => ids.push((store(*grant)?, *bucket, u32::MAX)),
+            BatchOp::Write { .. } => {}
+            BatchOp::ReadSlots {
+                grant,
+                xor: true,
+                slots,
+                ..
+            } => ids.push((store(*grant)?, slots.first()?.bucket, u32::MAX - 1)),
+            BatchOp::ReadSlots { grant, slots, .. } => {
+                let s = store(*grant)?;
+                ids.extend(slots.iter().map(|r| (s, r.bucket, u32::from(r.slot))));
+            }
+        }
+    }
+    Some(ids)
 }
 
 async fn serve_one(
@@ -240,7 +254,10 @@ fn tries() -> u64 {
 // computes: about a tenth of a core each).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_tampered_response_is_detected_and_honest_operation_resumes() {
-    attack(0..DROP, STORAGE_TIMEOUT).await;
+    tokio::join!(
+        attack(0..DROP, STORAGE_TIMEOUT, path()),
+        attack(0..DROP, STORAGE_TIMEOUT, ring())
+    );
 }
 
 // Each dropped response costs the proxy's whole storage timeout: a shorter one for this
@@ -248,17 +265,36 @@ async fn every_tampered_response_is_detected_and_honest_operation_resumes() {
 // above the tries, which the check allows).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dropped_response_is_detected_and_honest_operation_resumes() {
-    attack(DROP..DROP + 1, DROP_TIMEOUT).await;
+    tokio::join!(
+        attack(DROP..DROP + 1, DROP_TIMEOUT, path()),
+        attack(DROP..DROP + 1, DROP_TIMEOUT, ring())
+    );
 }
 
-/// Tries each of `attacks` on its own stack, with the proxy's storage timeout
-/// `storage_timeout`.
-async fn attack(attacks: std::ops::Range<u8>, storage_timeout: Duration) {
-    let shape = Shape::new(64, 32, 1)
+/// 64 blocks of 32 bytes, one slot every 4 ms.
+fn path() -> Shape {
+    Shape::new(64, 32, 1)
         .expect("shape")
         .with_schedule(1, 4)
         .expect("shape")
-        .with_mail(0, 0);
+        .with_mail(0, 0)
+}
+
+/// The same store in Ring ORAM, two slots every 4 ms: a response of one slot holds a
+/// single XOR answer but on evictions, and swapping or reordering answers needs two.
+fn ring() -> Shape {
+    Shape::ring(64, 32, 1)
+        .expect("shape")
+        .with_schedule(2, 4)
+        .expect("shape")
+        .with_mail(0, 0)
+}
+
+/// Tries each of `attacks` on its own stack of `shape`, with the proxy's storage timeout
+/// `storage_timeout`.
+async fn attack(attacks: std::ops::Range<u8>, storage_timeout: Duration, shape: Shape) {
+    let mode = format!("{:?}", shape.mode).replace(|c: char| !c.is_alphabetic(), " ");
+    let mode = mode.split_whitespace().next().unwrap_or("?").to_string();
     let mut stack = Stack::start(shape).await.expect("stack");
     // Put the man in the middle between the proxy and storage.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -372,7 +408,7 @@ async fn attack(attacks: std::ops::Range<u8>, storage_timeout: Duration) {
             )
         };
         println!(
-            "{name}: {tried} tries, {detected} {how}; {refused_ops} operations failed with a typed error; {:.1} s",
+            "{mode} ORAM, {name}: {tried} tries, {detected} {how}; {refused_ops} operations failed with a typed error; {:.1} s",
             started.elapsed().as_secs_f64()
         );
         results.push((name, tried, detected));
@@ -382,7 +418,7 @@ async fn attack(attacks: std::ops::Range<u8>, storage_timeout: Duration) {
             assert_eq!(
                 &client.read(a as u64).await.expect("honest read"),
                 v,
-                "{name}"
+                "{mode} ORAM, {name}"
             );
         }
     }
@@ -391,10 +427,10 @@ async fn attack(attacks: std::ops::Range<u8>, storage_timeout: Duration) {
     // too and the client resent it, which is the system working, not a missed attack; that
     // nothing tampered was accepted is what the model check after each phase shows.
     for (name, tried, detected) in results {
-        assert!(tried >= n, "{name}: {tried} tries");
+        assert!(tried >= n, "{mode} ORAM, {name}: {tried} tries");
         assert!(
             detected >= tried,
-            "{name}: {detected} of {tried} tries caught"
+            "{mode} ORAM, {name}: {detected} of {tried} tries caught"
         );
     }
     drop(client);

@@ -126,7 +126,10 @@ fn walk(shape: &Shape, frames: &[Vec<u8>]) -> Seen {
         seen.early += usize::from(extra > 0);
         for r in each {
             let done = read.entry(r.bucket).or_default();
-            assert!(!done.contains(&r.slot), "batch {n}: a maintenance slot read twice");
+            assert!(
+                !done.contains(&r.slot),
+                "batch {n}: a maintenance slot read twice"
+            );
             done.push(r.slot);
         }
         for (j, slot) in batch.iter().enumerate() {
@@ -190,8 +193,14 @@ async fn an_idle_client_and_a_busy_one_look_alike_in_ring_oram() {
     }
     let real = busy.stats().real.load(std::sync::atomic::Ordering::Relaxed);
     drop((idle, busy));
-    idle_task.await.expect("join").expect("idle stopped cleanly");
-    busy_task.await.expect("join").expect("busy stopped cleanly");
+    idle_task
+        .await
+        .expect("join")
+        .expect("idle stopped cleanly");
+    busy_task
+        .await
+        .expect("join")
+        .expect("busy stopped cleanly");
     let (frames, _) =
         shroud_lab::audit::frames::inbound(&stack.proxy_transcript).expect("the proxy's frames");
     let clients = shroud_lab::audit::frames::clients(&frames);
@@ -202,7 +211,10 @@ async fn an_idle_client_and_a_busy_one_look_alike_in_ring_oram() {
             .map(|v| v.iter().map(|(_, f)| f.clone()).collect())
             .unwrap_or_default()
     };
-    let (a, b) = (walk(&shape, &slots(clients[0])), walk(&shape, &slots(clients[1])));
+    let (a, b) = (
+        walk(&shape, &slots(clients[0])),
+        walk(&shape, &slots(clients[1])),
+    );
     let n = a.shapes.len().min(b.shapes.len());
     println!(
         "{} and {} frames; the busy client made {real} real accesses; early reshuffles {} and {}",

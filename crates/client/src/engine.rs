@@ -204,6 +204,8 @@ impl Engine {
                 let mut reply = RingReply::default();
                 for (j, r) in replies.iter().enumerate() {
                     let mut answers = r.iter();
+                    // An XOR answer always has its bytes (zeros where no slot read was
+                    // ever written, which storage marks absent); the engine checks them.
                     reply
                         .online
                         .push(answers.next().map(|a| a.data.clone()).unwrap_or_default());
