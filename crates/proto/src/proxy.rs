@@ -161,8 +161,9 @@ pub struct ProxyStats {
     pub failed_slots: u64,
     /// Connections refused or closed for errors.
     pub rejected: u64,
-    /// Smallest slot frame received, bytes (equal to the largest when every client keeps
-    /// the shape).
+    /// Smallest slot frame received, bytes (in Path ORAM equal to the largest when every
+    /// client keeps the shape; in Ring ORAM an online read alone, the largest carrying an
+    /// eviction).
     pub slot_frame_min: u64,
     /// Largest slot frame received, bytes.
     pub slot_frame_max: u64,
