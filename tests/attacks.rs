@@ -293,8 +293,7 @@ fn ring() -> Shape {
 /// Tries each of `attacks` on its own stack of `shape`, with the proxy's storage timeout
 /// `storage_timeout`.
 async fn attack(attacks: std::ops::Range<u8>, storage_timeout: Duration, shape: Shape) {
-    let mode = format!("{:?}", shape.mode).replace(|c: char| !c.is_alphabetic(), " ");
-    let mode = mode.split_whitespace().next().unwrap_or("?").to_string();
+    let mode = if shape.is_ring() { "Ring" } else { "Path" };
     let mut stack = Stack::start(shape).await.expect("stack");
     // Put the man in the middle between the proxy and storage.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -15,7 +15,7 @@ use rand::CryptoRng;
 use shroud_net::conn::{ConnError, Connection};
 use shroud_oram::ring::{RingOram, RingReply, RingRequest};
 use shroud_oram::{Op, Oram, Progress};
-use shroud_proto::{Batch, BatchOp, Geometry, Grant, SlotRef};
+use shroud_proto::{Batch, BatchOp, Geometry, Grant};
 
 /// A failure of an ORAM batch over the storage protocol.
 #[derive(Debug, thiserror::Error)]
@@ -234,14 +234,7 @@ impl DirectRingStore {
         rng: &mut R,
     ) -> Result<Vec<u8>, DirectError> {
         let slot_len = oram.config().slot_len() as u32;
-        let slots = |ids: &[shroud_oram::ring::SlotId]| {
-            ids.iter()
-                .map(|s| SlotRef {
-                    bucket: s.bucket.index,
-                    slot: s.slot,
-                })
-                .collect()
-        };
+        let slots = crate::engine::slot_refs;
         let mut ops: Vec<BatchOp> = req
             .writes
             .iter()

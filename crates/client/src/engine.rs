@@ -35,6 +35,16 @@ pub(crate) enum Verified {
     Failed(ClientError),
 }
 
+/// Ring ORAM slot ids as the storage protocol names them.
+pub(crate) fn slot_refs(ids: &[SlotId]) -> Vec<SlotRef> {
+    ids.iter()
+        .map(|s| SlotRef {
+            bucket: s.bucket.index,
+            slot: s.slot,
+        })
+        .collect()
+}
+
 impl Engine {
     /// A fresh engine of `shape`'s mode under `key`.
     pub fn new(shape: &Shape, key: Key, rng: &mut StdRng) -> Result<Engine, ClientError> {
@@ -140,14 +150,6 @@ impl Engine {
                 let Some(req) = ring.request() else {
                     return Vec::new();
                 };
-                let refs = |ids: &[SlotId]| {
-                    ids.iter()
-                        .map(|s| SlotRef {
-                            bucket: s.bucket.index,
-                            slot: s.slot,
-                        })
-                        .collect::<Vec<_>>()
-                };
                 req.online
                     .iter()
                     .enumerate()
@@ -161,7 +163,7 @@ impl Engine {
                                     data: data.clone(),
                                 })
                                 .collect();
-                            (writes, refs(&req.reads))
+                            (writes, slot_refs(&req.reads))
                         } else {
                             (Vec::new(), Vec::new())
                         };
@@ -169,7 +171,7 @@ impl Engine {
                             !writes.is_empty(),
                             writes,
                             Reads::Slots {
-                                online: refs(online),
+                                online: slot_refs(online),
                                 each,
                             },
                         )

@@ -9,7 +9,7 @@ use shroud_proto::shape::Mode;
 use shroud_proto::{Grant, Shape};
 use zeroize::Zeroize;
 
-use super::{Meta, StateRecord, VERSION};
+use super::{Meta, VERSION};
 
 /// The shape as version 5 saved it.
 #[derive(Deserialize)]
@@ -46,16 +46,6 @@ impl Drop for MetaV5 {
     fn drop(&mut self) {
         self.oram_key.zeroize();
     }
-}
-
-impl serde::Serialize for MetaV5 {
-    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
-        Err(serde::ser::Error::custom("version 5 records are only read"))
-    }
-}
-
-impl StateRecord for MetaV5 {
-    const NAME: &'static str = "meta";
 }
 
 impl MetaV5 {

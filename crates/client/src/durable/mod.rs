@@ -496,7 +496,7 @@ impl Durable {
         let meta: Meta = match s.load() {
             Err(StateError::Corrupt(_)) => {
                 // An earlier format's `meta`, converted and saved as today's.
-                let old: migrate::MetaV5 = s.load()?.ok_or(StateError::Corrupt("meta"))?;
+                let old: migrate::MetaV5 = s.get("meta")?.ok_or(StateError::Corrupt("meta"))?;
                 let meta = old.upgrade().ok_or(StateError::OldFormat)?;
                 s.save(&meta)?;
                 meta

@@ -106,6 +106,7 @@ fn ring_per_slot(s: &Shape) -> Result<(u64, u64)> {
     };
     let period = u64::from(evict_every) * u64::from(reshuffle_every.max(1));
     let mut known = std::collections::HashMap::new();
+    let rest = slot_bytes(s, 0, reads(0), s.slot_len as usize)?;
     let (mut up, mut down) = (0u64, 0u64);
     for b in period..2 * period {
         let (w, _) = s.ring_maintenance(b - 1);
@@ -118,7 +119,6 @@ fn ring_per_slot(s: &Shape) -> Result<(u64, u64)> {
                 v
             }
         };
-        let rest = slot_bytes(s, 0, reads(0), s.slot_len as usize)?;
         let k = u64::from(s.slots_per_epoch) - 1;
         up += first.0 + k * rest.0;
         down += first.1 + k * rest.1;
