@@ -727,7 +727,7 @@ fn audit(
     }
     if !json {
         shroud_lab::outln!(
-            "shroud audit: {} paths per side, alpha {}; four pairs of workloads, each on its own embedded stack",
+            "shroud audit: {} paths per side, alpha {}; three pairs of key-value workloads in each ORAM mode and four views of mail, each on its own embedded stack",
             opts.accesses,
             opts.alpha
         );
@@ -737,9 +737,10 @@ fn audit(
             return;
         }
         shroud_lab::outln!(
-            "\n{} vs {} ({} and {} paths):",
+            "\n{} vs {}, {} ORAM ({} and {} paths):",
             p.a,
             p.b,
+            p.oram,
             p.paths[0],
             p.paths[1]
         );

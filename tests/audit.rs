@@ -1,5 +1,6 @@
-//! `shroud audit --short` as CI runs it: a real process, four pairs of workloads on embedded
-//! stacks, every test passing, and the JSON and SVG reports written.
+//! `shroud audit --short` as CI runs it: a real process, the key-value pairs in both ORAM
+//! modes and the collusion view on embedded stacks, every test passing, and the JSON and
+//! SVG reports written.
 
 use std::process::Command;
 
@@ -15,7 +16,9 @@ fn the_short_audit_detects_no_difference_and_writes_its_report() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON report");
     let pairs = report["pairs"].as_array().expect("pairs");
-    assert_eq!(pairs.len(), 7);
+    assert_eq!(pairs.len(), 10);
+    let ring = pairs.iter().filter(|p| p["oram"] == "ring").count();
+    assert_eq!(ring, 3, "the key-value pairs run in both modes");
     // Every failed verdict, with its detail (the sizes verdict names the first epoch that
     // differs and its frames).
     let failed: Vec<String> = pairs

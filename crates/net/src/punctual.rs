@@ -334,7 +334,8 @@ fn run(
         loop {
             match rx.try_recv() {
                 Ok(Job::Release { when, done }) => {
-                    let _ = done.send(release(shared, &mut socket, when));
+                    let released = release(shared, &mut poll, &mut socket, &mut open, when);
+                    let _ = done.send(released);
                 }
                 Ok(Job::Resume) => {
                     if open {
@@ -364,20 +365,71 @@ fn run(
     }
 }
 
-/// One release: wait for its time, let the writes go, and start watching for the reply.
-fn release(shared: &Shared, socket: &mut mio::net::TcpStream, when: When) -> Released {
+/// Below this much time left, a release sleeps instead of polling (the poller's timeout has
+/// millisecond steps).
+const PRECISE: Duration = Duration::from_millis(2);
+
+/// One release: wait for its time, reading what arrives meanwhile, let the writes go, and
+/// start watching for the reply.
+///
+/// Bytes that arrive before the release are read and timed as they come, so that they are
+/// never taken for its reply: read only after the wait, they would set the next release's
+/// time from the end of this one, and whether they came before or after the caller asked
+/// for this release depends on how quickly its work was done (a round's answers, landing
+/// just after the slots' replies, did that once per round).
+fn release(
+    shared: &Shared,
+    poll: &mut Poll,
+    socket: &mut mio::net::TcpStream,
+    open: &mut bool,
+    when: When,
+) -> Released {
     let now = Instant::now();
-    let at = match when {
-        When::At(at) => at,
-        When::AfterReply(after) => shared.lock().reply.take().map_or(now, |r| r + after),
+    let at = {
+        let mut state = shared.lock();
+        // The reply to the previous release, if any, is this one's; what comes from now
+        // on is not.
+        state.awaiting = false;
+        match when {
+            When::At(at) => at,
+            When::AfterReply(after) => state.reply.take().map_or(now, |r| r + after),
+        }
     };
-    // A precise sleep (the runtime's timer has millisecond steps).
-    std::thread::sleep(at.saturating_duration_since(now));
+    let mut events = Events::with_capacity(8);
+    loop {
+        let left = at.saturating_duration_since(Instant::now());
+        if left <= PRECISE {
+            // A precise sleep for the rest (the runtime's timer has millisecond steps).
+            std::thread::sleep(left);
+            break;
+        }
+        if poll.poll(&mut events, Some(left - PRECISE)).is_err() {
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            break;
+        }
+        if *open && events.iter().any(|e| e.token() == SOCKET) {
+            *open = read_before_release(shared, poll, socket);
+        }
+    }
+    // What came during the last sleep, before the writes go.
+    if *open {
+        *open = read_before_release(shared, poll, socket);
+    }
     shared.release(socket);
     let mut state = shared.lock();
     state.reply = None;
     state.awaiting = true;
     Released { late: now > at }
+}
+
+/// Reads what the socket has (not a reply: no release is awaiting one); false once the
+/// connection is over, and then stops watching it.
+fn read_before_release(shared: &Shared, poll: &Poll, socket: &mut mio::net::TcpStream) -> bool {
+    let open = shared.read_ready(socket, Instant::now());
+    if !open {
+        let _ = poll.registry().deregister(socket);
+    }
+    open
 }
 
 #[cfg(test)]
@@ -470,5 +522,49 @@ mod tests {
         let released = gate.release(When::AfterReply(after)).await;
         assert!(released.late);
         server.read_exact(&mut buf).await.unwrap();
+    }
+
+    /// Bytes that arrive while a release waits for its time (a second reply, landing just
+    /// after the first) are not the reply to that release: the next release still counts
+    /// from the first bytes after it.
+    #[tokio::test]
+    async fn bytes_that_arrive_before_a_release_are_not_its_reply() {
+        let (mut held, gate, mut server) = connected().await;
+        let after = Duration::from_millis(60);
+        let mut buf = [0u8; 4];
+        gate.hold();
+        held.write_all(b"ping").await.unwrap();
+        gate.release(When::AfterReply(after)).await;
+        server.read_exact(&mut buf).await.unwrap();
+        server.write_all(b"pong").await.unwrap();
+        held.read_exact(&mut buf).await.unwrap();
+        // The next frames, released at once after the reply, while more arrives before
+        // they leave.
+        gate.hold();
+        held.write_all(b"next").await.unwrap();
+        let (released, _) = tokio::join!(gate.release(When::AfterReply(after)), async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            server.write_all(b"more").await.unwrap();
+        });
+        assert!(!released.late);
+        server.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"next");
+        held.read_exact(&mut buf).await.unwrap();
+        // The reply to "next" comes 40 ms after it left; the frames after it leave 60 ms
+        // after that reply, not 60 ms after "more" was read.
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let replied = Instant::now();
+        server.write_all(b"back").await.unwrap();
+        held.read_exact(&mut buf).await.unwrap();
+        gate.hold();
+        held.write_all(b"last").await.unwrap();
+        let released = gate.release(When::AfterReply(after)).await;
+        assert!(
+            !released.late,
+            "released at once: timed from the bytes before"
+        );
+        server.read_exact(&mut buf).await.unwrap();
+        let gap = replied.elapsed();
+        assert!(gap >= after, "left {gap:?} after the reply");
     }
 }

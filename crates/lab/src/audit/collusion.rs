@@ -290,7 +290,8 @@ pub fn pair(opts: &Options, shape: &Shape, x: &Run, y: &Run) -> PairReport {
             v
         };
         verdicts.extend(compare::storage(&a.store, &b.store).map(named));
-        verdicts.extend(compare::proxy(&a.conn, &b.conn, opts.alpha).map(named));
+        let skip = compare::reshuffled(&a.store, &b.store);
+        verdicts.extend(compare::proxy(&a.conn, &b.conn, opts.alpha, &skip).map(named));
         for (what, sa, sb) in [
             ("slot frames", &a.slots, &b.slots),
             ("round frames", &a.rounds, &b.rounds),
@@ -358,6 +359,7 @@ pub fn pair(opts: &Options, shape: &Shape, x: &Run, y: &Run) -> PairReport {
     let leaves = 1u64 << (shape.path_len + shape.cached_levels - 1);
     let alice = (&x.clients[0].store, &y.clients[0].store);
     PairReport {
+        oram: super::oram_name(shape).into(),
         a: x.scenario.name().into(),
         b: y.scenario.name().into(),
         verdicts,

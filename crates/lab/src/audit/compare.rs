@@ -1,5 +1,7 @@
 //! The audit's tests: what two clients' operator views must share, and the verdicts.
 
+use std::collections::BTreeSet;
+
 use serde::Serialize;
 
 use super::observe::{ConnView, Frame, StoreView};
@@ -58,34 +60,34 @@ fn window<T: Copy + Ord + std::ops::Add<Output = T> + From<u8>>(a: &[T], b: &[T]
     both
 }
 
-/// Storage: in every batch both stores are in, the same slots (counts) and the same bytes
-/// and reads (sizes).
+/// Storage: in every batch both stores are in, the same slots (counts); and batch by batch
+/// of each store (the n-th of one against the n-th of the other, since Ring ORAM's sizes
+/// follow a pattern of the client's batch count), the same bytes and reads (sizes), apart
+/// from batches holding an early reshuffle, which storage's own counts announce.
 pub fn storage(a: &StoreView, b: &StoreView) -> [Verdict; 2] {
-    let ia: std::collections::BTreeMap<_, _> = a
-        .epochs
-        .iter()
-        .map(|&(i, s, w, r)| (i, (s, w, r)))
-        .collect();
-    let ib: std::collections::BTreeMap<_, _> = b
-        .epochs
-        .iter()
-        .map(|&(i, s, w, r)| (i, (s, w, r)))
-        .collect();
-    let ka: Vec<u64> = ia.keys().map(|&k| k as u64).collect();
-    let kb: Vec<u64> = ib.keys().map(|&k| k as u64).collect();
-    let window: Vec<usize> = window(&ka, &kb).into_iter().map(|k| k as usize).collect();
-    let get = |m: &std::collections::BTreeMap<usize, (u64, u64, u64)>, i| {
-        m.get(&i).copied().unwrap_or_default()
+    let ka: Vec<u64> = a.epochs.iter().map(|e| e.0 as u64).collect();
+    let kb: Vec<u64> = b.epochs.iter().map(|e| e.0 as u64).collect();
+    let slots = |v: &StoreView| -> std::collections::BTreeMap<usize, u64> {
+        v.epochs.iter().map(|e| (e.0, e.1)).collect()
     };
+    let (sa, sb) = (slots(a), slots(b));
+    let window = window(&ka, &kb);
     let counts = window
         .iter()
-        .filter(|&&i| get(&ia, i).0 != get(&ib, i).0)
+        .filter(|&&i| sa.get(&(i as usize)) != sb.get(&(i as usize)))
         .count();
-    let sizes = window
+    // Each side's first batch (no write-back yet) and last two (stopping) are out.
+    let last = a.epochs.len().min(b.epochs.len()).saturating_sub(2);
+    let skip = reshuffled(a, b);
+    let batches: Vec<usize> = (1..last).filter(|k| !skip.contains(k)).collect();
+    let sizes = batches
         .iter()
-        .filter(|&&i| get(&ia, i) != get(&ib, i))
+        .filter(|&&k| {
+            (a.epochs[k].1, a.epochs[k].2, a.epochs[k].3)
+                != (b.epochs[k].1, b.epochs[k].2, b.epochs[k].3)
+        })
         .count();
-    [
+    let mut verdicts = [
         exact(
             "storage: slots per epoch identical",
             window.len(),
@@ -93,12 +95,41 @@ pub fn storage(a: &StoreView, b: &StoreView) -> [Verdict; 2] {
             "epochs",
         ),
         exact(
-            "storage: bytes written and buckets read per epoch identical",
-            window.len(),
+            "storage: bytes written and buckets read per batch identical",
+            batches.len(),
             sizes,
-            "epochs",
+            "batches",
         ),
-    ]
+    ];
+    if !skip.is_empty() {
+        verdicts[1].detail += &format!("; {} with an early reshuffle compared apart", skip.len());
+    }
+    verdicts
+}
+
+/// The batches of either side whose sizes hold an early reshuffle.
+pub fn reshuffled(a: &StoreView, b: &StoreView) -> BTreeSet<usize> {
+    a.reshuffled.union(&b.reshuffled).copied().collect()
+}
+
+/// Ring ORAM: every batch of both sides has the sizes the public pattern gives
+/// ([`shroud_proto::Shape::ring_maintenance`]), or one more early reshuffle where
+/// storage's own counts show a bucket out of unread dummies.
+pub fn ring_pattern(a: &StoreView, b: &StoreView) -> Verdict {
+    let off = a.off_pattern.len() + b.off_pattern.len();
+    Verdict {
+        test: "storage: every batch in Ring ORAM's public pattern".into(),
+        pass: off == 0 && !a.epochs.is_empty() && !b.epochs.is_empty(),
+        p_value: None,
+        detail: format!(
+            "{off} of {} batches off the pattern (first: {:?}, {:?}); {} and {} with an early reshuffle",
+            a.epochs.len() + b.epochs.len(),
+            a.off_pattern.first(),
+            b.off_pattern.first(),
+            a.reshuffled.len(),
+            b.reshuffled.len()
+        ),
+    }
 }
 
 /// The proxy: turn by turn, the same number of frames each way (counts) and the same kinds
@@ -109,10 +140,22 @@ pub fn storage(a: &StoreView, b: &StoreView) -> [Verdict; 2] {
 /// `tests/timing.rs` measures the client's own part of it at the socket. The mail rounds
 /// are compared apart: every round frame of one size, and every round's answers of one
 /// size, on both sides, and as many round frames per turn.
-pub fn proxy(a: &ConnView, b: &ConnView, alpha: f64) -> [Verdict; 4] {
-    // Each side's last two turns are out (stopping: the final write-back goes alone).
-    let compared = a.turns.len().min(b.turns.len()).saturating_sub(2);
-    let turns = |v: &ConnView| v.turns[..compared].to_vec();
+pub fn proxy(a: &ConnView, b: &ConnView, alpha: f64, skip: &BTreeSet<usize>) -> [Verdict; 4] {
+    // Each side's last two turns are out (stopping: the final write-back goes alone), and
+    // turns carrying a batch with an early reshuffle (Ring ORAM; see [`storage`]).
+    let last = a.turns.len().min(b.turns.len()).saturating_sub(2);
+    let skipped = |v: &ConnView, i: usize| {
+        v.batch_of_turn
+            .get(i)
+            .copied()
+            .flatten()
+            .is_some_and(|k| skip.contains(&k))
+    };
+    let kept: Vec<usize> = (0..last)
+        .filter(|&i| !skipped(a, i) && !skipped(b, i))
+        .collect();
+    let compared = kept.len();
+    let turns = |v: &ConnView| kept.iter().map(|&i| v.turns[i].clone()).collect::<Vec<_>>();
     let (ta, tb) = (turns(a), turns(b));
     let from_client = |t: &[Frame]| t.iter().filter(|f| f.0).count();
     let counts = ta
@@ -131,7 +174,8 @@ pub fn proxy(a: &ConnView, b: &ConnView, alpha: f64) -> [Verdict; 4] {
                     .join(" ")
             };
             format!(
-                "; first at turn {i}: [{}] vs [{}]",
+                "; first at turn {}: [{}] vs [{}]",
+                kept[i],
                 show(&ta[i]),
                 show(&tb[i])
             )
@@ -268,7 +312,7 @@ mod tests {
                 .iter()
                 .map(|&(i, s)| (i, s, s * 100, s * 7))
                 .collect(),
-            leaves: Vec::new(),
+            ..StoreView::default()
         }
     }
 
@@ -287,6 +331,15 @@ mod tests {
         let mut edge = same.clone();
         edge[19].1 = 1;
         assert!(storage(&store(&same), &store(&edge)).iter().all(|v| v.pass));
+        // A batch storage's counts show an early reshuffle in (Ring ORAM) is compared
+        // apart: a larger one there passes the sizes test, not elsewhere.
+        let mut bigger = store(&same);
+        bigger.epochs[12].3 += 16;
+        assert!(!storage(&store(&same), &bigger)[1].pass);
+        bigger.reshuffled = BTreeSet::from([12, 13]);
+        let v = storage(&store(&same), &bigger);
+        assert!(v.iter().all(|v| v.pass), "{v:?}");
+        assert!(v[1].detail.contains("2 with an early reshuffle"), "{v:?}");
 
         use shroud_proxy::transcript::FrameKind::{Done, Slot};
         // Twenty turns of two slots and their replies, one per epoch; `late` skips epochs.
@@ -306,26 +359,32 @@ mod tests {
             v
         };
         let pass = |v: &[Verdict]| v.iter().map(|v| v.pass).collect::<Vec<_>>();
+        let none = BTreeSet::new();
         assert_eq!(
-            pass(&proxy(&conn(false, &[]), &conn(false, &[]), 1e-3)),
+            pass(&proxy(&conn(false, &[]), &conn(false, &[]), 1e-3, &none)),
             [true; 4]
         );
-        let v = proxy(&conn(false, &[]), &conn(true, &[]), 1e-3);
+        let v = proxy(&conn(false, &[]), &conn(true, &[]), 1e-3, &none);
         assert_eq!(
             pass(&v),
             [true, false, true, true],
             "same count, another size"
         );
+        // Unless storage saw an early reshuffle in that turn's batch.
+        let mut numbered = conn(true, &[]);
+        numbered.batch_of_turn = (0..20).map(Some).collect();
+        let v = proxy(&conn(false, &[]), &numbered, 1e-3, &BTreeSet::from([9]));
+        assert_eq!(pass(&v), [true; 4], "{v:?}");
         // A frame fewer in one turn.
         let mut fewer = conn(false, &[]);
         fewer.turns[5].pop();
-        let v = proxy(&conn(false, &[]), &fewer, 1e-3);
+        let v = proxy(&conn(false, &[]), &fewer, 1e-3, &none);
         assert_eq!(pass(&v), [false, false, true, true]);
         // Late once: the same turns, an epoch skipped; late every other epoch: a difference.
-        let v = proxy(&conn(false, &[]), &conn(false, &[7]), 1e-3);
+        let v = proxy(&conn(false, &[]), &conn(false, &[7]), 1e-3, &none);
         assert_eq!(pass(&v), [true; 4], "{v:?}");
         let often: Vec<u64> = (0..40).filter(|e| e % 2 == 1).collect();
-        let v = proxy(&conn(false, &[]), &conn(false, &often), 1e-3);
+        let v = proxy(&conn(false, &[]), &conn(false, &often), 1e-3, &none);
         assert_eq!(pass(&v), [true, true, false, true], "{v:?}");
         // Mail rounds: a round frame or an answer of another size, or round frames half as
         // often, fail the rounds' test and nothing else.
@@ -339,13 +398,16 @@ mod tests {
             v
         };
         let base = rounds(500, 300, 4);
-        assert!(pass(&proxy(&base, &rounds(500, 300, 4), 1e-3))[3]);
+        assert!(pass(&proxy(&base, &rounds(500, 300, 4), 1e-3, &none))[3]);
         for other in [
             rounds(501, 300, 4),
             rounds(500, 299, 4),
             rounds(500, 300, 8),
         ] {
-            assert_eq!(pass(&proxy(&base, &other, 1e-3)), [true, true, true, false]);
+            assert_eq!(
+                pass(&proxy(&base, &other, 1e-3, &none)),
+                [true, true, true, false]
+            );
         }
 
         // Skewed leaves fail the uniformity and two-sample tests.

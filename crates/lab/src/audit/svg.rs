@@ -103,10 +103,11 @@ pub fn report(pairs: &[PairReport], pass: bool) -> String {
             .collect();
         let _ = write!(
             out,
-            r#"<text x="20" y="{}" font-size="14"><tspan fill="{A}">■ {}</tspan> vs <tspan fill="{B}">■ {}</tspan> ({} and {} paths): {}</text>"#,
+            r#"<text x="20" y="{}" font-size="14"><tspan fill="{A}">■ {}</tspan> vs <tspan fill="{B}">■ {}</tspan>, {} ORAM ({} and {} paths): {}</text>"#,
             y + 16.0,
             esc(&p.a),
             esc(&p.b),
+            esc(&p.oram),
             p.paths[0],
             p.paths[1],
             if failed.is_empty() {
