@@ -253,3 +253,86 @@ fn an_access_changes_few_pages() {
         total / 2000
     );
 }
+
+/// The stored sample of today's Ring ORAM formats (`core` page version 1, the slots' sealed
+/// layout): a key, every page of a 16-block store where block `a` holds sixteen bytes of
+/// `a`, and every bucket storage holds. Set SHROUD_WRITE_SAMPLES=1 to write it again (only
+/// with a new format version, and a migration for the old one).
+const SAMPLE: &str = "samples/ring-v1.txt";
+
+#[test]
+fn reads_the_stored_sample_of_ring_pages_and_slots_v1() {
+    use data_encoding::HEXLOWER;
+    use shroud_oram::BucketId;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(SAMPLE);
+    let config = RingConfig {
+        z: 2,
+        s: 3,
+        a: 2,
+        cached_levels: 1,
+        ..RingConfig::new(16, 16)
+    };
+    if std::env::var_os("SHROUD_WRITE_SAMPLES").is_some() {
+        let mut rng = rand::rng();
+        let key = [0x5a; 32];
+        let mut oram = RingOram::new(config, Key::from_bytes(key), &mut rng).expect("engine");
+        let mut pages = oram.changed_pages().expect("pages");
+        let mut store = MemoryStore::new();
+        for a in 0..16u64 {
+            oram.run(&mut store, Op::Write(a, &[a as u8; 16]), &mut rng)
+                .expect("write");
+            pages.extend(oram.changed_pages().expect("pages"));
+        }
+        let mut text = format!(
+            "key {}\nsnapshot {}\n",
+            HEXLOWER.encode(&key),
+            HEXLOWER.encode(&oram.snapshot().expect("snapshot"))
+        );
+        for (name, page) in &pages {
+            text += &format!("page {name} {}\n", HEXLOWER.encode(page));
+        }
+        for index in 0..config.buckets() {
+            if let Some(b) = store.get(BucketId { tree: 0, index }) {
+                text += &format!("bucket {index} {}\n", HEXLOWER.encode(b));
+            }
+        }
+        std::fs::write(&path, text).expect("sample written");
+    }
+    let text = std::fs::read_to_string(&path).expect("the stored sample");
+    let unhex = |s: &str| HEXLOWER.decode(s.as_bytes()).expect("hex");
+    let (mut key, mut pages, mut store) = (None, HashMap::new(), MemoryStore::new());
+    let mut snapshot = None;
+    for line in text.lines() {
+        match line.split(' ').collect::<Vec<_>>().as_slice() {
+            ["key", k] => key = Some(<[u8; 32]>::try_from(unhex(k)).expect("a key")),
+            ["snapshot", s] => snapshot = Some(unhex(s)),
+            ["page", name, p] => {
+                pages.insert(name.to_string(), unhex(p));
+            }
+            ["bucket", i, b] => {
+                let index = i.parse().expect("an index");
+                store.insert(BucketId { tree: 0, index }, unhex(b));
+            }
+            _ => panic!("bad sample line {line}"),
+        }
+    }
+    let key = Key::from_bytes(key.expect("a key"));
+    let from_pages = RingOram::from_pages(|name| pages.get(name).map(|p| &p[..]), key.clone())
+        .expect("today's pages open");
+    let restored = RingOram::restore(&snapshot.expect("a snapshot"), key)
+        .expect("today's snapshot restores");
+    let mut rng = rand::rng();
+    for (what, mut oram) in [("pages", from_pages), ("snapshot", restored)] {
+        let mut store = store.clone();
+        for round in 0..2 {
+            for a in 0..16u64 {
+                let got = oram.run(&mut store, Op::Read(a), &mut rng);
+                assert_eq!(
+                    got.expect("today's slots verify"),
+                    [a as u8; 16],
+                    "{what}: block {a}, round {round}"
+                );
+            }
+        }
+    }
+}
