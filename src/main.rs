@@ -1096,9 +1096,9 @@ fn bench_disk(json: bool, epochs: u64, dir: &std::path::Path) -> Result<()> {
     let rt = runtime()?;
     if !json {
         shroud_lab::outln!(
-            "| K | N | B | T | first save | per epoch idle | per epoch busy (SETs) | handed to the database, busy | per day at E = 2 s, idle | busy |"
+            "| ORAM | K | N | B | T | first save | per epoch idle (most in one) | per epoch busy (SETs) | handed to the database, busy | per day at E = 2 s, idle | busy |"
         );
-        shroud_lab::outln!("|---|---|---|---|---|---|---|---|---|---|");
+        shroud_lab::outln!("|---|---|---|---|---|---|---|---|---|---|---|");
     }
     for shape in shroud_lab::bench::disk::settings()? {
         let d = rt.block_on(shroud_lab::bench::disk::measure(&exe, shape, epochs, dir))?;
@@ -1107,13 +1107,15 @@ fn bench_disk(json: bool, epochs: u64, dir: &std::path::Path) -> Result<()> {
         } else {
             let kb = |b: u64| b as f64 / 1e3;
             shroud_lab::outln!(
-                "| {} | 2^{} | {} | {} | {:.0} KB | {:.1} KB | {:.1} KB ({}) | {:.1} KB | {:.0} MB | {:.0} MB |",
+                "| {} | {} | 2^{} | {} | {} | {:.0} KB | {:.1} KB ({:.1} KB) | {:.1} KB ({}) | {:.1} KB | {:.0} MB | {:.0} MB |",
+                d.oram,
                 d.slots,
                 d.capacity.trailing_zeros(),
                 d.block,
                 d.cached_levels,
                 kb(d.first),
                 kb(d.idle_per_epoch),
+                kb(d.idle_max_epoch),
                 kb(d.busy_per_epoch),
                 d.sets,
                 kb(d.saved_per_epoch_busy),

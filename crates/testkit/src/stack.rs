@@ -91,6 +91,8 @@ pub struct Stack {
     pub proxy_frames: bool,
     storage_task: JoinHandle<std::io::Result<()>>,
     proxy_task: Option<JoinHandle<std::io::Result<()>>>,
+    /// Storage's backend, to know when it is closed.
+    backend: std::sync::Weak<dyn Backend>,
 }
 
 impl Stack {
@@ -139,6 +141,7 @@ impl Stack {
         let storage = listener.local_addr()?;
         let routing = shroud_proto::routing::RoutingKey::generate(&mut rand::rng());
         let storage_secret = routing.secret();
+        let weak = Arc::downgrade(&backend);
         let server = Server::new(backend, routing, config, tls.storage_server()?, Some(t));
         let storage_key = server.routing_public_key();
         let storage_task = tokio::spawn(server.run(listener, std::future::pending()));
@@ -156,6 +159,7 @@ impl Stack {
             proxy_frames,
             storage_task,
             proxy_task: None,
+            backend: weak,
         };
         stack.start_proxy().await?;
         Ok(stack)
@@ -350,6 +354,21 @@ impl Drop for Stack {
         self.storage_task.abort();
         if let Some(t) = self.proxy_task.take() {
             t.abort();
+        }
+        // Storage's connections may still hold the database for a moment (a request in
+        // flight on a blocking thread): sled flushes it when the last handle goes, and
+        // waits forever if its files are gone by then (seen: `bench e2e` hung at exit). So
+        // the directory is deleted once the backend is closed, or after a minute.
+        if self.backend.strong_count() > 0 {
+            self.dir.disable_cleanup(true);
+            let (backend, dir) = (self.backend.clone(), self.dir.path().to_owned());
+            std::thread::spawn(move || {
+                let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                while backend.strong_count() > 0 && std::time::Instant::now() < until {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                let _ = std::fs::remove_dir_all(dir);
+            });
         }
     }
 }

@@ -24,6 +24,8 @@ use tokio::net::TcpStream;
 /// One store's disk writes.
 #[derive(Clone, Debug, Serialize)]
 pub struct Disk {
+    /// The ORAM mode (`path` or `ring`).
+    pub oram: String,
     /// Blocks per store (N).
     pub capacity: u64,
     /// Bytes per block (B).
@@ -38,6 +40,9 @@ pub struct Disk {
     pub first: u64,
     /// Bytes written per epoch, idle.
     pub idle_per_epoch: u64,
+    /// The most bytes written in one epoch while idle (sampled every epoch, so a save
+    /// that straddles two samples is split between them).
+    pub idle_max_epoch: u64,
     /// Bytes written per epoch while SETs of 100 bytes to 256 keys kept every slot busy.
     pub busy_per_epoch: u64,
     /// SETs done while busy.
@@ -130,7 +135,11 @@ fn spawn_agent(exe: &Path, stack: &Stack, dir: &Path) -> Result<(Agent, SocketAd
 /// idle and then `epochs` busy. The agent's state goes in a directory under `dir`, which
 /// must be on a real disk (a tmpfs counts nothing: refused).
 pub async fn measure(exe: &Path, shape: Shape, epochs: u64, dir: &Path) -> Result<Disk> {
-    let shape = Shape::new(shape.capacity, shape.block_size, shape.cached_levels)?
+    let store = match shape.ring_config() {
+        Some(c) => Shape::with_ring(c)?,
+        None => Shape::new(shape.capacity, shape.block_size, shape.cached_levels)?,
+    };
+    let shape = store
         .with_schedule(shape.slots_per_epoch, 100)?
         .with_mail(0, 0);
     let stack = Stack::start(shape).await?;
@@ -154,9 +163,16 @@ pub async fn measure(exe: &Path, shape: Shape, epochs: u64, dir: &Path) -> Resul
     }
     let per_epoch = |from: (u64, u64), to: (u64, u64)| (to.1 - from.1) / (to.0 - from.0).max(1);
 
+    // Idle, sampled every epoch: Ring ORAM saves its rewrites in the epochs that evict.
     let start = (info(&mut s, "epochs").await?, write_bytes(pid)?);
-    until_epoch(&mut s, start.0 + epochs).await?;
-    let end = (info(&mut s, "epochs").await?, write_bytes(pid)?);
+    let (mut at, mut idle_max) = (start, 0);
+    while at.0 < start.0 + epochs {
+        until_epoch(&mut s, at.0 + 1).await?;
+        let now = (info(&mut s, "epochs").await?, write_bytes(pid)?);
+        idle_max = idle_max.max(per_epoch(at, now));
+        at = now;
+    }
+    let end = at;
     let idle = per_epoch(start, end);
 
     // Busy: one connection per slot, each SET after SET, so that every slot is real.
@@ -186,6 +202,7 @@ pub async fn measure(exe: &Path, shape: Shape, epochs: u64, dir: &Path) -> Resul
     let saved = info(&mut s, "state_bytes_written").await? - saved_start;
     let busy = per_epoch(start, end);
     Ok(Disk {
+        oram: crate::audit::oram_name(&shape).into(),
         capacity: shape.capacity,
         block: shape.block_size,
         cached_levels: shape.cached_levels,
@@ -193,6 +210,7 @@ pub async fn measure(exe: &Path, shape: Shape, epochs: u64, dir: &Path) -> Resul
         epochs,
         first,
         idle_per_epoch: idle,
+        idle_max_epoch: idle_max,
         busy_per_epoch: busy,
         sets,
         saved_per_epoch_busy: saved / (end.0 - start.0).max(1),
@@ -210,5 +228,7 @@ pub fn settings() -> Result<Vec<Shape>> {
         Shape::new(1 << 14, 1024, 4)?,
         Shape::new(1 << 10, 256, 4)?,
         Shape::new(1 << 14, 1024, 8)?.with_schedule(4, 2000)?,
+        Shape::ring(1 << 14, 1024, 8)?,
+        Shape::ring(1 << 14, 1024, 8)?.with_schedule(4, 2000)?,
     ])
 }

@@ -319,8 +319,8 @@ fn reads_the_stored_sample_of_ring_pages_and_slots_v1() {
     let key = Key::from_bytes(key.expect("a key"));
     let from_pages = RingOram::from_pages(|name| pages.get(name).map(|p| &p[..]), key.clone())
         .expect("today's pages open");
-    let restored = RingOram::restore(&snapshot.expect("a snapshot"), key)
-        .expect("today's snapshot restores");
+    let restored =
+        RingOram::restore(&snapshot.expect("a snapshot"), key).expect("today's snapshot restores");
     let mut rng = rand::rng();
     for (what, mut oram) in [("pages", from_pages), ("snapshot", restored)] {
         let mut store = store.clone();
