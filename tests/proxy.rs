@@ -434,3 +434,116 @@ async fn two_proxies_share_one_storage() {
     }
     task2.abort();
 }
+
+/// Storage whose next batch takes `delay_ms` longer: a slow fsync, on demand.
+struct SlowOnce {
+    inner: shroud_storage::SledBackend,
+    delay_ms: std::sync::atomic::AtomicU64,
+}
+
+impl shroud_storage::Backend for SlowOnce {
+    fn meta(
+        &self,
+        store: &shroud_proto::StoreId,
+    ) -> Result<Option<shroud_storage::StoreMeta>, shroud_storage::BackendError> {
+        self.inner.meta(store)
+    }
+    fn create(
+        &self,
+        store: &shroud_proto::StoreId,
+        meta: &shroud_storage::StoreMeta,
+    ) -> Result<bool, shroud_storage::BackendError> {
+        self.inner.create(store, meta)
+    }
+    fn delete(&self, store: &shroud_proto::StoreId) -> Result<u64, shroud_storage::BackendError> {
+        self.inner.delete(store)
+    }
+    fn read(
+        &self,
+        store: &shroud_proto::StoreId,
+        bucket: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, shroud_storage::BackendError> {
+        self.inner.read(store, bucket, out)
+    }
+    fn contains(
+        &self,
+        store: &shroud_proto::StoreId,
+        bucket: u64,
+    ) -> Result<bool, shroud_storage::BackendError> {
+        self.inner.contains(store, bucket)
+    }
+    fn apply(&self, puts: &[shroud_storage::Put<'_>]) -> Result<(), shroud_storage::BackendError> {
+        let delay = self.delay_ms.swap(0, std::sync::atomic::Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(delay));
+        self.inner.apply(puts)
+    }
+    fn outbox_create(
+        &self,
+        index: u64,
+        cap_hash: &[u8; 32],
+    ) -> Result<bool, shroud_storage::BackendError> {
+        self.inner.outbox_create(index, cap_hash)
+    }
+    fn outboxes(&self) -> Result<Vec<(u64, [u8; 32])>, shroud_storage::BackendError> {
+        self.inner.outboxes()
+    }
+    fn flush(&self) -> Result<(), shroud_storage::BackendError> {
+        self.inner.flush()
+    }
+    fn usage(&self) -> Result<shroud_storage::Usage, shroud_storage::BackendError> {
+        self.inner.usage()
+    }
+    fn disk_bytes(&self) -> Result<u64, shroud_storage::BackendError> {
+        self.inner.disk_bytes()
+    }
+}
+
+/// Issue 14: a late batch must not make the next epoch late too. Clients send a fixed 2/5
+/// of an epoch after their replies, so a batch answered 70 ms into a 100 ms epoch would put
+/// every client's next frames past the next boundary; the proxy stretches that epoch
+/// instead. Five slow batches, four clients: no slot misses its epoch (20 would, on a fixed
+/// grid).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_batch_does_not_make_the_next_epoch_late() {
+    let dir = tempfile::tempdir().expect("dir");
+    let slow = std::sync::Arc::new(SlowOnce {
+        inner: shroud_storage::SledBackend::open(&dir.path().join("db")).expect("sled"),
+        delay_ms: 0.into(),
+    });
+    let stack = Stack::start_with(
+        small(100),
+        slow.clone(),
+        shroud_testkit::fixtures::storage_config(),
+        dir,
+    )
+    .await
+    .expect("stack");
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        clients.push(start_client(&stack, i).await);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let tls = stack.tls.client().expect("tls");
+    let before = shroud::cmd::proxy::stats(stack.proxy, &tls)
+        .await
+        .expect("stats");
+    for _ in 0..5 {
+        slow.delay_ms
+            .store(70, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let after = shroud::cmd::proxy::stats(stack.proxy, &tls)
+        .await
+        .expect("stats");
+    assert!(after.max_batch_us >= 70_000, "no slow batch: {after:?}");
+    let late = after.late_total - before.late_total;
+    // One spare for a slow moment of this shared machine.
+    assert!(
+        late <= 1,
+        "{late} late slots after five slow batches: {after:?}"
+    );
+    for (c, _) in &clients {
+        c.read(0).await.expect("the clients carry on");
+    }
+}

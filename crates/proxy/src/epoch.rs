@@ -187,16 +187,46 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         );
         if epoch % 100 == 99 {
             tracing::info!(
-                "proxy: epoch {epoch}: {clients} clients, {n} slots, batch {us} us, {} overruns so far",
-                s.overrun_epochs.load(Relaxed)
+                "proxy: epoch {epoch}: {clients} clients, {n} slots, batch {us} us, {} overruns and {} stretched epochs so far",
+                s.overrun_epochs.load(Relaxed),
+                s.stretched_epochs.load(Relaxed)
             );
         }
-        next += period;
-        let now = tokio::time::Instant::now();
-        while next <= now {
-            // The batch outlasted the epoch: skip the boundaries it missed.
-            s.overrun_epochs.fetch_add(1, Relaxed);
-            next += period;
-        }
+        next = next_boundary(next, period, tokio::time::Instant::now(), s);
     }
 }
+
+/// The boundary after `last`, for a batch whose replies went out at `done`: on the grid,
+/// skipping the boundaries a batch that outlasted its epoch missed (overruns), and never
+/// sooner than [`LEAD`] of an epoch after `done`. Clients send a fixed 2/5 of an epoch after
+/// their replies arrive (`shroud_client::schedule::SEND_OFFSET`), so a batch that ran past
+/// the epoch's middle would push every client's next frames past the next boundary too:
+/// one slow batch, two late epochs. The stretched epoch follows storage's time alone, the
+/// same for every client, and the grid carries on from it.
+fn next_boundary(
+    last: tokio::time::Instant,
+    period: Duration,
+    done: tokio::time::Instant,
+    s: &crate::stats::Stats,
+) -> tokio::time::Instant {
+    let mut next = last + period;
+    while next <= done {
+        // The batch outlasted the epoch: skip the boundaries it missed.
+        s.overrun_epochs.fetch_add(1, Relaxed);
+        next += period;
+    }
+    let earliest = done + period * LEAD.0 / LEAD.1;
+    if next < earliest {
+        s.stretched_epochs.fetch_add(1, Relaxed);
+        tracing::debug!(
+            "epoch stretched by {:?}: the batch ran late",
+            earliest - next
+        );
+        next = earliest;
+    }
+    next
+}
+
+/// The least time between an epoch's replies and the next boundary, as a fraction of the
+/// epoch: the clients' send offset (2/5) and a tenth for their frames to arrive.
+pub(crate) const LEAD: (u32, u32) = (1, 2);

@@ -73,6 +73,10 @@ pub struct Stats {
     pub max_batch_us: AtomicU64,
     /// Epochs whose batch took longer than the epoch.
     pub overrun_epochs: AtomicU64,
+    /// Epochs made longer so that the clients' next frames, sent a fixed time after a late
+    /// batch's replies, still made it (`epoch::next_boundary`); logged, not in
+    /// [`ProxyStats`] (a wire format).
+    pub stretched_epochs: AtomicU64,
     /// Slots forwarded in all.
     pub slots: AtomicU64,
     /// Slots that missed their boundary, in all.
@@ -152,6 +156,7 @@ impl Default for Stats {
             last_batch_us: AtomicU64::new(0),
             max_batch_us: AtomicU64::new(0),
             overrun_epochs: AtomicU64::new(0),
+            stretched_epochs: AtomicU64::new(0),
             slots: AtomicU64::new(0),
             late_total: AtomicU64::new(0),
             batch_total_us: AtomicU64::new(0),
