@@ -1128,13 +1128,18 @@ fn bench_disk(json: bool, epochs: u64, dir: &std::path::Path) -> Result<()> {
 }
 
 fn bench_kv(json: bool, ops: u64, seconds: f64) -> Result<()> {
-    for (n, cached) in [(1u64 << 14, 0u32), (1 << 14, 6), (1 << 16, 0)] {
-        let r = shroud_lab::bench::kv::run(n, 1024, cached, ops)?;
+    let cases = [(1u64 << 14, 0u32), (1 << 14, 6), (1 << 16, 0)];
+    for (ring, (n, cached)) in [false, true]
+        .into_iter()
+        .flat_map(|r| cases.into_iter().map(move |c| (r, c)))
+    {
+        let r = shroud_lab::bench::kv::run(ring, n, 1024, cached, ops)?;
         if json {
             shroud_lab::outln!("{}", serde_json::to_string(&r)?);
         } else {
             shroud_lab::outln!(
-                "N=2^{} B=1024 T={}: ORAM put {:.0}/s get {:.0}/s; plain put {:.0}/s get {:.0}/s; slowdown {:.1}x vs theoretical blow-up {:.1}x: cost/theory {:.2}",
+                "{} ORAM, N=2^{} B=1024 T={}: ORAM put {:.0}/s get {:.0}/s; plain put {:.0}/s get {:.0}/s; slowdown {:.1}x vs theoretical blow-up {:.1}x: cost/theory {:.2}",
+                r.oram,
                 n.trailing_zeros(),
                 cached,
                 r.oram_put_per_s,

@@ -80,6 +80,26 @@ impl RedisCluster {
             );
         }
         cluster.wait_ready(Duration::from_secs(30))?;
+        // `cluster_state:ok` comes before every node has learnt the roles (a node listed
+        // six masters of six just after, once on CI) and before replicas are in sync (WAIT
+        // would count none): wait for both.
+        wait_for(Duration::from_secs(30), || {
+            for n in &cluster.nodes {
+                let view = cli(n.port, &["cluster", "nodes"])?;
+                let role = |r: &str| view.lines().filter(|l| l.contains(r)).count();
+                if role("master") != masters || role("slave") != masters * replicas {
+                    return Ok(false);
+                }
+            }
+            for port in cluster.masters()? {
+                let info = cli(port, &["info", "replication"])?;
+                if info.matches("state=online").count() != replicas {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+        .context("the nodes never agreed on their roles")?;
         Ok(cluster)
     }
 

@@ -87,9 +87,11 @@ pub fn run(quick: bool) -> Result<AllReport> {
     };
     let ops = if quick { 1_000 } else { 5_000 };
     let mut kv_reports = Vec::new();
-    for &(n, cached) in kv_cases {
-        eprintln!("kv: N = {n}, T = {cached} ...");
-        kv_reports.push(kv::run(n, 1024, cached, ops)?);
+    for ring in [false, true] {
+        for &(n, cached) in kv_cases {
+            eprintln!("kv: N = {n}, T = {cached}, Ring ORAM {ring} ...");
+            kv_reports.push(kv::run(ring, n, 1024, cached, ops)?);
+        }
     }
     let shape = Shape::default().with_schedule(1, 100)?.with_mail(0, 0);
     let (counts, secs): (&[usize], f64) = if quick {
@@ -210,7 +212,14 @@ pub fn write(r: &AllReport, dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     )?;
     let ks: Vec<String> =
         r.kv.iter()
-            .map(|k| format!("N=2^{} T={}", k.n.trailing_zeros(), k.cached_levels))
+            .map(|k| {
+                format!(
+                    "{} N=2^{} T={}",
+                    k.oram,
+                    k.n.trailing_zeros(),
+                    k.cached_levels
+                )
+            })
             .collect();
     put(
         "kv_vs_plain.svg",

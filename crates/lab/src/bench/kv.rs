@@ -1,13 +1,13 @@
 //! `shroud bench kv`: what obliviousness costs a key-value store, measured against what it
 //! must cost in theory.
 //!
-//! - **Engine**: puts and gets of one-block values through the Path ORAM engine, with its
-//!   buckets in sled in this process, back to back (no epoch pacing), so the figure is the
+//! - **Engine**: puts and gets of one-block values through the Path ORAM or the Ring ORAM
+//!   engine, with its buckets in sled in this process, back to back (no epoch pacing), so the figure is the
 //!   algorithm's cost and not the schedule's.
 //! - **Plain**: the same values AES-256-GCM sealed and stored in sled, one key each.
 //! - **Theory**: Path ORAM moves a whole path down and up per access, `2 x path x bucket`
-//!   bytes, where the plain store moves one sealed value; the ratio of the two is the byte
-//!   blow-up. The measured slowdown (plain ops/s over ORAM ops/s) should be close to it: if
+//!   bytes, and Ring ORAM what its requests and replies carry (counted), where the plain
+//!   store moves one sealed value; the ratio of the two is the byte blow-up. The measured slowdown (plain ops/s over ORAM ops/s) should be close to it: if
 //!   it is, the overhead comes from the algorithm and nothing else.
 //! - **Schedule**: one client through the full stack (TLS, proxy, storage) under the default
 //!   schedule: its throughput and latency.
@@ -23,6 +23,7 @@ use anyhow::Result;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
+use shroud_oram::ring::{RingConfig, RingOram, RingReply, RingRequest, RingStore, SlotId};
 use shroud_oram::{BucketStore, Config, Fetch, Key, Oram, WriteBack};
 use shroud_proto::StoreId;
 use shroud_storage::{Backend, Put, SledBackend};
@@ -30,6 +31,8 @@ use shroud_storage::{Backend, Put, SledBackend};
 /// One line of `shroud bench kv --json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
+    /// The ORAM mode (`path` or `ring`).
+    pub oram: String,
     /// Blocks per store (N).
     pub n: u64,
     /// Bytes per block (B).
@@ -50,7 +53,8 @@ pub struct Report {
     pub plain_get_per_s: f64,
     /// Plain ops/s over ORAM ops/s, puts and gets together.
     pub measured_slowdown: f64,
-    /// `2 x path x bucket / (block + 28)`.
+    /// Bytes the engine moves per access over a sealed value's (`block + 28`): in Path
+    /// ORAM `2 x path x bucket`; in Ring ORAM counted from its requests and replies.
     pub theoretical_blowup: f64,
     /// `measured_slowdown / theoretical_blowup` (target: at most 1.2).
     pub cost_vs_theory: f64,
@@ -79,34 +83,85 @@ impl BucketStore for SledStore {
     }
 
     fn write_path(&mut self, writes: &WriteBack<'_>) -> Result<(), Self::Error> {
-        let puts: Vec<Put<'_>> = writes
-            .iter()
-            .map(|(id, data)| Put {
-                store: self.store,
-                bucket: id.index,
-                data,
-            })
-            .collect();
-        self.backend.apply(&puts)
+        self.backend.apply(&puts(self.store, writes.iter()))
     }
+}
+
+/// The backend's puts of whole buckets of `store`.
+fn puts<'a>(
+    store: StoreId,
+    writes: impl Iterator<Item = (shroud_oram::BucketId, &'a [u8])>,
+) -> Vec<Put<'a>> {
+    writes
+        .map(|(id, data)| Put {
+            store,
+            bucket: id.index,
+            data,
+        })
+        .collect()
 }
 
 fn per_s(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
 
-/// Measures `ops` puts then `ops` gets of random one-block values on both stores.
-pub fn run(n: u64, block: u32, cached: u32, ops: u64) -> Result<Report> {
-    let dir = tempfile::tempdir()?;
+/// The engine's Ring ORAM store on sled, in this process: a request's buckets applied
+/// together, its online slots XORed and its maintenance slots read from the stored
+/// buckets; the bytes each way counted.
+pub struct SledRingStore {
+    backend: SledBackend,
+    store: StoreId,
+    /// Bytes of sealed buckets written and slots read back.
+    moved: u64,
+}
+
+impl RingStore for SledRingStore {
+    type Error = shroud_storage::BackendError;
+
+    fn exchange(&mut self, req: &RingRequest, slot_len: usize) -> Result<RingReply, Self::Error> {
+        let puts = puts(self.store, req.writes.iter().map(|(id, d)| (*id, &d[..])));
+        self.backend.apply(&puts)?;
+        let slot = |id: &SlotId, out: &mut [u8]| {
+            let at = usize::from(id.slot) * slot_len;
+            self.backend
+                .xor_range(&self.store, id.bucket.index, at, out)
+        };
+        let mut online = Vec::with_capacity(req.online.len());
+        for ids in &req.online {
+            let mut acc = vec![0u8; slot_len];
+            for id in ids {
+                slot(id, &mut acc)?;
+            }
+            online.push(acc);
+        }
+        let mut reads = Vec::with_capacity(req.reads.len());
+        for id in &req.reads {
+            let mut out = vec![0u8; slot_len];
+            reads.push(slot(id, &mut out)?.then_some(out));
+        }
+        let reply = RingReply { online, reads };
+        self.moved +=
+            (puts.iter().map(|p| p.data.len()).sum::<usize>() + reply.down_bytes()) as u64;
+        Ok(reply)
+    }
+}
+
+/// An ORAM engine's side of the measurement: puts then gets, and the bytes it must move per
+/// access in theory.
+struct Engine {
+    put: Duration,
+    get: Duration,
+    /// Bytes moved per access (both ways).
+    bytes_per_access: f64,
+    z: u32,
+}
+
+/// Path ORAM with its buckets in sled (formatted first).
+fn path_engine(dir: &std::path::Path, config: Config, addrs: &[u64]) -> Result<Engine> {
     let mut rng = StdRng::seed_from_u64(7);
-    // The ORAM side.
-    let config = Config {
-        cached_levels: cached,
-        ..Config::new(n, block)
-    };
     let mut oram = Oram::new(config, Key::generate(&mut rng), &mut rng)?;
     let mut store = SledStore {
-        backend: SledBackend::open(&dir.path().join("oram"))?,
+        backend: SledBackend::open(&dir.join("oram"))?,
         store: StoreId([1; 16]),
         buf: Vec::new(),
     };
@@ -132,20 +187,76 @@ pub fn run(n: u64, block: u32, cached: u32, ops: u64) -> Result<Report> {
             store.backend.apply(&p)?;
         }
     }
-    let mut value = vec![0u8; block as usize];
-    let addrs: Vec<u64> = (0..ops).map(|_| rng.random_range(0..n)).collect();
+    let mut value = vec![0u8; config.block_size as usize];
     let start = Instant::now();
     for (i, &a) in addrs.iter().enumerate() {
         value[..8].copy_from_slice(&(i as u64).to_le_bytes());
         oram.run(&mut store, &[shroud_oram::Op::Write(a, &value)], &mut rng)?;
     }
-    let oram_put = start.elapsed();
+    let put = start.elapsed();
     let start = Instant::now();
-    for &a in &addrs {
+    for &a in addrs {
         oram.run(&mut store, &[shroud_oram::Op::Read(a)], &mut rng)?;
         std::hint::black_box(oram.result(0));
     }
-    let oram_get = start.elapsed();
+    let get = start.elapsed();
+    Ok(Engine {
+        put,
+        get,
+        bytes_per_access: 2.0 * geom.fetched_levels() as f64 * geom.ciphertext_len() as f64,
+        z: config.bucket_slots,
+    })
+}
+
+/// Ring ORAM with its buckets in sled (lazily initialized), its bytes counted.
+fn ring_engine(dir: &std::path::Path, config: RingConfig, addrs: &[u64]) -> Result<Engine> {
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut oram = RingOram::new(config, Key::generate(&mut rng), &mut rng)?;
+    let mut store = SledRingStore {
+        backend: SledBackend::open(&dir.join("ring"))?,
+        store: StoreId([2; 16]),
+        moved: 0,
+    };
+    let mut value = vec![0u8; config.block_size as usize];
+    let start = Instant::now();
+    for (i, &a) in addrs.iter().enumerate() {
+        value[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        oram.run(&mut store, shroud_oram::Op::Write(a, &value), &mut rng)?;
+    }
+    let put = start.elapsed();
+    let start = Instant::now();
+    for &a in addrs {
+        std::hint::black_box(oram.run(&mut store, shroud_oram::Op::Read(a), &mut rng)?);
+    }
+    let get = start.elapsed();
+    Ok(Engine {
+        put,
+        get,
+        bytes_per_access: store.moved as f64 / (2 * addrs.len()) as f64,
+        z: config.z,
+    })
+}
+
+/// Measures `ops` puts then `ops` gets of random one-block values on both stores, the
+/// oblivious one in `mode` (`path` or `ring`, at its defaults).
+pub fn run(ring: bool, n: u64, block: u32, cached: u32, ops: u64) -> Result<Report> {
+    let dir = tempfile::tempdir()?;
+    let mut rng = StdRng::seed_from_u64(7);
+    let addrs: Vec<u64> = (0..ops).map(|_| rng.random_range(0..n)).collect();
+    let engine = if ring {
+        let config = RingConfig {
+            cached_levels: cached,
+            ..RingConfig::new(n, block)
+        };
+        ring_engine(dir.path(), config, &addrs)?
+    } else {
+        let config = Config {
+            cached_levels: cached,
+            ..Config::new(n, block)
+        };
+        path_engine(dir.path(), config, &addrs)?
+    };
+    let mut value = vec![0u8; block as usize];
     // The plain side: AES-GCM sealed values, one sled key each.
     let db = sled::Config::new().path(dir.path().join("plain")).open()?;
     // The engine's own AES-GCM, so that the ratio measures the ORAM, not two AEADs.
@@ -181,18 +292,18 @@ pub fn run(n: u64, block: u32, cached: u32, ops: u64) -> Result<Report> {
         }
     }
     let plain_get = start.elapsed();
-    let measured =
-        (plain_put + plain_get).as_secs_f64().recip() / (oram_put + oram_get).as_secs_f64().recip();
-    let theory = 2.0 * geom.fetched_levels() as f64 * geom.ciphertext_len() as f64
-        / (f64::from(block) + 28.0);
+    let measured = (plain_put + plain_get).as_secs_f64().recip()
+        / (engine.put + engine.get).as_secs_f64().recip();
+    let theory = engine.bytes_per_access / (f64::from(block) + 28.0);
     Ok(Report {
+        oram: if ring { "ring" } else { "path" }.into(),
         n,
         block,
-        z: 4,
+        z: engine.z,
         cached_levels: cached,
         operations: ops,
-        oram_put_per_s: per_s(ops, oram_put),
-        oram_get_per_s: per_s(ops, oram_get),
+        oram_put_per_s: per_s(ops, engine.put),
+        oram_get_per_s: per_s(ops, engine.get),
         plain_put_per_s: per_s(ops, plain_put),
         plain_get_per_s: per_s(ops, plain_get),
         measured_slowdown: measured,
