@@ -7,8 +7,9 @@
 //! epoch's work, and the kernel's fair scheduler delays a thread by its recent CPU use, so a
 //! busier client read its replies later and left later (by about 20 us under two CPU hogs:
 //! enough for a KS test over 1,000 epochs). So each connection has a thread of its own, which
-//! does nothing but read the socket, note when the replies to its last release arrived, sleep,
-//! and write:
+//! does nothing but read the socket, note when the replies to its last release arrived, wait
+//! (still reading, so that what arrives before a release is never taken for its reply), and
+//! write:
 //! - it reads everything that arrives and hands it to the runtime through a buffer
 //!   ([`PunctualTcp`]'s reads), so the moment replies arrive is seen by an idle thread;
 //! - the runtime frames and seals the next frames into a held buffer ([`Gate::hold`]), and the
