@@ -839,10 +839,19 @@ fn proxy_cmd(args: ProxyArgs) -> Result<()> {
 }
 
 fn bench_e2e(args: E2eArgs) -> Result<()> {
+    // Mail rounds as long in time as the default's (60 s), not in epochs: at 100 ms epochs
+    // the default's 30 epochs would run rounds twenty times as often as a deployment does,
+    // and their PIR work took about 85% of this machine's CPU at 32 clients (perf).
+    let default = Shape::default();
+    let round_ms = default.round_epochs * default.epoch_ms;
     let shape = args
         .oram
         .shape(args.capacity, args.block, args.cached)?
         .with_schedule(args.slots, args.epoch_ms)?;
+    let shape = shape.with_mail(
+        (round_ms / args.epoch_ms.max(1)).max(1),
+        default.queries_per_round,
+    );
     if !args.json {
         shroud_lab::outln!(
             "{:>7} {:>9} {:>7} {:>5} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
