@@ -153,9 +153,17 @@ enum ProxyCommand {
 struct StorageArgs {
     #[command(subcommand)]
     command: Option<StorageCommand>,
-    /// The database directory.
+    /// The database directory (with `--backend redis://...`: the routing key only).
     #[arg(long, default_value = "shroud-storage.db")]
     db: PathBuf,
+    /// The storage engine: `sled` (embedded, in --db) or a Redis Cluster,
+    /// `redis://HOST:PORT[,HOST:PORT...]` (stateless servers; see docs/redis-cluster.md).
+    #[arg(long, default_value = "sled")]
+    backend: String,
+    /// With a Redis Cluster: replicas that must confirm each write (WAIT) before it is
+    /// acknowledged.
+    #[arg(long, default_value_t = shroud_storage::RedisOptions::default().replicas)]
+    redis_replicas: u32,
     /// Address to listen on (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:7300")]
     listen: SocketAddr,
@@ -595,8 +603,18 @@ fn storage_cmd(args: StorageArgs) -> Result<()> {
         args.insecure_plaintext,
         "proxy-storage",
     )?;
+    let backend = match args.backend.as_str() {
+        "sled" => None,
+        url if url.starts_with("redis://") => Some(url.to_string()),
+        other => anyhow::bail!("--backend {other}: `sled` or a redis:// URL"),
+    };
     let opts = ServeOptions {
         db: args.db,
+        backend,
+        redis: shroud_storage::RedisOptions {
+            replicas: args.redis_replicas,
+            ..Default::default()
+        },
         listen: args.listen,
         transcript: args.transcript,
         config,

@@ -2,18 +2,23 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use shroud_net::conn::Connection;
 use shroud_net::transport::{ClientTls, ServerTls};
 use shroud_proto::{Limits, StatsReply};
-use shroud_storage::{Config, Server, Transcript, keys};
+use shroud_storage::{Config, RedisBackend, RedisOptions, Server, Transcript, keys};
 use tokio::net::TcpListener;
 
 /// What `shroud storage` serves.
 pub struct ServeOptions {
-    /// The database directory.
+    /// The database directory (with a Redis Cluster engine: the routing key only).
     pub db: PathBuf,
+    /// The engine: `None` for sled in `db`, or a Redis Cluster's `redis://` URL.
+    pub backend: Option<String>,
+    /// How the Redis Cluster engine is used.
+    pub redis: RedisOptions,
     /// Where to listen (port 0 picks one).
     pub listen: SocketAddr,
     /// Where to write the operator's transcript, if anywhere.
@@ -41,9 +46,21 @@ pub async fn serve(
     };
     let plain = matches!(opts.tls, ServerTls::Plain);
     let db = opts.db.clone();
+    let place = match &opts.backend {
+        None => format!("in {}", opts.db.display()),
+        Some(url) => format!("in the Redis Cluster {url}"),
+    };
     let opening = tokio::task::spawn_blocking(move || -> Result<_> {
-        let server = Server::open(&db, opts.config, opts.tls, transcript)
-            .with_context(|| format!("opening the storage directory {}", db.display()))?;
+        let server = match &opts.backend {
+            None => Server::open(&db, opts.config, opts.tls, transcript)
+                .with_context(|| format!("opening the storage directory {}", db.display()))?,
+            Some(url) => {
+                let backend = RedisBackend::connect(url, opts.redis)
+                    .with_context(|| format!("connecting to the Redis Cluster {url}"))?;
+                Server::open_with(&db, Arc::new(backend), opts.config, opts.tls, transcript)
+                    .with_context(|| format!("opening the storage directory {}", db.display()))?
+            }
+        };
         let usage = server.usage()?;
         Ok((server, usage))
     });
@@ -56,8 +73,7 @@ pub async fn serve(
         .with_context(|| format!("binding {}", opts.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(
-        "storage: data in {}: {} stores, {} buckets, {} bytes of buckets, {} bytes on disk",
-        opts.db.display(),
+        "storage: data {place}: {} stores, {} buckets, {} bytes of buckets, {} bytes on disk",
         usage.stores,
         usage.buckets,
         usage.bucket_bytes,

@@ -17,6 +17,7 @@ mod mail;
 mod oblivious;
 mod operations;
 mod outbox;
+mod redis_backend;
 mod redis_cluster;
 mod ring_wire;
 mod selective_failure;

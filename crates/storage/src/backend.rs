@@ -1,6 +1,10 @@
 //! The storage-engine seam: what the protocol needs from an embedded (or distributed)
-//! key-value engine. `SledBackend` implements it; another engine plugs in here without
-//! touching the protocol code.
+//! key-value engine. `SledBackend` (embedded) and `RedisBackend` (Redis Cluster) implement
+//! it; another engine plugs in here without touching the protocol code.
+//!
+//! A networked engine pays a round trip per call, so a batch's metadata and reads come in
+//! one call each ([`Backend::metas`], [`Backend::fetch`]) and its writes in one
+//! ([`Backend::apply`]).
 
 use shroud_proto::{Geometry, StoreId};
 
@@ -13,6 +17,37 @@ pub struct StoreMeta {
     pub geometry: Geometry,
 }
 
+impl StoreMeta {
+    /// The stored form, 44 bytes: the capability hash, then the bucket length (u32) and
+    /// count (u64), big-endian. Both engines store this.
+    pub(crate) fn encode(&self) -> [u8; 44] {
+        let mut v = [0u8; 44];
+        v[..32].copy_from_slice(&self.cap_hash);
+        v[32..36].copy_from_slice(&self.geometry.bucket_len.to_be_bytes());
+        v[36..].copy_from_slice(&self.geometry.buckets.to_be_bytes());
+        v
+    }
+
+    /// Reads the stored form of `store`'s metadata.
+    pub(crate) fn decode(store: &StoreId, v: &[u8]) -> Result<Self, BackendError> {
+        let bad = || BackendError::CorruptMeta(*store);
+        if v.len() != 44 {
+            return Err(bad());
+        }
+        let mut cap_hash = [0u8; 32];
+        cap_hash.copy_from_slice(&v[..32]);
+        let bucket_len = u32::from_be_bytes(v[32..36].try_into().map_err(|_| bad())?);
+        let buckets = u64::from_be_bytes(v[36..44].try_into().map_err(|_| bad())?);
+        Ok(StoreMeta {
+            cap_hash,
+            geometry: Geometry {
+                bucket_len,
+                buckets,
+            },
+        })
+    }
+}
+
 /// One bucket write of a batch.
 #[derive(Clone, Copy, Debug)]
 pub struct Put<'a> {
@@ -22,6 +57,34 @@ pub struct Put<'a> {
     pub bucket: u64,
     /// The bucket's bytes.
     pub data: &'a [u8],
+}
+
+/// What one read of a batch wants from a bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// All of it.
+    Bucket,
+    /// `len` bytes from `offset` (a slot of a Ring ORAM bucket); the caller has checked
+    /// that the range lies inside the store's buckets.
+    Range {
+        /// First byte.
+        offset: usize,
+        /// Bytes.
+        len: usize,
+    },
+    /// Only whether it was ever written.
+    Exists,
+}
+
+/// One read of a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fetch {
+    /// The store.
+    pub store: StoreId,
+    /// The bucket index.
+    pub bucket: u64,
+    /// What of it.
+    pub want: Want,
 }
 
 /// What is stored, for the startup log and stats.
@@ -82,9 +145,13 @@ pub trait Backend: Send + Sync + 'static {
     fn meta(&self, store: &StoreId) -> Result<Option<StoreMeta>, BackendError>;
     /// Creates a store; `false` if the id is taken (nothing changes then).
     fn create(&self, store: &StoreId, meta: &StoreMeta) -> Result<bool, BackendError>;
-    /// Deletes a store and all its buckets, atomically; returns the bytes
+    /// Deletes a store and all its buckets, atomically; returns the bytes of buckets
     /// removed.
     fn delete(&self, store: &StoreId) -> Result<u64, BackendError>;
+    /// The metadata of each store, in order (one round trip on a networked engine).
+    fn metas(&self, stores: &[StoreId]) -> Result<Vec<Option<StoreMeta>>, BackendError> {
+        stores.iter().map(|s| self.meta(s)).collect()
+    }
     /// Copies a bucket into `out`; `false` if it was never written.
     fn read(&self, store: &StoreId, bucket: u64, out: &mut Vec<u8>) -> Result<bool, BackendError>;
     /// XORs `out.len()` bytes of a bucket, from `offset`, into `out` (a slot of a Ring
@@ -104,6 +171,27 @@ pub trait Backend: Send + Sync + 'static {
         }
         xor_part(&all, offset, out)?;
         Ok(true)
+    }
+    /// Runs `reads` in order: for each, `None` if the bucket was never written, else the
+    /// bytes wanted (empty for [`Want::Exists`]). A stored bucket too short for a range is
+    /// the engine's corruption.
+    fn fetch(&self, reads: &[Fetch]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        reads
+            .iter()
+            .map(|f| match f.want {
+                Want::Bucket => {
+                    let mut out = Vec::new();
+                    Ok(self.read(&f.store, f.bucket, &mut out)?.then_some(out))
+                }
+                Want::Range { offset, len } => {
+                    let mut out = vec![0; len];
+                    Ok(self
+                        .xor_range(&f.store, f.bucket, offset, &mut out)?
+                        .then_some(out))
+                }
+                Want::Exists => Ok(self.contains(&f.store, f.bucket)?.then(Vec::new)),
+            })
+            .collect()
     }
     /// True if the bucket exists.
     fn contains(&self, store: &StoreId, bucket: u64) -> Result<bool, BackendError>;

@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use shroud_proto::{Batch, BatchOp, BatchReply, ErrorCode, Geometry, Grant, ReadResult, StoreId};
 
 use crate::admission::{MAX_BUCKET_LEN, reply_fits};
-use crate::backend::{Backend, Put, StoreMeta};
+use crate::backend::{Backend, Fetch, Put, StoreMeta, Want};
 use crate::capability;
 use crate::stats::Stats;
 
@@ -55,6 +55,63 @@ fn check(op: &BatchOp, geometry: &Geometry) -> Result<(), ErrorCode> {
         }
         BatchOp::Read { .. } => Ok(()),
     }
+}
+
+/// Where one part of an answer comes from.
+#[derive(Clone, Copy)]
+enum Source {
+    /// An earlier write of the batch (an index into its puts).
+    Pending(usize),
+    /// The engine (an index into the batch's fetches).
+    Fetched(usize),
+}
+
+/// One part of an answer: where it comes from and which bytes of the bucket.
+#[derive(Clone, Copy)]
+struct Part {
+    source: Source,
+    want: Want,
+}
+
+/// Makes one answer of `len` bytes from its parts, XORed together (one part for a bucket
+/// read or an unXORed slot).
+fn answer(
+    len: usize,
+    parts: &[Part],
+    puts: &[Put<'_>],
+    fetched: &[Option<Vec<u8>>],
+) -> Result<ReadResult, ErrorCode> {
+    let mut acc = ReadResult {
+        present: false,
+        data: vec![0; len],
+    };
+    for part in parts {
+        let offset = match part.want {
+            Want::Range { offset, .. } => offset,
+            Want::Bucket | Want::Exists => 0,
+        };
+        let bytes = match part.source {
+            // Checked against the geometry: a write of the batch holds every slot.
+            Source::Pending(i) => puts[i]
+                .data
+                .get(offset..offset.saturating_add(len))
+                .ok_or_else(|| internal("a slot outside its written bucket"))?,
+            Source::Fetched(i) => match &fetched[i] {
+                Some(b) => b,
+                None => continue,
+            },
+        };
+        // A stored bucket of another length would break the fixed reply size; treat it as
+        // the engine's corruption.
+        if bytes.len() != len {
+            return Err(internal("a stored bucket has the wrong length"));
+        }
+        acc.present = true;
+        for (o, b) in acc.data.iter_mut().zip(bytes) {
+            *o ^= b;
+        }
+    }
+    Ok(acc)
 }
 
 /// Runs requests against a backend, one at a time.
@@ -177,14 +234,20 @@ impl Executor {
         let _g = self.lock.lock();
         // Each grant's store, or why the grant is refused: a refused grant's operations are
         // skipped, and every other grant's run (one bad grant fails nobody else).
-        let mut metas: Vec<Result<StoreMeta, ErrorCode>> = Vec::with_capacity(batch.grants.len());
-        for g in &batch.grants {
-            let meta = self.backend.meta(&g.store).map_err(internal)?;
-            metas.push(match meta {
+        let stores: Vec<StoreId> = batch.grants.iter().map(|g| g.store).collect();
+        let found = self.backend.metas(&stores).map_err(internal)?;
+        if found.len() != stores.len() {
+            return Err(internal("the engine answered a different number of stores"));
+        }
+        let mut metas: Vec<Result<StoreMeta, ErrorCode>> = batch
+            .grants
+            .iter()
+            .zip(found)
+            .map(|(g, meta)| match meta {
                 Some(m) if capability::check(Some(&m), &g.capability) => Ok(m),
                 _ => Err(ErrorCode::Unauthorized),
-            });
-        }
+            })
+            .collect();
         for op in &batch.ops {
             // An operation naming no grant is malformed: the whole batch is refused.
             let entry = metas
@@ -222,96 +285,59 @@ impl Executor {
         }
         // Reads see earlier writes of the same batch through `pending`, keyed by store (not by
         // grant: a batch may name one store under several grants, as the proxy does for a
-        // client's K slots).
+        // client's K slots). The engine is read before anything is applied, so every read
+        // that no earlier write answers goes into one `fetch`: one round trip to a networked
+        // engine. First the plan, then the reads, then the answers.
         let mut puts: Vec<Put<'_>> = Vec::new();
         let mut pending: HashMap<(StoreId, u64), usize> = HashMap::new();
-        let mut reads = Vec::new();
-        let mut new_bytes = 0u64;
+        let mut fetches: Vec<Fetch> = Vec::new();
+        // Per answer: its length and its parts (XORed together).
+        let mut plan: Vec<(usize, Vec<Part>)> = Vec::new();
+        // Per write: where its "was it new" comes from.
+        let mut fresh: Vec<Source> = Vec::new();
+        let mut part = |store: StoreId, bucket: u64, want: Want, pending: &HashMap<_, _>| {
+            let source = match pending.get(&(store, bucket)) {
+                Some(&i) => Source::Pending(i),
+                None => {
+                    fetches.push(Fetch {
+                        store,
+                        bucket,
+                        want,
+                    });
+                    Source::Fetched(fetches.len() - 1)
+                }
+            };
+            Part { source, want }
+        };
         for op in &batch.ops {
             let Some(meta) = admitted(op.grant()) else {
                 continue;
             };
+            let store = batch.grants[op.grant() as usize].store;
             match op {
                 BatchOp::ReadSlots {
-                    grant,
                     slot_len,
                     xor,
                     slots,
+                    ..
                 } => {
-                    let store = batch.grants[*grant as usize].store;
                     let len = *slot_len as usize;
-                    let mut acc = ReadResult {
-                        present: false,
-                        data: vec![0; len],
-                    };
-                    for s in slots {
+                    let parts = slots.iter().map(|s| {
                         let offset = usize::from(s.slot) * len;
-                        let present = match pending.get(&(store, s.bucket)) {
-                            Some(&i) => {
-                                crate::backend::xor_part(puts[i].data, offset, &mut acc.data)
-                                    .map_err(internal)?;
-                                true
-                            }
-                            None => self
-                                .backend
-                                .xor_range(&store, s.bucket, offset, &mut acc.data)
-                                .map_err(internal)?,
-                        };
-                        acc.present |= present;
-                        if !xor {
-                            reads.push(std::mem::replace(
-                                &mut acc,
-                                ReadResult {
-                                    present: false,
-                                    data: vec![0; len],
-                                },
-                            ));
-                        }
-                    }
+                        part(store, s.bucket, Want::Range { offset, len }, &pending)
+                    });
                     if *xor {
-                        reads.push(acc);
+                        plan.push((len, parts.collect()));
+                    } else {
+                        plan.extend(parts.map(|p| (len, vec![p])));
                     }
                 }
-                BatchOp::Read { grant, bucket } => {
+                BatchOp::Read { bucket, .. } => {
                     let len = meta.geometry.bucket_len as usize;
-                    let store = batch.grants[*grant as usize].store;
-                    let r = match pending.get(&(store, *bucket)) {
-                        Some(&i) => ReadResult {
-                            present: true,
-                            data: puts[i].data.to_vec(),
-                        },
-                        None => {
-                            let mut data = Vec::with_capacity(len);
-                            let present = self
-                                .backend
-                                .read(&store, *bucket, &mut data)
-                                .map_err(internal)?;
-                            // A stored bucket of another length would break the fixed reply
-                            // size; treat it as the engine's corruption.
-                            if present && data.len() != len {
-                                return Err(internal(format!(
-                                    "bucket {bucket} of store {store} has the wrong length"
-                                )));
-                            }
-                            if !present {
-                                data.resize(len, 0);
-                            }
-                            ReadResult { present, data }
-                        }
-                    };
-                    reads.push(r);
+                    plan.push((len, vec![part(store, *bucket, Want::Bucket, &pending)]));
                 }
-                BatchOp::Write {
-                    grant,
-                    bucket,
-                    data,
-                } => {
-                    let store = batch.grants[*grant as usize].store;
-                    if !pending.contains_key(&(store, *bucket))
-                        && !self.backend.contains(&store, *bucket).map_err(internal)?
-                    {
-                        new_bytes += data.len() as u64;
-                    }
+                BatchOp::Write { bucket, data, .. } => {
+                    fresh.push(part(store, *bucket, Want::Exists, &pending).source);
                     pending.insert((store, *bucket), puts.len());
                     puts.push(Put {
                         store,
@@ -321,6 +347,24 @@ impl Executor {
                 }
             }
         }
+        let fetched = if fetches.is_empty() {
+            Vec::new()
+        } else {
+            self.backend.fetch(&fetches).map_err(internal)?
+        };
+        if fetched.len() != fetches.len() {
+            return Err(internal("the engine answered a different number of reads"));
+        }
+        let mut reads = Vec::with_capacity(plan.len());
+        for (len, parts) in &plan {
+            reads.push(answer(*len, parts, &puts, &fetched)?);
+        }
+        let new_bytes: u64 = fresh
+            .iter()
+            .zip(&puts)
+            .filter(|(f, _)| matches!(f, Source::Fetched(i) if fetched[*i].is_none()))
+            .map(|(_, p)| p.data.len() as u64)
+            .sum();
         let seq = if puts.is_empty() {
             self.commit.current()
         } else {

@@ -32,14 +32,16 @@ mod commit;
 pub mod delivery;
 pub mod keys;
 pub mod new_stores;
+mod redis_backend;
 mod server;
 mod sled_backend;
 mod stats;
 pub mod transcript;
 
 pub use admission::MAX_BUCKET_LEN;
-pub use backend::{Backend, BackendError, Put, StoreMeta, Usage};
+pub use backend::{Backend, BackendError, Fetch, Put, StoreMeta, Usage, Want};
 pub use new_stores::NewStores;
+pub use redis_backend::{ClusterError, RedisBackend, RedisOptions};
 pub use server::{Config, Server};
 pub use sled_backend::SledBackend;
 pub use transcript::{Entry, Op, Transcript};

@@ -93,8 +93,25 @@ impl Server {
             path: dir.to_path_buf(),
             source,
         })?;
-        let routing = crate::keys::routing_key(dir)?;
         let backend = Arc::new(crate::SledBackend::open(dir)?);
+        Self::open_with(dir, backend, config, tls, transcript)
+    }
+
+    /// The server of the storage directory `dir` (its routing key only) over `backend`,
+    /// for an engine that keeps the data elsewhere (a Redis Cluster): servers sharing the
+    /// engine share the directory's `routing.key` too (copy it). Blocking.
+    pub fn open_with(
+        dir: &std::path::Path,
+        backend: Arc<dyn Backend>,
+        config: Config,
+        tls: ServerTls,
+        transcript: Option<Transcript>,
+    ) -> Result<Self, crate::keys::OpenError> {
+        std::fs::create_dir_all(dir).map_err(|source| crate::keys::OpenError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let routing = crate::keys::routing_key(dir)?;
         Ok(Self::new(backend, routing, config, tls, transcript))
     }
 

@@ -14,7 +14,7 @@
 
 use std::path::Path;
 
-use shroud_proto::{Geometry, StoreId};
+use shroud_proto::StoreId;
 
 use crate::backend::{Backend, BackendError, Put, StoreMeta, Usage};
 
@@ -49,32 +49,6 @@ fn engine(e: sled::Error) -> BackendError {
     BackendError::Engine(Box::new(e))
 }
 
-fn encode_meta(m: &StoreMeta) -> [u8; 44] {
-    let mut v = [0u8; 44];
-    v[..32].copy_from_slice(&m.cap_hash);
-    v[32..36].copy_from_slice(&m.geometry.bucket_len.to_be_bytes());
-    v[36..].copy_from_slice(&m.geometry.buckets.to_be_bytes());
-    v
-}
-
-fn decode_meta(store: &StoreId, v: &[u8]) -> Result<StoreMeta, BackendError> {
-    let bad = || BackendError::CorruptMeta(*store);
-    if v.len() != 44 {
-        return Err(bad());
-    }
-    let mut cap_hash = [0u8; 32];
-    cap_hash.copy_from_slice(&v[..32]);
-    let bucket_len = u32::from_be_bytes(v[32..36].try_into().map_err(|_| bad())?);
-    let buckets = u64::from_be_bytes(v[36..44].try_into().map_err(|_| bad())?);
-    Ok(StoreMeta {
-        cap_hash,
-        geometry: Geometry {
-            bucket_len,
-            buckets,
-        },
-    })
-}
-
 /// Stores and buckets in a sled database.
 pub struct SledBackend {
     db: sled::Db,
@@ -106,7 +80,7 @@ impl SledBackend {
 impl Backend for SledBackend {
     fn meta(&self, store: &StoreId) -> Result<Option<StoreMeta>, BackendError> {
         match self.db.get(key(store, META, 0)).map_err(engine)? {
-            Some(v) => decode_meta(store, &v).map(Some),
+            Some(v) => StoreMeta::decode(store, &v).map(Some),
             None => Ok(None),
         }
     }
@@ -115,7 +89,7 @@ impl Backend for SledBackend {
         let k = key(store, META, 0);
         let swapped = self
             .db
-            .compare_and_swap(k, None::<&[u8]>, Some(&encode_meta(meta)[..]))
+            .compare_and_swap(k, None::<&[u8]>, Some(&meta.encode()[..]))
             .map_err(engine)?;
         Ok(swapped.is_ok())
     }
@@ -126,7 +100,9 @@ impl Backend for SledBackend {
         let mut removed = 0;
         for kv in self.db.scan_prefix(&store.0[..]) {
             let (k, v) = kv.map_err(engine)?;
-            removed += v.len() as u64;
+            if k.get(16) == Some(&BUCKET) {
+                removed += v.len() as u64;
+            }
             batch.remove(k);
         }
         self.db.apply_batch(batch).map_err(engine)?;
@@ -229,6 +205,7 @@ impl Backend for SledBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shroud_proto::Geometry;
 
     /// A store's metadata record as 0.1.0 wrote it (format 1), byte for byte.
     const META_V1: &str = include_str!("../samples/store-meta-v1.hex");
@@ -240,7 +217,7 @@ mod tests {
     #[test]
     fn reads_the_stored_sample_of_format_1() {
         let store = StoreId([7; 16]);
-        let m = decode_meta(&store, &unhex(META_V1)).unwrap();
+        let m = StoreMeta::decode(&store, &unhex(META_V1)).unwrap();
         assert_eq!(m.cap_hash, [0xab; 32]);
         assert_eq!(
             m.geometry,
@@ -249,7 +226,7 @@ mod tests {
                 buckets: 8191
             }
         );
-        assert_eq!(encode_meta(&m).to_vec(), unhex(META_V1));
+        assert_eq!(m.encode().to_vec(), unhex(META_V1));
         assert_eq!(key(&store, BUCKET, 5).len(), 25);
     }
 

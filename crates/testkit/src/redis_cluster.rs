@@ -108,6 +108,17 @@ impl RedisCluster {
         self.nodes.iter().map(|n| n.port).collect()
     }
 
+    /// The cluster's URL for `shroud storage --backend`: every node, so that any live one
+    /// can give the slot map.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis://{}", nodes.join(","))
+    }
+
     /// The ports of the nodes now serving as masters, as a live node sees them.
     pub fn masters(&self) -> Result<Vec<u16>> {
         let port = self.live().context("no live node")?;

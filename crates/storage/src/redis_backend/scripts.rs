@@ -1,0 +1,64 @@
+//! The Lua scripts that make a store's operations atomic on its master. Each touches only
+//! the keys it names, all in one slot (the store's hash tag), as Redis Cluster requires.
+//! Every script is idempotent: the cluster layer re-sends a whole group after a failure
+//! whose outcome it could not see, and the second run must leave what the first would.
+
+/// Applies a store's part of a batch if the store still exists: `KEYS = [meta, buckets]`,
+/// `ARGV = [field, bytes, field, bytes, ...]`; returns 1, or 0 if the store is gone.
+pub(crate) const APPLY: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 1, #ARGV, 2 do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+end
+return 1
+";
+
+/// Makes a store: `KEYS = [meta]`, `ARGV = [meta bytes]`; returns 1 if the store is now
+/// exactly this (made now, or by an earlier run of the same request), 0 if the id is taken.
+/// The value is written again when it is already there, so that `WAIT` covers it.
+pub(crate) const CREATE: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+";
+
+/// Deletes a store with its buckets in one step: `KEYS = [meta, buckets]`; returns
+/// `[buckets removed, meta or false]`.
+pub(crate) const DELETE: &str = r"
+local n = redis.call('HLEN', KEYS[2])
+local m = redis.call('GET', KEYS[1])
+redis.call('UNLINK', KEYS[1], KEYS[2])
+return {n, m}
+";
+
+/// A range of a bucket: `KEYS = [buckets]`, `ARGV = [field, offset, len]`; returns the
+/// bytes, nil if the bucket was never written, or an error if it is too short.
+pub(crate) const RANGE: &str = r"
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return false end
+local from, len = tonumber(ARGV[2]), tonumber(ARGV[3])
+if #v < from + len then return redis.error_reply('SHROUD_SHORT bucket shorter than its store') end
+return string.sub(v, from + 1, from + len)
+";
+
+/// Records an outbox's owner: `KEYS = [outboxes]`, `ARGV = [number, capability hash]`;
+/// returns 1 if the outbox is now this owner's, 0 if another's.
+pub(crate) const OUTBOX: &str = r"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur and cur ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+";
+
+/// Marks the format version: `KEYS = [format]`, `ARGV = [version]`; returns the version
+/// stored (this one if there was none).
+pub(crate) const FORMAT: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur then return cur end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+";
+
+/// Every script, loaded on each new connection (`SCRIPT LOAD`) and run with `EVALSHA`.
+pub(crate) const ALL: [&str; 6] = [APPLY, CREATE, DELETE, RANGE, OUTBOX, FORMAT];
