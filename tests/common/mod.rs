@@ -6,9 +6,31 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use shroud_net::transport::ServerTls;
-use shroud_storage::{Config, Server, SledBackend, Transcript};
+use shroud_storage::{
+    Backend, Config, RedisBackend, RedisOptions, Server, SledBackend, Transcript,
+};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+/// The storage engine a test's server runs on.
+#[derive(Clone, Debug)]
+pub enum Engine {
+    /// sled, in the server's temporary directory.
+    Sled,
+    /// The Redis Cluster of this URL (its data outlives the server).
+    Redis(String),
+}
+
+impl Engine {
+    fn open(&self, dir: &std::path::Path) -> Arc<dyn Backend> {
+        match self {
+            Engine::Sled => Arc::new(SledBackend::open(&dir.join("db")).expect("open sled")),
+            Engine::Redis(url) => Arc::new(
+                RedisBackend::connect(url, RedisOptions::default()).expect("connect to redis"),
+            ),
+        }
+    }
+}
 
 /// An in-process storage server on a temporary database.
 pub struct TestServer {
@@ -21,8 +43,13 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(config: Config, with_transcript: bool) -> Self {
+        Self::start_on(&Engine::Sled, config, with_transcript).await
+    }
+
+    /// A server on `engine`.
+    pub async fn start_on(engine: &Engine, config: Config, with_transcript: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        Self::start_in(dir, config, with_transcript).await
+        Self::start_inner(engine, dir, config, with_transcript, None).await
     }
 
     /// A server on `dir` whose mailbox routing key is `key`.
@@ -31,20 +58,21 @@ impl TestServer {
         config: Config,
         key: shroud_proto::routing::RoutingKey,
     ) -> Self {
-        Self::start_inner(dir, config, false, Some(key)).await
+        Self::start_inner(&Engine::Sled, dir, config, false, Some(key)).await
     }
 
     pub async fn start_in(dir: tempfile::TempDir, config: Config, with_transcript: bool) -> Self {
-        Self::start_inner(dir, config, with_transcript, None).await
+        Self::start_inner(&Engine::Sled, dir, config, with_transcript, None).await
     }
 
     async fn start_inner(
+        engine: &Engine,
         dir: tempfile::TempDir,
         config: Config,
         with_transcript: bool,
         routing: Option<shroud_proto::routing::RoutingKey>,
     ) -> Self {
-        let backend = Arc::new(SledBackend::open(&dir.path().join("db")).expect("open sled"));
+        let backend = engine.open(dir.path());
         let transcript_path = with_transcript.then(|| dir.path().join("transcript.jsonl"));
         let transcript = transcript_path
             .as_ref()

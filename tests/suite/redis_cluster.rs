@@ -8,29 +8,7 @@ use shroud_testkit::redis_cluster::RedisCluster;
 
 /// The master serving `key`'s hash slot, by its port.
 fn owner(cluster: &RedisCluster, key: &str) -> u16 {
-    let slot: u32 = cluster
-        .command(&["cluster", "keyslot", key])
-        .expect("keyslot")
-        .trim()
-        .parse()
-        .expect("a slot number");
-    let nodes = cluster.command(&["cluster", "nodes"]).expect("nodes");
-    nodes
-        .lines()
-        .filter(|l| l.contains("master") && !l.contains("fail"))
-        .find(|l| {
-            l.split_whitespace().skip(8).any(|range| {
-                let ends: Vec<u32> = range.split('-').filter_map(|x| x.parse().ok()).collect();
-                match ends[..] {
-                    [a, b] => (a..=b).contains(&slot),
-                    [a] => a == slot,
-                    _ => false,
-                }
-            })
-        })
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|addr| addr.split(['@', ':']).nth(1)?.parse().ok())
-        .expect("the master of the key's slot")
+    cluster.master_of(key).expect("the key's master")
 }
 
 #[test]

@@ -17,6 +17,8 @@ const NODE_TIMEOUT_MS: u32 = 1000;
 /// One `redis-server` process.
 struct Node {
     port: u16,
+    /// Its command line, to start it again after a kill.
+    args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -42,14 +44,11 @@ impl RedisCluster {
             let (port, bus) = (free_port()?, free_port()?);
             let data = dir.path().join(port.to_string());
             std::fs::create_dir_all(&data)?;
-            let child = Command::new("redis-server")
-                .args(node_args(port, bus, &data))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("redis-server (install the distribution's redis-server)")?;
+            let args = node_args(port, bus, &data);
+            let child = spawn(&args)?;
             nodes.push(Node {
                 port,
+                args,
                 child: Some(child),
             });
         }
@@ -145,6 +144,71 @@ impl RedisCluster {
         Ok(())
     }
 
+    /// Starts the node on `port` again after [`RedisCluster::kill`], with its data and
+    /// cluster state: it rejoins, as a replica if another took over meanwhile. Waits until
+    /// every master has `replicas` replicas online again.
+    pub fn restart(&mut self, port: u16, replicas: usize) -> Result<()> {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .context("no such node")?;
+        if node.child.is_none() {
+            node.child = Some(spawn(&node.args)?);
+        }
+        wait_for(Duration::from_secs(10), || {
+            Ok(cli(port, &["ping"])?.trim() == "PONG")
+        })?;
+        wait_for(Duration::from_secs(60), || {
+            for m in self.masters()? {
+                let info = cli(m, &["info", "replication"])?;
+                if info.matches("state=online").count() < replicas {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+        .context("the restarted node never caught up")?;
+        self.wait_ready(Duration::from_secs(30))
+    }
+
+    /// The port of the master now serving `key`'s hash slot.
+    pub fn master_of(&self, key: &str) -> Result<u16> {
+        let slot: u32 = self
+            .command(&["cluster", "keyslot", key])?
+            .trim()
+            .parse()
+            .context("a slot number")?;
+        let nodes = self.command(&["cluster", "nodes"])?;
+        nodes
+            .lines()
+            .filter(|l| l.contains("master") && !l.contains("fail"))
+            .find(|l| {
+                l.split_whitespace().skip(8).any(|range| {
+                    let ends: Vec<u32> = range.split('-').filter_map(|x| x.parse().ok()).collect();
+                    match ends[..] {
+                        [a, b] => (a..=b).contains(&slot),
+                        [a] => a == slot,
+                        _ => false,
+                    }
+                })
+            })
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|addr| addr.split(['@', ':']).nth(1)?.parse().ok())
+            .context("no master serves the key's slot")
+    }
+
+    /// Empties every master (`FLUSHALL`), for tests that share one cluster.
+    pub fn flush_all(&self) -> Result<()> {
+        for port in self.masters()? {
+            let out = cli(port, &["flushall"])?;
+            if out.trim() != "OK" {
+                bail!("FLUSHALL on {port}: {out}");
+            }
+        }
+        Ok(())
+    }
+
     /// Waits until every live node reports `cluster_state:ok`.
     pub fn wait_ready(&self, timeout: Duration) -> Result<()> {
         wait_for(timeout, || {
@@ -214,6 +278,16 @@ impl Drop for RedisCluster {
             }
         }
     }
+}
+
+/// Starts `redis-server` with `args`.
+fn spawn(args: &[String]) -> Result<Child> {
+    Command::new("redis-server")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("redis-server (install the distribution's redis-server)")
 }
 
 /// A node's command line: cluster mode with its own bus port, every write fsynced before
