@@ -70,9 +70,10 @@ enum Command {
 struct ProxyArgs {
     #[command(subcommand)]
     command: Option<ProxyCommand>,
-    /// The storage server's address.
-    #[arg(long, default_value = "127.0.0.1:7300")]
-    storage: SocketAddr,
+    /// The storage server's address; several, comma-separated, for storage servers sharing
+    /// one Redis Cluster: the first is used, the next after a failure.
+    #[arg(long, default_value = "127.0.0.1:7300", value_delimiter = ',', num_args = 1..)]
+    storage: Vec<SocketAddr>,
     /// Address to listen on for clients (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:7400")]
     listen: SocketAddr,

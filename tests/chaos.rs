@@ -5,8 +5,14 @@
 //! after it (never a torn one), and every read verifies (the client checks each path
 //! against its digest tree).
 //!
-//! CI runs a few rounds; `SHROUD_CRASH_ITERS=500 cargo test --release --test chaos --
-//! --ignored --nocapture` runs 500.
+//! The same on a Redis Cluster (issue 15): two stateless storage servers on a cluster of 3
+//! masters and 3 replicas, the proxy given both, while a master (its replica takes over; the
+//! killed node is restarted and rejoins as a replica), a storage server or the proxy is
+//! killed at random.
+//!
+//! CI runs 20 rounds of each; `SHROUD_CRASH_ITERS=500 cargo test --release --test chaos --
+//! --ignored --nocapture` runs 500 (`chaos_long`), and `SHROUD_CRASH_ITERS=200 ...
+//! chaos_long_on_a_redis_cluster` 200 on the cluster.
 
 mod common;
 
@@ -22,6 +28,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use redis_protocol::resp2::types::OwnedFrame;
 use shroud_proto::Shape;
+use shroud_testkit::redis_cluster::RedisCluster;
 
 const AGENTS: usize = 3;
 
@@ -42,7 +49,9 @@ async fn call(
 struct Deployment {
     dir: PathBuf,
     certs: shroud_net::certs::CertFiles,
-    storage: (Child, SocketAddr),
+    /// The storage servers: one on sled, or two sharing the cluster of this URL.
+    storage: Vec<(Child, SocketAddr)>,
+    backend: Option<String>,
     proxy: (Child, SocketAddr),
     agents: Vec<(Child, SocketAddr)>,
 }
@@ -83,28 +92,45 @@ impl Deployment {
         )
     }
 
-    fn start(dir: &Path) -> Self {
+    fn storage_cmd(&self, at: &str) -> Command {
+        let mut cmd = common::storage_command(&self.certs, &self.dir.join("db"), at);
+        if let Some(url) = &self.backend {
+            cmd.args(["--backend", url]);
+        }
+        cmd
+    }
+
+    fn proxy_cmd(&self, at: &str) -> Command {
+        let mut cmd = common::proxy_command(&self.certs, self.storage[0].1, at, shape());
+        // The others after the first, to go on through after a failure.
+        for s in &self.storage[1..] {
+            cmd.args(["--storage", &s.1.to_string()]);
+        }
+        cmd
+    }
+
+    fn start(dir: &Path, backend: Option<String>) -> Self {
         let certs =
             shroud_net::certs::generate(&dir.join("certs"), &shroud_net::certs::local_names())
                 .expect("certs");
-        let storage = common::spawn_listening(common::storage_command(
-            &certs,
-            &dir.join("db"),
-            "127.0.0.1:0",
-        ));
-        let proxy = common::spawn_listening(common::proxy_command(
-            &certs,
-            storage.1,
-            "127.0.0.1:0",
-            shape(),
-        ));
+        let servers = if backend.is_some() { 2 } else { 1 };
         let mut d = Deployment {
             dir: dir.to_path_buf(),
             certs,
-            storage,
-            proxy,
+            storage: Vec::new(),
+            backend,
+            proxy: (
+                Command::new("true").spawn().expect("true"),
+                "127.0.0.1:0".parse().expect("addr"),
+            ),
             agents: Vec::new(),
         };
+        // One after another: the first makes the routing key in the directory they share.
+        for _ in 0..servers {
+            let s = common::spawn_listening(d.storage_cmd("127.0.0.1:0"));
+            d.storage.push(s);
+        }
+        d.proxy = common::spawn_listening(d.proxy_cmd("127.0.0.1:0"));
         for i in 0..AGENTS {
             let a = common::spawn_listening(d.agent_cmd(i));
             d.agents.push(a);
@@ -112,36 +138,44 @@ impl Deployment {
         d
     }
 
-    /// Kills component `which` (0 storage, 1 proxy, 2.. agents) with SIGKILL.
-    fn kill(&mut self, which: usize) {
-        match which {
-            0 => kill(&mut self.storage.0),
-            1 => kill(&mut self.proxy.0),
-            i => kill(&mut self.agents[i - 2].0),
+    /// Kills a component with SIGKILL.
+    fn kill(&mut self, part: Part) {
+        match part {
+            Part::Storage(i) => kill(&mut self.storage[i].0),
+            Part::Proxy => kill(&mut self.proxy.0),
+            Part::Agent(i) => kill(&mut self.agents[i].0),
         }
     }
 
-    /// Restarts component `which` (storage and the proxy on their old ports).
-    fn restart(&mut self, which: usize) {
-        match which {
-            0 => {
-                let at = self.storage.1.to_string();
-                let cmd = common::storage_command(&self.certs, &self.dir.join("db"), &at);
-                self.storage = common::spawn_listening(cmd);
+    /// Restarts a component (storage and the proxy on their old ports).
+    fn restart(&mut self, part: Part) {
+        match part {
+            Part::Storage(i) => {
+                let at = self.storage[i].1.to_string();
+                self.storage[i] = common::spawn_listening(self.storage_cmd(&at));
             }
-            1 => {
+            Part::Proxy => {
                 let at = self.proxy.1.to_string();
-                let cmd = common::proxy_command(&self.certs, self.storage.1, &at, shape());
-                self.proxy = common::spawn_listening(cmd);
+                self.proxy = common::spawn_listening(self.proxy_cmd(&at));
             }
-            i => self.agents[i - 2] = common::spawn_listening(self.agent_cmd(i - 2)),
+            Part::Agent(i) => self.agents[i] = common::spawn_listening(self.agent_cmd(i)),
         }
     }
 }
 
+/// A process of the deployment.
+#[derive(Clone, Copy, Debug)]
+enum Part {
+    Storage(usize),
+    Proxy,
+    Agent(usize),
+}
+
 impl Drop for Deployment {
     fn drop(&mut self) {
-        kill(&mut self.storage.0);
+        for s in &mut self.storage {
+            kill(&mut s.0);
+        }
         kill(&mut self.proxy.0);
         for a in &mut self.agents {
             kill(&mut a.0);
@@ -190,8 +224,14 @@ async fn writer(
 }
 
 async fn chaos(iters: usize, seed: u64) {
+    chaos_on(iters, seed, None).await;
+}
+
+/// [`chaos`], on sled, or with two storage servers on `cluster` whose masters are killed
+/// too (then the agents are not: their crashes are covered on sled).
+async fn chaos_on(iters: usize, seed: u64, mut cluster: Option<&mut RedisCluster>) {
     let dir = tempfile::tempdir().unwrap();
-    let mut d = Deployment::start(dir.path());
+    let mut d = Deployment::start(dir.path(), cluster.as_ref().map(|c| c.url()));
     let mut rng = StdRng::seed_from_u64(seed);
     let addrs = Arc::new(Mutex::new(
         (0..AGENTS).map(|i| d.endpoint(i)).collect::<Vec<_>>(),
@@ -201,14 +241,55 @@ async fn chaos(iters: usize, seed: u64) {
     let writers: Vec<_> = (0..AGENTS)
         .map(|i| tokio::spawn(writer(i, addrs.clone(), model.clone(), stop.clone())))
         .collect();
-    let mut kills = [0u64; 3];
+    // Kills of storage, the proxy, agents, and cluster masters.
+    let mut kills = [0u64; 4];
     for _ in 0..iters {
         tokio::time::sleep(Duration::from_millis(rng.random_range(100..600))).await;
-        let which = rng.random_range(0..2 + AGENTS);
-        d.kill(which);
-        kills[which.min(2)] += 1;
+        if let Some(cluster) = cluster.as_deref_mut() {
+            match rng.random_range(0..3) {
+                0 => {
+                    // A master: its replica takes over; the node comes back as a replica.
+                    let masters = cluster.masters().expect("masters");
+                    let m = masters[rng.random_range(0..masters.len())];
+                    cluster.kill(m).expect("kill a master");
+                    kills[3] += 1;
+                    let c = &*cluster;
+                    tokio::task::block_in_place(|| {
+                        c.wait_failover(m, 3, Duration::from_secs(30))
+                            .expect("failover")
+                    });
+                    tokio::task::block_in_place(|| cluster.restart(m, 1)).expect("rejoin");
+                    continue;
+                }
+                1 => {
+                    let part = Part::Storage(rng.random_range(0..d.storage.len()));
+                    d.kill(part);
+                    kills[0] += 1;
+                    tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
+                    d.restart(part);
+                }
+                _ => {
+                    d.kill(Part::Proxy);
+                    kills[1] += 1;
+                    tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
+                    d.restart(Part::Proxy);
+                }
+            }
+            continue;
+        }
+        let part = match rng.random_range(0..2 + AGENTS) {
+            0 => Part::Storage(0),
+            1 => Part::Proxy,
+            i => Part::Agent(i - 2),
+        };
+        d.kill(part);
+        kills[match part {
+            Part::Storage(_) => 0,
+            Part::Proxy => 1,
+            Part::Agent(_) => 2,
+        }] += 1;
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
-        d.restart(which);
+        d.restart(part);
         *addrs.lock() = (0..AGENTS).map(|i| d.endpoint(i)).collect();
     }
     // Everything is up again: let the writers make progress, then stop them.
@@ -257,8 +338,8 @@ async fn chaos(iters: usize, seed: u64) {
     }
     let acks = model.lock().acks;
     println!(
-        "chaos: {iters} kills (storage {}, proxy {}, agents {}); {acks} acknowledged SETs, {checked} keys verified",
-        kills[0], kills[1], kills[2]
+        "chaos: {iters} kills (storage {}, proxy {}, agents {}, cluster masters {}); {acks} acknowledged SETs, {checked} keys verified",
+        kills[0], kills[1], kills[2], kills[3]
     );
     assert!(acks > 0);
 }
@@ -266,6 +347,20 @@ async fn chaos(iters: usize, seed: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_proxy_and_agents_killed_at_random_lose_nothing() {
     chaos(20, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_masters_storage_servers_and_the_proxy_killed_at_random_lose_nothing() {
+    let mut cluster = RedisCluster::start(3, 1).expect("cluster");
+    chaos_on(20, 3, Some(&mut cluster)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: SHROUD_CRASH_ITERS kills (default 200)"]
+async fn chaos_long_on_a_redis_cluster() {
+    let mut cluster = RedisCluster::start(3, 1).expect("cluster");
+    let iters = common::env_count("SHROUD_CRASH_ITERS", 200);
+    chaos_on(iters, 4, Some(&mut cluster)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,8 +11,9 @@ use tokio::net::TcpListener;
 
 /// What `shroud proxy` serves.
 pub struct ProxyOptions {
-    /// The storage server.
-    pub storage: SocketAddr,
+    /// The storage servers: the first, then the next after a failure (servers sharing one
+    /// Redis Cluster are interchangeable).
+    pub storage: Vec<SocketAddr>,
     /// TLS towards storage.
     pub storage_tls: ClientTls,
     /// Where clients connect.
@@ -37,7 +38,11 @@ pub async fn serve(
     let s = opts.shape;
     tracing::info!(
         "proxy: listening on {addr}, storage at {}; epochs of {} ms, {} slot(s) per client; {:?} ORAM, paths of {} buckets x {} bytes (N = {}, B = {}, Z = {}, T = {})",
-        opts.storage,
+        opts.storage
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
         s.epoch_ms,
         s.slots_per_epoch,
         s.mode,

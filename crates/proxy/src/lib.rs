@@ -187,24 +187,25 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// A proxy in front of the storage server at `storage`, reached as `storage_tls` says,
-    /// accepting clients as `tls` says.
+    /// A proxy in front of the storage servers `storage` (the first, then the next after a
+    /// failure: servers sharing one engine are interchangeable), reached as `storage_tls`
+    /// says, accepting clients as `tls` says.
     pub fn new(
         config: Config,
-        storage: SocketAddr,
+        storage: Vec<SocketAddr>,
         storage_tls: ClientTls,
         tls: ServerTls,
     ) -> Self {
         let difficulty = Arc::new(Mutex::new(None));
         let upstream = upstream::Upstream::new(
-            storage,
+            storage.clone(),
             storage_tls.clone(),
             config.storage_limits,
             config.storage_timeout,
             difficulty.clone(),
         );
         let registrar = upstream::Upstream::new(
-            storage,
+            storage.clone(),
             storage_tls.clone(),
             config.storage_limits,
             config.storage_timeout,

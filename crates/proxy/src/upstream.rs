@@ -1,5 +1,10 @@
 //! The connection to storage: opened on demand, dropped on any failure, reopened on the
 //! next use. Nothing is retried here: a failed epoch's slots fail, and clients resend them.
+//!
+//! Storage servers sharing one engine (a Redis Cluster) are interchangeable: the proxy is
+//! given a list, uses the first, and after a failure reopens to the next one in turn, so
+//! killing a storage server costs its clients one failed epoch. Proxies given the list in
+//! different orders spread their clients across the servers.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,7 +19,9 @@ use shroud_proto::{
 };
 
 pub(crate) struct Upstream {
-    addr: SocketAddr,
+    /// The storage servers, tried in turn; `next` is the one in use or to try next.
+    addrs: Vec<SocketAddr>,
+    next: usize,
     tls: ClientTls,
     limits: Limits,
     timeout: Duration,
@@ -34,14 +41,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Upstream {
     pub fn new(
-        addr: SocketAddr,
+        addrs: Vec<SocketAddr>,
         tls: ClientTls,
         limits: Limits,
         timeout: Duration,
         difficulty: std::sync::Arc<parking_lot::Mutex<Option<Difficulty>>>,
     ) -> Self {
         Upstream {
-            addr,
+            addrs,
+            next: 0,
             tls,
             limits,
             timeout,
@@ -58,9 +66,13 @@ impl Upstream {
 
     async fn conn(&mut self) -> Result<&mut Connection, ConnError> {
         if self.conn.is_none() {
+            let addr = *self
+                .addrs
+                .get(self.next % self.addrs.len().max(1))
+                .ok_or(ConnError::Unexpected)?;
             let c = tokio::time::timeout(
                 CONNECT_TIMEOUT,
-                Connection::connect(self.addr, &self.tls, self.limits),
+                Connection::connect(addr, &self.tls, self.limits),
             )
             .await
             .map_err(|_| {
@@ -75,12 +87,14 @@ impl Upstream {
         self.conn.as_mut().ok_or(ConnError::Unexpected)
     }
 
-    /// Drops the connection after transport failures; keeps it after a refusal.
+    /// Drops the connection after transport failures (the next use tries the next storage
+    /// server); keeps it after a refusal.
     fn settle<T>(&mut self, r: Result<T, ConnError>) -> Result<T, ConnError> {
         if let Err(e) = &r
             && !matches!(e, ConnError::Refused(_))
         {
             self.conn = None;
+            self.next = self.next.wrapping_add(1);
         }
         r
     }

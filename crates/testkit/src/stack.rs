@@ -179,7 +179,7 @@ impl Stack {
         }
         let proxy = shroud_proxy::Proxy::new(
             config,
-            self.storage,
+            vec![self.storage],
             self.tls.proxy_client()?,
             self.tls.server()?,
         )
@@ -196,7 +196,7 @@ impl Stack {
         let config = shroud_proxy::Config::new(self.shape);
         let proxy = shroud_proxy::Proxy::new(
             config,
-            self.storage,
+            vec![self.storage],
             self.tls.proxy_client()?,
             self.tls.server()?,
         );
