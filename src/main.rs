@@ -406,6 +406,14 @@ struct E2eArgs {
     /// The tree ORAM of every client store.
     #[arg(long, value_enum, default_value_t = OramMode::Path)]
     oram: OramMode,
+    /// Where storage keeps its data: `sled`; `redis`, a Redis Cluster of --masters masters
+    /// (one replica each) started on loopback for each run; or an existing cluster's
+    /// `redis://HOST:PORT[,...]`.
+    #[arg(long, default_value = "sled")]
+    backend: String,
+    /// Masters of the cluster `--backend redis` starts.
+    #[arg(long, default_value_t = 3)]
+    masters: usize,
 }
 
 /// The tree ORAM of a shape's stores.
@@ -871,6 +879,15 @@ fn bench_e2e(args: E2eArgs) -> Result<()> {
         (round_ms / args.epoch_ms.max(1)).max(1),
         default.queries_per_round,
     );
+    use shroud_lab::bench::e2e::StorageBackend;
+    let backend = match args.backend.as_str() {
+        "sled" => StorageBackend::Sled,
+        "redis" => StorageBackend::Cluster {
+            masters: args.masters,
+        },
+        url if url.starts_with("redis://") => StorageBackend::Url(url.to_string()),
+        other => anyhow::bail!("--backend {other}: sled, redis or a redis:// URL"),
+    };
     if !args.json {
         shroud_lab::outln!(
             "{:>7} {:>9} {:>7} {:>5} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
@@ -894,7 +911,7 @@ fn bench_e2e(args: E2eArgs) -> Result<()> {
         if stop {
             break;
         }
-        shroud_lab::bench::e2e::run(&[c], shape, args.seconds, |r| {
+        shroud_lab::bench::e2e::run(&[c], shape, args.seconds, &backend, |r| {
             if args.json {
                 shroud_lab::outln!("{}", serde_json::to_string(r).unwrap_or_default());
             } else {
@@ -914,6 +931,16 @@ fn bench_e2e(args: E2eArgs) -> Result<()> {
                     r.mean_flush_ms,
                     r.client_crypto_ms_per_epoch
                 );
+                for n in &r.nodes {
+                    shroud_lab::outln!(
+                        "        master :{}: {:.0} commands, {:.1} KB in, {:.1} KB out, {:.2} ms CPU per epoch",
+                        n.port,
+                        n.commands_per_epoch,
+                        n.bytes_in_per_epoch / 1000.0,
+                        n.bytes_out_per_epoch / 1000.0,
+                        n.cpu_ms_per_epoch
+                    );
+                }
             }
             stop = !r.sustained;
         })?;

@@ -233,14 +233,38 @@ fn kv_through_the_full_stack_agrees_with_a_btreemap_in_ring_oram() {
     kv_model(ring_shape());
 }
 
+/// The same on a real Redis Cluster (issue 15): 3 masters, 3 replicas, storage on the
+/// cluster engine.
+#[test]
+fn kv_through_the_full_stack_on_a_redis_cluster_agrees_with_a_btreemap() {
+    let cluster = shroud_testkit::redis_cluster::RedisCluster::start(3, 1).expect("cluster");
+    kv_model_on(shape(), Some(&cluster.url()));
+}
+
 fn kv_model(shape: Shape) {
+    kv_model_on(shape, None);
+}
+
+/// The model test, with storage on sled or on the Redis Cluster of `redis`.
+fn kv_model_on(shape: Shape, redis: Option<&str>) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let (stack, agent, _dir) = rt.block_on(async {
-        let stack = Stack::start(shape).await.expect("stack");
+        let stack = match redis {
+            None => Stack::start(shape).await.expect("stack"),
+            Some(url) => {
+                let backend = shroud_storage::RedisBackend::connect(url, Default::default())
+                    .expect("connect to the cluster");
+                let dir = tempfile::tempdir().expect("tempdir");
+                let config = shroud_testkit::fixtures::storage_config();
+                Stack::start_with(shape, std::sync::Arc::new(backend), config, dir)
+                    .await
+                    .expect("stack")
+            }
+        };
         let dir = tempfile::tempdir().unwrap();
         let settings = shroud::cmd::agent::AgentSettings {
             proxy: Some(stack.proxy),

@@ -198,6 +198,11 @@ impl RedisCluster {
             .context("no master serves the key's slot")
     }
 
+    /// `INFO section` of the node on `port`, as `field:value` lines.
+    pub fn info(&self, port: u16, section: &str) -> Result<String> {
+        cli(port, &["info", section])
+    }
+
     /// Empties every master (`FLUSHALL`), for tests that share one cluster.
     pub fn flush_all(&self) -> Result<()> {
         for port in self.masters()? {

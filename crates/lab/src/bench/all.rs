@@ -100,7 +100,7 @@ pub fn run(quick: bool) -> Result<AllReport> {
         (&[32, 64, 128], 30.0)
     };
     eprintln!("e2e ...");
-    let e2e_reports = e2e::run(counts, shape, secs, |_| {})?;
+    let e2e_reports = e2e::run(counts, shape, secs, &e2e::StorageBackend::Sled, |_| {})?;
     eprintln!("one client's latency ...");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -21,7 +21,70 @@ use shroud_oram::Key;
 use shroud_proto::Limits;
 
 use shroud_proto::Shape;
+use shroud_storage::{RedisBackend, RedisOptions};
+use shroud_testkit::redis_cluster::RedisCluster;
 use shroud_testkit::stack::Stack;
+
+/// Where storage keeps its data in a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageBackend {
+    /// sled, embedded (the default).
+    Sled,
+    /// A Redis Cluster of this many masters, one replica each, started on loopback for
+    /// the run (the distribution's `redis-server`, `appendfsync always`).
+    Cluster {
+        /// Masters.
+        masters: usize,
+    },
+    /// An existing Redis Cluster (`redis://HOST:PORT[,...]`).
+    Url(String),
+}
+
+impl std::fmt::Display for StorageBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StorageBackend::Sled => write!(f, "sled"),
+            StorageBackend::Cluster { masters } => write!(f, "redis cluster ({masters}+{masters})"),
+            StorageBackend::Url(url) => write!(f, "{url}"),
+        }
+    }
+}
+
+/// What one master of a cluster the run started did per epoch, during the measurement.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeLoad {
+    /// Its port.
+    pub port: u16,
+    /// Commands processed per epoch.
+    pub commands_per_epoch: f64,
+    /// Bytes received per epoch.
+    pub bytes_in_per_epoch: f64,
+    /// Bytes sent per epoch.
+    pub bytes_out_per_epoch: f64,
+    /// CPU time (user and system) per epoch, ms.
+    pub cpu_ms_per_epoch: f64,
+}
+
+/// A master's counters at one moment: commands, bytes in, bytes out, CPU seconds.
+fn node_counters(cluster: &RedisCluster, port: u16) -> Result<[f64; 4]> {
+    let text = format!(
+        "{}{}",
+        cluster.info(port, "stats")?,
+        cluster.info(port, "cpu")?
+    );
+    let field = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    Ok([
+        field("total_commands_processed"),
+        field("total_net_input_bytes"),
+        field("total_net_output_bytes"),
+        field("used_cpu_sys") + field("used_cpu_user"),
+    ])
+}
 
 /// One line of `shroud bench e2e --json`.
 #[derive(Clone, Debug, Serialize)]
@@ -67,11 +130,42 @@ pub struct Report {
     pub mean_flush_ms: f64,
     /// Client-side AES-GCM for one epoch of all clients, measured alone, ms.
     pub client_crypto_ms_per_epoch: f64,
+    /// Where storage kept its data.
+    pub backend: String,
+    /// Per master of a cluster the run started: its work per epoch.
+    pub nodes: Vec<NodeLoad>,
 }
 
-/// Measures `clients` busy clients for `seconds`.
-pub async fn run_one(clients: usize, shape: Shape, seconds: f64) -> Result<Report> {
-    let stack = Stack::start(shape).await?;
+/// Measures `clients` busy clients for `seconds`, storage on `backend`.
+pub async fn run_one(
+    clients: usize,
+    shape: Shape,
+    seconds: f64,
+    backend: &StorageBackend,
+) -> Result<Report> {
+    let cluster = match backend {
+        StorageBackend::Cluster { masters } => {
+            let masters = *masters;
+            Some(tokio::task::spawn_blocking(move || RedisCluster::start(masters, 1)).await??)
+        }
+        _ => None,
+    };
+    let url = match (backend, &cluster) {
+        (StorageBackend::Url(url), _) => Some(url.clone()),
+        (_, Some(c)) => Some(c.url()),
+        _ => None,
+    };
+    let stack = match url {
+        None => Stack::start(shape).await?,
+        Some(url) => {
+            let engine = tokio::task::spawn_blocking(move || {
+                RedisBackend::connect(&url, RedisOptions::default())
+            })
+            .await??;
+            let config = shroud_testkit::fixtures::storage_config();
+            Stack::start_with(shape, Arc::new(engine), config, tempfile::tempdir()?).await?
+        }
+    };
     let mut handles = Vec::new();
     let mut rng = StdRng::seed_from_u64(clients as u64);
     for _ in 0..clients {
@@ -131,11 +225,26 @@ pub async fn run_one(clients: usize, shape: Shape, seconds: f64) -> Result<Repor
         }
     }
     let tls = stack.tls.client()?;
+    let masters = match &cluster {
+        Some(c) => c.masters()?,
+        None => Vec::new(),
+    };
+    let counters = |c: &RedisCluster| -> Result<Vec<[f64; 4]>> {
+        masters.iter().map(|&p| node_counters(c, p)).collect()
+    };
+    let nodes_before = match &cluster {
+        Some(c) => counters(c)?,
+        None => Vec::new(),
+    };
     let before = shroud_proxy::fetch_stats(stack.proxy, &tls).await?;
     measuring.store(true, Ordering::Relaxed);
     let start = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
     let after = shroud_proxy::fetch_stats(stack.proxy, &tls).await?;
+    let nodes_after = match &cluster {
+        Some(c) => counters(c)?,
+        None => Vec::new(),
+    };
     let secs = start.elapsed().as_secs_f64();
     measuring.store(false, Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
@@ -162,6 +271,18 @@ pub async fn run_one(clients: usize, shape: Shape, seconds: f64) -> Result<Repor
             })
     };
     let epochs = after.epochs - before.epochs;
+    let per_epoch = |a: f64, b: f64| (a - b) / epochs.max(1) as f64;
+    let nodes = masters
+        .iter()
+        .zip(nodes_after.iter().zip(&nodes_before))
+        .map(|(&port, (a, b))| NodeLoad {
+            port,
+            commands_per_epoch: per_epoch(a[0], b[0]),
+            bytes_in_per_epoch: per_epoch(a[1], b[1]),
+            bytes_out_per_epoch: per_epoch(a[2], b[2]),
+            cpu_ms_per_epoch: per_epoch(a[3], b[3]) * 1000.0,
+        })
+        .collect();
     let overrun = after.overrun_epochs - before.overrun_epochs;
     let late = after.late_total - before.late_total;
     // The window's batches: the difference of the two histograms.
@@ -205,6 +326,8 @@ pub async fn run_one(clients: usize, shape: Shape, seconds: f64) -> Result<Repor
         client_crypto_ms_per_epoch: per_access_ms
             * (clients as f64)
             * f64::from(shape.slots_per_epoch),
+        backend: backend.to_string(),
+        nodes,
     })
 }
 
@@ -213,6 +336,7 @@ pub fn run(
     counts: &[usize],
     shape: Shape,
     seconds: f64,
+    backend: &StorageBackend,
     mut each: impl FnMut(&Report),
 ) -> Result<Vec<Report>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -220,7 +344,7 @@ pub fn run(
         .build()?;
     let mut out = Vec::new();
     for &c in counts {
-        let r = rt.block_on(run_one(c, shape, seconds))?;
+        let r = rt.block_on(run_one(c, shape, seconds, backend))?;
         each(&r);
         out.push(r);
     }
