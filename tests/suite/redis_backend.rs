@@ -126,13 +126,34 @@ fn contract(b: &dyn Backend) {
             None
         ]
     );
+    // Only buckets never written before count as new bytes; a bucket twice counts once.
+    let (a6, a5b) = (bucket(1, 6, 0, 64), bucket(1, 5, 1, 64));
+    let again = [
+        Put {
+            store: a,
+            bucket: 6,
+            data: &a6,
+        },
+        Put {
+            store: a,
+            bucket: 5,
+            data: &a5b,
+        },
+        Put {
+            store: a,
+            bucket: 6,
+            data: &a6,
+        },
+    ];
+    assert_eq!(b.apply_new(&again).expect("apply"), 64);
+    b.apply(&puts[2..3]).expect("apply");
     let usage = b.usage().expect("usage");
     assert_eq!(
         (usage.stores, usage.buckets, usage.bucket_bytes),
-        (2, 3, 64 * 2 + 32)
+        (2, 4, 64 * 3 + 32)
     );
     // Deleting takes the buckets with the store: made again, it starts empty.
-    assert_eq!(b.delete(&a).expect("delete"), 2 * 64);
+    assert_eq!(b.delete(&a).expect("delete"), 3 * 64);
     assert_eq!(b.meta(&a).expect("meta"), None);
     assert!(b.create(&a, &ma).expect("create again"));
     assert!(!b.contains(&a, 0).expect("contains"));

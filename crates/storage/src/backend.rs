@@ -197,6 +197,32 @@ pub trait Backend: Send + Sync + 'static {
     fn contains(&self, store: &StoreId, bucket: u64) -> Result<bool, BackendError>;
     /// Applies all puts or none, atomically (also across a crash).
     fn apply(&self, puts: &[Put<'_>]) -> Result<(), BackendError>;
+    /// [`Backend::apply`], returning the bytes of buckets that had never been written (for
+    /// the stored-bytes counter). By default, asks first ([`Want::Exists`]); an engine that
+    /// learns it while writing says so then, without the extra round trip.
+    fn apply_new(&self, puts: &[Put<'_>]) -> Result<u64, BackendError> {
+        let mut seen = std::collections::HashSet::new();
+        let first: Vec<&Put<'_>> = puts
+            .iter()
+            .filter(|p| seen.insert((p.store, p.bucket)))
+            .collect();
+        let asks: Vec<Fetch> = first
+            .iter()
+            .map(|p| Fetch {
+                store: p.store,
+                bucket: p.bucket,
+                want: Want::Exists,
+            })
+            .collect();
+        let found = self.fetch(&asks)?;
+        self.apply(puts)?;
+        Ok(first
+            .iter()
+            .zip(found)
+            .filter(|(_, f)| f.is_none())
+            .map(|(p, _)| p.data.len() as u64)
+            .sum())
+    }
     /// Records outbox `index` as owned by the capability hashed to `cap_hash`; `false` if
     /// the number is taken (nothing changes then). Durable after [`Backend::flush`].
     fn outbox_create(&self, index: u64, cap_hash: &[u8; 32]) -> Result<bool, BackendError>;

@@ -293,8 +293,6 @@ impl Executor {
         let mut fetches: Vec<Fetch> = Vec::new();
         // Per answer: its length and its parts (XORed together).
         let mut plan: Vec<(usize, Vec<Part>)> = Vec::new();
-        // Per write: where its "was it new" comes from.
-        let mut fresh: Vec<Source> = Vec::new();
         let mut part = |store: StoreId, bucket: u64, want: Want, pending: &HashMap<_, _>| {
             let source = match pending.get(&(store, bucket)) {
                 Some(&i) => Source::Pending(i),
@@ -337,7 +335,6 @@ impl Executor {
                     plan.push((len, vec![part(store, *bucket, Want::Bucket, &pending)]));
                 }
                 BatchOp::Write { bucket, data, .. } => {
-                    fresh.push(part(store, *bucket, Want::Exists, &pending).source);
                     pending.insert((store, *bucket), puts.len());
                     puts.push(Put {
                         store,
@@ -359,17 +356,11 @@ impl Executor {
         for (len, parts) in &plan {
             reads.push(answer(*len, parts, &puts, &fetched)?);
         }
-        let new_bytes: u64 = fresh
-            .iter()
-            .zip(&puts)
-            .filter(|(f, _)| matches!(f, Source::Fetched(i) if fetched[*i].is_none()))
-            .map(|(_, p)| p.data.len() as u64)
-            .sum();
-        let seq = if puts.is_empty() {
-            self.commit.current()
+        let (seq, new_bytes) = if puts.is_empty() {
+            (self.commit.current(), 0)
         } else {
-            self.backend.apply(&puts).map_err(internal)?;
-            self.commit.applied()
+            let new_bytes = self.backend.apply_new(&puts).map_err(internal)?;
+            (self.commit.applied(), new_bytes)
         };
         use std::sync::atomic::Ordering::Relaxed;
         stats.batches.fetch_add(1, Relaxed);

@@ -95,25 +95,39 @@ impl MailBoard {
         rows_per_outbox: u32,
     ) -> Result<Self, BoardError> {
         check_shape(geometry.rows(), rows_per_outbox)?;
-        let mut owners = Vec::new();
-        for (i, (index, hash)) in backend.outboxes()?.into_iter().enumerate() {
-            if index != i as u64 {
-                // Outboxes are made in order: a gap is a damaged database.
-                return Err(BoardError::Backend(BackendError::CorruptOutboxes(index)));
-            }
-            owners.push(hash);
-        }
-        let board = MailBoard {
+        let mut board = MailBoard {
             geometry,
             rows_per_outbox,
-            written: vec![false; owners.len()],
-            owners,
+            written: Vec::new(),
+            owners: Vec::new(),
             rows: vec![0; geometry.rows() as usize * ROW_LEN],
         };
+        board.sync(backend)?;
         if board.outboxes() > board.capacity() {
             return Err(BoardError::Full(board.capacity()));
         }
         Ok(board)
+    }
+
+    /// Learns the outboxes made since by other storage servers on the same engine (a Redis
+    /// Cluster): every outbox this board knows must still be there, with its owner.
+    pub fn sync(&mut self, backend: &dyn Backend) -> Result<(), BoardError> {
+        for (i, (index, hash)) in backend.outboxes()?.into_iter().enumerate() {
+            // Outboxes are made in order and never change owner: a gap or a change is a
+            // damaged database.
+            let known = self.owners.get(i);
+            if index != i as u64 || known.is_some_and(|h| *h != hash) {
+                return Err(BoardError::Backend(BackendError::CorruptOutboxes(index)));
+            }
+            if known.is_none() {
+                self.owners.push(hash);
+                self.written.push(false);
+            }
+        }
+        if self.outboxes() > self.capacity() {
+            return Err(BoardError::Full(self.capacity()));
+        }
+        Ok(())
     }
 
     /// The PIR geometry of the board.
@@ -150,19 +164,34 @@ impl MailBoard {
         if let Some(i) = self.find(capability) {
             return Ok(i);
         }
+        // Another storage server on the same engine may have made it, or taken the next
+        // number: learn what it made, then take the first free number.
+        self.sync(backend)?;
+        if let Some(i) = self.find(capability) {
+            return Ok(i);
+        }
         let hash = capability::hash(capability);
-        let index = self.outboxes();
-        if index >= self.capacity() {
-            return Err(BoardError::Full(self.capacity()));
+        loop {
+            let index = self.outboxes();
+            if index >= self.capacity() {
+                return Err(BoardError::Full(self.capacity()));
+            }
+            if backend.outbox_create(index, &hash)? {
+                backend.flush()?;
+                self.owners.push(hash);
+                self.written.push(false);
+                return Ok(index);
+            }
+            // Taken meanwhile by another server: it is in the engine now.
+            let before = self.outboxes();
+            self.sync(backend)?;
+            if self.outboxes() == before {
+                return Err(BoardError::Backend(BackendError::CorruptOutboxes(index)));
+            }
+            if let Some(i) = self.find(capability) {
+                return Ok(i);
+            }
         }
-        if !backend.outbox_create(index, &hash)? {
-            // Only this board makes outboxes; a taken number is a damaged database.
-            return Err(BoardError::Backend(BackendError::CorruptOutboxes(index)));
-        }
-        backend.flush()?;
-        self.owners.push(hash);
-        self.written.push(false);
-        Ok(index)
     }
 
     /// Writes outbox `outbox`'s rows for this round: exactly `rows_per_outbox` rows.
@@ -292,5 +321,32 @@ mod tests {
             board.create(&backend, &cap(3)),
             Err(BoardError::Full(2))
         ));
+    }
+
+    /// Two storage servers on one engine (a Redis Cluster): each board learns the other's
+    /// outboxes when it needs to, numbers never collide, and an owner keeps one outbox
+    /// whichever server it asks.
+    #[test]
+    fn boards_sharing_an_engine_number_outboxes_together() {
+        let dir = tempfile::tempdir().expect("dir");
+        let backend = SledBackend::open(dir.path()).expect("open");
+        let g = Geometry::new(256).expect("geometry");
+        let mut one = MailBoard::open(&backend, g, 2).expect("board");
+        let mut two = MailBoard::open(&backend, g, 2).expect("board");
+        assert_eq!(one.create(&backend, &cap(1)).expect("on one"), 0);
+        // `two` has not seen outbox 0: it learns it instead of taking 0 again.
+        assert_eq!(two.create(&backend, &cap(2)).expect("on two"), 1);
+        assert_eq!(two.create(&backend, &cap(1)).expect("the same owner"), 0);
+        assert_eq!(one.create(&backend, &cap(2)).expect("the same owner"), 1);
+        assert_eq!(one.create(&backend, &cap(3)).expect("on one"), 2);
+        // A write to an outbox made elsewhere is refused until the board syncs.
+        let rows = vec![7u8; 2 * ROW_LEN];
+        assert!(matches!(
+            two.write(2, &cap(3), &rows),
+            Err(BoardError::Unauthorized)
+        ));
+        two.sync(&backend).expect("sync");
+        two.write(2, &cap(3), &rows).expect("after sync");
+        assert_eq!(backend.outboxes().expect("outboxes").len(), 3);
     }
 }

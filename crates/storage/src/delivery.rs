@@ -129,6 +129,7 @@ impl Delivery {
     /// one sealed status per write, in order.
     pub fn write_round(
         &self,
+        backend: &dyn Backend,
         routing: &RoutingKey,
         writes: &[Vec<u8>],
     ) -> Result<Vec<Vec<u8>>, BoardError> {
@@ -155,6 +156,15 @@ impl Delivery {
             .take();
         let board = {
             let mut board = locked(&self.board);
+            // An outbox this server has not seen was made through another on the same
+            // engine: learn it before refusing its write.
+            if opened
+                .iter()
+                .flatten()
+                .any(|(w, _)| w.outbox >= board.outboxes())
+            {
+                board.sync(backend)?;
+            }
             for o in &opened {
                 statuses.push(o.as_ref().map(|(w, _)| {
                     match board.write(w.outbox, &w.capability, &w.rows) {

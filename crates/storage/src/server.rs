@@ -459,7 +459,7 @@ fn delivery(s: &Shared, req: Request) -> Result<Response, ErrorCode> {
         }
         Request::Round(writes) => {
             let writes: Vec<Vec<u8>> = writes.into_iter().map(|w| w.0).collect();
-            d.write_round(&s.routing, &writes)
+            d.write_round(s.backend.as_ref(), &s.routing, &writes)
                 .map(|st| Response::Round(st.into_iter().map(Sealed).collect()))
                 .map_err(|e| {
                     tracing::error!("closing a round: {e}");

@@ -162,7 +162,7 @@ pub fn server_round(shape: &Shape, users: usize) -> Result<ServerPoint> {
         }
     }
     let (cpu0, t0) = (cpu_time(), Instant::now());
-    delivery.write_round(&routing, &writes)?;
+    delivery.write_round(&backend, &routing, &writes)?;
     let write_ms = t0.elapsed().as_secs_f64() * 1e3;
     let t1 = Instant::now();
     let mut answers = Vec::with_capacity(queries.len());

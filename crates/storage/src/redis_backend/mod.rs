@@ -289,48 +289,86 @@ impl Backend for RedisBackend {
         }
     }
 
+    /// One command per store and kind: `HMGET` for whole buckets, the range script for
+    /// slots, `HEXISTS` for the rare existence question.
     fn fetch(&self, reads: &[Fetch]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
-        let cmds: Vec<Routed> = reads
+        // Per command: the reads it answers, in order.
+        let mut groups: Vec<(StoreId, Want, Vec<usize>)> = Vec::new();
+        for (i, f) in reads.iter().enumerate() {
+            let kind = |w: &Want| match w {
+                Want::Bucket => 0,
+                Want::Range { .. } => 1,
+                Want::Exists => 2,
+            };
+            match groups
+                .iter_mut()
+                .find(|(s, w, _)| *s == f.store && kind(w) == kind(&f.want) && kind(w) != 2)
+            {
+                Some((_, _, members)) => members.push(i),
+                None => groups.push((f.store, f.want, vec![i])),
+            }
+        }
+        let cmds: Vec<Routed> = groups
             .iter()
-            .map(|f| {
-                let key = keys::buckets(&f.store);
-                let field = keys::field(f.bucket);
-                let cmd = match f.want {
-                    Want::Bucket => redis::cmd("HGET").arg(&key).arg(&field[..]).clone(),
-                    Want::Exists => redis::cmd("HEXISTS").arg(&key).arg(&field[..]).clone(),
-                    Want::Range { offset, len } => self.script(
-                        RANGE,
-                        &[key.as_bytes()],
-                        &[
-                            &field,
-                            offset.to_string().as_bytes(),
-                            len.to_string().as_bytes(),
-                        ],
-                    ),
+            .map(|(store, want, members)| {
+                let key = keys::buckets(store);
+                let field = |i: &usize| keys::field(reads[*i].bucket);
+                let cmd = match want {
+                    Want::Bucket => {
+                        let mut cmd = redis::cmd("HMGET");
+                        cmd.arg(&key);
+                        for i in members {
+                            cmd.arg(&field(i)[..]);
+                        }
+                        cmd
+                    }
+                    Want::Range { .. } => {
+                        let mut cmd = self.script(RANGE, &[key.as_bytes()], &[]);
+                        for i in members {
+                            if let Want::Range { offset, len } = reads[*i].want {
+                                cmd.arg(&field(i)[..]).arg(offset).arg(len);
+                            }
+                        }
+                        cmd
+                    }
+                    Want::Exists => redis::cmd("HEXISTS")
+                        .arg(&key)
+                        .arg(&field(&members[0])[..])
+                        .clone(),
                 };
                 Routed {
-                    slot: keys::store_slot(&f.store),
+                    slot: keys::store_slot(store),
                     cmd,
                 }
             })
             .collect();
         let answers = self.cluster.run(&cmds, false).map_err(engine)?;
-        reads
-            .iter()
-            .zip(answers)
-            .map(|(f, v)| match f.want {
-                Want::Exists => Ok((int("HEXISTS", &v)? == 1).then(Vec::new)),
-                Want::Bucket | Want::Range { .. } => {
-                    let b = bulk("HGET", v)?;
-                    if let (Some(b), Want::Range { len, .. }) = (&b, f.want)
-                        && b.len() != len
-                    {
-                        return Err(BackendError::Corrupt("a bucket shorter than its store's"));
-                    }
-                    Ok(b)
+        let mut out: Vec<Option<Vec<u8>>> = vec![None; reads.len()];
+        for ((_, want, members), v) in groups.iter().zip(answers) {
+            if let Want::Exists = want {
+                out[members[0]] = (int("HEXISTS", &v)? == 1).then(Vec::new);
+                continue;
+            }
+            let Value::Array(items) = v else {
+                return Err(odd("HMGET or the range script", &v));
+            };
+            if items.len() != members.len() {
+                return Err(odd("HMGET or the range script", &Value::Array(items)));
+            }
+            for (i, item) in members.iter().zip(items) {
+                let b = match item {
+                    Value::Boolean(false) => None,
+                    other => bulk("HMGET", other)?,
+                };
+                if let (Some(b), Want::Range { len, .. }) = (&b, reads[*i].want)
+                    && b.len() != len
+                {
+                    return Err(BackendError::Corrupt("a bucket shorter than its store's"));
                 }
-            })
-            .collect()
+                out[*i] = b;
+            }
+        }
+        Ok(out)
     }
 
     fn contains(&self, store: &StoreId, bucket: u64) -> Result<bool, BackendError> {
@@ -343,7 +381,12 @@ impl Backend for RedisBackend {
     }
 
     fn apply(&self, puts: &[Put<'_>]) -> Result<(), BackendError> {
-        // One script per store, its puts in batch order (a later put of a bucket wins).
+        self.apply_new(puts).map(|_| ())
+    }
+
+    /// One script per store, its puts in batch order (a later put of a bucket wins); the
+    /// scripts count the buckets they add.
+    fn apply_new(&self, puts: &[Put<'_>]) -> Result<u64, BackendError> {
         let mut stores: Vec<(StoreId, Vec<&Put<'_>>)> = Vec::new();
         for p in puts {
             match stores.iter_mut().find(|(s, _)| *s == p.store) {
@@ -366,13 +409,17 @@ impl Backend for RedisBackend {
             })
             .collect();
         let answers = self.cluster.run(&cmds, true).map_err(engine)?;
-        for ((store, _), v) in stores.iter().zip(&answers) {
-            if int("the apply script", v)? != 1 {
+        let mut new_bytes = 0u64;
+        for ((store, puts), v) in stores.iter().zip(&answers) {
+            let new = int("the apply script", v)?;
+            if new < 0 {
                 // Deleted through another server after this batch checked it.
                 return Err(BackendError::CorruptMeta(*store));
             }
+            let len = puts.first().map_or(0, |p| p.data.len() as u64);
+            new_bytes += new as u64 * len;
         }
-        Ok(())
+        Ok(new_bytes)
     }
 
     fn outbox_create(&self, index: u64, cap_hash: &[u8; 32]) -> Result<bool, BackendError> {

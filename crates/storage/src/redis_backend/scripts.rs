@@ -4,13 +4,15 @@
 //! whose outcome it could not see, and the second run must leave what the first would.
 
 /// Applies a store's part of a batch if the store still exists: `KEYS = [meta, buckets]`,
-/// `ARGV = [field, bytes, field, bytes, ...]`; returns 1, or 0 if the store is gone.
+/// `ARGV = [field, bytes, field, bytes, ...]`; returns how many buckets were new, or -1 if
+/// the store is gone.
 pub(crate) const APPLY: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local new = 0
 for i = 1, #ARGV, 2 do
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  new = new + redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
 end
-return 1
+return new
 ";
 
 /// Makes a store: `KEYS = [meta]`, `ARGV = [meta bytes]`; returns 1 if the store is now
@@ -32,14 +34,23 @@ redis.call('UNLINK', KEYS[1], KEYS[2])
 return {n, m}
 ";
 
-/// A range of a bucket: `KEYS = [buckets]`, `ARGV = [field, offset, len]`; returns the
-/// bytes, nil if the bucket was never written, or an error if it is too short.
+/// Ranges of a store's buckets (Ring ORAM's slots): `KEYS = [buckets]`,
+/// `ARGV = [field, offset, len, field, offset, len, ...]`; returns one entry per range: the
+/// bytes, or false if the bucket was never written; an error if a bucket is too short.
 pub(crate) const RANGE: &str = r"
-local v = redis.call('HGET', KEYS[1], ARGV[1])
-if not v then return false end
-local from, len = tonumber(ARGV[2]), tonumber(ARGV[3])
-if #v < from + len then return redis.error_reply('SHROUD_SHORT bucket shorter than its store') end
-return string.sub(v, from + 1, from + len)
+local out = {}
+for i = 1, #ARGV, 3 do
+  local v = redis.call('HGET', KEYS[1], ARGV[i])
+  local from, len = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  if not v then
+    out[#out + 1] = false
+  elseif #v < from + len then
+    return redis.error_reply('SHROUD_SHORT bucket shorter than its store')
+  else
+    out[#out + 1] = string.sub(v, from + 1, from + len)
+  end
+end
+return out
 ";
 
 /// Records an outbox's owner: `KEYS = [outboxes]`, `ARGV = [number, capability hash]`;
