@@ -411,9 +411,14 @@ struct E2eArgs {
     /// `redis://HOST:PORT[,...]`.
     #[arg(long, default_value = "sled")]
     backend: String,
-    /// Masters of the cluster `--backend redis` starts.
-    #[arg(long, default_value_t = 3)]
-    masters: usize,
+    /// Masters of the cluster `--backend redis` starts; several (comma-separated) run each
+    /// client count on each size, to show the work per master.
+    #[arg(long, value_delimiter = ',', default_values_t = [3usize])]
+    masters: Vec<usize>,
+    /// Storage servers on the cluster, each with its own proxy and an equal share of the
+    /// clients.
+    #[arg(long, default_value_t = 1)]
+    servers: usize,
 }
 
 /// The tree ORAM of a shape's stores.
@@ -880,12 +885,20 @@ fn bench_e2e(args: E2eArgs) -> Result<()> {
         default.queries_per_round,
     );
     use shroud_lab::bench::e2e::StorageBackend;
-    let backend = match args.backend.as_str() {
-        "sled" => StorageBackend::Sled,
-        "redis" => StorageBackend::Cluster {
-            masters: args.masters,
-        },
-        url if url.starts_with("redis://") => StorageBackend::Url(url.to_string()),
+    let backends: Vec<StorageBackend> = match args.backend.as_str() {
+        "sled" => vec![StorageBackend::Sled],
+        "redis" => args
+            .masters
+            .iter()
+            .map(|&masters| StorageBackend::Cluster {
+                masters,
+                servers: args.servers,
+            })
+            .collect(),
+        url if url.starts_with("redis://") => vec![StorageBackend::Url {
+            url: url.to_string(),
+            servers: args.servers,
+        }],
         other => anyhow::bail!("--backend {other}: sled, redis or a redis:// URL"),
     };
     if !args.json {
@@ -906,44 +919,49 @@ fn bench_e2e(args: E2eArgs) -> Result<()> {
             "crypto ms"
         );
     }
-    let mut stop = false;
-    for &c in &args.clients {
-        if stop {
-            break;
+    for backend in &backends {
+        if !args.json && backends.len() + usize::from(args.backend != "sled") > 1 {
+            shroud_lab::outln!("# storage: {backend}");
         }
-        shroud_lab::bench::e2e::run(&[c], shape, args.seconds, &backend, |r| {
-            if args.json {
-                shroud_lab::outln!("{}", serde_json::to_string(r).unwrap_or_default());
-            } else {
-                shroud_lab::outln!(
-                    "{:>7} {:>9} {:>7} {:>5} {:>8} {:>8.2} {:>8.2} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.2} {:>10.1}",
-                    r.clients,
-                    r.sustained,
-                    r.epochs,
-                    r.late_slots,
-                    r.overrun_epochs,
-                    r.p50_latency_epochs,
-                    r.p99_latency_epochs,
-                    r.mean_batch_ms,
-                    r.p99_batch_ms,
-                    r.p999_batch_ms,
-                    r.max_batch_ms,
-                    r.mean_flush_ms,
-                    r.client_crypto_ms_per_epoch
-                );
-                for n in &r.nodes {
-                    shroud_lab::outln!(
-                        "        master :{}: {:.0} commands, {:.1} KB in, {:.1} KB out, {:.2} ms CPU per epoch",
-                        n.port,
-                        n.commands_per_epoch,
-                        n.bytes_in_per_epoch / 1000.0,
-                        n.bytes_out_per_epoch / 1000.0,
-                        n.cpu_ms_per_epoch
-                    );
-                }
+        let mut stop = false;
+        for &c in &args.clients {
+            if stop {
+                break;
             }
-            stop = !r.sustained;
-        })?;
+            shroud_lab::bench::e2e::run(&[c], shape, args.seconds, backend, |r| {
+                if args.json {
+                    shroud_lab::outln!("{}", serde_json::to_string(r).unwrap_or_default());
+                } else {
+                    shroud_lab::outln!(
+                        "{:>7} {:>9} {:>7} {:>5} {:>8} {:>8.2} {:>8.2} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.2} {:>10.1}",
+                        r.clients,
+                        r.sustained,
+                        r.epochs,
+                        r.late_slots,
+                        r.overrun_epochs,
+                        r.p50_latency_epochs,
+                        r.p99_latency_epochs,
+                        r.mean_batch_ms,
+                        r.p99_batch_ms,
+                        r.p999_batch_ms,
+                        r.max_batch_ms,
+                        r.mean_flush_ms,
+                        r.client_crypto_ms_per_epoch
+                    );
+                    for n in &r.nodes {
+                        shroud_lab::outln!(
+                            "        master :{}: {:.0} commands, {:.1} KB in, {:.1} KB out, {:.2} ms CPU per epoch",
+                            n.port,
+                            n.commands_per_epoch,
+                            n.bytes_in_per_epoch / 1000.0,
+                            n.bytes_out_per_epoch / 1000.0,
+                            n.cpu_ms_per_epoch
+                        );
+                    }
+                }
+                stop = !r.sustained;
+            })?;
+        }
     }
     Ok(())
 }

@@ -11,8 +11,8 @@
 //! killed at random.
 //!
 //! CI runs 20 rounds of each; `SHROUD_CRASH_ITERS=500 cargo test --release --test chaos --
-//! --ignored --nocapture` runs 500 (`chaos_long`), and `SHROUD_CRASH_ITERS=200 ...
-//! chaos_long_on_a_redis_cluster` 200 on the cluster.
+//! --ignored --exact chaos_long --nocapture` runs 500, and `SHROUD_CRASH_ITERS=200 ...
+//! --ignored chaos_long_on_a_redis_cluster` 200 on the cluster.
 
 mod common;
 

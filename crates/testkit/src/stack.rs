@@ -191,12 +191,21 @@ impl Stack {
     /// Starts one more, independent proxy in front of the same storage server; it stops
     /// when the handle is aborted or dropped with the runtime.
     pub async fn another_proxy(&self) -> Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
+        self.another_proxy_to(vec![self.storage]).await
+    }
+
+    /// Starts one more, independent proxy in front of the storage servers `storage` (the
+    /// first, then the next after a failure).
+    pub async fn another_proxy_to(
+        &self,
+        storage: Vec<SocketAddr>,
+    ) -> Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let config = shroud_proxy::Config::new(self.shape);
         let proxy = shroud_proxy::Proxy::new(
             config,
-            vec![self.storage],
+            storage,
             self.tls.proxy_client()?,
             self.tls.server()?,
         );
@@ -204,6 +213,33 @@ impl Stack {
             addr,
             tokio::spawn(proxy.run(listener, std::future::pending())),
         ))
+    }
+
+    /// Starts a second storage server over `backend`, an engine whose data the first one
+    /// shares (a Redis Cluster): this stack's routing key, TLS and mail board. It stops when
+    /// the handle is aborted or dropped with the runtime.
+    pub async fn another_storage(
+        &self,
+        backend: Arc<dyn Backend>,
+        mut config: Config,
+    ) -> Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
+        if self.shape.mail() {
+            config.board = (self.shape.board_rows, self.shape.outbox_rows);
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let routing = shroud_proto::routing::RoutingKey::from_secret(&self.storage_secret)?;
+        let server = Server::new(backend, routing, config, self.tls.storage_server()?, None);
+        Ok((
+            addr,
+            tokio::spawn(server.run(listener, std::future::pending())),
+        ))
+    }
+
+    /// How a client reaches the proxy at `proxy` (another of this stack's).
+    pub fn client_config_for(&self, proxy: SocketAddr) -> Result<shroud_client::ClientConfig> {
+        Ok(shroud_client::ClientConfig::new(proxy, self.tls.client()?)
+            .with_storage_key(self.storage_key))
     }
 
     /// Kills the proxy: its task and every connection it had.
@@ -216,10 +252,7 @@ impl Stack {
 
     /// How a client reaches this proxy.
     pub fn client_config(&self) -> Result<shroud_client::ClientConfig> {
-        Ok(
-            shroud_client::ClientConfig::new(self.proxy, self.tls.client()?)
-                .with_storage_key(self.storage_key),
-        )
+        self.client_config_for(self.proxy)
     }
 }
 

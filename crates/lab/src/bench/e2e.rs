@@ -35,17 +35,41 @@ pub enum StorageBackend {
     Cluster {
         /// Masters.
         masters: usize,
+        /// Storage servers on it, each with its own proxy and an equal share of the
+        /// clients.
+        servers: usize,
     },
-    /// An existing Redis Cluster (`redis://HOST:PORT[,...]`).
-    Url(String),
+    /// An existing Redis Cluster.
+    Url {
+        /// `redis://HOST:PORT[,...]`.
+        url: String,
+        /// Storage servers on it, as for [`StorageBackend::Cluster`].
+        servers: usize,
+    },
+}
+
+impl StorageBackend {
+    fn servers(&self) -> usize {
+        match self {
+            StorageBackend::Sled => 1,
+            StorageBackend::Cluster { servers, .. } | StorageBackend::Url { servers, .. } => {
+                (*servers).max(1)
+            }
+        }
+    }
 }
 
 impl std::fmt::Display for StorageBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StorageBackend::Sled => write!(f, "sled"),
-            StorageBackend::Cluster { masters } => write!(f, "redis cluster ({masters}+{masters})"),
-            StorageBackend::Url(url) => write!(f, "{url}"),
+            StorageBackend::Cluster { masters, servers } => {
+                write!(
+                    f,
+                    "{servers} server(s) on a redis cluster ({masters}+{masters})"
+                )
+            }
+            StorageBackend::Url { url, servers } => write!(f, "{servers} server(s) on {url}"),
         }
     }
 }
@@ -144,35 +168,48 @@ pub async fn run_one(
     backend: &StorageBackend,
 ) -> Result<Report> {
     let cluster = match backend {
-        StorageBackend::Cluster { masters } => {
+        StorageBackend::Cluster { masters, .. } => {
             let masters = *masters;
             Some(tokio::task::spawn_blocking(move || RedisCluster::start(masters, 1)).await??)
         }
         _ => None,
     };
     let url = match (backend, &cluster) {
-        (StorageBackend::Url(url), _) => Some(url.clone()),
+        (StorageBackend::Url { url, .. }, _) => Some(url.clone()),
         (_, Some(c)) => Some(c.url()),
         _ => None,
     };
-    let stack = match url {
+    let connect = |url: String| {
+        tokio::task::spawn_blocking(move || RedisBackend::connect(&url, RedisOptions::default()))
+    };
+    let config = shroud_testkit::fixtures::storage_config();
+    let stack = match &url {
         None => Stack::start(shape).await?,
         Some(url) => {
-            let engine = tokio::task::spawn_blocking(move || {
-                RedisBackend::connect(&url, RedisOptions::default())
-            })
-            .await??;
-            let config = shroud_testkit::fixtures::storage_config();
+            let engine = connect(url.clone()).await??;
             Stack::start_with(shape, Arc::new(engine), config, tempfile::tempdir()?).await?
         }
     };
+    // More storage servers on the cluster, each with a proxy of its own (given the others
+    // to go on through); clients are dealt out in turn.
+    let mut proxies = vec![stack.proxy];
+    let mut extra = Vec::new();
+    if let Some(url) = &url {
+        for _ in 1..backend.servers() {
+            let engine = connect(url.clone()).await??;
+            let (storage, task) = stack.another_storage(Arc::new(engine), config).await?;
+            let (proxy, ptask) = stack.another_proxy_to(vec![storage, stack.storage]).await?;
+            proxies.push(proxy);
+            extra.push((task, ptask));
+        }
+    }
     let mut handles = Vec::new();
     let mut rng = StdRng::seed_from_u64(clients as u64);
-    for _ in 0..clients {
+    for i in 0..clients {
         let key = Key::generate(&mut rng);
         handles.push(
             Client::start(
-                stack.client_config()?,
+                stack.client_config_for(proxies[i % proxies.len()])?,
                 key,
                 shroud_client::random_grant(&mut rng),
             )
@@ -236,11 +273,11 @@ pub async fn run_one(
         Some(c) => counters(c)?,
         None => Vec::new(),
     };
-    let before = shroud_proxy::fetch_stats(stack.proxy, &tls).await?;
+    let before = totals(&proxies, &tls).await?;
     measuring.store(true, Ordering::Relaxed);
     let start = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-    let after = shroud_proxy::fetch_stats(stack.proxy, &tls).await?;
+    let after = totals(&proxies, &tls).await?;
     let nodes_after = match &cluster {
         Some(c) => counters(c)?,
         None => Vec::new(),
@@ -271,6 +308,7 @@ pub async fn run_one(
             })
     };
     let epochs = after.epochs - before.epochs;
+    let batches = after.batches - before.batches;
     let per_epoch = |a: f64, b: f64| (a - b) / epochs.max(1) as f64;
     let nodes = masters
         .iter()
@@ -317,7 +355,7 @@ pub async fn run_one(
         p50_latency_epochs: pct(0.5),
         p99_latency_epochs: pct(0.99),
         mean_batch_ms: (after.batch_total_us - before.batch_total_us) as f64
-            / epochs.max(1) as f64
+            / batches.max(1) as f64
             / 1000.0,
         p99_batch_ms: tail(0.99),
         p999_batch_ms: tail(0.999),
@@ -329,6 +367,47 @@ pub async fn run_one(
         backend: backend.to_string(),
         nodes,
     })
+}
+
+/// What the proxies of a run counted, together.
+struct Totals {
+    /// Epochs of the busiest proxy (they run side by side).
+    epochs: u64,
+    /// Batches of all of them.
+    batches: u64,
+    overrun_epochs: u64,
+    late_total: u64,
+    batch_total_us: u64,
+    batch_histogram: Vec<u64>,
+}
+
+async fn totals(
+    proxies: &[std::net::SocketAddr],
+    tls: &shroud_net::transport::ClientTls,
+) -> Result<Totals> {
+    let mut t = Totals {
+        epochs: 0,
+        batches: 0,
+        overrun_epochs: 0,
+        late_total: 0,
+        batch_total_us: 0,
+        batch_histogram: Vec::new(),
+    };
+    for &p in proxies {
+        let s = shroud_proxy::fetch_stats(p, tls).await?;
+        t.epochs = t.epochs.max(s.epochs);
+        t.batches += s.epochs;
+        t.overrun_epochs += s.overrun_epochs;
+        t.late_total += s.late_total;
+        t.batch_total_us += s.batch_total_us;
+        if t.batch_histogram.len() < s.batch_histogram.len() {
+            t.batch_histogram.resize(s.batch_histogram.len(), 0);
+        }
+        for (a, b) in t.batch_histogram.iter_mut().zip(&s.batch_histogram) {
+            *a += b;
+        }
+    }
+    Ok(t)
 }
 
 /// Runs each client count in turn (fresh stack each time).
