@@ -157,14 +157,18 @@ struct StorageArgs {
     /// The database directory (with `--backend redis://...`: the routing key only).
     #[arg(long, default_value = "shroud-storage.db")]
     db: PathBuf,
-    /// The storage engine: `sled` (embedded, in --db) or a Redis Cluster,
+    /// The storage engine: `sled` (embedded, in --db; the default) or a Redis Cluster,
     /// `redis://HOST:PORT[,HOST:PORT...]` (stateless servers; see docs/redis-cluster.md).
-    #[arg(long, default_value = "sled")]
-    backend: String,
+    #[arg(long)]
+    backend: Option<String>,
     /// With a Redis Cluster: replicas that must confirm each write (WAIT) before it is
-    /// acknowledged.
-    #[arg(long, default_value_t = shroud_storage::RedisOptions::default().replicas)]
-    redis_replicas: u32,
+    /// acknowledged (default 1).
+    #[arg(long)]
+    redis_replicas: Option<u32>,
+    /// The storage engine's settings in a TOML file (`backend`, and a `[redis]` table:
+    /// `replicas`, `wait_ms`, `retry_ms`, `connect_timeout_ms`); flags win over it.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Address to listen on (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:7300")]
     listen: SocketAddr,
@@ -617,18 +621,18 @@ fn storage_cmd(args: StorageArgs) -> Result<()> {
         args.insecure_plaintext,
         "proxy-storage",
     )?;
-    let backend = match args.backend.as_str() {
-        "sled" => None,
-        url if url.starts_with("redis://") => Some(url.to_string()),
-        other => anyhow::bail!("--backend {other}: `sled` or a redis:// URL"),
+    let file = match &args.config {
+        Some(p) => {
+            Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+        }
+        None => None,
     };
+    let (backend, redis) = storage::engine(args.backend, args.redis_replicas, file.as_deref())
+        .context("--backend, --redis-replicas, --config")?;
     let opts = ServeOptions {
         db: args.db,
         backend,
-        redis: shroud_storage::RedisOptions {
-            replicas: args.redis_replicas,
-            ..Default::default()
-        },
+        redis,
         listen: args.listen,
         transcript: args.transcript,
         config,

@@ -94,8 +94,97 @@ pub async fn serve(
     Ok(())
 }
 
+/// Where storage keeps its data, from a TOML file (`shroud storage --config FILE`), for
+/// example:
+///
+/// ```toml
+/// backend = "redis://10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000"
+/// [redis]
+/// replicas = 1        # that confirm each write (WAIT) before it is acknowledged
+/// wait_ms = 2000      # how long WAIT waits for them
+/// retry_ms = 10000    # how long a failed command is retried (longer than a failover)
+/// connect_timeout_ms = 1000
+/// ```
+///
+/// Flags given on the command line win over the file.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineFile {
+    /// `sled` (the default) or a Redis Cluster's `redis://HOST:PORT[,...]`.
+    pub backend: Option<String>,
+    /// How the Redis Cluster is used.
+    pub redis: Option<RedisFile>,
+}
+
+/// The `[redis]` table of an [`EngineFile`]; see [`RedisOptions`].
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisFile {
+    /// Replicas that confirm each write.
+    pub replicas: Option<u32>,
+    /// How long `WAIT` waits, ms.
+    pub wait_ms: Option<u64>,
+    /// How long a failed command is retried, ms.
+    pub retry_ms: Option<u64>,
+    /// How long a connection attempt may take, ms.
+    pub connect_timeout_ms: Option<u64>,
+}
+
+/// The engine to open: `None` for sled, or a Redis Cluster's URL and options; from the
+/// flags (`backend`, `replicas`) over the file's text (`file`, TOML).
+pub fn engine(
+    backend: Option<String>,
+    replicas: Option<u32>,
+    file: Option<&str>,
+) -> Result<(Option<String>, RedisOptions)> {
+    let file: EngineFile = match file {
+        Some(text) => toml::from_str(text).context("the storage engine's settings")?,
+        None => EngineFile::default(),
+    };
+    let redis = file.redis.unwrap_or_default();
+    let defaults = RedisOptions::default();
+    let ms = |v: Option<u64>, d: std::time::Duration| v.map_or(d, std::time::Duration::from_millis);
+    let options = RedisOptions {
+        replicas: replicas.or(redis.replicas).unwrap_or(defaults.replicas),
+        wait: ms(redis.wait_ms, defaults.wait),
+        retry_for: ms(redis.retry_ms, defaults.retry_for),
+        connect_timeout: ms(redis.connect_timeout_ms, defaults.connect_timeout),
+    };
+    let url = match backend.or(file.backend).as_deref() {
+        None | Some("sled") => None,
+        Some(url) if url.starts_with("redis://") => Some(url.to_string()),
+        Some(other) => anyhow::bail!("backend {other}: `sled` or a redis:// URL"),
+    };
+    Ok((url, options))
+}
+
 /// Fetches a server's counters.
 pub async fn stats(addr: SocketAddr, tls: &ClientTls) -> Result<StatsReply> {
     let mut conn = Connection::connect(addr, tls, Limits::default()).await?;
     Ok(conn.stats().await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_engine_comes_from_flags_over_the_file() {
+        let file = "backend = \"redis://127.0.0.1:7000\"\n[redis]\nreplicas = 2\nretry_ms = 500\n";
+        let (url, o) = engine(None, None, Some(file)).expect("file");
+        assert_eq!(url.as_deref(), Some("redis://127.0.0.1:7000"));
+        assert_eq!(
+            (o.replicas, o.retry_for),
+            (2, std::time::Duration::from_millis(500))
+        );
+        assert_eq!(o.wait, RedisOptions::default().wait);
+        let (url, o) = engine(Some("sled".into()), Some(0), Some(file)).expect("flags win");
+        assert_eq!((url, o.replicas), (None, 0));
+        assert_eq!(engine(None, None, None).expect("default").0, None);
+        assert!(engine(None, None, Some("backend = \"postgres://x\"")).is_err());
+        assert!(
+            engine(None, None, Some("replica = 1")).is_err(),
+            "unknown keys refused"
+        );
+    }
 }

@@ -296,6 +296,11 @@ pub async fn run_one(
     for (c, _) in &handles {
         drop(c.clone());
     }
+    // The extra servers and proxies stop before the cluster under them does.
+    for (storage, proxy) in extra {
+        storage.abort();
+        proxy.abort();
+    }
     for t in tasks {
         let _ = t.await;
     }

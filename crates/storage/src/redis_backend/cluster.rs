@@ -436,9 +436,15 @@ impl Cluster {
     }
 }
 
+/// A node's host and port.
+type Addr = (String, u16);
+
+/// The first slot, the last, and the master serving them.
+type SlotRange = (u16, u16, Addr);
+
 /// `(first slot, last slot, master)` from a `CLUSTER SLOTS` answer; an empty host means
 /// the node we asked.
-fn parse_slots(v: &Value, asked: &str) -> Result<Vec<(u16, u16, (String, u16))>, String> {
+fn parse_slots(v: &Value, asked: &str) -> Result<Vec<SlotRange>, String> {
     let Value::Array(ranges) = v else {
         return Err(format!("CLUSTER SLOTS answered {v:?}"));
     };
@@ -466,4 +472,54 @@ fn parse_slots(v: &Value, asked: &str) -> Result<Vec<(u16, u16, (String, u16))>,
         out.push((from, to, (host, port)));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(host: &str, port: i64) -> Value {
+        Value::Array(vec![
+            Value::BulkString(host.as_bytes().to_vec()),
+            Value::Int(port),
+            Value::BulkString(b"id".to_vec()),
+        ])
+    }
+
+    #[test]
+    fn the_slot_map_is_read_and_odd_answers_refused() {
+        let answer = Value::Array(vec![
+            Value::Array(vec![
+                Value::Int(0),
+                Value::Int(5460),
+                node("10.0.0.1", 7000),
+                node("10.0.0.4", 7000),
+            ]),
+            Value::Array(vec![Value::Int(5461), Value::Int(16383), node("", 7001)]),
+        ]);
+        let ranges = parse_slots(&answer, "10.0.0.9").expect("slots");
+        assert_eq!(
+            ranges,
+            vec![
+                (0, 5460, ("10.0.0.1".to_string(), 7000)),
+                (5461, 16383, ("10.0.0.9".to_string(), 7001)),
+            ]
+        );
+        for odd in [
+            Value::Nil,
+            Value::Array(vec![Value::Int(1)]),
+            Value::Array(vec![Value::Array(vec![
+                Value::Int(0),
+                Value::Int(70000),
+                node("a", 1),
+            ])]),
+            Value::Array(vec![Value::Array(vec![
+                Value::Int(0),
+                Value::Int(1),
+                node("a", -1),
+            ])]),
+        ] {
+            assert!(parse_slots(&odd, "x").is_err(), "{odd:?}");
+        }
+    }
 }
