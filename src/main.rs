@@ -423,6 +423,11 @@ struct E2eArgs {
     /// clients.
     #[arg(long, default_value_t = 1)]
     servers: usize,
+    /// Without mail: ORAM slots only. Each mail client's PIR key takes about 41 MiB at
+    /// storage, which holds at most 128 (`--max-readers`): past 128 clients, measure the
+    /// slots without mail (`bench mail` measures mail).
+    #[arg(long)]
+    no_mail: bool,
 }
 
 /// The tree ORAM of a shape's stores.
@@ -884,10 +889,14 @@ fn bench_e2e(args: E2eArgs) -> Result<()> {
         .oram
         .shape(args.capacity, args.block, args.cached)?
         .with_schedule(args.slots, args.epoch_ms)?;
-    let shape = shape.with_mail(
-        (round_ms / args.epoch_ms.max(1)).max(1),
-        default.queries_per_round,
-    );
+    let shape = if args.no_mail {
+        shape.with_mail(0, 0)
+    } else {
+        shape.with_mail(
+            (round_ms / args.epoch_ms.max(1)).max(1),
+            default.queries_per_round,
+        )
+    };
     use shroud_lab::bench::e2e::StorageBackend;
     let backends: Vec<StorageBackend> = match args.backend.as_str() {
         "sled" => vec![StorageBackend::Sled],
