@@ -450,6 +450,17 @@ impl Shape {
         (buckets, buckets * self.bucket_slots as usize)
     }
 
+    /// Epochs between a client's evictions in Ring ORAM (its maintenance comes every A
+    /// accesses, K a epoch); `None` in Path ORAM.
+    pub fn eviction_period_epochs(&self) -> Option<u32> {
+        match self.mode {
+            Mode::Ring { evict_every, .. } => {
+                Some(evict_every.div_ceil(self.slots_per_epoch.max(1)).max(1))
+            }
+            _ => None,
+        }
+    }
+
     /// The tree every store of this shape has.
     pub fn geometry(&self) -> TreeGeometry {
         TreeGeometry::for_blocks(

@@ -205,7 +205,17 @@ pub async fn run_one(
     }
     let mut handles = Vec::new();
     let mut rng = StdRng::seed_from_u64(clients as u64);
-    for i in 0..clients {
+    // Clients join over one eviction period, as they would over time: started together,
+    // every Ring ORAM client would evict in the same epoch (its maintenance is fixed by its
+    // own access count), a load no deployment sees.
+    let period = shape.eviction_period_epochs().unwrap_or(1);
+    let joined = Instant::now();
+    let epoch = Duration::from_millis(u64::from(shape.epoch_ms));
+    let mut order: Vec<usize> = (0..clients).collect();
+    order.sort_by_key(|&i| i as u32 % period);
+    for i in order {
+        let at = joined + epoch * (i as u32 % period);
+        tokio::time::sleep_until(at.into()).await;
         let key = Key::generate(&mut rng);
         handles.push(
             Client::start(
@@ -251,7 +261,6 @@ pub async fn run_one(
         })
         .collect();
     // Warm up: every client through a few epochs.
-    let epoch = Duration::from_millis(u64::from(shape.epoch_ms));
     loop {
         tokio::time::sleep(epoch).await;
         if handles
