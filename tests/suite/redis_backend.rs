@@ -181,6 +181,32 @@ fn the_cluster_engine_keeps_the_same_contract_as_sled() {
     assert_eq!(other.usage().expect("usage").stores, 1);
     assert_eq!(other.outboxes().expect("outboxes").len(), 2);
     assert!(other.disk_bytes().expect("disk") > 0, "the masters' AOF");
+    // Two servers, one store: a batch that read the store before the other server wrote
+    // it is refused (applied late, it would take the store back in time).
+    let s = StoreId([0x5e; 16]);
+    assert!(redis.create(&s, &meta(9, 16, 4)).expect("create"));
+    let (old, new) = (vec![1u8; 16], vec![2u8; 16]);
+    redis.metas(&[s]).expect("the slow server reads");
+    other.metas(&[s]).expect("the other reads");
+    let put = |d| {
+        [Put {
+            store: s,
+            bucket: 0,
+            data: d,
+        }]
+    };
+    other.apply(&put(&new)).expect("the other writes");
+    let err = redis.apply(&put(&old)).expect_err("the stale batch");
+    assert!(
+        matches!(err, shroud_storage::BackendError::Conflict(id) if id == s),
+        "{err}"
+    );
+    let mut out = Vec::new();
+    assert!(redis.read(&s, 0, &mut out).expect("read"));
+    assert_eq!(out, new, "the newer write stays");
+    // Read again, the slow server writes in turn.
+    redis.metas(&[s]).expect("read again");
+    redis.apply(&put(&old)).expect("a fresh batch");
 }
 
 /// The buckets of `store` after a round, one value per bucket: `Some(round)` if every

@@ -121,6 +121,11 @@ pub enum BackendError {
     /// The outboxes stored are not numbered 0, 1, 2, ... as they are made.
     #[error("corrupt outbox table at outbox {0}")]
     CorruptOutboxes(u64),
+    /// Another storage server wrote the store after this batch read it (a batch delayed
+    /// past its proxy's patience, arriving after the next): refused, so that a store never
+    /// goes back in time. The client sends its writes again.
+    #[error("store {0} was written by another server since this batch read it")]
+    Conflict(StoreId),
     /// A stored bucket does not have its store's length.
     #[error("corrupt bucket: {0}")]
     Corrupt(&'static str),

@@ -3,7 +3,9 @@
 //! A store's keys carry its id (hex) as the hash tag `{...}`, so its metadata and buckets
 //! share one slot, one master, and one atomic script:
 //! - `shroud:{ID}:meta`: 44 bytes, the capability hash and geometry (as in sled);
-//! - `shroud:{ID}:buckets`: a hash from bucket index (u64, big-endian) to bucket bytes.
+//! - `shroud:{ID}:buckets`: a hash from bucket index (u64, big-endian) to bucket bytes;
+//! - `shroud:{ID}:fence`: how many batches were applied to the store, and the last one's
+//!   token (see [`super::RedisBackend`]'s "Fences").
 //!
 //! One hash per store (not one key per bucket) makes deleting a store a single `UNLINK`,
 //! atomic with its metadata, so a store made again under the same id never sees old
@@ -30,6 +32,12 @@ pub(crate) fn meta(store: &StoreId) -> String {
 /// A store's bucket hash key.
 pub(crate) fn buckets(store: &StoreId) -> String {
     format!("shroud:{{{}}}:buckets", tag(store))
+}
+
+/// A store's fence: a hash of `n`, the count of batches applied to it, and `token`, the
+/// last one's. Kept when the store is deleted, so that it only grows.
+pub(crate) fn fence(store: &StoreId) -> String {
+    format!("shroud:{{{}}}:fence", tag(store))
 }
 
 /// The field of bucket `index` in its store's hash.
@@ -83,6 +91,7 @@ mod tests {
         let store = StoreId([7; 16]);
         assert_eq!(slot(meta(&store).as_bytes()), store_slot(&store));
         assert_eq!(slot(buckets(&store).as_bytes()), store_slot(&store));
+        assert_eq!(slot(fence(&store).as_bytes()), store_slot(&store));
         assert!(meta(&store).contains(&format!("{{{}}}", "07".repeat(16))));
     }
 }

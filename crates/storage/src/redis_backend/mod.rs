@@ -18,6 +18,15 @@
 //!   together keeps what the master fsynced, which with `appendfsync always` is everything
 //!   acknowledged; with `everysec` up to a second of it may be lost.
 //! - **Masters only.** Reads go to masters too; a replica may lag.
+//! - **Fences.** Several storage servers share the cluster, and a batch can outlive its
+//!   proxy's patience on one server (a network partition, a slow failover) while the proxy
+//!   moves on to another, which applies the client's next batch; applied late, the first
+//!   would take the store back in time (which the client would report as tampering). So
+//!   each store counts the batches applied to it; a batch reads the count with the store's
+//!   metadata ([`Backend::metas`]) and its write applies only if the count has not moved
+//!   ([`BackendError::Conflict`] otherwise). The executor runs a batch's `metas` and
+//!   `apply_new` under its lock, so the count read is the batch's own. A re-sent write
+//!   (after a failure that hid its outcome) is recognised by its random token.
 //!
 //! # Security
 //! The cluster sees what a storage server sees (store ids, sizes, which buckets a batch
@@ -81,6 +90,8 @@ impl Default for RedisOptions {
 /// Holds ciphertext buckets and capability hashes only, like [`crate::SledBackend`].
 pub struct RedisBackend {
     cluster: Cluster,
+    /// Each store's fence as the last `metas` read it.
+    fences: parking_lot::Mutex<std::collections::HashMap<StoreId, i64>>,
 }
 
 fn engine<E: std::error::Error + Send + Sync + 'static>(e: E) -> BackendError {
@@ -105,7 +116,10 @@ impl RedisBackend {
             },
         )
         .map_err(engine)?;
-        let backend = RedisBackend { cluster };
+        let backend = RedisBackend {
+            cluster,
+            fences: parking_lot::Mutex::new(std::collections::HashMap::new()),
+        };
         backend.check_format()?;
         backend.check_persistence();
         Ok(backend)
@@ -200,20 +214,47 @@ impl Backend for RedisBackend {
     }
 
     fn metas(&self, stores: &[StoreId]) -> Result<Vec<Option<StoreMeta>>, BackendError> {
+        // Each store's metadata and fence, in one round trip.
         let cmds: Vec<Routed> = stores
             .iter()
-            .map(|s| Routed {
-                slot: keys::store_slot(s),
-                cmd: redis::cmd("GET").arg(keys::meta(s)).clone(),
+            .flat_map(|s| {
+                let slot = keys::store_slot(s);
+                [
+                    Routed {
+                        slot,
+                        cmd: redis::cmd("GET").arg(keys::meta(s)).clone(),
+                    },
+                    Routed {
+                        slot,
+                        cmd: redis::cmd("HGET").arg(keys::fence(s)).arg("n").clone(),
+                    },
+                ]
             })
             .collect();
         let answers = self.cluster.run(&cmds, false).map_err(engine)?;
+        let mut fences = self.fences.lock();
+        if fences.len() > 1 << 20 {
+            fences.clear();
+        }
         stores
             .iter()
-            .zip(answers)
-            .map(|(s, v)| match bulk("GET meta", v)? {
-                Some(b) => StoreMeta::decode(s, &b).map(Some),
-                None => Ok(None),
+            .zip(answers.chunks(2))
+            .map(|(s, pair)| {
+                let [meta, fence] = pair else {
+                    return Err(odd("GET meta", &Value::Nil));
+                };
+                let n = match bulk("HGET fence", fence.clone())? {
+                    Some(b) => std::str::from_utf8(&b)
+                        .ok()
+                        .and_then(|t| t.parse().ok())
+                        .ok_or_else(|| odd("HGET fence", fence))?,
+                    None => 0,
+                };
+                fences.insert(*s, n);
+                match bulk("GET meta", meta.clone())? {
+                    Some(b) => StoreMeta::decode(s, &b).map(Some),
+                    None => Ok(None),
+                }
             })
             .collect()
     }
@@ -394,11 +435,20 @@ impl Backend for RedisBackend {
                 None => stores.push((p.store, vec![p])),
             }
         }
+        let token: [u8; 16] = rand::random();
+        let fences = self.fences.lock().clone();
         let cmds: Vec<Routed> = stores
             .iter()
             .map(|(store, puts)| {
-                let (meta, buckets) = (keys::meta(store), keys::buckets(store));
-                let mut cmd = self.script(APPLY, &[meta.as_bytes(), buckets.as_bytes()], &[]);
+                let (meta, buckets, fence) =
+                    (keys::meta(store), keys::buckets(store), keys::fence(store));
+                // Unchecked (-1) for a store no `metas` read: a write outside a batch.
+                let want = fences.get(store).copied().unwrap_or(-1).to_string();
+                let mut cmd = self.script(
+                    APPLY,
+                    &[meta.as_bytes(), buckets.as_bytes(), fence.as_bytes()],
+                    &[want.as_bytes(), &token],
+                );
                 for p in puts {
                     cmd.arg(&keys::field(p.bucket)[..]).arg(p.data);
                 }
@@ -411,10 +461,17 @@ impl Backend for RedisBackend {
         let answers = self.cluster.run(&cmds, true).map_err(engine)?;
         let mut new_bytes = 0u64;
         for ((store, puts), v) in stores.iter().zip(&answers) {
-            let new = int("the apply script", v)?;
-            if new < 0 {
+            let new = match int("the apply script", v)? {
                 // Deleted through another server after this batch checked it.
-                return Err(BackendError::CorruptMeta(*store));
+                -1 => return Err(BackendError::CorruptMeta(*store)),
+                -2 => return Err(BackendError::Conflict(*store)),
+                // Applied by an earlier sending of this very request.
+                -3 => 0,
+                n => n,
+            };
+            // The next batch reads the fence again; until then, this one moved it.
+            if let Some(f) = self.fences.lock().get_mut(store) {
+                *f += 1;
             }
             let len = puts.first().map_or(0, |p| p.data.len() as u64);
             new_bytes += new as u64 * len;

@@ -3,15 +3,24 @@
 //! Every script is idempotent: the cluster layer re-sends a whole group after a failure
 //! whose outcome it could not see, and the second run must leave what the first would.
 
-/// Applies a store's part of a batch if the store still exists: `KEYS = [meta, buckets]`,
-/// `ARGV = [field, bytes, field, bytes, ...]`; returns how many buckets were new, or -1 if
-/// the store is gone.
+/// Applies a store's part of a batch if the store still exists and nobody wrote it since
+/// this server read its fence: `KEYS = [meta, buckets, fence]`,
+/// `ARGV = [fence read (-1: unchecked), token, field, bytes, field, bytes, ...]`; returns how
+/// many buckets were new, -1 if the store is gone, -2 if another write came between (a
+/// stale batch: refused), -3 if this very write (its token) was already applied.
 pub(crate) const APPLY: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local f = tonumber(redis.call('HGET', KEYS[3], 'n') or '0')
+local want = tonumber(ARGV[1])
+if want >= 0 and f ~= want then
+  if f == want + 1 and redis.call('HGET', KEYS[3], 'token') == ARGV[2] then return -3 end
+  return -2
+end
 local new = 0
-for i = 1, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   new = new + redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
 end
+redis.call('HSET', KEYS[3], 'n', f + 1, 'token', ARGV[2])
 return new
 ";
 
