@@ -146,36 +146,37 @@ impl RingStore for SledRingStore {
     }
 }
 
-/// An ORAM engine's side of the measurement: puts then gets, and the bytes it must move per
-/// access in theory.
-struct Engine {
-    put: Duration,
-    get: Duration,
-    /// Bytes moved per access (both ways).
-    bytes_per_access: f64,
-    z: u32,
+/// One side of the measurement: a key-value store that puts and gets one-block values.
+trait Side {
+    /// Puts value number `i` at `a`.
+    fn put(&mut self, i: usize, a: u64) -> Result<()>;
+    /// Gets `a`.
+    fn get(&mut self, a: u64) -> Result<()>;
 }
 
 /// Path ORAM with its buckets in sled (formatted first).
-fn path_engine(dir: &std::path::Path, config: Config, addrs: &[u64]) -> Result<Engine> {
-    let mut rng = StdRng::seed_from_u64(7);
-    let mut oram = Oram::new(config, Key::generate(&mut rng), &mut rng)?;
-    let mut store = SledStore {
-        backend: SledBackend::open(&dir.join("oram"))?,
-        store: StoreId([1; 16]),
-        buf: Vec::new(),
-    };
-    let geom = oram
-        .trees()
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("no tree"))?;
-    {
-        let mut puts = Vec::new();
+struct PathSide {
+    oram: Oram,
+    store: SledStore,
+    rng: StdRng,
+    value: Vec<u8>,
+}
+
+impl PathSide {
+    fn new(dir: &std::path::Path, config: Config) -> Result<Self> {
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut oram = Oram::new(config, Key::generate(&mut rng), &mut rng)?;
+        let store = SledStore {
+            backend: SledBackend::open(&dir.join("oram"))?,
+            store: StoreId([1; 16]),
+            buf: Vec::new(),
+        };
+        let mut formatted = Vec::new();
         oram.format(|id, b| {
-            puts.push((id.index, b.to_vec()));
+            formatted.push((id.index, b.to_vec()));
             Ok::<(), Infallible>(())
         })?;
-        for chunk in puts.chunks(4096) {
+        for chunk in formatted.chunks(4096) {
             let p: Vec<Put<'_>> = chunk
                 .iter()
                 .map(|(i, d)| Put {
@@ -186,55 +187,156 @@ fn path_engine(dir: &std::path::Path, config: Config, addrs: &[u64]) -> Result<E
                 .collect();
             store.backend.apply(&p)?;
         }
+        Ok(PathSide {
+            oram,
+            store,
+            rng,
+            value: vec![0u8; config.block_size as usize],
+        })
     }
-    let mut value = vec![0u8; config.block_size as usize];
-    let start = Instant::now();
-    for (i, &a) in addrs.iter().enumerate() {
-        value[..8].copy_from_slice(&(i as u64).to_le_bytes());
-        oram.run(&mut store, &[shroud_oram::Op::Write(a, &value)], &mut rng)?;
+
+    /// `2 x path x bucket`.
+    fn bytes_per_access(&self) -> Result<f64> {
+        let geom = self
+            .oram
+            .trees()
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("no tree"))?;
+        Ok(2.0 * geom.fetched_levels() as f64 * geom.ciphertext_len() as f64)
     }
-    let put = start.elapsed();
-    let start = Instant::now();
-    for &a in addrs {
-        oram.run(&mut store, &[shroud_oram::Op::Read(a)], &mut rng)?;
-        std::hint::black_box(oram.result(0));
-    }
-    let get = start.elapsed();
-    Ok(Engine {
-        put,
-        get,
-        bytes_per_access: 2.0 * geom.fetched_levels() as f64 * geom.ciphertext_len() as f64,
-        z: config.bucket_slots,
-    })
 }
 
-/// Ring ORAM with its buckets in sled (lazily initialized), its bytes counted.
-fn ring_engine(dir: &std::path::Path, config: RingConfig, addrs: &[u64]) -> Result<Engine> {
-    let mut rng = StdRng::seed_from_u64(7);
-    let mut oram = RingOram::new(config, Key::generate(&mut rng), &mut rng)?;
-    let mut store = SledRingStore {
-        backend: SledBackend::open(&dir.join("ring"))?,
-        store: StoreId([2; 16]),
-        moved: 0,
-    };
-    let mut value = vec![0u8; config.block_size as usize];
-    let start = Instant::now();
-    for (i, &a) in addrs.iter().enumerate() {
-        value[..8].copy_from_slice(&(i as u64).to_le_bytes());
-        oram.run(&mut store, shroud_oram::Op::Write(a, &value), &mut rng)?;
+impl Side for PathSide {
+    fn put(&mut self, i: usize, a: u64) -> Result<()> {
+        self.value[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        let op = shroud_oram::Op::Write(a, &self.value);
+        self.oram.run(&mut self.store, &[op], &mut self.rng)?;
+        Ok(())
     }
-    let put = start.elapsed();
-    let start = Instant::now();
-    for &a in addrs {
-        std::hint::black_box(oram.run(&mut store, shroud_oram::Op::Read(a), &mut rng)?);
+
+    fn get(&mut self, a: u64) -> Result<()> {
+        let op = shroud_oram::Op::Read(a);
+        self.oram.run(&mut self.store, &[op], &mut self.rng)?;
+        std::hint::black_box(self.oram.result(0));
+        Ok(())
     }
-    let get = start.elapsed();
-    Ok(Engine {
-        put,
-        get,
-        bytes_per_access: store.moved as f64 / (2 * addrs.len()) as f64,
-        z: config.z,
-    })
+}
+
+/// Ring ORAM with its buckets in sled (lazily initialized, then filled), its bytes counted.
+struct RingSide {
+    oram: RingOram,
+    store: SledRingStore,
+    rng: StdRng,
+    value: Vec<u8>,
+}
+
+impl RingSide {
+    fn new(dir: &std::path::Path, config: RingConfig) -> Result<Self> {
+        let mut rng = StdRng::seed_from_u64(7);
+        let oram = RingOram::new(config, Key::generate(&mut rng), &mut rng)?;
+        let store = SledRingStore {
+            backend: SledBackend::open(&dir.join("ring"))?,
+            store: StoreId([2; 16]),
+            moved: 0,
+        };
+        let mut side = RingSide {
+            oram,
+            store,
+            rng,
+            value: vec![0u8; config.block_size as usize],
+        };
+        // Steady state, as Path ORAM's formatted tree is: the tree is lazily initialized,
+        // and its first accesses find buckets never written (cheaper to read, no slots to
+        // open), so N / 2 untimed writes fill it first (their bytes are not counted).
+        let mut warm = StdRng::seed_from_u64(8);
+        for i in 0..config.capacity / 2 {
+            side.put(i as usize, warm.random_range(0..config.capacity))?;
+        }
+        side.store.moved = 0;
+        Ok(side)
+    }
+}
+
+impl Side for RingSide {
+    fn put(&mut self, i: usize, a: u64) -> Result<()> {
+        self.value[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        let op = shroud_oram::Op::Write(a, &self.value);
+        self.oram.run(&mut self.store, op, &mut self.rng)?;
+        Ok(())
+    }
+
+    fn get(&mut self, a: u64) -> Result<()> {
+        let op = shroud_oram::Op::Read(a);
+        std::hint::black_box(self.oram.run(&mut self.store, op, &mut self.rng)?);
+        Ok(())
+    }
+}
+
+/// The plain side: AES-GCM sealed values, one sled key each, with the engine's own AES-GCM
+/// (so that the ratio measures the ORAM, not two AEADs).
+struct PlainSide {
+    db: sled::Db,
+    cipher: shroud_oram::aead::Aes256Gcm,
+    counter: u64,
+    value: Vec<u8>,
+}
+
+impl Side for PlainSide {
+    fn put(&mut self, i: usize, a: u64) -> Result<()> {
+        self.value[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        self.counter += 1;
+        let mut nonce = [0u8; 12];
+        nonce[4..].copy_from_slice(&self.counter.to_be_bytes());
+        let mut sealed = Vec::with_capacity(12 + self.value.len() + 16);
+        sealed.extend_from_slice(&nonce);
+        sealed.extend_from_slice(&self.value);
+        let end = sealed.len();
+        let tag = self
+            .cipher
+            .seal(&nonce, &a.to_le_bytes(), &mut sealed[12..end])
+            .map_err(|_| anyhow::anyhow!("aead"))?;
+        sealed.extend_from_slice(&tag);
+        self.db.insert(a.to_be_bytes(), sealed)?;
+        Ok(())
+    }
+
+    fn get(&mut self, a: u64) -> Result<()> {
+        if let Some(v) = self.db.get(a.to_be_bytes())? {
+            let mut body = v[12..v.len() - 16].to_vec();
+            let nonce: [u8; 12] = v[..12].try_into()?;
+            let tag: [u8; 16] = v[v.len() - 16..].try_into()?;
+            self.cipher
+                .open(&nonce, &a.to_le_bytes(), &mut body, &tag)
+                .map_err(|_| anyhow::anyhow!("aead"))?;
+            std::hint::black_box(&body);
+        }
+        Ok(())
+    }
+}
+
+/// Times puts of every address, then gets, on both sides, interleaved in 5 chunks so that
+/// the machine's drift (these machines are noisy) weighs on both alike: returns
+/// `[oram put, oram get, plain put, plain get]`.
+fn interleaved(oram: &mut dyn Side, plain: &mut dyn Side, addrs: &[u64]) -> Result<[Duration; 4]> {
+    let mut t = [Duration::ZERO; 4];
+    let chunk = addrs.len().div_ceil(5).max(1);
+    for put in [true, false] {
+        for (c, part) in addrs.chunks(chunk).enumerate() {
+            for slot in [0, 2] {
+                let side: &mut dyn Side = if slot == 0 { &mut *oram } else { &mut *plain };
+                let start = Instant::now();
+                for (j, &a) in part.iter().enumerate() {
+                    if put {
+                        side.put(c * chunk + j, a)?;
+                    } else {
+                        side.get(a)?;
+                    }
+                }
+                t[slot + usize::from(!put)] += start.elapsed();
+            }
+        }
+    }
+    Ok(t)
 }
 
 /// Measures `ops` puts then `ops` gets of random one-block values on both stores, the
@@ -243,67 +345,43 @@ pub fn run(ring: bool, n: u64, block: u32, cached: u32, ops: u64) -> Result<Repo
     let dir = tempfile::tempdir()?;
     let mut rng = StdRng::seed_from_u64(7);
     let addrs: Vec<u64> = (0..ops).map(|_| rng.random_range(0..n)).collect();
-    let engine = if ring {
+    let mut plain = PlainSide {
+        db: sled::Config::new().path(dir.path().join("plain")).open()?,
+        cipher: shroud_oram::aead::Aes256Gcm::new(&[9u8; 32]),
+        counter: 0,
+        value: vec![0u8; block as usize],
+    };
+    let (t, bytes_per_access, z) = if ring {
         let config = RingConfig {
             cached_levels: cached,
             ..RingConfig::new(n, block)
         };
-        ring_engine(dir.path(), config, &addrs)?
+        let mut side = RingSide::new(dir.path(), config)?;
+        let t = interleaved(&mut side, &mut plain, &addrs)?;
+        let bytes = side.store.moved as f64 / (2 * addrs.len()) as f64;
+        (t, bytes, config.z)
     } else {
         let config = Config {
             cached_levels: cached,
             ..Config::new(n, block)
         };
-        path_engine(dir.path(), config, &addrs)?
+        let mut side = PathSide::new(dir.path(), config)?;
+        let t = interleaved(&mut side, &mut plain, &addrs)?;
+        (t, side.bytes_per_access()?, config.bucket_slots)
     };
-    let mut value = vec![0u8; block as usize];
-    // The plain side: AES-GCM sealed values, one sled key each.
-    let db = sled::Config::new().path(dir.path().join("plain")).open()?;
-    // The engine's own AES-GCM, so that the ratio measures the ORAM, not two AEADs.
-    let cipher = shroud_oram::aead::Aes256Gcm::new(&[9u8; 32]);
-    let mut counter = 0u64;
-    let start = Instant::now();
-    for (i, &a) in addrs.iter().enumerate() {
-        value[..8].copy_from_slice(&(i as u64).to_le_bytes());
-        counter += 1;
-        let mut nonce = [0u8; 12];
-        nonce[4..].copy_from_slice(&counter.to_be_bytes());
-        let mut sealed = Vec::with_capacity(12 + value.len() + 16);
-        sealed.extend_from_slice(&nonce);
-        sealed.extend_from_slice(&value);
-        let end = sealed.len();
-        let tag = cipher
-            .seal(&nonce, &a.to_le_bytes(), &mut sealed[12..end])
-            .map_err(|_| anyhow::anyhow!("aead"))?;
-        sealed.extend_from_slice(&tag);
-        db.insert(a.to_be_bytes(), sealed)?;
-    }
-    let plain_put = start.elapsed();
-    let start = Instant::now();
-    for &a in &addrs {
-        if let Some(v) = db.get(a.to_be_bytes())? {
-            let mut body = v[12..v.len() - 16].to_vec();
-            let nonce: [u8; 12] = v[..12].try_into()?;
-            let tag: [u8; 16] = v[v.len() - 16..].try_into()?;
-            cipher
-                .open(&nonce, &a.to_le_bytes(), &mut body, &tag)
-                .map_err(|_| anyhow::anyhow!("aead"))?;
-            std::hint::black_box(&body);
-        }
-    }
-    let plain_get = start.elapsed();
-    let measured = (plain_put + plain_get).as_secs_f64().recip()
-        / (engine.put + engine.get).as_secs_f64().recip();
-    let theory = engine.bytes_per_access / (f64::from(block) + 28.0);
+    let [oram_put, oram_get, plain_put, plain_get] = t;
+    let measured =
+        (plain_put + plain_get).as_secs_f64().recip() / (oram_put + oram_get).as_secs_f64().recip();
+    let theory = bytes_per_access / (f64::from(block) + 28.0);
     Ok(Report {
         oram: if ring { "ring" } else { "path" }.into(),
         n,
         block,
-        z: engine.z,
+        z,
         cached_levels: cached,
         operations: ops,
-        oram_put_per_s: per_s(ops, engine.put),
-        oram_get_per_s: per_s(ops, engine.get),
+        oram_put_per_s: per_s(ops, oram_put),
+        oram_get_per_s: per_s(ops, oram_get),
         plain_put_per_s: per_s(ops, plain_put),
         plain_get_per_s: per_s(ops, plain_get),
         measured_slowdown: measured,
