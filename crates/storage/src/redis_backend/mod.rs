@@ -335,18 +335,23 @@ impl Backend for RedisBackend {
     fn fetch(&self, reads: &[Fetch]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
         // Per command: the reads it answers, in order.
         let mut groups: Vec<(StoreId, Want, Vec<usize>)> = Vec::new();
+        let mut index: std::collections::HashMap<(StoreId, u8), usize> = Default::default();
         for (i, f) in reads.iter().enumerate() {
-            let kind = |w: &Want| match w {
-                Want::Bucket => 0,
+            let kind = match f.want {
+                Want::Bucket => 0u8,
                 Want::Range { .. } => 1,
-                Want::Exists => 2,
+                // One `HEXISTS` each.
+                Want::Exists => {
+                    groups.push((f.store, f.want, vec![i]));
+                    continue;
+                }
             };
-            match groups
-                .iter_mut()
-                .find(|(s, w, _)| *s == f.store && kind(w) == kind(&f.want) && kind(w) != 2)
-            {
-                Some((_, _, members)) => members.push(i),
-                None => groups.push((f.store, f.want, vec![i])),
+            match index.get(&(f.store, kind)) {
+                Some(&g) => groups[g].2.push(i),
+                None => {
+                    index.insert((f.store, kind), groups.len());
+                    groups.push((f.store, f.want, vec![i]));
+                }
             }
         }
         let cmds: Vec<Routed> = groups
@@ -429,10 +434,14 @@ impl Backend for RedisBackend {
     /// scripts count the buckets they add.
     fn apply_new(&self, puts: &[Put<'_>]) -> Result<u64, BackendError> {
         let mut stores: Vec<(StoreId, Vec<&Put<'_>>)> = Vec::new();
+        let mut index: std::collections::HashMap<StoreId, usize> = Default::default();
         for p in puts {
-            match stores.iter_mut().find(|(s, _)| *s == p.store) {
-                Some((_, v)) => v.push(p),
-                None => stores.push((p.store, vec![p])),
+            match index.get(&p.store) {
+                Some(&g) => stores[g].1.push(p),
+                None => {
+                    index.insert(p.store, stores.len());
+                    stores.push((p.store, vec![p]));
+                }
             }
         }
         let token: [u8; 16] = rand::random();
