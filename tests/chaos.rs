@@ -93,20 +93,11 @@ impl Deployment {
     }
 
     fn storage_cmd(&self, at: &str) -> Command {
-        let mut cmd = common::storage_command(&self.certs, &self.dir.join("db"), at);
-        if let Some(url) = &self.backend {
-            cmd.args(["--backend", url]);
-        }
-        cmd
+        storage_cmd(&self.certs, &self.dir, self.backend.as_deref(), at)
     }
 
     fn proxy_cmd(&self, at: &str) -> Command {
-        let mut cmd = common::proxy_command(&self.certs, self.storage[0].1, at, shape());
-        // The others after the first, to go on through after a failure.
-        for s in &self.storage[1..] {
-            cmd.args(["--storage", &s.1.to_string()]);
-        }
-        cmd
+        proxy_cmd(&self.certs, &self.storage, at)
     }
 
     fn start(dir: &Path, backend: Option<String>) -> Self {
@@ -114,23 +105,22 @@ impl Deployment {
             shroud_net::certs::generate(&dir.join("certs"), &shroud_net::certs::local_names())
                 .expect("certs");
         let servers = if backend.is_some() { 2 } else { 1 };
+        // One after another: the first makes the routing key in the directory they share.
+        let storage: Vec<_> = (0..servers)
+            .map(|_| {
+                let cmd = storage_cmd(&certs, dir, backend.as_deref(), "127.0.0.1:0");
+                common::spawn_listening(cmd)
+            })
+            .collect();
+        let proxy = common::spawn_listening(proxy_cmd(&certs, &storage, "127.0.0.1:0"));
         let mut d = Deployment {
             dir: dir.to_path_buf(),
             certs,
-            storage: Vec::new(),
+            storage,
             backend,
-            proxy: (
-                Command::new("true").spawn().expect("true"),
-                "127.0.0.1:0".parse().expect("addr"),
-            ),
+            proxy,
             agents: Vec::new(),
         };
-        // One after another: the first makes the routing key in the directory they share.
-        for _ in 0..servers {
-            let s = common::spawn_listening(d.storage_cmd("127.0.0.1:0"));
-            d.storage.push(s);
-        }
-        d.proxy = common::spawn_listening(d.proxy_cmd("127.0.0.1:0"));
         for i in 0..AGENTS {
             let a = common::spawn_listening(d.agent_cmd(i));
             d.agents.push(a);
@@ -161,6 +151,33 @@ impl Deployment {
             Part::Agent(i) => self.agents[i] = common::spawn_listening(self.agent_cmd(i)),
         }
     }
+}
+
+/// `shroud storage` on the deployment's directory, on sled or the cluster of `backend`.
+fn storage_cmd(
+    certs: &shroud_net::certs::CertFiles,
+    dir: &Path,
+    backend: Option<&str>,
+    at: &str,
+) -> Command {
+    let mut cmd = common::storage_command(certs, &dir.join("db"), at);
+    if let Some(url) = backend {
+        cmd.args(["--backend", url]);
+    }
+    cmd
+}
+
+/// `shroud proxy` in front of `storage`: the first, then the others after a failure.
+fn proxy_cmd(
+    certs: &shroud_net::certs::CertFiles,
+    storage: &[(Child, SocketAddr)],
+    at: &str,
+) -> Command {
+    let mut cmd = common::proxy_command(certs, storage[0].1, at, shape());
+    for s in &storage[1..] {
+        cmd.args(["--storage", &s.1.to_string()]);
+    }
+    cmd
 }
 
 /// A process of the deployment.

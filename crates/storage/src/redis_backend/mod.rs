@@ -445,14 +445,21 @@ impl Backend for RedisBackend {
             }
         }
         let token: [u8; 16] = rand::random();
-        let fences = self.fences.lock().clone();
+        // The fence each store's write expects; unchecked (-1) for a store no `metas` read
+        // (a write outside a batch).
+        let wants: Vec<String> = {
+            let fences = self.fences.lock();
+            stores
+                .iter()
+                .map(|(s, _)| fences.get(s).copied().unwrap_or(-1).to_string())
+                .collect()
+        };
         let cmds: Vec<Routed> = stores
             .iter()
-            .map(|(store, puts)| {
+            .zip(&wants)
+            .map(|((store, puts), want)| {
                 let (meta, buckets, fence) =
                     (keys::meta(store), keys::buckets(store), keys::fence(store));
-                // Unchecked (-1) for a store no `metas` read: a write outside a batch.
-                let want = fences.get(store).copied().unwrap_or(-1).to_string();
                 let mut cmd = self.script(
                     APPLY,
                     &[meta.as_bytes(), buckets.as_bytes(), fence.as_bytes()],
