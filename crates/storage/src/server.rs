@@ -75,6 +75,14 @@ pub(crate) struct Shared {
     next_conn: AtomicU64,
 }
 
+/// Makes the storage directory if it is missing.
+fn create_dir(dir: &std::path::Path) -> Result<(), crate::keys::OpenError> {
+    std::fs::create_dir_all(dir).map_err(|source| crate::keys::OpenError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
 /// The storage server.
 pub struct Server {
     shared: Arc<Shared>,
@@ -89,12 +97,10 @@ impl Server {
         tls: ServerTls,
         transcript: Option<Transcript>,
     ) -> Result<Self, crate::keys::OpenError> {
-        std::fs::create_dir_all(dir).map_err(|source| crate::keys::OpenError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        create_dir(dir)?;
         let backend = Arc::new(crate::SledBackend::open(dir)?);
-        Self::open_with(dir, backend, config, tls, transcript)
+        let routing = crate::keys::routing_key(dir)?;
+        Ok(Self::new(backend, routing, config, tls, transcript))
     }
 
     /// The server of the storage directory `dir` (its routing key only) over `backend`,
@@ -107,10 +113,7 @@ impl Server {
         tls: ServerTls,
         transcript: Option<Transcript>,
     ) -> Result<Self, crate::keys::OpenError> {
-        std::fs::create_dir_all(dir).map_err(|source| crate::keys::OpenError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        create_dir(dir)?;
         let routing = crate::keys::routing_key(dir)?;
         Ok(Self::new(backend, routing, config, tls, transcript))
     }

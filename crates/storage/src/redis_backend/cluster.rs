@@ -365,19 +365,8 @@ impl Cluster {
 
     /// A new connection to `addr`, with timeouts set and the scripts loaded.
     fn open(&self, addr: &(String, u16)) -> Result<redis::Connection, String> {
+        let mut con = self.bare(addr)?;
         let where_ = format!("{}:{}", addr.0, addr.1);
-        let info = self
-            .template
-            .clone()
-            .set_addr(ConnectionAddr::Tcp(addr.0.clone(), addr.1));
-        let client = redis::Client::open(info).map_err(|e| format!("{where_}: {e}"))?;
-        let mut con = client
-            .get_connection_with_timeout(self.options.connect_timeout)
-            .map_err(|e| format!("{where_}: {e}"))?;
-        // Longer than WAIT's own limit, so a slow WAIT answers before the socket gives up.
-        let io = Some(self.options.wait + Duration::from_secs(5));
-        con.set_read_timeout(io).map_err(|e| e.to_string())?;
-        con.set_write_timeout(io).map_err(|e| e.to_string())?;
         for (script, sha) in super::scripts::ALL.iter().zip(&self.shas) {
             let got: String = redis::cmd("SCRIPT")
                 .arg("LOAD")
@@ -391,6 +380,24 @@ impl Cluster {
         Ok(con)
     }
 
+    /// A new connection to `addr`, with timeouts set (no scripts: for the slot map).
+    fn bare(&self, addr: &(String, u16)) -> Result<redis::Connection, String> {
+        let where_ = format!("{}:{}", addr.0, addr.1);
+        let info = self
+            .template
+            .clone()
+            .set_addr(ConnectionAddr::Tcp(addr.0.clone(), addr.1));
+        let client = redis::Client::open(info).map_err(|e| format!("{where_}: {e}"))?;
+        let con = client
+            .get_connection_with_timeout(self.options.connect_timeout)
+            .map_err(|e| format!("{where_}: {e}"))?;
+        // Longer than WAIT's own limit, so a slow WAIT answers before the socket gives up.
+        let io = Some(self.options.wait + Duration::from_secs(5));
+        con.set_read_timeout(io).map_err(|e| e.to_string())?;
+        con.set_write_timeout(io).map_err(|e| e.to_string())?;
+        Ok(con)
+    }
+
     /// Reads the slot map (`CLUSTER SLOTS`) from a known master or a seed, keeping the
     /// connections of masters that stay.
     fn refresh(&self, state: &mut State) -> Result<(), ClusterError> {
@@ -398,7 +405,8 @@ impl Cluster {
         asked.extend(self.seeds.iter().cloned());
         let mut last = String::from("no node to ask");
         for addr in asked {
-            let reply = self.open(&addr).and_then(|mut con| {
+            // A bare connection: the slot map needs no scripts.
+            let reply = self.bare(&addr).and_then(|mut con| {
                 redis::cmd("CLUSTER")
                     .arg("SLOTS")
                     .query::<Value>(&mut con)
