@@ -105,8 +105,8 @@ struct ProxyArgs {
     /// Top tree levels every client caches (T).
     #[arg(long, default_value_t = 8)]
     cached: u32,
-    /// The tree ORAM every client store runs: `path` (Z = 4) or `ring` (Z = 16, S = 32,
-    /// A = 20; fewer bytes per slot, docs/benchmarks.md).
+    /// The tree ORAM every client store runs: `path` (Z = 4) or `ring` (Z = 32, S = 64,
+    /// A = 46; fewer bytes per slot, docs/benchmarks.md).
     #[arg(long, value_enum, default_value_t = OramMode::Path)]
     oram: OramMode,
     /// Clients served at once.

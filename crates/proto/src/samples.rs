@@ -76,9 +76,17 @@ fn proxy_messages() -> Vec<(&'static str, ProxyMsg)> {
     let shape = Shape::new(64, 32, 1)
         .and_then(|s| s.with_schedule(2, 100))
         .expect("shape");
-    let ring = Shape::ring(64, 32, 1)
-        .and_then(|s| s.with_schedule(2, 100))
-        .expect("ring shape");
+    // The Ring ORAM defaults of the day the sample was stored (the shape's fields are the
+    // format, not the defaults).
+    let ring = Shape::with_ring(shroud_oram::ring::RingConfig {
+        z: 16,
+        s: 32,
+        a: 20,
+        cached_levels: 1,
+        ..shroud_oram::ring::RingConfig::new(64, 32)
+    })
+    .and_then(|s| s.with_schedule(2, 100))
+    .expect("ring shape");
     vec![
         (
             "proxy-hello",

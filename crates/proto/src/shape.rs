@@ -492,7 +492,7 @@ mod tests {
         let c = s.ring_config().unwrap();
         assert!(s.is_ring() && !Shape::default().is_ring());
         assert_eq!(Shape::default().ring_config(), None);
-        assert_eq!((c.z, c.s, c.a, c.max_batch), (16, 32, 20, 1));
+        assert_eq!((c.z, c.s, c.a, c.max_batch), (32, 64, 46, 1));
         assert_eq!(s.path_len, c.height() + 1 - 8);
         assert_eq!(s.bucket_len as usize, c.bucket_len());
         assert_eq!(s.slot_len as usize, c.slot_len());
@@ -506,8 +506,8 @@ mod tests {
             4
         );
         assert_eq!(
-            s.with_schedule(21, 100),
-            Err(ShapeError::BatchTooLarge { slots: 21, max: 20 })
+            s.with_schedule(47, 100),
+            Err(ShapeError::BatchTooLarge { slots: 47, max: 46 })
         );
         assert!(matches!(
             Shape::ring(16, 64, 10),
@@ -518,22 +518,22 @@ mod tests {
 
     #[test]
     fn the_ring_pattern_follows_the_access_count() {
-        // K = 1, A = 20: batches 19, 39, 59... evict; every third eviction (the 1st, 4th,
+        // K = 1, A = 46: batches 45, 91, 137... evict; every third eviction (the 1st, 4th,
         // ...) adds the scheduled reshuffle.
         let s = Shape::ring(1 << 14, 1024, 8).unwrap();
-        let (n, z) = (s.path_len as usize, 16);
-        let evicting: Vec<u64> = (0..200)
+        let (n, z) = (s.path_len as usize, 32);
+        let evicting: Vec<u64> = (0..460)
             .filter(|&b| s.ring_maintenance(b) != (0, 0))
             .collect();
-        assert_eq!(evicting, (0..10).map(|e| 20 * e + 19).collect::<Vec<_>>());
-        assert_eq!(s.ring_maintenance(19), (n + 1, (n + 1) * z));
-        assert_eq!(s.ring_maintenance(39), (n, n * z));
-        assert_eq!(s.ring_maintenance(79), (n + 1, (n + 1) * z));
-        // K = 3: the batch holding access 20 (accesses 19..21) is batch 6.
+        assert_eq!(evicting, (0..10).map(|e| 46 * e + 45).collect::<Vec<_>>());
+        assert_eq!(s.ring_maintenance(45), (n + 1, (n + 1) * z));
+        assert_eq!(s.ring_maintenance(91), (n, n * z));
+        assert_eq!(s.ring_maintenance(183), (n + 1, (n + 1) * z));
+        // K = 3: the batch holding access 46 (accesses 45..47) is batch 15.
         let k3 = s.with_schedule(3, 100).unwrap();
-        assert_eq!(k3.ring_maintenance(6), (n + 1, (n + 1) * z));
-        assert_eq!(k3.ring_maintenance(5), (0, 0));
-        assert_eq!(Shape::default().ring_maintenance(19), (0, 0));
+        assert_eq!(k3.ring_maintenance(15), (n + 1, (n + 1) * z));
+        assert_eq!(k3.ring_maintenance(14), (0, 0));
+        assert_eq!(Shape::default().ring_maintenance(45), (0, 0));
         assert!(k3.max_slot_writes() >= n + 1 + 3 * n);
     }
 

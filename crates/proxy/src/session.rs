@@ -594,7 +594,7 @@ mod tests {
             .expect("ring shape")
             .with_mail(0, 0);
         let n = sh.path_len as usize;
-        let slots = (sh.bucket_slots + 32) as u16;
+        let slots = sh.ring_config().expect("ring").slots() as u16;
         let at = |bucket, slot| SlotRef { bucket, slot };
         let bucket = |b| SlotWrite {
             bucket: b,
@@ -609,12 +609,13 @@ mod tests {
         };
         let online = vec![at(3, 0); n];
         let most = sh.max_slot_writes();
+        let z = sh.bucket_slots as usize;
         let good = [
             ring(Vec::new(), online.clone(), Vec::new()),
             ring(
                 vec![bucket(1); most],
                 online.clone(),
-                vec![at(4, 1); most * 16],
+                vec![at(4, 1); most * z],
             ),
         ];
         let mut flagged = good[0].clone();
@@ -624,7 +625,7 @@ mod tests {
             ring(Vec::new(), vec![at(3, slots); n], Vec::new()),
             ring(Vec::new(), vec![at(sh.buckets, 0); n], Vec::new()),
             ring(vec![bucket(1); most + 1], online.clone(), Vec::new()),
-            ring(Vec::new(), online.clone(), vec![at(4, 1); most * 16 + 1]),
+            ring(Vec::new(), online.clone(), vec![at(4, 1); most * z + 1]),
             ring(vec![bucket(sh.buckets)], online.clone(), Vec::new()),
             flagged,
             Slot {
@@ -643,7 +644,7 @@ mod tests {
                 Err(ErrorCode::WrongShape)
             );
         }
-        let biggest = ring(vec![bucket(1); most], online, vec![at(4, 1); most * 16]);
+        let biggest = ring(vec![bucket(1); most], online, vec![at(4, 1); most * z]);
         assert!(frame(&ClientMsg::Slot(biggest)).len() <= client_limits(&sh).max_frame);
     }
 

@@ -130,14 +130,12 @@ pub fn shape() -> Result<Shape> {
         .with_mail(7, 2))
 }
 
-/// The Ring ORAM shape the audit runs: the same store and mail, Z = 16 and A = 20 as the
-/// defaults, K = 16 slots every 100 ms. A batch of K accesses reshuffles a bucket after
-/// S + 1 - K reads (the engine's docs), so S = 48 (Z + S at its bound of 64) keeps that at
-/// 33, past the defaults' 32 at K = 1, where early reshuffles are rare; the audit compares
-/// the batches holding one apart, and checks storage's counts explain each.
+/// The Ring ORAM shape the audit runs: the same store and mail, the default Z, S and A
+/// (32, 64, 46), K = 16 slots every 100 ms. A batch of K accesses reshuffles a bucket after
+/// S + 1 - K = 49 reads (the engine's docs); where one comes early, the audit compares the
+/// batches holding it apart, and checks storage's counts explain each.
 pub fn ring_shape() -> Result<Shape> {
     let c = shroud_oram::ring::RingConfig {
-        s: 48,
         cached_levels: 4,
         ..shroud_oram::ring::RingConfig::new(1 << 12, 64)
     };

@@ -256,11 +256,17 @@ pub fn histogram(leaves: &[u64], count: u64, bins: usize) -> Vec<u64> {
 mod tests {
     use super::*;
 
-    /// K = 2 accesses per batch: an eviction every 10 batches.
+    /// K = 2 accesses per batch, Z = 16, S = 32, A = 20: an eviction every 10 batches.
     fn shape() -> Shape {
-        Shape::ring(1 << 12, 64, 4)
-            .and_then(|s| s.with_schedule(2, 100))
-            .expect("shape")
+        Shape::with_ring(shroud_oram::ring::RingConfig {
+            z: 16,
+            s: 32,
+            a: 20,
+            cached_levels: 4,
+            ..shroud_oram::ring::RingConfig::new(1 << 12, 64)
+        })
+        .and_then(|s| s.with_schedule(2, 100))
+        .expect("shape")
     }
 
     /// The buckets of the leftmost path below the cached levels.

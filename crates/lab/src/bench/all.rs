@@ -181,7 +181,7 @@ pub fn write(r: &AllReport, dir: &Path) -> Result<Vec<std::path::PathBuf>> {
                     values: r.ring.iter().map(|x| x.path_up + x.path_down).collect(),
                 },
                 Series {
-                    name: "Ring ORAM (Z = 16, S = 32, A = 20)",
+                    name: "Ring ORAM (Z = 32, S = 64, A = 46)",
                     values: r.ring.iter().map(|x| x.ring_up + x.ring_down).collect(),
                 },
             ],

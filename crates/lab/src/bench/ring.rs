@@ -47,7 +47,8 @@ pub struct Report {
     pub unscheduled_per_access: f64,
     /// Largest stash seen, Path ORAM and Ring ORAM.
     pub max_stash: [usize; 2],
-    /// Client memory of each engine, bytes.
+    /// Client memory of each engine, bytes: the largest seen, sampled every
+    /// [`MEMORY_EVERY`] accesses and at the end.
     pub memory: [usize; 2],
     /// Accesses per second of each engine, one core.
     pub accesses_per_s: [f64; 2],
@@ -81,6 +82,9 @@ impl BucketStore for Counting {
         self.inner.write_path(writes)
     }
 }
+
+/// How often the client memory is sampled, in accesses.
+pub const MEMORY_EVERY: usize = 1024;
 
 /// Measures both engines on `accesses` random reads and writes (half each) of an `n`-block
 /// store of `block`-byte blocks, `cached` levels held by the client, Ring ORAM at
@@ -117,9 +121,13 @@ pub fn measure(
         path.run(&mut store, &[Op::Write(a, &data)], &mut rng)?;
     }
     (store.up, store.down) = (0, 0);
+    let mut peak = [0usize; 2];
     let started = Instant::now();
-    for o in &ops {
+    for (i, o) in ops.iter().enumerate() {
         path.run(&mut store, &[op(o)], &mut rng)?;
+        if i % MEMORY_EVERY == 0 {
+            peak[0] = peak[0].max(path.memory());
+        }
     }
     let path_rate = accesses as f64 / started.elapsed().as_secs_f64();
 
@@ -141,7 +149,10 @@ pub fn measure(
     let before = ring.accesses();
     let (mut up, mut down, mut reads) = (0u64, 0u64, 0u64);
     let started = Instant::now();
-    for o in &ops {
+    for (i, o) in ops.iter().enumerate() {
+        if i % MEMORY_EVERY == 0 {
+            peak[1] = peak[1].max(ring.memory());
+        }
         let req = ring.begin(op(o), &mut rng)?;
         up += req.up_bytes() as u64;
         reads += req.reads.len() as u64;
@@ -171,7 +182,7 @@ pub fn measure(
         reshuffles_per_access: reshuffles as f64 / accesses as f64,
         unscheduled_per_access: ring.unscheduled_reshuffles() as f64 / accesses as f64,
         max_stash: [path.max_stash(), ring.max_stash()],
-        memory: [path.memory(), ring.memory()],
+        memory: [peak[0].max(path.memory()), peak[1].max(ring.memory())],
         accesses_per_s: [path_rate, ring_rate],
         ring_mb_per_day: [per(up) * per_day, per(down) * per_day],
     })

@@ -59,6 +59,16 @@ struct Maintenance {
     reshuffle: Vec<(usize, u64)>,
 }
 
+/// A rewritten bucket still owed to storage, as what it takes to seal it again: the
+/// plaintext of its real slots, by slot. The dummies, the order and the nonces are in the
+/// bucket's metadata, so after a restart the same bytes come out (the same key, nonce and
+/// plaintext: a resend, not a reuse). Saved instead of the sealed bucket, this costs a
+/// client's disk the blocks the bucket holds, not its Z + S slots.
+pub(super) struct Owed {
+    pub(super) index: u64,
+    pub(super) blocks: Vec<(u16, Zeroizing<Vec<u8>>)>,
+}
+
 /// A batch between `begin_batch` and a verified `finish`.
 struct Flight {
     accesses: Vec<Access>,
@@ -105,6 +115,8 @@ pub struct RingOram {
     pub(super) evictions: u64,
     /// Sealed rewrites of the last batch, sent before the next batch's reads.
     pub(super) pending: Vec<(BucketId, Vec<u8>)>,
+    /// What `pending` holds, as saved (see [`Owed`]).
+    pub(super) owed: Vec<Owed>,
     flight: Option<Flight>,
     request: RingRequest,
     results: Vec<Zeroizing<Vec<u8>>>,
@@ -161,6 +173,7 @@ impl RingOram {
             accesses: 0,
             evictions: 0,
             pending: Vec::new(),
+            owed: Vec::new(),
             flight: None,
             request: RingRequest::default(),
             results: Vec::new(),
@@ -276,6 +289,7 @@ impl RingOram {
             accesses.push(access);
         }
         let maintenance = self.plan_maintenance(&accesses, rng);
+        self.owed.clear();
         self.request = RingRequest {
             writes: std::mem::take(&mut self.pending),
             online: accesses
@@ -428,6 +442,7 @@ impl RingOram {
         if self.flight.is_some() {
             return RingRequest::default();
         }
+        self.owed.clear();
         RingRequest {
             writes: std::mem::take(&mut self.pending),
             ..RingRequest::default()
@@ -721,25 +736,45 @@ impl RingOram {
             .counter
             .checked_add(n as u64)
             .ok_or(Error::NoncesExhausted)?;
+        let mut blocks = Vec::with_capacity(chosen.len());
+        for (j, &a) in held.iter().enumerate() {
+            if a != DUMMY
+                && let Some(data) = self.local.remove(&a)
+            {
+                blocks.push((j as u16, data));
+            }
+        }
+        let bytes = self.seal_bucket(b, first, &blocks)?;
+        self.meta.write(b as usize, &held, first);
+        self.dirty.meta(b);
+        self.pending.push((bucket_id(b), bytes));
+        self.owed.push(Owed { index: b, blocks });
+        Ok(())
+    }
+
+    /// Bucket `b` sealed from nonce `first`: `blocks` in their slots, zeros (the dummies)
+    /// in the others.
+    pub(super) fn seal_bucket(
+        &self,
+        b: u64,
+        first: NonceAt,
+        blocks: &[(u16, Zeroizing<Vec<u8>>)],
+    ) -> Result<Vec<u8>, Error> {
         let slot_len = self.config.slot_len();
         let block = self.config.block_size as usize;
-        let mut bytes = vec![0u8; n * slot_len];
+        let mut bytes = vec![0u8; self.config.slots() * slot_len];
+        for (j, data) in blocks {
+            let at = usize::from(*j) * slot_len;
+            bytes[at..at + block].copy_from_slice(data);
+        }
         for (j, out) in bytes.chunks_exact_mut(slot_len).enumerate() {
-            if held[j] != DUMMY
-                && let Some(data) = self.local.remove(&held[j])
-            {
-                out[..block].copy_from_slice(&data);
-            }
             let at = NonceAt {
                 counter: first.counter + j as u64,
                 ..first
             };
             self.slots.seal(at, bucket_id(b), j as u16, out)?;
         }
-        self.meta.write(b as usize, &held, first);
-        self.dirty.meta(b);
-        self.pending.push((bucket_id(b), bytes));
-        Ok(())
+        Ok(bytes)
     }
 
     /// What the first access of the last finished batch read: the block (zeros if never

@@ -15,9 +15,13 @@ pub(crate) const DUMMY: u32 = u32::MAX;
 /// The metadata of every bucket of one tree, by heap index.
 pub(crate) struct Meta {
     slots: usize,
+    /// 64-bit words of one bucket's unread mask: `ceil(slots / 64)`.
+    words: usize,
     /// Per bucket, per slot: the address held, or [`DUMMY`].
     held: Vec<u32>,
-    /// Per bucket: bit `j` set while slot `j` is unread since the bucket was written.
+    /// Per bucket, `words` words: bit `j % 64` of word `j / 64` set while slot `j` is
+    /// unread since the bucket was written. (One word a bucket up to 64 slots: the format
+    /// of stores made before buckets could hold more.)
     unread: Vec<u64>,
     /// Per bucket: slots read since the bucket was written.
     count: Vec<u8>,
@@ -29,10 +33,12 @@ pub(crate) struct Meta {
 impl Meta {
     /// Metadata of `buckets` buckets of `slots` slots, none written.
     pub fn new(buckets: usize, slots: usize) -> Self {
+        let words = words(slots);
         Meta {
             slots,
+            words,
             held: vec![DUMMY; buckets * slots],
-            unread: vec![full(slots); buckets],
+            unread: (0..buckets).flat_map(|_| full(slots)).collect(),
             count: vec![0; buckets],
             written: vec![
                 NonceAt {
@@ -44,8 +50,8 @@ impl Meta {
         }
     }
 
-    /// The tables, for a snapshot: what each slot holds, the unread masks, the read
-    /// counts and the nonces of the last writes.
+    /// The tables, for a snapshot: what each slot holds, the unread masks (the words of
+    /// [`Meta::words`] a bucket), the read counts and the nonces of the last writes.
     pub fn parts(&self) -> (&[u32], &[u64], &[u8], &[NonceAt]) {
         (&self.held, &self.unread, &self.count, &self.written)
     }
@@ -60,13 +66,17 @@ impl Meta {
         count: Vec<u8>,
         written: Vec<NonceAt>,
     ) -> Option<Self> {
+        let words = words(slots);
         let fits = held.len() == buckets.checked_mul(slots)?
-            && unread.len() == buckets
+            && unread.len() == buckets.checked_mul(words)?
             && count.len() == buckets
             && written.len() == buckets
-            && unread.iter().all(|&u| u & !full(slots) == 0);
+            && unread
+                .chunks(words)
+                .all(|u| u.iter().zip(full(slots)).all(|(&u, f)| u & !f == 0));
         fits.then_some(Meta {
             slots,
+            words,
             held,
             unread,
             count,
@@ -74,8 +84,17 @@ impl Meta {
         })
     }
 
+    /// Words of unread mask per bucket, for `slots` slots.
+    pub fn words(slots: usize) -> usize {
+        words(slots)
+    }
+
     fn held(&self, b: usize) -> &[u32] {
         &self.held[b * self.slots..(b + 1) * self.slots]
+    }
+
+    fn is_unread(&self, b: usize, j: usize) -> bool {
+        self.unread[b * self.words + j / 64] >> (j % 64) & 1 == 1
     }
 
     /// The unread slot of bucket `b` holding `addr`.
@@ -83,7 +102,7 @@ impl Meta {
         self.held(b)
             .iter()
             .enumerate()
-            .find(|&(j, &a)| a == addr && self.unread[b] >> j & 1 == 1)
+            .find(|&(j, &a)| a == addr && self.is_unread(b, j))
             .map(|(j, _)| j as u16)
     }
 
@@ -117,21 +136,28 @@ impl Meta {
     }
 
     fn unread_where(&self, b: usize, keep: impl Fn(u32) -> bool) -> impl Iterator<Item = u16> {
-        let (held, unread) = (self.held(b), self.unread[b]);
+        let held = self.held(b);
         (0..self.slots)
-            .filter(move |&j| unread >> j & 1 == 1 && keep(held[j]))
+            .filter(move |&j| self.is_unread(b, j) && keep(held[j]))
             .map(|j| j as u16)
+    }
+
+    /// The address slot `j` of bucket `b` was written with ([`DUMMY`] for a dummy), read
+    /// or not.
+    pub fn held_at(&self, b: usize, j: u16) -> u32 {
+        self.held(b)[usize::from(j)]
     }
 
     /// The block unread in slot `j` of bucket `b`, if any.
     pub fn holds(&self, b: usize, j: u16) -> Option<u32> {
         let a = self.held(b)[usize::from(j)];
-        (a != DUMMY && self.unread[b] >> j & 1 == 1).then_some(a)
+        (a != DUMMY && self.is_unread(b, usize::from(j))).then_some(a)
     }
 
     /// Marks slot `j` of bucket `b` read.
     pub fn read(&mut self, b: usize, j: u16) {
-        self.unread[b] &= !(1u64 << j);
+        let j = usize::from(j);
+        self.unread[b * self.words + j / 64] &= !(1u64 << (j % 64));
         self.count[b] = self.count[b].saturating_add(1);
     }
 
@@ -153,7 +179,13 @@ impl Meta {
     /// Records a rewrite of bucket `b`: `held[j]` in slot `j`, sealed from nonce `first`.
     pub fn write(&mut self, b: usize, held: &[u32], first: NonceAt) {
         self.held[b * self.slots..(b + 1) * self.slots].copy_from_slice(held);
-        self.unread[b] = full(self.slots);
+        let w = self.words;
+        for (u, f) in self.unread[b * w..(b + 1) * w]
+            .iter_mut()
+            .zip(full(self.slots))
+        {
+            *u = f;
+        }
         self.count[b] = 0;
         self.written[b] = first;
     }
@@ -167,13 +199,21 @@ impl Meta {
     }
 }
 
-/// The mask of `slots` unread slots.
-fn full(slots: usize) -> u64 {
-    if slots >= 64 {
-        u64::MAX
-    } else {
-        (1u64 << slots) - 1
-    }
+/// Words of a bucket's unread mask.
+fn words(slots: usize) -> usize {
+    slots.div_ceil(64).max(1)
+}
+
+/// The words of the mask of `slots` unread slots.
+fn full(slots: usize) -> impl Iterator<Item = u64> {
+    (0..words(slots)).map(move |w| {
+        let left = slots - (w * 64).min(slots);
+        if left >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << left) - 1
+        }
+    })
 }
 
 #[cfg(test)]
@@ -207,5 +247,58 @@ mod tests {
         let p = m.pick(1, 3, &mut rng);
         assert_eq!(p.len(), 3);
         assert_eq!(&p[..2], &[(1, 7), (4, 9)]);
+    }
+
+    #[test]
+    fn buckets_past_64_slots_keep_a_mask_of_two_words() {
+        let mut rng = rand::rng();
+        let slots = 80;
+        let mut m = Meta::new(2, slots);
+        let mut held = vec![DUMMY; slots];
+        held[70] = 5;
+        let first = NonceAt {
+            lineage: 0,
+            counter: 1,
+        };
+        m.write(1, &held, first);
+        assert_eq!(m.find(1, 5), Some(70));
+        assert_eq!(m.holds(1, 70), Some(5));
+        m.read(1, 70);
+        assert_eq!((m.find(1, 5), m.holds(1, 70)), (None, None));
+        for _ in 0..slots - 1 {
+            let d = m.random_dummy(1, &mut rng).unwrap();
+            assert_ne!(d, 70);
+            m.read(1, d);
+        }
+        assert_eq!(m.random_dummy(1, &mut rng), None);
+        // Bucket 0 untouched: every slot unread.
+        assert_eq!(m.pick(0, slots, &mut rng).len(), slots);
+        let (held, unread, count, written) = m.parts();
+        assert_eq!(unread.len(), 4);
+        assert_eq!(unread[..2], [u64::MAX, (1 << 16) - 1]);
+        assert_eq!(unread[2..], [0, 0]);
+        let back = Meta::from_parts(
+            2,
+            slots,
+            held.to_vec(),
+            unread.to_vec(),
+            count.to_vec(),
+            written.to_vec(),
+        )
+        .unwrap();
+        assert_eq!(back.random_dummy(1, &mut rng), None);
+        let mut bad = unread.to_vec();
+        bad[1] |= 1 << 16;
+        assert!(
+            Meta::from_parts(
+                2,
+                slots,
+                held.to_vec(),
+                bad,
+                count.to_vec(),
+                written.to_vec()
+            )
+            .is_none()
+        );
     }
 }

@@ -1,7 +1,10 @@
 //! A Ring ORAM client's state as pages, so that a caller saves what an access changed
 //! instead of the whole state, as for Path ORAM ([`crate::pages`]):
 //! - `core`: version, config, store id, nonce counter, lineages, access and eviction
-//!   counts, the stash, and the rewritten buckets still owed to storage (in every call);
+//!   counts and the stash (in every call);
+//! - `owed`: the rewritten buckets still owed to storage, as the plaintext of their real
+//!   slots, sealed again on restore from their metadata's nonces (in every call; version 1
+//!   of `core` held them sealed, Z + S slots each, and is still read);
 //! - `meta/P`: the metadata of buckets `P * 16 ..` (what each slot holds, which were read,
 //!   how often, and their nonces), changed by every read and write of those buckets;
 //! - `pos/P`: entries `P * 256 ..` of the position map (1 KiB a page);
@@ -27,13 +30,18 @@ use crate::pages::{Pages, positions_page, read_positions};
 use crate::snapshot::{MAX_RESTORE_BYTES, decode, encode};
 use crate::{BucketId, Error, Key};
 
-/// Buckets per `meta/P` page.
-pub const META_PAGE: usize = 16;
+/// Buckets per `meta/P` page: 4 since `core` version 2 (an access reads one bucket a
+/// level, each in its own page, so smaller pages save less unchanged metadata; at Z + S =
+/// 96 a bucket's metadata is about 420 bytes).
+pub const META_PAGE: usize = 4;
+/// Buckets per `meta/P` page in `core` version 1.
+const META_PAGE_V1: usize = 16;
 /// Position-map entries per `pos/P` page.
 pub const POS_PAGE: usize = 256;
 
-/// The format of the `core` page.
-const VERSION: u32 = 1;
+/// The format of the `core` page: 2 since owed buckets moved to the `owed` page (its
+/// `pending` is then empty); version 1, which held them sealed there, is still read.
+const VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct Core {
@@ -56,6 +64,12 @@ struct MetaPage {
     written: Vec<NonceAt>,
 }
 
+/// The `owed` page: per owed bucket, its heap index and its real slots' plaintext.
+#[derive(Serialize, Deserialize)]
+struct OwedPage {
+    buckets: Vec<(u64, Vec<(u16, ByteBuf)>)>,
+}
+
 #[derive(Serialize, Deserialize)]
 struct CachePage {
     blocks: Vec<(u32, ByteBuf)>,
@@ -76,6 +90,16 @@ impl Zeroize for MetaPage {
     }
 }
 
+impl Zeroize for OwedPage {
+    fn zeroize(&mut self) {
+        for (_, blocks) in &mut self.buckets {
+            for (_, d) in blocks {
+                d.as_mut_slice().zeroize();
+            }
+        }
+    }
+}
+
 impl Zeroize for CachePage {
     fn zeroize(&mut self) {
         for (a, d) in &mut self.blocks {
@@ -84,6 +108,9 @@ impl Zeroize for CachePage {
         }
     }
 }
+
+/// The name of the page of owed buckets.
+const OWED: &str = "owed";
 
 /// What changed since pages were last taken.
 #[derive(Default)]
@@ -175,13 +202,21 @@ impl RingOram {
             accesses: self.accesses,
             evictions: self.evictions,
             stash: self.stash.iter().map(held).collect(),
-            pending: self
-                .pending
-                .iter()
-                .map(|(id, b)| (id.index, ByteBuf::from(b.clone())))
-                .collect(),
+            pending: Vec::new(),
         });
         pages.insert("core".into(), encode(&*core)?);
+        let owed = Zeroizing::new(OwedPage {
+            buckets: self
+                .owed
+                .iter()
+                .map(|o| {
+                    let blocks = o.blocks.iter();
+                    let blocks = blocks.map(|(j, d)| (*j, ByteBuf::from(d.to_vec())));
+                    (o.index, blocks.collect())
+                })
+                .collect(),
+        });
+        pages.insert(OWED.into(), encode(&*owed)?);
         let buckets = self.geom.bucket_count() as usize;
         let metas: Vec<usize> = if dirty.all {
             (0..buckets.div_ceil(META_PAGE)).collect()
@@ -190,11 +225,12 @@ impl RingOram {
         };
         let (held_all, unread, count, written) = self.meta.parts();
         let slots = self.config.slots();
+        let words = Meta::words(slots);
         for p in metas {
             let r = p * META_PAGE..((p + 1) * META_PAGE).min(buckets);
             let page = Zeroizing::new(MetaPage {
                 held: held_all[r.start * slots..r.end * slots].to_vec(),
-                unread: unread[r.clone()].to_vec(),
+                unread: unread[r.start * words..r.end * words].to_vec(),
                 count: count[r.clone()].to_vec(),
                 written: written[r].to_vec(),
             });
@@ -234,8 +270,11 @@ impl RingOram {
         let bad = |m: String| Error::BadSnapshot(m);
         let need = |name: &str| page(name).ok_or_else(|| bad(format!("page {name} is missing")));
         let mut core: Zeroizing<Core> = decode(need("core")?)?;
-        if core.version != VERSION {
+        if core.version != VERSION && core.version != 1 {
             return Err(bad("unknown version of the core page".into()));
+        }
+        if core.version == VERSION && !core.pending.is_empty() {
+            return Err(bad("owed buckets belong in the owed page".into()));
         }
         let c = core.config;
         c.validate()?;
@@ -254,15 +293,20 @@ impl RingOram {
         let slots = c.slots();
         let (mut held, mut unread, mut count, mut written) = (
             Vec::with_capacity(buckets * slots),
-            Vec::with_capacity(buckets),
+            Vec::with_capacity(buckets * Meta::words(slots)),
             Vec::with_capacity(buckets),
             Vec::with_capacity(buckets),
         );
-        for p in 0..buckets.div_ceil(META_PAGE) {
+        let per_page = if core.version == 1 {
+            META_PAGE_V1
+        } else {
+            META_PAGE
+        };
+        for p in 0..buckets.div_ceil(per_page) {
             let mut m: Zeroizing<MetaPage> = decode(need(&meta_name(p))?)?;
-            let n = META_PAGE.min(buckets - p * META_PAGE);
+            let n = per_page.min(buckets - p * per_page);
             if m.held.len() != n * slots
-                || m.unread.len() != n
+                || m.unread.len() != n * Meta::words(slots)
                 || m.count.len() != n
                 || m.written.len() != n
             {
@@ -340,28 +384,81 @@ impl RingOram {
                 hold(&mut o, a, data)?;
             }
         }
+        // Version 1 saved owed buckets sealed: open their real slots to owe them as today.
         for (index, bytes) in &core.pending {
             if *index >= buckets as u64 || bytes.len() != c.bucket_len() {
                 return Err(bad("an owed bucket does not fit the config".into()));
             }
-            o.pending.push((
-                BucketId {
-                    tree: 0,
-                    index: *index,
-                },
-                bytes.to_vec(),
-            ));
+            let blocks = o.open_owed(*index, bytes)?;
+            o.owe_again(*index, blocks)?;
+        }
+        if core.version == VERSION {
+            let mut owed: Zeroizing<OwedPage> = decode(need(OWED)?)?;
+            for (index, blocks) in std::mem::take(&mut owed.buckets) {
+                o.owe_again(index, blocks)?;
+            }
         }
         o.check_places()?;
         o.max_stash = o.stash.len();
         // The state is what the caller holds, so nothing is to be saved yet; unless a
-        // lineage was dropped, which renumbered every bucket's: then all of it.
-        o.dirty = if kept.len() == n {
+        // lineage was dropped, which renumbered every bucket's, or the pages were of
+        // version 1 (other metadata pages, owed buckets in `core`): then all of it.
+        o.dirty = if kept.len() == n && core.version == VERSION {
             Dirty::default()
         } else {
             Dirty::everything()
         };
         Ok(o)
+    }
+
+    /// Seals owed bucket `index` again from its saved real slots and the nonce its
+    /// metadata recorded, after checking they fit: a fetched bucket, written, whose blocks
+    /// are exactly the slots given, each of a block's length.
+    fn owe_again(&mut self, index: u64, blocks: Vec<(u16, ByteBuf)>) -> Result<(), Error> {
+        let bad = || Error::BadSnapshot("an owed bucket does not fit its metadata".into());
+        let first_fetched = (1u64 << self.geom.cached_levels) - 1;
+        if index < first_fetched || index >= self.geom.bucket_count() {
+            return Err(bad());
+        }
+        let b = index as usize;
+        let first = self.meta.nonce(b, 0).ok_or_else(bad)?;
+        let real: Vec<u16> = (0..self.config.slots() as u16)
+            .filter(|&j| self.meta.held_at(b, j) != super::meta::DUMMY)
+            .collect();
+        let given: Vec<u16> = blocks.iter().map(|(j, _)| *j).collect();
+        let block = self.config.block_size as usize;
+        if given != real || blocks.iter().any(|(_, d)| d.len() != block) {
+            return Err(bad());
+        }
+        let blocks: Vec<(u16, Zeroizing<Vec<u8>>)> = blocks
+            .into_iter()
+            .map(|(j, d)| (j, Zeroizing::new(d.into_vec())))
+            .collect();
+        let bytes = self.seal_bucket(index, first, &blocks)?;
+        self.pending.push((BucketId { tree: 0, index }, bytes));
+        self.owed.push(super::engine::Owed { index, blocks });
+        Ok(())
+    }
+
+    /// The real slots of sealed owed bucket `index` (a version-1 `core` page), opened with
+    /// the nonces its metadata recorded.
+    fn open_owed(&self, index: u64, bytes: &[u8]) -> Result<Vec<(u16, ByteBuf)>, Error> {
+        let bad = || Error::BadSnapshot("an owed bucket does not open".into());
+        let b = usize::try_from(index).map_err(|_| bad())?;
+        let (slot_len, block) = (self.config.slot_len(), self.config.block_size as usize);
+        let mut out = Vec::new();
+        for (j, sealed) in bytes.chunks_exact(slot_len).enumerate() {
+            let j = j as u16;
+            if self.meta.held_at(b, j) == super::meta::DUMMY {
+                continue;
+            }
+            let at = self.meta.nonce(b, j).ok_or_else(bad)?;
+            let mut data = Zeroizing::new(sealed.to_vec());
+            let id = BucketId { tree: 0, index };
+            self.slots.open(at, id, j, &mut data).map_err(|_| bad())?;
+            out.push((j, ByteBuf::from(data[..block].to_vec())));
+        }
+        Ok(out)
     }
 
     /// Every mapped block is in exactly one place (the stash, a cached bucket, or an unread

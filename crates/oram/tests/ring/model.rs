@@ -21,8 +21,9 @@ fn config() -> impl Strategy<Value = RingConfig> {
             Just(1000)
         ],
         prop_oneof![Just(16u32), Just(17), Just(64)],
-        1u32..=8,
-        1u32..=8,
+        // Small buckets, and buckets past 64 slots (a two-word unread mask).
+        prop_oneof![3 => 1u32..=8, 1 => Just(32)],
+        prop_oneof![3 => 1u32..=8, 1 => 33u32..=96],
         1u32..=10,
         0u32..=3,
     )

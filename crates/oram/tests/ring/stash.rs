@@ -68,7 +68,7 @@ fn the_stash_stays_small_and_bytes_beat_path_oram() {
     }
 }
 
-/// The reshuffle schedule keeps up: at the defaults (N = 2^14, T = 8, S = 32, a scheduled
+/// The reshuffle schedule keeps up: at the defaults (N = 2^14, T = 8, S = 64, a scheduled
 /// reshuffle every third eviction), no bucket is read S times between its writes, so no
 /// request changes shape. Long: `SHROUD_RING_ACCESSES` accesses (2,000,000 by default),
 /// with 16-byte blocks to go fast (the schedule does not depend on B):
