@@ -637,6 +637,11 @@ impl RingOram {
         };
         let zeros = || Zeroizing::new(vec![0; self.config.block_size as usize]);
         self.results.push(held.clone().unwrap_or_else(zeros));
+        // Data new to the client (written, or read from storage) is saved; a block the
+        // client held and only read keeps the page it had.
+        if f.write.is_some() || f.target != Target::Local {
+            self.dirty.data(a);
+        }
         if let Some(data) = f.write.or(held) {
             self.local.insert(a, data);
             self.stash.insert(a);
@@ -655,6 +660,7 @@ impl RingOram {
     ) -> Result<(), Error> {
         for (a, data) in blocks {
             self.local.insert(a, data);
+            self.dirty.data(a);
             self.stash.insert(a);
         }
         for &(d, b) in &m.reshuffle {

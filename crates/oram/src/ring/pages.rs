@@ -1,14 +1,21 @@
 //! A Ring ORAM client's state as pages, so that a caller saves what an access changed
 //! instead of the whole state, as for Path ORAM ([`crate::pages`]):
 //! - `core`: version, config, store id, nonce counter, lineages, access and eviction
-//!   counts and the stash (in every call);
+//!   counts and which blocks the stash holds (in every call);
 //! - `owed`: the rewritten buckets still owed to storage, as the plaintext of their real
 //!   slots, sealed again on restore from their metadata's nonces (in every call; version 1
 //!   of `core` held them sealed, Z + S slots each, and is still read);
 //! - `meta/P`: the metadata of buckets `P * 16 ..` (what each slot holds, which were read,
 //!   how often, and their nonces), changed by every read and write of those buckets;
 //! - `pos/P`: entries `P * 256 ..` of the position map (1 KiB a page);
-//! - `cache/I`: cached bucket `I` (heap order): its blocks, as plaintext.
+//! - `cache/I`: which blocks cached bucket `I` (heap order) holds;
+//! - `block/A`: the plaintext of block `A`, for every block the client holds (stash or
+//!   cached levels), saved when its data comes to the client (written, or read from
+//!   storage), not when it moves between the stash and the cached buckets. A page of a
+//!   block the client no longer holds stays behind, unread (a caller may drop it).
+//!
+//! Version 1 of `core` (still read) held the stash's and the cached buckets' data in
+//! `core` and `cache/I`, owed buckets sealed in `core`, and metadata pages of 16 buckets.
 //!
 //! A caller keeps the latest bytes of every page (the first call after [`RingOram::new`]
 //! or a restore returns them all), stores an access's pages together (atomically), and
@@ -40,7 +47,8 @@ const META_PAGE_V1: usize = 16;
 pub const POS_PAGE: usize = 256;
 
 /// The format of the `core` page: 2 since owed buckets moved to the `owed` page (its
-/// `pending` is then empty); version 1, which held them sealed there, is still read.
+/// `pending` is then empty) and held blocks' data to `block/A` pages (its `stash` and the
+/// `cache/I` pages then carry empty data); version 1 is still read.
 const VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
@@ -119,6 +127,7 @@ pub(crate) struct Dirty {
     meta: BTreeSet<usize>,
     pos: BTreeSet<usize>,
     cache: BTreeSet<usize>,
+    data: BTreeSet<u32>,
 }
 
 impl Dirty {
@@ -144,6 +153,11 @@ impl Dirty {
     pub fn cache(&mut self, b: usize) {
         self.cache.insert(b);
     }
+
+    /// Block `a`'s data came to the client.
+    pub fn data(&mut self, a: u32) {
+        self.data.insert(a);
+    }
 }
 
 fn meta_name(p: usize) -> String {
@@ -156,6 +170,10 @@ fn pos_name(p: usize) -> String {
 
 fn cache_name(b: usize) -> String {
     format!("cache/{b}")
+}
+
+fn block_name(a: u32) -> String {
+    format!("block/{a}")
 }
 
 impl RingOram {
@@ -189,10 +207,7 @@ impl RingOram {
     /// The pages `dirty` names, and `core`.
     pub(super) fn pages(&self, dirty: Dirty) -> Result<Pages, Error> {
         let mut pages = Pages::new();
-        let held = |a: &u32| -> (u32, ByteBuf) {
-            let data = self.local.get(a).map_or_else(Vec::new, |d| d.to_vec());
-            (*a, ByteBuf::from(data))
-        };
+        let held = |a: &u32| -> (u32, ByteBuf) { (*a, ByteBuf::new()) };
         let core = Zeroizing::new(Core {
             version: VERSION,
             config: self.config,
@@ -255,6 +270,16 @@ impl RingOram {
                 blocks: self.cache[b].iter().map(held).collect(),
             });
             pages.insert(cache_name(b), encode(&*page)?);
+        }
+        let blocks: Vec<u32> = if dirty.all {
+            self.local.keys().copied().collect()
+        } else {
+            dirty.data.into_iter().collect()
+        };
+        for a in blocks {
+            if let Some(data) = self.local.get(&a) {
+                pages.insert(block_name(a), Zeroizing::new(data.to_vec()));
+            }
         }
         Ok(pages)
     }
@@ -361,11 +386,19 @@ impl RingOram {
                 return Err(bad(format!("page {name} names a leaf past the tree")));
             }
         }
+        let version = core.version;
         let hold = |o: &mut RingOram, a: u32, data: ByteBuf| -> Result<(), Error> {
+            let data = if version == 1 {
+                Zeroizing::new(data.into_vec())
+            } else if data.is_empty() && u64::from(a) < c.capacity {
+                Zeroizing::new(need(&block_name(a))?.to_vec())
+            } else {
+                return Err(bad("a held block names no block page".into()));
+            };
             if data.len() != c.block_size as usize || u64::from(a) >= c.capacity {
                 return Err(bad("a held block does not fit the config".into()));
             }
-            if o.local.insert(a, Zeroizing::new(data.into_vec())).is_some() {
+            if o.local.insert(a, data).is_some() {
                 return Err(bad("a block held twice".into()));
             }
             Ok(())
