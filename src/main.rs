@@ -105,9 +105,10 @@ struct ProxyArgs {
     /// Top tree levels every client caches (T).
     #[arg(long, default_value_t = 8)]
     cached: u32,
-    /// The tree ORAM every client store runs: `path` (Z = 4) or `ring` (Z = 32, S = 64,
-    /// A = 46; fewer bytes per slot, docs/benchmarks.md).
-    #[arg(long, value_enum, default_value_t = OramMode::Path)]
+    /// The tree ORAM every client store runs: `ring` (Z = 32, S = 64, A = 46; the default:
+    /// 3.5 to 7 times fewer bytes a day, docs/benchmarks.md "Which mode is the default") or
+    /// `path` (Z = 4; less client memory, and a recursive position map for large stores).
+    #[arg(long, value_enum, default_value_t = OramMode::Ring)]
     oram: OramMode,
     /// Clients served at once.
     #[arg(long, default_value_t = 1024)]
@@ -407,8 +408,8 @@ struct E2eArgs {
     /// Cached levels.
     #[arg(long, default_value_t = 6)]
     cached: u32,
-    /// The tree ORAM of every client store.
-    #[arg(long, value_enum, default_value_t = OramMode::Path)]
+    /// The tree ORAM of every client store (the proxy's default, Ring ORAM, unless told).
+    #[arg(long, value_enum, default_value_t = OramMode::Ring)]
     oram: OramMode,
     /// Where storage keeps its data: `sled`; `redis`, a Redis Cluster of --masters masters
     /// (one replica each) started on loopback for each run; or an existing cluster's

@@ -235,9 +235,7 @@ pub fn proxy_command(
         .arg(&certs.proxy_cert)
         .arg("--storage-client-key")
         .arg(&certs.proxy_key);
-    if shape.is_ring() {
-        cmd.args(["--oram", "ring"]);
-    }
+    cmd.args(["--oram", if shape.is_ring() { "ring" } else { "path" }]);
     if shape.mail() {
         // Storage's board, which a storage process started by these tests must run too.
         cmd.args(["--board-rows", &shape.board_rows.to_string()])
