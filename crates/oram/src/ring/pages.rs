@@ -5,14 +5,15 @@
 //! - `owed`: the rewritten buckets still owed to storage, as the plaintext of their real
 //!   slots, sealed again on restore from their metadata's nonces (in every call; version 1
 //!   of `core` held them sealed, Z + S slots each, and is still read);
-//! - `meta/P`: the metadata of buckets `P * 16 ..` (what each slot holds, which were read,
+//! - `meta/P`: the metadata of buckets `P * 4 ..` (what each slot holds, which were read,
 //!   how often, and their nonces), changed by every read and write of those buckets;
 //! - `pos/P`: entries `P * 256 ..` of the position map (1 KiB a page);
 //! - `cache/I`: which blocks cached bucket `I` (heap order) holds;
 //! - `block/A`: the plaintext of block `A`, for every block the client holds (stash or
 //!   cached levels), saved when its data comes to the client (written, or read from
-//!   storage), not when it moves between the stash and the cached buckets. A page of a
-//!   block the client no longer holds stays behind, unread (a caller may drop it).
+//!   storage), not when it moves between the stash and the cached buckets. The page of a
+//!   block that left for storage stays behind, unread, until the block comes back (at
+//!   most one page a block: the disk holds at most N blocks of it).
 //!
 //! Version 1 of `core` (still read) held the stash's and the cached buckets' data in
 //! `core` and `cache/I`, owed buckets sealed in `core`, and metadata pages of 16 buckets.
@@ -204,7 +205,7 @@ impl RingOram {
         self.pages(dirty)
     }
 
-    /// The pages `dirty` names, and `core`.
+    /// The pages `dirty` names, and `core` and `owed`.
     pub(super) fn pages(&self, dirty: Dirty) -> Result<Pages, Error> {
         let mut pages = Pages::new();
         let held = |a: &u32| -> (u32, ByteBuf) { (*a, ByteBuf::new()) };
