@@ -395,8 +395,18 @@ async fn misbehaving_clients_do_not_disturb_the_schedule() {
         .await
         .expect("stats");
     // A stall the misbehaving clients caused would overrun epoch after epoch; one slow fsync
-    // at storage (a 33 ms batch at these 40 ms epochs, seen once on CI) overruns one.
-    assert!(stats.overrun_epochs <= 1, "{stats:?}");
+    // at storage overruns the boundaries that one batch outlasted (a 33 ms batch at these
+    // 40 ms epochs, seen once on CI, overran one; a 252 ms batch, seen once, six), and no
+    // other batch passes the epoch.
+    let epoch_us = u64::from(shape.epoch_ms) * 1000;
+    let slow = (shroud_proto::histogram::class(epoch_us) + 1..stats.batch_histogram.len())
+        .map(|i| stats.batch_histogram[i])
+        .sum::<u64>();
+    let one_batch = stats.max_batch_us.div_ceil(epoch_us).max(1);
+    assert!(
+        slow <= 1 && stats.overrun_epochs <= one_batch,
+        "{slow} batches past the epoch: {stats:?}"
+    );
     assert!(stats.rejected >= 3, "{stats:?}");
     drop(honest);
     task.await.expect("join").expect("clean stop");
