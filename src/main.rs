@@ -246,8 +246,9 @@ struct CertsArgs {
 
 #[derive(Subcommand)]
 enum Bench {
-    /// The Path ORAM engine over the in-memory store, next to the `oram` crate and the
-    /// AES-GCM crypto bound, measured in the same run.
+    /// The Path ORAM engine over the in-memory store, on one core and with its helper
+    /// thread on a second, next to the `oram` crate and the AES-GCM crypto bound, measured
+    /// in the same run.
     Engine(EngineArgs),
     /// Full ORAM paths per second through the storage server with 1 to 64 writers, next to
     /// raw sled apply_batch + flush of the same bytes.
@@ -651,12 +652,14 @@ fn storage_cmd(args: StorageArgs) -> Result<()> {
 fn bench_engine(args: EngineArgs) -> Result<()> {
     if !args.json {
         shroud_lab::outln!(
-            "{:>6} {:>6} {:>3} {:>10} {:>12} {:>12} {:>12} {:>8} {:>8} {:>6} {:>9}",
+            "{:>6} {:>6} {:>3} {:>10} {:>12} {:>12} {:>6} {:>12} {:>12} {:>8} {:>8} {:>6} {:>9}",
             "N",
             "block",
             "T",
             "map",
-            "shroud/s",
+            "1-core/s",
+            "2-core/s",
+            "2c/1c",
             "oram-crate/s",
             "crypto/s",
             "vs-crate",
@@ -699,12 +702,14 @@ fn bench_engine(args: EngineArgs) -> Result<()> {
                         x.map_or("-".to_string(), |v| format!("{v:.prec$}"))
                     };
                     shroud_lab::outln!(
-                        "{:>6} {:>6} {:>3} {:>10} {:>12.0} {:>12} {:>12.0} {:>8} {:>8.2} {:>6} {:>8}K",
+                        "{:>6} {:>6} {:>3} {:>10} {:>12.0} {:>12.0} {:>6.2} {:>12} {:>12.0} {:>8} {:>8.2} {:>6} {:>8}K",
                         format!("2^{log_n}"),
                         block,
                         cached,
                         r.position_map,
                         r.accesses_per_s,
+                        r.accesses_per_s_two_cores,
+                        r.two_cores_vs_one,
                         opt(r.oram_crate_accesses_per_s, 0),
                         r.crypto_bound_accesses_per_s,
                         opt(r.vs_oram_crate, 2),

@@ -19,9 +19,11 @@
 use rand::CryptoRng;
 
 use crate::engine::{Oram, Tree};
+use crate::helper::Helper;
 use crate::integrity::IntegrityError;
 use crate::position;
-use crate::round::{Inputs, Round, Src};
+use crate::round::{Inputs, Lend, Round, Src};
+use crate::seal::Sealer;
 use crate::{BucketId, Config, Error, Op};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,7 +34,7 @@ enum Kind {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
+pub(crate) enum Phase {
     Idle,
     Fetching(usize),
     Done,
@@ -53,7 +55,7 @@ pub enum Progress {
 
 /// The in-flight batch. Per-tree arrays are indexed `t * max_batch + j`.
 pub(crate) struct Batch {
-    phase: Phase,
+    pub(crate) phase: Phase,
     k: usize,
     max: usize,
     block: usize,
@@ -140,6 +142,8 @@ impl Batch {
 /// leaves. The bytes supplied are untrusted: `advance` verifies them all before use.
 pub struct Fetch<'a> {
     round: &'a mut Round,
+    helper: Option<&'a mut Helper>,
+    sealer: &'a std::sync::Arc<Sealer>,
 }
 
 impl Fetch<'_> {
@@ -155,13 +159,22 @@ impl Fetch<'_> {
 
     /// The server's answer for slot `i`: its bytes, or `None` if it has no such bucket.
     pub fn supply(&mut self, i: usize, bucket: Option<&[u8]>) -> Result<(), IntegrityError> {
-        self.round.supply(i, bucket)
+        let lend = lend(&mut self.helper, self.sealer);
+        self.round.supply(i, bucket, lend)
     }
 
     /// A buffer of [`Fetch::bucket_len`] bytes for slot `i`, to read into directly.
     pub fn slot_mut(&mut self, i: usize) -> &mut [u8] {
-        self.round.slot_mut(i)
+        let lend = lend(&mut self.helper, self.sealer);
+        self.round.slot_mut(i, lend)
     }
+}
+
+fn lend<'a>(
+    helper: &'a mut Option<&mut Helper>,
+    sealer: &'a std::sync::Arc<Sealer>,
+) -> Option<Lend<'a>> {
+    helper.as_deref_mut().map(|helper| Lend { helper, sealer })
 }
 
 /// The sealed buckets of a finished batch, to store on the server.
@@ -282,6 +295,8 @@ impl Oram {
         match self.batch.phase {
             Phase::Fetching(t) => Some(Fetch {
                 round: &mut self.trees[t].round,
+                helper: self.helper.as_mut(),
+                sealer: &self.sealer,
             }),
             _ => None,
         }
@@ -304,9 +319,13 @@ impl Oram {
             batch,
             sealer,
             counter,
+            helper,
             ..
         } = self;
         let tree = &mut trees[t];
+        if let Some(h) = helper {
+            tree.round.finish_supply(h);
+        }
         tree.round.verify(sealer, &tree.root, &tree.cache)?;
         tree.round.gather(&tree.stash, &tree.cache);
         if let Err(e) = apply(batch, &mut tree.round, &tree.stash, &tree.cache, t) {
@@ -359,7 +378,10 @@ impl Oram {
     /// Drops the batch in flight, if any. Nothing was committed, and nothing needs to be
     /// written back. (The server saw reads without writes, which shows that a batch failed.)
     pub fn abort(&mut self) {
-        if let Phase::Fetching(_) = self.batch.phase {
+        if let Phase::Fetching(t) = self.batch.phase {
+            if let Some(h) = &mut self.helper {
+                self.trees[t].round.settle(h);
+            }
             self.batch.phase = Phase::Idle;
         }
     }

@@ -1,9 +1,12 @@
 //! The client-side state of one store, and its construction.
 
+use std::sync::Arc;
+
 use rand::CryptoRng;
 
 use crate::access::Batch;
 use crate::geometry::TreeGeometry;
+use crate::helper::Helper;
 use crate::integrity::{Digest, EMPTY};
 use crate::pages::Dirty;
 use crate::round::Round;
@@ -43,7 +46,9 @@ impl Tree {
 pub struct Oram {
     pub(crate) config: Config,
     pub(crate) store_id: [u8; 16],
-    pub(crate) sealer: Sealer,
+    pub(crate) sealer: Arc<Sealer>,
+    /// The second core, if the caller asked for it ([`Oram::set_helper`]).
+    pub(crate) helper: Option<Helper>,
     /// The next nonce counter value; see [`crate::seal`].
     pub(crate) counter: u64,
     pub(crate) trees: Vec<Tree>,
@@ -77,7 +82,7 @@ impl Oram {
         counter: u64,
     ) -> Result<Self, Error> {
         config.validate()?;
-        let sealer = Sealer::new(&key, store_id)?;
+        let sealer = Arc::new(Sealer::new(&key, store_id)?);
         let geoms = config.trees();
         let trees: Vec<Tree> = geoms
             .iter()
@@ -90,6 +95,7 @@ impl Oram {
         Ok(Oram {
             dirty,
             sealer,
+            helper: None,
             store_id,
             counter,
             top: vec![0; top_len],
@@ -98,6 +104,48 @@ impl Oram {
             config,
             max_stash: 0,
         })
+    }
+
+    /// Uses a second core (`on`) or not: a helper thread authenticates and decrypts each
+    /// fetched bucket as soon as the store has supplied it, while the store supplies the
+    /// next ([`crate::helper`]). Off by default; not part of the snapshot.
+    ///
+    /// Fails only if the thread cannot be started.
+    ///
+    /// # Security
+    /// Changes nothing that leaves the client and nothing the engine accepts: the helper
+    /// checks each bucket's AEAD tag, and every bucket's digest is still compared with its
+    /// parent's record, top down, on the caller's thread before any plaintext is used.
+    pub fn set_helper(&mut self, on: bool) -> std::io::Result<()> {
+        if self.in_flight()
+            && let (Some(h), crate::access::Phase::Fetching(t)) =
+                (self.helper.as_mut(), self.batch.phase)
+        {
+            self.trees[t].round.settle(h);
+        }
+        self.helper = match (on, self.helper.take()) {
+            (true, Some(h)) => Some(h),
+            (true, None) => {
+                let (groups, size) = self.trees.iter().fold((1, 1), |(g, s), t| {
+                    let (tg, ts) = t.round.groups();
+                    (g.max(tg), s.max(ts))
+                });
+                Some(Helper::spawn(groups, size)?)
+            }
+            (false, _) => None,
+        };
+        Ok(())
+    }
+
+    /// True if [`Oram::set_helper`] turned the second core on.
+    pub fn helper(&self) -> bool {
+        self.helper.is_some()
+    }
+
+    /// Buckets the helper thread has opened since it was turned on. Buckets go to it in
+    /// groups of about 16 KiB, so paths of small buckets stay on the caller's thread.
+    pub fn helper_opened(&self) -> u64 {
+        self.helper.as_ref().map_or(0, Helper::opened)
     }
 
     /// The parameters the store was created with.

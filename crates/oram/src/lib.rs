@@ -60,6 +60,7 @@ pub mod bucket;
 mod eager_init;
 mod engine;
 pub mod geometry;
+mod helper;
 pub mod integrity;
 pub mod pages;
 pub mod position;

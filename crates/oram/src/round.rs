@@ -8,9 +8,12 @@
 //!
 //! All buffers are allocated once, for `max_batch` paths: a round allocates nothing.
 
+use std::sync::Arc;
+
 use crate::bucket::Layout;
 use crate::geometry::TreeGeometry;
-use crate::integrity::{Digest, EMPTY, IntegrityError};
+use crate::helper::{Helper, Item};
+use crate::integrity::{self, Digest, EMPTY, IntegrityError};
 use crate::seal::Sealer;
 use crate::stash::Stash;
 use crate::{BucketId, Error};
@@ -34,6 +37,39 @@ pub(crate) enum Src {
     Zero,
 }
 
+/// Whether the helper thread opened a fetched bucket ([`crate::helper`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Opened {
+    /// Still sealed: `verify` opens it.
+    No,
+    /// Tag checked and decrypted in place; `verify` still checks its digest.
+    Yes,
+    /// The tag did not check.
+    Failed,
+}
+
+/// Where a fetched bucket's buffer is while the helper thread works.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Held {
+    Here,
+    /// Complete, in the queue for the next group.
+    Queued,
+    /// With the helper.
+    Away,
+}
+
+/// About how many bytes of buckets go to the helper in one message: a group of 16 KiB
+/// takes a few microseconds to open, against a few hundred nanoseconds per message. Paths
+/// of smaller buckets than one group stay on the caller's thread.
+const GROUP_BYTES: usize = 16 << 10;
+
+/// The helper thread and the sealer it opens buckets with, lent to a round while the store
+/// supplies it.
+pub(crate) struct Lend<'a> {
+    pub helper: &'a mut Helper,
+    pub sealer: &'a Arc<Sealer>,
+}
+
 /// The scratch and staged results of one tree's round.
 pub(crate) struct Round {
     pub geom: TreeGeometry,
@@ -48,7 +84,21 @@ pub(crate) struct Round {
     present: Vec<bool>,
     /// A length error seen by `supply`, reported by `verify` even if the caller ignored it.
     refused: Option<IntegrityError>,
-    input: Vec<u8>,
+    /// The fetched bucket at each position (sealed, then decrypted in place).
+    input: Vec<Vec<u8>>,
+    /// Per position: what the helper did with it.
+    opened: Vec<Opened>,
+    /// Per position: the bucket is also at another position of this round (copies are
+    /// compared before either is opened, so these stay with the caller's thread).
+    shared: Vec<bool>,
+    /// Per position: where the buffer is.
+    held: Vec<Held>,
+    /// Complete positions waiting to go to the helper as one group.
+    queue: Vec<usize>,
+    /// Buckets per group handed to the helper: about [`GROUP_BYTES`].
+    group: usize,
+    /// The position whose buffer [`Round::slot_mut`] lent out: complete at the next call.
+    lent: Option<usize>,
     output: Vec<u8>,
     digests: Vec<Digest>,
     // Candidate blocks: the stash plus every block on the fetched paths.
@@ -84,7 +134,13 @@ impl Round {
             ids: Vec::with_capacity(max_batch * geom.fetched_levels()),
             present: vec![false; positions],
             refused: None,
-            input: vec![0; positions * clen],
+            input: vec![vec![0; clen]; positions],
+            opened: vec![Opened::No; positions],
+            shared: vec![false; positions],
+            held: vec![Held::Here; positions],
+            queue: Vec::with_capacity(positions),
+            group: GROUP_BYTES.div_ceil(clen).max(1),
+            lent: None,
             output: vec![0; positions * clen],
             digests: vec![EMPTY; positions],
             cand_src: Vec::with_capacity(cands),
@@ -100,6 +156,11 @@ impl Round {
         }
     }
 
+    /// The most groups a round hands to the helper, and buckets per group.
+    pub fn groups(&self) -> (usize, usize) {
+        (self.input.len().div_ceil(self.group), self.group)
+    }
+
     fn levels(&self) -> usize {
         self.geom.levels()
     }
@@ -112,12 +173,21 @@ impl Round {
             let at = self.geom.bucket_index(d, self.leaves[p / levels]) as usize * clen;
             &cache[at..at + clen]
         } else {
-            &self.input[p * clen..(p + 1) * clen]
+            &self.input[p]
         }
     }
 
     fn buf(&self, p: usize) -> &[u8] {
-        &self.input[p * self.clen..(p + 1) * self.clen]
+        &self.input[p]
+    }
+
+    /// The bucket at position `p`.
+    fn id_at(&self, p: usize) -> BucketId {
+        let levels = self.levels();
+        BucketId {
+            tree: self.tree,
+            index: self.geom.bucket_index(p % levels, self.leaves[p / levels]),
+        }
     }
 
     /// Plans the round for the given leaves: which buckets, and which positions coincide.
@@ -136,11 +206,22 @@ impl Round {
                 self.present[p] = false;
             }
             self.refused = None;
+            self.lent = None;
             for d in self.geom.cached_levels as usize..levels {
                 self.ids.push(BucketId {
                     tree: self.tree,
                     index: self.geom.bucket_index(d, leaves[j]),
                 });
+            }
+        }
+        let positions = self.k * levels;
+        self.shared[..positions].fill(false);
+        self.opened[..positions].fill(Opened::No);
+        for p in 0..positions {
+            let q = self.first[p] as usize;
+            if q != p {
+                self.shared[p] = true;
+                self.shared[q] = true;
             }
         }
     }
@@ -156,9 +237,15 @@ impl Round {
     }
 
     /// Takes the server's bytes for fetch slot `i` (`None`: the server has no such bucket).
-    pub fn supply(&mut self, i: usize, bucket: Option<&[u8]>) -> Result<(), IntegrityError> {
+    pub fn supply(
+        &mut self,
+        i: usize,
+        bucket: Option<&[u8]>,
+        mut lend: Option<Lend<'_>>,
+    ) -> Result<(), IntegrityError> {
         let id = self.ids[i];
         let p = self.position(i);
+        self.refill(p, &mut lend);
         match bucket {
             None => self.present[p] = false,
             Some(b) if b.len() != self.clen => {
@@ -172,18 +259,114 @@ impl Round {
                 return Err(e);
             }
             Some(b) => {
-                self.input[p * self.clen..(p + 1) * self.clen].copy_from_slice(b);
+                self.input[p].copy_from_slice(b);
                 self.present[p] = true;
+                self.hand_over(p, &mut lend);
             }
         }
         Ok(())
     }
 
     /// A buffer for fetch slot `i` that the caller fills directly; marks it present.
-    pub fn slot_mut(&mut self, i: usize) -> &mut [u8] {
+    pub fn slot_mut(&mut self, i: usize, mut lend: Option<Lend<'_>>) -> &mut [u8] {
         let p = self.position(i);
+        self.refill(p, &mut lend);
         self.present[p] = true;
-        &mut self.input[p * self.clen..(p + 1) * self.clen]
+        self.lent = Some(p);
+        &mut self.input[p]
+    }
+
+    /// Before position `p` is supplied: the buffer lent last is complete; `p` itself, if
+    /// supplied before, comes back (or leaves the queue) and counts as unopened.
+    fn refill(&mut self, p: usize, lend: &mut Option<Lend<'_>>) {
+        if let Some(q) = self.lent.take() {
+            self.hand_over(q, lend);
+        }
+        match self.held[p] {
+            Held::Here => {}
+            Held::Queued => {
+                self.queue.retain(|&q| q != p);
+                self.held[p] = Held::Here;
+            }
+            Held::Away => {
+                if let Some(l) = lend {
+                    self.settle(l.helper);
+                }
+            }
+        }
+        self.opened[p] = Opened::No;
+    }
+
+    /// Queues the complete bucket at position `p` for the helper, unless it has copies
+    /// elsewhere in the round (those are compared first, in `verify`); a full queue goes to
+    /// the helper as one group.
+    fn hand_over(&mut self, p: usize, lend: &mut Option<Lend<'_>>) {
+        let Some(l) = lend else { return };
+        if self.shared[p] || !self.present[p] || self.held[p] != Held::Here {
+            return;
+        }
+        self.held[p] = Held::Queued;
+        self.queue.push(p);
+        if self.queue.len() < self.group {
+            return;
+        }
+        let mut items = l.helper.group();
+        for &q in &self.queue {
+            items.push(Item {
+                id: self.id_at(q),
+                position: q,
+                buf: std::mem::take(&mut self.input[q]),
+                opened: false,
+            });
+            self.held[q] = Held::Away;
+        }
+        self.queue.clear();
+        if let Err(items) = l.helper.open(l.sealer, items) {
+            self.take_back(l.helper, items, false);
+        }
+    }
+
+    /// The store is done: every buffer comes back. Call before [`Round::verify`] when a
+    /// helper was lent. What is still queued (the last, incomplete group) stays here:
+    /// `verify` opens it while the helper finishes the group before.
+    pub fn finish_supply(&mut self, helper: &mut Helper) {
+        self.lent = None;
+        self.settle(helper);
+    }
+
+    /// Takes back every buffer the helper holds, and empties the queue.
+    pub fn settle(&mut self, helper: &mut Helper) {
+        for q in self.queue.drain(..) {
+            self.held[q] = Held::Here;
+        }
+        while let Some(items) = helper.take() {
+            self.take_back(helper, items, true);
+        }
+        // A helper that died lost what it held: those buckets count as never supplied.
+        for p in 0..self.held.len() {
+            if self.held[p] == Held::Away {
+                self.input[p] = vec![0; self.clen];
+                self.held[p] = Held::Here;
+                self.present[p] = false;
+                self.opened[p] = Opened::No;
+            }
+        }
+    }
+
+    /// Puts a group's buffers back in place; `worked`: the helper saw them (else they come
+    /// back unopened, from a helper that was gone).
+    fn take_back(&mut self, helper: &mut Helper, mut items: Vec<Item>, worked: bool) {
+        for item in items.drain(..) {
+            let p = item.position;
+            self.input[p] = item.buf;
+            self.held[p] = Held::Here;
+            self.opened[p] = match (worked, item.opened) {
+                (false, _) => Opened::No,
+                (true, true) => Opened::Yes,
+                (true, false) => Opened::Failed,
+            };
+        }
+        helper.recycle(items);
     }
 
     /// Verifies every fetched bucket against the digests the client holds, top down, and
@@ -211,7 +394,7 @@ impl Round {
         root: &Digest,
         cache: &[u8],
     ) -> Result<(), IntegrityError> {
-        let (levels, clen, t) = (self.levels(), self.clen, self.geom.cached_levels as usize);
+        let (levels, t) = (self.levels(), self.geom.cached_levels as usize);
         // Copies of one bucket must agree before any is decrypted in place.
         for j in 0..self.k {
             for d in t..levels {
@@ -236,7 +419,6 @@ impl Round {
                     continue;
                 }
                 let index = self.geom.bucket_index(d, self.leaves[j]);
-                let range = p * clen..(p + 1) * clen;
                 if d < t {
                     continue;
                 }
@@ -253,9 +435,14 @@ impl Round {
                 };
                 match (expected == EMPTY, self.present[p]) {
                     (true, true) => return Err(IntegrityError::Unexpected(id)),
-                    (true, false) => self.input[range].fill(0),
+                    (true, false) => self.input[p].fill(0),
                     (false, false) => return Err(IntegrityError::Missing(id)),
-                    (false, true) => sealer.open(id, &expected, &mut self.input[range])?,
+                    (false, true) => match self.opened[p] {
+                        Opened::No => sealer.open(id, &expected, &mut self.input[p])?,
+                        // Opened by the helper: its digest must still be the one recorded.
+                        Opened::Yes if integrity::matches(&self.input[p], &expected) => {}
+                        _ => return Err(IntegrityError::Tampered(id)),
+                    },
                 }
             }
         }
@@ -265,6 +452,8 @@ impl Round {
     /// Forgets every supplied bucket: after a failure they must all be supplied again.
     pub fn reset_present(&mut self) {
         self.present.fill(false);
+        self.opened.fill(Opened::No);
+        self.lent = None;
         self.refused = None;
     }
 
@@ -520,7 +709,12 @@ impl Round {
             + self.first.capacity() * 4
             + self.ids.capacity() * std::mem::size_of::<BucketId>()
             + self.present.capacity()
-            + self.input.capacity()
+            + self.input.iter().map(Vec::capacity).sum::<usize>()
+            + self.input.capacity() * std::mem::size_of::<Vec<u8>>()
+            + self.opened.capacity()
+            + self.shared.capacity()
+            + self.held.capacity()
+            + self.queue.capacity() * 8
             + self.output.capacity()
             + self.digests.capacity() * std::mem::size_of::<Digest>()
             + self.cand_src.capacity() * std::mem::size_of::<Src>()
@@ -548,7 +742,7 @@ pub(crate) struct Inputs<'a> {
 /// The places a candidate's bytes may be, borrowed together.
 struct Sources<'a> {
     layout: &'a Layout,
-    input: &'a [u8],
+    input: &'a [Vec<u8>],
     clen: usize,
     scratch: &'a [u8],
     inputs: &'a Inputs<'a>,
@@ -559,11 +753,7 @@ impl<'a> Sources<'a> {
         let b = self.layout.block;
         match src {
             Src::Stash(i) => self.inputs.stash.data(i as usize),
-            Src::Path(p, s) => {
-                let p = p as usize;
-                self.layout
-                    .data(&self.input[p * self.clen..(p + 1) * self.clen], s as usize)
-            }
+            Src::Path(p, s) => self.layout.data(&self.input[p as usize], s as usize),
             Src::Scratch(m) => &self.scratch[m as usize * b..(m as usize + 1) * b],
             Src::Cached(i, s) => {
                 let i = i as usize;

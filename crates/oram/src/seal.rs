@@ -178,7 +178,18 @@ impl Sealer {
         if !integrity::matches(buf, expected) {
             return Err(IntegrityError::Tampered(id));
         }
+        self.open_body(id, buf)
+    }
+
+    /// Checks `buf`'s tag under its own nonce and `id`, and decrypts it in place: the AEAD
+    /// half of [`Sealer::open`], without the digest check. The caller must still compare the
+    /// bucket's digest with its parent's record (`integrity::matches`, which reads only the
+    /// nonce and tag, so it can come after) before using the plaintext.
+    pub fn open_body(&self, id: BucketId, buf: &mut [u8]) -> Result<(), IntegrityError> {
         let n = buf.len();
+        if n < PLAIN_AT + TAG_LEN {
+            return Err(IntegrityError::Tampered(id));
+        }
         let mut nonce = [0u8; NONCE_LEN];
         nonce.copy_from_slice(&buf[NONCE_AT..PLAIN_AT]);
         let mut tag = [0u8; TAG_LEN];

@@ -40,18 +40,36 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn steady_state_accesses_do_not_allocate() {
-    for config in [
-        Config {
-            cached_levels: 3,
-            ..Config::new(1 << 12, 64)
-        },
-        Config {
-            max_batch: 4,
-            position_map: common::tiny_recursive(),
-            ..Config::new(1 << 10, 32)
-        },
+    for (config, helper) in [
+        (
+            Config {
+                cached_levels: 3,
+                ..Config::new(1 << 12, 64)
+            },
+            false,
+        ),
+        (
+            Config {
+                max_batch: 4,
+                position_map: common::tiny_recursive(),
+                ..Config::new(1 << 10, 32)
+            },
+            false,
+        ),
+        // The helper thread's channels and groups are allocated when it starts and in the
+        // first rounds, not per bucket (blocks of 1 KiB, so that buckets go to it).
+        (Config::new(1 << 12, 1024), true),
+        (
+            Config {
+                max_batch: 4,
+                position_map: common::tiny_recursive(),
+                ..Config::new(1 << 10, 1024)
+            },
+            true,
+        ),
     ] {
         let (mut oram, mut store, mut rng) = common::oram(config, 31);
+        oram.set_helper(helper).unwrap();
         oram.format(|id, b| {
             store.insert(id, b.to_vec());
             Ok::<(), Infallible>(())
@@ -75,6 +93,10 @@ fn steady_state_accesses_do_not_allocate() {
         let before = ALLOCS.load(Ordering::Relaxed);
         run(2_000..4_000);
         let allocs = ALLOCS.load(Ordering::Relaxed) - before;
-        assert_eq!(allocs, 0, "{allocs} allocations in 2000 accesses");
+        assert_eq!(
+            allocs, 0,
+            "{allocs} allocations in 2000 accesses (helper {helper})"
+        );
+        assert_eq!(oram.helper_opened() > 0, helper);
     }
 }

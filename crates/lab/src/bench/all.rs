@@ -142,8 +142,16 @@ pub fn write(r: &AllReport, dir: &Path) -> Result<Vec<std::path::PathBuf>> {
             &ns,
             &[
                 Series {
-                    name: "shroud",
+                    name: "shroud, one core",
                     values: r.engine.iter().map(|e| e.accesses_per_s).collect(),
+                },
+                Series {
+                    name: "shroud, two cores",
+                    values: r
+                        .engine
+                        .iter()
+                        .map(|e| e.accesses_per_s_two_cores)
+                        .collect(),
                 },
                 Series {
                     name: "oram crate",

@@ -187,8 +187,22 @@ fn every_attack_is_detected() {
         Attack::Delete,
         Attack::Invent,
     ];
-    for (ci, config) in configs().into_iter().enumerate() {
+    // On two cores too, with blocks of 1 KiB so that buckets go to the helper.
+    let two_cores = configs().into_iter().map(|c| {
+        let big = Config {
+            block_size: 1024,
+            ..c
+        };
+        (big, true)
+    });
+    for (ci, (config, helper)) in configs()
+        .into_iter()
+        .map(|c| (c, false))
+        .chain(two_cores)
+        .enumerate()
+    {
         let (mut oram, _, mut rng) = crate::common::oram(config, 100 + ci as u64);
+        oram.set_helper(helper).unwrap();
         let mut rec = Recording::default();
         let b = config.block_size as usize;
         let n = config.capacity;
@@ -216,10 +230,16 @@ fn every_attack_is_detected() {
                 model.get(&a).cloned().unwrap_or(vec![0; b]).as_slice()
             );
         }
+        if helper {
+            assert!(
+                oram.helper_opened() > 0,
+                "config {ci}: the helper opened nothing"
+            );
+        }
         // Small trees are fully written after the warm-up, so `Invent` applies only below.
         assert!(
             detected[..4].iter().all(|&d| d > 20),
-            "config {ci}: too few attacks applied: {detected:?}"
+            "config {ci} (helper {helper}): too few attacks applied: {detected:?}"
         );
     }
 }
@@ -266,6 +286,7 @@ proptest! {
     fn arbitrary_buckets_never_panic(seed in any::<u64>(), junk in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..400), 1..40), right_len in any::<bool>()) {
         let config = Config { position_map: crate::common::tiny_recursive(), cached_levels: 1, ..Config::new(64, 16) };
         let (mut oram, mut store, mut rng) = crate::common::oram(config, seed);
+        oram.set_helper(seed % 2 == 1).unwrap();
         for v in 0..20 {
             oram.run(&mut store, &[Op::Write(v % 64, &[v as u8; 16])], &mut rng).unwrap();
         }

@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod helper;
 mod integrity;
 mod model;
 mod pages;

@@ -45,50 +45,69 @@ fn config() -> impl Strategy<Value = Config> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
+    /// Half the cases with the helper thread on: these buckets are small, so it mostly checks
+    /// that the helper changes nothing; `agrees_on_two_cores` gives it work.
     #[test]
     fn agrees_with_hashmap((config, ops, seed) in config().prop_flat_map(|c| (Just(c), ops(c.capacity, 1..120), any::<u64>()))) {
-        let (mut oram, mut store, mut rng) = crate::common::oram(config, seed);
-        let b = config.block_size as usize;
-        let mut model: HashMap<u64, Vec<u8>> = HashMap::new();
-        for chunk in ops.chunks(config.max_batch as usize) {
-            let datas: Vec<Vec<u8>> = chunk
-                .iter()
-                .map(|m| match m {
-                    M::Write(a, v) => crate::common::block(b, *a, *v),
-                    _ => Vec::new(),
-                })
-                .collect();
-            let batch: Vec<Op<'_>> = chunk
-                .iter()
-                .zip(&datas)
-                .map(|(m, d)| match m {
-                    M::Read(a) => Op::Read(*a),
-                    M::Write(a, _) => Op::Write(*a, d),
-                    M::Dummy => Op::Dummy,
-                })
-                .collect();
-            let results = crate::common::batch(&mut oram, &mut store, &batch, &mut rng);
-            for ((m, d), r) in chunk.iter().zip(&datas).zip(results) {
-                match m {
-                    M::Read(a) => {
-                        let want = model.get(a).cloned().unwrap_or_else(|| vec![0; b]);
-                        prop_assert_eq!(r, Some(want), "read of {}", a);
-                    }
-                    M::Write(a, _) => {
-                        prop_assert_eq!(r, None);
-                        model.insert(*a, d.clone());
-                    }
-                    M::Dummy => prop_assert_eq!(r, None),
-                }
-            }
-            prop_assert!(oram.stash_lens().all(|s| s <= config.stash_limit as usize));
-        }
-        // Everything written is still there, read back one by one.
-        for (a, v) in &model {
-            let r = crate::common::batch(&mut oram, &mut store, &[Op::Read(*a)], &mut rng);
-            prop_assert_eq!(r[0].as_ref(), Some(v));
-        }
+        agrees(config, &ops, seed, seed % 2 == 1)?;
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Blocks of 512 B to 2 KiB, with the helper thread opening buckets on a second core.
+    #[test]
+    fn agrees_on_two_cores((config, ops, seed) in config().prop_flat_map(|c| (prop_oneof![Just(512u32), Just(1024), Just(2000)], Just(c))).prop_map(|(b, c)| Config { block_size: b, ..c }).prop_flat_map(|c| (Just(c), ops(c.capacity, 1..120), any::<u64>()))) {
+        agrees(config, &ops, seed, true)?;
+    }
+}
+
+/// Runs `ops` in batches against the engine and a `HashMap`; fails on the first difference.
+fn agrees(config: Config, ops: &[M], seed: u64, helper: bool) -> Result<(), TestCaseError> {
+    let (mut oram, mut store, mut rng) = crate::common::oram(config, seed);
+    oram.set_helper(helper).unwrap();
+    let b = config.block_size as usize;
+    let mut model: HashMap<u64, Vec<u8>> = HashMap::new();
+    for chunk in ops.chunks(config.max_batch as usize) {
+        let datas: Vec<Vec<u8>> = chunk
+            .iter()
+            .map(|m| match m {
+                M::Write(a, v) => crate::common::block(b, *a, *v),
+                _ => Vec::new(),
+            })
+            .collect();
+        let batch: Vec<Op<'_>> = chunk
+            .iter()
+            .zip(&datas)
+            .map(|(m, d)| match m {
+                M::Read(a) => Op::Read(*a),
+                M::Write(a, _) => Op::Write(*a, d),
+                M::Dummy => Op::Dummy,
+            })
+            .collect();
+        let results = crate::common::batch(&mut oram, &mut store, &batch, &mut rng);
+        for ((m, d), r) in chunk.iter().zip(&datas).zip(results) {
+            match m {
+                M::Read(a) => {
+                    let want = model.get(a).cloned().unwrap_or_else(|| vec![0; b]);
+                    prop_assert_eq!(r, Some(want), "read of {}", a);
+                }
+                M::Write(a, _) => {
+                    prop_assert_eq!(r, None);
+                    model.insert(*a, d.clone());
+                }
+                M::Dummy => prop_assert_eq!(r, None),
+            }
+        }
+        prop_assert!(oram.stash_lens().all(|s| s <= config.stash_limit as usize));
+    }
+    // Everything written is still there, read back one by one.
+    for (a, v) in &model {
+        let r = crate::common::batch(&mut oram, &mut store, &[Op::Read(*a)], &mut rng);
+        prop_assert_eq!(r[0].as_ref(), Some(v));
+    }
+    Ok(())
 }
 
 #[test]
