@@ -20,6 +20,22 @@ use serde::Serialize;
 use shroud_oram::aead::Aes256Gcm;
 use shroud_oram::{Config, Key, MemoryStore, Op, Oram, PositionMap};
 
+/// The glibc tunable that backs the heap with transparent huge pages.
+pub const HUGE_PAGES_TUNABLE: &str = "glibc.malloc.hugetlb=1";
+
+/// True if the kernel gives transparent huge pages to a process that asks (`always` or
+/// `madvise`).
+pub fn huge_pages_available() -> bool {
+    std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .is_ok_and(|s| !s.contains("[never]"))
+}
+
+/// True if this process's heap asked for transparent huge pages (see `shroud bench engine`).
+pub fn huge_pages() -> bool {
+    huge_pages_available()
+        && std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains(HUGE_PAGES_TUNABLE))
+}
+
 /// One configuration to measure.
 #[derive(Clone, Copy, Debug)]
 pub struct Case {
@@ -82,6 +98,8 @@ pub struct Report {
     pub bucket_bytes: usize,
     /// Client memory of the engine, bytes.
     pub client_memory_bytes: usize,
+    /// True if the in-memory store's heap was on transparent huge pages ([`huge_pages`]).
+    pub huge_pages: bool,
 }
 
 /// The most bucket bytes `setup` formats in memory; larger trees start lazily (empty
@@ -428,5 +446,6 @@ pub fn run_case(case: Case, accesses: u64, oram_crate: Option<f64>) -> Report {
         buckets_per_access: buckets,
         bucket_bytes,
         client_memory_bytes,
+        huge_pages: huge_pages(),
     }
 }
