@@ -59,13 +59,15 @@ struct Maintenance {
     reshuffle: Vec<(usize, u64)>,
 }
 
-/// A rewritten bucket still owed to storage, as what it takes to seal it again: the
-/// plaintext of its real slots, by slot. The dummies, the order and the nonces are in the
-/// bucket's metadata, so after a restart the same bytes come out (the same key, nonce and
-/// plaintext: a resend, not a reuse). Saved instead of the sealed bucket, this costs a
-/// client's disk the blocks the bucket holds, not its Z + S slots.
+/// A rewritten bucket still owed to storage, as what it takes to seal it: the plaintext
+/// of its real slots, by slot, and its first slot's nonce. The dummies, the order and the
+/// nonces are in the bucket's metadata, so every sealing (the next request, and after a
+/// restart) gives the same bytes (the same key, nonce and plaintext: a resend, not a
+/// reuse). Held and saved instead of the sealed bucket, this costs a client's memory and
+/// disk the blocks the bucket holds, not its Z + S slots.
 pub(super) struct Owed {
     pub(super) index: u64,
+    pub(super) first: NonceAt,
     pub(super) blocks: Vec<(u16, Zeroizing<Vec<u8>>)>,
 }
 
@@ -113,9 +115,7 @@ pub struct RingOram {
     pub(super) cache: Vec<Vec<u32>>,
     pub(super) accesses: u64,
     pub(super) evictions: u64,
-    /// Sealed rewrites of the last batch, sent before the next batch's reads.
-    pub(super) pending: Vec<(BucketId, Vec<u8>)>,
-    /// What `pending` holds, as saved (see [`Owed`]).
+    /// Rewrites of the last batch, sealed into the next request (before its reads).
     pub(super) owed: Vec<Owed>,
     flight: Option<Flight>,
     request: RingRequest,
@@ -172,7 +172,6 @@ impl RingOram {
             cache: vec![Vec::new(); geom.cached_buckets()],
             accesses: 0,
             evictions: 0,
-            pending: Vec::new(),
             owed: Vec::new(),
             flight: None,
             request: RingRequest::default(),
@@ -277,6 +276,7 @@ impl RingOram {
                 Op::Dummy => (None, None),
             });
         }
+        let writes = self.sealed_owed()?;
         let mut coming = HashSet::new();
         let mut accesses = Vec::with_capacity(ops.len());
         for (addr, write) in checked {
@@ -291,7 +291,7 @@ impl RingOram {
         let maintenance = self.plan_maintenance(&accesses, rng);
         self.owed.clear();
         self.request = RingRequest {
-            writes: std::mem::take(&mut self.pending),
+            writes,
             online: accesses
                 .iter()
                 .map(|p| p.online.iter().map(|&(b, s, _)| slot_id(b, s)).collect())
@@ -438,15 +438,29 @@ impl RingOram {
 
     /// The rewrites still owed to storage, as a request with no reads (to leave storage
     /// settled, e.g. before a shutdown); empty while an access is in flight.
-    pub fn flush(&mut self) -> RingRequest {
+    pub fn flush(&mut self) -> Result<RingRequest, Error> {
         if self.flight.is_some() {
-            return RingRequest::default();
+            return Ok(RingRequest::default());
         }
+        let writes = self.sealed_owed()?;
         self.owed.clear();
-        RingRequest {
-            writes: std::mem::take(&mut self.pending),
+        Ok(RingRequest {
+            writes,
             ..RingRequest::default()
-        }
+        })
+    }
+
+    /// The owed rewrites, sealed.
+    fn sealed_owed(&self) -> Result<Vec<(BucketId, Vec<u8>)>, Error> {
+        self.owed
+            .iter()
+            .map(|o| {
+                Ok((
+                    bucket_id(o.index),
+                    self.seal_bucket(o.index, o.first, &o.blocks)?,
+                ))
+            })
+            .collect()
     }
 
     fn check_addr(&self, a: u64) -> Result<u32, Error> {
@@ -692,8 +706,8 @@ impl RingOram {
     }
 
     /// Fills bucket `b` at depth `d` with up to Z stash blocks whose paths pass through it:
-    /// in client memory for a cached level, else sealed in a fresh random order into
-    /// `pending`.
+    /// in client memory for a cached level, else in a fresh random order, owed to storage
+    /// (sealed into the next request).
     fn write_bucket<R: CryptoRng + ?Sized>(
         &mut self,
         d: usize,
@@ -750,11 +764,13 @@ impl RingOram {
                 blocks.push((j as u16, data));
             }
         }
-        let bytes = self.seal_bucket(b, first, &blocks)?;
         self.meta.write(b as usize, &held, first);
         self.dirty.meta(b);
-        self.pending.push((bucket_id(b), bytes));
-        self.owed.push(Owed { index: b, blocks });
+        self.owed.push(Owed {
+            index: b,
+            first,
+            blocks,
+        });
         Ok(())
     }
 

@@ -445,9 +445,9 @@ impl RingOram {
         Ok(o)
     }
 
-    /// Seals owed bucket `index` again from its saved real slots and the nonce its
-    /// metadata recorded, after checking they fit: a fetched bucket, written, whose blocks
-    /// are exactly the slots given, each of a block's length.
+    /// Owes bucket `index` again (sealed into the next request from its saved real slots
+    /// and the nonces its metadata recorded), after checking they fit: a fetched bucket,
+    /// written, whose blocks are exactly the slots given, each of a block's length.
     fn owe_again(&mut self, index: u64, blocks: Vec<(u16, ByteBuf)>) -> Result<(), Error> {
         let bad = || Error::BadSnapshot("an owed bucket does not fit its metadata".into());
         let first_fetched = (1u64 << self.geom.cached_levels) - 1;
@@ -468,9 +468,11 @@ impl RingOram {
             .into_iter()
             .map(|(j, d)| (j, Zeroizing::new(d.into_vec())))
             .collect();
-        let bytes = self.seal_bucket(index, first, &blocks)?;
-        self.pending.push((BucketId { tree: 0, index }, bytes));
-        self.owed.push(super::engine::Owed { index, blocks });
+        self.owed.push(super::engine::Owed {
+            index,
+            first,
+            blocks,
+        });
         Ok(())
     }
 

@@ -171,7 +171,7 @@ fn owed_buckets_survive_a_crash_before_they_reach_storage() {
         assert_eq!(got, block(16, a, 2), "block {a}");
     }
     // Storage holds what the engine's metadata says, sealed under lineages it kept.
-    let req = oram.flush();
+    let req = oram.flush().unwrap();
     store.exchange(&req, config.slot_len()).expect("flush");
 }
 
@@ -199,7 +199,7 @@ fn restoring_one_snapshot_twice_seals_differently() {
         let mut s = store.clone();
         o.run(&mut s, Op::Write(1, &block(16, 1, 2)), &mut r)
             .expect("write");
-        outs.push(o.flush());
+        outs.push(o.flush().unwrap());
     }
     assert!(!outs[0].writes.is_empty());
     assert_eq!(outs[0].writes.len(), outs[1].writes.len());
@@ -280,7 +280,7 @@ fn owed_buckets_are_saved_as_their_blocks() {
             .expect("write");
         let pages = oram.changed_pages().expect("pages");
         let owed = pages.get("owed").expect("an owed page every access").len();
-        let writes = oram.flush();
+        let writes = oram.flush().unwrap();
         let bytes: usize = writes.writes.iter().map(|(_, b)| b.len()).sum();
         if bytes == 0 {
             assert!(
