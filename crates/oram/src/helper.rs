@@ -16,7 +16,7 @@
 //! access (tens of microseconds later in a busy engine) does not pay a wake-up; an idle
 //! engine costs one such spin per batch.
 
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -26,6 +26,8 @@ use crate::seal::Sealer;
 
 /// How long either side polls for the other before it blocks.
 const SPIN: Duration = Duration::from_micros(100);
+/// How long each side sleeps on its channel once when the helper starts ([`warm`]).
+const WARM: Duration = Duration::from_millis(5);
 /// Polls that only pause the processor before [`poll`] starts yielding.
 const PAUSES: u32 = 256;
 
@@ -73,8 +75,9 @@ impl Helper {
         let thread = std::thread::Builder::new()
             .name("shroud-oram-helper".into())
             .spawn(move || {
+                let Ok(mut first) = warm(&todo) else { return };
                 let mut sealer: Option<Arc<Sealer>> = None;
-                while let Some(mut job) = poll(&todo) {
+                while let Some(mut job) = first.take().or_else(|| poll(&todo)) {
                     if let Some(s) = job.sealer.take() {
                         sealer = Some(s);
                     }
@@ -88,6 +91,8 @@ impl Helper {
                     }
                 }
             })?;
+        // Nothing was sent yet, so this only sleeps (or finds the thread gone).
+        let _ = warm(&done);
         Ok(Helper {
             jobs: Some(jobs),
             done: Mutex::new(done),
@@ -164,6 +169,18 @@ impl Drop for Helper {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Sleeps once on `rx`, for at most [`WARM`]: the first time a thread sleeps on a channel,
+/// std allocates the thread's waiting context and the channel's list of waiters, and this
+/// makes that happen when the helper starts rather than in some round (a round allocates
+/// nothing). Returns a message that came meanwhile; `Err` once the sender is gone.
+fn warm<T>(rx: &Receiver<T>) -> Result<Option<T>, RecvTimeoutError> {
+    match rx.recv_timeout(WARM) {
+        Ok(m) => Ok(Some(m)),
+        Err(RecvTimeoutError::Timeout) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

@@ -215,11 +215,17 @@ impl RingOram {
         self.accesses
     }
 
-    /// Bytes of client memory held: position map, metadata, stash and cached blocks.
+    /// Bytes of client memory held: position map, metadata, stash, cached blocks and the
+    /// blocks of rewrites owed to storage.
     pub fn memory(&self) -> usize {
         self.pos.capacity() * 4
             + self.meta.memory()
             + self.local.len() * (self.config.block_size as usize + 48)
+            + self
+                .owed
+                .iter()
+                .map(|o| o.blocks.len() * (self.config.block_size as usize + 32) + 64)
+                .sum::<usize>()
             + self
                 .cache
                 .iter()
