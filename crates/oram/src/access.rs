@@ -17,6 +17,7 @@
 //! Accesses apply in order: a read after a write in the same batch sees the write.
 
 use rand::CryptoRng;
+use zeroize::Zeroize;
 
 use crate::engine::{Oram, Tree};
 use crate::helper::Helper;
@@ -51,6 +52,14 @@ pub enum Progress {
     Fetch,
     /// The batch is complete and committed; see [`Oram::write_back`] and [`Oram::result`].
     Done,
+}
+
+/// The batch's write data and read results are blocks: wiped when dropped.
+impl Drop for Batch {
+    fn drop(&mut self) {
+        self.payload.zeroize();
+        self.results.zeroize();
+    }
 }
 
 /// The in-flight batch. Per-tree arrays are indexed `t * max_batch + j`.

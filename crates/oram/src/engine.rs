@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use rand::CryptoRng;
+use zeroize::Zeroize;
 
 use crate::access::Batch;
 use crate::geometry::TreeGeometry;
@@ -35,13 +36,20 @@ impl Tree {
     }
 }
 
+/// The cached levels are decrypted buckets: wiped when dropped (the stash wipes itself).
+impl Drop for Tree {
+    fn drop(&mut self) {
+        self.cache.zeroize();
+    }
+}
+
 /// A Path ORAM client: the keys, stash, position map, root digests and counters of one store.
 ///
 /// See the [crate docs](crate) for the protocol and an example.
 ///
 /// # Security
-/// Holds every secret of the store: the key (zeroized on drop), the stash and the position
-/// map. Everything it emits (bucket ids, sealed bytes, their sizes and counts) depends only on
+/// Holds every secret of the store: the key, the stash, the position map, the cached levels
+/// and the round's decrypted buckets, all wiped when dropped. Everything it emits (bucket ids, sealed bytes, their sizes and counts) depends only on
 /// the geometry, the number of accesses per batch, and uniformly random leaves.
 pub struct Oram {
     pub(crate) config: Config,
@@ -58,6 +66,13 @@ pub struct Oram {
     pub(crate) max_stash: usize,
     /// What changed since [`Oram::changed_pages`] was last called.
     pub(crate) dirty: Dirty,
+}
+
+/// The position map is wiped when dropped (the other secrets wipe themselves).
+impl Drop for Oram {
+    fn drop(&mut self) {
+        self.top.zeroize();
+    }
 }
 
 impl Oram {

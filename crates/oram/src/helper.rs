@@ -21,6 +21,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use zeroize::Zeroize;
+
 use crate::BucketId;
 use crate::seal::Sealer;
 
@@ -39,6 +41,13 @@ pub(crate) struct Item {
     pub buf: Vec<u8>,
     /// Set by the helper: the tag checked and the plaintext region decrypted in place.
     pub opened: bool,
+}
+
+/// A bucket on its way back holds its plaintext: wiped if dropped there (the helper gone).
+impl Drop for Item {
+    fn drop(&mut self) {
+        self.buf.zeroize();
+    }
 }
 
 /// A group of buckets: one message each way, whatever the group's size (a message costs a

@@ -10,6 +10,8 @@
 
 use std::sync::Arc;
 
+use zeroize::Zeroize;
+
 use crate::bucket::Layout;
 use crate::geometry::TreeGeometry;
 use crate::helper::{Helper, Item};
@@ -356,9 +358,9 @@ impl Round {
     /// Puts a group's buffers back in place; `worked`: the helper saw them (else they come
     /// back unopened, from a helper that was gone).
     fn take_back(&mut self, helper: &mut Helper, mut items: Vec<Item>, worked: bool) {
-        for item in items.drain(..) {
+        for mut item in items.drain(..) {
             let p = item.position;
-            self.input[p] = item.buf;
+            self.input[p] = std::mem::take(&mut item.buf);
             self.held[p] = Held::Here;
             self.opened[p] = match (worked, item.opened) {
                 (false, _) => Opened::No,
@@ -724,6 +726,17 @@ impl Round {
             + (self.head.capacity() + self.tail.capacity()) * 4
             + self.scratch.capacity()
             + self.staged.memory()
+    }
+}
+
+/// The buffers hold decrypted buckets and copies of blocks: wiped when dropped.
+impl Drop for Round {
+    fn drop(&mut self) {
+        for b in &mut self.input {
+            b.zeroize();
+        }
+        self.output.zeroize();
+        self.scratch.zeroize();
     }
 }
 
