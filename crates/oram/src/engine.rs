@@ -49,8 +49,9 @@ impl Drop for Tree {
 ///
 /// # Security
 /// Holds every secret of the store: the key, the stash, the position map, the cached levels
-/// and the round's decrypted buckets, all wiped when dropped. Everything it emits (bucket ids, sealed bytes, their sizes and counts) depends only on
-/// the geometry, the number of accesses per batch, and uniformly random leaves.
+/// and the round's decrypted buckets, all wiped when dropped. Everything it emits (bucket
+/// ids, sealed bytes, their sizes and counts) depends only on the geometry, the number of
+/// accesses per batch, and uniformly random leaves.
 pub struct Oram {
     pub(crate) config: Config,
     pub(crate) store_id: [u8; 16],
@@ -132,9 +133,8 @@ impl Oram {
     /// checks each bucket's AEAD tag, and every bucket's digest is still compared with its
     /// parent's record, top down, on the caller's thread before any plaintext is used.
     pub fn set_helper(&mut self, on: bool) -> std::io::Result<()> {
-        if self.in_flight()
-            && let (Some(h), crate::access::Phase::Fetching(t)) =
-                (self.helper.as_mut(), self.batch.phase)
+        if let (Some(h), crate::access::Phase::Fetching(t)) =
+            (self.helper.as_mut(), self.batch.phase)
         {
             self.trees[t].round.settle(h);
         }

@@ -406,11 +406,7 @@ impl Round {
                     && (self.present[p] != self.present[q]
                         || (self.present[p] && self.buf(p) != self.buf(q)))
                 {
-                    let id = BucketId {
-                        tree: self.tree,
-                        index: self.geom.bucket_index(d, self.leaves[j]),
-                    };
-                    return Err(IntegrityError::Inconsistent(id));
+                    return Err(IntegrityError::Inconsistent(self.id_at(p)));
                 }
             }
         }
