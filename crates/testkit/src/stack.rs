@@ -91,6 +91,9 @@ pub struct Stack {
     pub proxy_frames: bool,
     storage_task: JoinHandle<std::io::Result<()>>,
     proxy_task: Option<JoinHandle<std::io::Result<()>>>,
+    /// The proxy's port while it is killed: bound, not listening (connections are refused),
+    /// so that no other socket of the machine takes it before the proxy starts again.
+    proxy_port: Option<tokio::net::TcpSocket>,
     /// Storage's backend, to know when it is closed.
     backend: std::sync::Weak<dyn Backend>,
 }
@@ -159,6 +162,7 @@ impl Stack {
             proxy_frames,
             storage_task,
             proxy_task: None,
+            proxy_port: None,
             backend: weak,
         };
         stack.start_proxy().await?;
@@ -167,7 +171,11 @@ impl Stack {
 
     /// Starts the proxy (again, on the same address after [`Stack::kill_proxy`]).
     pub async fn start_proxy(&mut self) -> Result<()> {
-        let listener = tokio::net::TcpListener::bind(self.proxy).await?;
+        let socket = match self.proxy_port.take() {
+            Some(socket) => socket,
+            None => reusable_port(self.proxy)?,
+        };
+        let listener = socket.listen(1024)?;
         self.proxy = listener.local_addr()?;
         let config = shroud_proxy::Config {
             storage_timeout: self.storage_timeout,
@@ -244,6 +252,9 @@ impl Stack {
 
     /// Kills the proxy: its task and every connection it had.
     pub async fn kill_proxy(&mut self) {
+        // The port is held before the listener closes: a port picked by the OS is free for
+        // anyone's next connection the moment it closes (a CI run lost it so, once).
+        self.proxy_port = reusable_port(self.proxy).ok();
         if let Some(t) = self.proxy_task.take() {
             t.abort();
             let _ = t.await;
@@ -254,6 +265,16 @@ impl Stack {
     pub fn client_config(&self) -> Result<shroud_client::ClientConfig> {
         self.client_config_for(self.proxy)
     }
+}
+
+/// A socket bound to `addr` that another such socket may bind while it is listening
+/// (`SO_REUSEPORT`, same user): how a port passes from a proxy to the next.
+fn reusable_port(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
 }
 
 /// An in-process mailbox user of a [`Stack`]: a client with a fresh account and its own
