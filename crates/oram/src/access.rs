@@ -358,7 +358,8 @@ impl Oram {
         }
         // Every round succeeded: only now consume nonces.
         for tree in trees.iter_mut() {
-            if let Err(e) = tree.round.seal(sealer, counter, &tree.cache) {
+            let lend = helper.as_mut().map(|helper| Lend { helper, sealer });
+            if let Err(e) = tree.round.seal(sealer, counter, &tree.cache, lend) {
                 batch.phase = Phase::Idle;
                 return Err(e);
             }
