@@ -358,8 +358,7 @@ impl Oram {
         }
         // Every round succeeded: only now consume nonces.
         for tree in trees.iter_mut() {
-            let lend = helper.as_mut().map(|helper| Lend { helper, sealer });
-            if let Err(e) = tree.round.seal(sealer, counter, &tree.cache, lend) {
+            if let Err(e) = tree.round.seal(sealer, counter, &tree.cache) {
                 batch.phase = Phase::Idle;
                 return Err(e);
             }

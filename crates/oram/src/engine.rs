@@ -8,7 +8,7 @@ use zeroize::Zeroize;
 use crate::access::Batch;
 use crate::geometry::TreeGeometry;
 use crate::helper::Helper;
-use crate::integrity::{Digest, EMPTY, Records};
+use crate::integrity::{Digest, EMPTY};
 use crate::pages::Dirty;
 use crate::round::Round;
 use crate::seal::{Key, Sealer};
@@ -86,7 +86,7 @@ impl Oram {
     ) -> Result<Self, Error> {
         let mut store_id = [0u8; 16];
         rng.fill_bytes(&mut store_id);
-        Self::with_state(config, key, store_id, 1, Records::Lineages)
+        Self::with_state(config, key, store_id, 1)
     }
 
     /// An engine over existing state, in a new lineage (drawn from the operating system,
@@ -96,10 +96,9 @@ impl Oram {
         key: Key,
         store_id: [u8; 16],
         counter: u64,
-        records: Records,
     ) -> Result<Self, Error> {
         config.validate()?;
-        let sealer = Arc::new(Sealer::new(&key, store_id, records)?);
+        let sealer = Arc::new(Sealer::new(&key, store_id)?);
         let geoms = config.trees();
         let trees: Vec<Tree> = geoms
             .iter()
@@ -125,17 +124,14 @@ impl Oram {
 
     /// Uses a second core (`on`) or not: a helper thread authenticates and decrypts each
     /// fetched bucket as soon as the store has supplied it, while the store supplies the
-    /// next, and seals half of the buckets written back while this thread seals the other
-    /// half ([`crate::helper`]; stores made before format 3 seal on this thread). Off by
-    /// default; not part of the snapshot.
+    /// next ([`crate::helper`]). Off by default; not part of the snapshot.
     ///
     /// Fails only if the thread cannot be started.
     ///
     /// # Security
     /// Changes nothing that leaves the client and nothing the engine accepts: the helper
     /// checks each bucket's AEAD tag, and every bucket's digest is still compared with its
-    /// parent's record, top down, on the caller's thread before any plaintext is used; it
-    /// seals with the nonces this thread took, the same bytes this thread would produce.
+    /// parent's record, top down, on the caller's thread before any plaintext is used.
     pub fn set_helper(&mut self, on: bool) -> std::io::Result<()> {
         if let (Some(h), crate::access::Phase::Fetching(t)) =
             (self.helper.as_mut(), self.batch.phase)
@@ -165,12 +161,6 @@ impl Oram {
     /// groups of about 16 KiB, so paths of small buckets stay on the caller's thread.
     pub fn helper_opened(&self) -> u64 {
         self.helper.as_ref().map_or(0, Helper::opened)
-    }
-
-    /// Buckets the helper thread has sealed since it was turned on (half of a batch's, when
-    /// that half is at least about 16 KiB).
-    pub fn helper_sealed(&self) -> u64 {
-        self.helper.as_ref().map_or(0, Helper::sealed)
     }
 
     /// The parameters the store was created with.

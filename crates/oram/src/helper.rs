@@ -1,6 +1,5 @@
 //! The second core: a helper thread that authenticates and decrypts fetched buckets while the
-//! store is still supplying the rest of the round, and seals half of the written-back buckets
-//! while the caller's thread seals the other half.
+//! store is still supplying the rest of the round.
 //!
 //! Reading a path is two kinds of work: the store's (copying 21 sealed buckets in from
 //! memory or the network) and the engine's (AES-GCM open of each). They need not wait for
@@ -10,11 +9,6 @@
 //! digest chain (each bucket's nonce and tag against its parent's record, top down) is still
 //! checked on the caller's thread before any plaintext is used, so the engine accepts
 //! exactly what it accepts without the helper.
-//!
-//! Sealing in parallel needs each bucket's digest before it is sealed, which stores that
-//! record lineage ids have ([`crate::integrity::Records`]): the caller takes every nonce
-//! counter value and fills in every parent's records first, then both threads seal. Stores
-//! that record tags seal from the leaf up on the caller's thread, as before.
 //!
 //! Buffers move to the thread and back by value: nothing is shared but the sealer.
 //!
@@ -39,29 +33,17 @@ const WARM: Duration = Duration::from_millis(5);
 /// Polls that only pause the processor before [`poll`] starts yielding.
 const PAUSES: u32 = 256;
 
-/// What the helper does with a bucket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Task {
-    /// Check its tag and decrypt it in place.
-    Open,
-    /// Seal it in place with this nonce counter value (taken by the caller).
-    Seal(u64),
-}
-
-/// One bucket to open or seal, and on its way back, whether that worked.
+/// One bucket to open, and on its way back, whether it opened.
 pub(crate) struct Item {
     pub id: BucketId,
     /// The round position the buffer belongs to.
     pub position: usize,
     pub buf: Vec<u8>,
-    pub task: Task,
-    /// Set by the helper: the task succeeded (the tag checked and the plaintext region was
-    /// decrypted in place, or the bucket was sealed).
-    pub done: bool,
+    /// Set by the helper: the tag checked and the plaintext region decrypted in place.
+    pub opened: bool,
 }
 
-/// A bucket holds plaintext on its way back from opening, or to sealing: wiped if dropped
-/// (the helper gone).
+/// A bucket on its way back holds its plaintext: wiped if dropped there (the helper gone).
 impl Drop for Item {
     fn drop(&mut self) {
         self.buf.zeroize();
@@ -90,8 +72,6 @@ pub(crate) struct Helper {
     spare: Vec<Vec<Item>>,
     /// Buckets the thread has opened (or tried to), since it started.
     opened: u64,
-    /// Buckets the thread has sealed (or tried to), since it started.
-    sealed: u64,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -111,10 +91,9 @@ impl Helper {
                         sealer = Some(s);
                     }
                     for item in &mut job.items {
-                        item.done = sealer.as_ref().is_some_and(|s| match item.task {
-                            Task::Open => s.open_body(item.id, &mut item.buf).is_ok(),
-                            Task::Seal(c) => s.seal_at(c, item.id, &mut item.buf).is_ok(),
-                        });
+                        item.opened = sealer
+                            .as_ref()
+                            .is_some_and(|s| s.open_body(item.id, &mut item.buf).is_ok());
                     }
                     if finished.send(job).is_err() {
                         return;
@@ -130,7 +109,6 @@ impl Helper {
             away: 0,
             spare: (0..groups).map(|_| Vec::with_capacity(size)).collect(),
             opened: 0,
-            sealed: 0,
             thread: Some(thread),
         })
     }
@@ -140,9 +118,9 @@ impl Helper {
         self.spare.pop().unwrap_or_default()
     }
 
-    /// Hands `items` to the thread to open or seal with `sealer`; gives them back if the
-    /// thread is gone.
-    pub fn send(&mut self, sealer: &Arc<Sealer>, items: Vec<Item>) -> Result<(), Vec<Item>> {
+    /// Hands `items` to the thread to open with `sealer`; gives them back if the thread is
+    /// gone.
+    pub fn open(&mut self, sealer: &Arc<Sealer>, items: Vec<Item>) -> Result<(), Vec<Item>> {
         let Some(jobs) = &self.jobs else {
             return Err(items);
         };
@@ -170,9 +148,7 @@ impl Helper {
         match poll(done) {
             Some(job) => {
                 self.away -= 1;
-                let sealed = job.items.iter().filter(|i| i.task != Task::Open).count();
-                self.sealed += sealed as u64;
-                self.opened += (job.items.len() - sealed) as u64;
+                self.opened += job.items.len() as u64;
                 Some(job.items)
             }
             None => {
@@ -186,11 +162,6 @@ impl Helper {
     /// Buckets the thread has opened (or tried to), since it started.
     pub fn opened(&self) -> u64 {
         self.opened
-    }
-
-    /// Buckets the thread has sealed (or tried to), since it started.
-    pub fn sealed(&self) -> u64 {
-        self.sealed
     }
 
     /// Keeps an emptied group for reuse.

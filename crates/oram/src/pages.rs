@@ -32,7 +32,7 @@ use zeroize::Zeroizing;
 use crate::bucket::Layout;
 use crate::engine::Oram;
 use crate::geometry::TreeGeometry;
-use crate::integrity::{Digest, Records};
+use crate::integrity::Digest;
 use crate::seal::Key;
 use crate::snapshot::{StashEntry, load_stash, options, rebuild, save_stash};
 use crate::{Config, Error};
@@ -40,14 +40,8 @@ use crate::{Config, Error};
 /// Position-map entries per `top/P` page (1 KiB).
 pub const TOP_PAGE: usize = 256;
 
-/// The format of the `core` page: 1 for stores whose parents record their children's tags,
-/// 2 for those that record lineage ids ([`Records`]).
-fn version_of(records: Records) -> u32 {
-    match records {
-        Records::Tags => 1,
-        Records::Lineages => 2,
-    }
-}
+/// The format of the `core` page.
+const VERSION: u32 = 1;
 
 /// Pages by name, as [`Oram::changed_pages`] returns them and [`Oram::from_pages`] takes them.
 pub type Pages = BTreeMap<String, Zeroizing<Vec<u8>>>;
@@ -192,7 +186,7 @@ impl Oram {
         let dirty = std::mem::replace(&mut self.dirty, Dirty::clean(self.trees.len()));
         let mut pages = Pages::new();
         let core = Zeroizing::new(Core {
-            version: version_of(self.sealer.records()),
+            version: VERSION,
             config: self.config,
             store_id: self.store_id,
             counter: self.counter,
@@ -251,11 +245,10 @@ impl Oram {
             .deserialize(bytes)
             .map_err(|e| bad(e.to_string()))?;
         let core = Zeroizing::new(core);
-        let records = [Records::Tags, Records::Lineages]
-            .into_iter()
-            .find(|&r| version_of(r) == core.version)
-            .ok_or_else(|| bad("unknown version of the core page".into()))?;
-        let mut oram = rebuild(&core.config, key, core.store_id, core.counter, records)?;
+        if core.version != VERSION {
+            return Err(bad("unknown version of the core page".into()));
+        }
+        let mut oram = rebuild(&core.config, key, core.store_id, core.counter)?;
         if core.trees.len() != oram.trees.len() {
             return Err(bad("tree count does not match the config".into()));
         }

@@ -1,6 +1,5 @@
 //! One round on one tree: the paths of a batch's accesses, fetched together, verified from
-//! the top down, evicted from the bottom up and sealed (each parent recording its children's
-//! new digests).
+//! the top down, evicted and sealed from the bottom up.
 //!
 //! Positions: access `j` at depth `d` is position `p = j * levels + d`. When the paths of two
 //! accesses share a bucket, the later position points at the earlier one (`first[p]`); that
@@ -15,8 +14,8 @@ use zeroize::Zeroize;
 
 use crate::bucket::Layout;
 use crate::geometry::TreeGeometry;
-use crate::helper::{Helper, Item, Task};
-use crate::integrity::{self, Digest, EMPTY, IntegrityError, Records};
+use crate::helper::{Helper, Item};
+use crate::integrity::{self, Digest, EMPTY, IntegrityError};
 use crate::seal::Sealer;
 use crate::stash::Stash;
 use crate::{BucketId, Error};
@@ -102,13 +101,8 @@ pub(crate) struct Round {
     group: usize,
     /// The position whose buffer [`Round::slot_mut`] lent out: complete at the next call.
     lent: Option<usize>,
-    /// The evicted (then sealed) bucket at each position.
-    output: Vec<Vec<u8>>,
+    output: Vec<u8>,
     digests: Vec<Digest>,
-    /// Per position: the nonce counter value taken for it (stores that record lineages).
-    nonces: Vec<u64>,
-    /// The positions whose nonces are taken and that are still to be sealed.
-    sealing: Vec<usize>,
     // Candidate blocks: the stash plus every block on the fetched paths.
     pub cand_src: Vec<Src>,
     pub cand_addr: Vec<u64>,
@@ -149,10 +143,8 @@ impl Round {
             queue: Vec::with_capacity(positions),
             group: GROUP_BYTES.div_ceil(clen).max(1),
             lent: None,
-            output: vec![vec![0; clen]; positions],
+            output: vec![0; positions * clen],
             digests: vec![EMPTY; positions],
-            nonces: vec![0; positions],
-            sealing: Vec::with_capacity(positions),
             cand_src: Vec::with_capacity(cands),
             cand_addr: Vec::with_capacity(cands),
             cand_leaf: Vec::with_capacity(cands),
@@ -326,13 +318,12 @@ impl Round {
                 id: self.id_at(q),
                 position: q,
                 buf: std::mem::take(&mut self.input[q]),
-                task: Task::Open,
-                done: false,
+                opened: false,
             });
             self.held[q] = Held::Away;
         }
         self.queue.clear();
-        if let Err(items) = l.helper.send(l.sealer, items) {
+        if let Err(items) = l.helper.open(l.sealer, items) {
             self.take_back(l.helper, items, false);
         }
     }
@@ -371,7 +362,7 @@ impl Round {
             let p = item.position;
             self.input[p] = std::mem::take(&mut item.buf);
             self.held[p] = Held::Here;
-            self.opened[p] = match (worked, item.done) {
+            self.opened[p] = match (worked, item.opened) {
                 (false, _) => Opened::No,
                 (true, true) => Opened::Yes,
                 (true, false) => Opened::Failed,
@@ -447,8 +438,7 @@ impl Round {
                     (false, true) => match self.opened[p] {
                         Opened::No => sealer.open(id, &expected, &mut self.input[p])?,
                         // Opened by the helper: its digest must still be the one recorded.
-                        Opened::Yes
-                            if integrity::matches(&self.input[p], &expected, sealer.records()) => {}
+                        Opened::Yes if integrity::matches(&self.input[p], &expected) => {}
                         _ => return Err(IntegrityError::Tampered(id)),
                     },
                 }
@@ -570,7 +560,7 @@ impl Round {
         result
     }
 
-    fn fill(&mut self, output: &mut [Vec<u8>], inputs: &Inputs<'_>) -> Result<(), Error> {
+    fn fill(&mut self, output: &mut [u8], inputs: &Inputs<'_>) -> Result<(), Error> {
         let (levels, clen) = (self.levels(), self.clen);
         let z = self.geom.slots as usize;
         for d in (0..levels).rev() {
@@ -579,7 +569,7 @@ impl Round {
                 if self.first[p] as usize != p {
                     continue;
                 }
-                let out = &mut output[p][..];
+                let out = &mut output[p * clen..(p + 1) * clen];
                 let src = Sources {
                     layout: &self.layout,
                     input: &self.input,
@@ -625,23 +615,12 @@ impl Round {
         Ok(())
     }
 
-    /// Seals the evicted buckets, each parent recording its children's new digests. Cached
-    /// levels get their child digests but stay plaintext. Runs only once every round of the
-    /// batch has succeeded, so a failed batch consumes no nonces.
-    ///
-    /// A store that records tags seals from the leaves up, each parent once its children's
-    /// tags are known. One that records lineage ids takes every nonce first (from the leaves
-    /// up, so nonces are taken in the same order either way), fills in every record, then
-    /// seals, half on the helper's thread when one is lent.
-    pub fn seal(
-        &mut self,
-        sealer: &Sealer,
-        counter: &mut u64,
-        cache: &[u8],
-        lend: Option<Lend<'_>>,
-    ) -> Result<(), Error> {
-        let (levels, t) = (self.levels(), self.geom.cached_levels as usize);
-        self.sealing.clear();
+    /// Seals the evicted buckets from the leaves up, so that each parent records its
+    /// children's new digests. Cached levels get their child digests but stay plaintext.
+    /// Runs only once every round of the batch has succeeded, so a failed batch consumes no
+    /// nonces.
+    pub fn seal(&mut self, sealer: &Sealer, counter: &mut u64, cache: &[u8]) -> Result<(), Error> {
+        let (levels, clen, t) = (self.levels(), self.clen, self.geom.cached_levels as usize);
         for d in (0..levels).rev() {
             for j in 0..self.k {
                 let p = j * levels + d;
@@ -661,105 +640,20 @@ impl Round {
                         };
                     }
                 }
-                let id = self.id_at(p);
-                let out = &mut self.output[p][..];
+                let out = &mut self.output[p * clen..(p + 1) * clen];
                 self.layout.set_child(out, false, &children[0]);
                 self.layout.set_child(out, true, &children[1]);
-                if d < t {
-                    continue;
-                }
-                match sealer.records() {
-                    Records::Tags => self.digests[p] = sealer.seal(counter, id, out)?,
-                    Records::Lineages => {
-                        let c = Sealer::reserve(counter)?;
-                        self.digests[p] = sealer
-                            .predict(c)
-                            .ok_or(Error::Invariant("a lineage digest is predicted"))?;
-                        self.nonces[p] = c;
-                        self.sealing.push(p);
-                    }
+                if d >= t {
+                    let id = BucketId {
+                        tree: self.tree,
+                        index: self.geom.bucket_index(d, self.leaves[j]),
+                    };
+                    self.digests[p] = sealer.seal(counter, id, out)?;
                 }
             }
         }
-        self.seal_reserved(sealer, lend)?;
         self.new_root = if t == 0 { self.digests[0] } else { EMPTY };
         Ok(())
-    }
-
-    /// Seals the positions in `sealing` with the nonces taken for them: the first half on the
-    /// helper's thread (when that half is at least a group's worth of bytes), the rest here
-    /// meanwhile.
-    fn seal_reserved(&mut self, sealer: &Sealer, lend: Option<Lend<'_>>) -> Result<(), Error> {
-        let half = self.sealing.len() / 2;
-        let (away, helper) = match lend {
-            Some(mut l) if half * self.clen >= GROUP_BYTES => {
-                (self.send_seals(&mut l, half), Some(l))
-            }
-            _ => (0, None),
-        };
-        let mut result = Ok(());
-        for &p in &self.sealing[away..] {
-            let id = self.id_at(p);
-            if let Err(e) = sealer.seal_at(self.nonces[p], id, &mut self.output[p]) {
-                result = Err(e);
-                break;
-            }
-        }
-        // Every buffer comes back before anything returns, even after an error here.
-        if let Some(l) = helper {
-            result = result.and(self.take_seals(l.helper, away));
-        }
-        result
-    }
-
-    /// Hands the first `count` positions of `sealing` to the helper, a group at a time;
-    /// returns how many it took (fewer if it is gone: those come back unsealed).
-    fn send_seals(&mut self, l: &mut Lend<'_>, count: usize) -> usize {
-        let mut sent = 0;
-        while sent < count {
-            let end = count.min(sent + self.group);
-            let mut items = l.helper.group();
-            for &p in &self.sealing[sent..end] {
-                items.push(Item {
-                    id: self.id_at(p),
-                    position: p,
-                    buf: std::mem::take(&mut self.output[p]),
-                    task: Task::Seal(self.nonces[p]),
-                    done: false,
-                });
-            }
-            if let Err(mut items) = l.helper.send(l.sealer, items) {
-                for item in &mut items {
-                    self.output[item.position] = std::mem::take(&mut item.buf);
-                }
-                l.helper.recycle(items);
-                break;
-            }
-            sent = end;
-        }
-        sent
-    }
-
-    /// Takes back the buffers of the first `count` positions of `sealing` from the helper.
-    fn take_seals(&mut self, helper: &mut Helper, count: usize) -> Result<(), Error> {
-        let mut result = Ok(());
-        while let Some(mut items) = helper.take() {
-            for item in &mut items {
-                self.output[item.position] = std::mem::take(&mut item.buf);
-                if !item.done {
-                    result = Err(Error::Crypto);
-                }
-            }
-            helper.recycle(items);
-        }
-        // A helper that died lost what it held: the batch fails, and the buffers are new.
-        for &p in &self.sealing[..count] {
-            if self.output[p].is_empty() {
-                self.output[p] = vec![0; self.clen];
-                result = Err(Error::Invariant("the helper thread stopped while sealing"));
-            }
-        }
-        result
     }
 
     /// Appends the list `from..=to` (linked by `cand_next`) to position `p`'s pending list.
@@ -784,7 +678,7 @@ impl Round {
                     let index = self.geom.bucket_index(d, self.leaves[j]) as usize;
                     let (old, new) = (
                         &mut cache[index * clen..(index + 1) * clen],
-                        &self.output[p][..],
+                        &self.output[p * clen..(p + 1) * clen],
                     );
                     for r in 0..crate::pages::regions(&self.geom) {
                         let range = crate::pages::region(&self.geom, r);
@@ -800,9 +694,10 @@ impl Round {
 
     /// The sealed buckets to write back, in fetch order.
     pub fn write_back(&self) -> impl Iterator<Item = (BucketId, &[u8])> + '_ {
+        let clen = self.clen;
         self.ids.iter().enumerate().map(move |(i, id)| {
             let q = self.first[self.position(i)] as usize;
-            (*id, &self.output[q][..])
+            (*id, &self.output[q * clen..(q + 1) * clen])
         })
     }
 
@@ -818,11 +713,8 @@ impl Round {
             + self.shared.capacity()
             + self.held.capacity()
             + self.queue.capacity() * 8
-            + self.output.iter().map(Vec::capacity).sum::<usize>()
-            + self.output.capacity() * std::mem::size_of::<Vec<u8>>()
+            + self.output.capacity()
             + self.digests.capacity() * std::mem::size_of::<Digest>()
-            + self.nonces.capacity() * 8
-            + self.sealing.capacity() * 8
             + self.cand_src.capacity() * std::mem::size_of::<Src>()
             + self.cand_addr.capacity() * 8
             + self.cand_leaf.capacity() * 4
@@ -836,9 +728,10 @@ impl Round {
 /// The buffers hold decrypted buckets and copies of blocks: wiped when dropped.
 impl Drop for Round {
     fn drop(&mut self) {
-        for b in self.input.iter_mut().chain(&mut self.output) {
+        for b in &mut self.input {
             b.zeroize();
         }
+        self.output.zeroize();
         self.scratch.zeroize();
     }
 }

@@ -1,10 +1,8 @@
 //! AES-256-GCM sealing of buckets (NIST SP 800-38D), with a nonce scheme that never repeats.
 //!
 //! # Associated data
-//! `prefix || store id (16) || tree (1) || bucket index (u64 LE)`. A ciphertext is bound to
-//! its store and position, so the server cannot move it elsewhere. The prefix names what a
-//! parent records of its children ([`Records`]): `"shroud-oram-v1"` for tags, `"shroud-oram-v3"`
-//! for lineage ids (format 3), so a bucket never opens as the other kind.
+//! `"shroud-oram-v1" || store id (16) || tree (1) || bucket index (u64 LE)`. A ciphertext is
+//! bound to its store and position, so the server cannot move it elsewhere.
 //!
 //! # Keys, lineages and nonces
 //! A bucket is sealed under the subkey of a *lineage*, not under the store key itself:
@@ -39,17 +37,11 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::aead::Aes256Gcm;
 use crate::bucket::{LINEAGE_LEN, NONCE_AT, NONCE_LEN, PLAIN_AT, TAG_LEN};
-use crate::integrity::{self, Digest, IntegrityError, Records};
+use crate::integrity::{self, Digest, IntegrityError};
 use crate::{BucketId, Error};
 
-/// The associated data's prefix for each kind of record (see the module docs).
-fn aad_prefix(records: Records) -> &'static [u8; 14] {
-    match records {
-        Records::Tags => b"shroud-oram-v1",
-        Records::Lineages => b"shroud-oram-v3",
-    }
-}
-const AAD_LEN: usize = 14 + 16 + 1 + 8;
+const AAD_PREFIX: &[u8; 14] = b"shroud-oram-v1";
+const AAD_LEN: usize = AAD_PREFIX.len() + 16 + 1 + 8;
 
 /// A 256-bit store key.
 ///
@@ -120,7 +112,6 @@ pub(crate) fn fresh_lineage() -> Result<[u8; LINEAGE_LEN], Error> {
 pub(crate) struct Sealer {
     key: Key,
     store_id: [u8; 16],
-    records: Records,
     lineage: [u8; LINEAGE_LEN],
     /// Wiped on drop (see [`Aes256Gcm`]).
     cipher: Aes256Gcm,
@@ -128,29 +119,18 @@ pub(crate) struct Sealer {
 
 impl Sealer {
     /// A sealer for a new lineage, its id drawn from the operating system.
-    pub fn new(key: &Key, store_id: [u8; 16], records: Records) -> Result<Self, Error> {
-        Ok(Self::with_lineage(key, store_id, records, fresh_lineage()?))
+    pub fn new(key: &Key, store_id: [u8; 16]) -> Result<Self, Error> {
+        Ok(Self::with_lineage(key, store_id, fresh_lineage()?))
     }
 
     /// A sealer for the given lineage (tests).
-    pub(crate) fn with_lineage(
-        key: &Key,
-        store_id: [u8; 16],
-        records: Records,
-        lineage: [u8; LINEAGE_LEN],
-    ) -> Self {
+    pub(crate) fn with_lineage(key: &Key, store_id: [u8; 16], lineage: [u8; LINEAGE_LEN]) -> Self {
         Sealer {
             cipher: lineage_cipher(key, &store_id, &lineage),
             key: key.clone(),
             store_id,
-            records,
             lineage,
         }
-    }
-
-    /// What this store's parents record of their children.
-    pub fn records(&self) -> Records {
-        self.records
     }
 
     /// This lineage's id.
@@ -160,9 +140,8 @@ impl Sealer {
 
     fn aad(&self, id: BucketId) -> [u8; AAD_LEN] {
         let mut a = [0u8; AAD_LEN];
-        let prefix = aad_prefix(self.records);
-        let (p, rest) = a.split_at_mut(prefix.len());
-        p.copy_from_slice(prefix);
+        let (p, rest) = a.split_at_mut(AAD_PREFIX.len());
+        p.copy_from_slice(AAD_PREFIX);
         rest[..16].copy_from_slice(&self.store_id);
         rest[16] = id.tree;
         rest[17..].copy_from_slice(&id.index.to_le_bytes());
@@ -172,35 +151,11 @@ impl Sealer {
     /// Encrypts the plaintext region of `buf` in place, writes nonce and tag around it and
     /// returns the bucket's new digest. `counter` is the store's nonce counter.
     pub fn seal(&self, counter: &mut u64, id: BucketId, buf: &mut [u8]) -> Result<Digest, Error> {
-        let c = Self::reserve(counter)?;
-        self.seal_at(c, id, buf)
-    }
-
-    /// Takes the next value of the store's nonce counter, for [`Sealer::seal_at`].
-    pub fn reserve(counter: &mut u64) -> Result<u64, Error> {
         let c = *counter;
         *counter = c.checked_add(1).ok_or(Error::NoncesExhausted)?;
-        Ok(c)
-    }
-
-    /// The nonce of counter value `c` in this lineage.
-    fn nonce(&self, c: u64) -> [u8; NONCE_LEN] {
         let mut nonce = [0u8; NONCE_LEN];
         nonce[..4].copy_from_slice(&self.lineage[..4]);
         nonce[4..].copy_from_slice(&c.to_be_bytes());
-        nonce
-    }
-
-    /// The digest that [`Sealer::seal_at`] with counter value `c` will give, if this store
-    /// records lineage ids (a tag is known only once sealed).
-    pub fn predict(&self, c: u64) -> Option<Digest> {
-        self.records.predict(&self.nonce(c), &self.lineage)
-    }
-
-    /// [`Sealer::seal`] with a counter value taken by [`Sealer::reserve`]: the caller must
-    /// use each value once.
-    pub fn seal_at(&self, c: u64, id: BucketId, buf: &mut [u8]) -> Result<Digest, Error> {
-        let nonce = self.nonce(c);
         let n = buf.len();
         buf[..LINEAGE_LEN].copy_from_slice(&self.lineage);
         buf[NONCE_AT..PLAIN_AT].copy_from_slice(&nonce);
@@ -210,7 +165,7 @@ impl Sealer {
             .seal(&nonce, &aad, &mut buf[PLAIN_AT..n - TAG_LEN])
             .map_err(|_| Error::Crypto)?;
         buf[n - TAG_LEN..].copy_from_slice(&tag);
-        Ok(integrity::digest_of(buf, self.records))
+        Ok(integrity::digest_of(buf))
     }
 
     /// Checks that `buf` is the version named by `expected` and decrypts it in place.
@@ -220,7 +175,7 @@ impl Sealer {
         expected: &Digest,
         buf: &mut [u8],
     ) -> Result<(), IntegrityError> {
-        if !integrity::matches(buf, expected, self.records) {
+        if !integrity::matches(buf, expected) {
             return Err(IntegrityError::Tampered(id));
         }
         self.open_body(id, buf)
@@ -229,7 +184,7 @@ impl Sealer {
     /// Checks `buf`'s tag under its own nonce and `id`, and decrypts it in place: the AEAD
     /// half of [`Sealer::open`], without the digest check. The caller must still compare the
     /// bucket's digest with its parent's record (`integrity::matches`, which reads only the
-    /// header and tag, so it can come after) before using the plaintext.
+    /// nonce and tag, so it can come after) before using the plaintext.
     pub fn open_body(&self, id: BucketId, buf: &mut [u8]) -> Result<(), IntegrityError> {
         let n = buf.len();
         if n < PLAIN_AT + TAG_LEN {
@@ -262,7 +217,7 @@ mod tests {
     use crate::bucket::ciphertext_len;
 
     fn sealer() -> Sealer {
-        Sealer::new(&Key::from_bytes([7; 32]), [1; 16], Records::Lineages).unwrap()
+        Sealer::new(&Key::from_bytes([7; 32]), [1; 16]).unwrap()
     }
 
     #[test]
@@ -299,7 +254,7 @@ mod tests {
             s.open(BucketId { tree: 1, index: 5 }, &d, &mut other_tree)
                 .is_err()
         );
-        let other = Sealer::new(&Key::from_bytes([7; 32]), [9; 16], Records::Lineages).unwrap();
+        let other = Sealer::new(&Key::from_bytes([7; 32]), [9; 16]).unwrap();
         assert!(other.open(id, &d, &mut buf).is_err());
     }
 
@@ -309,8 +264,8 @@ mod tests {
     fn lineages_have_their_own_subkeys() {
         let key = Key::from_bytes([7; 32]);
         let (a, b) = (
-            Sealer::new(&key, [1; 16], Records::Tags).unwrap(),
-            Sealer::new(&key, [1; 16], Records::Tags).unwrap(),
+            Sealer::new(&key, [1; 16]).unwrap(),
+            Sealer::new(&key, [1; 16]).unwrap(),
         );
         assert_ne!(a.lineage(), b.lineage());
         let id = BucketId { tree: 0, index: 3 };
@@ -333,7 +288,7 @@ mod tests {
         let mut forged = y.clone();
         forged[..LINEAGE_LEN].copy_from_slice(&a.lineage());
         forged[NONCE_AT..PLAIN_AT].copy_from_slice(&x[NONCE_AT..PLAIN_AT]);
-        let dforged = integrity::digest_of(&forged, Records::Tags);
+        let dforged = integrity::digest_of(&forged);
         assert!(a.open(id, &dforged, &mut forged).is_err());
         // A later lineage opens an earlier one's bucket (by the id it carries).
         assert!(b.open(id, &dx, &mut x.clone()).is_ok());
@@ -341,8 +296,8 @@ mod tests {
         // The subkey is HKDF of the store key and the lineage: fixed inputs, fixed output.
         let l = [9u8; LINEAGE_LEN];
         let (p, q) = (
-            Sealer::with_lineage(&key, [1; 16], Records::Tags, l),
-            Sealer::with_lineage(&key, [1; 16], Records::Tags, l),
+            Sealer::with_lineage(&key, [1; 16], l),
+            Sealer::with_lineage(&key, [1; 16], l),
         );
         let (mut u, mut v) = (plain.clone(), plain);
         let (mut c1, mut c2) = (5u64, 5u64);
@@ -362,65 +317,6 @@ mod tests {
         let db = s.seal(&mut ctr, id, &mut b).unwrap();
         assert_ne!(da[..NONCE_LEN], db[..NONCE_LEN]);
         assert_ne!(a, b);
-    }
-
-    /// Format 3: the digest is known before sealing, and it is what sealing gives.
-    #[test]
-    fn lineage_digests_are_predicted() {
-        let s = sealer();
-        let id = BucketId { tree: 0, index: 2 };
-        let mut ctr = 9;
-        let c = Sealer::reserve(&mut ctr).unwrap();
-        assert_eq!((c, ctr), (9, 10));
-        let predicted = s.predict(c).unwrap();
-        let mut buf = vec![0u8; ciphertext_len(2, 16)];
-        assert_eq!(s.seal_at(c, id, &mut buf).unwrap(), predicted);
-        s.open(id, &predicted, &mut buf.clone()).unwrap();
-        let tags = Sealer::new(&Key::from_bytes([7; 32]), [1; 16], Records::Tags).unwrap();
-        assert_eq!(tags.predict(c), None);
-        let mut at_max = u64::MAX;
-        assert!(matches!(
-            Sealer::reserve(&mut at_max),
-            Err(Error::NoncesExhausted)
-        ));
-    }
-
-    /// A bucket of one kind of store never opens as the other's (the associated data
-    /// differs), even under the same lineage and with a digest forged to match.
-    #[test]
-    fn kinds_of_record_do_not_mix() {
-        let key = Key::from_bytes([7; 32]);
-        let l = [5u8; LINEAGE_LEN];
-        let tags = Sealer::with_lineage(&key, [1; 16], Records::Tags, l);
-        let lineages = Sealer::with_lineage(&key, [1; 16], Records::Lineages, l);
-        let id = BucketId { tree: 0, index: 1 };
-        for (from, to) in [(&tags, &lineages), (&lineages, &tags)] {
-            let mut buf = vec![0u8; ciphertext_len(2, 16)];
-            let mut ctr = 3;
-            from.seal(&mut ctr, id, &mut buf).unwrap();
-            let forged = integrity::digest_of(&buf, to.records());
-            assert_eq!(
-                to.open(id, &forged, &mut buf),
-                Err(IntegrityError::Tampered(id))
-            );
-        }
-    }
-
-    /// A replayed older version of a bucket does not match the newer one's digest, in
-    /// either kind of store.
-    #[test]
-    fn older_versions_do_not_match() {
-        for records in [Records::Tags, Records::Lineages] {
-            let s = Sealer::new(&Key::from_bytes([7; 32]), [1; 16], records).unwrap();
-            let id = BucketId { tree: 0, index: 4 };
-            let mut ctr = 1;
-            let mut old = vec![0u8; ciphertext_len(2, 16)];
-            s.seal(&mut ctr, id, &mut old).unwrap();
-            let mut new = vec![0u8; ciphertext_len(2, 16)];
-            let d = s.seal(&mut ctr, id, &mut new).unwrap();
-            assert!(s.open(id, &d, &mut old).is_err(), "{records:?}");
-            assert!(s.open(id, &d, &mut new).is_ok(), "{records:?}");
-        }
     }
 
     #[test]

@@ -17,31 +17,12 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::engine::{Oram, Tree};
-use crate::integrity::{Digest, Records};
+use crate::integrity::Digest;
 use crate::seal::Key;
 use crate::{Config, Error};
 
-/// 2: buckets name their lineage (`crate::bucket`); version 1 stores do not open. 3: parents
-/// record their children's lineage ids, not their tags ([`Records`]); a version 2 snapshot
-/// restores as a store that records tags, and is saved again as version 2.
-const VERSION: u32 = 3;
-
-/// The snapshot version of a store that records `records`.
-pub(crate) fn version_of(records: Records) -> u32 {
-    match records {
-        Records::Tags => 2,
-        Records::Lineages => VERSION,
-    }
-}
-
-/// What a store of snapshot version `version` records, if the version is known.
-pub(crate) fn records_of(version: u32) -> Option<Records> {
-    match version {
-        2 => Some(Records::Tags),
-        VERSION => Some(Records::Lineages),
-        _ => None,
-    }
-}
+/// 2: buckets name their lineage (`crate::bucket`); version 1 stores do not open.
+const VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
@@ -125,7 +106,7 @@ impl Oram {
             })
             .collect();
         let snap = Zeroizing::new(Snapshot {
-            version: version_of(self.sealer.records()),
+            version: VERSION,
             config: self.config,
             store_id: self.store_id,
             counter: self.counter,
@@ -141,8 +122,10 @@ impl Oram {
     pub fn restore(bytes: &[u8], key: Key) -> Result<Self, Error> {
         let bad = |m: &str| Error::BadSnapshot(m.to_string());
         let snap: Zeroizing<Snapshot> = decode(bytes)?;
-        let records = records_of(snap.version).ok_or_else(|| bad("unknown version"))?;
-        let mut oram = rebuild(&snap.config, key, snap.store_id, snap.counter, records)?;
+        if snap.version != VERSION {
+            return Err(bad("unknown version"));
+        }
+        let mut oram = rebuild(&snap.config, key, snap.store_id, snap.counter)?;
         if snap.top.len() != oram.top.len() || snap.trees.len() != oram.trees.len() {
             return Err(bad("position map or tree count does not match the config"));
         }
@@ -166,7 +149,6 @@ pub(crate) fn rebuild(
     key: Key,
     store_id: [u8; 16],
     counter: u64,
-    records: Records,
 ) -> Result<Oram, Error> {
     if counter == 0 {
         return Err(Error::BadSnapshot(
@@ -179,7 +161,7 @@ pub(crate) fn rebuild(
             "the snapshot's config needs more client memory than allowed".into(),
         ));
     }
-    Oram::with_state(*config, key, store_id, counter, records)
+    Oram::with_state(*config, key, store_id, counter)
 }
 
 /// Puts saved stash entries back, each checked against its tree.

@@ -69,15 +69,6 @@ fn two_cores_fetch_and_read_what_one_does() {
             assert_eq!(one.writes(), two.writes());
         }
         assert!(two.helper_opened() > 1000, "{}", two.helper_opened());
-        assert!(two.helper_sealed() > 1000, "{}", two.helper_sealed());
-        // Half of each path is sealed on the other thread, with the nonces this one took:
-        // every bucket holds the same nonce counter as on one core (bytes 36..44: after the
-        // lineage id and the nonce's lineage prefix), and the same number of buckets.
-        assert_eq!(store1.len(), store2.len());
-        for id in store1.ids() {
-            let (x, y) = (store1.get(id).unwrap(), store2.get(id).unwrap());
-            assert_eq!(x[36..44], y[36..44], "{id}");
-        }
     }
 }
 
