@@ -25,7 +25,8 @@ struct Node {
 /// A running cluster; see the module docs.
 pub struct RedisCluster {
     nodes: Vec<Node>,
-    _dir: tempfile::TempDir,
+    /// The nodes' data (deleted on drop, after the nodes are killed).
+    dir: tempfile::TempDir,
 }
 
 /// A free loopback port (bound, then released: another process could take it meanwhile,
@@ -37,22 +38,39 @@ fn free_port() -> Result<u16> {
 impl RedisCluster {
     /// Starts `masters` masters with `replicas` replicas each and waits until the cluster
     /// says it is ready (every slot served).
+    ///
+    /// A port picked by [`free_port`] can be taken by another process before its node binds
+    /// it; the cluster is then started again on new ports, up to three times in all.
     pub fn start(masters: usize, replicas: usize) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let mut nodes = Vec::new();
+        let mut failure = None;
+        for _ in 0..3 {
+            match Self::try_start(masters, replicas) {
+                Ok(cluster) => return Ok(cluster),
+                Err(e) => failure = Some(e),
+            }
+        }
+        Err(failure.unwrap_or_else(|| anyhow::anyhow!("the cluster was never started")))
+    }
+
+    fn try_start(masters: usize, replicas: usize) -> Result<Self> {
+        // The cluster owns every node from its spawn on, so that a failure part way kills
+        // the nodes already started.
+        let mut cluster = RedisCluster {
+            nodes: Vec::new(),
+            dir: tempfile::tempdir()?,
+        };
         for _ in 0..masters * (1 + replicas) {
             let (port, bus) = (free_port()?, free_port()?);
-            let data = dir.path().join(port.to_string());
+            let data = cluster.dir.path().join(port.to_string());
             std::fs::create_dir_all(&data)?;
             let args = node_args(port, bus, &data);
             let child = spawn(&args)?;
-            nodes.push(Node {
+            cluster.nodes.push(Node {
                 port,
                 args,
                 child: Some(child),
             });
         }
-        let cluster = RedisCluster { nodes, _dir: dir };
         for n in &cluster.nodes {
             wait_for(Duration::from_secs(10), || {
                 Ok(cli(n.port, &["ping"])?.trim() == "PONG")
