@@ -40,7 +40,8 @@ impl RedisCluster {
     /// says it is ready (every slot served).
     ///
     /// A port picked by [`free_port`] can be taken by another process before its node binds
-    /// it; the cluster is then started again on new ports, up to three times in all.
+    /// it, so a start that fails for any reason is tried again on new ports, up to three
+    /// times in all (a cause that lasts, such as no `redis-server`, fails all three).
     pub fn start(masters: usize, replicas: usize) -> Result<Self> {
         let mut failure = None;
         for _ in 0..3 {
