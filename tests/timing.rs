@@ -82,7 +82,7 @@ async fn received(user: &MailUser, n: u64) {
 #[test]
 fn when_a_client_sends_does_not_depend_on_its_work() {
     let shape = Shape::new(256, 256, 2).expect("shape");
-    serially(sends_alike(shape));
+    sends_alike_decided(shape);
 }
 
 /// The same in Ring ORAM: its engine's work differs from access to access (evictions,
@@ -90,12 +90,42 @@ fn when_a_client_sends_does_not_depend_on_its_work() {
 #[test]
 fn when_a_client_sends_does_not_depend_on_its_work_in_ring_oram() {
     let shape = Shape::ring(256, 256, 2).expect("shape");
-    serially(sends_alike(shape));
+    sends_alike_decided(shape);
+}
+
+/// The significance level of one experiment.
+const ALPHA: f64 = 0.01;
+
+/// Runs the experiment, and once more if it finds a difference at [`ALPHA`]; fails only if
+/// both do. A sequential rule: a run without a leak fails with probability ALPHA^2 = 1e-4
+/// instead of 1% (two such tests a CI run made that a false alarm every fifty runs, and
+/// one was seen), while a leak the test sees with probability q still fails it with q^2
+/// (at q = 0.99, 0.98).
+fn sends_alike_decided(shape: Shape) {
+    let first = serially(sends_alike(shape));
+    if first.p_value > ALPHA {
+        return;
+    }
+    println!(
+        "p {:.3} <= {ALPHA}: the whole experiment again, to tell a leak (both runs) from a \
+         false alarm (one run in a hundred)",
+        first.p_value
+    );
+    let second = serially(sends_alike(shape));
+    assert!(
+        second.p_value > ALPHA,
+        "the send delay tells the phases a client received mail in, in two runs: summed KS \
+         distances {:.3} and {:.3}, p {:.3} and {:.3}",
+        first.statistic,
+        second.statistic,
+        first.p_value,
+        second.p_value
+    );
 }
 
 /// Runs one timing test at a time (tests of a binary run side by side, and one's work
 /// would be the other's noise), on a runtime of two threads.
-fn serially(test: impl std::future::Future<Output = ()>) {
+fn serially<T>(test: impl std::future::Future<Output = T>) -> T {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _turn = ONE_AT_A_TIME
         .lock()
@@ -105,11 +135,12 @@ fn serially(test: impl std::future::Future<Output = ()>) {
         .enable_all()
         .build()
         .expect("runtime")
-        .block_on(test);
+        .block_on(test)
 }
 
-/// The test above on a store of `shape`, with its schedule and mail set here.
-async fn sends_alike(shape: Shape) {
+/// The experiment above on a store of `shape`, with its schedule and mail set here: its
+/// randomization test of the phases' labels (the sanity checks on the run assert here).
+async fn sends_alike(shape: Shape) -> shroud_lab::stats::TestResult {
     let shape = shape
         .with_schedule(1, 100)
         .expect("shape")
@@ -267,10 +298,5 @@ async fn sends_alike(shape: Shape) {
         test.statistic,
         test.p_value
     );
-    assert!(
-        test.p_value > 0.01,
-        "the send delay tells the phases a client received mail in: summed KS distance {:.3}, p {:.3}",
-        test.statistic,
-        test.p_value
-    );
+    test
 }
