@@ -19,6 +19,7 @@ fn bench(c: &mut Criterion) {
                     cached_levels,
                     position_map: PositionMap::Flat,
                     batch: 1,
+                    compare_stores: false,
                 };
                 let mut group =
                     c.benchmark_group(format!("access/n={n}/b={block}/t={cached_levels}"));

@@ -494,6 +494,10 @@ struct EngineArgs {
     /// verified and sealed together.
     #[arg(long, default_value_t = 1)]
     batch: u32,
+    /// Also time one core on a hash-map store against the dense store, alternating, in the
+    /// same run (holds two trees in memory).
+    #[arg(long)]
+    compare_stores: bool,
 }
 
 /// Refuses to run on a CPU without the instructions this build was compiled for
@@ -716,6 +720,7 @@ fn bench_engine(args: EngineArgs) -> Result<()> {
                         cached_levels: cached,
                         position_map,
                         batch: args.batch,
+                        compare_stores: args.compare_stores,
                     },
                     args.accesses,
                     oram_crate,

@@ -57,6 +57,7 @@
 mod access;
 pub mod aead;
 pub mod bucket;
+mod dense_store;
 mod eager_init;
 mod engine;
 pub mod geometry;
@@ -74,6 +75,7 @@ mod store;
 use serde::{Deserialize, Serialize};
 
 pub use access::{Fetch, Progress, WriteBack};
+pub use dense_store::{DenseStore, DenseStoreError};
 pub use eager_init::FormatError;
 pub use engine::Oram;
 pub use geometry::TreeGeometry;

@@ -55,6 +55,7 @@ pub fn run(quick: bool) -> Result<AllReport> {
                 cached_levels: 0,
                 position_map: PositionMap::Flat,
                 batch: 1,
+                compare_stores: false,
             },
             accesses,
             oram_crate,

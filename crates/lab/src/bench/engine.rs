@@ -6,19 +6,27 @@
 //! The store is formatted first (every bucket sealed and stored), so every bucket on every
 //! path is present and decrypted: the steady state, not the cheaper lazy-init start.
 //!
+//! A tree that fits in memory is held in a [`DenseStore`] (every bucket at an offset computed
+//! from its heap index), the store a client embedding a formatted tree would use; larger
+//! trees in a [`MemoryStore`] (a hash map of the buckets written). `--compare-stores` also
+//! times the hash map on the same case, alternating with the dense store, on one core: how
+//! much of an access is the store's lookups and layout rather than the engine.
+//!
 //! The engine is measured on one core and with its helper thread on the second
 //! ([`shroud_oram::Oram::set_helper`]), the same engine and store switching between the two
 //! every [`CHUNKS`]th of the run, so that a slow stretch of this shared machine (the
 //! accesses are bound by memory, which neighbours share) falls on both figures alike.
 
-use std::convert::Infallible;
 use std::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 use shroud_oram::aead::Aes256Gcm;
-use shroud_oram::{Config, Key, MemoryStore, Op, Oram, PositionMap};
+use shroud_oram::{
+    BucketStore, Config, DenseStore, DenseStoreError, Fetch, Key, MemoryStore, Op, Oram,
+    PositionMap, WriteBack,
+};
 
 /// The glibc tunable that backs the heap with transparent huge pages.
 pub const HUGE_PAGES_TUNABLE: &str = "glibc.malloc.hugetlb=1";
@@ -50,6 +58,8 @@ pub struct Case {
     /// Accesses per batch (the engine's `max_batch`; a client batches its K slots of an
     /// epoch).
     pub batch: u32,
+    /// Also time the hash-map store against the dense one (see the module docs).
+    pub compare_stores: bool,
 }
 
 /// One line of `shroud bench engine --json`.
@@ -67,6 +77,14 @@ pub struct Report {
     pub position_map: &'static str,
     /// False when the tree was too large to format in memory (see [`FORMAT_BUDGET`]).
     pub formatted: bool,
+    /// The store the figures were measured on: `dense` ([`DenseStore`], a formatted tree)
+    /// or `hash map` ([`MemoryStore`], a tree too large to format).
+    pub store: &'static str,
+    /// With `--compare-stores`: one core on a [`MemoryStore`], alternating with the dense
+    /// store (`dense_store_accesses_per_s`) in the same run.
+    pub hash_store_accesses_per_s: Option<f64>,
+    /// With `--compare-stores`: one core on the dense store, in the alternation above.
+    pub dense_store_accesses_per_s: Option<f64>,
     /// Accesses measured.
     pub accesses: u64,
     /// Engine accesses per second on one core.
@@ -114,8 +132,51 @@ pub fn formattable(oram: &Oram) -> bool {
         <= FORMAT_BUDGET
 }
 
-/// An engine and store, formatted if it fits in memory, warmed up with `warmup` random writes.
-pub fn setup(case: Case, warmup: u64, seed: u64) -> (Oram, MemoryStore, StdRng) {
+/// The store a case runs on: a formatted tree in a [`DenseStore`], or a tree too large to
+/// format in memory in a [`MemoryStore`].
+pub enum BenchStore {
+    /// Every bucket of every tree, by heap index.
+    Dense(DenseStore),
+    /// The buckets written, in a hash map.
+    Sparse(MemoryStore),
+}
+
+impl BenchStore {
+    /// `dense` or `hash map`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BenchStore::Dense(_) => "dense",
+            BenchStore::Sparse(_) => "hash map",
+        }
+    }
+}
+
+impl BucketStore for BenchStore {
+    type Error = DenseStoreError;
+
+    fn read_path(&mut self, fetch: &mut Fetch<'_>) -> Result<(), DenseStoreError> {
+        match self {
+            BenchStore::Dense(s) => s.read_path(fetch),
+            BenchStore::Sparse(s) => s.read_path(fetch).map_err(|e| match e {}),
+        }
+    }
+
+    fn write_path(&mut self, writes: &WriteBack<'_>) -> Result<(), DenseStoreError> {
+        match self {
+            BenchStore::Dense(s) => s.write_path(writes),
+            BenchStore::Sparse(s) => s.write_path(writes).map_err(|e| match e {}),
+        }
+    }
+}
+
+/// An engine and store, formatted if it fits in memory (in a [`DenseStore`]), warmed up
+/// with `warmup` random writes.
+pub fn setup(case: Case, warmup: u64, seed: u64) -> (Oram, BenchStore, StdRng) {
+    setup_on(case, warmup, seed, false)
+}
+
+/// [`setup`], on a [`MemoryStore`] if `hash_map` even when the tree fits.
+fn setup_on(case: Case, warmup: u64, seed: u64, hash_map: bool) -> (Oram, BenchStore, StdRng) {
     let mut rng = StdRng::seed_from_u64(seed);
     let config = Config {
         cached_levels: case.cached_levels,
@@ -125,11 +186,17 @@ pub fn setup(case: Case, warmup: u64, seed: u64) -> (Oram, MemoryStore, StdRng) 
     };
     let mut oram =
         Oram::new(config, Key::generate(&mut rng), &mut rng).expect("valid bench config");
-    let mut store = MemoryStore::new();
+    let mut store = match DenseStore::for_oram(&oram, FORMAT_BUDGET) {
+        Ok(dense) if !hash_map => BenchStore::Dense(dense),
+        _ => BenchStore::Sparse(MemoryStore::new()),
+    };
     if formattable(&oram) {
-        oram.format(|id, b| {
-            store.insert(id, b.to_vec());
-            Ok::<(), Infallible>(())
+        oram.format(|id, b| match &mut store {
+            BenchStore::Dense(s) => s.insert(id, b),
+            BenchStore::Sparse(s) => {
+                s.insert(id, b.to_vec());
+                Ok(())
+            }
         })
         .expect("fresh store");
     }
@@ -145,7 +212,7 @@ pub fn setup(case: Case, warmup: u64, seed: u64) -> (Oram, MemoryStore, StdRng) 
 
 /// One batch of the engine's `max_batch` accesses: reads and writes of random blocks, half
 /// and half. `i` numbers the batch's first access.
-pub fn access(oram: &mut Oram, store: &mut MemoryStore, rng: &mut StdRng, data: &mut [u8], i: u64) {
+pub fn access(oram: &mut Oram, store: &mut BenchStore, rng: &mut StdRng, data: &mut [u8], i: u64) {
     let k = u64::from(oram.config().max_batch);
     data[..8].copy_from_slice(&i.to_le_bytes());
     let ops: Vec<Op<'_>> = (i..i + k)
@@ -168,7 +235,7 @@ pub const CHUNKS: u64 = 8;
 /// every `accesses / CHUNKS`; returns accesses per second `(one core, two cores)`.
 pub fn measure_one_and_two_cores(
     oram: &mut Oram,
-    store: &mut MemoryStore,
+    store: &mut BenchStore,
     rng: &mut StdRng,
     accesses: u64,
 ) -> (f64, f64) {
@@ -193,7 +260,7 @@ pub fn measure_one_and_two_cores(
 /// run (whole batches) and the seconds they took.
 fn timed(
     oram: &mut Oram,
-    store: &mut MemoryStore,
+    store: &mut BenchStore,
     rng: &mut StdRng,
     data: &mut [u8],
     first: u64,
@@ -205,6 +272,32 @@ fn timed(
         access(oram, store, rng, data, i);
     }
     (accesses.div_ceil(k) * k, start.elapsed().as_secs_f64())
+}
+
+/// One core on the dense store and on a hash-map store of the same case, alternating every
+/// `accesses / CHUNKS`; returns accesses per second `(dense, hash map)`. Both engines are
+/// set up alike (same seed, formatted, warmed up) and hold their trees at once.
+pub fn measure_stores(case: Case, warmup: u64, accesses: u64) -> (f64, f64) {
+    let (mut dense, mut dense_store, mut rng) = setup_on(case, warmup, 1, false);
+    let (mut hash, mut hash_store, _) = setup_on(case, warmup, 1, true);
+    let mut data = vec![0u8; case.block as usize];
+    let chunk = accesses.div_ceil(CHUNKS);
+    let mut totals = [(0u64, 0f64); 2];
+    for c in 0..2 * CHUNKS {
+        let on_hash = c % 2 == 1;
+        let (oram, store) = if on_hash {
+            (&mut hash, &mut hash_store)
+        } else {
+            (&mut dense, &mut dense_store)
+        };
+        let (done, secs) = timed(oram, store, &mut rng, &mut data, c * chunk, chunk);
+        let t = &mut totals[usize::from(on_hash)];
+        *t = (t.0 + done, t.1 + secs);
+    }
+    (
+        totals[0].0 as f64 / totals[0].1,
+        totals[1].0 as f64 / totals[1].1,
+    )
 }
 
 /// AES-256-GCM work of one access: decrypt and re-encrypt the body of each bucket it moves,
@@ -411,6 +504,7 @@ pub fn run_case(case: Case, accesses: u64, oram_crate: Option<f64>) -> Report {
     let (mut oram, mut store, mut rng) = setup(case, warmup, 1);
     let formatted = formattable(&oram);
     let (per_s, two_cores) = measure_one_and_two_cores(&mut oram, &mut store, &mut rng, accesses);
+    let store_kind = store.kind();
     let buckets: usize = oram.trees().map(|t| t.fetched_levels()).sum();
     let bucket_bytes = oram.trees().next().map_or(0, |t| t.ciphertext_len());
     let max_stash = oram.max_stash();
@@ -421,6 +515,7 @@ pub fn run_case(case: Case, accesses: u64, oram_crate: Option<f64>) -> Report {
     drop(oram);
     let crypto = bound.measure(accesses);
     let portable = portable_bound(sizes, accesses);
+    let stores = (case.compare_stores && formatted).then(|| measure_stores(case, warmup, accesses));
     Report {
         n: case.n,
         block: case.block,
@@ -431,6 +526,9 @@ pub fn run_case(case: Case, accesses: u64, oram_crate: Option<f64>) -> Report {
             PositionMap::Recursive { .. } => "recursive",
         },
         formatted,
+        store: store_kind,
+        hash_store_accesses_per_s: stores.map(|s| s.1),
+        dense_store_accesses_per_s: stores.map(|s| s.0),
         accesses,
         accesses_per_s: per_s,
         accesses_per_s_two_cores: two_cores,
@@ -447,5 +545,47 @@ pub fn run_case(case: Case, accesses: u64, oram_crate: Option<f64>) -> Report {
         bucket_bytes,
         client_memory_bytes,
         huge_pages: huge_pages(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tree that fits is formatted into the dense store, and `--compare-stores` times the
+    /// hash map beside it.
+    #[test]
+    fn a_formatted_case_runs_on_the_dense_store_and_compares() {
+        let case = Case {
+            n: 1 << 10,
+            block: 64,
+            cached_levels: 0,
+            position_map: PositionMap::Flat,
+            batch: 1,
+            compare_stores: true,
+        };
+        let r = run_case(case, 400, None);
+        assert!(r.formatted);
+        assert_eq!(r.store, "dense");
+        assert!(r.accesses_per_s > 0.0 && r.accesses_per_s_two_cores > 0.0);
+        assert!(r.hash_store_accesses_per_s.is_some_and(|x| x > 0.0));
+        assert!(r.dense_store_accesses_per_s.is_some_and(|x| x > 0.0));
+    }
+
+    /// A tree too large to hold starts lazily in the hash-map store.
+    #[test]
+    fn a_tree_too_large_to_hold_runs_on_the_hash_map() {
+        let case = Case {
+            n: 1 << 32,
+            block: 64,
+            cached_levels: 0,
+            position_map: PositionMap::recursive(),
+            batch: 1,
+            compare_stores: false,
+        };
+        let (mut oram, mut store, mut rng) = setup(case, 10, 1);
+        assert_eq!(store.kind(), "hash map");
+        let mut data = [0u8; 64];
+        access(&mut oram, &mut store, &mut rng, &mut data, 0);
     }
 }
