@@ -59,7 +59,7 @@
 //! - **Bucket metadata stays with the client.** The paper stores each bucket's metadata
 //!   (which slot holds which block, which were read, how many times) encrypted beside the
 //!   bucket, and reads it before every access. Here the client keeps it (about 4 bytes per
-//!   slot: 0.8 MB at N = 2^14), so an access is one round trip, as in the slot schedule, and
+//!   slot: 0.85 MB at N = 2^14), so an access is one round trip, as in the slot schedule, and
 //!   the metadata never leaves the client: there is nothing of it to tamper with or roll
 //!   back.
 //! - **Freshness without a digest tree.** The metadata records each bucket's lineage and
@@ -78,7 +78,11 @@
 //!   all its online reads and applied after all its operations, and a bucket is
 //!   reshuffled once the next batch could find no unread dummy in it (after S + 1 - K
 //!   reads; S with batches of one, as in the paper). The rewritten buckets travel in the
-//!   next request, before its reads (storage applies writes first).
+//!   next request, before its reads (storage applies writes first). The position map stays
+//!   flat: beside the metadata (417 bytes a bucket at Z + S = 96, 52 bytes a block) its 4
+//!   bytes a block are 7% of the client's memory, and recursion would cost a round trip
+//!   per level and a leaf in every slot (an eviction places again the blocks it reads);
+//!   docs/benchmarks.md, "Which mode is the default", has the reckoning.
 //!
 //! # Security
 //! What leaves the engine per access: the previous access's rewritten buckets (the
