@@ -165,7 +165,11 @@ impl RingOram {
             geom,
             slots,
             counter: 1,
-            meta: Meta::new(geom.bucket_count() as usize, config.slots()),
+            meta: Meta::new(
+                geom.bucket_count() as usize,
+                config.slots(),
+                config.z as usize,
+            ),
             pos: vec![UNMAPPED; config.capacity as usize],
             local: HashMap::new(),
             stash: BTreeSet::new(),

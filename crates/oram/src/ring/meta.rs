@@ -13,12 +13,25 @@ use super::slot::NonceAt;
 pub(crate) const DUMMY: u32 = u32::MAX;
 
 /// The metadata of every bucket of one tree, by heap index.
+///
+/// A bucket holds at most Z blocks in its Z + S slots, so the blocks are kept as a list of
+/// Z (slot, address) entries, in slot order, and the dummies as a mask: 5 bytes a real
+/// slot instead of 4 bytes a slot (209 bytes a bucket at Z = 32, S = 64, against 417 when
+/// every slot's address was kept). Pages keep the address of every slot, as before.
 pub(crate) struct Meta {
     slots: usize,
-    /// 64-bit words of one bucket's unread mask: `ceil(slots / 64)`.
+    /// Z: the most blocks a bucket holds.
+    z: usize,
+    /// 64-bit words of one bucket's slot masks: `ceil(slots / 64)`.
     words: usize,
-    /// Per bucket, per slot: the address held, or [`DUMMY`].
-    held: Vec<u32>,
+    /// Per bucket, `z` entries: the slot of each block held, in slot order (entries past
+    /// the bucket's blocks hold [`DUMMY`] in `addr` and 0 here).
+    slot: Vec<u8>,
+    /// Per bucket, `z` entries: the address of each block held, or [`DUMMY`].
+    addr: Vec<u32>,
+    /// Per bucket, `words` words: bit `j % 64` of word `j / 64` set when slot `j` holds a
+    /// block.
+    real: Vec<u64>,
     /// Per bucket, `words` words: bit `j % 64` of word `j / 64` set while slot `j` is
     /// unread since the bucket was written. (One word a bucket up to 64 slots: the format
     /// of stores made before buckets could hold more.)
@@ -31,13 +44,17 @@ pub(crate) struct Meta {
 }
 
 impl Meta {
-    /// Metadata of `buckets` buckets of `slots` slots, none written.
-    pub fn new(buckets: usize, slots: usize) -> Self {
+    /// Metadata of `buckets` buckets of `slots` slots holding at most `z` blocks each, none
+    /// written (`slots` at most 256).
+    pub fn new(buckets: usize, slots: usize, z: usize) -> Self {
         let words = words(slots);
         Meta {
             slots,
+            z,
             words,
-            held: vec![DUMMY; buckets * slots],
+            slot: vec![0; buckets * z],
+            addr: vec![DUMMY; buckets * z],
+            real: vec![0; buckets * words],
             unread: (0..buckets).flat_map(|_| full(slots)).collect(),
             count: vec![0; buckets],
             written: vec![
@@ -50,47 +67,96 @@ impl Meta {
         }
     }
 
-    /// The tables, for a snapshot: what each slot holds, the unread masks (the words of
-    /// [`Meta::words`] a bucket), the read counts and the nonces of the last writes.
-    pub fn parts(&self) -> (&[u32], &[u64], &[u8], &[NonceAt]) {
-        (&self.held, &self.unread, &self.count, &self.written)
+    /// The tables of buckets `range`, for a page: the address each slot holds ([`DUMMY`]
+    /// for a dummy), the unread masks (the words of [`Meta::words`] a bucket), the read
+    /// counts and the nonces of the last writes.
+    pub fn page_parts(
+        &self,
+        range: std::ops::Range<usize>,
+    ) -> (Vec<u32>, &[u64], &[u8], &[NonceAt]) {
+        let mut held = vec![DUMMY; range.len() * self.slots];
+        for (i, b) in range.clone().enumerate() {
+            for (j, a) in self.blocks(b) {
+                held[i * self.slots + usize::from(j)] = a;
+            }
+        }
+        let w = self.words;
+        (
+            held,
+            &self.unread[range.start * w..range.end * w],
+            &self.count[range.clone()],
+            &self.written[range],
+        )
     }
 
-    /// Metadata from [`Meta::parts`] of `buckets` buckets of `slots` slots, `None` if the
-    /// lengths do not fit.
+    /// Metadata from the tables of [`Meta::page_parts`] of all `buckets` buckets of `slots`
+    /// slots, `None` if the lengths do not fit, a mask names a slot past `slots`, or a
+    /// bucket holds more than `z` blocks.
     pub fn from_parts(
         buckets: usize,
         slots: usize,
-        held: Vec<u32>,
+        z: usize,
+        held: &[u32],
         unread: Vec<u64>,
         count: Vec<u8>,
         written: Vec<NonceAt>,
     ) -> Option<Self> {
         let words = words(slots);
-        let fits = held.len() == buckets.checked_mul(slots)?
+        let fits = slots <= 256
+            && held.len() == buckets.checked_mul(slots)?
             && unread.len() == buckets.checked_mul(words)?
             && count.len() == buckets
             && written.len() == buckets
             && unread
                 .chunks(words)
                 .all(|u| u.iter().zip(full(slots)).all(|(&u, f)| u & !f == 0));
-        fits.then_some(Meta {
-            slots,
-            words,
-            held,
-            unread,
-            count,
-            written,
-        })
+        if !fits {
+            return None;
+        }
+        let mut m = Meta::new(buckets, slots, z);
+        for (b, h) in held.chunks(slots).enumerate() {
+            if h.iter().filter(|&&a| a != DUMMY).count() > z {
+                return None;
+            }
+            m.set_blocks(b, h);
+        }
+        m.unread = unread;
+        m.count = count;
+        m.written = written;
+        Some(m)
     }
 
-    /// Words of unread mask per bucket, for `slots` slots.
+    /// Words of mask per bucket, for `slots` slots.
     pub fn words(slots: usize) -> usize {
         words(slots)
     }
 
-    fn held(&self, b: usize) -> &[u32] {
-        &self.held[b * self.slots..(b + 1) * self.slots]
+    /// The blocks bucket `b` was written with, read or not: `(slot, address)`, in slot
+    /// order.
+    fn blocks(&self, b: usize) -> impl Iterator<Item = (u16, u32)> + '_ {
+        let r = b * self.z..(b + 1) * self.z;
+        self.slot[r.clone()]
+            .iter()
+            .zip(&self.addr[r])
+            .take_while(|&(_, &a)| a != DUMMY)
+            .map(|(&j, &a)| (u16::from(j), a))
+    }
+
+    /// Records that bucket `b` holds `held[j]` in slot `j` (at most `z` blocks).
+    fn set_blocks(&mut self, b: usize, held: &[u32]) {
+        let (z, w) = (self.z, self.words);
+        self.addr[b * z..(b + 1) * z].fill(DUMMY);
+        self.slot[b * z..(b + 1) * z].fill(0);
+        self.real[b * w..(b + 1) * w].fill(0);
+        let mut i = 0;
+        for (j, &a) in held.iter().enumerate() {
+            if a != DUMMY && i < z {
+                self.slot[b * z + i] = j as u8;
+                self.addr[b * z + i] = a;
+                self.real[b * w + j / 64] |= 1 << (j % 64);
+                i += 1;
+            }
+        }
     }
 
     fn is_unread(&self, b: usize, j: usize) -> bool {
@@ -99,17 +165,15 @@ impl Meta {
 
     /// The unread slot of bucket `b` holding `addr`.
     pub fn find(&self, b: usize, addr: u32) -> Option<u16> {
-        self.held(b)
-            .iter()
-            .enumerate()
-            .find(|&(j, &a)| a == addr && self.is_unread(b, j))
-            .map(|(j, _)| j as u16)
+        self.blocks(b)
+            .find(|&(j, a)| a == addr && self.is_unread(b, usize::from(j)))
+            .map(|(j, _)| j)
     }
 
     /// A uniformly random unread dummy slot of bucket `b` (`None` if every dummy was read,
     /// which the engine's reshuffles rule out).
     pub fn random_dummy<R: CryptoRng + ?Sized>(&self, b: usize, rng: &mut R) -> Option<u16> {
-        let dummies: Vec<u16> = self.unread_where(b, |a| a == DUMMY).collect();
+        let dummies: Vec<u16> = self.unread_dummies(b).collect();
         (!dummies.is_empty()).then(|| dummies[rng.random_range(0..dummies.len())])
     }
 
@@ -122,12 +186,11 @@ impl Meta {
         count: usize,
         rng: &mut R,
     ) -> Vec<(u16, u32)> {
-        let held = self.held(b);
         let mut out: Vec<(u16, u32)> = self
-            .unread_where(b, |a| a != DUMMY)
-            .map(|j| (j, held[usize::from(j)]))
+            .blocks(b)
+            .filter(|&(j, _)| self.is_unread(b, usize::from(j)))
             .collect();
-        let mut dummies: Vec<u16> = self.unread_where(b, |a| a == DUMMY).collect();
+        let mut dummies: Vec<u16> = self.unread_dummies(b).collect();
         while out.len() < count && !dummies.is_empty() {
             let j = dummies.swap_remove(rng.random_range(0..dummies.len()));
             out.push((j, DUMMY));
@@ -135,23 +198,42 @@ impl Meta {
         out
     }
 
-    fn unread_where(&self, b: usize, keep: impl Fn(u32) -> bool) -> impl Iterator<Item = u16> {
-        let held = self.held(b);
-        (0..self.slots)
-            .filter(move |&j| self.is_unread(b, j) && keep(held[j]))
-            .map(|j| j as u16)
+    /// The unread dummy slots of bucket `b`, in slot order.
+    fn unread_dummies(&self, b: usize) -> impl Iterator<Item = u16> + '_ {
+        let w = self.words;
+        let masks = self.unread[b * w..(b + 1) * w]
+            .iter()
+            .zip(&self.real[b * w..(b + 1) * w]);
+        masks.enumerate().flat_map(|(i, (&u, &r))| {
+            let mut m = u & !r;
+            std::iter::from_fn(move || {
+                (m != 0).then(|| {
+                    let j = m.trailing_zeros();
+                    m &= m - 1;
+                    (i * 64) as u16 + j as u16
+                })
+            })
+        })
     }
 
     /// The address slot `j` of bucket `b` was written with ([`DUMMY`] for a dummy), read
     /// or not.
     pub fn held_at(&self, b: usize, j: u16) -> u32 {
-        self.held(b)[usize::from(j)]
+        self.blocks(b)
+            .find(|&(s, _)| s == j)
+            .map_or(DUMMY, |(_, a)| a)
+    }
+
+    /// The blocks still unread in bucket `b`: `(slot, address)`, in slot order.
+    pub fn unread_blocks(&self, b: usize) -> impl Iterator<Item = (u16, u32)> + '_ {
+        self.blocks(b)
+            .filter(move |&(j, _)| self.is_unread(b, usize::from(j)))
     }
 
     /// The block unread in slot `j` of bucket `b`, if any.
+    #[cfg(test)]
     pub fn holds(&self, b: usize, j: u16) -> Option<u32> {
-        let a = self.held(b)[usize::from(j)];
-        (a != DUMMY && self.is_unread(b, usize::from(j))).then_some(a)
+        self.unread_blocks(b).find(|&(s, _)| s == j).map(|(_, a)| a)
     }
 
     /// Marks slot `j` of bucket `b` read.
@@ -176,9 +258,11 @@ impl Meta {
         })
     }
 
-    /// Records a rewrite of bucket `b`: `held[j]` in slot `j`, sealed from nonce `first`.
+    /// Records a rewrite of bucket `b`: `held[j]` in slot `j` (at most Z blocks), sealed
+    /// from nonce `first`.
     pub fn write(&mut self, b: usize, held: &[u32], first: NonceAt) {
-        self.held[b * self.slots..(b + 1) * self.slots].copy_from_slice(held);
+        debug_assert!(held.iter().filter(|&&a| a != DUMMY).count() <= self.z);
+        self.set_blocks(b, held);
         let w = self.words;
         for (u, f) in self.unread[b * w..(b + 1) * w]
             .iter_mut()
@@ -192,7 +276,9 @@ impl Meta {
 
     /// Bytes of client memory held.
     pub fn memory(&self) -> usize {
-        self.held.capacity() * 4
+        self.slot.capacity()
+            + self.addr.capacity() * 4
+            + self.real.capacity() * 8
             + self.unread.capacity() * 8
             + self.count.capacity()
             + self.written.capacity() * std::mem::size_of::<NonceAt>()
@@ -223,7 +309,7 @@ mod tests {
     #[test]
     fn reads_consume_slots_and_a_write_restores_them() {
         let mut rng = rand::rng();
-        let mut m = Meta::new(3, 6);
+        let mut m = Meta::new(3, 6, 2);
         assert_eq!(m.nonce(1, 0), None);
         let held = [DUMMY, 7, DUMMY, DUMMY, 9, DUMMY];
         let first = NonceAt {
@@ -253,7 +339,7 @@ mod tests {
     fn buckets_past_64_slots_keep_a_mask_of_two_words() {
         let mut rng = rand::rng();
         let slots = 80;
-        let mut m = Meta::new(2, slots);
+        let mut m = Meta::new(2, slots, 4);
         let mut held = vec![DUMMY; slots];
         held[70] = 5;
         let first = NonceAt {
@@ -273,28 +359,39 @@ mod tests {
         assert_eq!(m.random_dummy(1, &mut rng), None);
         // Bucket 0 untouched: every slot unread.
         assert_eq!(m.pick(0, slots, &mut rng).len(), slots);
-        let (held, unread, count, written) = m.parts();
+        let (held, unread, count, written) = m.page_parts(0..2);
+        assert_eq!(held[slots + 70], 5);
+        assert_eq!(held.iter().filter(|&&a| a != DUMMY).count(), 1);
         assert_eq!(unread.len(), 4);
         assert_eq!(unread[..2], [u64::MAX, (1 << 16) - 1]);
         assert_eq!(unread[2..], [0, 0]);
         let back = Meta::from_parts(
             2,
             slots,
-            held.to_vec(),
+            4,
+            &held,
             unread.to_vec(),
             count.to_vec(),
             written.to_vec(),
         )
         .unwrap();
         assert_eq!(back.random_dummy(1, &mut rng), None);
+        assert_eq!(back.held_at(1, 70), 5);
         let mut bad = unread.to_vec();
         bad[1] |= 1 << 16;
+        assert!(
+            Meta::from_parts(2, slots, 4, &held, bad, count.to_vec(), written.to_vec()).is_none()
+        );
+        // More blocks in a bucket than Z: refused.
+        let mut crowded = held.clone();
+        crowded[..5].copy_from_slice(&[1, 2, 3, 4, 6]);
         assert!(
             Meta::from_parts(
                 2,
                 slots,
-                held.to_vec(),
-                bad,
+                4,
+                &crowded,
+                unread.to_vec(),
                 count.to_vec(),
                 written.to_vec()
             )

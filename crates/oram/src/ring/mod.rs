@@ -58,8 +58,8 @@
 //! # Where this engine departs from the paper
 //! - **Bucket metadata stays with the client.** The paper stores each bucket's metadata
 //!   (which slot holds which block, which were read, how many times) encrypted beside the
-//!   bucket, and reads it before every access. Here the client keeps it (about 4 bytes per
-//!   slot: 0.85 MB at N = 2^14), so an access is one round trip, as in the slot schedule, and
+//!   bucket, and reads it before every access. Here the client keeps it (5 bytes a
+//!   block slot, and masks: 0.43 MB at N = 2^14), so an access is one round trip, as in the slot schedule, and
 //!   the metadata never leaves the client: there is nothing of it to tamper with or roll
 //!   back.
 //! - **Freshness without a digest tree.** The metadata records each bucket's lineage and
@@ -79,8 +79,8 @@
 //!   reshuffled once the next batch could find no unread dummy in it (after S + 1 - K
 //!   reads; S with batches of one, as in the paper). The rewritten buckets travel in the
 //!   next request, before its reads (storage applies writes first). The position map stays
-//!   flat: beside the metadata (417 bytes a bucket at Z + S = 96, 52 bytes a block) its 4
-//!   bytes a block are 7% of the client's memory, and recursion would cost a round trip
+//!   flat: beside the metadata (209 bytes a bucket at Z = 32, S = 64: 26 bytes a block)
+//!   its 4 bytes a block are 13% of the client's memory, and recursion would cost a round trip
 //!   per level and a leaf in every slot (an eviction places again the blocks it reads);
 //!   docs/benchmarks.md, "Which mode is the default", has the reckoning.
 //!

@@ -239,16 +239,14 @@ impl RingOram {
         } else {
             dirty.meta.into_iter().collect()
         };
-        let (held_all, unread, count, written) = self.meta.parts();
-        let slots = self.config.slots();
-        let words = Meta::words(slots);
         for p in metas {
             let r = p * META_PAGE..((p + 1) * META_PAGE).min(buckets);
+            let (held, unread, count, written) = self.meta.page_parts(r);
             let page = Zeroizing::new(MetaPage {
-                held: held_all[r.start * slots..r.end * slots].to_vec(),
-                unread: unread[r.start * words..r.end * words].to_vec(),
-                count: count[r.clone()].to_vec(),
-                written: written[r].to_vec(),
+                held,
+                unread: unread.to_vec(),
+                count: count.to_vec(),
+                written: written.to_vec(),
             });
             pages.insert(meta_name(p), encode(&*page)?);
         }
@@ -371,8 +369,9 @@ impl RingOram {
         o.counter = core.counter;
         o.accesses = core.accesses;
         o.evictions = core.evictions;
-        o.meta = Meta::from_parts(buckets, slots, held, unread, count, written)
+        o.meta = Meta::from_parts(buckets, slots, c.z as usize, &held, unread, count, written)
             .ok_or_else(|| bad("bucket metadata does not fit the config".into()))?;
+        drop(held);
         let leaves = o.geom.leaves();
         let len = o.pos.len();
         for p in 0..len.div_ceil(POS_PAGE) {
@@ -530,10 +529,8 @@ impl RingOram {
             }
         }
         for b in 0..self.geom.bucket_count() as usize {
-            for j in 0..self.config.slots() as u16 {
-                if let Some(a) = self.meta.holds(b, j) {
-                    place(a, Some(b))?;
-                }
+            for (_, a) in self.meta.unread_blocks(b) {
+                place(a, Some(b))?;
             }
         }
         let mapped = self.pos.iter().filter(|&&l| l != u32::MAX).count();
