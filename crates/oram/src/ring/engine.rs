@@ -46,6 +46,8 @@ struct Access {
     write: Option<Zeroizing<Vec<u8>>>,
     target: Target,
     new_leaf: u32,
+    /// A position-map update to apply once the block is in (see [`Placed::update`]).
+    update: Option<(usize, u32)>,
     /// Online slots: bucket, slot, nonce (`None`: never written).
     online: Vec<(u64, u16, Option<NonceAt>)>,
 }
@@ -77,6 +79,28 @@ struct Flight {
     maintenance: Maintenance,
 }
 
+/// Where an engine's buckets are, and where it keeps its blocks' leaves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Layout {
+    /// The tree's number in bucket ids.
+    pub tree: u8,
+    /// Leaves in the blocks' last 4 bytes, given by the caller per access (see
+    /// [`RingOram::begin_placed`]), and no position map.
+    pub leaves_in_blocks: bool,
+}
+
+/// One access of a tree whose leaves the caller keeps (a tree of a recursive store).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Placed<'a> {
+    pub op: Op<'a>,
+    /// The block's leaf, `None` if it was never written.
+    pub leaf: Option<u32>,
+    /// Its leaf after the access.
+    pub new_leaf: u32,
+    /// For a read: then set entry `.0` (4 bytes, little-endian) of the block to `.1`.
+    pub update: Option<(usize, u32)>,
+}
+
 /// A Ring ORAM client over one tree with a flat position map.
 ///
 /// See the [module docs](super) for the algorithm and how it departs from the paper.
@@ -101,6 +125,12 @@ struct Flight {
 /// configuration, the access count and uniformly random leaves (see the module docs).
 pub struct RingOram {
     pub(super) config: RingConfig,
+    /// The tree's number in its buckets' ids: 0 alone, or in a recursive store (0 the
+    /// data, `t > 0` the positions of tree `t - 1`).
+    pub(super) tree: u8,
+    /// Leaves kept in the blocks (the last 4 bytes of each, little-endian) and given by
+    /// the caller for each access, instead of in `pos`: the trees of a recursive store.
+    pub(super) leaves_in_blocks: bool,
     pub(super) geom: TreeGeometry,
     pub(super) slots: Slots,
     /// The next nonce counter value.
@@ -136,7 +166,7 @@ impl RingOram {
     ) -> Result<Self, Error> {
         let mut store_id = [0u8; 16];
         rng.fill_bytes(&mut store_id);
-        Self::with_lineages(config, &key, store_id, &[])
+        Self::with_lineages(config, &key, store_id, &[], Layout::default())
     }
 
     /// An empty engine whose buckets may have been sealed by the `earlier` lineages, in a
@@ -146,8 +176,14 @@ impl RingOram {
         key: &Key,
         store_id: [u8; 16],
         earlier: &[[u8; 32]],
+        layout: Layout,
     ) -> Result<Self, Error> {
         config.validate()?;
+        if layout.leaves_in_blocks && config.block_size < 8 {
+            return Err(Error::InvalidConfig(
+                "a block that carries its leaf needs at least 8 bytes",
+            ));
+        }
         let geom = TreeGeometry {
             height: config.height(),
             slots: config.z,
@@ -161,7 +197,14 @@ impl RingOram {
         }
         let lineage = fresh_lineage()?;
         slots.push_lineage(lineage, lineage_cipher(key, &store_id, &lineage));
+        let pos = if layout.leaves_in_blocks {
+            Vec::new()
+        } else {
+            vec![UNMAPPED; config.capacity as usize]
+        };
         Ok(RingOram {
+            tree: layout.tree,
+            leaves_in_blocks: layout.leaves_in_blocks,
             geom,
             slots,
             counter: 1,
@@ -170,7 +213,7 @@ impl RingOram {
                 config.slots(),
                 config.z as usize,
             ),
-            pos: vec![UNMAPPED; config.capacity as usize],
+            pos,
             local: HashMap::new(),
             stash: BTreeSet::new(),
             cache: vec![Vec::new(); geom.cached_buckets()],
@@ -256,6 +299,46 @@ impl RingOram {
         ops: &[Op<'_>],
         rng: &mut R,
     ) -> Result<&RingRequest, Error> {
+        if self.leaves_in_blocks {
+            return Err(Error::InvalidConfig(
+                "a tree of a recursive store is accessed with its leaves",
+            ));
+        }
+        let ops: Vec<(Op<'_>, Option<Placed<'_>>)> = ops.iter().map(|&op| (op, None)).collect();
+        self.plan_batch(&ops, rng)
+    }
+
+    /// [`RingOram::begin_batch`] for a tree that keeps its leaves in its blocks: each
+    /// access comes with its block's leaf (from the position tree above it) and the leaf
+    /// it moves to, and may update a position entry of the block it reads.
+    pub(super) fn begin_placed<R: CryptoRng + ?Sized>(
+        &mut self,
+        placed: &[Placed<'_>],
+        rng: &mut R,
+    ) -> Result<&RingRequest, Error> {
+        let leaves = self.geom.leaves();
+        let entries = self.config.block_size as usize / 4 - 1;
+        let fits = |p: &Placed<'_>| {
+            p.leaf.is_none_or(|l| u64::from(l) < leaves)
+                && u64::from(p.new_leaf) < leaves
+                && p.update
+                    .is_none_or(|(e, _)| e < entries && matches!(p.op, Op::Read(_)))
+        };
+        if !self.leaves_in_blocks || !placed.iter().all(fits) {
+            return Err(Error::InvalidConfig(
+                "leaves are given only to a tree that keeps them, and must be in it",
+            ));
+        }
+        let ops: Vec<(Op<'_>, Option<Placed<'_>>)> =
+            placed.iter().map(|p| (p.op, Some(*p))).collect();
+        self.plan_batch(&ops, rng)
+    }
+
+    fn plan_batch<R: CryptoRng + ?Sized>(
+        &mut self,
+        ops: &[(Op<'_>, Option<Placed<'_>>)],
+        rng: &mut R,
+    ) -> Result<&RingRequest, Error> {
         if self.flight.is_some() {
             return Err(Error::Busy);
         }
@@ -268,7 +351,7 @@ impl RingOram {
         }
         // Every operation checked before anything changes.
         let mut checked = Vec::with_capacity(ops.len());
-        for op in ops {
+        for (op, placed) in ops {
             checked.push(match *op {
                 Op::Read(a) => (Some(self.check_addr(a)?), None),
                 Op::Write(a, data) => {
@@ -285,14 +368,19 @@ impl RingOram {
                 }
                 Op::Dummy => (None, None),
             });
+            let _ = placed;
         }
         let writes = self.sealed_owed()?;
         let mut coming = HashSet::new();
         let mut accesses = Vec::with_capacity(ops.len());
-        for (addr, write) in checked {
-            let access = self.plan_online(addr, write, &coming, rng)?;
+        for ((addr, write), (_, placed)) in checked.into_iter().zip(ops) {
+            let access = self.plan_online(addr, write, *placed, &coming, rng)?;
+            // A later access of the batch finds the block with the client: it was found,
+            // is written, or (with leaves in blocks) is kept even if never written.
             if let Some(a) = access.addr
-                && (access.target != Target::None || access.write.is_some())
+                && (access.target != Target::None
+                    || access.write.is_some()
+                    || self.leaves_in_blocks)
             {
                 coming.insert(a);
             }
@@ -304,12 +392,17 @@ impl RingOram {
             writes,
             online: accesses
                 .iter()
-                .map(|p| p.online.iter().map(|&(b, s, _)| slot_id(b, s)).collect())
+                .map(|p| {
+                    p.online
+                        .iter()
+                        .map(|&(b, s, _)| slot_id(self.tree, b, s))
+                        .collect()
+                })
                 .collect(),
             reads: maintenance
                 .reads
                 .iter()
-                .map(|r| slot_id(r.bucket, r.slot))
+                .map(|r| slot_id(self.tree, r.bucket, r.slot))
                 .collect(),
         };
         self.flight = Some(Flight {
@@ -325,6 +418,7 @@ impl RingOram {
         &mut self,
         addr: Option<u32>,
         write: Option<Zeroizing<Vec<u8>>>,
+        placed: Option<Placed<'_>>,
         coming: &HashSet<u32>,
         rng: &mut R,
     ) -> Result<Access, Error> {
@@ -333,8 +427,9 @@ impl RingOram {
             Some(a) if self.local.contains_key(&a) || coming.contains(&a) => Target::Local,
             _ => Target::None,
         };
-        let mapped = match (addr, target) {
-            (Some(a), Target::None) => self.pos[a as usize],
+        let mapped = match (addr, target, placed) {
+            (Some(_), Target::None, Some(p)) => p.leaf.unwrap_or(UNMAPPED),
+            (Some(a), Target::None, None) => self.pos[a as usize],
             _ => UNMAPPED,
         };
         let leaf = if mapped == UNMAPPED {
@@ -342,7 +437,10 @@ impl RingOram {
         } else {
             mapped
         };
-        let new_leaf = rng.random_range(0..leaves);
+        let new_leaf = match placed {
+            Some(p) => p.new_leaf,
+            None => rng.random_range(0..leaves),
+        };
         let (t, l) = (self.geom.cached_levels as usize, self.geom.height as usize);
         let mut online = Vec::with_capacity(l + 1 - t);
         for d in t..=l {
@@ -375,6 +473,7 @@ impl RingOram {
             write,
             target,
             new_leaf,
+            update: placed.and_then(|p| p.update),
             online,
         })
     }
@@ -466,7 +565,7 @@ impl RingOram {
             .iter()
             .map(|o| {
                 Ok((
-                    bucket_id(o.index),
+                    self.bucket_id(o.index),
                     self.seal_bucket(o.index, o.first, &o.blocks)?,
                 ))
             })
@@ -557,7 +656,7 @@ impl RingOram {
         IntegrityError,
     > {
         let slot_len = self.config.slot_len();
-        let first = bucket_id(f.accesses[0].online[0].0);
+        let first = self.bucket_id(f.accesses[0].online[0].0);
         if reply.online.len() != f.accesses.len() || reply.reads.len() != f.maintenance.reads.len()
         {
             return Err(IntegrityError::WrongLength {
@@ -569,7 +668,7 @@ impl RingOram {
         let mut scratch = Zeroizing::new(vec![0u8; slot_len]);
         let mut found = Vec::with_capacity(f.accesses.len());
         for (p, online) in f.accesses.iter().zip(&reply.online) {
-            let first = bucket_id(p.online[0].0);
+            let first = self.bucket_id(p.online[0].0);
             if online.len() != slot_len {
                 return Err(IntegrityError::WrongLength {
                     id: first,
@@ -581,8 +680,8 @@ impl RingOram {
             for (i, &(b, slot, nonce)) in p.online.iter().enumerate() {
                 if let (Some(at), false) = (nonce, p.target == Target::Online(i)) {
                     self.slots
-                        .xor_dummy(at, bucket_id(b), slot, &mut scratch, &mut acc)
-                        .map_err(|_| IntegrityError::Tampered(bucket_id(b)))?;
+                        .xor_dummy(at, self.bucket_id(b), slot, &mut scratch, &mut acc)
+                        .map_err(|_| IntegrityError::Tampered(self.bucket_id(b)))?;
                 }
             }
             found.push(match p.target {
@@ -591,7 +690,7 @@ impl RingOram {
                     let at = nonce
                         .ok_or(IntegrityError::BlockMissing(u64::from(p.addr.unwrap_or(0))))?;
                     self.slots
-                        .open(at, bucket_id(b), slot, &mut acc)
+                        .open(at, self.bucket_id(b), slot, &mut acc)
                         .map_err(|_| IntegrityError::Combined(first))?;
                     acc.truncate(self.config.block_size as usize);
                     Some(acc)
@@ -606,7 +705,7 @@ impl RingOram {
         }
         let mut blocks = Vec::new();
         for (r, got) in f.maintenance.reads.iter().zip(&reply.reads) {
-            let id = bucket_id(r.bucket);
+            let id = self.bucket_id(r.bucket);
             match (r.nonce, got) {
                 (None, None) => {}
                 (None, Some(_)) => return Err(IntegrityError::Unexpected(id)),
@@ -666,11 +765,44 @@ impl RingOram {
         if f.write.is_some() || f.target != Target::Local {
             self.dirty.data(a);
         }
-        if let Some(data) = f.write.or(held) {
+        if self.leaves_in_blocks {
+            // Every block touched is kept, even one never written: the tree above now
+            // names its leaf.
+            let mut data = f.write.or(held).unwrap_or_else(zeros);
+            let end = data.len() - 4;
+            if let Some((e, v)) = f.update {
+                data[e * 4..e * 4 + 4].copy_from_slice(&v.to_le_bytes());
+            }
+            data[end..].copy_from_slice(&f.new_leaf.to_le_bytes());
+            self.dirty.data(a);
+            self.local.insert(a, data);
+            self.stash.insert(a);
+        } else if let Some(data) = f.write.or(held) {
             self.local.insert(a, data);
             self.stash.insert(a);
             self.pos[a as usize] = f.new_leaf;
             self.dirty.pos(a);
+        }
+    }
+
+    /// The leaf of block `a`, which the client holds (in the stash or a cached bucket) or
+    /// maps.
+    pub(super) fn leaf_of(&self, a: u32) -> u32 {
+        if self.leaves_in_blocks {
+            self.local.get(&a).map_or(UNMAPPED, |d| {
+                let end = d.len() - 4;
+                u32::from_le_bytes([d[end], d[end + 1], d[end + 2], d[end + 3]])
+            })
+        } else {
+            self.pos[a as usize]
+        }
+    }
+
+    /// The id of bucket `index` of this tree.
+    pub(super) fn bucket_id(&self, index: u64) -> BucketId {
+        BucketId {
+            tree: self.tree,
+            index,
         }
     }
 
@@ -726,7 +858,7 @@ impl RingOram {
         rng: &mut R,
     ) -> Result<(), Error> {
         let prefix = b + 1 - (1u64 << d);
-        let eligible = |a: u32| u64::from(self.geom.prefix(d, self.pos[a as usize])) == prefix;
+        let eligible = |a: u32| u64::from(self.geom.prefix(d, self.leaf_of(a))) == prefix;
         let chosen: Vec<u32> = match only {
             // A reshuffle's own blocks, less any an access of the batch remapped.
             Some(own) => own
@@ -804,7 +936,7 @@ impl RingOram {
                 counter: first.counter + j as u64,
                 ..first
             };
-            self.slots.seal(at, bucket_id(b), j as u16, out)?;
+            self.slots.seal(at, self.bucket_id(b), j as u16, out)?;
         }
         Ok(bytes)
     }
@@ -853,13 +985,12 @@ fn reverse_lexicographic(g: u64, height: u32) -> u32 {
     low.reverse_bits() >> (32 - height)
 }
 
-fn bucket_id(index: u64) -> BucketId {
-    BucketId { tree: 0, index }
-}
-
-fn slot_id(bucket: u64, slot: u16) -> SlotId {
+fn slot_id(tree: u8, bucket: u64, slot: u16) -> SlotId {
     SlotId {
-        bucket: bucket_id(bucket),
+        bucket: BucketId {
+            tree,
+            index: bucket,
+        },
         slot,
     }
 }

@@ -96,6 +96,7 @@
 mod engine;
 mod meta;
 pub mod pages;
+mod recursive;
 mod slot;
 mod snapshot;
 mod store;
@@ -106,6 +107,7 @@ use crate::geometry::ceil_log2;
 use crate::{BucketId, Error, MAX_BLOCK, MIN_BLOCK};
 
 pub use engine::RingOram;
+pub use recursive::{Recursion, RecursiveRing};
 pub use slot::SLOT_OVERHEAD;
 pub use store::RingStore;
 

@@ -31,12 +31,12 @@ use serde_bytes::ByteBuf;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::RingConfig;
-use super::engine::RingOram;
+use super::engine::{Layout, RingOram};
 use super::meta::Meta;
 use super::slot::NonceAt;
 use crate::pages::{Pages, positions_page, read_positions};
 use crate::snapshot::{MAX_RESTORE_BYTES, decode, encode};
-use crate::{BucketId, Error, Key};
+use crate::{Error, Key};
 
 /// Buckets per `meta/P` page: 4 since `core` version 2 (an access reads one bucket a
 /// level, each in its own page, so smaller pages save less unchanged metadata; at Z + S =
@@ -291,6 +291,15 @@ impl RingOram {
         page: impl Fn(&str) -> Option<&'a [u8]>,
         key: Key,
     ) -> Result<Self, Error> {
+        Self::from_pages_in(page, key, Layout::default())
+    }
+
+    /// [`RingOram::from_pages`] for a tree of `layout` (a tree of a recursive store).
+    pub(super) fn from_pages_in<'a>(
+        page: impl Fn(&str) -> Option<&'a [u8]>,
+        key: Key,
+        layout: Layout,
+    ) -> Result<Self, Error> {
         let bad = |m: String| Error::BadSnapshot(m);
         let need = |name: &str| page(name).ok_or_else(|| bad(format!("page {name} is missing")));
         let mut core: Zeroizing<Core> = decode(need("core")?)?;
@@ -305,7 +314,11 @@ impl RingOram {
         let buckets = c.buckets() as usize;
         let memory = (buckets as u64)
             .saturating_mul(c.slots() as u64 * 4 + 32)
-            .saturating_add(c.capacity.saturating_mul(4));
+            .saturating_add(if layout.leaves_in_blocks {
+                0
+            } else {
+                c.capacity.saturating_mul(4)
+            });
         if memory > MAX_RESTORE_BYTES {
             return Err(bad(
                 "the config needs more client memory than allowed".into()
@@ -365,7 +378,7 @@ impl RingOram {
         for w in written.iter_mut().filter(|w| w.counter != 0) {
             w.lineage = renumber[w.lineage as usize];
         }
-        let mut o = RingOram::with_lineages(c, &key, core.store_id, &kept)?;
+        let mut o = RingOram::with_lineages(c, &key, core.store_id, &kept, layout)?;
         o.counter = core.counter;
         o.accesses = core.accesses;
         o.evictions = core.evictions;
@@ -489,7 +502,7 @@ impl RingOram {
             }
             let at = self.meta.nonce(b, j).ok_or_else(bad)?;
             let mut data = Zeroizing::new(sealed.to_vec());
-            let id = BucketId { tree: 0, index };
+            let id = self.bucket_id(index);
             self.slots.open(at, id, j, &mut data).map_err(|_| bad())?;
             out.push((j, ByteBuf::from(data[..block].to_vec())));
         }
@@ -499,6 +512,9 @@ impl RingOram {
     /// Every mapped block is in exactly one place (the stash, a cached bucket, or an unread
     /// slot of a bucket on its path).
     pub(super) fn check_places(&self) -> Result<(), Error> {
+        if self.leaves_in_blocks {
+            return self.check_places_in_blocks();
+        }
         let bad = |m: &str| Error::BadSnapshot(m.to_string());
         let mut seen = vec![false; self.pos.len()];
         let mut place = |a: u32, b: Option<usize>| -> Result<(), Error> {
@@ -536,6 +552,46 @@ impl RingOram {
         let mapped = self.pos.iter().filter(|&&l| l != u32::MAX).count();
         if seen.iter().filter(|&&s| s).count() != mapped {
             return Err(bad("blocks held and positions disagree"));
+        }
+        Ok(())
+    }
+    /// [`RingOram::check_places`] for a tree that keeps its leaves in its blocks: every
+    /// block in at most one place, and each one the client holds on its leaf's path (the
+    /// leaves of blocks at storage are sealed with them).
+    fn check_places_in_blocks(&self) -> Result<(), Error> {
+        let bad = |m: &str| Error::BadSnapshot(m.to_string());
+        let leaves = self.geom.leaves();
+        let mut seen = std::collections::HashSet::new();
+        let mut place = |a: u32| -> Result<(), Error> {
+            if u64::from(a) >= self.config.capacity || !seen.insert(a) {
+                return Err(bad("a block in two places, or past the store"));
+            }
+            Ok(())
+        };
+        for &a in &self.stash {
+            place(a)?;
+        }
+        for (b, c) in self.cache.iter().enumerate() {
+            for &a in c {
+                place(a)?;
+                let leaf = self.leaf_of(a);
+                let depth = (b + 1).ilog2() as usize;
+                if u64::from(leaf) >= leaves || self.geom.bucket_index(depth, leaf) != b as u64 {
+                    return Err(bad("a block off its path"));
+                }
+            }
+        }
+        if self
+            .stash
+            .iter()
+            .any(|&a| u64::from(self.leaf_of(a)) >= leaves)
+        {
+            return Err(bad("a block names a leaf past the tree"));
+        }
+        for b in 0..self.geom.bucket_count() as usize {
+            for (_, a) in self.meta.unread_blocks(b) {
+                place(a)?;
+            }
         }
         Ok(())
     }

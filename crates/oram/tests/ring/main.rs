@@ -8,6 +8,7 @@ mod common;
 mod integrity;
 mod model;
 mod oblivious;
+mod recursive;
 mod stash;
 mod state;
 
