@@ -61,13 +61,13 @@ impl View {
 }
 
 /// Leaf of a path given as its fetched buckets, top first.
-fn leaf_of(path: &[BucketId], height: u32) -> u64 {
+pub fn leaf_of(path: &[BucketId], height: u32) -> u64 {
     let last = path.last().expect("a path").index;
     last + 1 - (1u64 << height)
 }
 
 /// Pearson's chi-square statistic of `counts` against `expected` counts.
-fn chi_square(counts: &[u64], expected: &[f64]) -> f64 {
+pub fn chi_square(counts: &[u64], expected: &[f64]) -> f64 {
     counts
         .iter()
         .zip(expected)
@@ -77,7 +77,7 @@ fn chi_square(counts: &[u64], expected: &[f64]) -> f64 {
 
 /// A chi-square threshold with `df` degrees of freedom: mean plus six standard deviations
 /// (far beyond p = 1e-6 for the sizes here).
-fn threshold(df: usize) -> f64 {
+pub fn threshold(df: usize) -> f64 {
     df as f64 + 6.0 * (2.0 * df as f64).sqrt()
 }
 

@@ -312,3 +312,77 @@ fn recursion_keeps_less_in_client_memory_than_the_flat_map() {
         "the position tree is at storage"
     );
 }
+
+/// What storage sees of two very different workloads (block 0 over and over, and random
+/// reads, writes and dummies): in every tree, online reads of uniformly random leaves, and
+/// the same shape of walk access after access.
+#[test]
+fn storage_sees_uniform_leaves_in_every_tree_whatever_the_workload() {
+    use rand::RngExt;
+    const ACCESSES: u64 = 6_000;
+    let config = RingConfig {
+        cached_levels: 1,
+        ..RingConfig::new(1 << 10, 16)
+    };
+    let map = Recursion {
+        pos_block: 16,
+        flat_limit: 16,
+    };
+    let mut shapes = Vec::new();
+    for hot in [true, false] {
+        let mut rng = crate::common::rng(u64::from(hot) + 20);
+        let mut oram =
+            RecursiveRing::new(config, map, Key::generate(&mut rng), &mut rng).expect("config");
+        let mut store = MemoryStore::new();
+        let trees = oram.trees();
+        let mut leaves: Vec<HashMap<u64, u64>> = vec![HashMap::new(); trees];
+        let mut heights = vec![0u32; trees];
+        let mut shape = Vec::new();
+        let b = [7u8; 16];
+        for i in 0..ACCESSES {
+            let a = if hot {
+                0
+            } else {
+                rng.random_range(0..config.capacity)
+            };
+            let op = match i % 3 {
+                0 => Op::Write(a, &b),
+                1 => Op::Read(a),
+                _ => Op::Dummy,
+            };
+            oram.begin_batch(&[op], &mut rng).expect("begin");
+            loop {
+                let slot_len = oram.slot_len();
+                let req = oram.request().expect("request").clone();
+                let path: Vec<BucketId> = req.online[0].iter().map(|s| s.bucket).collect();
+                let t = usize::from(path[0].tree);
+                // The deepest fetched bucket is a leaf: its depth is the tree's height.
+                let last = path.last().expect("path").index;
+                heights[t] = (last + 1).ilog2();
+                *leaves[t]
+                    .entry(crate::oblivious::leaf_of(&path, heights[t]))
+                    .or_default() += 1;
+                shape.push((t, path.len()));
+                let reply = shroud_oram::ring::RingStore::exchange(&mut store, &req, slot_len)
+                    .expect("exchange");
+                if oram.finish(&reply, &mut rng).expect("finish") == Progress::Done {
+                    break;
+                }
+            }
+        }
+        for t in 0..trees {
+            let n = 1usize << heights[t];
+            let counts: Vec<u64> = (0..n as u64)
+                .map(|l| leaves[t].get(&l).copied().unwrap_or(0))
+                .collect();
+            let expected = vec![ACCESSES as f64 / n as f64; n];
+            let chi = crate::oblivious::chi_square(&counts, &expected);
+            assert!(
+                chi < crate::oblivious::threshold(n - 1),
+                "tree {t} (hot {hot}): leaves not uniform, chi-square {chi:.1} over {n} leaves"
+            );
+        }
+        shapes.push(shape);
+    }
+    assert_eq!(shapes[0], shapes[1], "walks of the same shape");
+}
