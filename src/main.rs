@@ -1173,9 +1173,9 @@ fn bench_ring(json: bool, accesses: u64, zsa: &[u32], every: u32) -> Result<()> 
     };
     if !json {
         shroud_lab::outln!(
-            "| N | B | T | Path ORAM up / down per access | Ring ORAM (Z, S, A) up / down | Path / Ring | reshuffles per access (unscheduled) | max stash Path / Ring | memory Path / Ring | accesses/s Path / Ring | Ring MB/day each way at E = 2 s |"
+            "| N | B | T | Path ORAM up / down per access | Ring ORAM (Z, S, A) up / down | Path / Ring | reshuffles per access (unscheduled) | max stash Path / Ring | memory Path / Ring | accesses/s Path / Ring | Ring MB/day each way at E = 2 s | recursive Ring: trees, up / down, memory, accesses/s |"
         );
-        shroud_lab::outln!("|---|---|---|---|---|---|---|---|---|---|---|");
+        shroud_lab::outln!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     }
     for (n, block, cached) in shroud_lab::bench::ring::cases() {
         let r = shroud_lab::bench::ring::measure(n, block, cached, [*z, *s, *a], every, accesses)?;
@@ -1185,7 +1185,7 @@ fn bench_ring(json: bool, accesses: u64, zsa: &[u32], every: u32) -> Result<()> 
             let kb = |b: f64| b / 1e3;
             let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
             shroud_lab::outln!(
-                "| 2^{} | {} | {} | {:.1} / {:.1} KB | ({}, {}, {}) {:.1} / {:.1} KB | {:.2} | {:.3} ({:.4}) | {} / {} | {:.1} / {:.1} MiB | {:.0} / {:.0} | {:.0} / {:.0} |",
+                "| 2^{} | {} | {} | {:.1} / {:.1} KB | ({}, {}, {}) {:.1} / {:.1} KB | {:.2} | {:.3} ({:.4}) | {} / {} | {:.1} / {:.1} MiB | {:.0} / {:.0} | {:.0} / {:.0} | {}, {:.1} / {:.1} KB, {:.1} MiB, {:.0} |",
                 r.n.trailing_zeros(),
                 r.block,
                 r.cached_levels,
@@ -1206,7 +1206,12 @@ fn bench_ring(json: bool, accesses: u64, zsa: &[u32], every: u32) -> Result<()> 
                 r.accesses_per_s[0],
                 r.accesses_per_s[1],
                 r.ring_mb_per_day[0],
-                r.ring_mb_per_day[1]
+                r.ring_mb_per_day[1],
+                r.recursive_trees,
+                kb(r.recursive_bytes[0]),
+                kb(r.recursive_bytes[1]),
+                mib(r.recursive_memory),
+                r.recursive_accesses_per_s
             );
         }
     }

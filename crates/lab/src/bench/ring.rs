@@ -1,6 +1,8 @@
 //! `shroud bench ring`: Ring ORAM against Path ORAM on the same N, B and cached levels:
 //! bytes per access each way (counted from what the engines hand to their stores), the
-//! stash, client memory and accesses per second, in one run over the in-memory stores.
+//! stash, client memory and accesses per second, in one run over the in-memory stores;
+//! and Ring ORAM with a recursive position map ([`RecursiveRing`], the default
+//! [`Recursion`]) on the same accesses.
 //!
 //! Bytes are the engines' own (sealed buckets and slots, and 10 bytes per slot id for
 //! Ring ORAM's reads); the wire adds frame and TLS overhead on top of either.
@@ -12,7 +14,8 @@ use anyhow::Result;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
-use shroud_oram::ring::{RingConfig, RingOram, RingStore};
+use shroud_oram::Progress;
+use shroud_oram::ring::{Recursion, RecursiveRing, RingConfig, RingOram, RingStore};
 use shroud_oram::{BucketStore, Config, Fetch, Key, MemoryStore, Op, Oram, WriteBack};
 
 /// One line of `shroud bench ring --json`.
@@ -54,6 +57,64 @@ pub struct Report {
     pub accesses_per_s: [f64; 2],
     /// Each way, per day, at one access every 2 s (K = 1, E = 2 s), engine bytes only.
     pub ring_mb_per_day: [f64; 2],
+    /// Ring ORAM with a recursive position map: trees (one round trip each per access).
+    pub recursive_trees: usize,
+    /// Its bytes up and down per access, all trees.
+    pub recursive_bytes: [f64; 2],
+    /// Its client memory, bytes, sampled as `memory`.
+    pub recursive_memory: usize,
+    /// Its accesses per second, one core.
+    pub recursive_accesses_per_s: f64,
+}
+
+/// What [`measure_recursive`] found.
+struct RecursiveRun {
+    trees: usize,
+    up: u64,
+    down: u64,
+    memory: usize,
+    rate: f64,
+}
+
+/// Ring ORAM with the default recursive position map on `ops`, after writing every block.
+fn measure_recursive(
+    config: RingConfig,
+    ops: &[Op<'_>],
+    data: &[u8],
+    rng: &mut StdRng,
+) -> Result<RecursiveRun> {
+    let mut oram = RecursiveRing::new(config, Recursion::default(), Key::generate(rng), rng)?;
+    let mut store = MemoryStore::new();
+    for a in 0..config.capacity {
+        oram.run(&mut store, Op::Write(a, data), rng)?;
+    }
+    let (mut up, mut down, mut memory) = (0u64, 0u64, 0usize);
+    let started = Instant::now();
+    for (i, op) in ops.iter().enumerate() {
+        if i % MEMORY_EVERY == 0 {
+            memory = memory.max(oram.memory());
+        }
+        oram.begin_batch(&[*op], rng)?;
+        loop {
+            let slot_len = oram.slot_len();
+            let req = oram
+                .request()
+                .ok_or_else(|| anyhow::anyhow!("no request out"))?;
+            up += req.up_bytes() as u64;
+            let reply = store.exchange(req, slot_len)?;
+            down += reply.down_bytes() as u64;
+            if oram.finish(&reply, rng)? == Progress::Done {
+                break;
+            }
+        }
+    }
+    Ok(RecursiveRun {
+        trees: oram.trees(),
+        up,
+        down,
+        memory: memory.max(oram.memory()),
+        rate: ops.len() as f64 / started.elapsed().as_secs_f64(),
+    })
 }
 
 /// Counts the bytes a Path ORAM engine hands to and takes from its store.
@@ -161,6 +222,8 @@ pub fn measure(
         ring.finish(&reply, &mut rng)?;
     }
     let ring_rate = accesses as f64 / started.elapsed().as_secs_f64();
+    let all: Vec<Op<'_>> = ops.iter().map(op).collect();
+    let rec = measure_recursive(config, &all, &data, &mut rng)?;
 
     let per = |b: u64| b as f64 / accesses as f64;
     let fetched = u64::from(config.height() + 1 - config.cached());
@@ -185,6 +248,10 @@ pub fn measure(
         memory: [peak[0].max(path.memory()), peak[1].max(ring.memory())],
         accesses_per_s: [path_rate, ring_rate],
         ring_mb_per_day: [per(up) * per_day, per(down) * per_day],
+        recursive_trees: rec.trees,
+        recursive_bytes: [per(rec.up), per(rec.down)],
+        recursive_memory: rec.memory,
+        recursive_accesses_per_s: rec.rate,
     })
 }
 

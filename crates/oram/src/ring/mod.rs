@@ -78,11 +78,11 @@
 //!   all its online reads and applied after all its operations, and a bucket is
 //!   reshuffled once the next batch could find no unread dummy in it (after S + 1 - K
 //!   reads; S with batches of one, as in the paper). The rewritten buckets travel in the
-//!   next request, before its reads (storage applies writes first). The position map stays
-//!   flat: beside the metadata (209 bytes a bucket at Z = 32, S = 64: 26 bytes a block)
-//!   its 4 bytes a block are 13% of the client's memory, and recursion would cost a round trip
-//!   per level and a leaf in every slot (an eviction places again the blocks it reads);
-//!   docs/benchmarks.md, "Which mode is the default", has the reckoning.
+//!   next request, before its reads (storage applies writes first).
+//! - **A flat position map, or a recursive one.** [`RingOram`] keeps a flat map (4 bytes a
+//!   block, beside the metadata's 26); [`RecursiveRing`] keeps it in smaller Ring ORAMs
+//!   whose blocks carry their own leaves, a round trip a tree (see its module docs, and
+//!   docs/benchmarks.md, "Which mode is the default", for what it saves and costs).
 //!
 //! # Security
 //! What leaves the engine per access: the previous access's rewritten buckets (the
