@@ -35,6 +35,8 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::engine::{Layout, Placed, RingOram};
+use super::pages::Dirty;
+use super::snapshot::{by_name, pack, unpack};
 use super::store::RingStore;
 use super::{RingConfig, RingReply, RingRequest};
 use crate::pages::{Pages, positions_page, read_positions};
@@ -150,6 +152,8 @@ struct Walk {
     new_leaves: Vec<Vec<u32>>,
     /// Per access: the leaf of its block in `tree` (`None`: never written).
     leaves: Vec<Option<u32>>,
+    /// A tree's stash grew past this bound during the walk: reported when it ends.
+    overflow: Option<usize>,
 }
 
 /// A Ring ORAM client whose position map is kept recursively in smaller Ring ORAMs.
@@ -319,6 +323,7 @@ impl RecursiveRing {
             tree: last,
             new_leaves,
             leaves,
+            overflow: None,
         });
         match self.begin_tree(rng) {
             Ok(()) => self.request().ok_or(Error::NotFetching),
@@ -346,9 +351,9 @@ impl RecursiveRing {
     /// [`Progress::Fetch`] when the next tree's request is out, [`Progress::Done`] when
     /// the batch is complete (see [`RecursiveRing::results`]).
     ///
-    /// On an [`Error::Integrity`] nothing changes: send the same request again. A
-    /// [`Error::StashOverflow`] of a tree is reported after the walk went on (no block is
-    /// lost; the stash grew past its bound).
+    /// On an [`Error::Integrity`] nothing changes: send the same request again. A tree
+    /// whose stash grows past its bound does not stop the walk: the batch completes (no
+    /// block is lost) and its last `finish` returns [`Error::StashOverflow`].
     pub fn finish<R: CryptoRng + ?Sized>(
         &mut self,
         reply: &RingReply,
@@ -359,10 +364,11 @@ impl RecursiveRing {
         };
         let overflow = match self.trees[t].finish(reply, rng) {
             Ok(()) => None,
-            Err(e @ Error::StashOverflow { .. }) => Some(e),
+            Err(Error::StashOverflow { limit }) => Some(limit),
             Err(e) => return Err(e),
         };
         let walk = self.walk.as_mut().ok_or(Error::NotFetching)?;
+        walk.overflow = walk.overflow.or(overflow);
         let last = self.trees.len() - 1;
         if t == last {
             // The top map names the leaves this tree's blocks moved to, in access order.
@@ -392,19 +398,17 @@ impl RecursiveRing {
                 .collect();
             walk.tree = t - 1;
             self.begin_tree(rng)?;
-            return match overflow {
-                Some(e) => Err(e),
-                None => Ok(Progress::Fetch),
-            };
+            return Ok(Progress::Fetch);
         }
         let block = self.config.block_size as usize;
         self.results = self.trees[0]
             .results()
             .map(|r| Zeroizing::new(r.get(..block).unwrap_or_default().to_vec()))
             .collect();
-        self.accesses += self.walk.take().map_or(0, |w| w.ops.len() as u64);
-        match overflow {
-            Some(e) => Err(e),
+        let walk = self.walk.take().ok_or(Error::NotFetching)?;
+        self.accesses += walk.ops.len() as u64;
+        match walk.overflow {
+            Some(limit) => Err(Error::StashOverflow { limit }),
             None => Ok(Progress::Done),
         }
     }
@@ -514,21 +518,14 @@ impl RecursiveRing {
             return Err(Error::Busy);
         }
         let mut pages = Pages::new();
-        let head = Head {
-            version: VERSION,
-            config: self.config,
-            recursion: self.recursion,
-            accesses: self.accesses,
-        };
-        pages.insert("recursive".into(), encode(&head)?);
+        pages.insert("recursive".into(), encode(&self.head())?);
         let dirty: Vec<usize> = if self.all_dirty {
             (0..self.top.len().div_ceil(TOP_PAGE)).collect()
         } else {
             self.top_dirty.iter().copied().collect()
         };
         for p in dirty {
-            let entries = &self.top[p * TOP_PAGE..((p + 1) * TOP_PAGE).min(self.top.len())];
-            pages.insert(format!("top/{p}"), positions_page(entries));
+            pages.insert(format!("top/{p}"), self.top_page(p));
         }
         self.top_dirty.clear();
         self.all_dirty = false;
@@ -538,6 +535,46 @@ impl RecursiveRing {
             }
         }
         Ok(pages)
+    }
+
+    /// Serializes the whole client-side state (every page, as [`RingOram::snapshot`] does).
+    /// Only between batches: [`Error::Busy`] while one is out.
+    pub fn snapshot(&self) -> Result<Zeroizing<Vec<u8>>, Error> {
+        if self.walk.is_some() {
+            return Err(Error::Busy);
+        }
+        let mut pages = Pages::new();
+        pages.insert("recursive".into(), encode(&self.head())?);
+        for p in 0..self.top.len().div_ceil(TOP_PAGE) {
+            pages.insert(format!("top/{p}"), self.top_page(p));
+        }
+        for (t, tree) in self.trees.iter().enumerate() {
+            for (name, bytes) in tree.pages(Dirty::everything())? {
+                pages.insert(format!("t{t}/{name}"), bytes);
+            }
+        }
+        pack(&pages)
+    }
+
+    /// Rebuilds a store from [`RecursiveRing::snapshot`] bytes and the key, as
+    /// [`RecursiveRing::from_pages`] does.
+    pub fn restore(bytes: &[u8], key: Key) -> Result<Self, Error> {
+        let snap = unpack(bytes)?;
+        let by_name = by_name(&snap);
+        RecursiveRing::from_pages(|name| by_name.get(name).copied(), key)
+    }
+
+    fn head(&self) -> Head {
+        Head {
+            version: VERSION,
+            config: self.config,
+            recursion: self.recursion,
+            accesses: self.accesses,
+        }
+    }
+
+    fn top_page(&self, p: usize) -> Zeroizing<Vec<u8>> {
+        positions_page(&self.top[p * TOP_PAGE..((p + 1) * TOP_PAGE).min(self.top.len())])
     }
 
     /// Rebuilds a store from the latest bytes of every page, looked up by name, and the

@@ -10,6 +10,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::engine::RingOram;
 use super::pages::Dirty;
+use crate::pages::Pages;
 use crate::snapshot::{decode, encode};
 use crate::{Error, Key};
 
@@ -17,7 +18,7 @@ use crate::{Error, Key};
 const VERSION: u32 = 1;
 
 #[derive(Serialize, Deserialize)]
-struct Snapshot {
+pub(super) struct Snapshot {
     version: u32,
     pages: Vec<(String, ByteBuf)>,
 }
@@ -51,30 +52,43 @@ impl RingOram {
         if self.request().is_some() {
             return Err(Error::Busy);
         }
-        let pages = self.pages(Dirty::everything())?;
-        let snap = Zeroizing::new(Snapshot {
-            version: VERSION,
-            pages: pages
-                .iter()
-                .map(|(name, bytes)| (name.clone(), ByteBuf::from(bytes.to_vec())))
-                .collect(),
-        });
-        encode(&*snap)
+        pack(&self.pages(Dirty::everything())?)
     }
 
     /// Rebuilds an engine from [`RingOram::snapshot`] bytes and the store's key, in a new
     /// lineage, as [`RingOram::from_pages`] does.
     pub fn restore(bytes: &[u8], key: Key) -> Result<Self, Error> {
-        let snap: Zeroizing<Snapshot> = decode(bytes)?;
-        if snap.version != VERSION {
-            return Err(Error::BadSnapshot("unknown version".into()));
-        }
-        let by_name: std::collections::HashMap<&str, &[u8]> = snap
-            .pages
-            .iter()
-            .map(|(n, b)| (n.as_str(), b.as_slice()))
-            .collect();
-        let page = |name: &str| by_name.get(name).copied();
-        RingOram::from_pages(page, key)
+        let snap = unpack(bytes)?;
+        let by_name = by_name(&snap);
+        RingOram::from_pages(|name| by_name.get(name).copied(), key)
     }
+}
+
+/// Every page in one value (the snapshot format of both Ring ORAM engines).
+pub(super) fn pack(pages: &Pages) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let snap = Zeroizing::new(Snapshot {
+        version: VERSION,
+        pages: pages
+            .iter()
+            .map(|(name, bytes)| (name.clone(), ByteBuf::from(bytes.to_vec())))
+            .collect(),
+    });
+    encode(&*snap)
+}
+
+/// The pages of [`pack`]'s bytes.
+pub(super) fn unpack(bytes: &[u8]) -> Result<Zeroizing<Snapshot>, Error> {
+    let snap: Zeroizing<Snapshot> = decode(bytes)?;
+    if snap.version != VERSION {
+        return Err(Error::BadSnapshot("unknown version".into()));
+    }
+    Ok(snap)
+}
+
+/// The pages of a snapshot, by name.
+pub(super) fn by_name(snap: &Snapshot) -> std::collections::HashMap<&str, &[u8]> {
+    snap.pages
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect()
 }

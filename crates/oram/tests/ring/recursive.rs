@@ -103,9 +103,16 @@ proptest! {
                 }
             }
         }
+        // The pages saved are the whole state: rebuilt from them, and from a snapshot, the
+        // store reads everything back alike.
+        let mut whole = RecursiveRing::restore(&oram.snapshot().expect("snapshot"), key.clone())
+            .expect("restore");
         let mut back = rebuild(&saved, &key);
-        for (a, v) in &model {
-            prop_assert_eq!(&back.run(&mut store, Op::Read(*a), &mut rng).expect("read"), v);
+        let mut other = store.clone();
+        for a in 0..config.capacity {
+            let want = model.get(&a).unwrap_or(&zeros);
+            prop_assert_eq!(&back.run(&mut store, Op::Read(a), &mut rng).expect("read"), want);
+            prop_assert_eq!(&whole.run(&mut other, Op::Read(a), &mut rng).expect("read"), want);
         }
     }
 
@@ -307,6 +314,13 @@ fn recursion_keeps_less_in_client_memory_than_the_flat_map() {
     );
     assert_eq!(rec.trees(), 2);
     assert!(rec.memory() < flat.memory());
+    // Each tree's stash stays as small as one Ring ORAM's (the engine's tests bound it).
+    assert!(
+        rec.max_stash() <= flat.max_stash() + 40,
+        "stash {} against {}",
+        rec.max_stash(),
+        flat.max_stash()
+    );
     assert!(
         s2.ids().any(|BucketId { tree, .. }| tree == 1),
         "the position tree is at storage"
@@ -385,4 +399,53 @@ fn storage_sees_uniform_leaves_in_every_tree_whatever_the_workload() {
         shapes.push(shape);
     }
     assert_eq!(shapes[0], shapes[1], "walks of the same shape");
+}
+
+/// A stash past its bound in any tree does not stop a walk: the access completes, its
+/// last `finish` reports the overflow, and nothing is lost.
+#[test]
+fn a_stash_past_its_bound_is_reported_and_loses_nothing() {
+    use shroud_oram::ring::RingStore;
+    let config = RingConfig {
+        z: 1,
+        s: 2,
+        a: 4,
+        stash_limit: 1,
+        ..RingConfig::new(64, 16)
+    };
+    let map = Recursion {
+        pos_block: 16,
+        flat_limit: 2,
+    };
+    let mut rng = crate::common::rng(31);
+    let mut oram =
+        RecursiveRing::new(config, map, Key::generate(&mut rng), &mut rng).expect("config");
+    let mut store = MemoryStore::new();
+    let mut overflows = 0;
+    let mut access = |oram: &mut RecursiveRing, op: Op<'_>| -> Vec<u8> {
+        oram.begin_batch(&[op], &mut rng).expect("begin");
+        loop {
+            let slot_len = oram.slot_len();
+            let req = oram.request().expect("request").clone();
+            let reply = store.exchange(&req, slot_len).expect("exchange");
+            match oram.finish(&reply, &mut rng) {
+                Ok(Progress::Fetch) => {}
+                Ok(Progress::Done) => break,
+                Err(shroud_oram::Error::StashOverflow { limit: 1 }) => {
+                    overflows += 1;
+                    assert!(oram.request().is_none(), "reported when the walk ends");
+                    break;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        oram.results().next().expect("a result").to_vec()
+    };
+    for a in 0..64u64 {
+        access(&mut oram, Op::Write(a, &block(16, a, 3)));
+    }
+    for a in 0..64u64 {
+        assert_eq!(access(&mut oram, Op::Read(a)), block(16, a, 3));
+    }
+    assert!(overflows > 0, "a stash bound of 1 block is passed");
 }
