@@ -124,7 +124,7 @@ impl Oram {
 
     /// Uses a second core (`on`) or not: a helper thread authenticates and decrypts each
     /// fetched bucket as soon as the store has supplied it, while the store supplies the
-    /// next ([`crate::helper`]). Off by default; not part of the snapshot.
+    /// next (the private `helper` module). Off by default; not part of the snapshot.
     ///
     /// Fails only if the thread cannot be started.
     ///

@@ -22,7 +22,9 @@
 //!
 //! The [`ring`] module is a second engine over the same sealing and keys: Ring ORAM (Ren et
 //! al., USENIX Security 2015), which reads one slot per bucket and moves about a third of
-//! the bytes (docs/benchmarks.md).
+//! the bytes (docs/benchmarks.md), with a flat position map ([`ring::RingOram`]) or a
+//! recursive one ([`ring::RecursiveRing`]). [`DenseStore`] holds a formatted tree in memory
+//! by heap index, [`MemoryStore`] the buckets written in a hash map.
 //!
 //! # Sans-IO
 //! The engine never touches a socket or a disk. [`Oram::begin`] plans a batch; [`Oram::fetch`]

@@ -265,3 +265,25 @@ pub fn cases() -> Vec<(u64, u32, u32)> {
         (1 << 16, 1024, 0),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small case runs all three engines on the same accesses: Ring ORAM moves fewer
+    /// bytes than Path ORAM, and the recursive store (one tree and a top map here) about as many as the
+    /// flat one.
+    #[test]
+    fn a_small_case_measures_all_three_engines() {
+        let r = measure(1 << 10, 64, 0, [4, 6, 3], 3, 600).expect("measure");
+        assert!(r.ratio > 1.0, "Path / Ring {}", r.ratio);
+        assert_eq!(
+            r.recursive_trees, 1,
+            "2^10 positions fit the default top map"
+        );
+        let flat = r.ring_up + r.ring_down;
+        let rec = r.recursive_bytes[0] + r.recursive_bytes[1];
+        assert!(rec > 0.5 * flat && rec < 2.0 * flat, "{rec} against {flat}");
+        assert!(r.recursive_memory > 0 && r.recursive_accesses_per_s > 0.0);
+    }
+}
