@@ -63,6 +63,50 @@ impl Tls {
     }
 }
 
+/// The name every stack's directory starts with (see [`stack_dir`]).
+const DIR_PREFIX: &str = "shroud-stack-";
+
+/// A fresh directory for a stack's database and transcripts, holding this process's id.
+///
+/// A stack's drop deletes its directory only once storage has closed the database, on a
+/// thread of its own (sled waits forever if its files go first), and a process that exits
+/// meanwhile (a test binary, after its last test) cuts that thread short: the directories of
+/// finished processes piled up, tens of gigabytes on a machine that runs the suite often.
+/// So the first call in a process also deletes the stack directories whose process is gone.
+pub fn stack_dir() -> Result<tempfile::TempDir> {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(|| sweep(&std::env::temp_dir()));
+    let dir = tempfile::Builder::new().prefix(DIR_PREFIX).tempdir()?;
+    std::fs::write(dir.path().join("pid"), std::process::id().to_string())?;
+    Ok(dir)
+}
+
+/// Deletes the stack directories in `tmp` whose `pid` names a process that no longer
+/// runs. One without a `pid` file (being made now) is left alone, and so is every one where
+/// processes cannot be looked up (only Linux's `/proc` is read).
+fn sweep(tmp: &std::path::Path) {
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(DIR_PREFIX) {
+            continue;
+        }
+        let path = entry.path();
+        let pid = std::fs::read_to_string(path.join("pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        if let Some(pid) = pid
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
 /// A TLS storage server and a TLS proxy in front of it, in this process.
 pub struct Stack {
     /// The certificates both servers use.
@@ -101,7 +145,7 @@ pub struct Stack {
 impl Stack {
     /// Starts storage (with a transcript) and the proxy with this shape.
     pub async fn start(shape: Shape) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
+        let dir = stack_dir()?;
         let backend = Arc::new(SledBackend::open(&dir.path().join("db"))?);
         Self::start_with(shape, backend, crate::fixtures::storage_config(), dir).await
     }
@@ -109,14 +153,15 @@ impl Stack {
     /// [`Stack::start`] with a proxy whose transcript keeps every frame's bytes from the
     /// first ([`Stack::proxy_frames`]).
     pub async fn start_keeping_frames(shape: Shape) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
+        let dir = stack_dir()?;
         let backend = Arc::new(SledBackend::open(&dir.path().join("db"))?);
         let config = crate::fixtures::storage_config();
         Self::start_inner(shape, backend, config, dir, true).await
     }
 
     /// [`Stack::start`] over any backend (a test's hostile one, say) and storage settings;
-    /// `dir` holds the transcript and is deleted with the stack. Storage runs the mail board
+    /// `dir` holds the transcript and is deleted with the stack (make it with [`stack_dir`],
+    /// so that a process's exit cannot leave it behind for good). Storage runs the mail board
     /// the shape names.
     pub async fn start_with(
         shape: Shape,
@@ -424,5 +469,36 @@ impl Drop for Stack {
                 let _ = std::fs::remove_dir_all(dir);
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The directories of processes that are gone are deleted; this process's, and one
+    /// without a process id yet, are kept.
+    #[test]
+    fn the_sweep_deletes_only_what_dead_processes_left() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let mut child = std::process::Command::new("true").spawn().expect("true");
+        let dead = child.id();
+        child.wait().expect("wait");
+        let make = |name: &str, pid: Option<u32>| {
+            let d = tmp.path().join(format!("{DIR_PREFIX}{name}"));
+            std::fs::create_dir_all(d.join("db")).expect("dir");
+            if let Some(pid) = pid {
+                std::fs::write(d.join("pid"), pid.to_string()).expect("pid");
+            }
+            d
+        };
+        let gone = make("gone", Some(dead));
+        let mine = make("mine", Some(std::process::id()));
+        let young = make("young", None);
+        let other = tmp.path().join("other-dir");
+        std::fs::create_dir_all(&other).expect("other");
+        sweep(tmp.path());
+        assert_eq!(gone.exists(), !cfg!(target_os = "linux"));
+        assert!(mine.exists() && young.exists() && other.exists());
     }
 }

@@ -187,7 +187,13 @@ pub async fn run_one(
         None => Stack::start(shape).await?,
         Some(url) => {
             let engine = connect(url.clone()).await??;
-            Stack::start_with(shape, Arc::new(engine), config, tempfile::tempdir()?).await?
+            Stack::start_with(
+                shape,
+                Arc::new(engine),
+                config,
+                shroud_testkit::stack::stack_dir()?,
+            )
+            .await?
         }
     };
     // More storage servers on the cluster, each with a proxy of its own (given the others
