@@ -351,7 +351,7 @@ impl RingOram {
         }
         // Every operation checked before anything changes.
         let mut checked = Vec::with_capacity(ops.len());
-        for (op, placed) in ops {
+        for (op, _) in ops {
             checked.push(match *op {
                 Op::Read(a) => (Some(self.check_addr(a)?), None),
                 Op::Write(a, data) => {
@@ -368,7 +368,6 @@ impl RingOram {
                 }
                 Op::Dummy => (None, None),
             });
-            let _ = placed;
         }
         let writes = self.sealed_owed()?;
         let mut coming = HashSet::new();
@@ -395,14 +394,14 @@ impl RingOram {
                 .map(|p| {
                     p.online
                         .iter()
-                        .map(|&(b, s, _)| slot_id(self.tree, b, s))
+                        .map(|&(b, s, _)| self.slot_id(b, s))
                         .collect()
                 })
                 .collect(),
             reads: maintenance
                 .reads
                 .iter()
-                .map(|r| slot_id(self.tree, r.bucket, r.slot))
+                .map(|r| self.slot_id(r.bucket, r.slot))
                 .collect(),
         };
         self.flight = Some(Flight {
@@ -572,7 +571,7 @@ impl RingOram {
             .collect()
     }
 
-    fn check_addr(&self, a: u64) -> Result<u32, Error> {
+    pub(super) fn check_addr(&self, a: u64) -> Result<u32, Error> {
         if a >= self.config.capacity {
             return Err(Error::AddressOutOfBounds {
                 attempted: a,
@@ -761,8 +760,8 @@ impl RingOram {
         let zeros = || Zeroizing::new(vec![0; self.config.block_size as usize]);
         self.results.push(held.clone().unwrap_or_else(zeros));
         // Data new to the client (written, or read from storage) is saved; a block the
-        // client held and only read keeps the page it had.
-        if f.write.is_some() || f.target != Target::Local {
+        // client held and only read keeps the page it had, unless its leaf is in it.
+        if f.write.is_some() || f.target != Target::Local || self.leaves_in_blocks {
             self.dirty.data(a);
         }
         if self.leaves_in_blocks {
@@ -774,7 +773,6 @@ impl RingOram {
                 data[e * 4..e * 4 + 4].copy_from_slice(&v.to_le_bytes());
             }
             data[end..].copy_from_slice(&f.new_leaf.to_le_bytes());
-            self.dirty.data(a);
             self.local.insert(a, data);
             self.stash.insert(a);
         } else if let Some(data) = f.write.or(held) {
@@ -789,10 +787,9 @@ impl RingOram {
     /// maps.
     pub(super) fn leaf_of(&self, a: u32) -> u32 {
         if self.leaves_in_blocks {
-            self.local.get(&a).map_or(UNMAPPED, |d| {
-                let end = d.len() - 4;
-                u32::from_le_bytes([d[end], d[end + 1], d[end + 2], d[end + 3]])
-            })
+            self.local
+                .get(&a)
+                .map_or(UNMAPPED, |d| le_u32(d, d.len() - 4))
         } else {
             self.pos[a as usize]
         }
@@ -803,6 +800,13 @@ impl RingOram {
         BucketId {
             tree: self.tree,
             index,
+        }
+    }
+
+    fn slot_id(&self, bucket: u64, slot: u16) -> SlotId {
+        SlotId {
+            bucket: self.bucket_id(bucket),
+            slot,
         }
     }
 
@@ -985,14 +989,9 @@ fn reverse_lexicographic(g: u64, height: u32) -> u32 {
     low.reverse_bits() >> (32 - height)
 }
 
-fn slot_id(tree: u8, bucket: u64, slot: u16) -> SlotId {
-    SlotId {
-        bucket: BucketId {
-            tree,
-            index: bucket,
-        },
-        slot,
-    }
+/// The little-endian `u32` at byte `at` of `data` (a position entry, or a block's leaf).
+pub(super) fn le_u32(data: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]])
 }
 
 #[cfg(test)]

@@ -133,7 +133,7 @@ impl Meta {
 
     /// The blocks bucket `b` was written with, read or not: `(slot, address)`, in slot
     /// order.
-    fn blocks(&self, b: usize) -> impl Iterator<Item = (u16, u32)> + '_ {
+    pub fn blocks(&self, b: usize) -> impl Iterator<Item = (u16, u32)> + '_ {
         let r = b * self.z..(b + 1) * self.z;
         self.slot[r.clone()]
             .iter()
@@ -214,14 +214,6 @@ impl Meta {
                 })
             })
         })
-    }
-
-    /// The address slot `j` of bucket `b` was written with ([`DUMMY`] for a dummy), read
-    /// or not.
-    pub fn held_at(&self, b: usize, j: u16) -> u32 {
-        self.blocks(b)
-            .find(|&(s, _)| s == j)
-            .map_or(DUMMY, |(_, a)| a)
     }
 
     /// The blocks still unread in bucket `b`: `(slot, address)`, in slot order.
@@ -376,7 +368,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(back.random_dummy(1, &mut rng), None);
-        assert_eq!(back.held_at(1, 70), 5);
+        assert_eq!(back.blocks(1).collect::<Vec<_>>(), vec![(70, 5)]);
         let mut bad = unread.to_vec();
         bad[1] |= 1 << 16;
         assert!(

@@ -468,9 +468,7 @@ impl RingOram {
         }
         let b = index as usize;
         let first = self.meta.nonce(b, 0).ok_or_else(bad)?;
-        let real: Vec<u16> = (0..self.config.slots() as u16)
-            .filter(|&j| self.meta.held_at(b, j) != super::meta::DUMMY)
-            .collect();
+        let real: Vec<u16> = self.meta.blocks(b).map(|(j, _)| j).collect();
         let given: Vec<u16> = blocks.iter().map(|(j, _)| *j).collect();
         let block = self.config.block_size as usize;
         if given != real || blocks.iter().any(|(_, d)| d.len() != block) {
@@ -495,11 +493,9 @@ impl RingOram {
         let b = usize::try_from(index).map_err(|_| bad())?;
         let (slot_len, block) = (self.config.slot_len(), self.config.block_size as usize);
         let mut out = Vec::new();
-        for (j, sealed) in bytes.chunks_exact(slot_len).enumerate() {
-            let j = j as u16;
-            if self.meta.held_at(b, j) == super::meta::DUMMY {
-                continue;
-            }
+        for (j, _) in self.meta.blocks(b) {
+            let at_byte = usize::from(j) * slot_len;
+            let sealed = bytes.get(at_byte..at_byte + slot_len).ok_or_else(bad)?;
             let at = self.meta.nonce(b, j).ok_or_else(bad)?;
             let mut data = Zeroizing::new(sealed.to_vec());
             let id = self.bucket_id(index);

@@ -34,7 +34,7 @@ use rand::{CryptoRng, RngExt};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::engine::{Layout, Placed, RingOram};
+use super::engine::{Layout, Placed, RingOram, le_u32};
 use super::pages::Dirty;
 use super::snapshot::{by_name, pack, unpack};
 use super::store::RingStore;
@@ -313,7 +313,7 @@ impl RecursiveRing {
             .iter()
             .map(|(a, _)| {
                 a.and_then(|a| {
-                    let e = self.top[self.block_in(a, last) as usize];
+                    let e = self.top[block_in(self.recursion.chi(), a, last) as usize];
                     e.checked_sub(1)
                 })
             })
@@ -388,12 +388,7 @@ impl RecursiveRing {
                 .iter()
                 .zip(self.trees[t].results())
                 .map(|((a, _), data)| {
-                    a.and_then(|a| {
-                        let e = (block_in(chi, a, t - 1) % chi) as usize * 4;
-                        let v =
-                            u32::from_le_bytes([data[e], data[e + 1], data[e + 2], data[e + 3]]);
-                        v.checked_sub(1)
-                    })
+                    a.and_then(|a| le_u32(data, entry_in(chi, a, t) * 4).checked_sub(1))
                 })
                 .collect();
             walk.tree = t - 1;
@@ -429,10 +424,7 @@ impl RecursiveRing {
                     (Some(a), _) => Op::Read(block_in(chi, *a, t)),
                 };
                 let update = match a {
-                    Some(a) if t > 0 => Some((
-                        (block_in(chi, *a, t - 1) % chi) as usize,
-                        walk.new_leaves[t - 1][j] + 1,
-                    )),
+                    Some(a) if t > 0 => Some((entry_in(chi, *a, t), walk.new_leaves[t - 1][j] + 1)),
                     _ => None,
                 };
                 Placed {
@@ -447,18 +439,9 @@ impl RecursiveRing {
         Ok(())
     }
 
+    /// `a`, if the data tree (of the same capacity) holds it.
     fn check_addr(&self, a: u64) -> Result<u64, Error> {
-        if a >= self.config.capacity {
-            return Err(Error::AddressOutOfBounds {
-                attempted: a,
-                capacity: self.config.capacity,
-            });
-        }
-        Ok(a)
-    }
-
-    fn block_in(&self, a: u64, t: usize) -> u64 {
-        block_in(self.recursion.chi(), a, t)
+        self.trees[0].check_addr(a).map(u64::from)
     }
 
     /// What each access of the last finished batch read (zeros if never written; empty
@@ -640,4 +623,10 @@ impl RecursiveRing {
 /// The block of tree `t` that holds what data block `a` needs there: `a / chi^t`.
 fn block_in(chi: u64, a: u64, t: usize) -> u64 {
     (0..t).fold(a, |b, _| b / chi)
+}
+
+/// The entry of tree `t`'s block (`t > 0`) that holds the leaf of data block `a`'s block
+/// in tree `t - 1`.
+fn entry_in(chi: u64, a: u64, t: usize) -> usize {
+    (block_in(chi, a, t - 1) % chi) as usize
 }

@@ -60,6 +60,55 @@ pub enum M {
     Dummy,
 }
 
+/// The blocks the writes of a batch of model operations carry (`len` bytes; empty for the
+/// other operations).
+pub fn written(chunk: &[M], len: usize) -> Vec<Vec<u8>> {
+    chunk
+        .iter()
+        .map(|m| match *m {
+            M::Write(a, v) => block(len, a, v),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+/// The engine's operations for `chunk`, writing the blocks of [`written`].
+pub fn engine_ops<'a>(chunk: &[M], datas: &'a [Vec<u8>]) -> Vec<Op<'a>> {
+    chunk
+        .iter()
+        .zip(datas)
+        .map(|(m, d)| match *m {
+            M::Read(a) => Op::Read(a),
+            M::Write(a, _) => Op::Write(a, d),
+            M::Dummy => Op::Dummy,
+        })
+        .collect()
+}
+
+/// Checks what a batch of Ring ORAM accesses read against `model` (in order: a read sees
+/// the writes before it; a dummy reads nothing; a block never written reads as `len` zeros)
+/// and records its writes.
+pub fn check_batch(
+    chunk: &[M],
+    datas: &[Vec<u8>],
+    got: &[Vec<u8>],
+    model: &mut std::collections::HashMap<u64, Vec<u8>>,
+    len: usize,
+) -> Result<(), TestCaseError> {
+    prop_assert_eq!(got.len(), chunk.len());
+    let zeros = vec![0u8; len];
+    for ((m, d), g) in chunk.iter().zip(datas).zip(got) {
+        match *m {
+            M::Read(a) => prop_assert_eq!(g, model.get(&a).unwrap_or(&zeros), "read {}", a),
+            M::Write(a, _) => {
+                model.insert(a, d.clone());
+            }
+            M::Dummy => prop_assert!(g.is_empty()),
+        }
+    }
+    Ok(())
+}
+
 /// `len` random operations on a store of `n` blocks.
 pub fn ops(n: u64, len: std::ops::Range<usize>) -> impl Strategy<Value = Vec<M>> {
     // Few distinct addresses make repeats (and overlapping batches) common.

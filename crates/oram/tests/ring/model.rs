@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use shroud_oram::ring::RingConfig;
 use shroud_oram::{MemoryStore, Op};
 
-use crate::common::{M, block, ops};
+use crate::common::{check_batch, engine_ops, ops, written};
 
 fn config() -> impl Strategy<Value = RingConfig> {
     (
@@ -54,37 +54,13 @@ proptest! {
         let (mut oram, mut rng) = crate::engine(config, seed);
         let mut store = MemoryStore::new();
         let mut model: HashMap<u64, Vec<u8>> = HashMap::new();
-        let zeros = vec![0u8; config.block_size as usize];
         let len = config.block_size as usize;
         for chunk in ops.chunks(batch) {
-            // A batch's accesses take effect in order: a read sees the writes before it.
-            let datas: Vec<Vec<u8>> = chunk
-                .iter()
-                .map(|m| match *m {
-                    M::Write(a, v) => block(len, a, v),
-                    _ => Vec::new(),
-                })
-                .collect();
-            let engine_ops: Vec<Op<'_>> = chunk
-                .iter()
-                .zip(&datas)
-                .map(|(m, d)| match *m {
-                    M::Read(a) => Op::Read(a),
-                    M::Write(a, _) => Op::Write(a, d),
-                    M::Dummy => Op::Dummy,
-                })
-                .collect();
-            let got = oram.run_batch(&mut store, &engine_ops, &mut rng).expect("batch");
-            prop_assert_eq!(got.len(), chunk.len());
-            for ((m, d), g) in chunk.iter().zip(&datas).zip(&got) {
-                match *m {
-                    M::Read(a) => prop_assert_eq!(g, model.get(&a).unwrap_or(&zeros), "read {}", a),
-                    M::Write(a, _) => {
-                        model.insert(a, d.clone());
-                    }
-                    M::Dummy => prop_assert!(g.is_empty()),
-                }
-            }
+            let datas = written(chunk, len);
+            let got = oram
+                .run_batch(&mut store, &engine_ops(chunk, &datas), &mut rng)
+                .expect("batch");
+            check_batch(chunk, &datas, &got, &mut model, len)?;
         }
         // Everything written reads back, after all the evictions and reshuffles above.
         for (a, v) in &model {

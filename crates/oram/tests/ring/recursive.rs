@@ -10,7 +10,7 @@ use shroud_oram::ring::{Recursion, RecursiveRing, RingConfig, RingOram};
 use shroud_oram::{BucketId, Key, MemoryStore, Op, Progress};
 use zeroize::Zeroizing;
 
-use crate::common::{M, block, ops};
+use crate::common::{block, check_batch, engine_ops, ops, written};
 
 fn config() -> impl Strategy<Value = (RingConfig, Recursion)> {
     (
@@ -74,34 +74,12 @@ proptest! {
                 oram = rebuild(&saved, &key);
                 saved.extend(oram.changed_pages().expect("pages"));
             }
-            let datas: Vec<Vec<u8>> = chunk
-                .iter()
-                .map(|m| match *m {
-                    M::Write(a, v) => block(len, a, v),
-                    _ => Vec::new(),
-                })
-                .collect();
-            let engine_ops: Vec<Op<'_>> = chunk
-                .iter()
-                .zip(&datas)
-                .map(|(m, d)| match *m {
-                    M::Read(a) => Op::Read(a),
-                    M::Write(a, _) => Op::Write(a, d),
-                    M::Dummy => Op::Dummy,
-                })
-                .collect();
-            let got = oram.run_batch(&mut store, &engine_ops, &mut rng).expect("batch");
+            let datas = written(chunk, len);
+            let got = oram
+                .run_batch(&mut store, &engine_ops(chunk, &datas), &mut rng)
+                .expect("batch");
             saved.extend(oram.changed_pages().expect("pages"));
-            prop_assert_eq!(got.len(), chunk.len());
-            for ((m, d), g) in chunk.iter().zip(&datas).zip(&got) {
-                match *m {
-                    M::Read(a) => prop_assert_eq!(g, model.get(&a).unwrap_or(&zeros), "read {}", a),
-                    M::Write(a, _) => {
-                        model.insert(a, d.clone());
-                    }
-                    M::Dummy => prop_assert!(g.is_empty()),
-                }
-            }
+            check_batch(chunk, &datas, &got, &mut model, len)?;
         }
         // The pages saved are the whole state: rebuilt from them, and from a snapshot, the
         // store reads everything back alike.
